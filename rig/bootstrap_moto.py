@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Seed a fresh moto server for the test suite, then turn IAM auth on.
+
+While moto's no-auth allowance lasts (unlimited until reset-auth is called),
+this creates:
+  - IAM user rig-admin with an inline Allow * on * and an access key;
+  - bucket bridge-test (us-east-1);
+  - IAM role bridge-test-role (MaxSessionDuration 43200) trusting
+    accounts.google.com for sts:AssumeRoleWithWebIdentity, with an inline
+    policy limited to the bucket and the allowed/ prefix;
+then POSTs 0 to /moto-api/reset-auth so every later request is authenticated.
+
+Prints the rig.env lines for moto (KEY=VALUE) on stdout.
+
+Usage: bootstrap_moto.py http://127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+
+import boto3
+from botocore.config import Config
+
+REGION = "us-east-1"
+BUCKET = "bridge-test"
+ROLE = "bridge-test-role"
+ALLOWED_PREFIX = "allowed/"
+ADMIN = "rig-admin"
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": "accounts.google.com"},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+        }
+    ],
+}
+
+ROLE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "Objects",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+                "s3:GetObjectAttributes",
+            ],
+            "Resource": f"arn:aws:s3:::{BUCKET}/{ALLOWED_PREFIX}*",
+        },
+        {
+            "Sid": "Bucket",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
+        },
+        {
+            "Sid": "Buckets",
+            "Effect": "Allow",
+            "Action": "s3:ListAllMyBuckets",
+            "Resource": "*",
+        },
+    ],
+}
+
+ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
+def client(service: str, endpoint: str, key: str = "bootstrap", secret: str = "bootstrap"):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def main(endpoint: str) -> None:
+    iam = client("iam", endpoint)
+    iam.create_user(UserName=ADMIN)
+    iam.put_user_policy(
+        UserName=ADMIN, PolicyName="admin", PolicyDocument=json.dumps(ADMIN_POLICY)
+    )
+    key = iam.create_access_key(UserName=ADMIN)["AccessKey"]
+
+    client("s3", endpoint).create_bucket(Bucket=BUCKET)
+
+    role = iam.create_role(
+        RoleName=ROLE,
+        AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+        MaxSessionDuration=43200,
+    )["Role"]
+    iam.put_role_policy(
+        RoleName=ROLE, PolicyName="bridge-test", PolicyDocument=json.dumps(ROLE_POLICY)
+    )
+
+    # Auth on: from here every request must be signed by a known key.
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0",
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+    # Check it took: the admin key works, an unknown key does not.
+    admin_s3 = client("s3", endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    admin_s3.head_bucket(Bucket=BUCKET)
+    try:
+        client("s3", endpoint).head_bucket(Bucket=BUCKET)
+    except Exception:
+        pass
+    else:
+        raise SystemExit("moto accepted an unknown access key: auth did not turn on")
+
+    env = {
+        "RIG_MOTO_ENDPOINT": endpoint,
+        "RIG_AWS_REGION": REGION,
+        "RIG_ADMIN_ACCESS_KEY_ID": key["AccessKeyId"],
+        "RIG_ADMIN_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "RIG_BUCKET": BUCKET,
+        "RIG_ROLE_ARN": role["Arn"],
+        "RIG_ALLOWED_PREFIX": ALLOWED_PREFIX,
+    }
+    for name, value in env.items():
+        print(f"{name}={value}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1].rstrip("/"))

@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""moto's server (STS, IAM, S3) for the local test rig, bound to 127.0.0.1.
+
+Runs the same server as `moto_server`, after patching moto 5.2 defects that an
+AWS SDK for Rust client (or any client that behaves like real AWS) trips over.
+Each patch names the defect it works around. None of them changes what moto
+stores; they make authentication and response framing behave like AWS:
+
+  a. an unsigned AssumeRoleWithWebIdentity is let through the auth check;
+  b. header SigV4 is verified against the query string as it was sent;
+  c. presigned (query-signed) requests are verified for real;
+  d. S3 answers carry the XML root element AWS uses;
+  e. x-amz-checksum-crc32c is verified on PutObject / UploadPart.
+
+Usage: python rig/moto_server.py --port 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import hashlib
+import hmac
+import re
+import sys
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import moto.server
+from moto import settings
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.exceptions import _RESTError
+from moto.core.responses import BaseResponse
+from moto.iam import access_control
+from moto.s3 import responses as s3_responses
+from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
+from moto.utilities.utils import get_partition
+
+# --------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------
+
+_orig_setup_class = BaseResponse.setup_class
+
+
+def _setup_class_keeping_environ(self: Any, request: Any, *args: Any, **kwargs: Any) -> None:
+    # moto keeps only the decoded URL of a request; the WSGI environ still has
+    # the path and query exactly as the client sent them, which SigV4 needs.
+    self._rig_environ = getattr(request, "environ", None) or {}
+    _orig_setup_class(self, request, *args, **kwargs)
+
+
+BaseResponse.setup_class = _setup_class_keeping_environ
+
+
+def _raw_path_and_query(resp: Any) -> tuple[str, str]:
+    """The request's path and query string as they came over the wire."""
+    env = getattr(resp, "_rig_environ", {}) or {}
+    raw_uri = env.get("RAW_URI") or env.get("REQUEST_URI")
+    if raw_uri:
+        parts = urlsplit(raw_uri)
+        path = parts.path or "/"
+        query = parts.query
+    else:
+        parsed = urlsplit(resp.uri)
+        path, query = parsed.path or "/", parsed.query
+    if "QUERY_STRING" in env:
+        query = env["QUERY_STRING"]
+    return path, query
+
+
+def _query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """Split a raw query string into decoded (key, value) pairs.
+
+    '+' stays a literal plus (AWS SDKs send a space as %20), unlike
+    application/x-www-form-urlencoded parsing.
+    """
+    pairs = []
+    for item in raw_query.split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        pairs.append((unquote(key), unquote(value)))
+    return pairs
+
+
+def _aws_quote(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def _canonical_query(pairs: list[tuple[str, str]]) -> str:
+    """SigV4 canonical query string: each key and value URI-encoded, sorted."""
+    encoded = sorted((_aws_quote(k), _aws_quote(v)) for k, v in pairs)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def _is_s3(iam_request_cls: type) -> bool:
+    return issubclass(iam_request_cls, access_control.S3IAMRequest)
+
+
+class MissingAuthenticationToken(_RESTError):
+    code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "MissingAuthenticationToken", "Request is missing Authentication Token"
+        )
+
+
+class S3RequestExpired(S3ClientError):
+    def __init__(self) -> None:
+        super().__init__("AccessDenied", "Request has expired")
+
+
+class S3AuthorizationQueryParametersError(S3ClientError):
+    def __init__(self, message: str) -> None:
+        super().__init__("AuthorizationQueryParametersError", message)
+
+
+# AWS STS operations that are called without AWS credentials.
+_UNSIGNED_STS_ACTIONS = {"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"}
+
+_PRESIGN_PARAMS = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+)
+
+
+# --------------------------------------------------------------------------
+# a / b / c: the authentication check
+# --------------------------------------------------------------------------
+
+
+def _authenticate_and_authorize_action(
+    self: Any, iam_request_cls: type, resource: str = "*"
+) -> None:
+    if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        ActionAuthenticatorMixin.request_count += 1
+        return
+    if self.headers.get("X-Amz-Target") in ActionAuthenticatorMixin.PUBLIC_OPERATIONS:
+        return
+
+    raw_path, raw_query = _raw_path_and_query(self)
+    pairs = _query_pairs(raw_query)
+
+    if "Authorization" not in self.headers:
+        # (a) AssumeRoleWithWebIdentity is unsigned in AWS: the web identity
+        # token is the credential. moto 5.2 assumes an Authorization header on
+        # every request once auth is on and answers 500 (KeyError). Only this
+        # action, and only when the request carries no Authorization header,
+        # skips the check; the global no-auth counter is left alone.
+        action = self._get_action()
+        action = action[0] if isinstance(action, list) else action
+        if action in _UNSIGNED_STS_ACTIONS:
+            return
+        query = dict(pairs)
+        if "X-Amz-Signature" in query or "X-Amz-Algorithm" in query:
+            # (c) presigned URL: moto 5.2 answers 500 (KeyError on the
+            # missing Authorization header). Verify it as S3 does.
+            _check_presigned(self, iam_request_cls, resource, raw_path, pairs)
+            return
+        # moto 5.2 answers 500 here too; AWS answers 403.
+        if _is_s3(iam_request_cls):
+            raise S3AccessDeniedError()
+        raise MissingAuthenticationToken()
+
+    # (b) moto 5.2 verifies SigV4 against the decoded URL (werkzeug's
+    # request.url), so a query with an encoded character (ListObjectsV2
+    # prefix=a%2F, continuation-token, start-after) gets SignatureDoesNotMatch
+    # though AWS accepts it. botocore's SigV4Auth uses the query of the URL it
+    # is given verbatim (split on '&', sorted, no re-encoding), so hand it the
+    # canonical form: the query as sent, decoded once and URI-encoded per the
+    # SigV4 rules. S3's canonical URI is the path exactly as sent (S3SigV4Auth
+    # does not normalise or re-encode it); other services re-encode the
+    # decoded path themselves.
+    if _is_s3(iam_request_cls):
+        path = raw_path
+    else:
+        path = urlsplit(self.uri).path or "/"
+    if pairs:
+        path += "?" + _canonical_query(pairs)
+    iam_request = iam_request_cls(
+        account_id=self.current_account,
+        method=self.method,
+        path=path,
+        data=self.data,
+        body=self.raw_body,
+        headers=self.headers,
+        action=self._get_action(),
+    )
+    iam_request.check_signature()
+    iam_request.check_action_permitted(resource)
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def _check_presigned(
+    self: Any,
+    iam_request_cls: type,
+    resource: str,
+    raw_path: str,
+    pairs: list[tuple[str, str]],
+) -> None:
+    """(c) Verify a SigV4 query-signed request the way S3 does."""
+    s3 = _is_s3(iam_request_cls)
+    query = dict(pairs)
+    missing = [p for p in _PRESIGN_PARAMS if p not in query]
+    if missing or query["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+        msg = (
+            "Query-string authentication version 4 requires the X-Amz-Algorithm, "
+            "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
+            "and X-Amz-Expires parameters."
+        )
+        if s3:
+            raise S3AuthorizationQueryParametersError(msg)
+        raise MissingAuthenticationToken()
+
+    credential = query["X-Amz-Credential"]
+    scope = credential.split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        if s3:
+            raise S3AuthorizationQueryParametersError(
+                "Error parsing the X-Amz-Credential parameter"
+            )
+        raise MissingAuthenticationToken()
+    access_key_id, day, region, service, _ = scope
+    amz_date = query["X-Amz-Date"]
+    signed_headers = query["X-Amz-SignedHeaders"]
+    token = query.get("X-Amz-Security-Token")
+
+    # Let moto find the key (IAM user key or assumed-role session key) and,
+    # later, evaluate its policies exactly as for a header-signed request, by
+    # presenting the query credentials the way a signed request carries them.
+    auth_headers: dict[str, str] = {
+        "Authorization": (
+            f"AWS4-HMAC-SHA256 Credential={credential}, "
+            f"SignedHeaders={signed_headers}, Signature={query['X-Amz-Signature']}"
+        ),
+        "X-Amz-Date": amz_date,
+    }
+    if token is not None:
+        auth_headers["X-Amz-Security-Token"] = token
+    iam_request = iam_request_cls(
+        account_id=self.current_account,
+        method=self.method,
+        path=raw_path,
+        data=self.data,
+        body=self.raw_body,
+        headers=auth_headers,
+        action=self._get_action(),
+    )
+
+    try:
+        signed_at = _dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=_dt.timezone.utc
+        )
+        expires = int(query["X-Amz-Expires"])
+    except ValueError:
+        if s3:
+            raise S3AuthorizationQueryParametersError(
+                "X-Amz-Date and X-Amz-Expires must be a timestamp and a number"
+            )
+        raise MissingAuthenticationToken()
+    if expires < 1 or expires > 604800:
+        if s3:
+            raise S3AuthorizationQueryParametersError(
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+            )
+        raise MissingAuthenticationToken()
+    if _dt.datetime.now(_dt.timezone.utc) > signed_at + _dt.timedelta(seconds=expires):
+        if s3:
+            raise S3RequestExpired()
+        iam_request._raise_access_denied()
+
+    # Canonical request, with the payload left unsigned as for any presigned URL.
+    header_names = signed_headers.split(";")
+    canonical_headers = "".join(
+        f"{name}:{' '.join((self.headers.get(name) or '').split())}\n"
+        for name in header_names
+    )
+    canonical_query = _canonical_query([(k, v) for k, v in pairs if k != "X-Amz-Signature"])
+    canonical_uri = raw_path if s3 else quote(unquote(raw_path), safe="/~")
+    canonical_request = "\n".join(
+        [
+            self.method,
+            canonical_uri,
+            canonical_query,
+            canonical_headers,
+            signed_headers,
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            f"{day}/{region}/{service}/aws4_request",
+            hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+        ]
+    )
+    secret = iam_request._access_key.create_credentials().secret_key
+    key = _hmac(("AWS4" + secret).encode("utf-8"), day)
+    key = _hmac(key, region)
+    key = _hmac(key, service)
+    key = _hmac(key, "aws4_request")
+    expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, query["X-Amz-Signature"]):
+        iam_request._raise_signature_does_not_match()
+
+    iam_request.check_action_permitted(resource)
+
+
+ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate_and_authorize_action
+
+
+# --------------------------------------------------------------------------
+# d: XML root elements of S3 answers
+# --------------------------------------------------------------------------
+
+# moto 5.2 serialises some S3 outputs under "<Operation>Response" (or the
+# output shape's name) instead of the element S3 uses. botocore does not look
+# at the root element; the AWS SDK for Rust does and rejects the answer
+# ("invalid root, expected CompleteMultipartUploadResult"), so a Rust
+# multipart upload fails against plain moto.
+_S3_ROOT_FIXES = {
+    "CompleteMultipartUploadResponse": "CompleteMultipartUploadResult",
+    "CompleteMultipartUploadOutput": "CompleteMultipartUploadResult",
+    "CreateMultipartUploadResponse": "InitiateMultipartUploadResult",
+    "DeleteObjectsResponse": "DeleteResult",
+    "DeleteObjectsOutput": "DeleteResult",
+    "ListPartsResponse": "ListPartsResult",
+    "ListPartsOutput": "ListPartsResult",
+    "ListMultipartUploadsResponse": "ListMultipartUploadsResult",
+    "ListMultipartUploadsOutput": "ListMultipartUploadsResult",
+    "ListObjectsV2Response": "ListBucketResult",
+    "ListObjectsResponse": "ListBucketResult",
+    "ListObjectVersionsResponse": "ListVersionsResult",
+    "ListBucketsResponse": "ListAllMyBucketsResult",
+    "GetObjectAttributesOutput": "GetObjectAttributesResponse",
+    "GetBucketVersioningResponse": "VersioningConfiguration",
+    "GetObjectTaggingResponse": "Tagging",
+    "GetBucketTaggingResponse": "Tagging",
+}
+_ROOT_RE = re.compile(rb"^(\s*(?:<\?xml[^>]*\?>\s*)?)<([A-Za-z0-9]+)([\s>/])")
+
+
+def _fix_s3_root(body: Any) -> Any:
+    if not isinstance(body, (bytes, str)):
+        return body
+    as_str = isinstance(body, str)
+    data = body.encode("utf-8") if as_str else body
+    match = _ROOT_RE.match(data)
+    if match:
+        wrong = match.group(2).decode()
+        right = _S3_ROOT_FIXES.get(wrong)
+        if right:
+            head = match.group(1) + b"<" + right.encode() + match.group(3)
+            data = head + data[match.end() :]
+            closing = f"</{wrong}>".encode()
+            idx = data.rfind(closing)
+            if idx != -1:
+                data = data[:idx] + f"</{right}>".encode() + data[idx + len(closing) :]
+    return data.decode("utf-8") if as_str else data
+
+
+_orig_send_response = s3_responses.S3Response._send_response.__func__
+
+
+def _send_response_fixing_root(cls: Any, response: Any) -> Any:
+    status, headers, body = _orig_send_response(cls, response)
+    return status, headers, _fix_s3_root(body)
+
+
+s3_responses.S3Response._send_response = classmethod(_send_response_fixing_root)
+
+
+# --------------------------------------------------------------------------
+# e: x-amz-checksum-crc32c on PutObject / UploadPart
+# --------------------------------------------------------------------------
+
+
+def _make_crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _make_crc32c_table()
+
+
+def _crc32c_py(data: bytes) -> int:
+    """CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+try:  # a compiled implementation, when one happens to be installed
+    import google_crc32c as _gcrc
+
+    def crc32c(data: bytes) -> int:
+        return int(_gcrc.value(bytes(data)))
+
+except ImportError:  # pragma: no cover - depends on the machine
+    try:
+        import crc32c as _crc32c_mod
+
+        def crc32c(data: bytes) -> int:
+            return int(_crc32c_mod.crc32c(bytes(data)))
+
+    except ImportError:
+        crc32c = _crc32c_py
+
+
+def crc32c_b64(data: bytes) -> str:
+    return base64.b64encode(crc32c(data).to_bytes(4, "big")).decode("ascii")
+
+
+class S3BadDigest(S3ClientError):
+    def __init__(self) -> None:
+        super().__init__(
+            "BadDigest", "The CRC32C you specified did not match the calculated checksum."
+        )
+
+
+def _trailer_checksum(raw_body: Any, name: str) -> str | None:
+    """The value of a trailing checksum (aws-chunked body with x-amz-trailer)."""
+    if not isinstance(raw_body, (bytes, bytearray)):
+        return None
+    match = re.search(
+        rb"\r\n" + re.escape(name.encode()) + rb":\s*([A-Za-z0-9+/=]+)\s*(\r\n|$)",
+        bytes(raw_body),
+        re.IGNORECASE,
+    )
+    return match.group(1).decode() if match else None
+
+
+_orig_key_response_put = s3_responses.S3Response._key_response_put
+
+
+def _key_response_put_checking_crc32c(self: Any, query: dict[str, Any], key_name: str) -> Any:
+    # moto 5.2 stores x-amz-checksum-crc32c as given without checking it; S3
+    # answers 400 BadDigest when it does not match the body. Applies to
+    # PutObject and UploadPart (not UploadPartCopy, which has no body).
+    if "x-amz-copy-source" not in self.headers:
+        claimed = self.headers.get("x-amz-checksum-crc32c")
+        if claimed is None and "x-amz-checksum-crc32c" in (
+            self.headers.get("x-amz-trailer") or ""
+        ).lower():
+            claimed = _trailer_checksum(self.raw_body, "x-amz-checksum-crc32c")
+        if claimed is not None:
+            body = self.body or b""
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            if crc32c_b64(body) != claimed.strip():
+                raise S3BadDigest()
+    return _orig_key_response_put(self, query, key_name)
+
+
+s3_responses.S3Response._key_response_put = _key_response_put_checking_crc32c
+
+
+# --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    moto.server.main(["-H", "127.0.0.1", "-p", str(args.port)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
