@@ -35,7 +35,7 @@ from moto.core.responses import BaseResponse
 from moto.iam import access_control
 from moto.s3 import responses as s3_responses
 from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
-from moto.utilities.utils import get_partition
+from werkzeug.datastructures import ImmutableMultiDict
 
 # --------------------------------------------------------------------------
 # Shared helpers
@@ -48,6 +48,19 @@ def _setup_class_keeping_environ(self: Any, request: Any, *args: Any, **kwargs: 
     # moto keeps only the decoded URL of a request; the WSGI environ still has
     # the path and query exactly as the client sent them, which SigV4 needs.
     self._rig_environ = getattr(request, "environ", None) or {}
+    if (
+        isinstance(self, s3_responses.S3Response)
+        and request.method == "PUT"
+        and hasattr(request, "get_data")
+    ):
+        # werkzeug parses a body sent as application/x-www-form-urlencoded or
+        # multipart/form-data into request.form and leaves request.data empty,
+        # so moto stores an empty object for e.g. `curl --data-binary` or
+        # urllib PUTs to a presigned URL. S3 takes a PUT body as bytes whatever
+        # its Content-Type: read it raw and hide the form parsing.
+        request.get_data(cache=True, parse_form_data=False)
+        request.__dict__["form"] = ImmutableMultiDict()
+        request.__dict__["files"] = ImmutableMultiDict()
     _orig_setup_class(self, request, *args, **kwargs)
 
 
