@@ -1,0 +1,325 @@
+variable "project_id" {
+  description = "Google Cloud project that hosts the service."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id (6-30 characters of lower-case letters, digits and '-')."
+  }
+}
+
+variable "region" {
+  description = "Region of the Cloud Run service and the Eventarc trigger, e.g. europe-west1. The Eventarc trigger must be in the bucket's location (or a region inside its multi-region)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a Google Cloud region such as europe-west1."
+  }
+}
+
+variable "name" {
+  description = "Name of the Cloud Run service; also the stem of the service accounts, topics and trigger."
+  type        = string
+  default     = "gcp-aws-bridge"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,22}[a-z0-9]$", var.name))
+    error_message = "name must be 6-24 characters of lower-case letters, digits and '-', starting with a letter, so that \"<name>-events\" is still a valid service account id."
+  }
+}
+
+variable "image" {
+  description = "Container image of the service, e.g. europe-west1-docker.pkg.dev/PROJECT/REPO/gcp-aws-bridge:TAG. Used when the service is created; later rollouts come from Cloud Build."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/[^\\s]+$", var.image))
+    error_message = "image must be a full image reference with a registry host."
+  }
+}
+
+variable "aws_role_arn" {
+  description = "ARN of the AWS role the service assumes (AWS_ROLE_ARN); the role_arn output of the aws module."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", var.aws_role_arn))
+    error_message = "aws_role_arn must be an IAM role ARN."
+  }
+}
+
+variable "aws_region" {
+  description = "AWS region of the bucket and of the regional STS endpoint (AWS_REGION)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$", var.aws_region))
+    error_message = "aws_region must be an AWS region such as eu-west-1."
+  }
+}
+
+variable "aws_role_duration_seconds" {
+  description = "Session length the service asks STS for (AWS_ROLE_DURATION_SECONDS). Must not exceed the role's maximum session duration; the root module feeds both from one variable."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.aws_role_duration_seconds >= 900 && var.aws_role_duration_seconds <= 43200 && floor(var.aws_role_duration_seconds) == var.aws_role_duration_seconds
+    error_message = "aws_role_duration_seconds must be a whole number from 900 to 43200."
+  }
+}
+
+variable "s3_bucket" {
+  description = "S3 bucket the service works in (S3_BUCKET)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.s3_bucket))
+    error_message = "s3_bucket must be a valid S3 bucket name."
+  }
+}
+
+variable "s3_prefix" {
+  description = "Key prefix the service is confined to (S3_PREFIX); empty for the whole bucket."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.s3_prefix == "" || (can(regex("/$", var.s3_prefix)) && !startswith(var.s3_prefix, "/"))
+    error_message = "s3_prefix must be empty or end with '/' and not start with '/'."
+  }
+}
+
+variable "target_audience" {
+  description = "Audience of the ID token the service presents to AWS STS (TARGET_AUDIENCE); the role's trust policy requires it as accounts.google.com:oaud."
+  type        = string
+
+  validation {
+    condition     = length(trimspace(var.target_audience)) > 0
+    error_message = "target_audience must not be empty."
+  }
+}
+
+variable "auth_mode" {
+  description = "How the service authenticates its callers (AUTH_MODE): \"verify\" checks the Google signature itself, \"cloud-run-iam\" relies on Cloud Run's IAM check and still checks aud, exp and the allowed emails, \"none\" is for local use only."
+  type        = string
+  default     = "verify"
+
+  validation {
+    condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
+    error_message = "auth_mode must be one of verify, cloud-run-iam, none."
+  }
+}
+
+variable "additional_auth_audiences" {
+  description = "Audiences accepted besides the service URL (AUTH_AUDIENCES), e.g. a custom domain. The Pub/Sub push and Eventarc tokens carry the service URL."
+  type        = list(string)
+  default     = []
+}
+
+variable "additional_invokers" {
+  description = "Members (\"serviceAccount:x@p.iam.gserviceaccount.com\") allowed to call the HTTP API. They get roles/run.invoker, and service account emails among them are added to AUTH_ALLOWED_EMAILS."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.additional_invokers : can(regex("^(serviceAccount|user|group):[^@\\s]+@[^\\s]+$", m))])
+    error_message = "additional_invokers entries must look like serviceAccount:EMAIL, user:EMAIL or group:EMAIL (never allUsers)."
+  }
+}
+
+variable "min_instances" {
+  description = "Minimum number of instances (0 lets the service scale to zero)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.min_instances >= 0 && var.min_instances <= 100
+    error_message = "min_instances must be from 0 to 100."
+  }
+}
+
+variable "max_instances" {
+  description = "Maximum number of instances; bounds the load on STS and S3."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 1000
+    error_message = "max_instances must be from 1 to 1000."
+  }
+}
+
+variable "concurrency" {
+  description = "Maximum concurrent requests per instance. Uploads are streamed, so memory does not grow with object size."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be from 1 to 1000."
+  }
+}
+
+variable "request_timeout_seconds" {
+  description = "Cloud Run request timeout. Keep it below the push subscription's ack deadline only when deliveries must not overlap; large replications need minutes."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.request_timeout_seconds >= 1 && var.request_timeout_seconds <= 3600
+    error_message = "request_timeout_seconds must be from 1 to 3600."
+  }
+}
+
+variable "cpu" {
+  description = "CPU limit of the container."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = contains(["1", "2", "4", "6", "8"], var.cpu)
+    error_message = "cpu must be 1, 2, 4, 6 or 8."
+  }
+}
+
+variable "memory" {
+  description = "Memory limit of the container, e.g. 512Mi."
+  type        = string
+  default     = "512Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.memory))
+    error_message = "memory must be a quantity such as 512Mi or 1Gi."
+  }
+}
+
+variable "log_format" {
+  description = "LOG_FORMAT: json (Cloud Logging structured lines) or text."
+  type        = string
+  default     = "json"
+
+  validation {
+    condition     = contains(["json", "text"], var.log_format)
+    error_message = "log_format must be json or text."
+  }
+}
+
+variable "max_body_bytes" {
+  description = "MAX_BODY_BYTES: largest request body accepted on every route but PUT /v1/objects, which streams."
+  type        = number
+  default     = 33554432
+
+  validation {
+    condition     = var.max_body_bytes >= 1024 && var.max_body_bytes <= 33554432
+    error_message = "max_body_bytes must be from 1024 to 33554432 (Cloud Run's HTTP/1 request limit is 32 MiB)."
+  }
+}
+
+variable "extra_env" {
+  description = "Further environment variables for the container (e.g. RUST_LOG). Must not repeat the ones this module sets."
+  type        = map(string)
+  default     = {}
+}
+
+variable "ingress" {
+  description = "Cloud Run ingress setting."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.ingress)
+    error_message = "ingress must be INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+variable "ack_deadline_seconds" {
+  description = "Ack deadline of the push subscription: how long Pub/Sub waits for the service's answer before redelivering."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.ack_deadline_seconds >= 10 && var.ack_deadline_seconds <= 600
+    error_message = "ack_deadline_seconds must be from 10 to 600."
+  }
+}
+
+variable "retry_minimum_backoff" {
+  description = "Minimum delay of the subscription's exponential retry policy, in seconds with an 's' suffix."
+  type        = string
+  default     = "10s"
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_minimum_backoff))
+    error_message = "retry_minimum_backoff must be a duration such as \"10s\"."
+  }
+}
+
+variable "retry_maximum_backoff" {
+  description = "Maximum delay of the subscription's exponential retry policy (at most 600s)."
+  type        = string
+  default     = "600s"
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_maximum_backoff))
+    error_message = "retry_maximum_backoff must be a duration such as \"600s\"."
+  }
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one message before it goes to the dead-letter topic."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be from 5 to 100."
+  }
+}
+
+variable "message_retention_duration" {
+  description = "How long the topics and the dead-letter subscription keep messages."
+  type        = string
+  default     = "604800s"
+
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.message_retention_duration))
+    error_message = "message_retention_duration must be a duration in seconds such as \"604800s\"."
+  }
+}
+
+variable "gcs_source_bucket" {
+  description = "Cloud Storage bucket whose finalized objects are replicated to S3 through an Eventarc trigger. Null for no trigger."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.gcs_source_bucket == null || can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", var.gcs_source_bucket))
+    error_message = "gcs_source_bucket must be a Cloud Storage bucket name."
+  }
+}
+
+variable "grant_source_bucket_read" {
+  description = "Grant the service account roles/storage.objectViewer on gcs_source_bucket, which replication needs to read the objects."
+  type        = bool
+  default     = true
+}
+
+variable "kms_key_name" {
+  description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) for the Pub/Sub topics. Null for Google-managed encryption."
+  type        = string
+  default     = null
+}
+
+variable "deletion_protection" {
+  description = "Refuse to destroy the Cloud Run service through Terraform."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels for the service, topics, subscriptions and trigger."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,10 @@
+terraform {
+  required_version = ">= 1.5.0, < 2.0.0"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.10.0, < 8.0.0"
+    }
+  }
+}

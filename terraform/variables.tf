@@ -1,0 +1,132 @@
+variable "project_id" {
+  description = "Google Cloud project that hosts the service."
+  type        = string
+}
+
+variable "region" {
+  description = "Google Cloud region of the service and the Eventarc trigger."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name" {
+  description = "Name of the Cloud Run service and stem of the Google resources."
+  type        = string
+  default     = "gcp-aws-bridge"
+}
+
+variable "image" {
+  description = "Container image the service is created with (Cloud Build deploys later ones)."
+  type        = string
+}
+
+variable "aws_region" {
+  description = "AWS region of the bucket and STS endpoint."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "s3_bucket" {
+  description = "S3 bucket the service works in."
+  type        = string
+}
+
+variable "create_bucket" {
+  description = "Create the S3 bucket; false to use an existing one."
+  type        = bool
+  default     = true
+}
+
+variable "s3_prefix" {
+  description = "Key prefix the service is confined to; empty for the whole bucket."
+  type        = string
+  default     = ""
+}
+
+variable "target_audience" {
+  description = "Audience of the ID token the service presents to AWS STS; matched as accounts.google.com:oaud."
+  type        = string
+  default     = "sts.amazonaws.com"
+}
+
+variable "role_duration_seconds" {
+  description = "STS session length: the service's AWS_ROLE_DURATION_SECONDS and the role's maximum session duration."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.role_duration_seconds >= 900 && var.role_duration_seconds <= 43200
+    error_message = "role_duration_seconds must be from 900 to 43200."
+  }
+}
+
+variable "aws_role_name" {
+  description = "Name of the IAM role."
+  type        = string
+  default     = "gcp-aws-bridge"
+}
+
+variable "allow_list_all_buckets" {
+  description = "Grant s3:ListAllMyBuckets for the GET /v1/buckets demo route."
+  type        = bool
+  default     = true
+}
+
+variable "auth_mode" {
+  description = "AUTH_MODE of the service: verify, cloud-run-iam or none."
+  type        = string
+  default     = "verify"
+
+  validation {
+    condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
+    error_message = "auth_mode must be one of verify, cloud-run-iam, none."
+  }
+}
+
+variable "additional_invokers" {
+  description = "Extra members allowed to call the HTTP API (serviceAccount:EMAIL, user:EMAIL, group:EMAIL)."
+  type        = list(string)
+  default     = []
+}
+
+variable "gcs_source_bucket" {
+  description = "Cloud Storage bucket replicated to S3 through Eventarc; null for none."
+  type        = string
+  default     = null
+}
+
+variable "min_instances" {
+  description = "Minimum Cloud Run instances."
+  type        = number
+  default     = 0
+}
+
+variable "max_instances" {
+  description = "Maximum Cloud Run instances."
+  type        = number
+  default     = 10
+}
+
+variable "concurrency" {
+  description = "Concurrent requests per instance."
+  type        = number
+  default     = 80
+}
+
+variable "request_timeout_seconds" {
+  description = "Cloud Run request timeout in seconds."
+  type        = number
+  default     = 300
+}
+
+variable "labels" {
+  description = "Labels for the Google resources."
+  type        = map(string)
+  default     = {}
+}
+
+variable "aws_tags" {
+  description = "Tags for every AWS resource."
+  type        = map(string)
+  default     = {}
+}
