@@ -425,6 +425,55 @@ def crc32c_is_verified():
     s3.abort_multipart_upload(Bucket=bucket, Key=allowed("crc-mpu"), UploadId=upload_id)
 
 
+def put_aws_chunked(key: str, payload: bytes, trailer: str) -> tuple[int, bytes]:
+    """PutObject framed as the AWS SDK for Rust sends it: an aws-chunked body
+    whose CRC32C travels in a trailer, signed by the role's credentials."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    c = role_creds()
+    body = b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc32c:%s\r\n\r\n" % (
+        len(payload),
+        payload,
+        trailer.encode(),
+    )
+    url = f"{ENV['RIG_MOTO_ENDPOINT']}/{ENV['RIG_BUCKET']}/{urllib.parse.quote(key)}"
+    req = AWSRequest(
+        method="PUT",
+        url=url,
+        data=body,
+        headers={
+            "Content-Encoding": "aws-chunked",
+            "x-amz-decoded-content-length": str(len(payload)),
+            "x-amz-trailer": "x-amz-checksum-crc32c",
+            "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            "Content-Length": str(len(body)),
+        },
+    )
+
+    class StreamingAuth(S3SigV4Auth):
+        # The payload is declared, not hashed: STREAMING-UNSIGNED-PAYLOAD-TRAILER.
+        def payload(self, request):
+            return "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+
+    creds = Credentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+    StreamingAuth(creds, "s3", ENV.get("RIG_AWS_REGION", "us-east-1")).add_auth(req)
+    status, _, answer = http("PUT", url, body, dict(req.headers.items()))
+    return status, answer
+
+
+@check
+def crc32c_trailer_is_verified():
+    good = base64.b64encode((0xE3069283).to_bytes(4, "big")).decode()
+    status, body = put_aws_chunked(allowed("crc-trailer-ok"), b"123456789", good)
+    assert status == 200, (status, body[:300])
+    got = role_s3().get_object(Bucket=ENV["RIG_BUCKET"], Key=allowed("crc-trailer-ok"))
+    assert got["Body"].read() == b"123456789"
+    status, body = put_aws_chunked(allowed("crc-trailer-bad"), b"123456789", "AAAAAA==")
+    assert (status, xml_code(body)) == (400, "BadDigest"), (status, body[:300])
+
+
 @check(needs="pubsub")
 def pubsub_publish_and_pull():
     host, project = ENV["PUBSUB_EMULATOR_HOST"], ENV["RIG_PUBSUB_PROJECT"]
