@@ -1,0 +1,21 @@
+//! Local stand-ins for the gcp-aws-bridge integration tests.
+//!
+//! - [`metadata`]: a GCE metadata server emulator that also plays Google's OAuth
+//!   token endpoint, the IAM Credentials `generateIdToken` API and the JWKS
+//!   certificate endpoint, all signed with keys generated at run time.
+//! - [`proxy`]: a streaming HTTP proxy that counts requests per AWS operation,
+//!   injects faults, and can check `AssumeRoleWithWebIdentity` tokens the way real
+//!   STS does (moto does not).
+//! - [`keys`]: RSA signing keys and JWT helpers shared by both.
+//!
+//! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
+//! handle (and every clone of it) is dropped or shut down.
+
+pub mod keys;
+pub mod metadata;
+pub mod proxy;
+mod server;
+
+pub use keys::SigningKey;
+pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
+pub use proxy::{FaultPlan, FaultProxy, ProxyFault, StsGate};
