@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
 import urllib.request
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 REGION = "us-east-1"
 BUCKET = "bridge-test"
@@ -124,8 +124,10 @@ def main(endpoint: str) -> None:
     admin_s3.head_bucket(Bucket=BUCKET)
     try:
         client("s3", endpoint).head_bucket(Bucket=BUCKET)
-    except Exception:
-        pass
+    except ClientError as exc:
+        status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+        if status != 403:
+            raise SystemExit(f"moto answered {status} to an unknown access key, not 403")
     else:
         raise SystemExit("moto accepted an unknown access key: auth did not turn on")
 

@@ -114,6 +114,8 @@ up_moto() {
 up_pubsub() {
     local port
     port="$(free_port)"
+    # A fresh data directory: no topics or subscriptions from an earlier run.
+    rm -rf "$RIG_DIR/pubsub-data"
     mkdir -p "$RIG_DIR/pubsub-data"
     start pubsub gcloud beta emulators pubsub start \
         --host-port="127.0.0.1:$port" --project="$PUBSUB_PROJECT" \
