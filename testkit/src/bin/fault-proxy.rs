@@ -1,0 +1,99 @@
+//! Runs the fault/counting proxy, optionally with the STS gate, for local runs.
+//!
+//! ```text
+//! fault-proxy --upstream http://127.0.0.1:5000 [--port P]
+//!             [--jwks-url URL --oaud AUDIENCE --aud AZP --sub SUB]
+//! ```
+//!
+//! Prints `READY 127.0.0.1:P` once listening, then serves until SIGTERM or SIGINT.
+//! The gate is on when `--jwks-url` is given (then `--oaud`, `--aud` and `--sub`
+//! are required).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use bridge_testkit::{FaultProxy, StsGate};
+
+const USAGE: &str = "usage: fault-proxy --upstream URL [--port P] [--jwks-url URL --oaud AUDIENCE --aud AZP --sub SUB]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut upstream: Option<String> = None;
+    let mut port: u16 = 0;
+    let (mut jwks_url, mut oaud, mut aud, mut sub) = (None, None, None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        if name == "--help" || name == "-h" {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            eprintln!("{name}: missing value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        match name.as_str() {
+            "--upstream" => upstream = Some(value),
+            "--port" => match value.parse() {
+                Ok(p) => port = p,
+                Err(_) => {
+                    eprintln!("--port: not a port number: {value}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--jwks-url" => jwks_url = Some(value),
+            "--oaud" => oaud = Some(value),
+            "--aud" => aud = Some(value),
+            "--sub" => sub = Some(value),
+            other => {
+                eprintln!("unknown argument {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(upstream) = upstream else {
+        eprintln!("--upstream is required\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let gate = match (jwks_url, oaud, aud, sub) {
+        (None, None, None, None) => None,
+        (Some(jwks_url), Some(oaud), Some(aud), Some(sub)) => Some(StsGate {
+            jwks_url,
+            oaud,
+            aud,
+            sub,
+        }),
+        _ => {
+            eprintln!("the STS gate needs all of --jwks-url, --oaud, --aud and --sub\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = match FaultProxy::start_on(&upstream, addr).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    proxy.set_sts_gate(gate);
+    println!("READY {}", proxy.url().trim_start_matches("http://"));
+    let _ = std::io::stdout().flush();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot install SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    proxy.shutdown();
+    ExitCode::SUCCESS
+}

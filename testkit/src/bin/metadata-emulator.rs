@@ -1,0 +1,110 @@
+//! Runs the GCE metadata emulator for local runs of the service.
+//!
+//! ```text
+//! metadata-emulator [--port P] [--email E] [--unique-id N] [--project-id P]
+//!                   [--numeric-project-id N] [--token-lifetime SECS]
+//!                   [--write-key-file PATH]
+//! ```
+//!
+//! Prints `READY 127.0.0.1:P` once listening, then serves until SIGTERM or SIGINT.
+//! Point the service at it with `GCE_METADATA_HOST=127.0.0.1:P`; the key file
+//! written by `--write-key-file` has its `token_uri` on the emulator.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bridge_testkit::{MetadataConfig, MetadataEmulator};
+
+const USAGE: &str = "usage: metadata-emulator [--port P] [--email E] [--unique-id N] [--project-id P] [--numeric-project-id N] [--token-lifetime SECS] [--write-key-file PATH]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut cfg = MetadataConfig::default();
+    let mut port: u16 = 0;
+    let mut key_file: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        if name == "--help" || name == "-h" {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            eprintln!("{name}: missing value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        match name.as_str() {
+            "--port" => match value.parse() {
+                Ok(p) => port = p,
+                Err(_) => {
+                    eprintln!("--port: not a port number: {value}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--email" => cfg.email = value,
+            "--unique-id" => cfg.unique_id = value,
+            "--project-id" => cfg.project_id = value,
+            "--numeric-project-id" => cfg.numeric_project_id = value,
+            "--token-lifetime" => match value.parse() {
+                Ok(s) => cfg.token_lifetime = Duration::from_secs(s),
+                Err(_) => {
+                    eprintln!("--token-lifetime: not a number of seconds: {value}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--write-key-file" => key_file = Some(value),
+            other => {
+                eprintln!("unknown argument {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let emu = match MetadataEmulator::start_on(cfg, addr).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = key_file {
+        if let Err(e) = write_private(&path, &emu.service_account_key_json()) {
+            eprintln!("cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("READY {}", emu.host());
+    let _ = std::io::stdout().flush();
+
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot install SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    emu.shutdown();
+    ExitCode::SUCCESS
+}
+
+/// Writes a file readable only by its owner (it holds a private key).
+fn write_private(path: &str, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
