@@ -827,12 +827,9 @@ async fn gate_check(shared: &Shared, token: Option<&str>) -> Option<Response<Bod
             }
             Err(VerifyError::UnknownKey(_)) if attempt == 0 => continue,
             Err(VerifyError::Expired) => {
-                return Some(sts_error(
-                    StatusCode::BAD_REQUEST,
-                    "Sender",
-                    "ExpiredTokenException",
-                    "Token expired",
-                ))
+                return invalid(
+                    "Token expired: the current date/time must be before the expiration date/time",
+                )
             }
             Err(e) => return invalid(&format!("Couldn't verify the token: {e}")),
         }
