@@ -161,7 +161,8 @@ async fn forwards_raw_requests_and_counts_operations() {
     assert_eq!(echo["uri"], "/bkt?list-type=2&prefix=a%2F");
     assert_eq!(echo["host"], base.trim_start_matches("http://"));
 
-    let requests: Vec<(reqwest::Method, &str, Option<(&str, &str)>)> = vec![
+    type Call<'a> = (reqwest::Method, &'a str, Option<(&'a str, &'a str)>);
+    let requests: Vec<Call> = vec![
         (reqwest::Method::GET, "/", None),
         (reqwest::Method::GET, "/bkt/k", None),
         (reqwest::Method::HEAD, "/bkt/k", None),
