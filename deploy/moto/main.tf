@@ -51,9 +51,9 @@ variable "s3_prefix" {
 }
 
 variable "google_service_account_unique_id" {
-  description = "Unique id the trust policy admits; the metadata emulator of the tests issues tokens with this sub and azp."
+  description = "Unique id the trust policy admits; the default is the unique id testkit's metadata emulator puts in sub and azp."
   type        = string
-  default     = "112233445566778899001"
+  default     = "104857600000000000001"
 }
 
 variable "target_audience" {
