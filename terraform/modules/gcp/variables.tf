@@ -24,8 +24,8 @@ variable "name" {
   default     = "gcp-aws-bridge"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{4,22}[a-z0-9]$", var.name))
-    error_message = "name must be 6-24 characters of lower-case letters, digits and '-', starting with a letter, so that \"<name>-events\" is still a valid service account id."
+    condition     = can(regex("^[a-z][a-z0-9-]{4,21}[a-z0-9]$", var.name))
+    error_message = "name must be 6-23 characters of lower-case letters, digits and '-', starting with a letter, so that \"<name>-events\" is still a valid service account id."
   }
 }
 
