@@ -10,6 +10,13 @@
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
+//!
+//! For local runs of the service, two binaries wrap the same code and print
+//! `READY 127.0.0.1:PORT` once listening, then serve until SIGTERM or SIGINT:
+//! `metadata-emulator` (`--port`, `--email`, `--unique-id`, `--project-id`,
+//! `--numeric-project-id`, `--token-lifetime`, `--write-key-file`) and
+//! `fault-proxy` (`--upstream`, `--port`, and `--jwks-url`/`--oaud`/`--aud`/`--sub`
+//! for the STS gate).
 
 pub mod keys;
 pub mod metadata;

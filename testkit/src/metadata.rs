@@ -227,7 +227,8 @@ impl MetadataEmulator {
     }
 
     /// Queues a fault for `endpoint`; queued faults are consumed in order, one per
-    /// request.
+    /// request, before any other check (`Metadata-Flavor`, authentication). The
+    /// faulted request is counted by [`calls`](MetadataEmulator::calls).
     pub fn push_fault(&self, endpoint: Endpoint, fault: Fault) {
         self.shared
             .faults
