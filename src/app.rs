@@ -1,0 +1,229 @@
+//! [`AppState`] and [`router`]: routes, caller verification, body limits,
+//! request deadlines and request logs with trace correlation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use tracing::Instrument;
+
+use crate::auth::CallerAuth;
+use crate::aws::{AwsClients, AwsOptions};
+use crate::config::{AuthMode, Config};
+use crate::error::AppError;
+use crate::identity::{IdTokenSource, IdentityError};
+use crate::replicate::{GcsClient, Replicator};
+use crate::storage::Storage;
+use crate::triggers::{cloudevents, http_api, pubsub};
+
+/// Everything a request needs, shared.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The services behind [`AppState`].
+pub struct Inner {
+    /// Configuration.
+    pub config: Config,
+    /// AWS clients sharing one identity cache.
+    pub aws: AwsClients,
+    /// S3 confined to the bucket and prefix.
+    pub storage: Storage,
+    /// Cloud Storage → S3.
+    pub replicator: Replicator,
+    /// Caller verification.
+    pub auth: CallerAuth,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the services. No outbound call.
+    pub fn new(config: Config, opts: AwsOptions) -> Result<AppState, IdentityError> {
+        let ids = Arc::new(IdTokenSource::from_config(&config)?.with_time_source(opts.time_source.clone()));
+        Ok(AppState::with_identity(config, ids, opts))
+    }
+
+    /// Builds the services around a given identity source.
+    pub fn with_identity(config: Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AppState {
+        let aws = AwsClients::new(&config, ids, opts);
+        let storage = Storage::new(
+            aws.s3.clone(),
+            config.s3_bucket.clone(),
+            config.s3_prefix.clone(),
+            aws.provider.expiry(),
+        );
+        let replicator = Replicator::new(
+            storage.clone(),
+            GcsClient::new(config.storage_emulator_host.as_deref()),
+        );
+        let auth = CallerAuth::from_config(&config);
+        AppState(Arc::new(Inner {
+            config,
+            aws,
+            storage,
+            replicator,
+            auth,
+        }))
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when AWS credentials can be had: resolving them for a presigned
+/// request goes through the identity cache and calls nothing but STS.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let conf = match aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)) {
+        Ok(c) => c,
+        Err(e) => return AppError::Internal(e.to_string()).into_response(),
+    };
+    let probe = state
+        .aws
+        .s3
+        .get_object()
+        .bucket(state.storage.bucket())
+        .key(format!("{}readyz", state.storage.prefix()))
+        .presigned(conf)
+        .await;
+    match probe {
+        Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            let reason = match crate::storage::find_sts_error(&e) {
+                Some(sts) => sts.to_string(),
+                None => crate::identity::error_chain(&e),
+            };
+            let body = serde_json::json!({
+                "status": "unavailable",
+                "error": { "code": "credentials_unavailable", "message": reason }
+            });
+            tracing::warn!(reason = %reason, "not ready");
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::error::RETRY_AFTER.as_secs()),
+            );
+            r
+        }
+    }
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.auth.check(req.headers()).await {
+        Ok(caller) => {
+            if let Some(email) = &caller.email {
+                tracing::Span::current().record("caller", email.as_str());
+            }
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Request span (trace correlation), deadline and the request log line.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let h = req.headers();
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    let trace = crate::telemetry::parse_trace_context(get("traceparent"), get("x-cloud-trace-context"));
+    let method = req.method().to_string();
+    let url = req.uri().path().to_owned();
+    let user_agent = get("user-agent").unwrap_or("").to_owned();
+    let span = match &trace {
+        Some((t, s, sampled)) => tracing::info_span!(
+            "request",
+            trace_id = %t,
+            span_id = s.as_deref().unwrap_or(""),
+            trace_sampled = *sampled,
+            caller = tracing::field::Empty
+        ),
+        None => tracing::info_span!("request", caller = tracing::field::Empty),
+    };
+    let timeout = state.config.request_timeout;
+    let resp = async move {
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => AppError::unavailable(
+                "timeout",
+                "the request took too long; retry later",
+                format!("deadline of {timeout:?} passed"),
+            )
+            .into_response(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        let size = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if status >= 500 && status != 503 {
+            tracing::error!(http.method = %method, http.url = %url, http.status = status, http.latency_ms = latency_ms, http.user_agent = %user_agent, http.response_size = size, "request served");
+        } else if status == 503 || status == 429 {
+            tracing::warn!(http.method = %method, http.url = %url, http.status = status, http.latency_ms = latency_ms, http.user_agent = %user_agent, http.response_size = size, "request served");
+        } else {
+            tracing::info!(http.method = %method, http.url = %url, http.status = status, http.latency_ms = latency_ms, http.user_agent = %user_agent, http.response_size = size, "request served");
+        }
+    });
+    resp
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/pubsub", post(pubsub::handle))
+        .route("/events", post(cloudevents::handle))
+        .route(
+            "/v1/objects/{*key}",
+            put(http_api::put_object)
+                .get(http_api::get_object)
+                .head(http_api::head_object)
+                .delete(http_api::delete_object),
+        )
+        .route("/v1/objects", get(http_api::list_objects))
+        .route("/v1/copy", post(http_api::copy))
+        .route("/v1/presign", post(http_api::presign))
+        .route("/v1/buckets", get(http_api::buckets))
+        .route("/v1/whoami", get(http_api::whoami))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read with explicit limits; PUT /v1/objects streams.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Warns when callers are not checked.
+pub fn warn_if_open(config: &Config) {
+    if config.auth_mode == AuthMode::None {
+        tracing::warn!("AUTH_MODE=none: callers are not authenticated; use this only locally");
+    }
+}

@@ -1,0 +1,344 @@
+//! [`Command`]: what every trigger decodes a request into, and
+//! [`execute`], which hands it to storage or replication.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::AppError;
+use crate::replicate::{GcsObject, ReplicaOutcome, Replicator};
+use crate::storage::{ObjectHeaders, PutOptions, PutResult, Storage};
+
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Write `body` at `key`.
+    Put {
+        /// Relative key.
+        key: String,
+        /// The bytes.
+        body: Bytes,
+        /// Content-Type.
+        content_type: Option<String>,
+        /// User metadata.
+        metadata: HashMap<String, String>,
+    },
+    /// Delete `key` (a missing key is fine).
+    Delete {
+        /// Relative key.
+        key: String,
+    },
+    /// Copy `source_key` to `key`.
+    Copy {
+        /// Relative source key.
+        source_key: String,
+        /// Relative destination key.
+        key: String,
+    },
+    /// Replicate a Cloud Storage object generation into S3.
+    Replicate(GcsObject),
+    /// Remove the replica of a deleted or archived Cloud Storage object,
+    /// unless the replica is of a newer generation.
+    DeleteReplica(GcsObject),
+    /// A known event that needs no work (e.g. a metadata update).
+    Ignore {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An object was written.
+    Written(PutResult),
+    /// An object was deleted (or was already gone).
+    Deleted {
+        /// Relative key.
+        key: String,
+    },
+    /// Replication result.
+    Replica(ReplicaOutcome),
+    /// Nothing to do.
+    Ignored {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// A JSON summary for the trigger's answer.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Outcome::Written(r) => serde_json::json!({
+                "status": "written", "key": r.key, "etag": r.etag, "version_id": r.version_id
+            }),
+            Outcome::Deleted { key } => serde_json::json!({ "status": "deleted", "key": key }),
+            Outcome::Replica(r) => r.to_json(),
+            Outcome::Ignored { reason } => serde_json::json!({ "status": "ignored", "reason": reason }),
+        }
+    }
+}
+
+/// The accepted command shapes, for error messages.
+pub const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}"#;
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(i64),
+        S(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::N(n)) => Ok(Some(n)),
+        Some(Raw::S(s)) if s.is_empty() => Ok(None),
+        Some(Raw::S(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number"))),
+    }
+}
+
+pub(crate) fn de_i64_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    string_or_number(d)
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Wire {
+    Put {
+        key: String,
+        body: Option<String>,
+        body_base64: Option<String>,
+        content_type: Option<String>,
+        #[serde(default)]
+        metadata: HashMap<String, String>,
+    },
+    Delete {
+        key: String,
+    },
+    Copy {
+        source_key: String,
+        key: String,
+    },
+    Replicate {
+        bucket: String,
+        name: String,
+        #[serde(default, deserialize_with = "string_or_number")]
+        generation: Option<i64>,
+        #[serde(default)]
+        crc32c: Option<String>,
+    },
+}
+
+/// Decodes a command from JSON bytes.
+pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
+    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
+        AppError::bad_request("invalid_json", format!("the message data is not JSON: {e}"))
+    })?;
+    let op = value.get("op").and_then(|o| o.as_str()).map(str::to_owned);
+    let wire: Wire = serde_json::from_value(value).map_err(|e| match op.as_deref() {
+        Some("put" | "delete" | "copy" | "replicate") => AppError::bad_request(
+            "invalid_command",
+            format!("bad {} command: {e}; accepted: {ACCEPTED_COMMANDS}", op.unwrap_or_default()),
+        ),
+        Some(other) => AppError::bad_request(
+            "unknown_op",
+            format!("unknown op {other:?}; accepted: {ACCEPTED_COMMANDS}"),
+        ),
+        None => AppError::bad_request(
+            "invalid_command",
+            format!("the message is not a command (no \"op\"); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"),
+        ),
+    })?;
+    Ok(match wire {
+        Wire::Put {
+            key,
+            body,
+            body_base64,
+            content_type,
+            metadata,
+        } => {
+            let body = match (body, body_base64) {
+                (Some(b), None) => Bytes::from(b),
+                (None, Some(b)) => Bytes::from(STANDARD.decode(b.trim()).map_err(|_| {
+                    AppError::bad_request("invalid_base64", "body_base64 is not valid base64")
+                })?),
+                _ => {
+                    return Err(AppError::bad_request(
+                        "invalid_command",
+                        "a put command has exactly one of body and body_base64",
+                    ))
+                }
+            };
+            Command::Put {
+                key,
+                body,
+                content_type,
+                metadata,
+            }
+        }
+        Wire::Delete { key } => Command::Delete { key },
+        Wire::Copy { source_key, key } => Command::Copy { source_key, key },
+        Wire::Replicate {
+            bucket,
+            name,
+            generation,
+            crc32c,
+        } => Command::Replicate(GcsObject {
+            bucket,
+            name,
+            generation,
+            crc32c,
+            ..GcsObject::default()
+        }),
+    })
+}
+
+/// Checks user metadata: token names, printable ASCII values, 2 KiB in all.
+pub fn validate_metadata(metadata: &HashMap<String, String>) -> Result<HashMap<String, String>, AppError> {
+    let mut out = HashMap::new();
+    let mut size = 0;
+    for (k, v) in metadata {
+        let name = k.to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
+        {
+            return Err(AppError::bad_request(
+                "invalid_metadata",
+                format!("metadata name {k:?} must be letters, digits and - _ . only"),
+            ));
+        }
+        if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(AppError::bad_request(
+                "invalid_metadata",
+                format!("metadata value of {k:?} must be printable ASCII"),
+            ));
+        }
+        size += name.len() + v.len();
+        out.insert(name, v.clone());
+    }
+    if size > 2048 {
+        return Err(AppError::bad_request(
+            "invalid_metadata",
+            "user metadata is over 2 KiB",
+        ));
+    }
+    Ok(out)
+}
+
+/// Checks a Content-Type value.
+pub fn validate_content_type(ct: Option<String>) -> Result<Option<String>, AppError> {
+    match ct {
+        Some(c) if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| (0x20..0x7f).contains(&b)) => Err(
+            AppError::bad_request("invalid_content_type", "content_type must be printable ASCII, at most 256 bytes"),
+        ),
+        other => Ok(other),
+    }
+}
+
+/// Runs a command.
+pub async fn execute(
+    storage: &Storage,
+    replicator: &Replicator,
+    cmd: Command,
+) -> Result<Outcome, AppError> {
+    match cmd {
+        Command::Put {
+            key,
+            body,
+            content_type,
+            metadata,
+        } => {
+            let key = storage.key(&key)?;
+            let opts = PutOptions {
+                headers: ObjectHeaders {
+                    content_type: validate_content_type(content_type)?,
+                    metadata: validate_metadata(&metadata)?,
+                    ..ObjectHeaders::default()
+                },
+                ..PutOptions::default()
+            };
+            Ok(Outcome::Written(storage.put_bytes(&key, body, opts).await?))
+        }
+        Command::Delete { key } => {
+            let key = storage.key(&key)?;
+            storage.delete(&key).await?;
+            Ok(Outcome::Deleted {
+                key: key.relative().to_owned(),
+            })
+        }
+        Command::Copy { source_key, key } => {
+            let source = storage.key(&source_key)?;
+            let dest = storage.key(&key)?;
+            Ok(Outcome::Written(storage.copy(&source, &dest).await?))
+        }
+        Command::Replicate(obj) => Ok(Outcome::Replica(replicator.replicate(&obj).await?)),
+        Command::DeleteReplica(obj) => Ok(Outcome::Replica(replicator.delete_replica(&obj).await?)),
+        Command::Ignore { reason } => Ok(Outcome::Ignored { reason }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: Result<Command, AppError>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(
+            parse_command(br#"{"op":"put","key":"a","body":"hi","content_type":"text/plain"}"#).unwrap(),
+            Command::Put {
+                key: "a".into(),
+                body: Bytes::from_static(b"hi"),
+                content_type: Some("text/plain".into()),
+                metadata: HashMap::new()
+            }
+        );
+        match parse_command(br#"{"op":"put","key":"a","body_base64":"AQID"}"#).unwrap() {
+            Command::Put { body, .. } => assert_eq!(&body[..], &[1, 2, 3]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_command(br#"{"op":"delete","key":"a"}"#).unwrap(),
+            Command::Delete { key: "a".into() }
+        );
+        match parse_command(br#"{"op":"replicate","bucket":"b","name":"n","generation":"17"}"#).unwrap() {
+            Command::Replicate(o) => assert_eq!(o.generation, Some(17)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_commands_name_the_accepted_shapes() {
+        assert_eq!(code(parse_command(b"not json")), "invalid_json");
+        assert_eq!(code(parse_command(br#"{"op":"explode"}"#)), "unknown_op");
+        assert_eq!(code(parse_command(br#"{"key":"a"}"#)), "invalid_command");
+        assert_eq!(code(parse_command(br#"{"op":"put","key":"a"}"#)), "invalid_command");
+        assert_eq!(
+            code(parse_command(br#"{"op":"put","key":"a","body_base64":"***"}"#)),
+            "invalid_base64"
+        );
+        let e = parse_command(br#"{"op":"explode"}"#).unwrap_err();
+        assert!(e.to_string().contains(r#"{"op":"delete","key"}"#));
+    }
+
+    #[test]
+    fn metadata_rules() {
+        let mut m = HashMap::new();
+        m.insert("Owner".to_string(), "team-a".to_string());
+        assert_eq!(validate_metadata(&m).unwrap()["owner"], "team-a");
+        m.insert("bad name".to_string(), "x".to_string());
+        assert!(validate_metadata(&m).is_err());
+    }
+}

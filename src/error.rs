@@ -1,0 +1,259 @@
+//! [`AppError`]: the one place that knows status codes. Bodies are
+//! `{"error":{"code":"snake_case","message":"…"}}`; 5xx bodies are generic
+//! and the detail goes to the log; nothing here ever holds a token or key.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::storage::StorageError;
+
+/// How long a trigger should wait before redelivering after a transient fault.
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Every way a request can fail, each with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: can never succeed (bad envelope, base64, JSON, op, key, event type).
+    #[error("{message}")]
+    BadRequest {
+        /// snake_case code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// 401: no usable credentials presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: method not allowed on the route.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: conflicting concurrent change.
+    #[error("{0}")]
+    Conflict(String),
+    /// 412: a precondition (If-None-Match, If-Match) failed.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 413: body over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: unsupported content type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 416: the Range cannot be satisfied.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    /// 429 + Retry-After: throttled.
+    #[error("{0}")]
+    Throttled(String),
+    /// 501: not implemented.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 503 + Retry-After: transient (metadata server, STS or S3 unavailable,
+    /// credentials refused until the trust policy is fixed, integrity
+    /// mismatch). `message` is safe to show; `detail` goes to the log.
+    #[error("{message}")]
+    Unavailable {
+        /// snake_case code.
+        code: &'static str,
+        /// Safe for the response.
+        message: String,
+        /// For the log only.
+        detail: String,
+    },
+    /// 500: a bug. The response says nothing internal.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 503 with a code; `detail` is logged, not answered.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, detail: impl Into<String>) -> Self {
+        AppError::Unavailable {
+            code,
+            message: message.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            AppError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The snake_case code of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest { code, .. } | AppError::Unavailable { code, .. } => code,
+            AppError::Unauthenticated(_) => "unauthenticated",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::Conflict(_) => "conflict",
+            AppError::PreconditionFailed(_) => "precondition_failed",
+            AppError::PayloadTooLarge(_) => "payload_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            AppError::Throttled(_) => "throttled",
+            AppError::NotImplemented(_) => "not_implemented",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
+    /// True for 429 and 503: the trigger should redeliver.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AppError::Throttled(_) | AppError::Unavailable { .. })
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            AppError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            AppError::Internal(detail) => tracing::error!(code = self.code(), "{detail}"),
+            AppError::Unavailable { detail, message, .. } => {
+                tracing::warn!(code = self.code(), detail = %detail, "{message}")
+            }
+            AppError::Throttled(m) => tracing::warn!(code = self.code(), "{m}"),
+            // Client rejections are not errors of this service.
+            other => tracing::info!(code = other.code(), "request refused: {other}"),
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.public_message() }
+        });
+        let mut resp = (status, Json(body)).into_response();
+        if self.is_transient() {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER.as_secs()),
+            );
+        }
+        if matches!(self, AppError::Unauthenticated(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<crate::storage::KeyError> for AppError {
+    fn from(e: crate::storage::KeyError) -> AppError {
+        AppError::bad_request("invalid_key", e.to_string())
+    }
+}
+
+impl From<StorageError> for AppError {
+    fn from(e: StorageError) -> AppError {
+        match e {
+            StorageError::InvalidKey(k) => k.into(),
+            StorageError::InvalidArgument(m) => AppError::bad_request("invalid_argument", m),
+            StorageError::NotFound(m) => AppError::NotFound(m),
+            StorageError::PreconditionFailed(m) => AppError::PreconditionFailed(m),
+            StorageError::Conflict(m) => AppError::Conflict(m),
+            StorageError::InvalidRange(m) => AppError::RangeNotSatisfiable(m),
+            StorageError::Throttled(m) => AppError::Throttled(format!("S3 is throttling: {m}")),
+            StorageError::CredentialsUnavailable(sts) => AppError::unavailable(
+                "credentials_unavailable",
+                "AWS credentials are unavailable; the request can succeed once they are",
+                sts.to_string(),
+            ),
+            StorageError::AccessDenied(m) => AppError::unavailable(
+                "s3_access_denied",
+                "the AWS role may not do this; the request can succeed once its policy allows it",
+                m,
+            ),
+            StorageError::Unavailable(m) => {
+                AppError::unavailable("s3_unavailable", "S3 is unavailable; retry later", m)
+            }
+            StorageError::IntegrityMismatch(m) => AppError::unavailable(
+                "integrity_mismatch",
+                "the bytes did not match their checksum; nothing was written",
+                m,
+            ),
+            StorageError::Body(m) => {
+                AppError::bad_request("unreadable_body", format!("the request body could not be read: {m}"))
+            }
+            StorageError::TooLarge(m) => AppError::PayloadTooLarge(m),
+            StorageError::Internal(m) => AppError::Internal(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: AppError) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let retry = r.headers().get(header::RETRY_AFTER).cloned();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn status_table() {
+        let (s, retry, b) = body(AppError::bad_request("invalid_key", "bad key")).await;
+        assert_eq!(s, 400);
+        assert!(retry.is_none());
+        assert_eq!(b["error"]["code"], "invalid_key");
+        assert_eq!(b["error"]["message"], "bad key");
+
+        let (s, retry, b) = body(AppError::unavailable(
+            "credentials_unavailable",
+            "AWS credentials are unavailable",
+            "token aud=x",
+        ))
+        .await;
+        assert_eq!(s, 503);
+        assert_eq!(retry.unwrap(), "10");
+        assert!(!b.to_string().contains("aud=x"));
+
+        let (s, retry, _) = body(AppError::Throttled("slow down".into())).await;
+        assert_eq!(s, 429);
+        assert!(retry.is_some());
+
+        let (s, _, b) = body(AppError::Internal("secret detail at src/x.rs".into())).await;
+        assert_eq!(s, 500);
+        assert_eq!(b["error"]["message"], "internal error");
+        assert!(!b.to_string().contains("secret"));
+    }
+}

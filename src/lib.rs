@@ -1,0 +1,24 @@
+//! gcp-aws-bridge: keyless AWS access for workloads on Google Cloud.
+//!
+//! The service proves its Google identity with an OIDC ID token
+//! ([`identity`]), trades it at AWS STS for short-lived credentials
+//! ([`aws`]), and performs S3 operations ([`storage`], [`replicate`]) when
+//! Pub/Sub push, Eventarc or an authenticated HTTP caller asks
+//! ([`triggers`]). Data flows one way: trigger → [`command::Command`] →
+//! storage/replicate → S3, with credentials coming from identity → aws
+//! underneath.
+
+pub mod app;
+pub mod auth;
+pub mod aws;
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod jwt;
+pub mod replicate;
+pub mod retry;
+pub mod storage;
+pub mod telemetry;
+pub mod triggers;

@@ -1,0 +1,166 @@
+//! gcp-aws-bridge: read the configuration, start logging, serve until
+//! SIGTERM (finishing requests in flight for at most 8 s), or run a command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use gcp_aws_bridge::app::{router, warn_if_open, AppState};
+use gcp_aws_bridge::aws::{AwsClients, AwsOptions};
+use gcp_aws_bridge::cli::{self, Mode};
+use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
+use gcp_aws_bridge::identity::IdTokenSource;
+use gcp_aws_bridge::telemetry;
+
+/// How long requests in flight may take after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+fn config_failed(e: &ConfigError) -> ExitCode {
+    for line in &e.0 {
+        eprintln!("configuration error: {line}");
+    }
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match cli::parse_args(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match mode {
+        Mode::Help => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Mode::Version => {
+            println!("gcp-aws-bridge {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = match mode {
+        Mode::Serve => Config::from_env(),
+        _ => Config::from_env_for_cli(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        match mode {
+            Mode::Serve => serve(config).await,
+            _ => command(mode, config).await,
+        }
+    })
+}
+
+async fn command(mode: Mode, config: Config) -> ExitCode {
+    // stdout carries the answer only; diagnostics go to stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+    let ids = match IdTokenSource::from_config(&config) {
+        Ok(i) => std::sync::Arc::new(i),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let out = match mode {
+        Mode::Credentials => cli::credentials_json(&aws).await,
+        _ => cli::whoami_json(&aws).await.map_err(|e| match e {
+            gcp_aws_bridge::error::AppError::Unavailable { message, detail, .. } => {
+                format!("{message}: {detail}")
+            }
+            other => other.to_string(),
+        }),
+    };
+    match out {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    telemetry::init(
+        if config.log_format == LogFormat::Text { LogFormat::Text } else { LogFormat::Json },
+        config.google_cloud_project.clone(),
+    );
+    warn_if_open(&config);
+    let port = config.port;
+    let state = match AppState::new(config, AwsOptions::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on 0.0.0.0:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "listening");
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stopping_tx.send(());
+    });
+    let grace = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => {
+            if let Err(e) = r {
+                tracing::error!("server failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        _ = grace => {
+            tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting");
+        }
+    }
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,548 @@
+//! Replication from Cloud Storage: `gs://B/NAME` (generation G) →
+//! `s3://S3_BUCKET/{S3_PREFIX}NAME`, streamed, checked with CRC32C end to
+//! end, idempotent by the replica's `x-amz-meta-goog-generation`.
+//!
+//! Environment: `STORAGE_EMULATOR_HOST` (`host:port` or a URL) replaces the
+//! Cloud Storage endpoint; no token is sent then, as in Google's libraries.
+//! Otherwise an access token comes from gcp_auth (the metadata server on
+//! Cloud Run).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Deserializer};
+use tokio::sync::OnceCell;
+
+use crate::error::AppError;
+use crate::identity::error_chain;
+use crate::retry::{is_transient_status, Backoff, Transient};
+use crate::storage::{ObjectHeaders, ObjectKey, PutOptions, Storage, StorageError};
+
+/// The S3 user-metadata name holding the source generation.
+pub const GENERATION_META: &str = "goog-generation";
+const READ_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
+
+fn u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(crate::command::de_i64_opt(d)?.and_then(|v| u64::try_from(v).ok()))
+}
+
+/// A Cloud Storage object (generation) named by an event or a command; the
+/// fields of the JSON API object resource that replication uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsObject {
+    /// Bucket.
+    #[serde(default)]
+    pub bucket: String,
+    /// Object name.
+    #[serde(default)]
+    pub name: String,
+    /// Generation; strings and numbers both accepted.
+    #[serde(default, deserialize_with = "crate::command::de_i64_opt")]
+    pub generation: Option<i64>,
+    /// CRC32C, base64 of the big-endian bytes.
+    #[serde(default)]
+    pub crc32c: Option<String>,
+    /// Size in bytes.
+    #[serde(default, deserialize_with = "u64_or_string")]
+    pub size: Option<u64>,
+    /// Content-Type.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Content-Encoding.
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    /// Content-Disposition.
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    /// Cache-Control.
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    /// Content-Language.
+    #[serde(default)]
+    pub content_language: Option<String>,
+    /// Custom metadata.
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, String>>,
+}
+
+/// What replication did; every outcome is a success for the trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaOutcome {
+    /// The generation was copied.
+    Replicated {
+        /// Relative key.
+        key: String,
+        /// Source generation.
+        generation: i64,
+        /// Bytes.
+        size: u64,
+    },
+    /// The replica already holds this generation, or a newer one.
+    UpToDate {
+        /// Relative key.
+        key: String,
+        /// The replica's generation.
+        replica_generation: i64,
+        /// The event's generation.
+        generation: i64,
+    },
+    /// The generation no longer exists in Cloud Storage; a newer one has its
+    /// own event.
+    SourceGone {
+        /// Bucket.
+        bucket: String,
+        /// Name.
+        name: String,
+        /// Generation asked for.
+        generation: Option<i64>,
+    },
+    /// The replica was deleted.
+    ReplicaDeleted {
+        /// Relative key.
+        key: String,
+    },
+    /// A delete found no replica, or kept a newer one.
+    ReplicaKept {
+        /// Relative key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ReplicaOutcome {
+    /// JSON summary for the answer.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            ReplicaOutcome::Replicated { key, generation, size } => serde_json::json!({
+                "status": "replicated", "key": key, "generation": generation.to_string(), "size": size
+            }),
+            ReplicaOutcome::UpToDate { key, replica_generation, generation } => serde_json::json!({
+                "status": "up_to_date", "key": key,
+                "replica_generation": replica_generation.to_string(), "generation": generation.to_string()
+            }),
+            ReplicaOutcome::SourceGone { bucket, name, generation } => serde_json::json!({
+                "status": "source_gone", "bucket": bucket, "name": name,
+                "generation": generation.map(|g| g.to_string())
+            }),
+            ReplicaOutcome::ReplicaDeleted { key } => serde_json::json!({ "status": "replica_deleted", "key": key }),
+            ReplicaOutcome::ReplicaKept { key, reason } => serde_json::json!({
+                "status": "replica_kept", "key": key, "reason": reason
+            }),
+        }
+    }
+}
+
+/// Why a Cloud Storage call failed.
+#[derive(Debug, thiserror::Error)]
+enum GcsError {
+    #[error("the object generation is gone (HTTP {0})")]
+    Gone(u16),
+    #[error("Cloud Storage: {message}")]
+    Failed { message: String, transient: bool },
+}
+
+impl Transient for GcsError {
+    fn is_transient(&self) -> bool {
+        matches!(self, GcsError::Failed { transient: true, .. })
+    }
+}
+
+impl From<GcsError> for AppError {
+    fn from(e: GcsError) -> AppError {
+        match e {
+            GcsError::Failed { message, transient: false } => {
+                AppError::bad_request("gcs_request_refused", message)
+            }
+            other => AppError::unavailable(
+                "gcs_unavailable",
+                "Cloud Storage is unavailable; retry later",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+/// Reads objects from the Cloud Storage JSON API.
+pub struct GcsClient {
+    http: reqwest::Client,
+    base: String,
+    emulator: bool,
+    auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for GcsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcsClient")
+            .field("base", &self.base)
+            .field("emulator", &self.emulator)
+            .finish_non_exhaustive()
+    }
+}
+
+const NAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+impl GcsClient {
+    /// The JSON API at `storage.googleapis.com`, or `STORAGE_EMULATOR_HOST`.
+    pub fn new(emulator_host: Option<&str>) -> GcsClient {
+        let (base, emulator) = match emulator_host {
+            Some(h) if h.starts_with("http://") || h.starts_with("https://") => {
+                (h.trim_end_matches('/').to_owned(), true)
+            }
+            Some(h) => (format!("http://{}", h.trim_end_matches('/')), true),
+            None => (GCS_ENDPOINT.to_owned(), false),
+        };
+        GcsClient {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .read_timeout(Duration::from_secs(60))
+                .user_agent(concat!("gcp-aws-bridge/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("a TLS client with the built-in roots"),
+            base,
+            emulator,
+            auth: OnceCell::new(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    async fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, GcsError> {
+        if self.emulator {
+            return Ok(req);
+        }
+        let provider = self
+            .auth
+            .get_or_try_init(|| async { gcp_auth::provider().await })
+            .await
+            .map_err(|e| GcsError::Failed {
+                message: format!("no Google credentials: {}", error_chain(&e)),
+                transient: true,
+            })?;
+        let token = provider.token(&[READ_SCOPE]).await.map_err(|e| GcsError::Failed {
+            message: format!("access token: {}", error_chain(&e)),
+            transient: true,
+        })?;
+        Ok(req.bearer_auth(token.as_str()))
+    }
+
+    fn object_url(&self, bucket: &str, name: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.base,
+            percent_encoding::utf8_percent_encode(bucket, NAME_ENCODE),
+            percent_encoding::utf8_percent_encode(name, NAME_ENCODE)
+        )
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, GcsError> {
+        let resp = self.authorize(req).await?.send().await.map_err(|e| GcsError::Failed {
+            message: format!("request failed: {}", error_chain(&e)),
+            transient: true,
+        })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        if status == 404 || status == 412 {
+            return Err(GcsError::Gone(status));
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let text: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+        Err(GcsError::Failed {
+            message: format!("HTTP {status}: {text}"),
+            // 401/403 are fixable by granting access: keep the event.
+            transient: is_transient_status(status) || status == 401 || status == 403,
+        })
+    }
+
+    /// The object resource of the live generation.
+    async fn metadata(&self, bucket: &str, name: &str) -> Result<GcsObject, GcsError> {
+        self.backoff
+            .retry(|| async {
+                let resp = self.send(self.http.get(self.object_url(bucket, name))).await?;
+                resp.json::<GcsObject>().await.map_err(|e| GcsError::Failed {
+                    message: format!("unreadable object resource: {e}"),
+                    transient: true,
+                })
+            })
+            .await
+    }
+
+    /// Starts the download of generation `generation`, bytes as stored.
+    async fn download(&self, bucket: &str, name: &str, generation: i64) -> Result<reqwest::Response, GcsError> {
+        let generation = generation.to_string();
+        self.backoff
+            .retry(|| async {
+                let req = self
+                    .http
+                    .get(self.object_url(bucket, name))
+                    .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
+                    // Serve gzip-encoded objects as stored, so bytes and CRC32C match.
+                    .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+                self.send(req).await
+            })
+            .await
+    }
+}
+
+/// CRC32C from a base64 value.
+fn decode_crc(b64: &str) -> Option<u32> {
+    let bytes = STANDARD.decode(b64.trim()).ok()?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The `crc32c=` part of `x-goog-hash` headers.
+fn goog_hash_crc(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("x-goog-hash")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("crc32c=").map(str::to_owned))
+}
+
+/// Replicates Cloud Storage objects into the confined S3 bucket.
+#[derive(Debug)]
+pub struct Replicator {
+    storage: Storage,
+    gcs: GcsClient,
+}
+
+impl Replicator {
+    /// Replication into `storage` from `gcs`.
+    pub fn new(storage: Storage, gcs: GcsClient) -> Replicator {
+        Replicator { storage, gcs }
+    }
+
+    async fn replica_generation(&self, key: &ObjectKey) -> Result<Option<i64>, AppError> {
+        Ok(self.storage.head_opt(key).await?.map(|info| {
+            info.headers
+                .metadata
+                .get(GENERATION_META)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0)
+        }))
+    }
+
+    /// Copies generation `obj.generation` (else the live one) of
+    /// `gs://obj.bucket/obj.name` unless the replica has it or a newer one.
+    pub async fn replicate(&self, obj: &GcsObject) -> Result<ReplicaOutcome, AppError> {
+        if obj.bucket.is_empty() || obj.name.is_empty() {
+            return Err(AppError::bad_request(
+                "invalid_event",
+                "a replication names a bucket and an object name",
+            ));
+        }
+        let key = self.storage.key(&obj.name)?;
+        if let Some(generation) = obj.generation {
+            if let Some(replica) = self.replica_generation(&key).await? {
+                if replica >= generation {
+                    return Ok(up_to_date(&key, replica, generation));
+                }
+            }
+        }
+        let live = match self.gcs.metadata(&obj.bucket, &obj.name).await {
+            Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
+            other => other?,
+        };
+        let Some(live_generation) = live.generation else {
+            return Err(AppError::unavailable(
+                "gcs_unavailable",
+                "Cloud Storage answered without a generation",
+                format!("gs://{}/{}", obj.bucket, obj.name),
+            ));
+        };
+        let generation = obj.generation.unwrap_or(live_generation);
+        if live_generation > generation {
+            return Ok(gone(obj, 412));
+        }
+        if live_generation < generation {
+            return Err(AppError::unavailable(
+                "gcs_not_yet_visible",
+                "the object generation is not visible in Cloud Storage yet",
+                format!("gs://{}/{} live {live_generation} < event {generation}", obj.bucket, obj.name),
+            ));
+        }
+        if obj.generation.is_none() {
+            if let Some(replica) = self.replica_generation(&key).await? {
+                if replica >= generation {
+                    return Ok(up_to_date(&key, replica, generation));
+                }
+            }
+        }
+
+        let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {
+            Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
+            other => other?,
+        };
+        let mut expected: Option<u32> = None;
+        for (what, value) in [
+            ("x-goog-hash", goog_hash_crc(&resp)),
+            ("the object resource", live.crc32c.clone()),
+            ("the event", obj.crc32c.clone()),
+        ] {
+            let Some(value) = value else { continue };
+            let crc = decode_crc(&value).ok_or_else(|| {
+                AppError::unavailable(
+                    "integrity_mismatch",
+                    "the object's CRC32C is unreadable",
+                    format!("gs://{}/{}: crc32c {value:?} from {what}", obj.bucket, obj.name),
+                )
+            })?;
+            match expected {
+                Some(e) if e != crc => {
+                    return Err(AppError::unavailable(
+                        "integrity_mismatch",
+                        "the object's CRC32C values disagree; nothing was written",
+                        format!(
+                            "gs://{}/{}#{generation}: crc32c {crc:08x} from {what} differs from {e:08x}",
+                            obj.bucket, obj.name
+                        ),
+                    ))
+                }
+                _ => expected = Some(crc),
+            }
+        }
+        let content_length = resp.content_length().or(live.size);
+        let mut metadata = live.metadata.clone().unwrap_or_default();
+        metadata.retain(|k, v| {
+            let ok = crate::command::validate_metadata(&HashMap::from([(k.clone(), v.clone())])).is_ok();
+            if !ok {
+                tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
+            }
+            ok
+        });
+        let mut metadata: HashMap<String, String> =
+            metadata.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        metadata.insert(GENERATION_META.to_owned(), generation.to_string());
+        let opts = PutOptions {
+            headers: ObjectHeaders {
+                content_type: live.content_type.clone(),
+                content_encoding: live.content_encoding.clone(),
+                content_disposition: live.content_disposition.clone(),
+                cache_control: live.cache_control.clone(),
+                content_language: live.content_language.clone(),
+                metadata,
+            },
+            if_none_match: false,
+            expected_crc32c: expected,
+            content_length,
+        };
+        let source = Box::pin(resp.bytes_stream().map_err(std::io::Error::other));
+        let written = self
+            .storage
+            .put_stream(&key, source, opts)
+            .await
+            .map_err(|e| match e {
+                // A failed read from Cloud Storage is transient.
+                StorageError::Body(m) => AppError::unavailable(
+                    "gcs_unavailable",
+                    "reading from Cloud Storage failed; retry later",
+                    m,
+                ),
+                other => other.into(),
+            })?;
+        tracing::info!(
+            source = %format!("gs://{}/{}", obj.bucket, obj.name),
+            generation,
+            key = %written.key,
+            size = content_length.unwrap_or(0),
+            "replicated"
+        );
+        Ok(ReplicaOutcome::Replicated {
+            key: written.key,
+            generation,
+            size: content_length.unwrap_or(0),
+        })
+    }
+
+    /// Removes the replica of a deleted or archived generation, unless the
+    /// replica holds a newer generation.
+    pub async fn delete_replica(&self, obj: &GcsObject) -> Result<ReplicaOutcome, AppError> {
+        if obj.name.is_empty() {
+            return Err(AppError::bad_request("invalid_event", "a delete names an object"));
+        }
+        let key = self.storage.key(&obj.name)?;
+        let Some(replica) = self.replica_generation(&key).await? else {
+            return Ok(ReplicaOutcome::ReplicaKept {
+                key: key.relative().to_owned(),
+                reason: "no replica".into(),
+            });
+        };
+        if let Some(generation) = obj.generation {
+            if replica > generation {
+                tracing::info!(key = %key, replica, generation, "replica is newer than the deleted generation; kept");
+                return Ok(ReplicaOutcome::ReplicaKept {
+                    key: key.relative().to_owned(),
+                    reason: format!("replica holds newer generation {replica}"),
+                });
+            }
+        }
+        self.storage.delete(&key).await?;
+        tracing::info!(key = %key, generation = obj.generation, "replica deleted");
+        Ok(ReplicaOutcome::ReplicaDeleted {
+            key: key.relative().to_owned(),
+        })
+    }
+}
+
+fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome {
+    tracing::info!(key = %key, replica, generation, "replica already holds this generation or a newer one");
+    ReplicaOutcome::UpToDate {
+        key: key.relative().to_owned(),
+        replica_generation: replica,
+        generation,
+    }
+}
+
+fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
+    tracing::info!(
+        source = %format!("gs://{}/{}", obj.bucket, obj.name),
+        generation = obj.generation,
+        status,
+        "source generation is gone; a newer generation has its own event"
+    );
+    ReplicaOutcome::SourceGone {
+        bucket: obj.bucket.clone(),
+        name: obj.name.clone(),
+        generation: obj.generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_resource_accepts_strings_and_numbers() {
+        let o: GcsObject = serde_json::from_str(include_str!(
+            "../tests/fixtures/cloudevents/StorageObjectData-complex.json"
+        ))
+        .unwrap();
+        assert_eq!(o.generation, Some(96883251));
+        assert_eq!(o.size, Some(0));
+        assert_eq!(o.content_encoding.as_deref(), Some("gzip"));
+        let o: GcsObject =
+            serde_json::from_str(r#"{"bucket":"b","name":"n","generation":"1588778055917163","size":"12"}"#).unwrap();
+        assert_eq!(o.generation, Some(1588778055917163));
+        assert_eq!(o.size, Some(12));
+    }
+
+    #[test]
+    fn crc_decoding() {
+        assert_eq!(decode_crc("4waSgw=="), Some(0xE306_9283));
+        assert_eq!(decode_crc("AAAAAA=="), Some(0));
+        assert_eq!(decode_crc("nope"), None);
+    }
+}

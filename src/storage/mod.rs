@@ -1,0 +1,492 @@
+//! S3 operations over one `aws_sdk_s3::Client`, confined to `S3_BUCKET` and
+//! the keys under `S3_PREFIX`. Keys in requests and answers are relative to
+//! the prefix. This module knows nothing of HTTP routes or status codes.
+
+mod error;
+mod key;
+mod upload;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
+use bytes::Bytes;
+
+pub use error::StorageError;
+pub(crate) use error::find_sts_error;
+pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
+pub use upload::{crc32c_base64, part_size_for, ByteSource, MULTIPART_THRESHOLD};
+
+use crate::aws::CredentialsExpiry;
+
+/// The longest a presigned URL may live (SigV4's limit).
+pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// System metadata carried with an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// Content-Encoding.
+    pub content_encoding: Option<String>,
+    /// Content-Disposition.
+    pub content_disposition: Option<String>,
+    /// Cache-Control.
+    pub cache_control: Option<String>,
+    /// Content-Language.
+    pub content_language: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names lower-case.
+    pub metadata: HashMap<String, String>,
+}
+
+/// How to write an object.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// System and user metadata.
+    pub headers: ObjectHeaders,
+    /// `If-None-Match: *`: refuse to overwrite.
+    pub if_none_match: bool,
+    /// The CRC32C the bytes must have; S3 verifies it too.
+    pub expected_crc32c: Option<u32>,
+    /// Body length, when known in advance.
+    pub content_length: Option<u64>,
+}
+
+/// The result of a write.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PutResult {
+    /// Relative key.
+    pub key: String,
+    /// ETag as S3 gives it.
+    pub etag: Option<String>,
+    /// Version id when the bucket is versioned.
+    pub version_id: Option<String>,
+}
+
+/// An object's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Relative key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag.
+    pub etag: Option<String>,
+    /// Last modification, RFC 3339.
+    pub last_modified: Option<String>,
+    /// Version id.
+    pub version_id: Option<String>,
+    /// System and user metadata.
+    pub headers: ObjectHeaders,
+}
+
+/// An object being read.
+#[derive(Debug)]
+pub struct GetResult {
+    /// Description (size is the full object size when known).
+    pub info: ObjectInfo,
+    /// Bytes in this answer.
+    pub content_length: Option<u64>,
+    /// `Content-Range` when a range was asked.
+    pub content_range: Option<String>,
+    /// The bytes, streamed.
+    pub body: ByteStream,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListPage {
+    /// Objects of this page.
+    pub objects: Vec<ListedObject>,
+    /// Cursor of the next page, if any.
+    pub next_cursor: Option<String>,
+}
+
+/// An object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedObject {
+    /// Relative key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// ETag.
+    pub etag: Option<String>,
+    /// RFC 3339.
+    pub last_modified: Option<String>,
+}
+
+/// A bucket of the account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BucketInfo {
+    /// Name.
+    pub name: String,
+    /// Creation time, RFC 3339.
+    pub created: Option<String>,
+}
+
+/// Method of a presigned URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PresignMethod {
+    /// Download.
+    #[serde(rename = "GET")]
+    Get,
+    /// Upload.
+    #[serde(rename = "PUT")]
+    Put,
+}
+
+/// A presigned URL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Presigned {
+    /// The URL.
+    pub url: String,
+    /// GET or PUT.
+    pub method: PresignMethod,
+    /// When it stops working (RFC 3339): the earlier of the asked expiry and
+    /// the signing credentials' end.
+    pub expires_at: String,
+}
+
+fn smithy_time(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .map(crate::telemetry::rfc3339)
+}
+
+/// S3 confined to one bucket and prefix.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    expiry: CredentialsExpiry,
+}
+
+impl Storage {
+    /// Operations on `bucket`, keys under `prefix`.
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+        expiry: CredentialsExpiry,
+    ) -> Storage {
+        Storage {
+            s3,
+            bucket,
+            prefix,
+            expiry,
+        }
+    }
+
+    /// Validates a relative key.
+    pub fn key(&self, relative: &str) -> Result<ObjectKey, StorageError> {
+        Ok(ObjectKey::new(&self.prefix, relative)?)
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The S3 client.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// Writes bytes held in memory, with their CRC32C for S3 to verify.
+    pub async fn put_bytes(
+        &self,
+        key: &ObjectKey,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<PutResult, StorageError> {
+        let crc = crc32c::crc32c(&body);
+        if let Some(expected) = opts.expected_crc32c {
+            if expected != crc {
+                return Err(StorageError::IntegrityMismatch(format!(
+                    "{key}: CRC32C of the bytes is {crc:08x}, expected {expected:08x}"
+                )));
+            }
+        }
+        upload::put_object(self, key, ByteStream::from(body), Some(crc), &opts, None).await
+    }
+
+    /// Writes a stream: one streamed PUT when the length is known and at most
+    /// 64 MiB, else a multipart upload with a bounded number of parts in
+    /// memory. A CRC32C mismatch with `opts.expected_crc32c` aborts the
+    /// upload and leaves nothing behind.
+    pub async fn put_stream(
+        &self,
+        key: &ObjectKey,
+        source: ByteSource,
+        opts: PutOptions,
+    ) -> Result<PutResult, StorageError> {
+        upload::put_stream(self, key, source, opts).await
+    }
+
+    /// Reads an object, or a `Range` of it.
+    pub async fn get(&self, key: &ObjectKey, range: Option<&str>) -> Result<GetResult, StorageError> {
+        if let Some(r) = range {
+            if !r.trim_start().starts_with("bytes=") {
+                return Err(StorageError::InvalidArgument(
+                    "Range must be of the form bytes=START-END".into(),
+                ));
+            }
+        }
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.full())
+            .set_range(range.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| error::classify("GetObject", key.relative(), e))?;
+        let total = out
+            .content_range
+            .as_deref()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok())
+            .or(out.content_length.and_then(|l| u64::try_from(l).ok()))
+            .unwrap_or(0);
+        Ok(GetResult {
+            info: ObjectInfo {
+                key: key.relative().to_owned(),
+                size: total,
+                etag: out.e_tag.clone(),
+                last_modified: smithy_time(out.last_modified.as_ref()),
+                version_id: out.version_id.clone(),
+                headers: ObjectHeaders {
+                    content_type: out.content_type.clone(),
+                    content_encoding: out.content_encoding.clone(),
+                    content_disposition: out.content_disposition.clone(),
+                    cache_control: out.cache_control.clone(),
+                    content_language: out.content_language.clone(),
+                    metadata: out.metadata.clone().unwrap_or_default(),
+                },
+            },
+            content_length: out.content_length.and_then(|l| u64::try_from(l).ok()),
+            content_range: out.content_range.clone(),
+            body: out.body,
+        })
+    }
+
+    /// Describes an object.
+    pub async fn head(&self, key: &ObjectKey) -> Result<ObjectInfo, StorageError> {
+        let out = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.full())
+            .send()
+            .await
+            .map_err(|e| error::classify("HeadObject", key.relative(), e))?;
+        Ok(ObjectInfo {
+            key: key.relative().to_owned(),
+            size: out.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
+            etag: out.e_tag,
+            last_modified: smithy_time(out.last_modified.as_ref()),
+            version_id: out.version_id,
+            headers: ObjectHeaders {
+                content_type: out.content_type,
+                content_encoding: out.content_encoding,
+                content_disposition: out.content_disposition,
+                cache_control: out.cache_control,
+                content_language: out.content_language,
+                metadata: out.metadata.unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Describes an object, `None` when there is none.
+    pub async fn head_opt(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        match self.head(key).await {
+            Ok(i) => Ok(Some(i)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes an object; deleting a missing key succeeds, as in S3.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.full())
+            .send()
+            .await
+            .map_err(|e| error::classify("DeleteObject", key.relative(), e))?;
+        Ok(())
+    }
+
+    /// Lists objects under `prefix` (relative), `limit` per page (1–1000).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: Option<i32>,
+        cursor: Option<String>,
+    ) -> Result<ListPage, StorageError> {
+        let full = list_prefix(&self.prefix, prefix)?;
+        let limit = limit.unwrap_or(1000);
+        if !(1..=1000).contains(&limit) {
+            return Err(StorageError::InvalidArgument(
+                "limit must be from 1 to 1000".into(),
+            ));
+        }
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(full)
+            .max_keys(limit)
+            .set_continuation_token(cursor.filter(|c| !c.is_empty()))
+            .send()
+            .await
+            .map_err(|e| error::classify("ListObjectsV2", prefix, e))?;
+        let objects = out
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| {
+                let key = o.key?.strip_prefix(&self.prefix)?.to_owned();
+                Some(ListedObject {
+                    key,
+                    size: o.size.unwrap_or(0),
+                    etag: o.e_tag,
+                    last_modified: smithy_time(o.last_modified.as_ref()),
+                })
+            })
+            .collect();
+        let next_cursor = if out.is_truncated.unwrap_or(false) {
+            out.next_continuation_token
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            next_cursor,
+        })
+    }
+
+    /// Copies an object within the bucket and prefix.
+    pub async fn copy(&self, source: &ObjectKey, dest: &ObjectKey) -> Result<PutResult, StorageError> {
+        let src = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(source.full(), upload::KEY_ENCODE)
+        );
+        let out = self
+            .s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dest.full())
+            .copy_source(src)
+            .send()
+            .await
+            .map_err(|e| match error::classify("CopyObject", source.relative(), e) {
+                StorageError::NotFound(_) => {
+                    StorageError::NotFound(format!("no such source object: {source}"))
+                }
+                other => other,
+            })?;
+        Ok(PutResult {
+            key: dest.relative().to_owned(),
+            etag: out.copy_object_result.and_then(|r| r.e_tag),
+            version_id: out.version_id,
+        })
+    }
+
+    /// A presigned URL for `key`. A URL signed with session credentials dies
+    /// with them, so the lifetime is capped at their remaining life (and at
+    /// seven days); `expires_at` tells the true end.
+    pub async fn presign(
+        &self,
+        key: &ObjectKey,
+        method: PresignMethod,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Result<Presigned, StorageError> {
+        let mut wanted = expires_in.min(MAX_PRESIGN);
+        for _ in 0..2 {
+            let url = self.presign_once(key, method, wanted).await?;
+            // The credentials that signed are the ones most recently issued.
+            let remaining = self
+                .expiry
+                .get()
+                .and_then(|e| e.duration_since(now).ok())
+                .unwrap_or(wanted);
+            if remaining >= wanted {
+                return Ok(Presigned {
+                    url,
+                    method,
+                    expires_at: crate::telemetry::rfc3339(now + wanted),
+                });
+            }
+            wanted = remaining.max(Duration::from_secs(1));
+        }
+        let url = self.presign_once(key, method, wanted).await?;
+        Ok(Presigned {
+            url,
+            method,
+            expires_at: crate::telemetry::rfc3339(now + wanted),
+        })
+    }
+
+    async fn presign_once(
+        &self,
+        key: &ObjectKey,
+        method: PresignMethod,
+        expires_in: Duration,
+    ) -> Result<String, StorageError> {
+        let conf = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| StorageError::InvalidArgument(format!("expires_in: {e}")))?;
+        let req = match method {
+            PresignMethod::Get => self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key.full())
+                .presigned(conf)
+                .await
+                .map_err(|e| error::classify("presign GetObject", key.relative(), e))?,
+            PresignMethod::Put => self
+                .s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key.full())
+                .presigned(conf)
+                .await
+                .map_err(|e| error::classify("presign PutObject", key.relative(), e))?,
+        };
+        Ok(req.uri().to_owned())
+    }
+
+    /// Buckets of the account (the role needs s3:ListAllMyBuckets).
+    pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, StorageError> {
+        let out = self
+            .s3
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|e| error::classify("ListBuckets", "", e))?;
+        Ok(out
+            .buckets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| BucketInfo {
+                name: b.name.unwrap_or_default(),
+                created: smithy_time(b.creation_date.as_ref()),
+            })
+            .collect())
+    }
+}
+
+pub(crate) fn checksum_algorithm() -> ChecksumAlgorithm {
+    ChecksumAlgorithm::Crc32C
+}
