@@ -1,0 +1,323 @@
+//! Shared support for the integration tests: the rig's endpoints (moto,
+//! the Pub/Sub emulator, fake-gcs-server, started by `scripts/rig-up.sh`),
+//! an in-process metadata emulator and fault proxy per test, the service
+//! in-process or as the real binary, and an admin S3 client to check what
+//! landed.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use bridge_testkit::{FaultProxy, MetadataConfig, MetadataEmulator, StsGate};
+use gcp_aws_bridge::config::Config;
+
+/// The audience of the service's Google ID token (presented to STS).
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+/// The audience callers' tokens carry.
+pub const SERVICE_AUDIENCE: &str = "https://bridge.test";
+/// The caller allowed by default.
+pub const CALLER_EMAIL: &str = "push@bridge-test.iam.gserviceaccount.com";
+
+/// `rig.env` of the running rig: `$RIG_DIR/rig.env`, default `.run/rig.env`.
+pub fn rig() -> HashMap<String, String> {
+    let dir = std::env::var("RIG_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.run").to_owned());
+    let path = format!("{dir}/rig.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("{path}: {e}; start the stand-ins with scripts/rig-up.sh (scripts/test.sh does)")
+    });
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export ").or(Some(l.trim())))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// A unique, allowed prefix for one test: `allowed/<name>-<nanos>/`.
+pub fn unique_prefix(name: &str) -> String {
+    let rig = rig();
+    let base = rig.get("RIG_ALLOWED_PREFIX").cloned().unwrap_or("allowed/".into());
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{base}{name}-{n}/")
+}
+
+/// An S3 client with the rig's admin keys, to inspect and prepare buckets.
+pub fn admin_s3() -> aws_sdk_s3::Client {
+    let rig = rig();
+    let creds = Credentials::from_keys(
+        rig["RIG_ADMIN_ACCESS_KEY_ID"].clone(),
+        rig["RIG_ADMIN_SECRET_ACCESS_KEY"].clone(),
+        None,
+    );
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .http_client(gcp_aws_bridge::aws::http_client())
+        .endpoint_url(&rig["RIG_MOTO_ENDPOINT"])
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Reads an object with the admin client; `None` when absent.
+pub async fn admin_get(bucket: &str, key: &str) -> Option<Vec<u8>> {
+    match admin_s3().get_object().bucket(bucket).key(key).send().await {
+        Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) => {
+            let svc = e.into_service_error();
+            assert!(svc.is_no_such_key(), "unexpected error: {svc:?}");
+            None
+        }
+    }
+}
+
+/// Keys under `prefix`, admin view.
+pub async fn admin_list(bucket: &str, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = admin_s3()
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        if out.is_truncated() == Some(true) {
+            token = out.next_continuation_token().map(str::to_owned);
+        } else {
+            return keys;
+        }
+    }
+}
+
+/// One test's world: a metadata emulator, a fault proxy in front of moto
+/// with the STS gate on, and the environment of a service using them.
+pub struct World {
+    pub rig: HashMap<String, String>,
+    pub metadata: MetadataEmulator,
+    pub proxy: FaultProxy,
+    pub bucket: String,
+    pub prefix: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl World {
+    pub async fn new(name: &str) -> World {
+        World::with_metadata(name, MetadataConfig::default()).await
+    }
+
+    pub async fn with_metadata(name: &str, cfg: MetadataConfig) -> World {
+        let rig = rig();
+        let metadata = MetadataEmulator::start(cfg).await;
+        let proxy = FaultProxy::start(&rig["RIG_MOTO_ENDPOINT"]).await;
+        let mc = metadata.config();
+        // Real STS checks the token and the trust policy; moto does neither.
+        proxy.set_sts_gate(Some(StsGate {
+            jwks_url: metadata.jwks_url(),
+            oaud: STS_AUDIENCE.to_owned(),
+            aud: mc.unique_id.clone(),
+            sub: mc.unique_id.clone(),
+        }));
+        let bucket = rig["RIG_BUCKET"].clone();
+        let prefix = unique_prefix(name);
+        let mut env: Vec<(String, String)> = vec![
+            ("TARGET_AUDIENCE", STS_AUDIENCE.to_owned()),
+            ("AWS_ROLE_ARN", rig["RIG_ROLE_ARN"].clone()),
+            ("AWS_ROLE_SESSION_NAME", format!("test-{name}")),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL", proxy.url()),
+            ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+            ("S3_BUCKET", bucket.clone()),
+            ("S3_PREFIX", prefix.clone()),
+            ("GCE_METADATA_HOST", metadata.host()),
+            ("ID_TOKEN_SOURCE", "metadata".to_owned()),
+            ("AUTH_MODE", "verify".to_owned()),
+            ("AUTH_AUDIENCES", SERVICE_AUDIENCE.to_owned()),
+            ("AUTH_ALLOWED_EMAILS", CALLER_EMAIL.to_owned()),
+            ("GOOGLE_CERTS_URL", metadata.jwks_url()),
+            ("GOOGLE_CLOUD_PROJECT", "bridge-test".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(gcs) = rig.get("STORAGE_EMULATOR_HOST") {
+            env.push(("STORAGE_EMULATOR_HOST".into(), gcs.clone()));
+        }
+        World {
+            rig,
+            metadata,
+            proxy,
+            bucket,
+            prefix,
+            env,
+        }
+    }
+
+    /// Sets (or replaces) an environment variable of the service.
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_owned(), v.to_owned()));
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_iter(self.env.clone()).expect("test configuration")
+    }
+
+    /// A caller token the service accepts (signed by the emulator's key,
+    /// which the service trusts through GOOGLE_CERTS_URL).
+    pub fn caller_token(&self) -> String {
+        self.caller_token_with(serde_json::json!({}))
+    }
+
+    /// A caller token with claims overridden by `overrides`.
+    pub fn caller_token_with(&self, overrides: serde_json::Value) -> String {
+        let now = bridge_testkit::keys::now_secs();
+        let mut claims = serde_json::json!({
+            "iss": "https://accounts.google.com",
+            "aud": SERVICE_AUDIENCE,
+            "azp": "104857600000000000002",
+            "sub": "104857600000000000002",
+            "email": CALLER_EMAIL,
+            "email_verified": true,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                if v.is_null() {
+                    c.remove(k);
+                } else {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        self.metadata.mint(claims)
+    }
+
+    /// The full S3 key of a relative key.
+    pub fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Captured output lines of a child process.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn text(&self) -> String {
+        self.all().join("\n")
+    }
+}
+
+/// The service binary, running.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static) -> Lines {
+    let lines = Lines::default();
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            l.0.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Server {
+    /// Starts the real binary with `env` (and nothing of this process's
+    /// environment but PATH) and waits for /healthz.
+    pub async fn start(env: &[(String, String)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gcp-aws-bridge"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start gcp-aws-bridge");
+        let stdout = capture(child.stdout.take().unwrap());
+        let stderr = capture(child.stderr.take().unwrap());
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "gcp-aws-bridge exited with {status}:\n{}\n{}",
+                    stdout.text(),
+                    stderr.text()
+                );
+            }
+            if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "gcp-aws-bridge did not answer /healthz");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Server {
+            child,
+            url,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit (bounded).
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "gcp-aws-bridge did not exit in {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,23 @@
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_through_the_service() {
+    let w = World::new("smoke").await;
+    let server = Server::start(&w.env).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{}/v1/objects/hello.txt", server.url))
+        .bearer_auth(w.caller_token())
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 201, "{text}\n{}", server.stdout.text());
+    assert_eq!(admin_get(&w.bucket, &w.full("hello.txt")).await.unwrap(), b"hello");
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
+}
