@@ -49,7 +49,9 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Builds the services. No outbound call.
     pub fn new(config: Config, opts: AwsOptions) -> Result<AppState, IdentityError> {
-        let ids = Arc::new(IdTokenSource::from_config(&config)?.with_time_source(opts.time_source.clone()));
+        let ids = Arc::new(
+            IdTokenSource::from_config(&config)?.with_time_source(opts.time_source.clone()),
+        );
         Ok(AppState::with_identity(config, ids, opts))
     }
 
@@ -136,7 +138,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let h = req.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
-    let trace = crate::telemetry::parse_trace_context(get("traceparent"), get("x-cloud-trace-context"));
+    let trace =
+        crate::telemetry::parse_trace_context(get("traceparent"), get("x-cloud-trace-context"));
     let method = req.method().to_string();
     let url = req.uri().path().to_owned();
     let user_agent = get("user-agent").unwrap_or("").to_owned();

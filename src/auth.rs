@@ -97,7 +97,11 @@ impl CertCache {
             .await
             .map_err(|e| unavailable(format!("GET {}: {e}", self.url)))?;
         if !resp.status().is_success() {
-            return Err(unavailable(format!("GET {}: HTTP {}", self.url, resp.status())));
+            return Err(unavailable(format!(
+                "GET {}: HTTP {}",
+                self.url,
+                resp.status()
+            )));
         }
         let ttl = max_age(resp.headers());
         let set: JwkSet = resp
@@ -204,7 +208,9 @@ impl CallerAuth {
             .as_deref()
             .ok_or_else(|| AppError::Forbidden("the token carries no email".into()))?;
         if !self.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
-            return Err(AppError::Forbidden(format!("{email} may not call this service")));
+            return Err(AppError::Forbidden(format!(
+                "{email} may not call this service"
+            )));
         }
         Ok(Caller {
             email: Some(email.to_owned()),
@@ -222,7 +228,9 @@ impl CallerAuth {
                 if !claims.aud.any_in(&self.audiences) {
                     return Err(unauthenticated("the token's audience is not accepted"));
                 }
-                let exp = claims.exp.ok_or_else(|| unauthenticated("the token has no exp"))?;
+                let exp = claims
+                    .exp
+                    .ok_or_else(|| unauthenticated("the token has no exp"))?;
                 if exp.saturating_add(LEEWAY_SECS as i64) < now_secs() as i64 {
                     return Err(unauthenticated("the token has expired"));
                 }
@@ -233,8 +241,8 @@ impl CallerAuth {
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, AppError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| unauthenticated("malformed token"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
         if header.alg != Algorithm::RS256 {
             return Err(unauthenticated("the token is not signed with RS256"));
         }
@@ -269,7 +277,9 @@ impl CallerAuth {
             None => return Err(unauthenticated("the token lacks iat")),
         }
         if claims.email_verified != Some(true) {
-            return Err(AppError::Forbidden("the token's email is not verified".into()));
+            return Err(AppError::Forbidden(
+                "the token's email is not verified".into(),
+            ));
         }
         self.allowed(&claims)
     }
@@ -293,7 +303,10 @@ mod tests {
     fn cache_control_max_age() {
         let mut h = reqwest::header::HeaderMap::new();
         assert_eq!(max_age(&h), DEFAULT_CERT_TTL);
-        h.insert("cache-control", "public, max-age=19800, must-revalidate".parse().unwrap());
+        h.insert(
+            "cache-control",
+            "public, max-age=19800, must-revalidate".parse().unwrap(),
+        );
         assert_eq!(max_age(&h), Duration::from_secs(19800));
     }
 }

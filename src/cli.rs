@@ -73,8 +73,12 @@ pub async fn credentials_json(aws: &AwsClients) -> Result<serde_json::Value, Str
 /// The token's non-secret claims, the AWS caller identity and the
 /// credentials' expiry.
 pub async fn whoami_json(aws: &AwsClients) -> Result<serde_json::Value, AppError> {
-    let out = aws.sts.get_caller_identity().send().await.map_err(|e| {
-        match find_sts_error(&e) {
+    let out = aws
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| match find_sts_error(&e) {
             Some(sts) => AppError::unavailable(
                 "credentials_unavailable",
                 "AWS credentials are unavailable",
@@ -85,11 +89,14 @@ pub async fn whoami_json(aws: &AwsClients) -> Result<serde_json::Value, AppError
                 "STS GetCallerIdentity failed; retry later",
                 crate::identity::error_chain(&e),
             ),
-        }
-    })?;
+        })?;
     // The token that bought the credentials is cached; this does not fetch again.
     let token = aws.provider.identity().token().await.map_err(|e| {
-        AppError::unavailable("identity_unavailable", "the Google identity is unavailable", e.to_string())
+        AppError::unavailable(
+            "identity_unavailable",
+            "the Google identity is unavailable",
+            e.to_string(),
+        )
     })?;
     let c = token.claims();
     Ok(serde_json::json!({

@@ -78,7 +78,9 @@ impl Outcome {
             }),
             Outcome::Deleted { key } => serde_json::json!({ "status": "deleted", "key": key }),
             Outcome::Replica(r) => r.to_json(),
-            Outcome::Ignored { reason } => serde_json::json!({ "status": "ignored", "reason": reason }),
+            Outcome::Ignored { reason } => {
+                serde_json::json!({ "status": "ignored", "reason": reason })
+            }
         }
     }
 }
@@ -201,7 +203,9 @@ pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
 }
 
 /// Checks user metadata: token names, printable ASCII values, 2 KiB in all.
-pub fn validate_metadata(metadata: &HashMap<String, String>) -> Result<HashMap<String, String>, AppError> {
+pub fn validate_metadata(
+    metadata: &HashMap<String, String>,
+) -> Result<HashMap<String, String>, AppError> {
     let mut out = HashMap::new();
     let mut size = 0;
     for (k, v) in metadata {
@@ -237,9 +241,14 @@ pub fn validate_metadata(metadata: &HashMap<String, String>) -> Result<HashMap<S
 /// Checks a Content-Type value.
 pub fn validate_content_type(ct: Option<String>) -> Result<Option<String>, AppError> {
     match ct {
-        Some(c) if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| (0x20..0x7f).contains(&b)) => Err(
-            AppError::bad_request("invalid_content_type", "content_type must be printable ASCII, at most 256 bytes"),
-        ),
+        Some(c)
+            if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Err(AppError::bad_request(
+                "invalid_content_type",
+                "content_type must be printable ASCII, at most 256 bytes",
+            ))
+        }
         other => Ok(other),
     }
 }
@@ -297,7 +306,8 @@ mod tests {
     #[test]
     fn commands_parse() {
         assert_eq!(
-            parse_command(br#"{"op":"put","key":"a","body":"hi","content_type":"text/plain"}"#).unwrap(),
+            parse_command(br#"{"op":"put","key":"a","body":"hi","content_type":"text/plain"}"#)
+                .unwrap(),
             Command::Put {
                 key: "a".into(),
                 body: Bytes::from_static(b"hi"),
@@ -313,7 +323,9 @@ mod tests {
             parse_command(br#"{"op":"delete","key":"a"}"#).unwrap(),
             Command::Delete { key: "a".into() }
         );
-        match parse_command(br#"{"op":"replicate","bucket":"b","name":"n","generation":"17"}"#).unwrap() {
+        match parse_command(br#"{"op":"replicate","bucket":"b","name":"n","generation":"17"}"#)
+            .unwrap()
+        {
             Command::Replicate(o) => assert_eq!(o.generation, Some(17)),
             other => panic!("{other:?}"),
         }
@@ -324,9 +336,14 @@ mod tests {
         assert_eq!(code(parse_command(b"not json")), "invalid_json");
         assert_eq!(code(parse_command(br#"{"op":"explode"}"#)), "unknown_op");
         assert_eq!(code(parse_command(br#"{"key":"a"}"#)), "invalid_command");
-        assert_eq!(code(parse_command(br#"{"op":"put","key":"a"}"#)), "invalid_command");
         assert_eq!(
-            code(parse_command(br#"{"op":"put","key":"a","body_base64":"***"}"#)),
+            code(parse_command(br#"{"op":"put","key":"a"}"#)),
+            "invalid_command"
+        );
+        assert_eq!(
+            code(parse_command(
+                br#"{"op":"put","key":"a","body_base64":"***"}"#
+            )),
             "invalid_base64"
         );
         let e = parse_command(br#"{"op":"explode"}"#).unwrap_err();

@@ -194,6 +194,8 @@ impl Config {
     }
 
     /// Reads the given variables (tests inject their environment this way).
+    /// Named after `envy::from_iter`, which it wraps.
+    #[allow(clippy::should_implement_trait)]
     pub fn from_iter<I>(vars: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
@@ -227,7 +229,10 @@ impl Config {
 }
 
 fn trimmed(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 fn list(v: &Option<String>) -> Vec<String> {
@@ -254,7 +259,9 @@ fn is_role_arn(v: &str) -> bool {
         && parts[3].is_empty()
         && parts[4].len() == 12
         && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty())
 }
 
 /// Cuts a session name to the STS rules: 2–64 characters of `[\w+=,.@-]`.
@@ -343,7 +350,8 @@ impl RawEnv {
         let id_file = trimmed(&self.google_id_token_file);
         match id_token_source {
             IdTokenSourceKind::ServiceAccountKey if gac.is_none() => errors.push(
-                "GOOGLE_APPLICATION_CREDENTIALS: required when ID_TOKEN_SOURCE=service-account-key".into(),
+                "GOOGLE_APPLICATION_CREDENTIALS: required when ID_TOKEN_SOURCE=service-account-key"
+                    .into(),
             ),
             IdTokenSourceKind::Impersonate if impersonate.is_none() => errors.push(
                 "IMPERSONATE_SERVICE_ACCOUNT: required when ID_TOKEN_SOURCE=impersonate".into(),
@@ -375,14 +383,17 @@ impl RawEnv {
         let endpoint_url_s3 = endpoint("AWS_ENDPOINT_URL_S3", &self.aws_endpoint_url_s3);
         let google_certs_url = endpoint("GOOGLE_CERTS_URL", &self.google_certs_url)
             .unwrap_or_else(|| GOOGLE_CERTS_URL.to_owned());
-        let iam_credentials_endpoint = endpoint("IAM_CREDENTIALS_ENDPOINT", &self.iam_credentials_endpoint)
-            .unwrap_or_else(|| "https://iamcredentials.googleapis.com".to_owned());
+        let iam_credentials_endpoint =
+            endpoint("IAM_CREDENTIALS_ENDPOINT", &self.iam_credentials_endpoint)
+                .unwrap_or_else(|| "https://iamcredentials.googleapis.com".to_owned());
 
         let s3_force_path_style = match trimmed(&self.s3_force_path_style).as_deref() {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
             Some(other) => {
-                errors.push(format!("S3_FORCE_PATH_STYLE: {other:?} is not true or false"));
+                errors.push(format!(
+                    "S3_FORCE_PATH_STYLE: {other:?} is not true or false"
+                ));
                 false
             }
         };
@@ -427,7 +438,9 @@ impl RawEnv {
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if n > 0 => n,
                 _ => {
-                    errors.push(format!("MAX_BODY_BYTES: {v:?} is not a positive number of bytes"));
+                    errors.push(format!(
+                        "MAX_BODY_BYTES: {v:?} is not a positive number of bytes"
+                    ));
                     DEFAULT_MAX_BODY
                 }
             },
@@ -455,11 +468,17 @@ impl RawEnv {
 
         let role_session_name = sanitize_session_name(
             &trimmed(&self.aws_role_session_name)
-                .or_else(|| match (trimmed(&self.k_service), trimmed(&self.k_revision)) {
-                    (Some(s), Some(r)) => Some(if r.starts_with(&s) { r } else { format!("{s}-{r}") }),
-                    (Some(s), None) => Some(s),
-                    _ => None,
-                })
+                .or_else(
+                    || match (trimmed(&self.k_service), trimmed(&self.k_revision)) {
+                        (Some(s), Some(r)) => Some(if r.starts_with(&s) {
+                            r
+                        } else {
+                            format!("{s}-{r}")
+                        }),
+                        (Some(s), None) => Some(s),
+                        _ => None,
+                    },
+                )
                 .or_else(|| trimmed(&self.hostname))
                 .or_else(host_name)
                 .unwrap_or_else(|| "gcp-aws-bridge".to_owned()),
@@ -513,7 +532,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn minimal() -> Vec<(String, String)> {
@@ -538,7 +560,10 @@ mod tests {
         assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(c.metadata_host, "metadata.google.internal");
         assert_eq!(c.role_session_name, "bridge-00001-abc");
-        assert_eq!(c.auth_allowed_emails, vec!["push@p.iam.gserviceaccount.com"]);
+        assert_eq!(
+            c.auth_allowed_emails,
+            vec!["push@p.iam.gserviceaccount.com"]
+        );
         assert_eq!(c.google_certs_url, GOOGLE_CERTS_URL);
     }
 
@@ -601,7 +626,12 @@ mod tests {
 
     #[test]
     fn duration_bounds() {
-        for (d, ok) in [("899", false), ("900", true), ("43200", true), ("43201", false)] {
+        for (d, ok) in [
+            ("899", false),
+            ("900", true),
+            ("43200", true),
+            ("43201", false),
+        ] {
             let mut v = minimal();
             v.push(("AWS_ROLE_DURATION_SECONDS".into(), d.into()));
             assert_eq!(Config::from_iter(v).is_ok(), ok, "{d}");
@@ -613,6 +643,9 @@ mod tests {
         assert_eq!(sanitize_session_name("svc rev/1"), "svc-rev-1");
         assert_eq!(sanitize_session_name(&"x".repeat(100)).len(), 64);
         assert_eq!(sanitize_session_name("a"), "gcp-aws-bridgea");
-        assert_eq!(sanitize_session_name("user@x.com+1=2,3"), "user@x.com+1=2,3");
+        assert_eq!(
+            sanitize_session_name("user@x.com+1=2,3"),
+            "user@x.com+1=2,3"
+        );
     }
 }

@@ -84,7 +84,11 @@ impl AppError {
     }
 
     /// 503 with a code; `detail` is logged, not answered.
-    pub fn unavailable(code: &'static str, message: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         AppError::Unavailable {
             code,
             message: message.into(),
@@ -149,7 +153,9 @@ impl IntoResponse for AppError {
         let status = self.status();
         match &self {
             AppError::Internal(detail) => tracing::error!(code = self.code(), "{detail}"),
-            AppError::Unavailable { detail, message, .. } => {
+            AppError::Unavailable {
+                detail, message, ..
+            } => {
                 tracing::warn!(code = self.code(), detail = %detail, "{message}")
             }
             AppError::Throttled(m) => tracing::warn!(code = self.code(), "{m}"),
@@ -208,9 +214,10 @@ impl From<StorageError> for AppError {
                 "the bytes did not match their checksum; nothing was written",
                 m,
             ),
-            StorageError::Body(m) => {
-                AppError::bad_request("unreadable_body", format!("the request body could not be read: {m}"))
-            }
+            StorageError::Body(m) => AppError::bad_request(
+                "unreadable_body",
+                format!("the request body could not be read: {m}"),
+            ),
             StorageError::TooLarge(m) => AppError::PayloadTooLarge(m),
             StorageError::Internal(m) => AppError::Internal(m),
         }

@@ -116,7 +116,11 @@ pub struct Claims {
     #[serde(default)]
     pub email: Option<String>,
     /// Whether Google verified the email.
-    #[serde(default, deserialize_with = "bool_or_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "bool_or_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub email_verified: Option<bool>,
     /// Expiry, seconds since the epoch.
     #[serde(default)]

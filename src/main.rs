@@ -79,7 +79,9 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
     let out = match mode {
         Mode::Credentials => cli::credentials_json(&aws).await,
         _ => cli::whoami_json(&aws).await.map_err(|e| match e {
-            gcp_aws_bridge::error::AppError::Unavailable { message, detail, .. } => {
+            gcp_aws_bridge::error::AppError::Unavailable {
+                message, detail, ..
+            } => {
                 format!("{message}: {detail}")
             }
             other => other.to_string(),
@@ -117,7 +119,11 @@ async fn shutdown_signal() {
 
 async fn serve(config: Config) -> ExitCode {
     telemetry::init(
-        if config.log_format == LogFormat::Text { LogFormat::Text } else { LogFormat::Json },
+        if config.log_format == LogFormat::Text {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        },
         config.google_cloud_project.clone(),
     );
     warn_if_open(&config);

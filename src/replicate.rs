@@ -120,18 +120,32 @@ impl ReplicaOutcome {
     /// JSON summary for the answer.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            ReplicaOutcome::Replicated { key, generation, size } => serde_json::json!({
+            ReplicaOutcome::Replicated {
+                key,
+                generation,
+                size,
+            } => serde_json::json!({
                 "status": "replicated", "key": key, "generation": generation.to_string(), "size": size
             }),
-            ReplicaOutcome::UpToDate { key, replica_generation, generation } => serde_json::json!({
+            ReplicaOutcome::UpToDate {
+                key,
+                replica_generation,
+                generation,
+            } => serde_json::json!({
                 "status": "up_to_date", "key": key,
                 "replica_generation": replica_generation.to_string(), "generation": generation.to_string()
             }),
-            ReplicaOutcome::SourceGone { bucket, name, generation } => serde_json::json!({
+            ReplicaOutcome::SourceGone {
+                bucket,
+                name,
+                generation,
+            } => serde_json::json!({
                 "status": "source_gone", "bucket": bucket, "name": name,
                 "generation": generation.map(|g| g.to_string())
             }),
-            ReplicaOutcome::ReplicaDeleted { key } => serde_json::json!({ "status": "replica_deleted", "key": key }),
+            ReplicaOutcome::ReplicaDeleted { key } => {
+                serde_json::json!({ "status": "replica_deleted", "key": key })
+            }
             ReplicaOutcome::ReplicaKept { key, reason } => serde_json::json!({
                 "status": "replica_kept", "key": key, "reason": reason
             }),
@@ -150,16 +164,23 @@ enum GcsError {
 
 impl Transient for GcsError {
     fn is_transient(&self) -> bool {
-        matches!(self, GcsError::Failed { transient: true, .. })
+        matches!(
+            self,
+            GcsError::Failed {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
 impl From<GcsError> for AppError {
     fn from(e: GcsError) -> AppError {
         match e {
-            GcsError::Failed { message, transient: false } => {
-                AppError::bad_request("gcs_request_refused", message)
-            }
+            GcsError::Failed {
+                message,
+                transient: false,
+            } => AppError::bad_request("gcs_request_refused", message),
             other => AppError::unavailable(
                 "gcs_unavailable",
                 "Cloud Storage is unavailable; retry later",
@@ -217,7 +238,10 @@ impl GcsClient {
         }
     }
 
-    async fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, GcsError> {
+    async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, GcsError> {
         if self.emulator {
             return Ok(req);
         }
@@ -229,10 +253,13 @@ impl GcsClient {
                 message: format!("no Google credentials: {}", error_chain(&e)),
                 transient: true,
             })?;
-        let token = provider.token(&[READ_SCOPE]).await.map_err(|e| GcsError::Failed {
-            message: format!("access token: {}", error_chain(&e)),
-            transient: true,
-        })?;
+        let token = provider
+            .token(&[READ_SCOPE])
+            .await
+            .map_err(|e| GcsError::Failed {
+                message: format!("access token: {}", error_chain(&e)),
+                transient: true,
+            })?;
         Ok(req.bearer_auth(token.as_str()))
     }
 
@@ -246,10 +273,15 @@ impl GcsClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, GcsError> {
-        let resp = self.authorize(req).await?.send().await.map_err(|e| GcsError::Failed {
-            message: format!("request failed: {}", error_chain(&e)),
-            transient: true,
-        })?;
+        let resp = self
+            .authorize(req)
+            .await?
+            .send()
+            .await
+            .map_err(|e| GcsError::Failed {
+                message: format!("request failed: {}", error_chain(&e)),
+                transient: true,
+            })?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(resp);
@@ -270,17 +302,26 @@ impl GcsClient {
     async fn metadata(&self, bucket: &str, name: &str) -> Result<GcsObject, GcsError> {
         self.backoff
             .retry(|| async {
-                let resp = self.send(self.http.get(self.object_url(bucket, name))).await?;
-                resp.json::<GcsObject>().await.map_err(|e| GcsError::Failed {
-                    message: format!("unreadable object resource: {e}"),
-                    transient: true,
-                })
+                let resp = self
+                    .send(self.http.get(self.object_url(bucket, name)))
+                    .await?;
+                resp.json::<GcsObject>()
+                    .await
+                    .map_err(|e| GcsError::Failed {
+                        message: format!("unreadable object resource: {e}"),
+                        transient: true,
+                    })
             })
             .await
     }
 
     /// Starts the download of generation `generation`, bytes as stored.
-    async fn download(&self, bucket: &str, name: &str, generation: i64) -> Result<reqwest::Response, GcsError> {
+    async fn download(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+    ) -> Result<reqwest::Response, GcsError> {
         let generation = generation.to_string();
         self.backoff
             .retry(|| async {
@@ -371,7 +412,10 @@ impl Replicator {
             return Err(AppError::unavailable(
                 "gcs_not_yet_visible",
                 "the object generation is not visible in Cloud Storage yet",
-                format!("gs://{}/{} live {live_generation} < event {generation}", obj.bucket, obj.name),
+                format!(
+                    "gs://{}/{} live {live_generation} < event {generation}",
+                    obj.bucket, obj.name
+                ),
             ));
         }
         if obj.generation.is_none() {
@@ -397,7 +441,10 @@ impl Replicator {
                 AppError::unavailable(
                     "integrity_mismatch",
                     "the object's CRC32C is unreadable",
-                    format!("gs://{}/{}: crc32c {value:?} from {what}", obj.bucket, obj.name),
+                    format!(
+                        "gs://{}/{}: crc32c {value:?} from {what}",
+                        obj.bucket, obj.name
+                    ),
                 )
             })?;
             match expected {
@@ -417,14 +464,17 @@ impl Replicator {
         let content_length = resp.content_length().or(live.size);
         let mut metadata = live.metadata.clone().unwrap_or_default();
         metadata.retain(|k, v| {
-            let ok = crate::command::validate_metadata(&HashMap::from([(k.clone(), v.clone())])).is_ok();
+            let ok =
+                crate::command::validate_metadata(&HashMap::from([(k.clone(), v.clone())])).is_ok();
             if !ok {
                 tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
             }
             ok
         });
-        let mut metadata: HashMap<String, String> =
-            metadata.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let mut metadata: HashMap<String, String> = metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         metadata.insert(GENERATION_META.to_owned(), generation.to_string());
         let opts = PutOptions {
             headers: ObjectHeaders {
@@ -471,7 +521,10 @@ impl Replicator {
     /// replica holds a newer generation.
     pub async fn delete_replica(&self, obj: &GcsObject) -> Result<ReplicaOutcome, AppError> {
         if obj.name.is_empty() {
-            return Err(AppError::bad_request("invalid_event", "a delete names an object"));
+            return Err(AppError::bad_request(
+                "invalid_event",
+                "a delete names an object",
+            ));
         }
         let key = self.storage.key(&obj.name)?;
         let Some(replica) = self.replica_generation(&key).await? else {
@@ -533,8 +586,10 @@ mod tests {
         assert_eq!(o.generation, Some(96883251));
         assert_eq!(o.size, Some(0));
         assert_eq!(o.content_encoding.as_deref(), Some("gzip"));
-        let o: GcsObject =
-            serde_json::from_str(r#"{"bucket":"b","name":"n","generation":"1588778055917163","size":"12"}"#).unwrap();
+        let o: GcsObject = serde_json::from_str(
+            r#"{"bucket":"b","name":"n","generation":"1588778055917163","size":"12"}"#,
+        )
+        .unwrap();
         assert_eq!(o.generation, Some(1588778055917163));
         assert_eq!(o.size, Some(12));
     }

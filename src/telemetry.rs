@@ -24,7 +24,9 @@ use crate::config::LogFormat;
 /// RFC 3339 UTC timestamp with millisecond precision.
 pub fn rfc3339(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -211,14 +213,23 @@ pub fn parse_trace_context(
             && parts[2].len() == 16
             && parts[2].bytes().all(|b| b.is_ascii_hexdigit())
         {
-            let sampled = u8::from_str_radix(parts[3], 16).map(|f| f & 1 == 1).unwrap_or(false);
-            return Some((parts[1].to_ascii_lowercase(), Some(parts[2].to_ascii_lowercase()), sampled));
+            let sampled = u8::from_str_radix(parts[3], 16)
+                .map(|f| f & 1 == 1)
+                .unwrap_or(false);
+            return Some((
+                parts[1].to_ascii_lowercase(),
+                Some(parts[2].to_ascii_lowercase()),
+                sampled,
+            ));
         }
     }
     if let Some(c) = cloud {
         // TRACE_ID/SPAN_ID;o=OPTIONS, span id in decimal.
         let (ids, opts) = c.trim().split_once(';').unwrap_or((c.trim(), ""));
-        let (trace, span) = ids.split_once('/').map(|(t, s)| (t, Some(s))).unwrap_or((ids, None));
+        let (trace, span) = ids
+            .split_once('/')
+            .map(|(t, s)| (t, Some(s)))
+            .unwrap_or((ids, None));
         if trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) {
             let span = span
                 .and_then(|s| s.parse::<u64>().ok())
@@ -275,7 +286,10 @@ mod tests {
             );
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["severity"], "WARNING");
         assert_eq!(lines[0]["message"], "something odd");
@@ -284,7 +298,10 @@ mod tests {
             lines[0]["logging.googleapis.com/trace"],
             "projects/proj/traces/4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        assert_eq!(lines[0]["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+        assert_eq!(
+            lines[0]["logging.googleapis.com/spanId"],
+            "00f067aa0ba902b7"
+        );
         assert_eq!(lines[1]["httpRequest"]["requestMethod"], "PUT");
         assert_eq!(lines[1]["httpRequest"]["status"], 201);
         assert_eq!(lines[1]["httpRequest"]["latency"], "0.001500s");

@@ -63,11 +63,17 @@ impl Default for AwsOptions {
 /// One HTTP client (hyper + rustls with ring) for every AWS call.
 pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https()
 }
 
-fn base_config(config: &Config, http: SharedHttpClient, opts: &AwsOptions) -> aws_types::sdk_config::Builder {
+fn base_config(
+    config: &Config,
+    http: SharedHttpClient,
+    opts: &AwsOptions,
+) -> aws_types::sdk_config::Builder {
     let mut b = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
@@ -116,7 +122,9 @@ impl AwsClients {
                 .build(),
         );
         let sdk = base_config(config, http, &opts)
-            .credentials_provider(SharedCredentialsProvider::new(provider::Shared(provider.clone())))
+            .credentials_provider(SharedCredentialsProvider::new(provider::Shared(
+                provider.clone(),
+            )))
             .identity_cache(cache)
             .build();
 

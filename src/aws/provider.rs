@@ -78,7 +78,10 @@ impl Transient for StsError {
 
 /// Names the claims presented and the trust-policy keys they meet.
 pub fn trust_policy_diagnostic(claims: &Claims) -> String {
-    let show = |v: Option<&str>| v.map(|s| format!("{s:?}")).unwrap_or_else(|| "(absent)".into());
+    let show = |v: Option<&str>| {
+        v.map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "(absent)".into())
+    };
     let aud = claims.aud.values().join(",");
     format!(
         "Claims presented: aud={}, azp={}, sub={}, email={}, iss={}. \
@@ -130,7 +133,11 @@ fn remove_secret(text: &str, secret: &str) -> String {
     }
 }
 
-fn classify(e: &SdkError<AssumeRoleWithWebIdentityError>, claims: &Claims, token: &str) -> StsError {
+fn classify(
+    e: &SdkError<AssumeRoleWithWebIdentityError>,
+    claims: &Claims,
+    token: &str,
+) -> StsError {
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
@@ -148,12 +155,18 @@ fn classify(e: &SdkError<AssumeRoleWithWebIdentityError>, claims: &Claims, token
                 AssumeRoleWithWebIdentityError::IdpCommunicationErrorException(_) => {
                     StsError::Transient(format!("{code}: {message}"))
                 }
-                _ if code == "AccessDenied" || code == "AccessDeniedException" => StsError::Rejected {
-                    code,
-                    message,
-                    diagnostic: trust_policy_diagnostic(claims),
-                },
-                _ if code.contains("Throttl") || code == "RequestLimitExceeded" || status == 429 || status >= 500 => {
+                _ if code == "AccessDenied" || code == "AccessDeniedException" => {
+                    StsError::Rejected {
+                        code,
+                        message,
+                        diagnostic: trust_policy_diagnostic(claims),
+                    }
+                }
+                _ if code.contains("Throttl")
+                    || code == "RequestLimitExceeded"
+                    || status == 429
+                    || status >= 500 =>
+                {
                     StsError::Transient(format!("HTTP {status} {code}: {message}"))
                 }
                 _ => StsError::Failed(format!("HTTP {status} {code}: {message}")),

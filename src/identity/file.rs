@@ -22,7 +22,10 @@ impl FileSource {
         })?;
         let text = text.trim();
         if text.is_empty() {
-            return Err(IdentityError::permanent(NAME, format!("{} is empty", self.path)));
+            return Err(IdentityError::permanent(
+                NAME,
+                format!("{} is empty", self.path),
+            ));
         }
         Ok(SecretToken::new(text))
     }

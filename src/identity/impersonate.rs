@@ -47,7 +47,10 @@ impl ImpersonateSource {
                 gcp_auth::provider().await.map_err(|e| {
                     IdentityError::permanent(
                         NAME,
-                        format!("no Google credentials to impersonate with: {}", error_chain(&e)),
+                        format!(
+                            "no Google credentials to impersonate with: {}",
+                            error_chain(&e)
+                        ),
                     )
                 })
             })

@@ -91,7 +91,10 @@ impl KeyFileSource {
         if key.key_type != "service_account" {
             return Err(IdentityError::permanent(
                 NAME,
-                format!("{path} holds a {:?} credential, not a service_account key", key.key_type),
+                format!(
+                    "{path} holds a {:?} credential, not a service_account key",
+                    key.key_type
+                ),
             ));
         }
         let signing_key = EncodingKey::from_rsa_pem(key.private_key.as_bytes()).map_err(|_| {
@@ -105,7 +108,10 @@ impl KeyFileSource {
     }
 
     fn assertion(&self, audience: &str, now: SystemTime) -> Result<String, IdentityError> {
-        let iat = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut header = Header::new(Algorithm::RS256);
         header.kid = self.key.private_key_id.clone();
         let claims = Assertion {
@@ -128,7 +134,10 @@ impl KeyFileSource {
         let resp = self
             .client
             .post(&self.key.token_uri)
-            .form(&[("grant_type", GRANT_TYPE), ("assertion", assertion.expose())])
+            .form(&[
+                ("grant_type", GRANT_TYPE),
+                ("assertion", assertion.expose()),
+            ])
             .send()
             .await
             .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
@@ -148,6 +157,8 @@ impl KeyFileSource {
             .ok()
             .and_then(|r| r.id_token)
             .map(SecretToken::new)
-            .ok_or_else(|| IdentityError::permanent(NAME, "the token endpoint answered without an id_token"))
+            .ok_or_else(|| {
+                IdentityError::permanent(NAME, "the token endpoint answered without an id_token")
+            })
     }
 }

@@ -125,7 +125,11 @@ impl IdentityError {
 
     /// Classifies an HTTP answer that was not a success.
     pub(crate) fn from_status(source_name: &'static str, status: u16, detail: &str) -> Self {
-        let detail: String = detail.chars().filter(|c| !c.is_control()).take(300).collect();
+        let detail: String = detail
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect();
         IdentityError {
             source_name,
             message: format!("HTTP {status}: {detail}"),
@@ -245,11 +249,17 @@ impl IdTokenSource {
                 Source::Impersonate(impersonate::ImpersonateSource::new(
                     client,
                     &config.iam_credentials_endpoint,
-                    config.impersonate_service_account.clone().unwrap_or_default(),
+                    config
+                        .impersonate_service_account
+                        .clone()
+                        .unwrap_or_default(),
                 ))
             }
             IdTokenSourceKind::ServiceAccountKey => {
-                let path = config.google_application_credentials.clone().unwrap_or_default();
+                let path = config
+                    .google_application_credentials
+                    .clone()
+                    .unwrap_or_default();
                 Source::KeyFile(key_file::KeyFileSource::from_path(client, &path)?)
             }
             IdTokenSourceKind::Metadata | IdTokenSourceKind::Auto => {

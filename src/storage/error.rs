@@ -81,7 +81,11 @@ pub(crate) fn find_sts_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Op
 }
 
 /// Classifies an SDK error of operation `what` on `key`.
-pub(crate) fn classify<E>(what: &str, key: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StorageError
+pub(crate) fn classify<E>(
+    what: &str,
+    key: &str,
+    e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -102,7 +106,9 @@ where
                     StorageError::PreconditionFailed(format!("precondition failed for {key}"))
                 }
                 (_, "ConditionalRequestConflict") | (_, "OperationAborted") | (409, _) => {
-                    StorageError::Conflict(format!("a concurrent change to {key} conflicted; try again"))
+                    StorageError::Conflict(format!(
+                        "a concurrent change to {key} conflicted; try again"
+                    ))
                 }
                 (_, "InvalidRange") | (416, _) => {
                     StorageError::InvalidRange(format!("the range cannot be satisfied for {key}"))
@@ -115,7 +121,9 @@ where
                     StorageError::Unavailable(detail)
                 }
                 (_, "NoSuchBucket") => StorageError::Unavailable(detail),
-                (_, "EntityTooLarge") => StorageError::TooLarge(format!("{key} is too large for S3")),
+                (_, "EntityTooLarge") => {
+                    StorageError::TooLarge(format!("{key} is too large for S3"))
+                }
                 (429, _) | (_, "TooManyRequests") => StorageError::Throttled(detail),
                 (s, _) if s >= 500 => StorageError::Unavailable(detail),
                 _ => StorageError::Internal(detail),

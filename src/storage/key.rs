@@ -120,8 +120,14 @@ mod tests {
         assert_eq!(ObjectKey::new(p, ""), Err(KeyError::Empty));
         assert_eq!(ObjectKey::new(p, "/a"), Err(KeyError::LeadingSlash));
         assert_eq!(ObjectKey::new(p, "a\nb"), Err(KeyError::ControlCharacter));
-        assert_eq!(ObjectKey::new(p, "a\u{7f}"), Err(KeyError::ControlCharacter));
-        assert_eq!(ObjectKey::new(p, "a\u{85}"), Err(KeyError::ControlCharacter));
+        assert_eq!(
+            ObjectKey::new(p, "a\u{7f}"),
+            Err(KeyError::ControlCharacter)
+        );
+        assert_eq!(
+            ObjectKey::new(p, "a\u{85}"),
+            Err(KeyError::ControlCharacter)
+        );
         for k in [".", "..", "a/./b", "a/../b", "a/..", "./a"] {
             assert_eq!(ObjectKey::new(p, k), Err(KeyError::DotSegment), "{k}");
         }

@@ -14,8 +14,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
-pub use error::StorageError;
 pub(crate) use error::find_sts_error;
+pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
 pub use upload::{crc32c_base64, part_size_for, ByteSource, MULTIPART_THRESHOLD};
 
@@ -231,7 +231,11 @@ impl Storage {
     }
 
     /// Reads an object, or a `Range` of it.
-    pub async fn get(&self, key: &ObjectKey, range: Option<&str>) -> Result<GetResult, StorageError> {
+    pub async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<&str>,
+    ) -> Result<GetResult, StorageError> {
         if let Some(r) = range {
             if !r.trim_start().starts_with("bytes=") {
                 return Err(StorageError::InvalidArgument(
@@ -289,7 +293,10 @@ impl Storage {
             .map_err(|e| error::classify("HeadObject", key.relative(), e))?;
         Ok(ObjectInfo {
             key: key.relative().to_owned(),
-            size: out.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
+            size: out
+                .content_length
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
             etag: out.e_tag,
             last_modified: smithy_time(out.last_modified.as_ref()),
             version_id: out.version_id,
@@ -375,7 +382,11 @@ impl Storage {
     }
 
     /// Copies an object within the bucket and prefix.
-    pub async fn copy(&self, source: &ObjectKey, dest: &ObjectKey) -> Result<PutResult, StorageError> {
+    pub async fn copy(
+        &self,
+        source: &ObjectKey,
+        dest: &ObjectKey,
+    ) -> Result<PutResult, StorageError> {
         let src = format!(
             "{}/{}",
             self.bucket,
@@ -389,12 +400,14 @@ impl Storage {
             .copy_source(src)
             .send()
             .await
-            .map_err(|e| match error::classify("CopyObject", source.relative(), e) {
-                StorageError::NotFound(_) => {
-                    StorageError::NotFound(format!("no such source object: {source}"))
-                }
-                other => other,
-            })?;
+            .map_err(
+                |e| match error::classify("CopyObject", source.relative(), e) {
+                    StorageError::NotFound(_) => {
+                        StorageError::NotFound(format!("no such source object: {source}"))
+                    }
+                    other => other,
+                },
+            )?;
         Ok(PutResult {
             key: dest.relative().to_owned(),
             etag: out.copy_object_result.and_then(|r| r.e_tag),

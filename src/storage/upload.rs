@@ -164,7 +164,9 @@ pub(super) async fn put_stream(
     opts: PutOptions,
 ) -> Result<PutResult, StorageError> {
     match opts.content_length {
-        Some(len) if len <= MULTIPART_THRESHOLD => single_streamed(st, key, source, len, &opts).await,
+        Some(len) if len <= MULTIPART_THRESHOLD => {
+            single_streamed(st, key, source, len, &opts).await
+        }
         _ => multipart(st, key, source, opts).await,
     }
 }
@@ -259,7 +261,15 @@ async fn multipart(
         check_end(key, &opts, reader.crc, reader.total)?;
         let crc = reader.crc;
         let len = first.len() as u64;
-        return put_object(st, key, ByteStream::from(first), Some(crc), &opts, Some(len)).await;
+        return put_object(
+            st,
+            key,
+            ByteStream::from(first),
+            Some(crc),
+            &opts,
+            Some(len),
+        )
+        .await;
     }
 
     let h = &opts.headers;
@@ -278,9 +288,9 @@ async fn multipart(
         .send()
         .await
         .map_err(|e| classify("CreateMultipartUpload", key.relative(), e))?;
-    let upload_id = created
-        .upload_id
-        .ok_or_else(|| StorageError::Internal("CreateMultipartUpload without an upload id".into()))?;
+    let upload_id = created.upload_id.ok_or_else(|| {
+        StorageError::Internal("CreateMultipartUpload without an upload id".into())
+    })?;
 
     let result = upload_parts(st, key, &upload_id, reader, first, &opts).await;
     if result.is_err() {
@@ -359,7 +369,11 @@ async fn upload_parts(
         .bucket(&st.bucket)
         .key(key.full())
         .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        );
     if opts.if_none_match {
         req = req.if_none_match("*");
     }
@@ -439,9 +453,8 @@ mod tests {
 
     #[tokio::test]
     async fn parts_are_exact_and_crc_accumulates() {
-        let chunks: Vec<Result<Bytes, std::io::Error>> = (0..10)
-            .map(|i| Ok(Bytes::from(vec![i as u8; 7])))
-            .collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..10).map(|i| Ok(Bytes::from(vec![i as u8; 7]))).collect();
         let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)));
         let mut all = Vec::new();
         loop {

@@ -92,9 +92,18 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, AppError> 
             (None, None) => serde_json::Value::Null,
         };
         return Ok(CloudEvent {
-            id: s.id.filter(|v| !v.is_empty()).ok_or_else(|| missing("id"))?,
-            event_type: s.event_type.filter(|v| !v.is_empty()).ok_or_else(|| missing("type"))?,
-            source: s.source.filter(|v| !v.is_empty()).ok_or_else(|| missing("source"))?,
+            id: s
+                .id
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("id"))?,
+            event_type: s
+                .event_type
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("type"))?,
+            source: s
+                .source
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("source"))?,
             subject: s.subject,
             data,
         });
@@ -123,7 +132,10 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, AppError> 
 
 fn storage_object(ev: &CloudEvent) -> Result<GcsObject, AppError> {
     let mut obj: GcsObject = serde_json::from_value(ev.data.clone()).map_err(|e| {
-        AppError::bad_request("invalid_event", format!("the event data is not a Cloud Storage object: {e}"))
+        AppError::bad_request(
+            "invalid_event",
+            format!("the event data is not a Cloud Storage object: {e}"),
+        )
     })?;
     if obj.bucket.is_empty() {
         // ce-source: //storage.googleapis.com/projects/_/buckets/B
@@ -155,9 +167,16 @@ pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
     match ev.event_type.as_str() {
         "google.cloud.pubsub.topic.v1.messagePublished" => {
             // data is {message:{...},subscription}; a bare message is accepted too.
-            let msg_value = ev.data.get("message").cloned().unwrap_or_else(|| ev.data.clone());
+            let msg_value = ev
+                .data
+                .get("message")
+                .cloned()
+                .unwrap_or_else(|| ev.data.clone());
             let msg: PubsubMessage = serde_json::from_value(msg_value).map_err(|e| {
-                AppError::bad_request("invalid_event", format!("the event data is not a Pub/Sub message: {e}"))
+                AppError::bad_request(
+                    "invalid_event",
+                    format!("the event data is not a Pub/Sub message: {e}"),
+                )
             })?;
             message_to_command(&msg)
         }
@@ -200,7 +219,9 @@ mod tests {
         h.insert("ce-type", ty.parse().unwrap());
         h.insert(
             "ce-source",
-            "//storage.googleapis.com/projects/_/buckets/sample-bucket".parse().unwrap(),
+            "//storage.googleapis.com/projects/_/buckets/sample-bucket"
+                .parse()
+                .unwrap(),
         );
         if let Some(s) = subject {
             h.insert("ce-subject", s.parse().unwrap());
@@ -211,8 +232,16 @@ mod tests {
 
     #[test]
     fn binary_storage_event() {
-        let body = include_bytes!("../../tests/fixtures/cloudevents/StorageObjectData-complex.json");
-        let ev = decode(&binary("google.cloud.storage.object.v1.finalized", Some("objects/MyFile")), body).unwrap();
+        let body =
+            include_bytes!("../../tests/fixtures/cloudevents/StorageObjectData-complex.json");
+        let ev = decode(
+            &binary(
+                "google.cloud.storage.object.v1.finalized",
+                Some("objects/MyFile"),
+            ),
+            body,
+        )
+        .unwrap();
         match event_to_command(&ev).unwrap() {
             Command::Replicate(o) => {
                 assert_eq!(o.bucket, "sample-bucket");
@@ -233,7 +262,12 @@ mod tests {
             "source": "//pubsub.googleapis.com/projects/p/topics/t", "data": data
         });
         let mut h = HeaderMap::new();
-        h.insert("content-type", "application/cloudevents+json; charset=utf-8".parse().unwrap());
+        h.insert(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
         let ev = decode(&h, body.to_string().as_bytes()).unwrap();
         // The sample's data is the bytes 01 02 03 04: not a command.
         assert_eq!(event_to_command(&ev).unwrap_err().code(), "invalid_json");
@@ -246,6 +280,9 @@ mod tests {
         assert_eq!(decode(&h, b"{}").unwrap_err().code(), "invalid_cloudevent");
         let h = binary("com.example.unknown", None);
         let ev = decode(&h, b"{}").unwrap();
-        assert_eq!(event_to_command(&ev).unwrap_err().code(), "unknown_event_type");
+        assert_eq!(
+            event_to_command(&ev).unwrap_err().code(),
+            "unknown_event_type"
+        );
     }
 }

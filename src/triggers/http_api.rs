@@ -29,7 +29,8 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<St
 
 /// HTTP-date (RFC 7231) from RFC 3339.
 fn http_date(rfc3339: &str) -> Option<String> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
@@ -44,14 +45,32 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<&str>) {
 
 fn object_headers(info: &ObjectInfo, out: &mut HeaderMap) {
     let h = &info.headers;
-    set(out, header::CONTENT_TYPE, h.content_type.as_deref().or(Some("application/octet-stream")));
+    set(
+        out,
+        header::CONTENT_TYPE,
+        h.content_type
+            .as_deref()
+            .or(Some("application/octet-stream")),
+    );
     set(out, header::CONTENT_ENCODING, h.content_encoding.as_deref());
-    set(out, header::CONTENT_DISPOSITION, h.content_disposition.as_deref());
+    set(
+        out,
+        header::CONTENT_DISPOSITION,
+        h.content_disposition.as_deref(),
+    );
     set(out, header::CACHE_CONTROL, h.cache_control.as_deref());
     set(out, header::CONTENT_LANGUAGE, h.content_language.as_deref());
     set(out, header::ETAG, info.etag.as_deref());
-    set(out, header::LAST_MODIFIED, info.last_modified.as_deref().and_then(http_date).as_deref());
-    set(out, HeaderName::from_static("x-amz-version-id"), info.version_id.as_deref());
+    set(
+        out,
+        header::LAST_MODIFIED,
+        info.last_modified.as_deref().and_then(http_date).as_deref(),
+    );
+    set(
+        out,
+        HeaderName::from_static("x-amz-version-id"),
+        info.version_id.as_deref(),
+    );
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     for (k, v) in &h.metadata {
         if let (Ok(name), Ok(value)) = (
@@ -91,7 +110,10 @@ pub async fn put_object(
     for (name, value) in &headers {
         if let Some(k) = name.as_str().strip_prefix("x-amz-meta-") {
             let v = value.to_str().map_err(|_| {
-                AppError::bad_request("invalid_metadata", "metadata values must be printable ASCII")
+                AppError::bad_request(
+                    "invalid_metadata",
+                    "metadata values must be printable ASCII",
+                )
             })?;
             metadata.insert(k.to_owned(), v.to_owned());
         }
@@ -232,8 +254,16 @@ pub async fn presign(
     body: Body,
 ) -> Result<Response, AppError> {
     let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
-    let req: PresignRequest = json_body(&bytes, "expected {\"key\",\"method\":\"GET\"|\"PUT\",\"expires_in\"}")?;
-    let method = match req.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+    let req: PresignRequest = json_body(
+        &bytes,
+        "expected {\"key\",\"method\":\"GET\"|\"PUT\",\"expires_in\"}",
+    )?;
+    let method = match req
+        .method
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         None | Some("GET") => PresignMethod::Get,
         Some("PUT") => PresignMethod::Put,
         Some(other) => {
@@ -256,7 +286,12 @@ pub async fn presign(
     let key = state.storage.key(&req.key)?;
     let signed = state
         .storage
-        .presign(&key, method, Duration::from_secs(expires_in), SystemTime::now())
+        .presign(
+            &key,
+            method,
+            Duration::from_secs(expires_in),
+            SystemTime::now(),
+        )
         .await?;
     Ok(Json(signed).into_response())
 }

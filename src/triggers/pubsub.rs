@@ -44,12 +44,16 @@ pub struct PubsubMessage {
 impl PubsubMessage {
     /// The message id, from either spelling.
     pub fn id(&self) -> Option<&str> {
-        self.message_id.as_deref().or(self.message_id_snake.as_deref())
+        self.message_id
+            .as_deref()
+            .or(self.message_id_snake.as_deref())
     }
 
     /// The publish time, from either spelling.
     pub fn published(&self) -> Option<&str> {
-        self.publish_time.as_deref().or(self.publish_time_snake.as_deref())
+        self.publish_time
+            .as_deref()
+            .or(self.publish_time_snake.as_deref())
     }
 }
 
@@ -81,12 +85,16 @@ pub fn message_to_command(msg: &PubsubMessage) -> Result<Command, AppError> {
     if let Some(event_type) = attrs.get("eventType") {
         return notification_to_command(event_type, &attrs, msg.data.as_deref());
     }
-    let data = msg.data.as_deref().filter(|d| !d.is_empty()).ok_or_else(|| {
-        AppError::bad_request(
-            "invalid_message",
-            "the message has no data: expected a JSON command or a Cloud Storage notification",
-        )
-    })?;
+    let data = msg
+        .data
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            AppError::bad_request(
+                "invalid_message",
+                "the message has no data: expected a JSON command or a Cloud Storage notification",
+            )
+        })?;
     parse_command(&decode_data(data)?)
 }
 
@@ -155,17 +163,24 @@ mod tests {
 
     #[test]
     fn emulator_body_with_twin_fields() {
-        let env: PushEnvelope =
-            serde_json::from_str(include_str!("../../tests/fixtures/pubsub/emulator-push.json")).unwrap();
+        let env: PushEnvelope = serde_json::from_str(include_str!(
+            "../../tests/fixtures/pubsub/emulator-push.json"
+        ))
+        .unwrap();
         assert_eq!(env.message.id(), Some("1"));
         assert_eq!(env.message.published(), Some("2026-11-25T17:33:59.321Z"));
         // data is {"op":"put"}: a put without a key.
-        assert_eq!(message_to_command(&env.message).unwrap_err().code(), "invalid_command");
+        assert_eq!(
+            message_to_command(&env.message).unwrap_err().code(),
+            "invalid_command"
+        );
     }
 
     #[test]
     fn storage_notification() {
-        let data = STANDARD.encode(include_str!("../../tests/fixtures/cloudevents/StorageObjectData-complex.json"));
+        let data = STANDARD.encode(include_str!(
+            "../../tests/fixtures/cloudevents/StorageObjectData-complex.json"
+        ));
         let attrs: HashMap<String, String> = [
             ("eventType", "OBJECT_FINALIZE"),
             ("payloadFormat", "JSON_API_V1"),
@@ -195,6 +210,9 @@ mod tests {
             attributes: Some(a),
             ..Default::default()
         };
-        assert!(matches!(message_to_command(&msg).unwrap(), Command::DeleteReplica(_)));
+        assert!(matches!(
+            message_to_command(&msg).unwrap(),
+            Command::DeleteReplica(_)
+        ));
     }
 }
