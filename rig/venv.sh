@@ -5,10 +5,11 @@
 #   rig/venv.sh            prints the Python interpreter to use
 #   source rig/venv.sh     also exports RIG_PYTHON and RIG_FAKE_GCS_BIN
 #
-# The system python3 is used when it already has everything; otherwise a
-# virtualenv is made at <repo>/.venv (seeing the system site-packages, so
-# whatever is already installed is reused) and rig/requirements.txt is
-# installed into it. A second run with nothing missing does no installing.
+# The system python3 is used when it already has everything rig/requirements.txt
+# pins, at those versions; otherwise a virtualenv is made at <repo>/.venv
+# (seeing the system site-packages, so whatever is already installed is
+# reused) and rig/requirements.txt is installed into it. A second run with
+# nothing missing does no installing.
 
 _rig_venv_main() {
     local root req py venv stamp want
@@ -19,12 +20,13 @@ _rig_venv_main() {
     want="$(sha256sum "$req" | cut -d' ' -f1)"
 
     # Prints the fake-gcs-server binary's path, or fails. With a requirements
-    # file as $2, every "name==version" pin in it must be met too.
+    # file as $2, every "name==version" pin in it must be met too (an
+    # interpreter with another boto3, or without google-crc32c, is not enough).
     _rig_probe() {
         "$1" - "${2:-}" <<'PY' 2>/dev/null
 import importlib.metadata as md
 import re, sys
-import moto, flask, boto3, cryptography  # noqa: F401
+import moto, flask, boto3, cryptography, google_crc32c  # noqa: F401
 assert md.version("moto").startswith("5.2."), md.version("moto")
 if sys.argv[1]:
     for line in open(sys.argv[1]):
@@ -48,7 +50,7 @@ PY
 
     local bin=""
     py="$(command -v python3 || true)"
-    if [ -n "$py" ] && bin="$(_rig_probe "$py")"; then
+    if [ -n "$py" ] && bin="$(_rig_probe "$py" "$req")"; then
         :
     else
         py="$venv/bin/python"
