@@ -1,0 +1,1211 @@
+//! The service end to end: the real binary against the metadata emulator,
+//! the STS-gated fault proxy and moto with IAM authentication on. Covers
+//! every route of the HTTP surface, the status of every class of bad input
+//! (and that it changes nothing in S3), caller verification in each
+//! `AUTH_MODE`, graceful shutdown with a request in flight, and the logs.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use bridge_testkit::{Endpoint, Fault, ProxyFault, SigningKey};
+use common::*;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+
+/// A response, read whole.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status and the `{"error":{"code","message"}}` shape;
+    /// returns the code.
+    fn error(&self, status: u16) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let v = self.json();
+        let err = v["error"].as_object().expect("an error object");
+        let code = err["code"].as_str().expect("error.code is a string");
+        assert!(
+            !code.is_empty()
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "error.code is snake_case: {code:?}"
+        );
+        assert!(
+            !err["message"].as_str().expect("error.message").is_empty(),
+            "error.message is set"
+        );
+        code.to_owned()
+    }
+}
+
+async fn send(rb: reqwest::RequestBuilder) -> Answer {
+    let r = rb.send().await.expect("request sent");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.expect("body read").to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A key as one URL path segment (every `/` and `.` encoded).
+fn enc(key: &str) -> String {
+    utf8_percent_encode(key, NON_ALPHANUMERIC).to_string()
+}
+
+/// A Pub/Sub push body as a live subscription sends it (twin fields).
+fn push_body(data_b64: &str) -> Value {
+    json!({
+        "message": {
+            "data": data_b64,
+            "attributes": {"origin": "test"},
+            "messageId": "4242",
+            "message_id": "4242",
+            "publishTime": "2026-01-02T03:04:05.678Z",
+            "publish_time": "2026-01-02T03:04:05.678Z"
+        },
+        "subscription": "projects/bridge-test/subscriptions/bridge-push"
+    })
+}
+
+fn push_command(cmd: &Value) -> Value {
+    push_body(&STANDARD.encode(cmd.to_string()))
+}
+
+fn parse_time(s: &str) -> SystemTime {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{s:?} is not RFC 3339: {e}"));
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp() as u64)
+}
+
+/// A token for `claims` signed by `key`; generating an RSA key is CPU work.
+async fn forged_key(kid: &str) -> SigningKey {
+    let kid = kid.to_owned();
+    tokio::task::spawn_blocking(move || SigningKey::generate().with_kid(kid))
+        .await
+        .unwrap()
+}
+
+fn now() -> i64 {
+    bridge_testkit::keys::now_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness() {
+    let w = World::new("health").await;
+    let server = Server::start(&w.env).await;
+    // Server::start polled /healthz already: nothing went out for it.
+    for _ in 0..3 {
+        let a = send(client().get(format!("{}/healthz", server.url))).await;
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(w.proxy.total(), 0, "{:?}", w.proxy.counts());
+    assert_eq!(w.metadata.calls(Endpoint::Identity), 0);
+    assert_eq!(w.metadata.calls(Endpoint::Token), 0);
+
+    // /readyz needs no token and resolves credentials through STS once.
+    let a = send(client().get(format!("{}/readyz", server.url))).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
+    let a = send(client().get(format!("{}/readyz", server.url))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1, "cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_when_the_metadata_server_refuses() {
+    let w = World::new("notready").await;
+    for _ in 0..10 {
+        w.metadata
+            .push_fault(Endpoint::Identity, Fault::Status(403));
+    }
+    let server = Server::start(&w.env).await;
+    let a = send(client().get(format!("{}/readyz", server.url))).await;
+    assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    let reason = v["error"]["message"].as_str().expect("a reason");
+    assert!(!reason.is_empty());
+    assert!(a.header("retry-after").is_some(), "Retry-After on 503");
+    assert!(w.metadata.calls(Endpoint::Identity) >= 1);
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_object_put_get_head_delete() {
+    let w = World::new("objects").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let url = format!("{}/v1/objects/docs/hello.txt", server.url);
+
+    let a = send(
+        client()
+            .put(&url)
+            .bearer_auth(&tok)
+            .header("content-type", "text/plain")
+            .header("x-amz-meta-color", "blue")
+            .header("cache-control", "max-age=60")
+            .body("0123456789"),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert_eq!(v["key"], "docs/hello.txt");
+    assert!(v["etag"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    assert!(v.as_object().unwrap().contains_key("version_id"), "{v}");
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("docs/hello.txt"))
+            .await
+            .unwrap(),
+        b"0123456789"
+    );
+
+    // If-None-Match: * on an existing key: 412, and the object is unchanged.
+    let a = send(
+        client()
+            .put(&url)
+            .bearer_auth(&tok)
+            .header("if-none-match", "*")
+            .body("overwritten"),
+    )
+    .await;
+    a.error(412);
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("docs/hello.txt"))
+            .await
+            .unwrap(),
+        b"0123456789"
+    );
+    // ...and on a new key it writes.
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/docs/new.txt", server.url))
+            .bearer_auth(&tok)
+            .header("if-none-match", "*")
+            .body("new"),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+
+    let a = send(client().get(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, b"0123456789");
+    assert_eq!(a.header("content-type"), Some("text/plain"));
+    assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
+    assert_eq!(a.header("cache-control"), Some("max-age=60"));
+
+    let a = send(
+        client()
+            .get(&url)
+            .bearer_auth(&tok)
+            .header("range", "bytes=2-5"),
+    )
+    .await;
+    assert_eq!(a.status, 206);
+    assert_eq!(a.body, b"2345");
+    assert_eq!(a.header("content-range"), Some("bytes 2-5/10"));
+
+    let a = send(client().head(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-length"), Some("10"));
+    assert_eq!(a.header("content-type"), Some("text/plain"));
+    assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
+    assert!(a.header("etag").is_some());
+
+    let a = send(client().delete(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 204);
+    assert_eq!(admin_get(&w.bucket, &w.full("docs/hello.txt")).await, None);
+    let a = send(client().delete(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 204, "DELETE of a missing key");
+
+    send(client().get(&url).bearer_auth(&tok)).await.error(404);
+    let a = send(client().head(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_with_a_cursor() {
+    let w = World::new("list").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let key = format!("dir/f{i}.txt");
+        let a = send(
+            client()
+                .put(format!("{}/v1/objects/{key}", server.url))
+                .bearer_auth(&tok)
+                .body(format!("file {i}")),
+        )
+        .await;
+        assert_eq!(a.status, 201);
+        expected.push(key);
+    }
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/other.txt", server.url))
+            .bearer_auth(&tok)
+            .body("x"),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = vec![("prefix", "dir/".to_owned()), ("limit", "2".to_owned())];
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let a = send(
+            client()
+                .get(format!("{}/v1/objects", server.url))
+                .query(&q)
+                .bearer_auth(&tok),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let v = a.json();
+        let objs = v["objects"].as_array().expect("objects");
+        assert!(objs.len() <= 2, "{v}");
+        for o in objs {
+            keys.push(o["key"].as_str().unwrap().to_owned());
+            assert!(o["size"].as_i64().unwrap() > 0);
+            assert!(o["etag"].is_string());
+            assert!(o["last_modified"].is_string());
+        }
+        pages += 1;
+        assert!(pages <= 5, "paging does not end");
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(keys, expected, "relative keys, in order, each once");
+    assert_eq!(pages, 3);
+
+    // Without a prefix: everything under the service's prefix, still relative.
+    let a = send(
+        client()
+            .get(format!("{}/v1/objects", server.url))
+            .bearer_auth(&tok),
+    )
+    .await;
+    let listed: Vec<String> = a.json()["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed.len(), 6);
+    assert!(listed.contains(&"other.txt".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_presign_buckets_whoami() {
+    let w = World::new("misc").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/src.bin", server.url))
+            .bearer_auth(&tok)
+            .body("source bytes"),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+
+    // Copy.
+    let a = send(
+        client()
+            .post(format!("{}/v1/copy", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"source_key": "src.bin", "key": "copies/dst.bin"})),
+    )
+    .await;
+    assert!(a.status == 200 || a.status == 201, "{}", a.status);
+    assert_eq!(a.json()["key"], "copies/dst.bin");
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("copies/dst.bin"))
+            .await
+            .unwrap(),
+        b"source bytes"
+    );
+    send(
+        client()
+            .post(format!("{}/v1/copy", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"source_key": "missing.bin", "key": "copies/none.bin"})),
+    )
+    .await
+    .error(404);
+    assert_eq!(admin_get(&w.bucket, &w.full("copies/none.bin")).await, None);
+
+    // whoami: the service's own identity.
+    let a = send(
+        client()
+            .get(format!("{}/v1/whoami", server.url))
+            .bearer_auth(&tok),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let who = a.json();
+    let unique_id = w.metadata.config().unique_id;
+    assert_eq!(who["google"]["azp"], unique_id.as_str());
+    assert_eq!(who["google"]["sub"], unique_id.as_str());
+    assert_eq!(who["google"]["aud"], STS_AUDIENCE);
+    let arn = who["aws"]["arn"].as_str().expect("arn");
+    assert!(arn.contains("bridge-test-role"), "{arn}");
+    let creds_expiry = parse_time(who["credentials_expire_at"].as_str().expect("expiry"));
+    assert!(creds_expiry > SystemTime::now());
+    assert!(!who.to_string().contains("eyJ"), "no token in whoami");
+
+    // Presign PUT: a plain PUT to the URL stores the object.
+    let a = send(
+        client()
+            .post(format!("{}/v1/presign", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"key": "signed/up.txt", "method": "PUT", "expires_in": 600})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let p = a.json();
+    assert_eq!(p["method"], "PUT");
+    let expires_at = parse_time(p["expires_at"].as_str().unwrap());
+    assert!(expires_at > SystemTime::now());
+    assert!(expires_at <= SystemTime::now() + Duration::from_secs(601));
+    let r = client()
+        .put(p["url"].as_str().unwrap())
+        .body("via presigned PUT")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert!(status.is_success(), "{status}: {}", r.text().await.unwrap());
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("signed/up.txt"))
+            .await
+            .unwrap(),
+        b"via presigned PUT"
+    );
+
+    // Presign GET, asking for more than the credentials' life: capped.
+    let a = send(
+        client()
+            .post(format!("{}/v1/presign", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"key": "src.bin", "method": "GET", "expires_in": 604800})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let p = a.json();
+    assert_eq!(p["method"], "GET");
+    let expires_at = parse_time(p["expires_at"].as_str().unwrap());
+    assert!(expires_at > SystemTime::now());
+    assert!(
+        expires_at <= creds_expiry,
+        "expires_at {expires_at:?} after the credentials' expiry {creds_expiry:?}"
+    );
+    let r = client()
+        .get(p["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"source bytes");
+
+    // Buckets.
+    let a = send(
+        client()
+            .get(format!("{}/v1/buckets", server.url))
+            .bearer_auth(&tok),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let names: Vec<String> = a.json()["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(names.contains(&w.bucket), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_commands() {
+    let w = World::new("pubsub").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let post = |body: Value| {
+        client()
+            .post(format!("{}/pubsub", server.url))
+            .bearer_auth(&tok)
+            .json(&body)
+    };
+
+    let a = send(post(push_command(&json!({
+        "op": "put", "key": "ps/a.json", "body": "{\"n\":1}",
+        "content_type": "application/json", "metadata": {"source": "pubsub"}
+    }))))
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("ps/a.json")).await.unwrap(),
+        b"{\"n\":1}"
+    );
+    let head = admin_s3()
+        .head_object()
+        .bucket(&w.bucket)
+        .key(w.full("ps/a.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/json"));
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("source"))
+            .map(String::as_str),
+        Some("pubsub")
+    );
+
+    let a = send(post(push_command(&json!({
+        "op": "put", "key": "ps/b.bin", "body_base64": STANDARD.encode([0u8, 1, 2, 255])
+    }))))
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("ps/b.bin")).await.unwrap(),
+        [0u8, 1, 2, 255]
+    );
+
+    let a = send(post(push_command(&json!({
+        "op": "copy", "source_key": "ps/a.json", "key": "ps/c.json"
+    }))))
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("ps/c.json")).await.unwrap(),
+        b"{\"n\":1}"
+    );
+
+    let a = send(post(push_command(
+        &json!({"op": "delete", "key": "ps/a.json"}),
+    )))
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(admin_get(&w.bucket, &w.full("ps/a.json")).await, None);
+    // A redelivered delete is done already.
+    let a = send(post(push_command(
+        &json!({"op": "delete", "key": "ps/a.json"}),
+    )))
+    .await;
+    assert_eq!(a.status, 200);
+
+    let mut keys = admin_list(&w.bucket, &w.prefix).await;
+    keys.sort();
+    assert_eq!(keys, vec![w.full("ps/b.bin"), w.full("ps/c.json")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventarc_message_published_both_modes() {
+    let w = World::new("events").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+
+    // Binary mode: attributes in ce-* headers, the MessagePublishedData as body.
+    let binary: Value = serde_json::from_str(include_str!(
+        "fixtures/cloudevents/binary-messagePublished-put.json"
+    ))
+    .unwrap();
+    let mut rb = client()
+        .post(format!("{}/events", server.url))
+        .bearer_auth(&tok);
+    for (k, v) in binary["headers"].as_object().unwrap() {
+        rb = rb.header(k.as_str(), v.as_str().unwrap());
+    }
+    let a = send(rb.body(binary["body"].to_string())).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("events/binary.txt"))
+            .await
+            .unwrap(),
+        b"from a binary-mode CloudEvent"
+    );
+
+    // Structured mode.
+    let structured = include_str!("fixtures/cloudevents/structured-messagePublished-put.json");
+    let a = send(
+        client()
+            .post(format!("{}/events", server.url))
+            .bearer_auth(&tok)
+            .header(
+                "content-type",
+                "application/cloudevents+json; charset=utf-8",
+            )
+            .body(structured),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("events/structured.txt"))
+            .await
+            .unwrap(),
+        b"from a structured-mode CloudEvent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_and_changes_nothing() {
+    let w = World::new("badinput").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    // Something to compare against, and to catch deletes or overwrites.
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/keep.txt", server.url))
+            .bearer_auth(&tok)
+            .body("keep"),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let before = admin_list(&w.bucket, &w.prefix).await;
+    assert_eq!(before, vec![w.full("keep.txt")]);
+
+    let pubsub = |body: String| {
+        client()
+            .post(format!("{}/pubsub", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+
+    // Envelopes and data.
+    let cases: Vec<(&str, String)> = vec![
+        ("not json", "this is not JSON".to_owned()),
+        ("no message", json!({"subscription": "s"}).to_string()),
+        ("bad base64", push_body("!!not*base64!!").to_string()),
+        (
+            "bad json data",
+            push_body(&STANDARD.encode("{\"op\":\"put\",")).to_string(),
+        ),
+        (
+            "unknown op",
+            push_command(&json!({"op": "explode", "key": "keep.txt"})).to_string(),
+        ),
+        (
+            "put without key",
+            push_command(&json!({"op": "put", "body": "x"})).to_string(),
+        ),
+        (
+            "delete without key",
+            push_command(&json!({"op": "delete"})).to_string(),
+        ),
+    ];
+    for (what, body) in cases {
+        let a = send(pubsub(body)).await;
+        assert_eq!(
+            a.status,
+            400,
+            "{what}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        a.error(400);
+    }
+
+    // Every bad key form, through a command and through PUT /v1/objects.
+    let long = "a".repeat(1025 - w.prefix.len());
+    let bad_keys = [
+        "",
+        long.as_str(),
+        "a\u{1}b",
+        "tab\there",
+        "del\u{7f}",
+        "/abs",
+        "a/./b",
+        "./a",
+        "a/../b",
+        "..",
+        "a/..",
+    ];
+    for key in bad_keys {
+        for cmd in [
+            json!({"op": "put", "key": key, "body": "x"}),
+            json!({"op": "delete", "key": key}),
+            json!({"op": "copy", "source_key": "keep.txt", "key": key}),
+        ] {
+            let a = send(pubsub(push_command(&cmd).to_string())).await;
+            assert_eq!(a.status, 400, "{cmd}: {}", String::from_utf8_lossy(&a.body));
+            a.error(400);
+        }
+        if key.is_empty() || key == ".." {
+            // An empty key has no URL; ".." as a whole segment is removed by
+            // URL normalisation before it is sent.
+            continue;
+        }
+        let a = send(
+            client()
+                .put(format!("{}/v1/objects/{}", server.url, enc(key)))
+                .bearer_auth(&tok)
+                .body("x"),
+        )
+        .await;
+        assert_eq!(
+            a.status,
+            400,
+            "PUT {key:?}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        a.error(400);
+    }
+    // The longest allowed key is fine (and shows the limit is exactly 1024).
+    let ok_key = "a".repeat(1024 - w.prefix.len());
+    let a = send(pubsub(
+        push_command(&json!({"op": "put", "key": ok_key, "body": "edge"})).to_string(),
+    ))
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    send(
+        client()
+            .delete(format!("{}/v1/objects/{ok_key}", server.url))
+            .bearer_auth(&tok),
+    )
+    .await;
+
+    // CloudEvents.
+    let ev_headers = |rb: reqwest::RequestBuilder, ty: &str| {
+        rb.header("ce-specversion", "1.0")
+            .header("ce-id", "1")
+            .header("ce-type", ty)
+            .header(
+                "ce-source",
+                "//pubsub.googleapis.com/projects/bridge-test/topics/t",
+            )
+            .header("content-type", "application/json")
+    };
+    let put_msg = json!({"message": {"data": STANDARD.encode(
+        json!({"op": "put", "key": "ev.txt", "body": "x"}).to_string())}});
+    let a = send(
+        ev_headers(
+            client()
+                .post(format!("{}/events", server.url))
+                .bearer_auth(&tok),
+            "com.example.unknown",
+        )
+        .body(put_msg.to_string()),
+    )
+    .await;
+    a.error(400);
+    // No ce-* headers at all, and each one missing in turn.
+    let a = send(
+        client()
+            .post(format!("{}/events", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(put_msg.to_string()),
+    )
+    .await;
+    a.error(400);
+    for missing in ["ce-specversion", "ce-id", "ce-type", "ce-source"] {
+        let mut rb = client()
+            .post(format!("{}/events", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json");
+        for (k, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished"),
+            (
+                "ce-source",
+                "//pubsub.googleapis.com/projects/bridge-test/topics/t",
+            ),
+        ] {
+            if k != missing {
+                rb = rb.header(k, v);
+            }
+        }
+        let a = send(rb.body(put_msg.to_string())).await;
+        assert_eq!(a.status, 400, "without {missing}");
+        a.error(400);
+    }
+    // Structured mode with a body that is not JSON.
+    send(
+        client()
+            .post(format!("{}/events", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/cloudevents+json")
+            .body("{nope"),
+    )
+    .await
+    .error(400);
+
+    // /v1 bodies.
+    send(
+        client()
+            .post(format!("{}/v1/copy", server.url))
+            .bearer_auth(&tok)
+            .body("not json"),
+    )
+    .await
+    .error(400);
+    send(
+        client()
+            .post(format!("{}/v1/presign", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"key": "/abs", "method": "GET"})),
+    )
+    .await
+    .error(400);
+
+    assert_eq!(admin_list(&w.bucket, &w.prefix).await, before);
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("keep.txt")).await.unwrap(),
+        b"keep"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_answer_413() {
+    let mut w = World::new("toolarge").await;
+    w.set("MAX_BODY_BYTES", "1024");
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let big = push_command(&json!({"op": "put", "key": "big.bin", "body": "x".repeat(4096)}));
+    let a = send(
+        client()
+            .post(format!("{}/pubsub", server.url))
+            .bearer_auth(&tok)
+            .json(&big),
+    )
+    .await;
+    a.error(413);
+    // Without a Content-Length (chunked), the limit holds while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(big.to_string().into_bytes())];
+    let a = send(
+        client()
+            .post(format!("{}/pubsub", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            ))),
+    )
+    .await;
+    a.error(413);
+    let a = send(
+        client()
+            .post(format!("{}/events", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/cloudevents+json")
+            .body(vec![b' '; 2048]),
+    )
+    .await;
+    a.error(413);
+    // PUT /v1/objects streams: the limit does not apply.
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/streamed.bin", server.url))
+            .bearer_auth(&tok)
+            .body(vec![7u8; 8192]),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    assert_eq!(
+        admin_list(&w.bucket, &w.prefix).await,
+        vec![w.full("streamed.bin")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_are_verified() {
+    let w = World::new("verify").await;
+    let server = Server::start(&w.env).await;
+    let kid = w.metadata.signing_key().kid().to_owned();
+    let forger = forged_key(&kid).await;
+    let claims = |o: Value| {
+        let mut c = json!({
+            "iss": "https://accounts.google.com",
+            "aud": SERVICE_AUDIENCE,
+            "azp": "104857600000000000002",
+            "sub": "104857600000000000002",
+            "email": CALLER_EMAIL,
+            "email_verified": true,
+            "iat": now(),
+            "exp": now() + 3600,
+        });
+        for (k, v) in o.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims(json!({})).to_string())
+    );
+    let cases: Vec<(&str, Option<String>, u16)> = vec![
+        ("missing", None, 401),
+        ("not a jwt", Some("not-a-jwt".into()), 401),
+        (
+            "forged signature",
+            Some(w.metadata.mint_with_key(&forger, claims(json!({})))),
+            401,
+        ),
+        ("alg none", Some(alg_none), 401),
+        (
+            "wrong aud",
+            Some(w.caller_token_with(json!({"aud": "https://elsewhere.test"}))),
+            401,
+        ),
+        (
+            "wrong iss",
+            Some(w.caller_token_with(json!({"iss": "https://evil.example"}))),
+            401,
+        ),
+        (
+            "expired",
+            Some(w.caller_token_with(json!({"iat": now() - 3 * 3600, "exp": now() - 2 * 3600}))),
+            401,
+        ),
+        (
+            "unverified email",
+            Some(w.caller_token_with(json!({"email_verified": false}))),
+            403,
+        ),
+        (
+            "unlisted email",
+            Some(w.caller_token_with(json!({"email": "someone@else.iam.gserviceaccount.com"}))),
+            403,
+        ),
+    ];
+    for (i, (what, token, status)) in cases.into_iter().enumerate() {
+        let key = format!("denied-{i}.txt");
+        let mut rb = client()
+            .put(format!("{}/v1/objects/{key}", server.url))
+            .body("should not land");
+        if let Some(t) = &token {
+            rb = rb.bearer_auth(t);
+        }
+        let a = send(rb).await;
+        assert_eq!(
+            a.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        a.error(status);
+        assert!(!String::from_utf8_lossy(&a.body).contains("eyJ"), "{what}");
+        // Pub/Sub push is guarded the same way.
+        let mut rb = client()
+            .post(format!("{}/pubsub", server.url))
+            .json(&push_command(
+                &json!({"op": "put", "key": key, "body": "x"}),
+            ));
+        if let Some(t) = &token {
+            rb = rb.bearer_auth(t);
+        }
+        assert_eq!(send(rb).await.status, status, "{what} on /pubsub");
+    }
+    assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
+    assert_eq!(w.proxy.count("PutObject"), 0);
+
+    // aud as an array, one of them accepted.
+    let t = w.caller_token_with(json!({"aud": ["https://other.test", SERVICE_AUDIENCE]}));
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/array-aud.txt", server.url))
+            .bearer_auth(&t)
+            .body("ok"),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    // X-Serverless-Authorization is read as well.
+    let a = send(
+        client()
+            .get(format!("{}/v1/objects/array-aud.txt", server.url))
+            .header(
+                "x-serverless-authorization",
+                format!("Bearer {}", w.caller_token()),
+            ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+
+    // Open routes.
+    assert_eq!(
+        send(client().get(format!("{}/healthz", server.url)))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(client().get(format!("{}/readyz", server.url)))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_run_iam_mode_trusts_the_front_end() {
+    let mut w = World::new("crIam").await;
+    w.set("AUTH_MODE", "cloud-run-iam");
+    let server = Server::start(&w.env).await;
+    let strip = |t: String| {
+        let (head, _) = t.rsplit_once('.').unwrap();
+        format!("{head}.SIGNATURE_REMOVED_BY_GOOGLE")
+    };
+    let put = |key: &str, token: String| {
+        client()
+            .put(format!("{}/v1/objects/{key}", server.url))
+            .bearer_auth(token)
+            .body("via cloud run")
+    };
+    let a = send(put("ok.txt", strip(w.caller_token()))).await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let a = send(put(
+        "aud.txt",
+        strip(w.caller_token_with(json!({"aud": "https://elsewhere.test"}))),
+    ))
+    .await;
+    a.error(401);
+    let a = send(put(
+        "expired.txt",
+        strip(w.caller_token_with(json!({"iat": now() - 3 * 3600, "exp": now() - 2 * 3600}))),
+    ))
+    .await;
+    a.error(401);
+    let a = send(put(
+        "email.txt",
+        strip(w.caller_token_with(json!({"email": "someone@else.iam.gserviceaccount.com"}))),
+    ))
+    .await;
+    a.error(403);
+    send(
+        client()
+            .put(format!("{}/v1/objects/none.txt", server.url))
+            .body("x"),
+    )
+    .await
+    .error(401);
+    assert_eq!(
+        admin_list(&w.bucket, &w.prefix).await,
+        vec![w.full("ok.txt")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight() {
+    let w = World::new("sigterm").await;
+    let mut server = Server::start(&w.env).await;
+    w.proxy
+        .push_fault("PutObject", ProxyFault::Delay(Duration::from_secs(2)));
+    let url = format!("{}/v1/objects/slow.txt", server.url);
+    let tok = w.caller_token();
+    let inflight = tokio::spawn(async move {
+        send(client().put(url).bearer_auth(tok).body("slow but sure")).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.proxy.count("PutObject") == 0 {
+        assert!(Instant::now() < deadline, "the PUT never reached S3");
+        assert!(!inflight.is_finished(), "the PUT ended early");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signalled = Instant::now();
+    server.terminate();
+    let a = inflight.await.unwrap();
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let status = server.wait(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        server.stdout.text()
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("slow.txt")).await.unwrap(),
+        b"slow but sure"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_when_idle_exits_at_once() {
+    let w = World::new("sigidle").await;
+    let mut server = Server::start(&w.env).await;
+    let t = Instant::now();
+    server.terminate();
+    let status = server.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_structured_correlated_and_secret_free() {
+    let w = World::new("logs").await;
+    let mut server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/traced.txt", server.url))
+            .bearer_auth(&tok)
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body("traced"),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    // The session token the service holds shows in a presigned URL.
+    let a = send(
+        client()
+            .post(format!("{}/v1/presign", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"key": "traced.txt", "method": "GET"})),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let url = reqwest::Url::parse(a.json()["url"].as_str().unwrap()).unwrap();
+    let session_token = url
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-Security-Token")
+        .map(|(_, v)| v.into_owned())
+        .expect("a session token in the presigned URL");
+    assert!(session_token.len() > 16);
+    // Failures log too: a rejected token, a bad command, a missing object.
+    let forged = format!("{}x", tok);
+    send(
+        client()
+            .get(format!("{}/v1/whoami", server.url))
+            .bearer_auth(&forged),
+    )
+    .await;
+    send(
+        client()
+            .post(format!("{}/pubsub", server.url))
+            .bearer_auth(&tok)
+            .json(&push_body("%%%")),
+    )
+    .await;
+    send(
+        client()
+            .get(format!("{}/v1/objects/missing.txt", server.url))
+            .bearer_auth(&tok),
+    )
+    .await;
+    send(
+        client()
+            .get(format!("{}/v1/whoami", server.url))
+            .bearer_auth(&tok),
+    )
+    .await;
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(10)).await.success());
+    // The capture threads drain the pipes after exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stdout.text().contains("stopped") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let lines = server.stdout.all();
+    assert!(lines.len() >= 6, "{lines:#?}");
+    let mut traced = None;
+    for line in &lines {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        assert!(v["severity"].is_string(), "no severity: {line}");
+        assert!(v["message"].is_string(), "no message: {line}");
+        if v["logging.googleapis.com/trace"]
+            == "projects/bridge-test/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+            && v["httpRequest"].is_object()
+        {
+            traced = Some(v);
+        }
+    }
+    let traced = traced.unwrap_or_else(|| panic!("no traced request line: {lines:#?}"));
+    assert_eq!(traced["httpRequest"]["requestMethod"], "PUT");
+    assert_eq!(traced["httpRequest"]["status"], 201);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"httpRequest\"") && l.contains("401")),
+        "the rejected request is logged"
+    );
+
+    let stderr = server.stderr.all();
+    assert!(stderr.is_empty(), "logs go to stdout only: {stderr:#?}");
+    let all = format!("{}\n{}", server.stdout.text(), server.stderr.text());
+    assert!(!all.contains("eyJ"), "a JWT in the logs");
+    assert!(
+        !all.contains(&tok[tok.len() - 20..]),
+        "the caller's signature in the logs"
+    );
+    assert!(
+        !all.contains(&session_token),
+        "the session token in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auth_mode_warns_at_start() {
+    let mut w = World::new("noauth").await;
+    w.set("AUTH_MODE", "none");
+    let server = Server::start(&w.env).await;
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/open.txt", server.url))
+            .body("open"),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let warned = server.stdout.all().into_iter().any(|l| {
+        serde_json::from_str::<Value>(&l).is_ok_and(|v| {
+            v["severity"] == "WARNING"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("AUTH_MODE"))
+        })
+    });
+    assert!(warned, "{}", server.stdout.text());
+
+    // In verify mode there is no such warning.
+    let w2 = World::new("authwarn").await;
+    let s2 = Server::start(&w2.env).await;
+    assert!(
+        !s2.stdout.text().contains("AUTH_MODE=none"),
+        "{}",
+        s2.stdout.text()
+    );
+}
