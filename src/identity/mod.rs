@@ -192,6 +192,7 @@ pub struct IdTokenSource {
     source: Source,
     audience: String,
     backoff: Backoff,
+    attempt_timeout: Option<Duration>,
     time: SharedTimeSource,
     cached: RwLock<Option<IdToken>>,
     refresh: tokio::sync::Mutex<()>,
@@ -274,6 +275,7 @@ impl IdTokenSource {
             source,
             audience: audience.to_owned(),
             backoff: Backoff::default(),
+            attempt_timeout: None,
             time: SharedTimeSource::new(SystemTimeSource::new()),
             cached: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
@@ -283,6 +285,14 @@ impl IdTokenSource {
     /// Replaces the retry policy (tests shorten it).
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Bounds each attempt to fetch a token; an attempt that takes longer
+    /// fails as transient and is retried. Without it, only the HTTP client's
+    /// own limits apply (3 s to connect, 10 s per request). Tests shorten it.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -322,12 +332,24 @@ impl IdTokenSource {
         if let Some(t) = self.fresh(now) {
             return Ok(t);
         }
-        let token = self
-            .backoff
-            .retry(|| self.source.fetch(&self.audience, now))
-            .await?;
+        let token = self.backoff.retry(|| self.fetch_once(now)).await?;
         *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
         Ok(token)
+    }
+
+    async fn fetch_once(&self, now: SystemTime) -> Result<IdToken, IdentityError> {
+        let fetch = self.source.fetch(&self.audience, now);
+        match self.attempt_timeout {
+            None => fetch.await,
+            Some(limit) => tokio::time::timeout(limit, fetch)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(IdentityError::transient(
+                        self.source.name(),
+                        format!("no answer within {limit:?}"),
+                    ))
+                }),
+        }
     }
 
     /// The cached token's claims, if any, without fetching.
