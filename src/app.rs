@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use tracing::Instrument;
 
@@ -186,6 +186,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
+/// `/v1/objects/` names the empty key, refused (400) like any bad key.
+async fn empty_key() -> AppError {
+    crate::storage::KeyError::Empty.into()
+}
+
 async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
 }
@@ -206,6 +211,7 @@ pub fn router(state: AppState) -> Router {
                 .head(http_api::head_object)
                 .delete(http_api::delete_object),
         )
+        .route("/v1/objects/", any(empty_key))
         .route("/v1/objects", get(http_api::list_objects))
         .route("/v1/copy", post(http_api::copy))
         .route("/v1/presign", post(http_api::presign))

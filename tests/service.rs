@@ -534,6 +534,15 @@ async fn pubsub_commands() {
     .await;
     assert_eq!(a.status, 200);
 
+    // A Cloud Storage notification whose object generation is gone (the
+    // emulated Cloud Storage has no such bucket): acknowledged, nothing written.
+    let notification: Value = serde_json::from_str(include_str!(
+        "fixtures/pubsub/storage-notification-push.json"
+    ))
+    .unwrap();
+    let a = send(post(notification)).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+
     let mut keys = admin_list(&w.bucket, &w.prefix).await;
     keys.sort();
     assert_eq!(keys, vec![w.full("ps/b.bin"), w.full("ps/c.json")]);
@@ -670,9 +679,9 @@ async fn bad_input_is_rejected_and_changes_nothing() {
             assert_eq!(a.status, 400, "{cmd}: {}", String::from_utf8_lossy(&a.body));
             a.error(400);
         }
-        if key.is_empty() || key == ".." {
-            // An empty key has no URL; ".." as a whole segment is removed by
-            // URL normalisation before it is sent.
+        if key == ".." {
+            // ".." as a whole path segment is removed by URL normalisation
+            // before it is sent; "a/.." covers it.
             continue;
         }
         let a = send(
@@ -690,6 +699,29 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         );
         a.error(400);
     }
+    // The empty key through HTTP: `/v1/objects/`.
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+    ] {
+        let a = send(
+            client()
+                .request(method.clone(), format!("{}/v1/objects/", server.url))
+                .bearer_auth(&tok)
+                .body("x"),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_key", "{method}");
+    }
+    // ...and it is still guarded.
+    send(
+        client()
+            .put(format!("{}/v1/objects/", server.url))
+            .body("x"),
+    )
+    .await
+    .error(401);
     // The longest allowed key is fine (and shows the limit is exactly 1024).
     let ok_key = "a".repeat(1024 - w.prefix.len());
     let a = send(pubsub(
