@@ -48,7 +48,7 @@ cleanup() {
     if [ -n "$rig_pid" ]; then
         wait "$rig_pid" 2>/dev/null
     fi
-    "$ROOT/scripts/rig-down.sh" 2>&1 | sed 's/^/    /'
+    "$ROOT/scripts/rig-down.sh" >>"$LOGS/rig-down.log" 2>&1
     exit $rc
 }
 trap cleanup EXIT
@@ -123,6 +123,10 @@ else
     step_result "deploy/check.sh (not run)" 1 0
     step_result "tests (not run)" 1 0
 fi
+
+# Stop the rig before the summary, so that the summary closes the output
+# (the EXIT trap stops it again, harmlessly, and on any early exit).
+"$ROOT/scripts/rig-down.sh" 2>&1 | sed 's/^/    /'
 
 banner "summary"
 printf '%s\n' "${steps[@]}"
