@@ -18,6 +18,9 @@ async fn put_through_the_service() {
     let status = r.status();
     let text = r.text().await.unwrap();
     assert_eq!(status, 201, "{text}\n{}", server.stdout.text());
-    assert_eq!(admin_get(&w.bucket, &w.full("hello.txt")).await.unwrap(), b"hello");
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("hello.txt")).await.unwrap(),
+        b"hello"
+    );
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
 }

@@ -40,7 +40,10 @@ pub fn rig() -> HashMap<String, String> {
 /// A unique, allowed prefix for one test: `allowed/<name>-<nanos>/`.
 pub fn unique_prefix(name: &str) -> String {
     let rig = rig();
-    let base = rig.get("RIG_ALLOWED_PREFIX").cloned().unwrap_or("allowed/".into());
+    let base = rig
+        .get("RIG_ALLOWED_PREFIX")
+        .cloned()
+        .unwrap_or("allowed/".into());
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -92,7 +95,11 @@ pub async fn admin_list(bucket: &str, prefix: &str) -> Vec<String> {
             .send()
             .await
             .unwrap();
-        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         if out.is_truncated() == Some(true) {
             token = out.next_continuation_token().map(str::to_owned);
         } else {
@@ -284,7 +291,10 @@ impl Server {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "gcp-aws-bridge did not answer /healthz");
+            assert!(
+                Instant::now() < deadline,
+                "gcp-aws-bridge did not answer /healthz"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Server {
@@ -309,7 +319,10 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "gcp-aws-bridge did not exit in {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "gcp-aws-bridge did not exit in {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
