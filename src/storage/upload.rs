@@ -117,7 +117,9 @@ impl PartReader {
 
     /// The next `size` bytes, fewer only at the end; empty at the end.
     async fn next_part(&mut self, size: usize) -> Result<Bytes, StorageError> {
-        let mut buf = BytesMut::with_capacity(size.min(self.carry.len().max(64 * 1024)));
+        // One allocation of the whole part: growing by doubling would copy
+        // the part and briefly hold twice its size.
+        let mut buf = BytesMut::with_capacity(size);
         loop {
             if !self.carry.is_empty() {
                 let take = (size - buf.len()).min(self.carry.len());
@@ -233,9 +235,12 @@ async fn single_streamed(
         .await
         .map_err(|e| StorageError::Internal(format!("upload pump: {e}")))?;
     match (put, pumped) {
+        (Ok(r), Ok(_)) => Ok(r),
+        // S3 stopped reading because it refused the request: its answer says why.
+        (Err(e), Err(StorageError::Unavailable(_))) => Err(e),
+        // The body failed (source error, length or CRC32C mismatch): that is the cause.
         (_, Err(e)) => Err(e),
         (Err(e), Ok(_)) => Err(e),
-        (Ok(r), Ok(_)) => Ok(r),
     }
 }
 
