@@ -26,7 +26,7 @@ _rig_venv_main() {
         "$1" - "${2:-}" <<'PY' 2>/dev/null
 import importlib.metadata as md
 import re, sys
-import moto, flask, boto3, cryptography, google_crc32c  # noqa: F401
+import moto, flask, boto3, cryptography, google_crc32c, crc32c  # noqa: F401
 assert md.version("moto").startswith("5.2."), md.version("moto")
 if sys.argv[1]:
     for line in open(sys.argv[1]):

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -284,6 +284,9 @@ async fn multipart(
         .bucket(&st.bucket)
         .key(key.full())
         .checksum_algorithm(checksum_algorithm())
+        // S3 checks the assembled object against the whole-object CRC32C
+        // given at completion, not only each part.
+        .checksum_type(ChecksumType::FullObject)
         .set_content_type(h.content_type.clone())
         .set_content_encoding(h.content_encoding.clone())
         .set_content_disposition(h.content_disposition.clone())
@@ -374,6 +377,8 @@ async fn upload_parts(
         .bucket(&st.bucket)
         .key(key.full())
         .upload_id(upload_id)
+        .checksum_type(ChecksumType::FullObject)
+        .checksum_crc32_c(crc32c_base64(reader.crc))
         .multipart_upload(
             CompletedMultipartUpload::builder()
                 .set_parts(Some(parts))
