@@ -4,7 +4,9 @@
 //! dropped connections, delays) and the metadata server fails the first
 //! identity-token requests. Every transient failure must be answered 503 or
 //! 429 (so Pub/Sub redelivers) and never 500; in the end every message's
-//! object is in S3 with exactly its bytes.
+//! object is in S3 with exactly its bytes. The same for replication: Cloud
+//! Storage notifications pushed while a fifth of the Cloud Storage reads
+//! and of the S3 uploads fail, some halfway through the body.
 
 mod common;
 
@@ -14,70 +16,18 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bridge_testkit::metadata::{Endpoint, Fault};
-use bridge_testkit::{FaultPlan, ProxyFault};
+use bridge_testkit::{FaultPlan, FaultProxy, ProxyFault};
+use common::gcs::Gcs;
+use common::pubsub::{pubsub_statuses, PushTopic};
 use common::*;
 use serde_json::json;
 
 const MESSAGES: usize = 500;
 
-/// Deletes the subscription and topic when the test ends, pass or fail, so
-/// the emulator stops pushing to a server that is gone.
-struct Cleanup {
-    base: String,
-    topic: String,
-    subscription: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let urls = [
-            format!("{}/{}", self.base, self.subscription),
-            format!("{}/{}", self.base, self.topic),
-        ];
-        // Drop cannot await: best-effort deletes on a thread of their own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let c = reqwest::Client::new();
-                for u in urls {
-                    let _ = c.delete(u).timeout(Duration::from_secs(5)).send().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// Statuses of the service's `/pubsub` answers, from its JSON request log.
-fn pubsub_statuses(server: &Server) -> Vec<u64> {
-    server
-        .stdout
-        .all()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/pubsub"))
-        .filter_map(|v| v["httpRequest"]["status"].as_u64())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
     let mut w = World::new("faults").await;
     w.set("AUTH_MODE", "none");
-    let host = w
-        .rig
-        .get("PUBSUB_EMULATOR_HOST")
-        .cloned()
-        .expect("PUBSUB_EMULATOR_HOST in rig.env: scripts/rig-up.sh pubsub");
-    let project = w
-        .rig
-        .get("RIG_PUBSUB_PROJECT")
-        .cloned()
-        .unwrap_or("bridge-test".into());
-
     // The first two identity-token requests fail: one 503, one dropped.
     w.metadata
         .push_fault(Endpoint::Identity, Fault::Status(503));
@@ -99,47 +49,7 @@ async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
     });
 
     let server = Server::start(&w.env).await;
-    let client = reqwest::Client::new();
-    let base = format!("http://{host}/v1");
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let topic = format!("projects/{project}/topics/bridge-faults-{n}");
-    let subscription = format!("projects/{project}/subscriptions/bridge-faults-push-{n}");
-    let _cleanup = Cleanup {
-        base: base.clone(),
-        topic: topic.clone(),
-        subscription: subscription.clone(),
-    };
-
-    let r = client
-        .put(format!("{base}/{topic}"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "create topic: {}",
-        r.text().await.unwrap()
-    );
-    let r = client
-        .put(format!("{base}/{subscription}"))
-        .json(&json!({
-            "topic": topic,
-            "pushConfig": {"pushEndpoint": format!("{}/pubsub", server.url)},
-            "ackDeadlineSeconds": 10,
-            "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "5s"}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "create subscription: {}",
-        r.text().await.unwrap()
-    );
+    let topic = PushTopic::create(&w, "faults", &format!("{}/pubsub", server.url)).await;
 
     let mut expected = BTreeMap::new();
     let mut messages = Vec::new();
@@ -162,16 +72,7 @@ async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
         expected.insert(w.full(&key), body);
     }
     for chunk in messages.chunks(100) {
-        let r = client
-            .post(format!("{base}/{topic}:publish"))
-            .json(&json!({ "messages": chunk }))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: serde_json::Value = r.json().await.unwrap();
-        assert!(status.is_success(), "publish: {v}");
-        assert_eq!(v["messageIds"].as_array().map(Vec::len), Some(chunk.len()));
+        topic.publish(chunk).await;
     }
 
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -246,4 +147,179 @@ fn tally(statuses: &[u64]) -> HashMap<u64, usize> {
         *m.entry(*s).or_insert(0) += 1;
     }
     m
+}
+
+/// Objects replicated under faults: small ones in one streamed PUT, one past
+/// 64 MiB in parts.
+const OBJECTS: usize = 40;
+const LARGE: usize = 72 * 1024 * 1024;
+
+fn object_bytes(i: usize, len: usize) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_survives_faults_mid_stream() {
+    let mut w = World::new("replfaults").await;
+    w.set("AUTH_MODE", "none");
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket("faults").await;
+
+    let mut expected = BTreeMap::new();
+    let mut messages = Vec::new();
+    for i in 0..=OBJECTS {
+        let len = if i == OBJECTS {
+            LARGE
+        } else {
+            1024 + (i * 52_433) % (2 * 1024 * 1024)
+        };
+        let name = format!("src/o{i:03}.bin");
+        let data = object_bytes(i, len);
+        let obj = gcs
+            .upload(
+                &bucket,
+                &name,
+                &data,
+                json!({"contentType": "application/octet-stream"}),
+            )
+            .await;
+        let generation = obj["generation"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| obj["generation"].to_string());
+        messages.push(json!({
+            "data": STANDARD.encode(obj.to_string()),
+            "attributes": {
+                "eventType": "OBJECT_FINALIZE",
+                "payloadFormat": "JSON_API_V1",
+                "bucketId": bucket,
+                "objectId": name,
+                "objectGeneration": generation,
+            }
+        }));
+        expected.insert(w.full(&name), data);
+    }
+
+    // A fifth of Cloud Storage requests fail, some after half the body.
+    let gcs_host = w.rig["STORAGE_EMULATOR_HOST"].clone();
+    let gcs_proxy = FaultProxy::start(&gcs_host).await;
+    gcs_proxy.set_faults(FaultPlan {
+        ops: None,
+        rate: 0.2,
+        kinds: vec![
+            ProxyFault::DropMidBody,
+            ProxyFault::Status(503),
+            ProxyFault::Drop,
+        ],
+        max: None,
+        seed: 0x6c5_fa17,
+    });
+    w.set("STORAGE_EMULATOR_HOST", &gcs_proxy.url());
+    // And a fifth of the S3 writes.
+    w.proxy.set_faults(FaultPlan {
+        ops: Some(vec![
+            "PutObject".to_owned(),
+            "UploadPart".to_owned(),
+            "CompleteMultipartUpload".to_owned(),
+        ]),
+        rate: 0.2,
+        kinds: vec![
+            ProxyFault::Status(503),
+            ProxyFault::Drop,
+            ProxyFault::DropMidBody,
+        ],
+        max: None,
+        seed: 0x53_fa17,
+    });
+
+    let server = Server::start(&w.env).await;
+    let topic = PushTopic::create(&w, "replfaults", &format!("{}/pubsub", server.url)).await;
+    topic.publish(&messages).await;
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut pending: Vec<String> = expected.keys().cloned().collect();
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} replicas missing or wrong; answers {:?}",
+            pending.len(),
+            expected.len(),
+            tally(&pubsub_statuses(&server)),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let listed = admin_list(&w.bucket, &w.prefix).await;
+        let mut still = Vec::new();
+        for key in pending {
+            if !listed.contains(&key)
+                || admin_get(&w.bucket, &key).await.as_ref() != expected.get(&key)
+            {
+                still.push(key);
+            }
+        }
+        pending = still;
+    }
+
+    let counts = tally(&pubsub_statuses(&server));
+    eprintln!(
+        "Cloud Storage faults {}; S3 faults {}; S3 counts {:?}; /pubsub answers {counts:?}",
+        gcs_proxy.faults_injected(),
+        w.proxy.faults_injected(),
+        w.proxy.counts()
+    );
+    assert!(
+        gcs_proxy.faults_injected() > 0,
+        "no Cloud Storage fault was injected"
+    );
+    assert!(w.proxy.faults_injected() > 0, "no S3 fault was injected");
+    assert_eq!(
+        counts.get(&500),
+        None,
+        "a transient fault was answered 500: {counts:?}"
+    );
+    assert!(
+        counts.get(&503).copied().unwrap_or(0) > 0,
+        "no delivery was answered 503, so nothing was redelivered: {counts:?}"
+    );
+    assert!(
+        counts
+            .keys()
+            .all(|s| (200..300).contains(s) || *s == 503 || *s == 429),
+        "answers other than 2xx, 503 and 429: {counts:?}"
+    );
+    // Every replica carries its generation, and no upload was left behind.
+    for key in expected.keys() {
+        let head = admin_s3()
+            .head_object()
+            .bucket(&w.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            head.metadata()
+                .and_then(|m| m.get("goog-generation"))
+                .is_some(),
+            "{key} has no goog-generation"
+        );
+    }
+    let uploads = admin_s3()
+        .list_multipart_uploads()
+        .bucket(&w.bucket)
+        .prefix(&w.prefix)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "multipart uploads left behind: {:?}",
+        uploads.uploads()
+    );
 }

@@ -5,6 +5,9 @@
 //! landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod gcs;
+pub mod pubsub;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
