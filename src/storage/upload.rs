@@ -116,10 +116,12 @@ impl PartReader {
     }
 
     /// The next `size` bytes, fewer only at the end; empty at the end.
-    async fn next_part(&mut self, size: usize) -> Result<Bytes, StorageError> {
-        // One allocation of the whole part: growing by doubling would copy
-        // the part and briefly hold twice its size.
-        let mut buf = BytesMut::with_capacity(size);
+    /// Filled into `buf`, a part buffer used before when one is free.
+    async fn next_part(&mut self, size: usize, mut buf: BytesMut) -> Result<Bytes, StorageError> {
+        // The whole part at once: growing by doubling would copy the part
+        // and briefly hold twice its size.
+        buf.clear();
+        buf.reserve(size);
         loop {
             if !self.carry.is_empty() {
                 let take = (size - buf.len()).min(self.carry.len());
@@ -261,7 +263,7 @@ async fn multipart(
     let part_size = part_size_for(opts.content_length);
     let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
     let mut reader = PartReader::new(source);
-    let first = reader.next_part(part_usize).await?;
+    let first = reader.next_part(part_usize, BytesMut::new()).await?;
     if first.len() < part_usize {
         check_end(key, &opts, reader.crc, reader.total)?;
         let crc = reader.crc;
@@ -316,8 +318,11 @@ async fn upload_parts(
     opts: &PutOptions,
 ) -> Result<PutResult, StorageError> {
     let part_usize = first.len();
-    let mut inflight: JoinSet<Result<CompletedPart, StorageError>> = JoinSet::new();
+    let mut inflight: JoinSet<Result<(CompletedPart, Bytes), StorageError>> = JoinSet::new();
     let mut parts = Vec::new();
+    // Buffers of parts already uploaded, filled again: the allocator sees
+    // the same few part-sized blocks for the whole upload.
+    let mut spare: Vec<BytesMut> = Vec::new();
     let mut next = first;
     let mut number: i32 = 0;
     loop {
@@ -339,23 +344,27 @@ async fn upload_parts(
             .content_length(next.len() as i64)
             .checksum_algorithm(checksum_algorithm())
             .checksum_crc32_c(crc32c_base64(crc))
-            .body(ByteStream::from(next));
+            .body(ByteStream::from(next.clone()));
         let rel = key.relative().to_owned();
         inflight.spawn(async move {
             let out = req
                 .send()
                 .await
                 .map_err(|e| classify("UploadPart", &rel, e))?;
-            Ok(CompletedPart::builder()
+            let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
                 .set_checksum_crc32_c(out.checksum_crc32_c.or(Some(crc32c_base64(crc))))
-                .build())
+                .build();
+            Ok((part, next))
         });
         while inflight.len() >= PARTS_IN_FLIGHT {
-            parts.push(join_one(&mut inflight).await?);
+            let (part, buf) = join_one(&mut inflight).await?;
+            parts.push(part);
+            spare.extend(buf.try_into_mut().ok());
         }
-        next = match reader.next_part(part_usize).await {
+        let buf = spare.pop().unwrap_or_default();
+        next = match reader.next_part(part_usize, buf).await {
             Ok(p) => p,
             Err(e) => {
                 inflight.abort_all();
@@ -367,7 +376,7 @@ async fn upload_parts(
         }
     }
     while !inflight.is_empty() {
-        parts.push(join_one(&mut inflight).await?);
+        parts.push(join_one(&mut inflight).await?.0);
     }
     check_end(key, opts, reader.crc, reader.total)?;
     parts.sort_by_key(|p| p.part_number);
@@ -399,8 +408,8 @@ async fn upload_parts(
 }
 
 async fn join_one(
-    set: &mut JoinSet<Result<CompletedPart, StorageError>>,
-) -> Result<CompletedPart, StorageError> {
+    set: &mut JoinSet<Result<(CompletedPart, Bytes), StorageError>>,
+) -> Result<(CompletedPart, Bytes), StorageError> {
     match set.join_next().await {
         Some(Ok(Ok(p))) => Ok(p),
         Some(Ok(Err(e))) => {
@@ -468,7 +477,7 @@ mod tests {
         let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)));
         let mut all = Vec::new();
         loop {
-            let p = r.next_part(16).await.unwrap();
+            let p = r.next_part(16, BytesMut::new()).await.unwrap();
             if p.is_empty() {
                 break;
             }
