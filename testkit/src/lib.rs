@@ -16,7 +16,9 @@
 //! `metadata-emulator` (`--port`, `--email`, `--unique-id`, `--project-id`,
 //! `--numeric-project-id`, `--token-lifetime`, `--write-key-file`) and
 //! `fault-proxy` (`--upstream`, `--port`, and `--jwks-url`/`--oaud`/`--aud`/`--sub`
-//! for the STS gate).
+//! for the STS gate; `GET /__counts` answers its request counts as JSON). A third,
+//! `s3-sink`, is a fast S3 stand-in for throughput measurements: it reads and
+//! discards what is PUT, stores nothing and checks no signature.
 
 pub mod keys;
 pub mod metadata;

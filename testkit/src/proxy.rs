@@ -16,6 +16,11 @@
 //! `ListObjectVersions`, `ListBuckets`, `ListMultipartUploads`, `HeadBucket`,
 //! `CreateBucket`, `DeleteBucket`, `GetBucketLocation`, `GetObjectTagging`,
 //! `PutObjectTagging`). `"*"` in a fault's op list matches every request.
+//!
+//! `GET /__counts` is answered by the proxy itself, never forwarded nor counted:
+//! `{"total":N,"counts":{"AssumeRoleWithWebIdentity":1,...}}`, the same figures
+//! as [`FaultProxy::total`] and [`FaultProxy::counts`], for processes outside the
+//! test (no S3 bucket name can contain `_`, so the path is never an S3 request).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -48,6 +53,9 @@ type UpBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest STS request body the proxy reads whole.
 const STS_BODY_LIMIT: usize = 1 << 20;
+
+/// The proxy's own route: its counters as JSON.
+const COUNTS_PATH: &str = "/__counts";
 
 /// A fault the proxy can inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,6 +602,9 @@ async fn handle(
 ) -> Result<Response<Body>, DropConnection> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if method == Method::GET && path == COUNTS_PATH {
+        return Ok(counts_response(&shared));
+    }
     let query = req.uri().query().unwrap_or("").to_string();
     let query_action = query_params(&query)
         .into_iter()
@@ -771,6 +782,20 @@ async fn handle(
         return Ok(Response::from_parts(rparts, Body::new(cut_body)));
     }
     Ok(Response::from_parts(rparts, Body::new(rbody)))
+}
+
+/// `{"total":N,"counts":{op:N,...}}`.
+fn counts_response(shared: &Shared) -> Response<Body> {
+    let counts = shared.counts.lock().unwrap().clone();
+    let body = serde_json::json!({
+        "total": shared.total.load(Ordering::SeqCst),
+        "counts": counts,
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("response")
 }
 
 /// Runs the STS gate on a web-identity token; `Some` is the rejection to send.

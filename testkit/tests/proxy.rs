@@ -242,6 +242,19 @@ async fn forwards_raw_requests_and_counts_operations() {
         assert_eq!(proxy.count(op), n, "{op}: {:?}", proxy.counts());
     }
     assert_eq!(proxy.total(), 14);
+    // The counts route answers the same figures and is not itself counted.
+    let counts: Value = http
+        .get(format!("{base}/__counts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["total"], 14);
+    assert_eq!(counts["counts"]["GetCallerIdentity"], 2);
+    assert_eq!(counts["counts"]["S3:GET"], 4);
+    assert_eq!(proxy.total(), 14);
     proxy.reset_counts();
     assert_eq!(proxy.total(), 0);
     assert_eq!(proxy.count("PutObject"), 0);

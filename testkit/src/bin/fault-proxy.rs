@@ -6,6 +6,9 @@
 //! ```
 //!
 //! Prints `READY 127.0.0.1:P` once listening, then serves until SIGTERM or SIGINT.
+//! `GET /__counts` on the proxy answers its request counts per operation as JSON
+//! (`{"total":N,"counts":{"AssumeRoleWithWebIdentity":N,...}}`); the same JSON is
+//! printed to stdout on exit.
 //! The gate is on when `--jwks-url` is given (then `--oaud`, `--aud` and `--sub`
 //! are required).
 
@@ -94,6 +97,8 @@ async fn main() -> ExitCode {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    let counts = serde_json::json!({"total": proxy.total(), "counts": proxy.counts()});
+    println!("COUNTS {counts}");
     proxy.shutdown();
     ExitCode::SUCCESS
 }
