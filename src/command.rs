@@ -50,6 +50,36 @@ pub enum Command {
     },
 }
 
+/// A change to a Cloud Storage object, as notifications and CloudEvents
+/// name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageChange {
+    /// A generation was written (`OBJECT_FINALIZE`, `.finalized`).
+    Finalized,
+    /// The live generation was deleted (`OBJECT_DELETE`, `.deleted`).
+    Deleted,
+    /// A generation stopped being live in a versioned bucket
+    /// (`OBJECT_ARCHIVE`, `.archived`).
+    Archived,
+    /// Only metadata changed (`OBJECT_METADATA_UPDATE`, `.metadataUpdated`).
+    MetadataUpdated,
+}
+
+impl Command {
+    /// The work a Cloud Storage change asks for: replicate a new generation,
+    /// remove the replica of a generation that is no longer live (unless the
+    /// replica is newer), nothing for a metadata update.
+    pub fn for_storage_change(change: StorageChange, obj: GcsObject) -> Command {
+        match change {
+            StorageChange::Finalized => Command::Replicate(obj),
+            StorageChange::Deleted | StorageChange::Archived => Command::DeleteReplica(obj),
+            StorageChange::MetadataUpdated => Command::Ignore {
+                reason: "metadata updates are not replicated".into(),
+            },
+        }
+    }
+}
+
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -8,7 +8,7 @@ use tokio::sync::OnceCell;
 
 use crate::jwt::SecretToken;
 
-use super::{error_chain, IdentityError};
+use super::{error_chain, send_for_body, IdentityError};
 
 pub(super) const NAME: &str = "impersonate";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -63,26 +63,14 @@ impl ImpersonateSource {
 
     pub(super) async fn fetch(&self, audience: &str) -> Result<SecretToken, IdentityError> {
         let access = self.access_token().await?;
-        let resp = self
-            .client
-            .post(&self.url)
-            .bearer_auth(access.expose())
-            .json(&serde_json::json!({ "audience": audience, "includeEmail": true }))
-            .send()
-            .await
-            .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
-        if status != 200 {
-            return Err(IdentityError::from_status(
-                NAME,
-                status,
-                &String::from_utf8_lossy(&body),
-            ));
-        }
+        let body = send_for_body(
+            NAME,
+            self.client
+                .post(&self.url)
+                .bearer_auth(access.expose())
+                .json(&serde_json::json!({ "audience": audience, "includeEmail": true })),
+        )
+        .await?;
         let parsed: GenerateIdTokenResponse = serde_json::from_slice(&body).map_err(|_| {
             IdentityError::permanent(NAME, "generateIdToken answered without a token")
         })?;

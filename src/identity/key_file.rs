@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::jwt::SecretToken;
 
-use super::IdentityError;
+use super::{send_for_body, IdentityError};
 
 pub(super) const NAME: &str = "service-account-key";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -131,28 +131,14 @@ impl KeyFileSource {
         now: SystemTime,
     ) -> Result<SecretToken, IdentityError> {
         let assertion = SecretToken::new(self.assertion(audience, now)?);
-        let resp = self
-            .client
-            .post(&self.key.token_uri)
-            .form(&[
+        let body = send_for_body(
+            NAME,
+            self.client.post(&self.key.token_uri).form(&[
                 ("grant_type", GRANT_TYPE),
                 ("assertion", assertion.expose()),
-            ])
-            .send()
-            .await
-            .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
-        if status != 200 {
-            return Err(IdentityError::from_status(
-                NAME,
-                status,
-                &String::from_utf8_lossy(&body),
-            ));
-        }
+            ]),
+        )
+        .await?;
         serde_json::from_slice::<TokenResponse>(&body)
             .ok()
             .and_then(|r| r.id_token)

@@ -2,7 +2,7 @@
 
 use crate::jwt::SecretToken;
 
-use super::IdentityError;
+use super::{send_for_body, IdentityError};
 
 pub(super) const NAME: &str = "metadata";
 
@@ -34,22 +34,15 @@ impl MetadataSource {
             "{}/computeMetadata/v1/instance/service-accounts/default/identity",
             self.base
         );
-        let resp = self
-            .client
-            .get(url)
-            .query(&[("audience", audience), ("format", "full")])
-            .header("Metadata-Flavor", "Google")
-            .send()
-            .await
-            .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| IdentityError::from_reqwest(NAME, &e))?;
-        if status != 200 {
-            return Err(IdentityError::from_status(NAME, status, &body));
-        }
+        let body = send_for_body(
+            NAME,
+            self.client
+                .get(url)
+                .query(&[("audience", audience), ("format", "full")])
+                .header("Metadata-Flavor", "Google"),
+        )
+        .await?;
+        let body = String::from_utf8_lossy(&body);
         let body = body.trim();
         if body.is_empty() {
             return Err(IdentityError::transient(NAME, "empty identity token"));

@@ -144,6 +144,31 @@ impl Transient for IdentityError {
     }
 }
 
+/// Sends `req` and returns the body of a 200 answer; transport failures
+/// and other answers become classified errors.
+pub(crate) async fn send_for_body(
+    source_name: &'static str,
+    req: reqwest::RequestBuilder,
+) -> Result<bytes::Bytes, IdentityError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| IdentityError::from_reqwest(source_name, &e))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| IdentityError::from_reqwest(source_name, &e))?;
+    if status != 200 {
+        return Err(IdentityError::from_status(
+            source_name,
+            status,
+            &String::from_utf8_lossy(&body),
+        ));
+    }
+    Ok(body)
+}
+
 /// The error and its sources, joined with ": ".
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

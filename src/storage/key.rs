@@ -53,19 +53,7 @@ impl ObjectKey {
         if relative.is_empty() {
             return Err(KeyError::Empty);
         }
-        if relative.chars().any(char::is_control) {
-            return Err(KeyError::ControlCharacter);
-        }
-        if relative.starts_with('/') {
-            return Err(KeyError::LeadingSlash);
-        }
-        if relative.split('/').any(|s| s == "." || s == "..") {
-            return Err(KeyError::DotSegment);
-        }
-        let len = prefix.len() + relative.len();
-        if len > MAX_KEY_BYTES {
-            return Err(KeyError::TooLong(len));
-        }
+        check(prefix, relative)?;
         Ok(ObjectKey {
             relative: relative.to_owned(),
             full: format!("{prefix}{relative}"),
@@ -83,8 +71,9 @@ impl ObjectKey {
     }
 }
 
-/// Validates a listing prefix (may be empty) and returns the full S3 prefix.
-pub fn list_prefix(prefix: &str, relative: &str) -> Result<String, KeyError> {
+/// The rules keys and listing prefixes share: no control character, no
+/// leading `/`, no `.` or `..` segment, prefix + key at most 1024 bytes.
+fn check(prefix: &str, relative: &str) -> Result<(), KeyError> {
     if relative.chars().any(char::is_control) {
         return Err(KeyError::ControlCharacter);
     }
@@ -98,6 +87,12 @@ pub fn list_prefix(prefix: &str, relative: &str) -> Result<String, KeyError> {
     if len > MAX_KEY_BYTES {
         return Err(KeyError::TooLong(len));
     }
+    Ok(())
+}
+
+/// Validates a listing prefix (may be empty) and returns the full S3 prefix.
+pub fn list_prefix(prefix: &str, relative: &str) -> Result<String, KeyError> {
+    check(prefix, relative)?;
     Ok(format!("{prefix}{relative}"))
 }
 

@@ -54,6 +54,20 @@ pub fn part_size_for(len: Option<u64>) -> u64 {
     }
 }
 
+/// Sets system and user metadata on a PutObject or CreateMultipartUpload
+/// request (two builder types with the same setters).
+macro_rules! with_headers {
+    ($req:expr, $h:expr) => {{
+        let h: &super::ObjectHeaders = $h;
+        $req.set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_content_language(h.content_language.clone())
+            .set_metadata((!h.metadata.is_empty()).then(|| h.metadata.clone()))
+    }};
+}
+
 pub(super) async fn put_object(
     st: &Storage,
     key: &ObjectKey,
@@ -62,19 +76,13 @@ pub(super) async fn put_object(
     opts: &PutOptions,
     content_length: Option<u64>,
 ) -> Result<PutResult, StorageError> {
-    let h = &opts.headers;
-    let mut req = st
+    let req = st
         .s3
         .put_object()
         .bucket(&st.bucket)
         .key(key.full())
-        .body(body)
-        .set_content_type(h.content_type.clone())
-        .set_content_encoding(h.content_encoding.clone())
-        .set_content_disposition(h.content_disposition.clone())
-        .set_cache_control(h.cache_control.clone())
-        .set_content_language(h.content_language.clone())
-        .set_metadata((!h.metadata.is_empty()).then(|| h.metadata.clone()))
+        .body(body);
+    let mut req = with_headers!(req, &opts.headers)
         .set_content_length(content_length.and_then(|l| i64::try_from(l).ok()));
     if let Some(crc) = crc {
         req = req
@@ -279,7 +287,6 @@ async fn multipart(
         .await;
     }
 
-    let h = &opts.headers;
     let created = st
         .s3
         .create_multipart_upload()
@@ -288,13 +295,8 @@ async fn multipart(
         .checksum_algorithm(checksum_algorithm())
         // S3 checks the assembled object against the whole-object CRC32C
         // given at completion, not only each part.
-        .checksum_type(ChecksumType::FullObject)
-        .set_content_type(h.content_type.clone())
-        .set_content_encoding(h.content_encoding.clone())
-        .set_content_disposition(h.content_disposition.clone())
-        .set_cache_control(h.cache_control.clone())
-        .set_content_language(h.content_language.clone())
-        .set_metadata((!h.metadata.is_empty()).then(|| h.metadata.clone()))
+        .checksum_type(ChecksumType::FullObject);
+    let created = with_headers!(created, &opts.headers)
         .send()
         .await
         .map_err(|e| classify("CreateMultipartUpload", key.relative(), e))?;

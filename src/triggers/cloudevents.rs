@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::command::{execute, Command};
+use crate::command::{execute, Command, StorageChange};
 use crate::error::AppError;
 use crate::replicate::GcsObject;
 
@@ -162,6 +162,10 @@ fn storage_object(ev: &CloudEvent) -> Result<GcsObject, AppError> {
     Ok(obj)
 }
 
+fn storage(change: StorageChange, ev: &CloudEvent) -> Result<Command, AppError> {
+    Ok(Command::for_storage_change(change, storage_object(ev)?))
+}
+
 /// Maps an event to a command.
 pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
     match ev.event_type.as_str() {
@@ -180,13 +184,12 @@ pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
             })?;
             message_to_command(&msg)
         }
-        "google.cloud.storage.object.v1.finalized" => Ok(Command::Replicate(storage_object(ev)?)),
-        "google.cloud.storage.object.v1.deleted" | "google.cloud.storage.object.v1.archived" => {
-            Ok(Command::DeleteReplica(storage_object(ev)?))
+        "google.cloud.storage.object.v1.finalized" => storage(StorageChange::Finalized, ev),
+        "google.cloud.storage.object.v1.deleted" => storage(StorageChange::Deleted, ev),
+        "google.cloud.storage.object.v1.archived" => storage(StorageChange::Archived, ev),
+        "google.cloud.storage.object.v1.metadataUpdated" => {
+            storage(StorageChange::MetadataUpdated, ev)
         }
-        "google.cloud.storage.object.v1.metadataUpdated" => Ok(Command::Ignore {
-            reason: "metadata updates are not replicated".into(),
-        }),
         other => Err(AppError::bad_request(
             "unknown_event_type",
             format!("unknown CloudEvent type {other:?}; accepted: {ACCEPTED_TYPES}"),

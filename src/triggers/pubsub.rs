@@ -14,7 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::command::{execute, parse_command, Command};
+use crate::command::{execute, parse_command, Command, StorageChange};
 use crate::error::AppError;
 use crate::replicate::GcsObject;
 
@@ -125,17 +125,17 @@ fn notification_to_command(
             "a Cloud Storage notification names bucketId and objectId",
         ));
     }
-    match event_type {
-        "OBJECT_FINALIZE" => Ok(Command::Replicate(obj)),
-        "OBJECT_DELETE" | "OBJECT_ARCHIVE" => Ok(Command::DeleteReplica(obj)),
-        "OBJECT_METADATA_UPDATE" => Ok(Command::Ignore {
-            reason: "metadata updates are not replicated".into(),
-        }),
-        other => Err(AppError::bad_request(
+    let change = match event_type {
+        "OBJECT_FINALIZE" => StorageChange::Finalized,
+        "OBJECT_DELETE" => StorageChange::Deleted,
+        "OBJECT_ARCHIVE" => StorageChange::Archived,
+        "OBJECT_METADATA_UPDATE" => StorageChange::MetadataUpdated,
+        other => return Err(AppError::bad_request(
             "unknown_event_type",
             format!("unknown Cloud Storage eventType {other:?}; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"),
         )),
-    }
+    };
+    Ok(Command::for_storage_change(change, obj))
 }
 
 /// `POST /pubsub`.
