@@ -18,6 +18,8 @@ use tokio::task::JoinSet;
 use super::error::classify;
 use super::{checksum_algorithm, ObjectKey, PutOptions, PutResult, Storage, StorageError};
 
+/// Bodies up to this size are read into memory before the PUT.
+const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
 /// Objects larger than this go up in parts.
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 const MIN_PART: u64 = 8 * 1024 * 1024;
@@ -176,11 +178,38 @@ pub(super) async fn put_stream(
     opts: PutOptions,
 ) -> Result<PutResult, StorageError> {
     match opts.content_length {
+        Some(len) if len <= IN_MEMORY_LIMIT => in_memory(st, key, source, len, &opts).await,
         Some(len) if len <= MULTIPART_THRESHOLD => {
             single_streamed(st, key, source, len, &opts).await
         }
         _ => multipart(st, key, source, opts).await,
     }
+}
+
+/// A small body is read whole: the PUT can then be retried by the SDK and
+/// carries its CRC32C for S3 to verify.
+async fn in_memory(
+    st: &Storage,
+    key: &ObjectKey,
+    source: ByteSource,
+    len: u64,
+    opts: &PutOptions,
+) -> Result<PutResult, StorageError> {
+    let mut reader = PartReader::new(source);
+    let size = usize::try_from(len).unwrap_or(usize::MAX);
+    // The HTTP server holds the body to its Content-Length; fewer bytes fail
+    // the length check.
+    let body = reader.next_part(size, BytesMut::new()).await?;
+    check_end(key, opts, reader.crc, reader.total)?;
+    put_object(
+        st,
+        key,
+        ByteStream::from(body),
+        Some(reader.crc),
+        opts,
+        Some(len),
+    )
+    .await
 }
 
 /// One PUT whose body is the stream itself. The last chunk is held back
