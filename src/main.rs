@@ -11,6 +11,11 @@ use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
 use gcp_aws_bridge::identity::IdTokenSource;
 use gcp_aws_bridge::telemetry;
 
+/// mimalloc: fewer cycles per request than glibc's malloc under many small
+/// allocations from many threads, and less fragmentation.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long requests in flight may take after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -99,21 +104,26 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before
+/// the listener opens, so a signal that comes with the first requests is
+/// never missed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(term) => {},
+            _ = wait(int) => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 
@@ -135,6 +145,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let signalled = shutdown_signal();
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -145,7 +156,7 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "listening");
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        signalled.await;
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stopping_tx.send(());
     });

@@ -24,3 +24,16 @@ async fn put_through_the_service() {
     );
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
 }
+
+/// SIGTERM sent the moment `/healthz` first answers stops the process every
+/// time: the handlers are in place before the listener opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_start_always_stops() {
+    let w = World::new("sigterm-start").await;
+    for _ in 0..20 {
+        let mut server = Server::start(&w.env).await;
+        server.terminate();
+        let status = server.wait(std::time::Duration::from_secs(10)).await;
+        assert!(status.success(), "{status}");
+    }
+}
