@@ -11,11 +11,6 @@ use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
 use gcp_aws_bridge::identity::IdTokenSource;
 use gcp_aws_bridge::telemetry;
 
-/// mimalloc: fewer cycles per request than glibc's malloc under many small
-/// allocations from many threads, and less fragmentation.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long requests in flight may take after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
