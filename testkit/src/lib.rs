@@ -20,6 +20,7 @@
 //! `s3-sink`, is a fast S3 stand-in for throughput measurements: it reads and
 //! discards what is PUT, stores nothing and checks no signature.
 
+pub mod flags;
 pub mod keys;
 pub mod metadata;
 pub mod proxy;

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use bridge_testkit::{FaultProxy, StsGate};
+use bridge_testkit::{flags, FaultProxy, StsGate};
 
 const USAGE: &str = "usage: fault-proxy --upstream URL [--port P] [--jwks-url URL --oaud AUDIENCE --aud AZP --sub SUB]";
 
@@ -25,37 +25,22 @@ async fn main() -> ExitCode {
     let mut upstream: Option<String> = None;
     let mut port: u16 = 0;
     let (mut jwks_url, mut oaud, mut aud, mut sub) = (None, None, None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        if name == "--help" || name == "-h" {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        let Some(value) = inline.or_else(|| args.next()) else {
-            eprintln!("{name}: missing value\n{USAGE}");
-            return ExitCode::from(2);
-        };
+    let flags = match flags::parse(USAGE) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    for (name, value) in flags {
         match name.as_str() {
             "--upstream" => upstream = Some(value),
-            "--port" => match value.parse() {
+            "--port" => match flags::number(&name, &value) {
                 Ok(p) => port = p,
-                Err(_) => {
-                    eprintln!("--port: not a port number: {value}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             },
             "--jwks-url" => jwks_url = Some(value),
             "--oaud" => oaud = Some(value),
             "--aud" => aud = Some(value),
             "--sub" => sub = Some(value),
-            other => {
-                eprintln!("unknown argument {other}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            other => return flags::unknown(other, USAGE),
         }
     }
     let Some(upstream) = upstream else {

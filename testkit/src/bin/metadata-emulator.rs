@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bridge_testkit::{MetadataConfig, MetadataEmulator};
+use bridge_testkit::{flags, MetadataConfig, MetadataEmulator};
 
 const USAGE: &str = "usage: metadata-emulator [--port P] [--email E] [--unique-id N] [--project-id P] [--numeric-project-id N] [--token-lifetime SECS] [--write-key-file PATH]";
 
@@ -24,44 +24,26 @@ async fn main() -> ExitCode {
     let mut cfg = MetadataConfig::default();
     let mut port: u16 = 0;
     let mut key_file: Option<String> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        if name == "--help" || name == "-h" {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        let Some(value) = inline.or_else(|| args.next()) else {
-            eprintln!("{name}: missing value\n{USAGE}");
-            return ExitCode::from(2);
-        };
+    let flags = match flags::parse(USAGE) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    for (name, value) in flags {
         match name.as_str() {
-            "--port" => match value.parse() {
+            "--port" => match flags::number(&name, &value) {
                 Ok(p) => port = p,
-                Err(_) => {
-                    eprintln!("--port: not a port number: {value}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             },
             "--email" => cfg.email = value,
             "--unique-id" => cfg.unique_id = value,
             "--project-id" => cfg.project_id = value,
             "--numeric-project-id" => cfg.numeric_project_id = value,
-            "--token-lifetime" => match value.parse() {
+            "--token-lifetime" => match flags::number(&name, &value) {
                 Ok(s) => cfg.token_lifetime = Duration::from_secs(s),
-                Err(_) => {
-                    eprintln!("--token-lifetime: not a number of seconds: {value}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             },
             "--write-key-file" => key_file = Some(value),
-            other => {
-                eprintln!("unknown argument {other}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            other => return flags::unknown(other, USAGE),
         }
     }
 

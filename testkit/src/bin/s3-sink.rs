@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bridge_testkit::flags;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -44,31 +45,18 @@ struct Stats {
 fn main() -> ExitCode {
     let mut port: u16 = 0;
     let mut threads: usize = 0;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        if name == "--help" || name == "-h" {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        let Some(value) = inline.or_else(|| args.next()) else {
-            eprintln!("{name}: missing value\n{USAGE}");
-            return ExitCode::from(2);
-        };
+    let flags = match flags::parse(USAGE) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    for (name, value) in flags {
         let parsed = match name.as_str() {
-            "--port" => value.parse().map(|p| port = p).is_ok(),
-            "--threads" => value.parse().map(|n| threads = n).is_ok(),
-            other => {
-                eprintln!("unknown argument {other}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            "--port" => flags::number(&name, &value).map(|p| port = p),
+            "--threads" => flags::number(&name, &value).map(|n| threads = n),
+            other => return flags::unknown(other, USAGE),
         };
-        if !parsed {
-            eprintln!("{name}: not a number: {value}");
-            return ExitCode::from(2);
+        if let Err(code) = parsed {
+            return code;
         }
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
