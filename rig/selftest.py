@@ -205,7 +205,7 @@ def auth_is_on():
     expect_client_error(
         lambda: bad.list_objects_v2(Bucket=ENV["RIG_BUCKET"]), 403, "SignatureDoesNotMatch"
     )
-    unknown = s3_client("AKIAUNKNOWNUNKNOWN00", "x")
+    unknown = s3_client("NOT-A-KEY-OF-THIS-RIG", "x")
     expect_client_error(
         lambda: unknown.list_objects_v2(Bucket=ENV["RIG_BUCKET"]), 403, "InvalidAccessKeyId"
     )

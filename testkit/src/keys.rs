@@ -90,7 +90,7 @@ impl SigningKey {
         &self.inner.kid
     }
 
-    /// The private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    /// The private key, PKCS#8 PEM (a `PRIVATE KEY` block).
     pub fn private_key_pem(&self) -> &str {
         &self.inner.pem
     }

