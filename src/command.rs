@@ -239,23 +239,7 @@ pub fn validate_metadata(
     let mut out = HashMap::new();
     let mut size = 0;
     for (k, v) in metadata {
-        let name = k.to_ascii_lowercase();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
-        {
-            return Err(AppError::bad_request(
-                "invalid_metadata",
-                format!("metadata name {k:?} must be letters, digits and - _ . only"),
-            ));
-        }
-        if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(AppError::bad_request(
-                "invalid_metadata",
-                format!("metadata value of {k:?} must be printable ASCII"),
-            ));
-        }
+        let name = metadata_name(k, v)?;
         size += name.len() + v.len();
         out.insert(name, v.clone());
     }
@@ -266,6 +250,29 @@ pub fn validate_metadata(
         ));
     }
     Ok(out)
+}
+
+/// Checks one user-metadata entry: a token name (returned lower-case) and a
+/// printable ASCII value.
+pub fn metadata_name(k: &str, v: &str) -> Result<String, AppError> {
+    let name = k.to_ascii_lowercase();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
+    {
+        return Err(AppError::bad_request(
+            "invalid_metadata",
+            format!("metadata name {k:?} must be letters, digits and - _ . only"),
+        ));
+    }
+    if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(AppError::bad_request(
+            "invalid_metadata",
+            format!("metadata value of {k:?} must be printable ASCII"),
+        ));
+    }
+    Ok(name)
 }
 
 /// Checks a Content-Type value.

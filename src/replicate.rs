@@ -462,18 +462,18 @@ impl Replicator {
             }
         }
         let content_length = resp.content_length().or(live.size);
-        let mut metadata = live.metadata.clone().unwrap_or_default();
-        metadata.retain(|k, v| {
-            let ok =
-                crate::command::validate_metadata(&HashMap::from([(k.clone(), v.clone())])).is_ok();
-            if !ok {
-                tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
-            }
-            ok
-        });
-        let mut metadata: HashMap<String, String> = metadata
+        let mut metadata: HashMap<String, String> = live
+            .metadata
+            .clone()
+            .unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .filter_map(|(k, v)| match crate::command::metadata_name(&k, &v) {
+                Ok(name) => Some((name, v)),
+                Err(_) => {
+                    tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
+                    None
+                }
+            })
             .collect();
         metadata.insert(GENERATION_META.to_owned(), generation.to_string());
         let opts = PutOptions {

@@ -425,29 +425,24 @@ impl Storage {
         expires_in: Duration,
         now: SystemTime,
     ) -> Result<Presigned, StorageError> {
-        let mut wanted = expires_in.min(MAX_PRESIGN);
-        for _ in 0..2 {
-            let url = self.presign_once(key, method, wanted).await?;
-            // The credentials that signed are the ones most recently issued.
-            let remaining = self
-                .expiry
-                .get()
-                .and_then(|e| e.duration_since(now).ok())
-                .unwrap_or(wanted);
-            if remaining >= wanted {
-                return Ok(Presigned {
-                    url,
-                    method,
-                    expires_at: crate::telemetry::rfc3339(now + wanted),
-                });
-            }
-            wanted = remaining.max(Duration::from_secs(1));
-        }
+        let wanted = expires_in.min(MAX_PRESIGN);
         let url = self.presign_once(key, method, wanted).await?;
+        // The credentials that signed are the ones most recently issued.
+        let remaining = self
+            .expiry
+            .get()
+            .and_then(|e| e.duration_since(now).ok())
+            .unwrap_or(wanted);
+        let (url, lifetime) = if remaining >= wanted {
+            (url, wanted)
+        } else {
+            let capped = remaining.max(Duration::from_secs(1));
+            (self.presign_once(key, method, capped).await?, capped)
+        };
         Ok(Presigned {
             url,
             method,
-            expires_at: crate::telemetry::rfc3339(now + wanted),
+            expires_at: crate::telemetry::rfc3339(now + lifetime),
         })
     }
 
