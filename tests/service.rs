@@ -81,6 +81,22 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// `PUT /v1/objects/{key}` with a caller token.
+async fn put_object(
+    server: &Server,
+    tok: &str,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+) -> Answer {
+    send(
+        client()
+            .put(format!("{}/v1/objects/{key}", server.url))
+            .bearer_auth(tok)
+            .body(body),
+    )
+    .await
+}
+
 /// A key as one URL path segment (every `/` and `.` encoded).
 fn enc(key: &str) -> String {
     utf8_percent_encode(key, NON_ALPHANUMERIC).to_string()
@@ -263,23 +279,11 @@ async fn list_pages_with_a_cursor() {
     let mut expected = Vec::new();
     for i in 0..5 {
         let key = format!("dir/f{i}.txt");
-        let a = send(
-            client()
-                .put(format!("{}/v1/objects/{key}", server.url))
-                .bearer_auth(&tok)
-                .body(format!("file {i}")),
-        )
-        .await;
+        let a = put_object(&server, &tok, &key, format!("file {i}")).await;
         assert_eq!(a.status, 201);
         expected.push(key);
     }
-    let a = send(
-        client()
-            .put(format!("{}/v1/objects/other.txt", server.url))
-            .bearer_auth(&tok)
-            .body("x"),
-    )
-    .await;
+    let a = put_object(&server, &tok, "other.txt", "x").await;
     assert_eq!(a.status, 201);
 
     let mut keys = Vec::new();
@@ -339,13 +343,7 @@ async fn copy_presign_buckets_whoami() {
     let w = World::new("misc").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
-    let a = send(
-        client()
-            .put(format!("{}/v1/objects/src.bin", server.url))
-            .bearer_auth(&tok)
-            .body("source bytes"),
-    )
-    .await;
+    let a = put_object(&server, &tok, "src.bin", "source bytes").await;
     assert_eq!(a.status, 201);
 
     // Copy.
@@ -602,13 +600,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
     // Something to compare against, and to catch deletes or overwrites.
-    let a = send(
-        client()
-            .put(format!("{}/v1/objects/keep.txt", server.url))
-            .bearer_auth(&tok)
-            .body("keep"),
-    )
-    .await;
+    let a = put_object(&server, &tok, "keep.txt", "keep").await;
     assert_eq!(a.status, 201);
     let before = admin_list(&w.bucket, &w.prefix).await;
     assert_eq!(before, vec![w.full("keep.txt")]);
@@ -866,13 +858,7 @@ async fn bodies_over_the_limit_answer_413() {
     .await;
     a.error(413);
     // PUT /v1/objects streams: the limit does not apply.
-    let a = send(
-        client()
-            .put(format!("{}/v1/objects/streamed.bin", server.url))
-            .bearer_auth(&tok)
-            .body(vec![7u8; 8192]),
-    )
-    .await;
+    let a = put_object(&server, &tok, "streamed.bin", vec![7u8; 8192]).await;
     assert_eq!(a.status, 201);
     assert_eq!(
         admin_list(&w.bucket, &w.prefix).await,
