@@ -10,7 +10,8 @@ stores; they make authentication and response framing behave like AWS:
   b. header SigV4 is verified against the query string as it was sent;
   c. presigned (query-signed) requests are verified for real;
   d. S3 answers carry the XML root element AWS uses;
-  e. x-amz-checksum-crc32c is verified on PutObject / UploadPart.
+  e. x-amz-checksum-crc32c is verified on PutObject / UploadPart;
+  f. a multipart upload's full-object CRC32C / CRC32 is computed part by part.
 
 Usage: python rig/moto_server.py --port 5000
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import datetime as _dt
 import hashlib
 import hmac
@@ -33,6 +35,7 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import _RESTError
 from moto.core.responses import BaseResponse
 from moto.iam import access_control
+from moto.s3 import models as s3_models
 from moto.s3 import responses as s3_responses
 from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
 from werkzeug.datastructures import ImmutableMultiDict
@@ -412,9 +415,10 @@ def _make_crc32c_table() -> list[int]:
 _CRC32C_TABLE = _make_crc32c_table()
 
 
-def _crc32c_py(data: bytes) -> int:
-    """CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven."""
-    crc = 0xFFFFFFFF
+def _crc32c_py(data: bytes, crc: int = 0) -> int:
+    """CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven;
+    `crc` is the CRC32C of the bytes before `data`."""
+    crc ^= 0xFFFFFFFF
     table = _CRC32C_TABLE
     for b in data:
         crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
@@ -424,15 +428,15 @@ def _crc32c_py(data: bytes) -> int:
 try:  # a compiled implementation, when one happens to be installed
     import google_crc32c as _gcrc
 
-    def crc32c(data: bytes) -> int:
-        return int(_gcrc.value(bytes(data)))
+    def crc32c(data: bytes, crc: int = 0) -> int:
+        return int(_gcrc.extend(crc, bytes(data)))
 
 except ImportError:  # pragma: no cover - depends on the machine
     try:
         import crc32c as _crc32c_mod
 
-        def crc32c(data: bytes) -> int:
-            return int(_crc32c_mod.crc32c(bytes(data)))
+        def crc32c(data: bytes, crc: int = 0) -> int:
+            return int(_crc32c_mod.crc32c(bytes(data), crc))
 
     except ImportError:
         crc32c = _crc32c_py
@@ -484,6 +488,40 @@ def _key_response_put_checking_crc32c(self: Any, query: dict[str, Any], key_name
 
 
 s3_responses.S3Response._key_response_put = _key_response_put_checking_crc32c
+
+
+# --------------------------------------------------------------------------
+# f: full-object checksum of a multipart upload, part by part
+# --------------------------------------------------------------------------
+# For ChecksumType FULL_OBJECT, moto 5.2 copies every part into a second
+# buffer and checksums the whole object when the upload completes: three
+# copies of the object in memory and seconds of CPU per GiB, where S3 combines
+# the part checksums. The CRC is carried from part to part instead; the value
+# stored is the same.
+
+_orig_add_part = s3_models.MultipartChecksumBuilder.addPart
+_orig_build = s3_models.MultipartChecksumBuilder.build
+_RUNNING_CRCS = {"CRC32C": crc32c, "CRC32": lambda data, crc=0: binascii.crc32(data, crc)}
+
+
+def _add_part_running(self: Any, part: bytes) -> None:
+    running = _RUNNING_CRCS.get(self.checksum_algorithm)
+    if self.checksum_type != "FULL_OBJECT" or running is None:
+        _orig_add_part(self, part)
+        return
+    self._rig_crc = running(part, getattr(self, "_rig_crc", 0))
+    self.part_count += 1
+
+
+def _build_running(self: Any) -> tuple[str, str, int] | None:
+    if not hasattr(self, "_rig_crc"):
+        return _orig_build(self)
+    value = base64.b64encode(self._rig_crc.to_bytes(4, "big")).decode("ascii")
+    return (self.checksum_type, value, 1)
+
+
+s3_models.MultipartChecksumBuilder.addPart = _add_part_running
+s3_models.MultipartChecksumBuilder.build = _build_running
 
 
 # --------------------------------------------------------------------------
