@@ -2,7 +2,7 @@
 # Benchmarks of gcp-aws-bridge (release build) on this machine, each beside a
 # baseline measured in the same run. Prints a table and writes bench/RESULTS.md.
 #
-#   bench/run.sh                     everything (about 6 minutes with a 1 GiB object)
+#   bench/run.sh                     everything (about 8 minutes with a 1 GiB object)
 #   SIZE_MIB=256 bench/run.sh        a smaller replication object
 #   LOAD_SECS=20 PUT_SECS=5 SEQ_SECS=3 bench/run.sh   shorter runs
 #   RESULTS=/tmp/r.md bench/run.sh   write the results elsewhere
@@ -12,6 +12,8 @@
 #   metadata-emulator                                      the service's Google ID tokens
 #   fault-proxy in front of moto                           STS endpoint; counts AssumeRoleWithWebIdentity
 #   s3-sink                                                S3 endpoint of the PUT and load runs
+#   s3-sink --latency-ms S3_LATENCY_MS                     S3 endpoint that answers after 10 ms
+#   fault-proxy in front of s3-sink                        a bare forwarder, for reference
 #   gcp-aws-bridge                                         several instances, one at a time
 #
 # moto answers a few hundred requests per second, so the PUT and load runs send
@@ -31,6 +33,8 @@ RESULTS="${RESULTS:-$ROOT/bench/RESULTS.md}"
 SIZE_MIB="${SIZE_MIB:-1024}"
 PUT_SECS="${PUT_SECS:-20}"
 PUT_CONC="${PUT_CONC:-16}"
+BUSY_CONC="${BUSY_CONC:-80}"
+S3_LATENCY_MS="${S3_LATENCY_MS:-10}"
 SEQ_SECS="${SEQ_SECS:-10}"
 LOAD_SECS="${LOAD_SECS:-60}"
 LOAD_CONC="${LOAD_CONC:-200}"
@@ -60,6 +64,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# hey and wrk come from Debian/Ubuntu packages; installed when missing.
+missing=()
+for tool in hey wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+    SUDO=()
+    [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+    say "installing ${missing[*]} (apt-get)"
+    "${SUDO[@]}" apt-get update -qq >&2 && "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >&2 ||
+        say "could not install ${missing[*]}"
+fi
 for tool in hey wrk curl python3; do
     command -v "$tool" >/dev/null || { say "$tool is needed (apt-get install hey wrk)"; exit 1; }
 done
@@ -116,7 +130,16 @@ STS="http://$(wait_ready "$LOGS/sts-proxy.out")"
 SINK_PID=$!
 pids+=("$SINK_PID")
 SINK="http://$(wait_ready "$LOGS/s3-sink.out")"
-say "metadata $META, STS proxy $STS -> $RIG_MOTO_ENDPOINT, s3-sink $SINK"
+"$TK/s3-sink" --latency-ms "$S3_LATENCY_MS" >"$LOGS/s3-far.out" 2>"$LOGS/s3-far.err" &
+FAR_PID=$!
+pids+=("$FAR_PID")
+FAR="http://$(wait_ready "$LOGS/s3-far.out")"
+# A bare hyper forwarder (the fault proxy, injecting nothing) in front of
+# s3-sink: what any second HTTP hop costs on this machine.
+"$TK/fault-proxy" --upstream "$SINK" >"$LOGS/forwarder.out" 2>"$LOGS/forwarder.err" &
+pids+=($!)
+FWD="http://$(wait_ready "$LOGS/forwarder.out")"
+say "metadata $META, STS proxy $STS -> $RIG_MOTO_ENDPOINT, s3-sink $SINK, s3-sink answering after ${S3_LATENCY_MS} ms $FAR, forwarder $FWD -> $SINK"
 
 BODY="$WORK/1k.bin"
 head -c 1024 /dev/urandom >"$BODY"
@@ -208,36 +231,59 @@ fig COLD_MS "$COLD_MS"
 fig WARM_MS "$WARM_MS"
 fig COLD_STS "$COLD_STS"
 
-# --- 3. 1 KiB PUT: through the service vs straight to s3-sink -----------------------------------
-sts_base="$(sts_calls)"
-start_service "$SINK" "$LOGS/service-put.log"
-PID="$svc_pid"
-curl -sf -o /dev/null "$SVC/readyz" || { say "not ready"; cat "$LOGS/service-put.log" >&2; exit 1; }
-fig IDLE_RSS_KB "$(status_field "$PID" VmRSS | tr -d ' kB')"
-fig IDLE_HWM_KB "$(status_field "$PID" VmHWM | tr -d ' kB')"
-fig IDLE_FDS "$(fds "$PID")"
-DIRECT_URL="$SINK/$RIG_BUCKET/${PREFIX}direct"
-SVC_URL="$SVC/v1/objects/bench"
+# --- 3. 1 KiB PUT: through the service vs straight to the same S3 stand-in ------------------------
 WRK=(wrk -t1 -c"$PUT_CONC" --latency -s bench/put.lua)
-say "warm-up: 3 s each way"
-"${WRK[@]}" -d3s "$DIRECT_URL" >/dev/null
-"${WRK[@]}" -d3s "$SVC_URL" >/dev/null
 wrk_result() { # label url [wrk options] -> RESULT fields, plus the CPU time the
-    # service and s3-sink used during the run (cpu_svc_us, cpu_sink_us)
+    # service ($PID) and the S3 stand-in ($CPU_SINK_PID) used during the run
     local label="$1" url="$2" s0 k0
     shift 2
     say "PUT $label: ${WRK[*]} $* $url"
     s0="$(cpu_ticks "$PID")"
-    k0="$(cpu_ticks "$SINK_PID")"
+    k0="$(cpu_ticks "$CPU_SINK_PID")"
     "${WRK[@]}" "$@" "$url" >"$WORK/wrk-$label.txt"
     echo "$(sed -n 's/^RESULT //p' "$WORK/wrk-$label.txt")" \
         "cpu_svc_us=$((($(cpu_ticks "$PID") - s0) * 1000000 / CLK_TCK))" \
-        "cpu_sink_us=$((($(cpu_ticks "$SINK_PID") - k0) * 1000000 / CLK_TCK))"
+        "cpu_sink_us=$((($(cpu_ticks "$CPU_SINK_PID") - k0) * 1000000 / CLK_TCK))"
 }
-DIRECT="$(wrk_result direct "$DIRECT_URL" -d"${PUT_SECS}s")"
-THROUGH="$(wrk_result service "$SVC_URL" -d"${PUT_SECS}s")"
-fig PUT_DIRECT "$DIRECT"
-fig PUT_SERVICE "$THROUGH"
+SVC_PATH="/v1/objects/bench"
+SINK_PATH="/$RIG_BUCKET/${PREFIX}direct"
+
+# 3a. S3 at a distance: s3-sink answering after S3_LATENCY_MS.
+start_service "$FAR" "$LOGS/service-far.log"
+PID="$svc_pid"
+CPU_SINK_PID="$FAR_PID"
+curl -sf -o /dev/null "$SVC/readyz" || { say "not ready"; cat "$LOGS/service-far.log" >&2; exit 1; }
+say "warm-up: 3 s each way, $BUSY_CONC connections"
+wrk -t1 -c"$BUSY_CONC" -s bench/put.lua -d3s "$FAR$SINK_PATH" >/dev/null
+wrk -t1 -c"$BUSY_CONC" -s bench/put.lua -d3s "$SVC$SVC_PATH" >/dev/null
+fig FAR_DIRECT "$(wrk_result far-direct "$FAR$SINK_PATH" -d"${PUT_SECS}s")"
+fig FAR_SERVICE "$(wrk_result far-service "$SVC$SVC_PATH" -d"${PUT_SECS}s")"
+WRK=(wrk -t1 -c"$BUSY_CONC" --latency -s bench/put.lua)
+fig BUSY_DIRECT "$(wrk_result busy-direct "$FAR$SINK_PATH" -d"${PUT_SECS}s")"
+fig BUSY_SERVICE "$(wrk_result busy-service "$SVC$SVC_PATH" -d"${PUT_SECS}s")"
+fig FAR_CMD "BENCH_BODY=1k.bin wrk -t1 -c$PUT_CONC --latency -s bench/put.lua -d${PUT_SECS}s URL"
+fig BUSY_CMD "BENCH_BODY=1k.bin ${WRK[*]} -d${PUT_SECS}s URL"
+stop_service
+
+# 3b. An S3 stand-in answering at once: the CPU ceiling of this machine.
+sts_base="$(sts_calls)"
+start_service "$SINK" "$LOGS/service-put.log"
+PID="$svc_pid"
+CPU_SINK_PID="$SINK_PID"
+curl -sf -o /dev/null "$SVC/readyz" || { say "not ready"; cat "$LOGS/service-put.log" >&2; exit 1; }
+fig IDLE_RSS_KB "$(status_field "$PID" VmRSS | tr -d ' kB')"
+fig IDLE_HWM_KB "$(status_field "$PID" VmHWM | tr -d ' kB')"
+fig IDLE_FDS "$(fds "$PID")"
+DIRECT_URL="$SINK$SINK_PATH"
+SVC_URL="$SVC$SVC_PATH"
+WRK=(wrk -t1 -c"$PUT_CONC" --latency -s bench/put.lua)
+say "warm-up: 3 s each way"
+"${WRK[@]}" -d3s "$DIRECT_URL" >/dev/null
+"${WRK[@]}" -d3s "$FWD$SINK_PATH" >/dev/null
+"${WRK[@]}" -d3s "$SVC_URL" >/dev/null
+fig PUT_DIRECT "$(wrk_result direct "$DIRECT_URL" -d"${PUT_SECS}s")"
+fig PUT_FORWARDER "$(wrk_result forwarder "$FWD$SINK_PATH" -d"${PUT_SECS}s")"
+fig PUT_SERVICE "$(wrk_result service "$SVC_URL" -d"${PUT_SECS}s")"
 fig PUT_CMD_DIRECT "BENCH_BODY=1k.bin ${WRK[*]} -d${PUT_SECS}s http://S3_SINK/{bucket}/{key}"
 fig PUT_CMD_SERVICE "BENCH_BODY=1k.bin ${WRK[*]} -d${PUT_SECS}s http://SERVICE/v1/objects/bench"
 # One request at a time: the latency the service adds, without queueing.
@@ -319,7 +365,8 @@ PY
 )"
 fig SIZE_MIB "$SIZE_MIB"
 fig LOAD_AFTER "$(cut -d' ' -f1-3 /proc/loadavg)"
-fig PUT_SECS "$PUT_SECS"; fig PUT_CONC "$PUT_CONC"; fig SEQ_SECS "$SEQ_SECS"
+fig PUT_SECS "$PUT_SECS"; fig PUT_CONC "$PUT_CONC"; fig BUSY_CONC "$BUSY_CONC"; fig SEQ_SECS "$SEQ_SECS"
+fig S3_LATENCY_MS "$S3_LATENCY_MS"
 fig LOAD_SECS "$LOAD_SECS"; fig LOAD_CONC "$LOAD_CONC"; fig STARTS "$STARTS"; fig COLD_STARTS "$COLD_STARTS"
 fig FD_MARGIN "$FD_MARGIN"
 

@@ -1,7 +1,7 @@
 //! A fast S3 stand-in for throughput measurements: it stores nothing.
 //!
 //! ```text
-//! s3-sink [--port P] [--threads N]
+//! s3-sink [--port P] [--threads N] [--latency-ms MS]
 //! ```
 //!
 //! Prints `READY 127.0.0.1:P` once listening, then serves HTTP/1.1 until SIGTERM
@@ -14,6 +14,11 @@
 //!   `DELETE` 204.
 //! - Anything else answers 501 with an S3 `<Error>` body.
 //!
+//! With `--latency-ms`, every answer waits that long after the request has
+//! been read, without holding a thread: an S3 far away (S3 documents median
+//! latencies of tens of milliseconds for small requests) whose capacity is
+//! not the limit.
+//!
 //! Signatures are not checked, path-style and virtual-hosted addressing are
 //! treated alike, and no state is kept. It exists because moto answers a few
 //! hundred requests per second, too few to see a client's own overhead.
@@ -24,6 +29,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bridge_testkit::flags;
 use bytes::Bytes;
@@ -33,7 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-const USAGE: &str = "usage: s3-sink [--port P] [--threads N]";
+const USAGE: &str = "usage: s3-sink [--port P] [--threads N] [--latency-ms MS]";
 
 #[derive(Default)]
 struct Stats {
@@ -45,6 +51,7 @@ struct Stats {
 fn main() -> ExitCode {
     let mut port: u16 = 0;
     let mut threads: usize = 0;
+    let mut latency_ms: u64 = 0;
     let flags = match flags::parse(USAGE) {
         Ok(f) => f,
         Err(code) => return code,
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
         let parsed = match name.as_str() {
             "--port" => flags::number(&name, &value).map(|p| port = p),
             "--threads" => flags::number(&name, &value).map(|n| threads = n),
+            "--latency-ms" => flags::number(&name, &value).map(|n| latency_ms = n),
             other => return flags::unknown(other, USAGE),
         };
         if let Err(code) = parsed {
@@ -71,10 +79,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve(port))
+    rt.block_on(serve(port, Duration::from_millis(latency_ms)))
 }
 
-async fn serve(port: u16) -> ExitCode {
+async fn serve(port: u16, latency: Duration) -> ExitCode {
     let listener = match TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
         Ok(l) => l,
         Err(e) => {
@@ -115,7 +123,7 @@ async fn serve(port: u16) -> ExitCode {
         let _ = stream.set_nodelay(true);
         let stats = stats.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(stats.clone(), req));
+            let svc = hyper::service::service_fn(move |req| handle(stats.clone(), req, latency));
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
@@ -142,6 +150,7 @@ fn etag(len: u64, n: u64) -> String {
 async fn handle(
     stats: Arc<Stats>,
     req: Request<Incoming>,
+    latency: Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let n = stats.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
@@ -194,7 +203,11 @@ async fn handle(
             *res.body_mut() = Full::new(Bytes::from_static(
                 b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code><Message>s3-sink answers PUT, GET, HEAD and DELETE only</Message></Error>\n",
             ));
+            return Ok(res);
         }
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     Ok(res)
 }
