@@ -1,5 +1,7 @@
-//! Bounded exponential backoff shared by the outbound clients that retry on
-//! their own (the identity sources and the Cloud Storage reader).
+//! Bounded exponential backoff with full jitter, shared by the outbound
+//! clients that retry on their own (the identity sources, STS and the Cloud
+//! Storage reader). Each dependency has one retry layer: a caller of a client
+//! that retries does not retry it again, so attempts never multiply.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,9 +11,9 @@ use std::time::Duration;
 pub struct Backoff {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
-    /// Wait before the second attempt; doubles each time.
+    /// Ceiling of the wait before the second attempt; doubles each time.
     pub initial: Duration,
-    /// Upper bound of a single wait.
+    /// Upper bound of a single wait's ceiling.
     pub max_delay: Duration,
 }
 
@@ -32,12 +34,22 @@ pub trait Transient {
 }
 
 impl Backoff {
-    /// The wait after failed attempt `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
+    /// The ceiling of the wait after failed attempt `attempt` (1-based):
+    /// `initial` doubled per attempt, at most `max_delay`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32
             .checked_shl(attempt.saturating_sub(1))
             .unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// The wait after failed attempt `attempt`: uniform in
+    /// `[0, ceiling(attempt)]` ("full jitter"), so that callers failing
+    /// together do not retry together.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(fastrand::u64(0..=nanos))
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the attempts run out.
@@ -70,13 +82,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_double_and_cap() {
+    fn ceilings_double_and_cap() {
         let b = Backoff::default();
-        assert_eq!(b.delay(1), Duration::from_millis(200));
-        assert_eq!(b.delay(2), Duration::from_millis(400));
-        assert_eq!(b.delay(3), Duration::from_millis(800));
-        assert_eq!(b.delay(5), Duration::from_secs(2));
-        assert_eq!(b.delay(40), Duration::from_secs(2));
+        assert_eq!(b.ceiling(1), Duration::from_millis(200));
+        assert_eq!(b.ceiling(2), Duration::from_millis(400));
+        assert_eq!(b.ceiling(3), Duration::from_millis(800));
+        assert_eq!(b.ceiling(5), Duration::from_secs(2));
+        assert_eq!(b.ceiling(40), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn delays_are_jittered_below_the_ceiling() {
+        let b = Backoff::default();
+        let delays: Vec<Duration> = (0..200).map(|_| b.delay(3)).collect();
+        assert!(delays.iter().all(|d| *d <= b.ceiling(3)), "{delays:?}");
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct delays", distinct.len());
+        assert!(
+            delays.iter().any(|d| *d < b.ceiling(3) / 2),
+            "some delays fall in the lower half"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use aws_sdk_sts::operation::assume_role_with_web_identity::{
     AssumeRoleWithWebIdentityError, AssumeRoleWithWebIdentityOutput,
 };
 
-use crate::identity::{IdTokenSource, IdentityError};
+use crate::identity::{IdToken, IdTokenSource, IdentityError};
 use crate::jwt::Claims;
 use crate::retry::{Backoff, Transient};
 
@@ -234,8 +234,7 @@ impl WebIdentityProvider {
         &self.role_arn
     }
 
-    async fn assume_once(&self) -> Result<Credentials, StsError> {
-        let token = self.ids.token().await?;
+    async fn assume_once(&self, token: &IdToken) -> Result<Credentials, StsError> {
         let result = self
             .sts
             .assume_role_with_web_identity()
@@ -251,10 +250,17 @@ impl WebIdentityProvider {
         }
     }
 
-    /// Assumes the role now, retrying transient failures with bounded
+    /// The Google token (the identity source retries on its own), then STS,
+    /// retried here: one retry layer per dependency.
+    async fn assume(&self) -> Result<Credentials, StsError> {
+        let token = self.ids.token().await?;
+        self.backoff.retry(|| self.assume_once(&token)).await
+    }
+
+    /// Assumes the role now, retrying transient STS failures with bounded
     /// backoff. Rejections are logged with the trust-policy diagnostic.
     pub async fn credentials(&self) -> Result<Credentials, StsError> {
-        match self.backoff.retry(|| self.assume_once()).await {
+        match self.assume().await {
             Ok(c) => {
                 if let Some(t) = c.expiry() {
                     self.expiry.set(t);
