@@ -1227,3 +1227,51 @@ async fn no_auth_mode_warns_at_start() {
         s2.stdout.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
+    let w = World::new("googmeta").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    for name in [
+        "x-amz-meta-goog-generation",
+        "X-Amz-Meta-Goog-Bucket",
+        "x-amz-meta-GOOG-anything",
+    ] {
+        let a = send(
+            client()
+                .put(format!("{}/v1/objects/pinned.txt", server.url))
+                .bearer_auth(&tok)
+                .header(name, "99999999999999999")
+                .body("pinned"),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_metadata", "{name}");
+    }
+    for name in ["goog-generation", "Goog-Bucket", "GOOG-GENERATION"] {
+        let a = send(
+            client()
+                .post(format!("{}/pubsub", server.url))
+                .bearer_auth(&tok)
+                .json(&push_command(&json!({
+                    "op": "put", "key": "pinned.txt", "body": "pinned",
+                    "metadata": { name: "99999999999999999" }
+                }))),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_metadata", "{name}");
+    }
+    assert_eq!(w.proxy.count("PutObject"), 0);
+    assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
+
+    // Other names starting with "goog" are the user's.
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/fine.txt", server.url))
+            .bearer_auth(&tok)
+            .header("x-amz-meta-googly", "eyes")
+            .body("fine"),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+}
