@@ -67,7 +67,8 @@ impl AppState {
         let replicator = Replicator::new(
             storage.clone(),
             GcsClient::new(config.storage_emulator_host.as_deref()),
-        );
+        )
+        .with_source_buckets(config.gcs_source_buckets.clone());
         let auth = CallerAuth::from_config(&config);
         AppState(Arc::new(Inner {
             config,

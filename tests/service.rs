@@ -464,7 +464,9 @@ async fn copy_presign_buckets_whoami() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_commands() {
-    let w = World::new("pubsub").await;
+    let mut w = World::new("pubsub").await;
+    // The bucket of the Storage notification fixture.
+    w.set("GCS_SOURCE_BUCKETS", "sample-bucket");
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
     let post = |body: Value| {

@@ -48,6 +48,9 @@ pub struct PutOptions {
     pub headers: ObjectHeaders,
     /// `If-None-Match: *`: refuse to overwrite.
     pub if_none_match: bool,
+    /// `If-Match: <ETag>`: write only over the object with this ETag (on
+    /// PutObject and CompleteMultipartUpload).
+    pub if_match: Option<String>,
     /// The CRC32C the bytes must have; S3 verifies it too.
     pub expected_crc32c: Option<u32>,
     /// Body length, when known in advance.
@@ -330,6 +333,33 @@ impl Storage {
             .await
             .map_err(|e| error::classify("DeleteObject", key.relative(), e))?;
         Ok(())
+    }
+
+    /// Deletes the object version a check saw, and only it: by `version_id`
+    /// on a versioned bucket, else on the condition `If-Match: etag`. A
+    /// changed object answers [`StorageError::PreconditionFailed`]; an
+    /// object already gone answers `Ok`.
+    pub async fn delete_checked(
+        &self,
+        key: &ObjectKey,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<(), StorageError> {
+        // "null" is the version id of objects written while versioning was off.
+        let version_id = version_id.filter(|v| !v.is_empty() && *v != "null");
+        let mut req = self.s3.delete_object().bucket(&self.bucket).key(key.full());
+        match (version_id, etag) {
+            (Some(v), _) => req = req.version_id(v),
+            (None, Some(e)) => req = req.if_match(e),
+            (None, None) => {}
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match error::classify("DeleteObject", key.relative(), e) {
+                StorageError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     /// Lists objects under `prefix` (relative), `limit` per page (1–1000).
