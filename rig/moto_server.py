@@ -12,7 +12,9 @@ stores; they make authentication and response framing behave like AWS:
   d. S3 answers carry the XML root element AWS uses;
   e. x-amz-checksum-crc32c is verified on PutObject / UploadPart;
   f. a multipart upload's full-object CRC32C / CRC32 is computed part by part;
-  g. CompleteMultipartUpload honours If-Match (412 PreconditionFailed).
+  g. CompleteMultipartUpload honours If-Match (412 PreconditionFailed);
+  h. ListObjectsV2 answers 400 InvalidArgument to a continuation token it
+     never gave out (moto answers 500).
 
 Usage: python rig/moto_server.py --port 5000
 """
@@ -25,6 +27,7 @@ import binascii
 import datetime as _dt
 import hashlib
 import hmac
+import inspect
 import re
 import sys
 import threading
@@ -40,6 +43,7 @@ from moto.iam import access_control
 from moto.s3 import models as s3_models
 from moto.s3 import responses as s3_responses
 from moto.s3.exceptions import (
+    InvalidContinuationToken,
     MissingKey,
     PreconditionFailed,
     S3AccessDeniedError,
@@ -574,6 +578,28 @@ def _complete_multipart_upload_if_match(
 
 s3_responses.S3Response._key_response_post = _key_response_post_keeping_if_match
 s3_models.S3Backend.complete_multipart_upload = _complete_multipart_upload_if_match
+
+
+# --------------------------------------------------------------------------
+# h: unknown ListObjectsV2 continuation tokens
+# --------------------------------------------------------------------------
+# moto 5.2 looks a continuation token up in the tokens it gave out and, for
+# one it does not know, compares keys with None: a TypeError and a 500. S3
+# answers 400 InvalidArgument ("The continuation token provided is incorrect").
+
+_orig_list_objects_v2 = s3_models.S3Backend.list_objects_v2
+_list_v2_signature = inspect.signature(_orig_list_objects_v2)
+
+
+def _list_objects_v2_checking_token(self: Any, *args: Any, **kwargs: Any) -> Any:
+    bound = _list_v2_signature.bind(self, *args, **kwargs)
+    token = bound.arguments.get("continuation_token")
+    if token and token not in self._pagination_tokens:
+        raise InvalidContinuationToken()
+    return _orig_list_objects_v2(self, *args, **kwargs)
+
+
+s3_models.S3Backend.list_objects_v2 = _list_objects_v2_checking_token
 
 
 # --------------------------------------------------------------------------

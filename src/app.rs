@@ -63,7 +63,8 @@ impl AppState {
             config.s3_bucket.clone(),
             config.s3_prefix.clone(),
             aws.provider.expiry(),
-        );
+        )
+        .with_copy_multipart_threshold(config.copy_multipart_threshold);
         let replicator = Replicator::new(
             storage.clone(),
             GcsClient::new(config.storage_emulator_host.as_deref()),

@@ -85,6 +85,7 @@ struct RawEnv {
     google_cloud_project: Option<String>,
     storage_emulator_host: Option<String>,
     gcs_source_buckets: Option<String>,
+    test_copy_multipart_threshold_bytes: Option<String>,
     k_service: Option<String>,
     k_revision: Option<String>,
     hostname: Option<String>,
@@ -149,6 +150,9 @@ pub struct Config {
     pub storage_emulator_host: Option<String>,
     /// `GCS_SOURCE_BUCKETS`: comma-separated buckets replication may read, `*` for any; unset: off.
     pub gcs_source_buckets: crate::source_buckets::SourceBuckets,
+    /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than this
+    /// go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
+    pub copy_multipart_threshold: u64,
 }
 
 impl fmt::Debug for Config {
@@ -476,6 +480,18 @@ impl RawEnv {
                     errors.extend(lines);
                     crate::source_buckets::SourceBuckets::Off
                 });
+        let copy_multipart_threshold = match trimmed(&self.test_copy_multipart_threshold_bytes) {
+            None => crate::storage::COPY_MULTIPART_THRESHOLD,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (5 << 20..=crate::storage::COPY_MULTIPART_THRESHOLD).contains(&n) => n,
+                _ => {
+                    errors.push(format!(
+                        "TEST_COPY_MULTIPART_THRESHOLD_BYTES: {v:?} must be from 5 MiB to 5 GiB in bytes"
+                    ));
+                    crate::storage::COPY_MULTIPART_THRESHOLD
+                }
+            },
+        };
 
         let role_session_name = sanitize_session_name(
             &trimmed(&self.aws_role_session_name)
@@ -528,6 +544,7 @@ impl RawEnv {
             google_cloud_project: trimmed(&self.google_cloud_project),
             storage_emulator_host: trimmed(&self.storage_emulator_host),
             gcs_source_buckets,
+            copy_multipart_threshold,
         })
     }
 }
