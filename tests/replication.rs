@@ -953,3 +953,61 @@ async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
     assert_eq!(w.proxy.count("PutObject"), 0);
     assert!(head(&w, name).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_replacement_completes_only_over_the_replica_it_checked() {
+    let mut w = World::new("racempu").await;
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket("racempu").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let name = "grows.bin";
+    let one = gcs.upload(&bucket, name, b"small first", json!({})).await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let w = std::sync::Arc::new(w);
+    let a = event(&w, &server, "finalized", &one).await;
+    assert_2xx(&a, &server);
+
+    // Generation two goes up in parts over generation one's replica; its
+    // completion is held.
+    let big = bytes(65 * 1024 * 1024, 21);
+    let two = gcs.upload(&bucket, name, &big, json!({})).await;
+    let mut hold = w.proxy.hold_next("CompleteMultipartUpload");
+    let slow = {
+        let (w, server, two) = (w.clone(), server.clone(), two.clone());
+        spawn(async move { event(&w, &server, "finalized", &two).await })
+    };
+    tokio::time::timeout(Duration::from_secs(120), hold.arrived())
+        .await
+        .expect("the multipart upload reached its completion");
+
+    // Generation three replaces generation one meanwhile.
+    let three = gcs.upload(&bucket, name, b"small third", json!({})).await;
+    let a = event(&w, &server, "finalized", &three).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    // The completion's If-Match names generation one's ETag: refused, the
+    // upload aborted, generation three stays.
+    hold.release();
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
+    assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
+    assert!(w.proxy.count("AbortMultipartUpload") >= 1);
+    let uploads = admin_s3()
+        .list_multipart_uploads()
+        .bucket(&w.bucket)
+        .prefix(&w.prefix)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_eq!(
+        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
+        b"small third"
+    );
+    assert_eq!(
+        replica_generation(&w, name).await,
+        Some(generation(&three).to_string())
+    );
+}
