@@ -11,7 +11,10 @@ stores; they make authentication and response framing behave like AWS:
   c. presigned (query-signed) requests are verified for real;
   d. S3 answers carry the XML root element AWS uses;
   e. x-amz-checksum-crc32c is verified on PutObject / UploadPart;
-  f. a multipart upload's full-object CRC32C / CRC32 is computed part by part.
+  f. a multipart upload's full-object CRC32C / CRC32 is computed part by part;
+  g. CompleteMultipartUpload honours If-Match (412 PreconditionFailed);
+  h. ListObjectsV2 answers 400 InvalidArgument to a continuation token it
+     never gave out (moto answers 500).
 
 Usage: python rig/moto_server.py --port 5000
 """
@@ -24,8 +27,10 @@ import binascii
 import datetime as _dt
 import hashlib
 import hmac
+import inspect
 import re
 import sys
+import threading
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -37,7 +42,13 @@ from moto.core.responses import BaseResponse
 from moto.iam import access_control
 from moto.s3 import models as s3_models
 from moto.s3 import responses as s3_responses
-from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
+from moto.s3.exceptions import (
+    InvalidContinuationToken,
+    MissingKey,
+    PreconditionFailed,
+    S3AccessDeniedError,
+    S3ClientError,
+)
 from werkzeug.datastructures import ImmutableMultiDict
 
 # --------------------------------------------------------------------------
@@ -522,6 +533,73 @@ def _build_running(self: Any) -> tuple[str, str, int] | None:
 
 s3_models.MultipartChecksumBuilder.addPart = _add_part_running
 s3_models.MultipartChecksumBuilder.build = _build_running
+
+
+# --------------------------------------------------------------------------
+# g: If-Match on CompleteMultipartUpload
+# --------------------------------------------------------------------------
+# moto 5.2 checks If-None-Match: * on CompleteMultipartUpload but ignores
+# If-Match, which S3 honours since 2024: the upload completes only over the
+# object with that ETag (412 PreconditionFailed otherwise, 404 NoSuchKey when
+# there is none), and the upload stays until it is aborted. The header is
+# handed from the request handler to the backend, after moto's own auth check.
+
+_complete_if_match = threading.local()
+_orig_key_response_post = s3_responses.S3Response._key_response_post
+_orig_complete_multipart_upload = s3_models.S3Backend.complete_multipart_upload
+
+
+def _key_response_post_keeping_if_match(
+    self: Any, request: Any, body: bytes, bucket_name: str, query: dict[str, Any], key_name: str
+) -> Any:
+    _complete_if_match.value = (
+        request.headers.get("If-Match") if query.get("uploadId") else None
+    )
+    try:
+        return _orig_key_response_post(self, request, body, bucket_name, query, key_name)
+    finally:
+        _complete_if_match.value = None
+
+
+def _complete_multipart_upload_if_match(
+    self: Any, bucket_name: str, multipart_id: str, body: Any
+) -> Any:
+    if_match = getattr(_complete_if_match, "value", None)
+    if if_match:
+        multipart = self.get_bucket(bucket_name).multiparts.get(multipart_id)
+        if multipart is not None:
+            existing = self.get_object(bucket_name, multipart.key_name)
+            if existing is None:
+                raise MissingKey(key=multipart.key_name)
+            if if_match.replace('"', "") != existing.etag.replace('"', ""):
+                raise PreconditionFailed("If-Match")
+    return _orig_complete_multipart_upload(self, bucket_name, multipart_id, body)
+
+
+s3_responses.S3Response._key_response_post = _key_response_post_keeping_if_match
+s3_models.S3Backend.complete_multipart_upload = _complete_multipart_upload_if_match
+
+
+# --------------------------------------------------------------------------
+# h: unknown ListObjectsV2 continuation tokens
+# --------------------------------------------------------------------------
+# moto 5.2 looks a continuation token up in the tokens it gave out and, for
+# one it does not know, compares keys with None: a TypeError and a 500. S3
+# answers 400 InvalidArgument ("The continuation token provided is incorrect").
+
+_orig_list_objects_v2 = s3_models.S3Backend.list_objects_v2
+_list_v2_signature = inspect.signature(_orig_list_objects_v2)
+
+
+def _list_objects_v2_checking_token(self: Any, *args: Any, **kwargs: Any) -> Any:
+    bound = _list_v2_signature.bind(self, *args, **kwargs)
+    token = bound.arguments.get("continuation_token")
+    if token and token not in self._pagination_tokens:
+        raise InvalidContinuationToken()
+    return _orig_list_objects_v2(self, *args, **kwargs)
+
+
+s3_models.S3Backend.list_objects_v2 = _list_objects_v2_checking_token
 
 
 # --------------------------------------------------------------------------

@@ -63,11 +63,13 @@ impl AppState {
             config.s3_bucket.clone(),
             config.s3_prefix.clone(),
             aws.provider.expiry(),
-        );
+        )
+        .with_copy_multipart_threshold(config.copy_multipart_threshold);
         let replicator = Replicator::new(
             storage.clone(),
             GcsClient::new(config.storage_emulator_host.as_deref()),
-        );
+        )
+        .with_source_buckets(config.gcs_source_buckets.clone());
         let auth = CallerAuth::from_config(&config);
         AppState(Arc::new(Inner {
             config,

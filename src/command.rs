@@ -252,10 +252,20 @@ pub fn validate_metadata(
     Ok(out)
 }
 
-/// Checks one user-metadata entry: a token name (returned lower-case) and a
-/// printable ASCII value.
+/// Metadata names beginning with this (any letter case) are reserved for
+/// replication (`goog-generation`, `goog-bucket`).
+pub const RESERVED_METADATA_PREFIX: &str = "goog-";
+
+/// Checks one user-metadata entry: a token name (returned lower-case), not
+/// reserved (`goog-*`), and a printable ASCII value.
 pub fn metadata_name(k: &str, v: &str) -> Result<String, AppError> {
     let name = k.to_ascii_lowercase();
+    if name.starts_with(RESERVED_METADATA_PREFIX) {
+        return Err(AppError::bad_request(
+            "invalid_metadata",
+            format!("metadata name {k:?} is reserved: goog-* names are set by replication only"),
+        ));
+    }
     if name.is_empty()
         || !name
             .bytes()
@@ -394,5 +404,22 @@ mod tests {
         assert_eq!(validate_metadata(&m).unwrap()["owner"], "team-a");
         m.insert("bad name".to_string(), "x".to_string());
         assert!(validate_metadata(&m).is_err());
+    }
+
+    #[test]
+    fn goog_metadata_is_reserved_in_any_case() {
+        for name in [
+            "goog-generation",
+            "Goog-Generation",
+            "GOOG-BUCKET",
+            "goog-x",
+        ] {
+            let m = HashMap::from([(name.to_string(), "1".to_string())]);
+            let e = validate_metadata(&m).unwrap_err();
+            assert_eq!(e.code(), "invalid_metadata", "{name}");
+            assert_eq!(e.status(), 400);
+        }
+        let m = HashMap::from([("googly".to_string(), "1".to_string())]);
+        assert!(validate_metadata(&m).is_ok());
     }
 }

@@ -84,6 +84,8 @@ struct RawEnv {
     log_format: Option<String>,
     google_cloud_project: Option<String>,
     storage_emulator_host: Option<String>,
+    gcs_source_buckets: Option<String>,
+    test_copy_multipart_threshold_bytes: Option<String>,
     k_service: Option<String>,
     k_revision: Option<String>,
     hostname: Option<String>,
@@ -146,6 +148,11 @@ pub struct Config {
     pub google_cloud_project: Option<String>,
     /// `STORAGE_EMULATOR_HOST`: Cloud Storage endpoint override; no token is sent then.
     pub storage_emulator_host: Option<String>,
+    /// `GCS_SOURCE_BUCKETS`: comma-separated buckets replication may read, `*` for any; unset: off.
+    pub gcs_source_buckets: crate::source_buckets::SourceBuckets,
+    /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than this
+    /// go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
+    pub copy_multipart_threshold: u64,
 }
 
 impl fmt::Debug for Config {
@@ -161,6 +168,7 @@ impl fmt::Debug for Config {
             .field("s3_bucket", &self.s3_bucket)
             .field("s3_prefix", &self.s3_prefix)
             .field("auth_mode", &self.auth_mode)
+            .field("gcs_source_buckets", &self.gcs_source_buckets)
             .finish_non_exhaustive()
     }
 }
@@ -466,6 +474,25 @@ impl RawEnv {
             }
         };
 
+        let gcs_source_buckets =
+            crate::source_buckets::SourceBuckets::parse(self.gcs_source_buckets.as_deref())
+                .unwrap_or_else(|lines| {
+                    errors.extend(lines);
+                    crate::source_buckets::SourceBuckets::Off
+                });
+        let copy_multipart_threshold = match trimmed(&self.test_copy_multipart_threshold_bytes) {
+            None => crate::storage::COPY_MULTIPART_THRESHOLD,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (5 << 20..=crate::storage::COPY_MULTIPART_THRESHOLD).contains(&n) => n,
+                _ => {
+                    errors.push(format!(
+                        "TEST_COPY_MULTIPART_THRESHOLD_BYTES: {v:?} must be from 5 MiB to 5 GiB in bytes"
+                    ));
+                    crate::storage::COPY_MULTIPART_THRESHOLD
+                }
+            },
+        };
+
         let role_session_name = sanitize_session_name(
             &trimmed(&self.aws_role_session_name)
                 .or_else(
@@ -516,6 +543,8 @@ impl RawEnv {
             log_format,
             google_cloud_project: trimmed(&self.google_cloud_project),
             storage_emulator_host: trimmed(&self.storage_emulator_host),
+            gcs_source_buckets,
+            copy_multipart_threshold,
         })
     }
 }
@@ -622,6 +651,25 @@ mod tests {
             .collect();
         assert!(Config::from_iter(v.clone()).is_err());
         assert!(Config::from_iter_for_cli(v).is_ok());
+    }
+
+    #[test]
+    fn source_buckets_are_checked_at_start() {
+        use crate::source_buckets::SourceBuckets;
+        assert_eq!(
+            Config::from_iter(minimal()).unwrap().gcs_source_buckets,
+            SourceBuckets::Off
+        );
+        let mut v = minimal();
+        v.push(("GCS_SOURCE_BUCKETS".into(), "uploads-a,uploads-b".into()));
+        assert_eq!(
+            Config::from_iter(v).unwrap().gcs_source_buckets,
+            SourceBuckets::Only(vec!["uploads-a".into(), "uploads-b".into()])
+        );
+        let mut v = minimal();
+        v.push(("GCS_SOURCE_BUCKETS".into(), "Not A Bucket".into()));
+        let e = Config::from_iter(v).unwrap_err().to_string();
+        assert!(e.starts_with("GCS_SOURCE_BUCKETS:"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub enum AppError {
     /// 403: authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 with its own code: the request names something this service
+    /// may not touch (e.g. `source_bucket_not_allowed`).
+    #[error("{message}")]
+    Refused {
+        /// snake_case code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// 404: no such object.
     #[error("{0}")]
     NotFound(String),
@@ -101,7 +110,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::Refused { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -119,7 +128,9 @@ impl AppError {
     /// The snake_case code of the body.
     pub fn code(&self) -> &'static str {
         match self {
-            AppError::BadRequest { code, .. } | AppError::Unavailable { code, .. } => code,
+            AppError::BadRequest { code, .. }
+            | AppError::Unavailable { code, .. }
+            | AppError::Refused { code, .. } => code,
             AppError::Unauthenticated(_) => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",

@@ -1,6 +1,11 @@
 //! Replication from Cloud Storage: `gs://B/NAME` (generation G) →
 //! `s3://S3_BUCKET/{S3_PREFIX}NAME`, streamed, checked with CRC32C end to
-//! end, idempotent by the replica's `x-amz-meta-goog-generation`.
+//! end, idempotent by the replica's `x-amz-meta-goog-generation` and
+//! `x-amz-meta-goog-bucket` (generations are compared within one bucket).
+//! Only the buckets of `GCS_SOURCE_BUCKETS` are read. Each write is
+//! conditional on what the check of the replica saw (`If-None-Match: *` or
+//! `If-Match: <ETag>`), each delete removes only the version it checked; a
+//! lost race answers 503 and the redelivery decides again.
 //!
 //! Environment: `STORAGE_EMULATOR_HOST` (`host:port` or a URL) replaces the
 //! Cloud Storage endpoint; no token is sent then, as in Google's libraries.
@@ -20,10 +25,18 @@ use tokio::sync::OnceCell;
 use crate::error::AppError;
 use crate::identity::error_chain;
 use crate::retry::{is_transient_status, Backoff, Transient};
+use crate::source_buckets::SourceBuckets;
 use crate::storage::{ObjectHeaders, ObjectKey, PutOptions, Storage, StorageError};
 
 /// The S3 user-metadata name holding the source generation.
 pub const GENERATION_META: &str = "goog-generation";
+/// The S3 user-metadata name holding the source bucket.
+pub const BUCKET_META: &str = "goog-bucket";
+/// S3's limit on user metadata: names and values, in bytes.
+const S3_METADATA_LIMIT: usize = 2048;
+/// How many older replica versions a delete removes when they would
+/// become current on a versioned bucket.
+const MAX_STALE_VERSIONS: usize = 16;
 const READ_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
 
@@ -358,21 +371,73 @@ fn goog_hash_crc(resp: &reqwest::Response) -> Option<String> {
 pub struct Replicator {
     storage: Storage,
     gcs: GcsClient,
+    sources: SourceBuckets,
+}
+
+/// What the check of a replica saw.
+#[derive(Debug, Clone)]
+struct Replica {
+    /// `x-amz-meta-goog-bucket`; `None` on replicas written before it existed.
+    bucket: Option<String>,
+    /// `x-amz-meta-goog-generation`; 0 on an object that is no replica.
+    generation: i64,
+    etag: Option<String>,
+    version_id: Option<String>,
+}
+
+impl Replica {
+    /// Whether the replica's generation can be compared with one of `bucket`.
+    fn same_bucket(&self, bucket: &str) -> bool {
+        self.bucket.as_deref().is_none_or(|b| b == bucket)
+    }
+
+    /// The write condition that replaces exactly this replica.
+    fn condition(replica: Option<&Replica>) -> (bool, Option<String>) {
+        match replica {
+            None => (true, None),
+            Some(r) => (false, r.etag.clone()),
+        }
+    }
+}
+
+/// A write or delete lost a race with another one: 503, so the redelivery
+/// decides again.
+fn lost_race(key: &ObjectKey, what: &str) -> AppError {
+    AppError::unavailable(
+        "replica_changed",
+        "the replica changed while this event was handled; retry later",
+        format!("{key}: {what}"),
+    )
 }
 
 impl Replicator {
-    /// Replication into `storage` from `gcs`.
+    /// Replication into `storage` from `gcs`; replication is off until
+    /// [`Replicator::with_source_buckets`] allows buckets.
     pub fn new(storage: Storage, gcs: GcsClient) -> Replicator {
-        Replicator { storage, gcs }
+        Replicator {
+            storage,
+            gcs,
+            sources: SourceBuckets::Off,
+        }
     }
 
-    async fn replica_generation(&self, key: &ObjectKey) -> Result<Option<i64>, AppError> {
-        Ok(self.storage.head_opt(key).await?.map(|info| {
-            info.headers
+    /// The buckets replication may read (`GCS_SOURCE_BUCKETS`).
+    pub fn with_source_buckets(mut self, sources: SourceBuckets) -> Replicator {
+        self.sources = sources;
+        self
+    }
+
+    async fn replica(&self, key: &ObjectKey) -> Result<Option<Replica>, AppError> {
+        Ok(self.storage.head_opt(key).await?.map(|info| Replica {
+            bucket: info.headers.metadata.get(BUCKET_META).cloned(),
+            generation: info
+                .headers
                 .metadata
                 .get(GENERATION_META)
                 .and_then(|g| g.parse().ok())
-                .unwrap_or(0)
+                .unwrap_or(0),
+            etag: info.etag,
+            version_id: info.version_id,
         }))
     }
 
@@ -385,13 +450,18 @@ impl Replicator {
                 "a replication names a bucket and an object name",
             ));
         }
+        self.sources.check(&obj.bucket)?;
         let key = self.storage.key(&obj.name)?;
+        // What the check saw; the write is conditional on it.
+        let mut seen: Option<Option<Replica>> = None;
         if let Some(generation) = obj.generation {
-            if let Some(replica) = self.replica_generation(&key).await? {
-                if replica >= generation {
-                    return Ok(up_to_date(&key, replica, generation));
+            let replica = self.replica(&key).await?;
+            if let Some(r) = replica.as_ref().filter(|r| r.same_bucket(&obj.bucket)) {
+                if r.generation >= generation {
+                    return Ok(up_to_date(&key, r.generation, generation));
                 }
             }
+            seen = Some(replica);
         }
         let live = match self.gcs.metadata(&obj.bucket, &obj.name).await {
             Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
@@ -418,13 +488,19 @@ impl Replicator {
                 ),
             ));
         }
-        if obj.generation.is_none() {
-            if let Some(replica) = self.replica_generation(&key).await? {
-                if replica >= generation {
-                    return Ok(up_to_date(&key, replica, generation));
+        let seen = match seen {
+            Some(s) => s,
+            None => {
+                let replica = self.replica(&key).await?;
+                if let Some(r) = replica.as_ref().filter(|r| r.same_bucket(&obj.bucket)) {
+                    if r.generation >= generation {
+                        return Ok(up_to_date(&key, r.generation, generation));
+                    }
                 }
+                replica
             }
-        }
+        };
+        let metadata = replica_metadata(obj, &live, generation)?;
 
         let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {
             Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
@@ -462,20 +538,7 @@ impl Replicator {
             }
         }
         let content_length = resp.content_length().or(live.size);
-        let mut metadata: HashMap<String, String> = live
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| match crate::command::metadata_name(&k, &v) {
-                Ok(name) => Some((name, v)),
-                Err(_) => {
-                    tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
-                    None
-                }
-            })
-            .collect();
-        metadata.insert(GENERATION_META.to_owned(), generation.to_string());
+        let (if_none_match, if_match) = Replica::condition(seen.as_ref());
         let opts = PutOptions {
             headers: ObjectHeaders {
                 content_type: live.content_type.clone(),
@@ -485,7 +548,8 @@ impl Replicator {
                 content_language: live.content_language.clone(),
                 metadata,
             },
-            if_none_match: false,
+            if_none_match,
+            if_match,
             expected_crc32c: expected,
             content_length,
         };
@@ -501,6 +565,10 @@ impl Replicator {
                     "reading from Cloud Storage failed; retry later",
                     m,
                 ),
+                // The replica was written or removed since the check.
+                StorageError::PreconditionFailed(m)
+                | StorageError::Conflict(m)
+                | StorageError::NotFound(m) => lost_race(&key, &m),
                 other => other.into(),
             })?;
         tracing::info!(
@@ -518,36 +586,111 @@ impl Replicator {
     }
 
     /// Removes the replica of a deleted or archived generation, unless the
-    /// replica holds a newer generation.
+    /// replica holds a newer generation or comes from another bucket. Only
+    /// the version the check saw is removed.
     pub async fn delete_replica(&self, obj: &GcsObject) -> Result<ReplicaOutcome, AppError> {
-        if obj.name.is_empty() {
+        if obj.bucket.is_empty() || obj.name.is_empty() {
             return Err(AppError::bad_request(
                 "invalid_event",
-                "a delete names an object",
+                "a delete names a bucket and an object",
             ));
         }
+        self.sources.check(&obj.bucket)?;
         let key = self.storage.key(&obj.name)?;
-        let Some(replica) = self.replica_generation(&key).await? else {
-            return Ok(ReplicaOutcome::ReplicaKept {
-                key: key.relative().to_owned(),
-                reason: "no replica".into(),
-            });
+        let kept = |reason: String| ReplicaOutcome::ReplicaKept {
+            key: key.relative().to_owned(),
+            reason,
         };
+        let Some(replica) = self.replica(&key).await? else {
+            return Ok(kept("no replica".into()));
+        };
+        if !replica.same_bucket(&obj.bucket) {
+            tracing::info!(key = %key, replica_bucket = replica.bucket.as_deref(), bucket = %obj.bucket, "replica comes from another bucket; kept");
+            return Ok(kept(format!(
+                "replica of another bucket ({})",
+                replica.bucket.as_deref().unwrap_or("")
+            )));
+        }
         if let Some(generation) = obj.generation {
-            if replica > generation {
-                tracing::info!(key = %key, replica, generation, "replica is newer than the deleted generation; kept");
-                return Ok(ReplicaOutcome::ReplicaKept {
-                    key: key.relative().to_owned(),
-                    reason: format!("replica holds newer generation {replica}"),
-                });
+            if replica.generation > generation {
+                tracing::info!(key = %key, replica = replica.generation, generation, "replica is newer than the deleted generation; kept");
+                return Ok(kept(format!(
+                    "replica holds newer generation {}",
+                    replica.generation
+                )));
             }
         }
-        self.storage.delete(&key).await?;
+        self.delete_seen(&key, &replica).await?;
+        // On a versioned bucket the previous version becomes current: an
+        // older replica of the same object goes too, so none resurfaces.
+        if let (Some(generation), Some(_)) = (obj.generation, replica.version_id.as_deref()) {
+            for _ in 0..MAX_STALE_VERSIONS {
+                match self.replica(&key).await? {
+                    Some(older)
+                        if older.bucket.as_deref() == Some(obj.bucket.as_str())
+                            && older.generation <= generation
+                            && older.version_id.is_some() =>
+                    {
+                        self.delete_seen(&key, &older).await?
+                    }
+                    _ => break,
+                }
+            }
+        }
         tracing::info!(key = %key, generation = obj.generation, "replica deleted");
         Ok(ReplicaOutcome::ReplicaDeleted {
             key: key.relative().to_owned(),
         })
     }
+
+    /// Deletes exactly the replica version `seen`.
+    async fn delete_seen(&self, key: &ObjectKey, seen: &Replica) -> Result<(), AppError> {
+        self.storage
+            .delete_checked(key, seen.version_id.as_deref(), seen.etag.as_deref())
+            .await
+            .map_err(|e| match e {
+                StorageError::PreconditionFailed(m) | StorageError::Conflict(m) => {
+                    lost_race(key, &m)
+                }
+                other => other.into(),
+            })
+    }
+}
+
+/// The replica's user metadata: the object's custom metadata that S3 can
+/// carry (reserved `goog-*` names left out), its generation and bucket;
+/// over S3's 2 KB limit it is refused before anything is read.
+fn replica_metadata(
+    obj: &GcsObject,
+    live: &GcsObject,
+    generation: i64,
+) -> Result<HashMap<String, String>, AppError> {
+    let mut metadata: HashMap<String, String> = live
+        .metadata
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| match crate::command::metadata_name(&k, &v) {
+            Ok(name) => Some((name, v)),
+            Err(_) => {
+                tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
+                None
+            }
+        })
+        .collect();
+    metadata.insert(GENERATION_META.to_owned(), generation.to_string());
+    metadata.insert(BUCKET_META.to_owned(), obj.bucket.clone());
+    let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > S3_METADATA_LIMIT {
+        return Err(AppError::bad_request(
+            "metadata_too_large",
+            format!(
+                "gs://{}/{}: custom metadata makes {size} bytes, over S3's 2 KB limit for user metadata",
+                obj.bucket, obj.name
+            ),
+        ));
+    }
+    Ok(metadata)
 }
 
 fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome {

@@ -161,3 +161,128 @@ async fn put_into_the_terraform_applied_bucket() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "hello from the deployed role");
 }
+
+/// A Cloud Storage CloudEvent (binary mode) for `obj`, to a service with
+/// `AUTH_MODE=none`; the answer's status and JSON body.
+async fn storage_event(
+    server: &Server,
+    kind: &str,
+    obj: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/events", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", format!("{kind}-{}", obj["generation"]))
+        .header("ce-type", format!("google.cloud.storage.object.v1.{kind}"))
+        .header(
+            "ce-source",
+            format!(
+                "//storage.googleapis.com/projects/_/buckets/{}",
+                obj["bucket"].as_str().unwrap()
+            ),
+        )
+        .header(
+            "ce-subject",
+            format!("objects/{}", obj["name"].as_str().unwrap()),
+        )
+        .header("content-type", "application/json")
+        .body(obj.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_deletes_on_the_versioned_terraform_bucket_remove_what_they_checked() {
+    let Some(d) = deployed() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("TF_OUTPUTS_FILE is unset or names no file (run deploy/check.sh)");
+        }
+        eprintln!("skipped: TF_OUTPUTS_FILE is unset or names no file");
+        return;
+    };
+    // As above: moto cannot evaluate the TLS-only bucket policy.
+    admin_s3()
+        .delete_bucket_policy()
+        .bucket(&d.bucket)
+        .send()
+        .await
+        .expect("remove the TLS-only bucket policy moto cannot evaluate");
+    let mut w = deployed_world("versions", &d).await;
+    let gcs = common::gcs::Gcs::new(&w.rig);
+    let bucket = gcs.bucket("versions").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let server = Server::start(&w.env).await;
+    let name = "versioned.txt";
+    let versions = || async {
+        admin_s3()
+            .list_object_versions()
+            .bucket(&d.bucket)
+            .prefix(w.full(name))
+            .send()
+            .await
+            .unwrap()
+    };
+
+    // Two generations replicated: two S3 versions, the second current.
+    let one = gcs
+        .upload(&bucket, name, b"one", serde_json::json!({}))
+        .await;
+    let (s, b) = storage_event(&server, "finalized", &one).await;
+    assert_eq!(s, 200, "{b}\n{}", server.stdout.text());
+    let two = gcs
+        .upload(&bucket, name, b"two", serde_json::json!({}))
+        .await;
+    let (s, b) = storage_event(&server, "finalized", &two).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "replicated", "{b}");
+    assert_eq!(
+        versions().await.versions().len(),
+        2,
+        "the bucket is versioned"
+    );
+
+    // A delete of generation two while generation three is replicated: the
+    // delete is held after its check (it saw two's version)...
+    let three = gcs
+        .upload(&bucket, name, b"three", serde_json::json!({}))
+        .await;
+    let mut hold = w.proxy.hold_next("DeleteObject");
+    let server = std::sync::Arc::new(server);
+    let slow = {
+        let (server, two) = (server.clone(), two.clone());
+        tokio::spawn(async move { storage_event(&server, "deleted", &two).await })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), hold.arrived())
+        .await
+        .expect("the delete reached S3");
+    let (s, b) = storage_event(&server, "finalized", &three).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "replicated", "{b}");
+    hold.release();
+    let (s, b) = slow.await.unwrap();
+    assert_eq!(s, 200, "{b}");
+    // ...and removed only the version it checked: three is current.
+    assert_eq!(
+        admin_get(&d.bucket, &w.full(name)).await.as_deref(),
+        Some(&b"three"[..])
+    );
+    let listed = versions().await;
+    assert_eq!(listed.versions().len(), 2, "{:?}", listed.versions());
+
+    // Three's delete removes three and the older replica that would have
+    // become current: nothing reappears.
+    gcs.delete(&bucket, name).await;
+    let (s, b) = storage_event(&server, "deleted", &three).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "replica_deleted", "{b}");
+    assert_eq!(admin_get(&d.bucket, &w.full(name)).await, None);
+    let listed = versions().await;
+    assert!(listed.versions().is_empty(), "{:?}", listed.versions());
+}

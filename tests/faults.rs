@@ -172,6 +172,7 @@ async fn replication_survives_faults_mid_stream() {
     w.set("AUTH_MODE", "none");
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("faults").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
 
     let mut expected = BTreeMap::new();
     let mut messages = Vec::new();

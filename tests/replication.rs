@@ -210,9 +210,10 @@ async fn gcs_proxy(w: &mut World) -> FaultProxy {
 /// Uploads, replicates through a CloudEvent, and checks bytes, headers,
 /// custom metadata and the generation on the replica.
 async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> World {
-    let w = World::new(test).await;
+    let mut w = World::new(test).await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket(test).await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let obj = gcs.upload(&bucket, name, &data, resource.clone()).await;
     let server = Server::start(&w.env).await;
 
@@ -244,6 +245,7 @@ async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> W
         })
         .unwrap_or_default();
     want.insert("goog-generation".into(), generation(&obj).to_string());
+    want.insert("goog-bucket".into(), bucket.clone());
     assert_eq!(h.metadata().cloned().unwrap_or_default(), want);
     drop(server);
     w
@@ -327,9 +329,10 @@ async fn large_object_goes_up_in_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_older_generations_leave_the_replica_alone() {
-    let w = World::new("redeliver").await;
+    let mut w = World::new("redeliver").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("redeliver").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "doc.txt";
     let old = gcs.upload(&bucket, name, b"first version", json!({})).await;
     let new = gcs
@@ -378,9 +381,10 @@ async fn redelivery_and_older_generations_leave_the_replica_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_generation_replicated_first_is_replaced_by_the_newer() {
-    let w = World::new("catchup").await;
+    let mut w = World::new("catchup").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("catchup").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "doc.txt";
     let first = gcs.upload(&bucket, name, b"first version", json!({})).await;
     let server = Server::start(&w.env).await;
@@ -411,9 +415,10 @@ async fn older_generation_replicated_first_is_replaced_by_the_newer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_event_removes_only_a_replica_not_newer_than_it() {
-    let w = World::new("delete").await;
+    let mut w = World::new("delete").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("delete").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "gone.txt";
     let obj = gcs.upload(&bucket, name, b"to be deleted", json!({})).await;
     let server = Server::start(&w.env).await;
@@ -445,9 +450,10 @@ async fn delete_event_removes_only_a_replica_not_newer_than_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
-    let w = World::new("archive").await;
+    let mut w = World::new("archive").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("archive").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "arch/ived.txt";
     let obj = gcs
         .upload(&bucket, name, b"to be archived", json!({}))
@@ -480,26 +486,47 @@ async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crc32c_mismatch_leaves_no_replica() {
-    let w = World::new("crc").await;
+    let mut w = World::new("crc").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("crc").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "checked.bin";
     let mut obj = gcs.upload(&bucket, name, &bytes(4096, 3), json!({})).await;
     let real = obj["crc32c"].as_str().unwrap().to_owned();
     let wrong = STANDARD.encode((crc32c_of(&real) ^ 1).to_be_bytes());
-    obj["crc32c"] = json!(wrong);
+    let gproxy = gcs_proxy(&mut w).await;
     let server = Server::start(&w.env).await;
 
+    // The event's CRC32C disagrees with what Cloud Storage reports.
+    obj["crc32c"] = json!(wrong);
     let a = event(&w, &server, "finalized", &obj).await;
     assert_eq!(a.status, 503, "{a:?}");
     assert!(a.retry_after.is_some(), "{a:?}");
     assert_eq!(a.body["error"]["code"], "integrity_mismatch", "{a:?}");
     assert!(head(&w, name).await.is_none());
+    assert_eq!(w.proxy.count("PutObject"), 0);
+
+    // Every declared CRC32C agrees, but a byte changes on the way: only the
+    // CRC32C computed over the streamed bytes can catch it.
+    obj["crc32c"] = json!(real);
+    gproxy.push_fault("*", ProxyFault::Delay(Duration::ZERO));
+    gproxy.push_fault("*", ProxyFault::CorruptBody);
+    let a = event(&w, &server, "finalized", &obj).await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(a.retry_after.is_some(), "{a:?}");
+    assert_eq!(a.body["error"]["code"], "integrity_mismatch", "{a:?}");
+    assert_eq!(gproxy.faults_injected(), 2);
+    let line = logged(&server, "did not match their checksum").await;
+    let detail = line["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("CRC32C of the 4096 bytes received"),
+        "not the byte-level check: {line}"
+    );
+    assert!(head(&w, name).await.is_none());
     assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
     assert_eq!(w.proxy.count("PutObject"), 0);
 
-    // With the right checksum the same object goes through.
-    obj["crc32c"] = json!(real);
+    // With the bytes intact the same object goes through.
     let a = event(&w, &server, "finalized", &obj).await;
     assert_2xx(&a, &server);
     assert!(head(&w, name).await.is_some());
@@ -511,9 +538,10 @@ fn crc32c_of(b64: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_for_a_deleted_object_is_acknowledged_and_logged() {
-    let w = World::new("gone").await;
+    let mut w = World::new("gone").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("gone").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "short-lived.txt";
     let obj = gcs.upload(&bucket, name, b"here and gone", json!({})).await;
     gcs.delete(&bucket, name).await;
@@ -533,6 +561,7 @@ async fn gcs_server_errors_answer_503_with_retry_after() {
     let mut w = World::new("gcs5xx").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("gcs5xx").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "unlucky.txt";
     let obj = gcs
         .upload(&bucket, name, b"behind a failing server", json!({}))
@@ -569,6 +598,7 @@ async fn gcs_connection_cut_mid_body_leaves_no_replica() {
     let mut w = World::new("gcscut").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("gcscut").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "cut.bin";
     let data = bytes(256 * 1024, 5);
     let obj = gcs.upload(&bucket, name, &data, json!({})).await;
@@ -593,9 +623,10 @@ async fn gcs_connection_cut_mid_body_leaves_no_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
-    let w = World::new("mpufail").await;
+    let mut w = World::new("mpufail").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("mpufail").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
     let name = "parts.bin";
     let data = bytes(72 * 1024 * 1024, 11);
     let obj = gcs
@@ -650,4 +681,333 @@ async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
     assert_eq!(a.body["status"], "replicated", "{a:?}");
     assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
     assert!(admin_get(&w.bucket, &w.full(name)).await.unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_source_buckets_are_read() {
+    let mut w = World::new("sources").await;
+    let gcs = Gcs::new(&w.rig);
+    let allowed = gcs.bucket("src-ok").await;
+    let other = gcs.bucket("src-other").await;
+    let name = "secret.txt";
+    let obj = gcs.upload(&other, name, b"not for S3", json!({})).await;
+    let mine = gcs.upload(&allowed, name, b"for S3", json!({})).await;
+    let gproxy = gcs_proxy(&mut w).await;
+    w.set("GCS_SOURCE_BUCKETS", &allowed);
+    let server = Server::start(&w.env).await;
+
+    // Another bucket, through each trigger: 403, nothing read, nothing written.
+    let cmd = json!({ "op": "replicate", "bucket": other, "name": name });
+    let answers = [
+        command(&w, &server, cmd).await,
+        notification(&w, &server, "OBJECT_FINALIZE", &obj).await,
+        notification(&w, &server, "OBJECT_DELETE", &obj).await,
+        event(&w, &server, "finalized", &obj).await,
+        event(&w, &server, "deleted", &obj).await,
+    ];
+    for a in answers {
+        assert_eq!(a.status, 403, "{a:?}");
+        assert_eq!(
+            a.body["error"]["code"], "source_bucket_not_allowed",
+            "{a:?}"
+        );
+    }
+    assert_eq!(gproxy.total(), 0, "Cloud Storage was read");
+    assert_eq!(w.proxy.count("PutObject"), 0);
+    assert!(head(&w, name).await.is_none());
+
+    // Names Cloud Storage would never accept: 400.
+    for bad in [
+        "Upper_Case",
+        "goog-bucket",
+        "my-google-data",
+        "10.0.0.1",
+        "a",
+        "-x-",
+    ] {
+        let a = command(
+            &w,
+            &server,
+            json!({ "op": "replicate", "bucket": bad, "name": name }),
+        )
+        .await;
+        assert_eq!(a.status, 400, "{bad}: {a:?}");
+        assert_eq!(a.body["error"]["code"], "invalid_bucket", "{a:?}");
+    }
+    assert_eq!(gproxy.total(), 0, "Cloud Storage was read");
+
+    // The allowed bucket replicates.
+    let a = event(&w, &server, "finalized", &mine).await;
+    assert_2xx(&a, &server);
+    assert_eq!(
+        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
+        b"for S3"
+    );
+    let h = head(&w, name).await.unwrap();
+    assert_eq!(
+        h.metadata().unwrap().get("goog-bucket"),
+        Some(&allowed),
+        "{h:?}"
+    );
+    drop(server);
+
+    // Unset: replication is off, even for that bucket.
+    w.env.retain(|(k, _)| k != "GCS_SOURCE_BUCKETS");
+    let server = Server::start(&w.env).await;
+    gproxy.reset_counts();
+    let a = event(&w, &server, "finalized", &mine).await;
+    assert_eq!(a.status, 403, "{a:?}");
+    assert_eq!(
+        a.body["error"]["code"], "source_bucket_not_allowed",
+        "{a:?}"
+    );
+    assert_eq!(gproxy.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generations_are_compared_within_one_bucket() {
+    let mut w = World::new("twobuckets").await;
+    let gcs = Gcs::new(&w.rig);
+    let src = gcs.bucket("src").await;
+    let other = gcs.bucket("other").await;
+    let name = "shared/name.txt";
+    let mine = gcs.upload(&src, name, b"from src", json!({})).await;
+    let theirs = gcs.upload(&other, name, b"from other", json!({})).await;
+    assert!(generation(&theirs) > generation(&mine));
+    w.set("GCS_SOURCE_BUCKETS", &format!("{src},{other}"));
+    let server = Server::start(&w.env).await;
+
+    // The other bucket's higher generation is replicated first...
+    let a = event(&w, &server, "finalized", &theirs).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    // ...and does not pin the key: src's lower generation replaces it.
+    let a = event(&w, &server, "finalized", &mine).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    assert_eq!(
+        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
+        b"from src"
+    );
+    let h = head(&w, name).await.unwrap();
+    let meta = h.metadata().unwrap();
+    assert_eq!(meta.get("goog-bucket"), Some(&src));
+    assert_eq!(
+        meta.get("goog-generation"),
+        Some(&generation(&mine).to_string())
+    );
+
+    // A redelivery from src is up to date; a delete from the other bucket,
+    // even of a higher generation, leaves src's replica.
+    let a = event(&w, &server, "finalized", &mine).await;
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    let a = event(&w, &server, "deleted", &theirs).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replica_kept", "{a:?}");
+    assert!(head(&w, name).await.is_some());
+    assert_eq!(w.proxy.count("DeleteObject"), 0);
+
+    // src's own delete removes it.
+    let a = event(&w, &server, "deleted", &mine).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replica_deleted", "{a:?}");
+    assert!(head(&w, name).await.is_none());
+}
+
+/// Runs `fut` in the background.
+fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(fut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
+    let mut w = World::new("racewrite").await;
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket("racewrite").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let name = "raced.txt";
+    let old = gcs
+        .upload(&bucket, name, b"generation one", json!({}))
+        .await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let w = std::sync::Arc::new(w);
+
+    // Generation one's check finds no replica; its write is held at the proxy.
+    let mut hold = w.proxy.hold_next("PutObject");
+    let slow = {
+        let (w, server, old) = (w.clone(), server.clone(), old.clone());
+        spawn(async move { event(&w, &server, "finalized", &old).await })
+    };
+    tokio::time::timeout(Duration::from_secs(20), hold.arrived())
+        .await
+        .expect("the first write reached S3");
+
+    // Meanwhile generation two is written and replicated.
+    let new = gcs
+        .upload(&bucket, name, b"generation two", json!({}))
+        .await;
+    let a = event(&w, &server, "finalized", &new).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    // The held write goes on: its condition (no replica) no longer holds.
+    hold.release();
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
+    assert!(a.retry_after.is_some());
+    assert_eq!(
+        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
+        b"generation two"
+    );
+    assert_eq!(
+        replica_generation(&w, name).await,
+        Some(generation(&new).to_string())
+    );
+
+    // Its redelivery decides again: the replica is newer.
+    let a = event(&w, &server, "finalized", &old).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_newer_replica_leaves_it() {
+    let mut w = World::new("racedelete").await;
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket("racedelete").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let name = "raced.txt";
+    let old = gcs
+        .upload(&bucket, name, b"generation one", json!({}))
+        .await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let w = std::sync::Arc::new(w);
+    let a = event(&w, &server, "finalized", &old).await;
+    assert_2xx(&a, &server);
+
+    // Generation one is overwritten: its delete checks the replica (one)
+    // and is held on its way to S3.
+    let new = gcs
+        .upload(&bucket, name, b"generation two", json!({}))
+        .await;
+    let mut hold = w.proxy.hold_next("DeleteObject");
+    let slow = {
+        let (w, server, old) = (w.clone(), server.clone(), old.clone());
+        spawn(async move { event(&w, &server, "deleted", &old).await })
+    };
+    tokio::time::timeout(Duration::from_secs(20), hold.arrived())
+        .await
+        .expect("the delete reached S3");
+
+    // Generation two replaces the replica meanwhile.
+    let a = event(&w, &server, "finalized", &new).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    // The held delete goes on: it removes only the version it checked.
+    hold.release();
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
+    assert_eq!(
+        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
+        b"generation two"
+    );
+
+    // Its redelivery decides again: the replica is newer and stays.
+    let a = event(&w, &server, "deleted", &old).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replica_kept", "{a:?}");
+    assert!(head(&w, name).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
+    let mut w = World::new("bigmeta").await;
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket("bigmeta").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let name = "labelled.txt";
+    let obj = gcs
+        .upload(
+            &bucket,
+            name,
+            b"small object, large labels",
+            json!({ "metadata": { "notes": "n".repeat(1500), "more": "m".repeat(800) } }),
+        )
+        .await;
+    let gproxy = gcs_proxy(&mut w).await;
+    let server = Server::start(&w.env).await;
+
+    let a = event(&w, &server, "finalized", &obj).await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "metadata_too_large", "{a:?}");
+    // The object resource was read, the bytes were not.
+    assert_eq!(gproxy.total(), 1, "{:?}", gproxy.counts());
+    assert_eq!(w.proxy.count("PutObject"), 0);
+    assert!(head(&w, name).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_replacement_completes_only_over_the_replica_it_checked() {
+    let mut w = World::new("racempu").await;
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket("racempu").await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let name = "grows.bin";
+    let one = gcs.upload(&bucket, name, b"small first", json!({})).await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let w = std::sync::Arc::new(w);
+    let a = event(&w, &server, "finalized", &one).await;
+    assert_2xx(&a, &server);
+
+    // Generation two goes up in parts over generation one's replica; its
+    // completion is held.
+    let big = bytes(65 * 1024 * 1024, 21);
+    let two = gcs.upload(&bucket, name, &big, json!({})).await;
+    let mut hold = w.proxy.hold_next("CompleteMultipartUpload");
+    let slow = {
+        let (w, server, two) = (w.clone(), server.clone(), two.clone());
+        spawn(async move { event(&w, &server, "finalized", &two).await })
+    };
+    tokio::time::timeout(Duration::from_secs(120), hold.arrived())
+        .await
+        .expect("the multipart upload reached its completion");
+
+    // Generation three replaces generation one meanwhile.
+    let three = gcs.upload(&bucket, name, b"small third", json!({})).await;
+    let a = event(&w, &server, "finalized", &three).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    // The completion's If-Match names generation one's ETag: refused, the
+    // upload aborted, generation three stays.
+    hold.release();
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
+    assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
+    assert!(w.proxy.count("AbortMultipartUpload") >= 1);
+    let uploads = admin_s3()
+        .list_multipart_uploads()
+        .bucket(&w.bucket)
+        .prefix(&w.prefix)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_eq!(
+        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
+        b"small third"
+    );
+    assert_eq!(
+        replica_generation(&w, name).await,
+        Some(generation(&three).to_string())
+    );
 }

@@ -354,8 +354,11 @@ async fn copy_presign_buckets_whoami() {
             .json(&json!({"source_key": "src.bin", "key": "copies/dst.bin"})),
     )
     .await;
-    assert!(a.status == 200 || a.status == 201, "{}", a.status);
-    assert_eq!(a.json()["key"], "copies/dst.bin");
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let copied = a.json();
+    assert_eq!(copied["key"], "copies/dst.bin");
+    assert!(copied["etag"].is_string(), "{copied}");
+    assert!(copied.get("version_id").is_some(), "{copied}");
     assert_eq!(
         admin_get(&w.bucket, &w.full("copies/dst.bin"))
             .await
@@ -464,7 +467,9 @@ async fn copy_presign_buckets_whoami() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_commands() {
-    let w = World::new("pubsub").await;
+    let mut w = World::new("pubsub").await;
+    // The bucket of the Storage notification fixture.
+    w.set("GCS_SOURCE_BUCKETS", "sample-bucket");
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
     let post = |body: Value| {
@@ -1225,5 +1230,210 @@ async fn no_auth_mode_warns_at_start() {
         !s2.stdout.text().contains("AUTH_MODE=none"),
         "{}",
         s2.stdout.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
+    let w = World::new("googmeta").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    for name in [
+        "x-amz-meta-goog-generation",
+        "X-Amz-Meta-Goog-Bucket",
+        "x-amz-meta-GOOG-anything",
+    ] {
+        let a = send(
+            client()
+                .put(format!("{}/v1/objects/pinned.txt", server.url))
+                .bearer_auth(&tok)
+                .header(name, "99999999999999999")
+                .body("pinned"),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_metadata", "{name}");
+    }
+    for name in ["goog-generation", "Goog-Bucket", "GOOG-GENERATION"] {
+        let a = send(
+            client()
+                .post(format!("{}/pubsub", server.url))
+                .bearer_auth(&tok)
+                .json(&push_command(&json!({
+                    "op": "put", "key": "pinned.txt", "body": "pinned",
+                    "metadata": { name: "99999999999999999" }
+                }))),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_metadata", "{name}");
+    }
+    assert_eq!(w.proxy.count("PutObject"), 0);
+    assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
+
+    // Other names starting with "goog" are the user's.
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/fine.txt", server.url))
+            .bearer_auth(&tok)
+            .header("x-amz-meta-googly", "eyes")
+            .body("fine"),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_answer_4xx_and_change_nothing() {
+    let w = World::new("clienterr").await;
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    for i in 0..3 {
+        let a = put_object(&server, &tok, &format!("d/f{i}.txt"), "x").await;
+        assert_eq!(a.status, 201);
+    }
+    let before = admin_list(&w.bucket, &w.prefix).await;
+    let list = |q: Vec<(&'static str, String)>| {
+        client()
+            .get(format!("{}/v1/objects", server.url))
+            .query(&q)
+            .bearer_auth(&tok)
+    };
+
+    // A listing prefix may not climb out of the service's prefix.
+    for prefix in ["../", "..", "d/../../", "./d", "/d"] {
+        let a = send(list(vec![("prefix", prefix.to_owned())])).await;
+        assert_eq!(a.error(400), "invalid_key", "prefix {prefix:?}");
+    }
+
+    // A cursor the service never gave out: 400, not 500 or 503.
+    let a = send(list(vec![("limit", "1".to_owned())])).await;
+    assert_eq!(a.status, 200);
+    let cursor = a.json()["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let mut tampered: Vec<char> = cursor.chars().collect();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    for bad in [
+        tampered,
+        format!("{cursor}x"),
+        "bm90LWEtdG9rZW4=".to_owned(),
+        "a\u{1}b".to_owned(),
+    ] {
+        let a = send(list(vec![("cursor", bad.clone())])).await;
+        assert_eq!(a.error(400), "invalid_argument", "cursor {bad:?}");
+    }
+    let a = send(list(vec![("cursor", cursor)])).await;
+    assert_eq!(a.status, 200, "the real cursor still works");
+
+    // Copies with a bad source key.
+    for source in ["", "/abs", "../d/f0.txt", "d/../f0.txt", "a\u{7f}"] {
+        let a = send(
+            client()
+                .post(format!("{}/v1/copy", server.url))
+                .bearer_auth(&tok)
+                .json(&json!({"source_key": source, "key": "copies/x.txt"})),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_key", "source_key {source:?}");
+        let a = send(
+            client()
+                .post(format!("{}/pubsub", server.url))
+                .bearer_auth(&tok)
+                .json(&push_command(
+                    &json!({"op": "copy", "source_key": source, "key": "copies/x.txt"}),
+                )),
+        )
+        .await;
+        assert_eq!(a.error(400), "invalid_key", "source_key {source:?}");
+    }
+    assert_eq!(w.proxy.count("CopyObject"), 0);
+    assert_eq!(admin_list(&w.bucket, &w.prefix).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_over_the_threshold_go_part_by_part() {
+    let mut w = World::new("bigcopy").await;
+    // 5 MiB stands for 5 GiB: the copy of 12 MiB takes the multipart path.
+    w.set(
+        "TEST_COPY_MULTIPART_THRESHOLD_BYTES",
+        &(5 * 1024 * 1024).to_string(),
+    );
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let data: Vec<u8> = (0..12 * 1024 * 1024 + 7)
+        .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let a = send(
+        client()
+            .put(format!("{}/v1/objects/big/src.bin", server.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/x-big")
+            .header("cache-control", "private")
+            .header("x-amz-meta-origin", "test")
+            .body(data.clone()),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    w.proxy.reset_counts();
+
+    let a = send(
+        client()
+            .post(format!("{}/v1/copy", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"source_key": "big/src.bin", "key": "big/copy.bin"})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert_eq!(v["key"], "big/copy.bin");
+    assert!(v["etag"].as_str().is_some_and(|e| e.contains('-')), "{v}");
+    assert!(v.get("version_id").is_some(), "{v}");
+    assert_eq!(w.proxy.count("CopyObject"), 0, "{:?}", w.proxy.counts());
+    assert_eq!(w.proxy.count("UploadPartCopy"), 2, "{:?}", w.proxy.counts());
+    assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
+    assert!(admin_get(&w.bucket, &w.full("big/copy.bin")).await.unwrap() == data);
+    let h = admin_s3()
+        .head_object()
+        .bucket(&w.bucket)
+        .key(w.full("big/copy.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.content_type(), Some("application/x-big"));
+    assert_eq!(h.cache_control(), Some("private"));
+    assert_eq!(
+        h.metadata()
+            .and_then(|m| m.get("origin"))
+            .map(String::as_str),
+        Some("test")
+    );
+
+    // A small copy is still one CopyObject.
+    let a = send(
+        client()
+            .post(format!("{}/v1/copy", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"source_key": "big/src.bin", "key": "big/copy.bin"})),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let a = put_object(&server, &tok, "small.txt", "small").await;
+    assert_eq!(a.status, 201);
+    let a = send(
+        client()
+            .post(format!("{}/v1/copy", server.url))
+            .bearer_auth(&tok)
+            .json(&json!({"source_key": "small.txt", "key": "small-copy.txt"})),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    assert_eq!(w.proxy.count("CopyObject"), 1);
+    assert_eq!(
+        admin_get(&w.bucket, &w.full("small-copy.txt"))
+            .await
+            .unwrap(),
+        b"small"
     );
 }

@@ -126,6 +126,16 @@ where
                 }
                 (429, _) | (_, "TooManyRequests") => StorageError::Throttled(detail),
                 (s, _) if s >= 500 => StorageError::Unavailable(detail),
+                // S3 waited too long for the body: the next attempt may pass.
+                (_, "RequestTimeout") => StorageError::Unavailable(detail),
+                (_, "MetadataTooLarge") => StorageError::InvalidArgument(format!(
+                    "the metadata of {key} is over S3's 2 KB limit"
+                )),
+                // Any other 400 (InvalidArgument, KeyTooLongError, ...): the
+                // request can never succeed as it is.
+                (400, _) => {
+                    StorageError::InvalidArgument(format!("S3 refused {what} {key}: {code} {msg}"))
+                }
                 _ => StorageError::Internal(detail),
             }
         }

@@ -2,6 +2,7 @@
 //! the keys under `S3_PREFIX`. Keys in requests and answers are relative to
 //! the prefix. This module knows nothing of HTTP routes or status codes.
 
+mod copy;
 mod error;
 mod key;
 mod upload;
@@ -14,6 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
+pub use copy::COPY_MULTIPART_THRESHOLD;
 pub(crate) use error::find_sts_error;
 pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
@@ -48,6 +50,9 @@ pub struct PutOptions {
     pub headers: ObjectHeaders,
     /// `If-None-Match: *`: refuse to overwrite.
     pub if_none_match: bool,
+    /// `If-Match: <ETag>`: write only over the object with this ETag (on
+    /// PutObject and CompleteMultipartUpload).
+    pub if_match: Option<String>,
     /// The CRC32C the bytes must have; S3 verifies it too.
     pub expected_crc32c: Option<u32>,
     /// Body length, when known in advance.
@@ -161,6 +166,7 @@ pub struct Storage {
     bucket: String,
     prefix: String,
     expiry: CredentialsExpiry,
+    copy_threshold: u64,
 }
 
 impl Storage {
@@ -176,7 +182,16 @@ impl Storage {
             bucket,
             prefix,
             expiry,
+            copy_threshold: COPY_MULTIPART_THRESHOLD,
         }
+    }
+
+    /// Copies larger than `bytes` go part by part (`UploadPartCopy`); the
+    /// default is S3's CopyObject limit, 5 GiB. Lower only to test the
+    /// multipart path.
+    pub fn with_copy_multipart_threshold(mut self, bytes: u64) -> Storage {
+        self.copy_threshold = bytes;
+        self
     }
 
     /// Validates a relative key.
@@ -332,6 +347,33 @@ impl Storage {
         Ok(())
     }
 
+    /// Deletes the object version a check saw, and only it: by `version_id`
+    /// on a versioned bucket, else on the condition `If-Match: etag`. A
+    /// changed object answers [`StorageError::PreconditionFailed`]; an
+    /// object already gone answers `Ok`.
+    pub async fn delete_checked(
+        &self,
+        key: &ObjectKey,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<(), StorageError> {
+        // "null" is the version id of objects written while versioning was off.
+        let version_id = version_id.filter(|v| !v.is_empty() && *v != "null");
+        let mut req = self.s3.delete_object().bucket(&self.bucket).key(key.full());
+        match (version_id, etag) {
+            (Some(v), _) => req = req.version_id(v),
+            (None, Some(e)) => req = req.if_match(e),
+            (None, None) => {}
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match error::classify("DeleteObject", key.relative(), e) {
+                StorageError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Lists objects under `prefix` (relative), `limit` per page (1–1000).
     pub async fn list(
         &self,
@@ -340,6 +382,15 @@ impl Storage {
         cursor: Option<String>,
     ) -> Result<ListPage, StorageError> {
         let full = list_prefix(&self.prefix, prefix)?;
+        if let Some(c) = &cursor {
+            // S3's continuation tokens are short printable ASCII.
+            if c.len() > 1024 || !c.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                return Err(StorageError::InvalidArgument(
+                    "cursor is not one this service gave out".into(),
+                ));
+            }
+        }
+        let had_cursor = cursor.as_deref().is_some_and(|c| !c.is_empty());
         let limit = limit.unwrap_or(1000);
         if !(1..=1000).contains(&limit) {
             return Err(StorageError::InvalidArgument(
@@ -355,7 +406,13 @@ impl Storage {
             .set_continuation_token(cursor.filter(|c| !c.is_empty()))
             .send()
             .await
-            .map_err(|e| error::classify("ListObjectsV2", prefix, e))?;
+            .map_err(|e| match error::classify("ListObjectsV2", prefix, e) {
+                // S3 answers 400 InvalidArgument to a token it did not give out.
+                StorageError::InvalidArgument(_) if had_cursor => {
+                    StorageError::InvalidArgument("cursor is not one this service gave out".into())
+                }
+                other => other,
+            })?;
         let objects = out
             .contents
             .unwrap_or_default()
@@ -381,38 +438,16 @@ impl Storage {
         })
     }
 
-    /// Copies an object within the bucket and prefix.
+    /// Copies an object within the bucket and prefix: one CopyObject up to
+    /// the multipart threshold (5 GiB), else a multipart copy
+    /// (`UploadPartCopy`) of up to 5 TiB. Content headers and user metadata
+    /// are kept.
     pub async fn copy(
         &self,
         source: &ObjectKey,
         dest: &ObjectKey,
     ) -> Result<PutResult, StorageError> {
-        let src = format!(
-            "{}/{}",
-            self.bucket,
-            percent_encoding::utf8_percent_encode(source.full(), upload::KEY_ENCODE)
-        );
-        let out = self
-            .s3
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(dest.full())
-            .copy_source(src)
-            .send()
-            .await
-            .map_err(
-                |e| match error::classify("CopyObject", source.relative(), e) {
-                    StorageError::NotFound(_) => {
-                        StorageError::NotFound(format!("no such source object: {source}"))
-                    }
-                    other => other,
-                },
-            )?;
-        Ok(PutResult {
-            key: dest.relative().to_owned(),
-            etag: out.copy_object_result.and_then(|r| r.e_tag),
-            version_id: out.version_id,
-        })
+        copy::copy(self, source, dest).await
     }
 
     /// A presigned URL for `key`. A URL signed with session credentials dies

@@ -94,6 +94,9 @@ pub(super) async fn put_object(
     if opts.if_none_match {
         req = req.if_none_match("*");
     }
+    if let Some(etag) = &opts.if_match {
+        req = req.if_match(etag);
+    }
     let out = req
         .send()
         .await
@@ -426,6 +429,9 @@ async fn upload_parts(
         );
     if opts.if_none_match {
         req = req.if_none_match("*");
+    }
+    if let Some(etag) = &opts.if_match {
+        req = req.if_match(etag);
     }
     let out = req
         .send()

@@ -128,6 +128,7 @@ pub async fn put_object(
             metadata: validate_metadata(&metadata)?,
         },
         if_none_match,
+        if_match: None,
         expected_crc32c: None,
         content_length,
     };

@@ -28,4 +28,4 @@ mod server;
 
 pub use keys::SigningKey;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
-pub use proxy::{FaultPlan, FaultProxy, ProxyFault, StsGate};
+pub use proxy::{FaultPlan, FaultProxy, Hold, ProxyFault, StsGate};

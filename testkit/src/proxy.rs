@@ -17,6 +17,10 @@
 //! `CreateBucket`, `DeleteBucket`, `GetBucketLocation`, `GetObjectTagging`,
 //! `PutObjectTagging`). `"*"` in a fault's op list matches every request.
 //!
+//! [`FaultProxy::hold_next`] holds the next request of an operation before it
+//! is forwarded until the test releases it: a race between two requests is
+//! then played in the order the test chooses.
+//!
 //! `GET /__counts` is answered by the proxy itself, never forwarded nor counted:
 //! `{"total":N,"counts":{"AssumeRoleWithWebIdentity":1,...}}`, the same figures
 //! as [`FaultProxy::total`] and [`FaultProxy::counts`], for processes outside the
@@ -84,6 +88,10 @@ pub enum ProxyFault {
     /// closed. When there is no body to cut (HEAD, empty answers) the request is
     /// forwarded and the connection closed without an answer.
     DropMidBody,
+    /// Forward, then flip the bits of one byte in the middle of the response
+    /// body (length and headers unchanged): bytes that no longer match the
+    /// checksums the answer declares.
+    CorruptBody,
 }
 
 /// A random fault plan: each eligible request draws from a deterministic PRNG.
@@ -144,6 +152,7 @@ struct Shared {
     total: AtomicUsize,
     plan: Mutex<Option<PlanState>>,
     oneshots: Mutex<VecDeque<(String, ProxyFault)>>,
+    holds: Mutex<VecDeque<(String, Arc<HoldState>)>>,
     gate: Mutex<Option<StsGate>>,
     /// The JWKS last fetched for the gate: (url, document).
     jwks_cache: Mutex<Option<(String, Value)>>,
@@ -215,6 +224,7 @@ impl FaultProxy {
             total: AtomicUsize::new(0),
             plan: Mutex::new(None),
             oneshots: Mutex::new(VecDeque::new()),
+            holds: Mutex::new(VecDeque::new()),
             gate: Mutex::new(None),
             jwks_cache: Mutex::new(None),
             faults_injected: AtomicUsize::new(0),
@@ -295,10 +305,67 @@ impl FaultProxy {
             .push_back((op.to_string(), fault));
     }
 
+    /// Holds the next request matching `op` (`"*"` for any) before it is
+    /// forwarded, until [`Hold::release`] (or the [`Hold`] is dropped).
+    /// Holds are consumed in order, before faults are drawn.
+    pub fn hold_next(&self, op: &str) -> Hold {
+        let (arrived_tx, arrived_rx) = tokio::sync::watch::channel(false);
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let state = Arc::new(HoldState {
+            arrived: arrived_tx,
+            release: release_rx,
+        });
+        self.shared
+            .holds
+            .lock()
+            .unwrap()
+            .push_back((op.to_string(), state));
+        Hold {
+            arrived: arrived_rx,
+            release: release_tx,
+        }
+    }
+
     /// Turns the STS gate on (`Some`) or off (`None`).
     pub fn set_sts_gate(&self, gate: Option<StsGate>) {
         *self.shared.gate.lock().unwrap() = gate;
         *self.shared.jwks_cache.lock().unwrap() = None;
+    }
+}
+
+struct HoldState {
+    arrived: tokio::sync::watch::Sender<bool>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A request held by [`FaultProxy::hold_next`]; dropping it releases it.
+#[derive(Debug)]
+pub struct Hold {
+    arrived: tokio::sync::watch::Receiver<bool>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl Hold {
+    /// Waits until the matching request has reached the proxy and is held.
+    pub async fn arrived(&mut self) {
+        // The sender lives in the proxy's queue or in the held request.
+        let _ = self.arrived.wait_for(|a| *a).await;
+    }
+
+    /// Whether the matching request has arrived.
+    pub fn has_arrived(&self) -> bool {
+        *self.arrived.borrow()
+    }
+
+    /// Lets the held request (or the next matching one) go on.
+    pub fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release.send_replace(true);
     }
 }
 
@@ -653,11 +720,24 @@ async fn handle(
     };
     shared.record(&names);
 
+    let hold = {
+        let mut q = shared.holds.lock().unwrap();
+        q.iter()
+            .position(|(op, _)| op == "*" || names.iter().any(|n| n == op))
+            .and_then(|i| q.remove(i))
+    };
+    if let Some((_, h)) = hold {
+        h.arrived.send_replace(true);
+        let mut release = h.release.clone();
+        let _ = release.wait_for(|r| *r).await;
+    }
+
     let fault = shared.pick_fault(&names);
     if fault.is_some() {
         shared.faults_injected.fetch_add(1, Ordering::SeqCst);
     }
     let mut cut = false;
+    let mut corrupt = false;
     match &fault {
         None => {}
         Some(ProxyFault::Status(code)) => {
@@ -679,6 +759,7 @@ async fn handle(
         Some(ProxyFault::Delay(d)) => tokio::time::sleep(*d).await,
         Some(ProxyFault::Drop) => return Err(DropConnection),
         Some(ProxyFault::DropMidBody) => cut = true,
+        Some(ProxyFault::CorruptBody) => corrupt = true,
     }
 
     if service == Service::Sts
@@ -780,6 +861,15 @@ async fn handle(
         }
         let cut_body = CutBody::new(rbody, len.map(|l| l / 2));
         return Ok(Response::from_parts(rparts, Body::new(cut_body)));
+    }
+    if corrupt {
+        let len = content_length(&rparts.headers);
+        let body = CorruptBody {
+            inner: rbody,
+            at: len.map_or(0, |l| l / 2),
+            seen: 0,
+        };
+        return Ok(Response::from_parts(rparts, Body::new(body)));
     }
     Ok(Response::from_parts(rparts, Body::new(rbody)))
 }
@@ -898,6 +988,55 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<Value, String> 
         return Err(format!("JWKS answered {}", res.status()));
     }
     res.json::<Value>().await.map_err(|e| e.to_string())
+}
+
+/// Passes a body through with the bits of the byte at offset `at` flipped.
+struct CorruptBody<B> {
+    inner: B,
+    at: u64,
+    seen: u64,
+}
+
+impl<B> HttpBody for CorruptBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let start = this.seen;
+                    this.seen += data.len() as u64;
+                    if (start..this.seen).contains(&this.at) {
+                        let mut d = data.to_vec();
+                        d[(this.at - start) as usize] ^= 0xff;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(d)))));
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The error a [`CutBody`] ends with.

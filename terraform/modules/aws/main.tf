@@ -98,6 +98,9 @@ data "aws_iam_policy_document" "access" {
       "s3:GetObject",
       "s3:PutObject",
       "s3:DeleteObject",
+      # A replica's delete on the versioned bucket removes the version it checked.
+      "s3:DeleteObjectVersion",
+      "s3:GetObjectVersion",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]

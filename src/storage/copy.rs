@@ -1,0 +1,234 @@
+//! Copies within the bucket: one CopyObject up to S3's 5 GiB limit, a
+//! multipart copy (`UploadPartCopy`, byte ranges of the source, S3 moves
+//! the bytes) beyond it, up to S3's 5 TiB object limit.
+
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::error::classify;
+use super::upload::{part_size_for, KEY_ENCODE};
+use super::{ObjectKey, PutResult, Storage, StorageError};
+
+/// The largest object one CopyObject copies (5 GiB); larger ones go part by
+/// part.
+pub const COPY_MULTIPART_THRESHOLD: u64 = 5 * 1024 * 1024 * 1024;
+/// The largest S3 object (5 TiB).
+const MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// Preferred part size of a multipart copy (S3 copies it internally).
+const COPY_PART: u64 = 512 * 1024 * 1024;
+/// Part copies in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+pub(super) async fn copy(
+    st: &Storage,
+    source: &ObjectKey,
+    dest: &ObjectKey,
+) -> Result<PutResult, StorageError> {
+    let info = st.head(source).await.map_err(|e| match e {
+        StorageError::NotFound(_) => {
+            StorageError::NotFound(format!("no such source object: {source}"))
+        }
+        other => other,
+    })?;
+    let copy_source = format!(
+        "{}/{}",
+        st.bucket,
+        percent_encoding::utf8_percent_encode(source.full(), KEY_ENCODE)
+    );
+    if info.size > MAX_OBJECT {
+        return Err(StorageError::TooLarge(format!(
+            "{source} is over 5 TiB, S3's object limit"
+        )));
+    }
+    if info.size <= st.copy_threshold {
+        return copy_whole(st, source, dest, &copy_source, info.etag.as_deref()).await;
+    }
+    copy_in_parts(st, source, dest, &copy_source, &info).await
+}
+
+async fn copy_whole(
+    st: &Storage,
+    source: &ObjectKey,
+    dest: &ObjectKey,
+    copy_source: &str,
+    etag: Option<&str>,
+) -> Result<PutResult, StorageError> {
+    let out = st
+        .s3
+        .copy_object()
+        .bucket(&st.bucket)
+        .key(dest.full())
+        .copy_source(copy_source)
+        .set_copy_source_if_match(etag.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| source_error(classify("CopyObject", source.relative(), e), source))?;
+    Ok(PutResult {
+        key: dest.relative().to_owned(),
+        etag: out.copy_object_result.and_then(|r| r.e_tag),
+        version_id: out.version_id,
+    })
+}
+
+/// A failure naming the source: missing, or changed while it was copied.
+fn source_error(e: StorageError, source: &ObjectKey) -> StorageError {
+    match e {
+        StorageError::NotFound(_) => {
+            StorageError::NotFound(format!("no such source object: {source}"))
+        }
+        StorageError::PreconditionFailed(_) => StorageError::Unavailable(format!(
+            "the source {source} changed during the copy; try again"
+        )),
+        other => other,
+    }
+}
+
+/// Part ranges `[start, end]` (inclusive) for an object of `size` bytes.
+fn part_ranges(size: u64, threshold: u64) -> Vec<(u64, u64)> {
+    let part = part_size_for(Some(size)).max(COPY_PART.min(threshold));
+    (0..size.div_ceil(part))
+        .map(|i| (i * part, ((i + 1) * part).min(size) - 1))
+        .collect()
+}
+
+async fn copy_in_parts(
+    st: &Storage,
+    source: &ObjectKey,
+    dest: &ObjectKey,
+    copy_source: &str,
+    info: &super::ObjectInfo,
+) -> Result<PutResult, StorageError> {
+    let h = &info.headers;
+    let created = st
+        .s3
+        .create_multipart_upload()
+        .bucket(&st.bucket)
+        .key(dest.full())
+        .set_content_type(h.content_type.clone())
+        .set_content_encoding(h.content_encoding.clone())
+        .set_content_disposition(h.content_disposition.clone())
+        .set_cache_control(h.cache_control.clone())
+        .set_content_language(h.content_language.clone())
+        .set_metadata((!h.metadata.is_empty()).then(|| h.metadata.clone()))
+        .send()
+        .await
+        .map_err(|e| classify("CreateMultipartUpload", dest.relative(), e))?;
+    let upload_id = created.upload_id.ok_or_else(|| {
+        StorageError::Internal("CreateMultipartUpload without an upload id".into())
+    })?;
+    let result = copy_parts(st, source, dest, copy_source, info, &upload_id).await;
+    if result.is_err() {
+        abort(st, dest, &upload_id).await;
+    }
+    result
+}
+
+async fn copy_parts(
+    st: &Storage,
+    source: &ObjectKey,
+    dest: &ObjectKey,
+    copy_source: &str,
+    info: &super::ObjectInfo,
+    upload_id: &str,
+) -> Result<PutResult, StorageError> {
+    let ranges = part_ranges(info.size, st.copy_threshold);
+    let mut parts: Vec<CompletedPart> =
+        futures_util::stream::iter(ranges.into_iter().enumerate().map(|(i, (a, b))| {
+            let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            // Every part from the version that was looked at.
+            let req = st
+                .s3
+                .upload_part_copy()
+                .bucket(&st.bucket)
+                .key(dest.full())
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(copy_source)
+                .copy_source_range(format!("bytes={a}-{b}"))
+                .set_copy_source_if_match(info.etag.clone());
+            async move {
+                let out = req.send().await.map_err(|e| {
+                    source_error(classify("UploadPartCopy", source.relative(), e), source)
+                })?;
+                Ok::<_, StorageError>(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.copy_part_result.and_then(|r| r.e_tag))
+                        .build(),
+                )
+            }
+        }))
+        .buffer_unordered(PARTS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    parts.sort_by_key(|p| p.part_number);
+    let out = st
+        .s3
+        .complete_multipart_upload()
+        .bucket(&st.bucket)
+        .key(dest.full())
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| classify("CompleteMultipartUpload", dest.relative(), e))?;
+    Ok(PutResult {
+        key: dest.relative().to_owned(),
+        etag: out.e_tag,
+        version_id: out.version_id,
+    })
+}
+
+/// Aborts a failed multipart copy so no parts linger; a failure is logged.
+async fn abort(st: &Storage, key: &ObjectKey, upload_id: &str) {
+    for attempt in 1..=3 {
+        match st
+            .s3
+            .abort_multipart_upload()
+            .bucket(&st.bucket)
+            .key(key.full())
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => match classify("AbortMultipartUpload", key.relative(), e) {
+                StorageError::NotFound(_) => return,
+                e => {
+                    tracing::warn!(key = %key, upload_id, attempt, "abort of a failed multipart copy failed: {e}")
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_object_within_ten_thousand_parts() {
+        let mib = 1024 * 1024;
+        for (size, threshold) in [
+            (6 * 1024 * mib, COPY_MULTIPART_THRESHOLD),
+            (MAX_OBJECT, COPY_MULTIPART_THRESHOLD),
+            (12 * mib + 3, 5 * mib),
+        ] {
+            let r = part_ranges(size, threshold);
+            assert!(r.len() <= 10_000, "{size}: {} parts", r.len());
+            assert_eq!(r[0].0, 0);
+            assert_eq!(r.last().unwrap().1, size - 1);
+            for w in r.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0);
+                // S3: parts of 5 MiB to 5 GiB, the last one smaller.
+                let len = w[0].1 - w[0].0 + 1;
+                assert!((5 * mib..=5 * 1024 * mib).contains(&len), "{len}");
+            }
+        }
+        assert_eq!(part_ranges(12 * mib + 3, 5 * mib).len(), 2);
+    }
+}
