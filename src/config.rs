@@ -126,7 +126,8 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// `S3_BUCKET`: the one bucket every operation is confined to.
     pub s3_bucket: String,
-    /// `S3_PREFIX`: keys are confined under this prefix (default empty).
+    /// `S3_PREFIX`: keys are confined under this prefix (default empty); empty
+    /// or ending with `/`.
     pub s3_prefix: String,
     /// `AUTH_MODE`: verify (default) | cloud-run-iam | none.
     pub auth_mode: AuthMode,
@@ -400,6 +401,12 @@ impl RawEnv {
         let s3_prefix = trimmed(&self.s3_prefix).unwrap_or_default();
         if s3_prefix.starts_with('/') {
             errors.push(format!("S3_PREFIX: {s3_prefix:?} must not start with '/'"));
+        } else if !s3_prefix.is_empty() && !s3_prefix.ends_with('/') {
+            // "data" would also reach "data-x/" and "database/".
+            errors.push(format!(
+                "S3_PREFIX: {s3_prefix:?} must end with '/' (e.g. {:?}); a prefix without it also reaches keys beside it",
+                format!("{s3_prefix}/")
+            ));
         } else if s3_prefix.len() >= 1024 || s3_prefix.chars().any(char::is_control) {
             errors.push("S3_PREFIX: too long or has a control character".into());
         }
@@ -635,6 +642,32 @@ mod tests {
             let mut v = minimal();
             v.push(("AWS_ROLE_DURATION_SECONDS".into(), d.into()));
             assert_eq!(Config::from_iter(v).is_ok(), ok, "{d}");
+        }
+    }
+
+    #[test]
+    fn s3_prefix_is_empty_or_ends_with_a_slash() {
+        for (prefix, ok) in [
+            ("", true),
+            ("data/", true),
+            ("a/b/", true),
+            ("data", false),
+            ("a/b", false),
+            ("/data/", false),
+        ] {
+            let mut v = minimal();
+            v.push(("S3_PREFIX".into(), prefix.into()));
+            match Config::from_iter(v) {
+                Ok(c) => {
+                    assert!(ok, "{prefix:?} accepted");
+                    assert_eq!(c.s3_prefix, prefix);
+                }
+                Err(e) => {
+                    assert!(!ok, "{prefix:?} refused: {e}");
+                    assert_eq!(e.0.len(), 1, "{e}");
+                    assert!(e.0[0].starts_with("S3_PREFIX: "), "{e}");
+                }
+            }
         }
     }
 
