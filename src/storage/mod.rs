@@ -17,9 +17,13 @@ use bytes::Bytes;
 pub(crate) use error::find_sts_error;
 pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
-pub use upload::{crc32c_base64, part_size_for, ByteSource, MULTIPART_THRESHOLD};
+pub use upload::{
+    crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
+    MULTIPART_THRESHOLD,
+};
 
 use crate::aws::CredentialsExpiry;
+use crate::budget::BufferBudget;
 
 /// The longest a presigned URL may live (SigV4's limit).
 pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -161,6 +165,10 @@ pub struct Storage {
     bucket: String,
     prefix: String,
     expiry: CredentialsExpiry,
+    /// Part buffers of uploads are reserved from it.
+    budget: BufferBudget,
+    /// Uploads larger than this are refused (`MAX_OBJECT_BYTES`).
+    max_object_bytes: u64,
 }
 
 impl Storage {
@@ -176,7 +184,17 @@ impl Storage {
             bucket,
             prefix,
             expiry,
+            budget: BufferBudget::unbounded(),
+            max_object_bytes: MAX_OBJECT,
         }
+    }
+
+    /// The same storage with upload buffers reserved from `budget` and
+    /// objects over `max_object_bytes` refused.
+    pub fn with_limits(mut self, budget: BufferBudget, max_object_bytes: u64) -> Storage {
+        self.budget = budget;
+        self.max_object_bytes = max_object_bytes;
+        self
     }
 
     /// Validates a relative key.
