@@ -4,6 +4,7 @@
 
 mod error;
 mod key;
+mod range;
 mod upload;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 pub(crate) use error::find_sts_error;
 pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
+pub use range::{ByteRange, RangeError};
 pub use upload::{
     crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
     MULTIPART_THRESHOLD,
@@ -254,19 +256,16 @@ impl Storage {
         key: &ObjectKey,
         range: Option<&str>,
     ) -> Result<GetResult, StorageError> {
-        if let Some(r) = range {
-            if !r.trim_start().starts_with("bytes=") {
-                return Err(StorageError::InvalidArgument(
-                    "Range must be of the form bytes=START-END".into(),
-                ));
-            }
-        }
+        let range = range
+            .map(ByteRange::parse)
+            .transpose()
+            .map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
         let out = self
             .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key.full())
-            .set_range(range.map(str::to_owned))
+            .set_range(range.map(|r| r.to_string()))
             .send()
             .await
             .map_err(|e| error::classify("GetObject", key.relative(), e))?;
