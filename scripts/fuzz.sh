@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [seconds-per-target]     (default 60)
 #
-# Targets: pubsub_envelope, command_json, cloudevent, object_key (FUZZ_TARGETS
+# Targets: pubsub_envelope, command_json, cloudevent, object_key, range (FUZZ_TARGETS
 # overrides the list). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1
 # enables them on a stable toolchain. Corpora live in fuzz/corpus/<target>,
 # crashes in fuzz/artifacts/<target>. Exits non-zero when a target crashes.
@@ -13,7 +13,7 @@ secs="${1:-60}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 fuzz="$root/fuzz"
 fixtures="$root/tests/fixtures"
-targets=(${FUZZ_TARGETS:-pubsub_envelope command_json cloudevent object_key})
+targets=(${FUZZ_TARGETS:-pubsub_envelope command_json cloudevent object_key range})
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -70,6 +70,17 @@ seed() {
       printf 'allowed/p/\0../x' >"$dir/dotdot"
       printf '\0/lead' >"$dir/slash"
       printf 'p/\0caf\xc3\xa9/\xe2\x80\xa8' >"$dir/unicode"
+      ;;
+    range)
+      # The values the tests send, and the edges of the grammar.
+      grep -rhoE '"bytes=[^"]*"' "$root/tests" "$root/src/storage/range.rs" |
+        tr -d '"' | sort -u | while read -r v; do
+          printf '%s' "$v" >"$dir/$(printf '%s' "$v" | md5sum | cut -c1-12)"
+        done
+      printf '%s' 'bytes=0-0' >"$dir/first"
+      printf '%s' 'bytes=-1' >"$dir/suffix"
+      printf '%s' 'bytes=18446744073709551615-' >"$dir/max"
+      printf '%s' 'bytes=0-1,2-3' >"$dir/multi"
       ;;
   esac
 }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::auth::CallerAuth;
 use crate::aws::{AwsClients, AwsOptions};
+use crate::budget::BufferBudget;
 use crate::config::{AuthMode, Config};
 use crate::error::AppError;
 use crate::identity::{IdTokenSource, IdentityError};
@@ -37,6 +38,10 @@ pub struct Inner {
     pub replicator: Replicator,
     /// Caller verification.
     pub auth: CallerAuth,
+    /// The bytes all requests together may hold in buffers.
+    pub budget: BufferBudget,
+    /// Set when requests still running must stop (end of the shutdown grace).
+    pub cancel: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -58,13 +63,15 @@ impl AppState {
     /// Builds the services around a given identity source.
     pub fn with_identity(config: Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AppState {
         let aws = AwsClients::new(&config, ids, opts);
+        let budget = BufferBudget::new(config.buffer_budget_bytes, config.buffer_wait);
         let storage = Storage::new(
             aws.s3.clone(),
             config.s3_bucket.clone(),
             config.s3_prefix.clone(),
             aws.provider.expiry(),
         )
-        .with_copy_multipart_threshold(config.copy_multipart_threshold);
+        .with_copy_multipart_threshold(config.copy_multipart_threshold)
+        .with_limits(budget.clone(), config.max_object_bytes);
         let replicator = Replicator::new(
             storage.clone(),
             GcsClient::new(config.storage_emulator_host.as_deref()),
@@ -77,7 +84,16 @@ impl AppState {
             storage,
             replicator,
             auth,
+            budget,
+            cancel: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// Ends every request still running: each answers 503 and drops its
+    /// work, which aborts its multipart upload. For the end of the shutdown
+    /// grace, while the runtime can still run the aborts.
+    pub fn cancel_requests(&self) {
+        self.cancel.send_replace(true);
     }
 }
 
@@ -156,13 +172,26 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         None => tracing::info_span!("request", caller = tracing::field::Empty),
     };
     let timeout = state.config.request_timeout;
+    let mut cancel = state.cancel.subscribe();
     let resp = async move {
-        match tokio::time::timeout(timeout, next.run(req)).await {
-            Ok(r) => r,
-            Err(_) => AppError::unavailable(
-                "timeout",
-                "the request took too long; retry later",
-                format!("deadline of {timeout:?} passed"),
+        tokio::select! {
+            r = tokio::time::timeout(timeout, next.run(req)) => match r {
+                Ok(r) => r,
+                Err(_) => AppError::unavailable(
+                    "timeout",
+                    "the request took too long; retry later",
+                    format!("deadline of {timeout:?} passed"),
+                )
+                .into_response(),
+            },
+            _ = async {
+                if cancel.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => AppError::unavailable(
+                "shutting_down",
+                "the service is shutting down; retry later",
+                "the shutdown grace ended with the request in flight",
             )
             .into_response(),
         }

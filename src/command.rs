@@ -1,6 +1,7 @@
 //! [`Command`]: what every trigger decodes a request into, and
 //! [`execute`], which hands it to storage or replication.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD;
@@ -142,11 +143,13 @@ pub(crate) fn de_i64_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>,
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Wire {
+enum Wire<'a> {
     Put {
         key: String,
         body: Option<String>,
-        body_base64: Option<String>,
+        // Borrowed from the data: decoded once, straight into the command.
+        #[serde(borrow)]
+        body_base64: Option<Cow<'a, str>>,
         content_type: Option<String>,
         #[serde(default)]
         metadata: HashMap<String, String>,
@@ -168,13 +171,31 @@ enum Wire {
     },
 }
 
-/// Decodes a command from JSON bytes.
+/// The `op` of a command that did not decode, for the error message.
+fn op_of(data: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        op: Option<Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Probe>(data)
+        .ok()
+        .and_then(|p| p.op)
+        .map(Cow::into_owned)
+}
+
+/// Decodes a command from JSON bytes, without an intermediate JSON value:
+/// a large `body_base64` is decoded once, from the data, into the command.
 pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
-    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
-        AppError::bad_request("invalid_json", format!("the message data is not JSON: {e}"))
-    })?;
-    let op = value.get("op").and_then(|o| o.as_str()).map(str::to_owned);
-    let wire: Wire = serde_json::from_value(value).map_err(|e| match op.as_deref() {
+    let wire: Wire = serde_json::from_slice(data).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            return AppError::bad_request(
+                "invalid_json",
+                format!("the message data is not JSON: {e}"),
+            );
+        }
+        let op = op_of(data);
+        match op.as_deref() {
         Some("put" | "delete" | "copy" | "replicate") => AppError::bad_request(
             "invalid_command",
             format!("bad {} command: {e}; accepted: {ACCEPTED_COMMANDS}", op.unwrap_or_default()),
@@ -187,7 +208,7 @@ pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
             "invalid_command",
             format!("the message is not a command (no \"op\"); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"),
         ),
-    })?;
+    }})?;
     Ok(match wire {
         Wire::Put {
             key,

@@ -80,6 +80,8 @@ struct RawEnv {
     auth_allowed_emails: Option<String>,
     google_certs_url: Option<String>,
     max_body_bytes: Option<String>,
+    max_object_bytes: Option<String>,
+    buffer_budget_bytes: Option<String>,
     request_timeout_seconds: Option<String>,
     log_format: Option<String>,
     google_cloud_project: Option<String>,
@@ -128,7 +130,8 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// `S3_BUCKET`: the one bucket every operation is confined to.
     pub s3_bucket: String,
-    /// `S3_PREFIX`: keys are confined under this prefix (default empty).
+    /// `S3_PREFIX`: keys are confined under this prefix (default empty); empty
+    /// or ending with `/`.
     pub s3_prefix: String,
     /// `AUTH_MODE`: verify (default) | cloud-run-iam | none.
     pub auth_mode: AuthMode,
@@ -142,6 +145,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: per-request deadline (default 300, Cloud Run's default).
     pub request_timeout: Duration,
+    /// `MAX_OBJECT_BYTES`: largest object a PUT may write (default and most 5 TiB, S3's limit).
+    pub max_object_bytes: u64,
+    /// `BUFFER_BUDGET_BYTES`: bytes all requests together may hold in buffers
+    /// (default half the cgroup `memory.max`, else 256 MiB).
+    pub buffer_budget_bytes: u64,
+    /// How long a request waits for buffers before answering 503 (10 s; not
+    /// read from the environment, tests shorten it).
+    pub buffer_wait: Duration,
     /// `LOG_FORMAT`: json (default) | text.
     pub log_format: LogFormat,
     /// `GOOGLE_CLOUD_PROJECT`: project id for trace correlation.
@@ -408,6 +419,12 @@ impl RawEnv {
         let s3_prefix = trimmed(&self.s3_prefix).unwrap_or_default();
         if s3_prefix.starts_with('/') {
             errors.push(format!("S3_PREFIX: {s3_prefix:?} must not start with '/'"));
+        } else if !s3_prefix.is_empty() && !s3_prefix.ends_with('/') {
+            // "data" would also reach "data-x/" and "database/".
+            errors.push(format!(
+                "S3_PREFIX: {s3_prefix:?} must end with '/' (e.g. {:?}); a prefix without it also reaches keys beside it",
+                format!("{s3_prefix}/")
+            ));
         } else if s3_prefix.len() >= 1024 || s3_prefix.chars().any(char::is_control) {
             errors.push("S3_PREFIX: too long or has a control character".into());
         }
@@ -465,6 +482,32 @@ impl RawEnv {
                 }
             },
         };
+        let mut bytes = |name: &str, v: &Option<String>, default: u64, max: u64| -> u64 {
+            match trimmed(v) {
+                None => default,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (1..=max).contains(&n) => n,
+                    _ => {
+                        errors.push(format!(
+                            "{name}: {v:?} must be a whole number of bytes from 1 to {max}"
+                        ));
+                        default
+                    }
+                },
+            }
+        };
+        let max_object_bytes = bytes(
+            "MAX_OBJECT_BYTES",
+            &self.max_object_bytes,
+            crate::storage::MAX_OBJECT,
+            crate::storage::MAX_OBJECT,
+        );
+        let buffer_budget_bytes = bytes(
+            "BUFFER_BUDGET_BYTES",
+            &self.buffer_budget_bytes,
+            crate::budget::default_budget(),
+            u64::MAX / 2,
+        );
         let log_format = match trimmed(&self.log_format).as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
@@ -540,6 +583,9 @@ impl RawEnv {
             google_certs_url,
             max_body_bytes,
             request_timeout: Duration::from_secs(request_timeout),
+            max_object_bytes,
+            buffer_budget_bytes,
+            buffer_wait: crate::budget::DEFAULT_WAIT,
             log_format,
             google_cloud_project: trimmed(&self.google_cloud_project),
             storage_emulator_host: trimmed(&self.storage_emulator_host),
@@ -594,6 +640,31 @@ mod tests {
             vec!["push@p.iam.gserviceaccount.com"]
         );
         assert_eq!(c.google_certs_url, GOOGLE_CERTS_URL);
+        assert_eq!(c.max_object_bytes, 5 * 1024 * 1024 * 1024 * 1024);
+        assert!(c.buffer_budget_bytes > 0);
+        assert_eq!(c.buffer_wait, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn object_and_budget_limits() {
+        let mut v = minimal();
+        v.push(("MAX_OBJECT_BYTES".into(), "1048576".into()));
+        v.push(("BUFFER_BUDGET_BYTES".into(), "67108864".into()));
+        let c = Config::from_iter(v).unwrap();
+        assert_eq!(c.max_object_bytes, 1 << 20);
+        assert_eq!(c.buffer_budget_bytes, 64 << 20);
+        for (k, bad) in [
+            ("MAX_OBJECT_BYTES", "0"),
+            ("MAX_OBJECT_BYTES", "5497558138881"),
+            ("BUFFER_BUDGET_BYTES", "-1"),
+            ("BUFFER_BUDGET_BYTES", "lots"),
+        ] {
+            let mut v = minimal();
+            v.push((k.into(), bad.into()));
+            let e = Config::from_iter(v).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert!(e.0[0].starts_with(&format!("{k}: ")), "{e}");
+        }
     }
 
     #[test]
@@ -683,6 +754,32 @@ mod tests {
             let mut v = minimal();
             v.push(("AWS_ROLE_DURATION_SECONDS".into(), d.into()));
             assert_eq!(Config::from_iter(v).is_ok(), ok, "{d}");
+        }
+    }
+
+    #[test]
+    fn s3_prefix_is_empty_or_ends_with_a_slash() {
+        for (prefix, ok) in [
+            ("", true),
+            ("data/", true),
+            ("a/b/", true),
+            ("data", false),
+            ("a/b", false),
+            ("/data/", false),
+        ] {
+            let mut v = minimal();
+            v.push(("S3_PREFIX".into(), prefix.into()));
+            match Config::from_iter(v) {
+                Ok(c) => {
+                    assert!(ok, "{prefix:?} accepted");
+                    assert_eq!(c.s3_prefix, prefix);
+                }
+                Err(e) => {
+                    assert!(!ok, "{prefix:?} refused: {e}");
+                    assert_eq!(e.0.len(), 1, "{e}");
+                    assert!(e.0[0].starts_with("S3_PREFIX: "), "{e}");
+                }
+            }
         }
     }
 

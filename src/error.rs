@@ -230,7 +230,29 @@ impl From<StorageError> for AppError {
                 format!("the request body could not be read: {m}"),
             ),
             StorageError::TooLarge(m) => AppError::PayloadTooLarge(m),
+            StorageError::Busy(m) => busy(m),
             StorageError::Internal(m) => AppError::Internal(m),
+        }
+    }
+}
+
+/// 503 `buffer_budget_exhausted`: the buffers a request needs could not be
+/// had within the wait (`BUFFER_BUDGET_BYTES` is spent by other requests).
+fn busy(detail: String) -> AppError {
+    AppError::unavailable(
+        "buffer_budget_exhausted",
+        "the service is busy with other requests' data; retry later",
+        detail,
+    )
+}
+
+impl From<crate::budget::BudgetError> for AppError {
+    fn from(e: crate::budget::BudgetError) -> AppError {
+        match e {
+            crate::budget::BudgetError::Exhausted { .. } => busy(e.to_string()),
+            crate::budget::BudgetError::OverBudget { .. } => AppError::PayloadTooLarge(format!(
+                "the request needs more memory than the service's buffer budget: {e}"
+            )),
         }
     }
 }
@@ -268,6 +290,13 @@ mod tests {
         let (s, retry, _) = body(AppError::Throttled("slow down".into())).await;
         assert_eq!(s, 429);
         assert!(retry.is_some());
+
+        let (s, retry, b) =
+            body(StorageError::Busy("budget of 64 bytes spent after 10s".into()).into()).await;
+        assert_eq!(s, 503);
+        assert_eq!(retry.unwrap(), "10");
+        assert_eq!(b["error"]["code"], "buffer_budget_exhausted");
+        assert!(!b.to_string().contains("64 bytes"));
 
         let (s, _, b) = body(AppError::Internal("secret detail at src/x.rs".into())).await;
         assert_eq!(s, 500);

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod auth;
 pub mod aws;
+pub mod budget;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -19,6 +19,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long requests in flight may take after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// How long the aborts of the uploads of requests cut at the end of the
+/// grace may take (Cloud Run sends SIGKILL 10 s after SIGTERM).
+const ABORT_GRACE: Duration = Duration::from_millis(1500);
 
 fn config_failed(e: &ConfigError) -> ExitCode {
     for line in &e.0 {
@@ -156,6 +159,7 @@ async fn serve(config: Config) -> ExitCode {
     };
     tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "listening");
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = state.clone();
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         signalled.await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -177,6 +181,11 @@ async fn serve(config: Config) -> ExitCode {
         }
         _ = grace => {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting");
+            // Their multipart uploads are aborted, not left behind.
+            running.cancel_requests();
+            if !gcp_aws_bridge::storage::settle_aborts(ABORT_GRACE).await {
+                tracing::warn!("aborts of multipart uploads still running after {ABORT_GRACE:?}");
+            }
         }
     }
     tracing::info!("stopped");

@@ -49,6 +49,10 @@ pub enum StorageError {
     /// The object is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// The buffers the operation needs could not be had in time (the
+    /// service's buffer budget is spent): transient.
+    #[error("{0}")]
+    Busy(String),
     /// Anything else: a bug or an unexpected answer.
     #[error("{0}")]
     Internal(String),
@@ -64,6 +68,7 @@ impl StorageError {
                 | StorageError::AccessDenied(_)
                 | StorageError::Unavailable(_)
                 | StorageError::IntegrityMismatch(_)
+                | StorageError::Busy(_)
         )
     }
 }

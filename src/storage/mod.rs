@@ -5,6 +5,7 @@
 mod copy;
 mod error;
 mod key;
+mod range;
 mod upload;
 
 use std::collections::HashMap;
@@ -19,9 +20,14 @@ pub use copy::COPY_MULTIPART_THRESHOLD;
 pub(crate) use error::find_sts_error;
 pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
-pub use upload::{crc32c_base64, part_size_for, ByteSource, MULTIPART_THRESHOLD};
+pub use range::{ByteRange, RangeError};
+pub use upload::{
+    crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
+    MULTIPART_THRESHOLD,
+};
 
 use crate::aws::CredentialsExpiry;
+use crate::budget::BufferBudget;
 
 /// The longest a presigned URL may live (SigV4's limit).
 pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -167,6 +173,10 @@ pub struct Storage {
     prefix: String,
     expiry: CredentialsExpiry,
     copy_threshold: u64,
+    /// Part buffers of uploads are reserved from it.
+    budget: BufferBudget,
+    /// Uploads larger than this are refused (`MAX_OBJECT_BYTES`).
+    max_object_bytes: u64,
 }
 
 impl Storage {
@@ -183,6 +193,8 @@ impl Storage {
             prefix,
             expiry,
             copy_threshold: COPY_MULTIPART_THRESHOLD,
+            budget: BufferBudget::unbounded(),
+            max_object_bytes: MAX_OBJECT,
         }
     }
 
@@ -191,6 +203,14 @@ impl Storage {
     /// multipart path.
     pub fn with_copy_multipart_threshold(mut self, bytes: u64) -> Storage {
         self.copy_threshold = bytes;
+        self
+    }
+
+    /// The same storage with upload buffers reserved from `budget` and
+    /// objects over `max_object_bytes` refused.
+    pub fn with_limits(mut self, budget: BufferBudget, max_object_bytes: u64) -> Storage {
+        self.budget = budget;
+        self.max_object_bytes = max_object_bytes;
         self
     }
 
@@ -251,19 +271,16 @@ impl Storage {
         key: &ObjectKey,
         range: Option<&str>,
     ) -> Result<GetResult, StorageError> {
-        if let Some(r) = range {
-            if !r.trim_start().starts_with("bytes=") {
-                return Err(StorageError::InvalidArgument(
-                    "Range must be of the form bytes=START-END".into(),
-                ));
-            }
-        }
+        let range = range
+            .map(ByteRange::parse)
+            .transpose()
+            .map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
         let out = self
             .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key.full())
-            .set_range(range.map(str::to_owned))
+            .set_range(range.map(|r| r.to_string()))
             .send()
             .await
             .map_err(|e| error::classify("GetObject", key.relative(), e))?;

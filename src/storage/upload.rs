@@ -1,8 +1,18 @@
 //! Writing objects: bytes in memory, streamed single PUTs, and multipart
 //! uploads with a bounded number of parts in memory. CRC32C is computed over
 //! the bytes as they pass and sent for S3 to verify.
+//!
+//! Memory: part buffers grow block by block as bytes arrive (never from a
+//! declared length), and each one is reserved from the storage's
+//! [`BufferBudget`] before it is filled. A multipart upload that ends
+//! without completing (an error, or its request dropped at a deadline, by a
+//! client that went away or at shutdown) is aborted.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
@@ -17,15 +27,23 @@ use tokio::task::JoinSet;
 
 use super::error::classify;
 use super::{checksum_algorithm, ObjectKey, PutOptions, PutResult, Storage, StorageError};
+use crate::budget::{BudgetError, BufferBudget, Reservation};
 
 /// Bodies up to this size are read into memory before the PUT.
 const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
 /// Objects larger than this go up in parts.
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 const MIN_PART: u64 = 8 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's largest number of parts.
 const MAX_PARTS: u64 = 10_000;
+/// S3's largest object (5 TiB), the default of `MAX_OBJECT_BYTES`.
+pub const MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// Parts uploading at once; one more is being read.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Part buffers grow by blocks of this size, allocated as bytes arrive.
+const BLOCK: usize = 1024 * 1024;
 
 /// Characters of a key escaped in `x-amz-copy-source`.
 pub(crate) const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -44,15 +62,105 @@ pub fn crc32c_base64(crc: u32) -> String {
 }
 
 /// Part size for an object of `len` bytes (unknown: the minimum): at least
-/// 8 MiB and large enough to stay within 10,000 parts, in whole MiB.
+/// 8 MiB and large enough to stay within 10,000 parts, in whole MiB, and at
+/// most S3's 5 GiB (an object that needs more is refused before upload).
 pub fn part_size_for(len: Option<u64>) -> u64 {
     let mib = 1024 * 1024;
     match len {
         None => MIN_PART,
         Some(len) => {
             let needed = len.div_ceil(MAX_PARTS).div_ceil(mib) * mib;
-            needed.max(MIN_PART)
+            needed.clamp(MIN_PART, MAX_PART)
         }
+    }
+}
+
+/// Reserves `bytes` of buffers from the storage's budget.
+async fn reserve(
+    budget: &BufferBudget,
+    key: &ObjectKey,
+    bytes: u64,
+) -> Result<Reservation, StorageError> {
+    budget
+        .reserve(bytes)
+        .await
+        .map_err(|e| budget_error(key, e))
+}
+
+pub(crate) fn budget_error(key: &ObjectKey, e: BudgetError) -> StorageError {
+    match e {
+        BudgetError::Exhausted { .. } => StorageError::Busy(format!("{key}: {e}")),
+        BudgetError::OverBudget { .. } => StorageError::TooLarge(format!(
+            "{key}: its parts need more memory than this service's buffer budget ({e})"
+        )),
+    }
+}
+
+/// A part read into memory: blocks of at most [`BLOCK`] bytes.
+#[derive(Clone, Debug, Default)]
+struct Part {
+    blocks: Arc<[Bytes]>,
+    len: usize,
+}
+
+impl Part {
+    fn crc(&self) -> u32 {
+        self.blocks
+            .iter()
+            .fold(0, |crc, b| crc32c::crc32c_append(crc, b))
+    }
+
+    /// The part as a request body the SDK can send again on retry.
+    fn body(&self) -> ByteStream {
+        match &self.blocks[..] {
+            [] => ByteStream::from(Bytes::new()),
+            [one] => ByteStream::from(one.clone()),
+            _ => {
+                let part = self.clone();
+                ByteStream::new(SdkBody::retryable(move || {
+                    SdkBody::from_body_1_x(PartBody {
+                        blocks: part.blocks.clone(),
+                        next: 0,
+                        remaining: part.len as u64,
+                    })
+                }))
+            }
+        }
+    }
+}
+
+/// The blocks of a [`Part`], one frame each, with an exact length.
+struct PartBody {
+    blocks: Arc<[Bytes]>,
+    next: usize,
+    remaining: u64,
+}
+
+impl http_body::Body for PartBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.blocks.get(this.next) {
+            Some(b) => {
+                this.next += 1;
+                this.remaining -= b.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(b.clone()))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.blocks.len()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -108,51 +216,84 @@ pub(super) async fn put_object(
     })
 }
 
-/// Reads a stream in parts of a fixed size.
+/// Reads a stream in parts of a fixed size, refusing more than `limit`
+/// bytes in all.
 struct PartReader {
     source: ByteSource,
     carry: Bytes,
     done: bool,
     crc: u32,
     total: u64,
+    limit: u64,
 }
 
 impl PartReader {
-    fn new(source: ByteSource) -> Self {
+    fn new(source: ByteSource, limit: u64) -> Self {
         PartReader {
             source,
             carry: Bytes::new(),
             done: false,
             crc: 0,
             total: 0,
+            limit,
         }
     }
 
-    /// The next `size` bytes, fewer only at the end; empty at the end.
-    /// Filled into `buf`, a part buffer used before when one is free.
-    async fn next_part(&mut self, size: usize, mut buf: BytesMut) -> Result<Bytes, StorageError> {
-        // The whole part at once: growing by doubling would copy the part
-        // and briefly hold twice its size.
-        buf.clear();
-        buf.reserve(size);
+    /// The next `size` bytes, fewer only at the end; empty at the end. The
+    /// part grows by blocks allocated only when bytes are in hand, so a
+    /// large declared size costs nothing until the bytes arrive.
+    async fn next_part(&mut self, size: usize) -> Result<Part, StorageError> {
+        let mut blocks = Vec::new();
+        let mut len = 0usize;
+        let mut block = BytesMut::new();
+        let mut block_size = 0usize;
         loop {
-            if !self.carry.is_empty() {
-                let take = (size - buf.len()).min(self.carry.len());
-                buf.extend_from_slice(&self.carry.split_to(take));
+            if !self.carry.is_empty() && len < size {
+                if block_size == 0 {
+                    block_size = BLOCK.min(size - len);
+                    block = BytesMut::with_capacity(block_size);
+                }
+                let take = (block_size - block.len()).min(self.carry.len());
+                let bytes = self.carry.split_to(take);
+                self.crc = crc32c::crc32c_append(self.crc, &bytes);
+                block.extend_from_slice(&bytes);
+                len += take;
+                if block.len() == block_size {
+                    blocks.push(std::mem::take(&mut block).freeze());
+                    block_size = 0;
+                }
+                continue;
             }
-            if buf.len() == size || self.done {
+            if len == size || self.done {
                 break;
             }
             match self.source.next().await {
-                Some(Ok(chunk)) => self.carry = chunk,
+                Some(Ok(chunk)) => {
+                    self.total += chunk.len() as u64;
+                    if self.total > self.limit {
+                        return Err(StorageError::TooLarge(format!(
+                            "the object is over the limit of {} bytes (MAX_OBJECT_BYTES)",
+                            self.limit
+                        )));
+                    }
+                    self.carry = chunk;
+                }
                 Some(Err(e)) => return Err(StorageError::Body(e.to_string())),
                 None => self.done = true,
             }
         }
-        let part = buf.freeze();
-        self.crc = crc32c::crc32c_append(self.crc, &part);
-        self.total += part.len() as u64;
-        Ok(part)
+        if !block.is_empty() {
+            blocks.push(block.freeze());
+        }
+        Ok(Part {
+            blocks: blocks.into(),
+            len,
+        })
+    }
+
+    /// Bytes handed out in parts so far.
+    fn consumed(&self) -> u64 {
+        self.total - self.carry.len() as u64
     }
 }
 
@@ -180,6 +321,14 @@ pub(super) async fn put_stream(
     source: ByteSource,
     opts: PutOptions,
 ) -> Result<PutResult, StorageError> {
+    if let Some(len) = opts.content_length {
+        if len > st.max_object_bytes {
+            return Err(StorageError::TooLarge(format!(
+                "{key}: {len} bytes is over the limit of {} bytes (MAX_OBJECT_BYTES)",
+                st.max_object_bytes
+            )));
+        }
+    }
     match opts.content_length {
         Some(len) if len <= IN_MEMORY_LIMIT => in_memory(st, key, source, len, &opts).await,
         Some(len) if len <= MULTIPART_THRESHOLD => {
@@ -198,21 +347,14 @@ async fn in_memory(
     len: u64,
     opts: &PutOptions,
 ) -> Result<PutResult, StorageError> {
-    let mut reader = PartReader::new(source);
+    let _held = reserve(&st.budget, key, len).await?;
+    let mut reader = PartReader::new(source, len.min(st.max_object_bytes));
     let size = usize::try_from(len).unwrap_or(usize::MAX);
     // The HTTP server holds the body to its Content-Length; fewer bytes fail
     // the length check.
-    let body = reader.next_part(size, BytesMut::new()).await?;
+    let body = reader.next_part(size).await?;
     check_end(key, opts, reader.crc, reader.total)?;
-    put_object(
-        st,
-        key,
-        ByteStream::from(body),
-        Some(reader.crc),
-        opts,
-        Some(len),
-    )
-    .await
+    put_object(st, key, body.body(), Some(reader.crc), opts, Some(len)).await
 }
 
 /// One PUT whose body is the stream itself. The last chunk is held back
@@ -293,30 +435,33 @@ fn tokio_stream_from(
 }
 
 /// A multipart upload; falls back to one PUT when the whole stream fits in
-/// the first part. Any failure aborts the upload.
+/// the first part. Any failure aborts the upload, and so does dropping the
+/// request before it completes.
 async fn multipart(
     st: &Storage,
     key: &ObjectKey,
     source: ByteSource,
     opts: PutOptions,
 ) -> Result<PutResult, StorageError> {
+    if let Some(len) = opts.content_length {
+        if len > MAX_PARTS * MAX_PART {
+            return Err(StorageError::TooLarge(format!(
+                "{key}: {len} bytes is more than {MAX_PARTS} parts of {MAX_PART} bytes"
+            )));
+        }
+    }
     let part_size = part_size_for(opts.content_length);
     let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
-    let mut reader = PartReader::new(source);
-    let first = reader.next_part(part_usize, BytesMut::new()).await?;
-    if first.len() < part_usize {
+    let mut reader = PartReader::new(source, st.max_object_bytes);
+    let first_held = reserve(&st.budget, key, part_size).await?;
+    let first = reader.next_part(part_usize).await?;
+    if first.len < part_usize {
         check_end(key, &opts, reader.crc, reader.total)?;
         let crc = reader.crc;
-        let len = first.len() as u64;
-        return put_object(
-            st,
-            key,
-            ByteStream::from(first),
-            Some(crc),
-            &opts,
-            Some(len),
-        )
-        .await;
+        let len = first.len as u64;
+        let put = put_object(st, key, first.body(), Some(crc), &opts, Some(len)).await;
+        drop(first_held);
+        return put;
     }
 
     let created = st
@@ -335,11 +480,23 @@ async fn multipart(
     let upload_id = created.upload_id.ok_or_else(|| {
         StorageError::Internal("CreateMultipartUpload without an upload id".into())
     })?;
+    // From here on, a request dropped at any await aborts the upload.
+    let guard = AbortOnDrop::new(st, key, &upload_id);
 
-    let result = upload_parts(st, key, &upload_id, reader, first, &opts).await;
+    let result = upload_parts(
+        st,
+        key,
+        &upload_id,
+        reader,
+        (first, first_held),
+        part_size,
+        &opts,
+    )
+    .await;
     if result.is_err() {
-        abort(st, key, &upload_id).await;
+        abort(&st.s3, &st.bucket, key, &upload_id).await;
     }
+    guard.disarm();
     result
 }
 
@@ -348,16 +505,14 @@ async fn upload_parts(
     key: &ObjectKey,
     upload_id: &str,
     mut reader: PartReader,
-    first: Bytes,
+    first: (Part, Reservation),
+    part_size: u64,
     opts: &PutOptions,
 ) -> Result<PutResult, StorageError> {
-    let part_usize = first.len();
-    let mut inflight: JoinSet<Result<(CompletedPart, Bytes), StorageError>> = JoinSet::new();
+    let part_usize = first.0.len;
+    let mut inflight: JoinSet<Result<CompletedPart, StorageError>> = JoinSet::new();
     let mut parts = Vec::new();
-    // Buffers of parts already uploaded, filled again: the allocator sees
-    // the same few part-sized blocks for the whole upload.
-    let mut spare: Vec<BytesMut> = Vec::new();
-    let mut next = first;
+    let (mut next, mut held) = first;
     let mut number: i32 = 0;
     loop {
         number += 1;
@@ -367,7 +522,7 @@ async fn upload_parts(
                 "{key}: more than {MAX_PARTS} parts of {part_usize} bytes"
             )));
         }
-        let crc = crc32c::crc32c(&next);
+        let crc = next.crc();
         let req = st
             .s3
             .upload_part()
@@ -375,43 +530,56 @@ async fn upload_parts(
             .key(key.full())
             .upload_id(upload_id)
             .part_number(number)
-            .content_length(next.len() as i64)
+            .content_length(next.len as i64)
             .checksum_algorithm(checksum_algorithm())
             .checksum_crc32_c(crc32c_base64(crc))
-            .body(ByteStream::from(next.clone()));
+            .body(next.body());
         let rel = key.relative().to_owned();
+        // The part's buffers and their reservation go with the task and are
+        // given back when its upload ends.
+        let part_held = (std::mem::take(&mut next), held);
         inflight.spawn(async move {
             let out = req
                 .send()
                 .await
                 .map_err(|e| classify("UploadPart", &rel, e))?;
-            let part = CompletedPart::builder()
+            drop(part_held);
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
                 .set_checksum_crc32_c(out.checksum_crc32_c.or(Some(crc32c_base64(crc))))
-                .build();
-            Ok((part, next))
+                .build())
         });
         while inflight.len() >= PARTS_IN_FLIGHT {
-            let (part, buf) = join_one(&mut inflight).await?;
-            parts.push(part);
-            spare.extend(buf.try_into_mut().ok());
+            parts.push(join_one(&mut inflight).await?);
         }
-        let buf = spare.pop().unwrap_or_default();
-        next = match reader.next_part(part_usize, buf).await {
+        // The next part's buffers: free budget now, else what a part in
+        // flight gives back, else wait (bounded) holding nothing.
+        held = loop {
+            if let Some(r) = st.budget.try_reserve(part_size) {
+                break r;
+            }
+            if inflight.is_empty() {
+                break reserve(&st.budget, key, part_size).await?;
+            }
+            parts.push(join_one(&mut inflight).await?);
+        };
+        next = match reader.next_part(part_usize).await {
             Ok(p) => p,
             Err(e) => {
                 inflight.abort_all();
                 return Err(e);
             }
         };
-        if next.is_empty() {
+        if next.len == 0 {
             break;
         }
     }
+    drop(held);
     while !inflight.is_empty() {
-        parts.push(join_one(&mut inflight).await?.0);
+        parts.push(join_one(&mut inflight).await?);
     }
+    debug_assert_eq!(reader.consumed(), reader.total);
     check_end(key, opts, reader.crc, reader.total)?;
     parts.sort_by_key(|p| p.part_number);
     let mut req = st
@@ -445,8 +613,8 @@ async fn upload_parts(
 }
 
 async fn join_one(
-    set: &mut JoinSet<Result<(CompletedPart, Bytes), StorageError>>,
-) -> Result<(CompletedPart, Bytes), StorageError> {
+    set: &mut JoinSet<Result<CompletedPart, StorageError>>,
+) -> Result<CompletedPart, StorageError> {
     match set.join_next().await {
         Some(Ok(Ok(p))) => Ok(p),
         Some(Ok(Err(e))) => {
@@ -462,12 +630,11 @@ async fn join_one(
 }
 
 /// Aborts a multipart upload so no parts linger; a failure is logged.
-async fn abort(st: &Storage, key: &ObjectKey, upload_id: &str) {
+async fn abort(s3: &aws_sdk_s3::Client, bucket: &str, key: &ObjectKey, upload_id: &str) {
     for attempt in 1..=3 {
-        match st
-            .s3
+        match s3
             .abort_multipart_upload()
-            .bucket(&st.bucket)
+            .bucket(bucket)
             .key(key.full())
             .upload_id(upload_id)
             .send()
@@ -481,6 +648,80 @@ async fn abort(st: &Storage, key: &ObjectKey, upload_id: &str) {
                 }
                 tracing::warn!(key = %key, upload_id, attempt, "abort of a failed multipart upload failed: {e}");
             }
+        }
+    }
+}
+
+/// Multipart uploads created and not yet completed or aborted.
+static UPLOADS_OPEN: AtomicUsize = AtomicUsize::new(0);
+static UPLOAD_CLOSED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn upload_closed() {
+    UPLOADS_OPEN.fetch_sub(1, Ordering::SeqCst);
+    UPLOAD_CLOSED.notify_waiters();
+}
+
+/// Aborts a multipart upload when dropped armed: the request that owns it
+/// was dropped (deadline, client gone, shutdown) before it completed or
+/// aborted. The abort runs as a task of its own on the current runtime;
+/// [`settle_aborts`] waits for such tasks.
+struct AbortOnDrop {
+    armed: Option<(aws_sdk_s3::Client, String, ObjectKey, String)>,
+}
+
+impl AbortOnDrop {
+    fn new(st: &Storage, key: &ObjectKey, upload_id: &str) -> Self {
+        UPLOADS_OPEN.fetch_add(1, Ordering::SeqCst);
+        AbortOnDrop {
+            armed: Some((
+                st.s3.clone(),
+                st.bucket.clone(),
+                key.clone(),
+                upload_id.to_owned(),
+            )),
+        }
+    }
+
+    /// The upload completed or was aborted: nothing to do on drop.
+    fn disarm(mut self) {
+        if self.armed.take().is_some() {
+            upload_closed();
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some((s3, bucket, key, upload_id)) = self.armed.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %key, upload_id, "multipart upload left behind: no runtime to abort it");
+            upload_closed();
+            return;
+        };
+        tracing::info!(key = %key, upload_id, "request ended before its upload completed; aborting the upload");
+        runtime.spawn(async move {
+            abort(&s3, &bucket, &key, &upload_id).await;
+            upload_closed();
+        });
+    }
+}
+
+/// Waits, at most `limit`, until every multipart upload this process
+/// created has completed or been aborted (the requests that own them having
+/// been cancelled); true when none is left open. For shutdown.
+pub async fn settle_aborts(limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let closed = UPLOAD_CLOSED.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if UPLOADS_OPEN.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, closed).await.is_err() {
+            return UPLOADS_OPEN.load(Ordering::SeqCst) == 0;
         }
     }
 }
@@ -501,6 +742,61 @@ mod tests {
     }
 
     #[test]
+    fn part_sizes_are_capped() {
+        assert_eq!(part_size_for(Some(u64::MAX)), MAX_PART);
+        assert_eq!(part_size_for(Some(18_446_744_073_709_551_613)), MAX_PART);
+        assert_eq!(part_size_for(Some(MAX_OBJECT)) % (1024 * 1024), 0);
+        assert!(part_size_for(Some(MAX_OBJECT)) <= MAX_PART);
+    }
+
+    #[tokio::test]
+    async fn a_part_grows_as_bytes_arrive_not_from_its_size() {
+        // A part "of" usize::MAX bytes with 5 bytes in the stream: no
+        // allocation in proportion to the size asked for, no panic.
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from_static(b"hello"))];
+        let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)), u64::MAX);
+        let p = r.next_part(usize::MAX).await.unwrap();
+        assert_eq!(p.len, 5);
+        assert_eq!(p.blocks.len(), 1);
+        assert!(p.blocks[0].len() <= BLOCK);
+        // Blocks are at most BLOCK bytes; their sum is the part.
+        let chunks: Vec<Result<Bytes, std::io::Error>> = (0..5)
+            .map(|_| Ok(Bytes::from(vec![7u8; 700 * 1024])))
+            .collect();
+        let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)), u64::MAX);
+        let p = r.next_part(3 * 1024 * 1024).await.unwrap();
+        assert_eq!(p.len, 3 * 1024 * 1024);
+        assert!(p.blocks.iter().all(|b| b.len() <= BLOCK));
+        assert_eq!(p.blocks.iter().map(Bytes::len).sum::<usize>(), p.len);
+        let rest = r.next_part(3 * 1024 * 1024).await.unwrap();
+        assert_eq!(rest.len, 5 * 700 * 1024 - 3 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn more_than_the_limit_is_refused_while_reading() {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..4).map(|_| Ok(Bytes::from(vec![1u8; 1000]))).collect();
+        let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)), 2500);
+        let e = r.next_part(1 << 20).await.unwrap_err();
+        assert!(matches!(e, StorageError::TooLarge(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_part_body_replays_its_blocks() {
+        use http_body_util::BodyExt;
+        let part = Part {
+            blocks: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")].into(),
+            len: 5,
+        };
+        let body = part.body();
+        assert_eq!(body.size_hint().1, Some(5));
+        let once = body.into_inner();
+        let again = once.try_clone().expect("retryable");
+        assert_eq!(&once.collect().await.unwrap().to_bytes()[..], b"abcde");
+        assert_eq!(&again.collect().await.unwrap().to_bytes()[..], b"abcde");
+    }
+
+    #[test]
     fn crc_base64() {
         // CRC32C("123456789") = 0xE3069283.
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
@@ -511,15 +807,20 @@ mod tests {
     async fn parts_are_exact_and_crc_accumulates() {
         let chunks: Vec<Result<Bytes, std::io::Error>> =
             (0..10).map(|i| Ok(Bytes::from(vec![i as u8; 7]))).collect();
-        let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)));
+        let mut r = PartReader::new(Box::pin(futures_util::stream::iter(chunks)), u64::MAX);
         let mut all = Vec::new();
         loop {
-            let p = r.next_part(16, BytesMut::new()).await.unwrap();
-            if p.is_empty() {
+            let p = r.next_part(16).await.unwrap();
+            if p.len == 0 {
                 break;
             }
-            assert!(p.len() == 16 || all.len() + p.len() == 70);
-            all.extend_from_slice(&p);
+            assert!(p.len == 16 || all.len() + p.len == 70);
+            let mut crc = 0;
+            for b in p.blocks.iter() {
+                all.extend_from_slice(b);
+                crc = crc32c::crc32c_append(crc, b);
+            }
+            assert_eq!(crc, p.crc());
         }
         assert_eq!(all.len(), 70);
         assert_eq!(r.total, 70);

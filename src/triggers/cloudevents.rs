@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::replicate::GcsObject;
 
 use super::pubsub::{message_to_command, PubsubMessage};
-use super::{json_body, read_body};
+use super::{json_body, read_body_within};
 
 /// The accepted event types.
 pub const ACCEPTED_TYPES: &str = "google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated";
@@ -203,8 +203,13 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let (bytes, mut held) =
+        read_body_within(&headers, body, state.config.max_body_bytes, &state.budget).await?;
+    // Decoding holds the event as a JSON value and the message's decoded
+    // data beside the body: about twice its size again.
+    held.merge(state.budget.reserve(2 * bytes.len() as u64).await?);
     let ev = decode(&headers, &bytes)?;
+    drop(bytes);
     let cmd = event_to_command(&ev)?;
     tracing::info!(ce_id = %ev.id, ce_type = %ev.event_type, ce_source = %ev.source, "cloudevent");
     let outcome = execute(&state.storage, &state.replicator, cmd).await?;

@@ -17,7 +17,7 @@ use crate::command::{validate_content_type, validate_metadata};
 use crate::error::AppError;
 use crate::storage::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
 
-use super::{json_body, read_body};
+use super::{json_body, read_body_within, SMALL_BODY_LIMIT};
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
     headers
@@ -90,6 +90,16 @@ pub async fn put_object(
     body: Body,
 ) -> Result<Response, AppError> {
     let key = state.storage.key(&key)?;
+    // Refused before a byte of the body is read.
+    if let Some(len) = header_str(&headers, header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&len| len > state.config.max_object_bytes)
+    {
+        return Err(AppError::PayloadTooLarge(format!(
+            "{len} bytes is over the largest object of {} bytes (MAX_OBJECT_BYTES)",
+            state.config.max_object_bytes
+        )));
+    }
     let if_none_match = match header_str(&headers, header::IF_NONE_MATCH).as_deref() {
         None => false,
         Some("*") => true,
@@ -232,7 +242,8 @@ pub async fn copy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let limit = SMALL_BODY_LIMIT.min(state.config.max_body_bytes);
+    let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
     let req: CopyRequest = json_body(&bytes, "expected {\"source_key\",\"key\"}")?;
     let source = state.storage.key(&req.source_key)?;
     let dest = state.storage.key(&req.key)?;
@@ -254,7 +265,8 @@ pub async fn presign(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let limit = SMALL_BODY_LIMIT.min(state.config.max_body_bytes);
+    let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
     let req: PresignRequest = json_body(
         &bytes,
         "expected {\"key\",\"method\":\"GET\"|\"PUT\",\"expires_in\"}",

@@ -7,16 +7,20 @@ pub mod cloudevents;
 pub mod http_api;
 pub mod pubsub;
 
+/// Body limit of `POST /v1/copy` and `POST /v1/presign`: a few keys.
+pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
+use crate::budget::{BufferBudget, Reservation};
 use crate::error::AppError;
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, AppError> {
-    let too_large = || AppError::PayloadTooLarge(format!("the request body is over {limit} bytes"));
+    let too_large = || too_large(limit);
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -34,6 +38,32 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             format!("the request body could not be read: {e}"),
         )),
     }
+}
+
+/// Reads a whole body of at most `limit` bytes, first reserving from
+/// `budget` the bytes it will hold (its `Content-Length`, else `limit`): 413
+/// over the limit, 503 when the budget stays spent. The reservation is
+/// returned with the bytes; hold it while they (or copies) are alive.
+pub async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &BufferBudget,
+) -> Result<(Bytes, Reservation), AppError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let held = budget.reserve(declared.unwrap_or(limit as u64)).await?;
+    let bytes = read_body(headers, body, limit).await?;
+    Ok((bytes, held))
+}
+
+fn too_large(limit: usize) -> AppError {
+    AppError::PayloadTooLarge(format!("the request body is over {limit} bytes"))
 }
 
 /// Parses a JSON body into `T`, answering 400 `invalid_json` otherwise.

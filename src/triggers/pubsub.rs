@@ -2,6 +2,7 @@
 //! `{message:{data,attributes,messageId,publishTime},subscription,deliveryAttempt?}`
 //! whose data is a command or a Cloud Storage notification.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::body::Body;
@@ -18,7 +19,7 @@ use crate::command::{execute, parse_command, Command, StorageChange};
 use crate::error::AppError;
 use crate::replicate::GcsObject;
 
-use super::{json_body, read_body};
+use super::{json_body, read_body_within};
 
 /// A Pub/Sub message as pushed (camelCase and snake_case twins both accepted).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,37 +79,74 @@ fn decode_data(data: &str) -> Result<Vec<u8>, AppError> {
         .map_err(|_| AppError::bad_request("invalid_base64", "message.data is not valid base64"))
 }
 
+/// A message's payload, its base64 decoded once.
+enum Payload {
+    /// A Cloud Storage notification: `eventType` and the other attributes,
+    /// and the object resource when `payloadFormat` is `JSON_API_V1`.
+    Notification {
+        event_type: String,
+        attrs: HashMap<String, String>,
+        resource: Option<Vec<u8>>,
+    },
+    /// A JSON command.
+    Command(Vec<u8>),
+}
+
+/// Decodes a message's data (base64) and tells a notification from a
+/// command.
+fn decode_message(
+    attrs: Option<&HashMap<String, String>>,
+    data: Option<&str>,
+) -> Result<Payload, AppError> {
+    if let Some(event_type) = attrs.and_then(|a| a.get("eventType")) {
+        let attrs = attrs.cloned().unwrap_or_default();
+        let resource = match (attrs.get("payloadFormat").map(String::as_str), data) {
+            (Some("JSON_API_V1"), Some(d)) if !d.is_empty() => Some(decode_data(d)?),
+            _ => None,
+        };
+        return Ok(Payload::Notification {
+            event_type: event_type.clone(),
+            attrs,
+            resource,
+        });
+    }
+    let data = data.filter(|d| !d.is_empty()).ok_or_else(|| {
+        AppError::bad_request(
+            "invalid_message",
+            "the message has no data: expected a JSON command or a Cloud Storage notification",
+        )
+    })?;
+    Ok(Payload::Command(decode_data(data)?))
+}
+
+fn payload_to_command(payload: Payload) -> Result<Command, AppError> {
+    match payload {
+        Payload::Notification {
+            event_type,
+            attrs,
+            resource,
+        } => notification_to_command(&event_type, &attrs, resource.as_deref()),
+        Payload::Command(data) => parse_command(&data),
+    }
+}
+
 /// Decodes a Pub/Sub message into a command: a Cloud Storage notification
 /// when it carries `eventType`, else the JSON command in its data.
 pub fn message_to_command(msg: &PubsubMessage) -> Result<Command, AppError> {
-    let attrs = msg.attributes.clone().unwrap_or_default();
-    if let Some(event_type) = attrs.get("eventType") {
-        return notification_to_command(event_type, &attrs, msg.data.as_deref());
-    }
-    let data = msg
-        .data
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| {
-            AppError::bad_request(
-                "invalid_message",
-                "the message has no data: expected a JSON command or a Cloud Storage notification",
-            )
-        })?;
-    parse_command(&decode_data(data)?)
+    payload_to_command(decode_message(
+        msg.attributes.as_ref(),
+        msg.data.as_deref(),
+    )?)
 }
 
 fn notification_to_command(
     event_type: &str,
     attrs: &HashMap<String, String>,
-    data: Option<&str>,
+    resource: Option<&[u8]>,
 ) -> Result<Command, AppError> {
-    let mut obj = match (attrs.get("payloadFormat").map(String::as_str), data) {
-        (Some("JSON_API_V1"), Some(d)) if !d.is_empty() => {
-            let bytes = decode_data(d)?;
-            json_body::<GcsObject>(&bytes, "the notification's object resource")?
-        }
-        _ => GcsObject::default(),
+    let mut obj = match resource {
+        Some(bytes) => json_body::<GcsObject>(bytes, "the notification's object resource")?,
+        None => GcsObject::default(),
     };
     if obj.bucket.is_empty() {
         obj.bucket = attrs.get("bucketId").cloned().unwrap_or_default();
@@ -138,21 +176,66 @@ fn notification_to_command(
     Ok(Command::for_storage_change(change, obj))
 }
 
-/// `POST /pubsub`.
+/// The push envelope as the handler reads it: the data borrowed from the
+/// body, not copied.
+#[derive(Deserialize)]
+struct PushRef<'a> {
+    #[serde(borrow)]
+    message: MessageRef<'a>,
+    #[serde(default)]
+    subscription: Option<String>,
+    #[serde(default, rename = "deliveryAttempt")]
+    delivery_attempt: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct MessageRef<'a> {
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(default)]
+    attributes: Option<HashMap<String, String>>,
+    #[serde(default, rename = "messageId")]
+    message_id: Option<String>,
+    #[serde(default, rename = "message_id")]
+    message_id_snake: Option<String>,
+}
+
+/// `POST /pubsub`. The body, its decoded data and the command built from
+/// it are reserved from the buffer budget, and held no longer than needed:
+/// the body and envelope go once the data is decoded, the decoded data once
+/// the command holds what it needs.
 pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
-    let envelope: PushEnvelope = json_body(&bytes, "not a Pub/Sub push envelope {message:{data,attributes,messageId,publishTime},subscription}")?;
-    let cmd = message_to_command(&envelope.message)?;
-    tracing::info!(
-        message_id = envelope.message.id().unwrap_or(""),
-        subscription = envelope.subscription.as_deref().unwrap_or(""),
-        delivery_attempt = envelope.delivery_attempt.unwrap_or(0),
-        "pubsub message"
-    );
+    let (payload, _held) = {
+        let (bytes, mut held) =
+            read_body_within(&headers, body, state.config.max_body_bytes, &state.budget).await?;
+        let envelope: PushRef = serde_json::from_slice(&bytes).map_err(|e| {
+            AppError::bad_request(
+                "invalid_json",
+                format!("not a Pub/Sub push envelope {{message:{{data,attributes,messageId,publishTime}},subscription}}: {e}"),
+            )
+        })?;
+        let msg = &envelope.message;
+        // The decoded data: three quarters of its base64.
+        let decoded = msg.data.as_ref().map_or(0, |d| d.len().div_ceil(4) * 3);
+        held.merge(state.budget.reserve(decoded as u64).await?);
+        let payload = decode_message(msg.attributes.as_ref(), msg.data.as_deref())?;
+        tracing::info!(
+            message_id = msg
+                .message_id
+                .as_deref()
+                .or(msg.message_id_snake.as_deref())
+                .unwrap_or(""),
+            subscription = envelope.subscription.as_deref().unwrap_or(""),
+            delivery_attempt = envelope.delivery_attempt.unwrap_or(0),
+            "pubsub message"
+        );
+        (payload, held)
+    };
+    let cmd = payload_to_command(payload)?;
     let outcome = execute(&state.storage, &state.replicator, cmd).await?;
     Ok(Json(outcome.to_json()))
 }

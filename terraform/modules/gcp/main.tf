@@ -39,6 +39,8 @@ locals {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     LOG_FORMAT                = var.log_format
     MAX_BODY_BYTES            = tostring(var.max_body_bytes)
+    MAX_OBJECT_BYTES          = tostring(var.max_object_bytes)
+    BUFFER_BUDGET_BYTES       = var.buffer_budget_bytes == null ? "" : tostring(var.buffer_budget_bytes)
     # Replication reads only the bucket wired to Eventarc; unset turns it off.
     GCS_SOURCE_BUCKETS = var.gcs_source_bucket == null ? "" : var.gcs_source_bucket
   })

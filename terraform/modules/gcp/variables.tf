@@ -152,13 +152,26 @@ variable "max_instances" {
 }
 
 variable "concurrency" {
-  description = "Maximum concurrent requests per instance. Uploads are streamed, so memory does not grow with object size."
+  description = "Maximum concurrent requests per instance. Request buffers (upload parts, bodies read whole) come out of the buffer budget whatever the concurrency and object size; what each request holds outside it (connection and SDK buffers, up to about 3 MiB) must fit in the memory the budget leaves: 32 MiB + 3 MiB per request."
   type        = number
   default     = 80
 
   validation {
     condition     = var.concurrency >= 1 && var.concurrency <= 1000
     error_message = "concurrency must be from 1 to 1000."
+  }
+
+  validation {
+    # memory (MiB) >= 32 + 3 x concurrency + the budget (MiB).
+    condition = try(
+      (endswith(var.memory, "Gi") ? tonumber(trimsuffix(var.memory, "Gi")) * 1024 : tonumber(trimsuffix(var.memory, "Mi"))) >= (
+        32 + 3 * var.concurrency + (var.buffer_budget_bytes == null
+          ? (endswith(var.memory, "Gi") ? tonumber(trimsuffix(var.memory, "Gi")) * 1024 : tonumber(trimsuffix(var.memory, "Mi"))) / 2
+        : var.buffer_budget_bytes / 1048576)
+      ),
+      false
+    )
+    error_message = "memory minus the buffer budget (half the memory unless buffer_budget_bytes is set) must be at least 32 MiB + 3 MiB per concurrent request: lower concurrency or raise memory."
   }
 }
 
@@ -185,9 +198,9 @@ variable "cpu" {
 }
 
 variable "memory" {
-  description = "Memory limit of the container, e.g. 512Mi."
+  description = "Memory limit of the container, e.g. 1Gi. Half of it is the buffer budget unless buffer_budget_bytes is set (the service reads the limit from its cgroup)."
   type        = string
-  default     = "512Mi"
+  default     = "1Gi"
 
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.memory))
@@ -214,6 +227,38 @@ variable "max_body_bytes" {
   validation {
     condition     = var.max_body_bytes >= 1024 && var.max_body_bytes <= 33554432
     error_message = "max_body_bytes must be from 1024 to 33554432 (Cloud Run's HTTP/1 request limit is 32 MiB)."
+  }
+}
+
+variable "buffer_budget_bytes" {
+  description = "BUFFER_BUDGET_BYTES: bytes all requests of an instance may hold in buffers; over it requests wait, then answer 503 with Retry-After. null: half the memory limit."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.buffer_budget_bytes == null || try(var.buffer_budget_bytes >= 67108864, false)
+    error_message = "buffer_budget_bytes must be at least 64 MiB (67108864): a Pub/Sub put of 32 MiB holds its body and its decoded data."
+  }
+}
+
+variable "max_object_bytes" {
+  description = "MAX_OBJECT_BYTES: largest object a PUT or a replication writes. S3 allows 10,000 parts, so an object of N bytes needs parts of N/10,000 bytes, and one part must fit in the buffer budget: the default 1 TiB needs 105 MiB parts; 5 TiB (S3's limit) needs 525 MiB, so a buffer budget of at least that (memory 2Gi)."
+  type        = number
+  default     = 1099511627776
+
+  validation {
+    condition     = var.max_object_bytes >= 1 && var.max_object_bytes <= 5497558138880
+    error_message = "max_object_bytes must be from 1 to 5497558138880 (5 TiB, S3's limit)."
+  }
+
+  validation {
+    condition = try(
+      max(8, ceil(var.max_object_bytes / 10000 / 1048576)) <= (var.buffer_budget_bytes == null
+        ? (endswith(var.memory, "Gi") ? tonumber(trimsuffix(var.memory, "Gi")) * 1024 : tonumber(trimsuffix(var.memory, "Mi"))) / 2
+      : var.buffer_budget_bytes / 1048576),
+      false
+    )
+    error_message = "one part of the largest object (max_object_bytes / 10,000, at least 8 MiB) must fit in the buffer budget: raise memory or buffer_budget_bytes, or lower max_object_bytes."
   }
 }
 
