@@ -14,6 +14,7 @@ pub mod aws;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod credential_server;
 pub mod error;
 pub mod identity;
 pub mod jwt;
