@@ -334,3 +334,120 @@ pub async fn serve(
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn addresses_must_be_loopback_and_the_token_is_never_shown() {
+        let c = ServerConfig::from_iter(env(&[(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "s3cr3t-t0ken",
+        )]))
+        .unwrap();
+        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
+        assert_eq!(c.health_addr, None);
+        assert!(!format!("{c:?}").contains("s3cr3t"), "{c:?}");
+        for ok in ["127.0.0.1:1", "127.1.2.3:9911", "[::1]:9911"] {
+            ServerConfig::from_iter(env(&[
+                ("CREDENTIALS_ADDR", ok),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "t"),
+            ]))
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "0.0.0.0:9911",
+            "10.0.0.1:9911",
+            "[::]:9911",
+            "localhost",
+            "9911",
+        ] {
+            let e = ServerConfig::from_iter(env(&[
+                ("CREDENTIALS_ADDR", bad),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "s3cr3t"),
+            ]))
+            .unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert!(e.0[0].starts_with("CREDENTIALS_ADDR: "), "{e}");
+            assert!(!e.to_string().contains("s3cr3t"));
+        }
+        let e = ServerConfig::from_iter(env(&[
+            ("CREDENTIALS_ADDR", "127.0.0.1:9911"),
+            ("CREDENTIALS_HEALTH_ADDR", "0.0.0.0:9911"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.0[0].starts_with("CREDENTIALS_HEALTH_ADDR: "), "{e}");
+        assert!(
+            e.0[1].starts_with("AWS_CONTAINER_AUTHORIZATION_TOKEN: "),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn routes_without_a_socket() {
+        use tower::ServiceExt as _;
+        let config = crate::config::Config::from_iter_for_cli(env(&[
+            ("TARGET_AUDIENCE", "sts.amazonaws.com"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/main"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ROLES", "reader=arn:aws:iam::123456789012:role/r"),
+            ("GCE_METADATA_HOST", "127.0.0.1:9"),
+        ]))
+        .unwrap();
+        let ids = Arc::new(crate::identity::IdTokenSource::from_config(&config).unwrap());
+        let roles = RoleProviders::new(&config, ids, &crate::aws::AwsOptions::default());
+        let state = ServerState::new(
+            AuthToken::value("s3cr3t-t0ken"),
+            &roles,
+            crate::aws::AwsOptions::default().time_source,
+        );
+        assert!(!format!("{state:?}").contains("s3cr3t"));
+        let app = router(state);
+        let call = |path: &str, auth: Option<&str>| {
+            let mut req = axum::http::Request::get(path);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            app.clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        };
+        assert_eq!(call("/healthz", None).await.unwrap().status(), 200);
+        assert_eq!(call("/v1/credentials", None).await.unwrap().status(), 401);
+        assert_eq!(
+            call("/v1/credentials", Some("nope"))
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        assert_eq!(
+            call("/v1/credentials/reader", Some("nope"))
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        // The role name is looked up only for the token holder.
+        assert_eq!(call("/v1/credentials/x", None).await.unwrap().status(), 401);
+        assert_eq!(
+            call("/v1/credentials/x", Some("s3cr3t-t0ken"))
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            call("/other", Some("s3cr3t-t0ken")).await.unwrap().status(),
+            404
+        );
+    }
+}
