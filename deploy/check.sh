@@ -8,6 +8,7 @@
 #   6. terraform apply of the AWS module against moto (deploy/moto/), outputs
 #      written as JSON to $TF_OUTPUTS_FILE (default .run/tf-outputs.json)
 #   7. deploy/test_trust_policy.py against what was applied
+#   8. the credential server's GKE manifest (native sidecar) and systemd unit
 #
 # Usage: deploy/check.sh
 # The moto endpoint and admin keys come from the environment (RIG_MOTO_ENDPOINT,
