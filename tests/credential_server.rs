@@ -227,6 +227,24 @@ async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
     assert!(lines.iter().any(|l| l.contains("assumed AWS role")));
     assert_clean_log(&lines, &secrets);
     assert!(server.stderr.text().is_empty(), "{}", server.stderr.text());
+
+    // SIGTERM: it stops, exit 0.
+    let mut server = server;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
