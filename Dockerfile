@@ -40,5 +40,5 @@ COPY --from=build /out/gcp-aws-bridge /usr/local/bin/gcp-aws-bridge
 USER 65532:65532
 ENV PORT=8080
 EXPOSE 8080
-# No arguments: serve. Subcommands: credentials, whoami.
+# No arguments: serve. Subcommands: credentials, credential-server, whoami.
 ENTRYPOINT ["/usr/local/bin/gcp-aws-bridge"]

@@ -8,6 +8,7 @@
 #   6. terraform apply of the AWS module against moto (deploy/moto/), outputs
 #      written as JSON to $TF_OUTPUTS_FILE (default .run/tf-outputs.json)
 #   7. deploy/test_trust_policy.py against what was applied
+#   8. the credential server's GKE manifest (native sidecar) and systemd unit
 #
 # Usage: deploy/check.sh
 # The moto endpoint and admin keys come from the environment (RIG_MOTO_ENDPOINT,
@@ -146,6 +147,41 @@ validate_check() {
 }
 run "terraform validate terraform/modules/aws" validate_check terraform/modules/aws
 run "terraform validate deploy/moto" validate_check deploy/moto
+
+# The credential-server sidecar's other shapes: the GKE manifest (a native
+# sidecar: an init container with restartPolicy Always, probed on its health
+# port, the app given the container-credentials variables) and the systemd unit.
+sidecar_shapes_check() {
+    "$PY" - <<'PY' || return 1
+import yaml
+docs = list(yaml.safe_load_all(open("deploy/gke/credential-server-job.yaml")))
+job = next(d for d in docs if d.get("kind") == "Job")
+spec = job["spec"]["template"]["spec"]
+side = [c for c in spec.get("initContainers", []) if c.get("args") == ["credential-server"]]
+assert side, "no credential-server init container"
+side = side[0]
+assert side.get("restartPolicy") == "Always", "the sidecar is not a native sidecar"
+env = {e["name"]: e.get("value") for e in side["env"]}
+assert env["CREDENTIALS_ADDR"].startswith("127.0.0.1:"), env
+assert side["startupProbe"]["httpGet"]["port"] == int(env["CREDENTIALS_HEALTH_ADDR"].rsplit(":", 1)[1])
+app = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+assert app["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://" + env["CREDENTIALS_ADDR"]), app
+assert app["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+print("deploy/gke/credential-server-job.yaml: native sidecar, probe, client variables")
+PY
+    if command -v systemd-analyze >/dev/null; then
+        # verify needs the binary the unit names: a stand-in in a scratch root.
+        local scratch="$RUN_DIR/systemd-verify"
+        mkdir -p "$scratch"
+        sed "s|/usr/local/bin/gcp-aws-bridge|/bin/true|" deploy/systemd/gcp-aws-bridge-credentials.service \
+            >"$scratch/gcp-aws-bridge-credentials.service"
+        systemd-analyze verify "$scratch/gcp-aws-bridge-credentials.service" 2>&1 |
+            grep -v -e 'EnvironmentFile' -e 'Failed to open' -e 'not found' -e '^$' && return 1
+        echo "deploy/systemd/gcp-aws-bridge-credentials.service: systemd-analyze verify"
+    fi
+    return 0
+}
+run "credential-server sidecar shapes (GKE manifest, systemd unit)" sidecar_shapes_check
 
 # --- apply the AWS half against moto -----------------------------------------
 if [ -z "${RIG_MOTO_ENDPOINT:-}" ] && [ -f "$RUN_DIR/rig.env" ]; then

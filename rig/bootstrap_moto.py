@@ -8,6 +8,9 @@ this creates:
   - IAM role bridge-test-role (MaxSessionDuration 43200) trusting
     accounts.google.com for sts:AssumeRoleWithWebIdentity, with an inline
     policy limited to the bucket and the allowed/ prefix;
+  - IAM role bridge-test-reader, with the same trust policy and a policy that
+    may only read and list under allowed/ (a second role for the credential
+    server's named roles);
 then POSTs 0 to /moto-api/reset-auth so every later request is authenticated.
 
 Prints the rig.env lines for moto (KEY=VALUE) on stdout.
@@ -55,6 +58,9 @@ ROLE_POLICY = {
                 "s3:AbortMultipartUpload",
                 "s3:ListMultipartUploadParts",
                 "s3:GetObjectAttributes",
+                # Terraform's aws_s3_object reads an object's tags
+                # (tests/sdk_clients.rs).
+                "s3:GetObjectTagging",
             ],
             "Resource": f"arn:aws:s3:::{BUCKET}/{ALLOWED_PREFIX}*",
         },
@@ -69,6 +75,26 @@ ROLE_POLICY = {
             "Effect": "Allow",
             "Action": "s3:ListAllMyBuckets",
             "Resource": "*",
+        },
+    ],
+}
+
+READER_ROLE = "bridge-test-reader"
+
+READER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "Read",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"arn:aws:s3:::{BUCKET}/{ALLOWED_PREFIX}*",
+        },
+        {
+            "Sid": "List",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
         },
     ],
 }
@@ -109,6 +135,15 @@ def main(endpoint: str) -> None:
         RoleName=ROLE, PolicyName="bridge-test", PolicyDocument=json.dumps(ROLE_POLICY)
     )
 
+    reader = iam.create_role(
+        RoleName=READER_ROLE,
+        AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+        MaxSessionDuration=43200,
+    )["Role"]
+    iam.put_role_policy(
+        RoleName=READER_ROLE, PolicyName="reader", PolicyDocument=json.dumps(READER_POLICY)
+    )
+
     # Auth on: from here every request must be signed by a known key.
     req = urllib.request.Request(
         f"{endpoint}/moto-api/reset-auth",
@@ -138,6 +173,7 @@ def main(endpoint: str) -> None:
         "RIG_ADMIN_SECRET_ACCESS_KEY": key["SecretAccessKey"],
         "RIG_BUCKET": BUCKET,
         "RIG_ROLE_ARN": role["Arn"],
+        "RIG_READER_ROLE_ARN": reader["Arn"],
         "RIG_ALLOWED_PREFIX": ALLOWED_PREFIX,
     }
     for name, value in env.items():

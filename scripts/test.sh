@@ -6,7 +6,9 @@
 #      (scripts/rig-up.sh, in $RIG_DIR = .run/test, stopped again on exit)
 #   4. deploy/check.sh: fmt, hadolint, checkov, terraform validate, terraform
 #      apply of the AWS module against moto, the trust-policy test
-#      (while the tests build); outputs in $RIG_DIR/tf-outputs.json
+#      (while the tests build); outputs in $RIG_DIR/tf-outputs.json; and
+#      scripts/test-clients.sh, which installs the real AWS clients of the
+#      credential-server tests (AWS CLI, boto3, the JavaScript SDK)
 #   5. the Rust tests: cargo nextest run --workspace (cargo test --workspace
 #      when cargo-nextest is not installed), with RIG_DIR and TF_OUTPUTS_FILE
 #      exported
@@ -88,6 +90,9 @@ if [ $rig_rc -eq 0 ]; then
     # The endpoint and admin keys come from $RIG_DIR/rig.env.
     "$ROOT/deploy/check.sh" </dev/null >"$LOGS/deploy-check.log" 2>&1 &
     deploy_pid=$!
+    clients_t=$SECONDS
+    "$ROOT/scripts/test-clients.sh" </dev/null >"$LOGS/test-clients.log" 2>&1 &
+    clients_pid=$!
 
     if command -v cargo-nextest >/dev/null 2>&1; then
         build=(cargo nextest run --workspace --no-run)
@@ -107,6 +112,12 @@ if [ $rig_rc -eq 0 ]; then
     deploy_rc=$?
     cat "$LOGS/deploy-check.log"
     step_result "deploy/check.sh" $deploy_rc $((SECONDS - deploy_t))
+
+    banner "scripts/test-clients.sh"
+    wait "$clients_pid"
+    clients_rc=$?
+    sed 's/^/    /' "$LOGS/test-clients.log"
+    step_result "test clients (AWS CLI, boto3, JavaScript SDK)" $clients_rc $((SECONDS - clients_t))
 
     # --- 5. the tests ------------------------------------------------------------
     if [ $build_rc -eq 0 ]; then

@@ -1,5 +1,7 @@
 //! The command line: `serve` (the default), `credentials` (JSON for an AWS
-//! `credential_process`) and `whoami`.
+//! `credential_process`, cached across processes), `credential-server` (the
+//! AWS container-credentials endpoint, see [`crate::credential_server`]) and
+//! `whoami`.
 //!
 //! ```text
 //! [profile gcp]
@@ -8,18 +10,22 @@
 
 use std::time::SystemTime;
 
-use crate::aws::AwsClients;
+use crate::aws::{AwsClients, RoleProviders, StsError};
+use crate::config::Config;
+use crate::credential_server::file_cache::{cache_dir, entry_name, CachedCredentials, FileCache};
 use crate::error::AppError;
 use crate::storage::find_sts_error;
 use crate::telemetry::rfc3339;
 
 /// What to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// The HTTP service.
     Serve,
     /// Print credentials for `credential_process`.
-    Credentials,
+    Credentials(CredentialsArgs),
+    /// Serve credentials to the AWS SDKs of processes on this host.
+    CredentialServer,
     /// Print who this is, on both clouds.
     Whoami,
     /// Print usage.
@@ -28,46 +34,111 @@ pub enum Mode {
     Version,
 }
 
+/// Options of `credentials`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialsArgs {
+    /// `--role NAME`: a role of `AWS_ROLES` instead of `AWS_ROLE_ARN`.
+    pub role: Option<String>,
+    /// `--no-cache`: neither read nor write the cache.
+    pub no_cache: bool,
+}
+
 /// Usage text.
 pub const USAGE: &str = "\
-usage: gcp-aws-bridge [serve|credentials|whoami|--help|--version]
+usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-server|whoami|--help|--version]
 
-  serve        run the HTTP service on 0.0.0.0:$PORT (the default)
-  credentials  print AWS credentials for credential_process:
-               {\"Version\":1,\"AccessKeyId\",\"SecretAccessKey\",\"SessionToken\",\"Expiration\"}
-  whoami       print the Google token's claims, the AWS caller identity and
-               when the credentials expire
+  serve              run the HTTP service on 0.0.0.0:$PORT (the default)
+  credentials        print AWS credentials for credential_process:
+                     {\"Version\":1,\"AccessKeyId\",\"SecretAccessKey\",\"SessionToken\",\"Expiration\"}
+                     --role NAME  a role of AWS_ROLES (default: AWS_ROLE_ARN)
+                     --no-cache   do not use the cache in $XDG_CACHE_HOME/gcp-aws-bridge
+  credential-server  serve the AWS container-credentials endpoint on
+                     $CREDENTIALS_ADDR (default 127.0.0.1:9911) for SDKs with
+                     AWS_CONTAINER_CREDENTIALS_FULL_URI and the token
+  whoami             print the Google token's claims, the AWS caller identity and
+                     when the credentials expire
 
 Configuration is read from the environment (TARGET_AUDIENCE, AWS_ROLE_ARN,
 AWS_REGION, ...); see the README.";
 
 /// Parses the arguments after the program name.
 pub fn parse_args(args: &[String]) -> Result<Mode, String> {
+    let rest = args.get(1..).unwrap_or_default();
+    let no_more = |mode: Mode| match rest.first() {
+        None => Ok(mode),
+        Some(a) => Err(format!("unexpected argument {a:?}\n{USAGE}")),
+    };
     match args.first().map(String::as_str) {
-        None | Some("serve") => Ok(Mode::Serve),
-        Some("credentials") => Ok(Mode::Credentials),
-        Some("whoami") => Ok(Mode::Whoami),
+        None | Some("serve") => no_more(Mode::Serve),
+        Some("credentials") => {
+            let mut opts = CredentialsArgs::default();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--no-cache" => opts.no_cache = true,
+                    "--role" => match it.next() {
+                        Some(r) if !r.starts_with("--") => opts.role = Some(r.clone()),
+                        _ => return Err(format!("--role needs a role name\n{USAGE}")),
+                    },
+                    s if s.starts_with("--role=") => {
+                        opts.role = Some(s["--role=".len()..].to_owned())
+                    }
+                    other => return Err(format!("unexpected argument {other:?}\n{USAGE}")),
+                }
+            }
+            Ok(Mode::Credentials(opts))
+        }
+        Some("credential-server") => no_more(Mode::CredentialServer),
+        Some("whoami") => no_more(Mode::Whoami),
         Some("-h" | "--help" | "help") => Ok(Mode::Help),
         Some("-V" | "--version") => Ok(Mode::Version),
         Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
 }
 
-/// The credential_process document. The SDK's cache is bypassed on purpose:
-/// the process lives for one call.
-pub async fn credentials_json(aws: &AwsClients) -> Result<serde_json::Value, String> {
-    let creds = aws
-        .provider
-        .credentials()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(serde_json::json!({
-        "Version": 1,
-        "AccessKeyId": creds.access_key_id(),
-        "SecretAccessKey": creds.secret_access_key(),
-        "SessionToken": creds.session_token(),
-        "Expiration": creds.expiry().map(rfc3339),
-    }))
+/// Why `credentials` printed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// `--role` names no role of `AWS_ROLES`: a usage error.
+    #[error("--role {0:?}: no such role in AWS_ROLES (name=arn,...)")]
+    UnknownRole(String),
+    /// STS or the Google identity failed.
+    #[error(transparent)]
+    Sts(#[from] StsError),
+}
+
+/// The credential_process document for a role, from the cache shared by
+/// the user's processes unless `--no-cache` (see
+/// [`crate::credential_server::file_cache`]). `xdg_cache_home` and `home` are
+/// `$XDG_CACHE_HOME` and `$HOME`.
+pub async fn cached_credentials_json(
+    config: &Config,
+    roles: &RoleProviders,
+    args: &CredentialsArgs,
+    xdg_cache_home: Option<&str>,
+    home: Option<&str>,
+) -> Result<serde_json::Value, CredentialsError> {
+    let provider = match &args.role {
+        None => roles.default_role(),
+        Some(name) => roles
+            .named(name)
+            .ok_or_else(|| CredentialsError::UnknownRole(name.clone()))?,
+    };
+    let fetch = || async {
+        let c = provider.credentials().await?;
+        Ok::<_, CredentialsError>(CachedCredentials::new(&c, SystemTime::now()))
+    };
+    let dir = cache_dir(xdg_cache_home, home).filter(|_| !args.no_cache);
+    let creds = match dir {
+        None => fetch().await?,
+        Some(dir) => {
+            let name = entry_name(config, args.role.as_deref(), provider.role_arn());
+            FileCache::new(dir, name)
+                .get_or_fetch(SystemTime::now, fetch)
+                .await?
+        }
+    };
+    Ok(creds.process_json())
 }
 
 /// The token's non-secret claims, the AWS caller identity and the
@@ -109,4 +180,42 @@ pub async fn whoami_json(aws: &AwsClients) -> Result<serde_json::Value, AppError
         "credentials_remaining_seconds": aws.provider.expiry().get()
             .and_then(|e| e.duration_since(SystemTime::now()).ok()).map(|d| d.as_secs()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Mode, String> {
+        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn commands_and_options() {
+        assert_eq!(parse(&[]), Ok(Mode::Serve));
+        assert_eq!(parse(&["credential-server"]), Ok(Mode::CredentialServer));
+        assert_eq!(
+            parse(&["credentials"]),
+            Ok(Mode::Credentials(CredentialsArgs::default()))
+        );
+        assert_eq!(
+            parse(&["credentials", "--role", "reader", "--no-cache"]),
+            Ok(Mode::Credentials(CredentialsArgs {
+                role: Some("reader".into()),
+                no_cache: true
+            }))
+        );
+        assert_eq!(
+            parse(&["credentials", "--role=ops"]),
+            Ok(Mode::Credentials(CredentialsArgs {
+                role: Some("ops".into()),
+                no_cache: false
+            }))
+        );
+        assert!(parse(&["credentials", "--role"]).is_err());
+        assert!(parse(&["credentials", "--role", "--no-cache"]).is_err());
+        assert!(parse(&["credentials", "--bogus"]).is_err());
+        assert!(parse(&["credential-server", "x"]).is_err());
+        assert!(parse(&["nope"]).is_err());
+    }
 }

@@ -88,6 +88,7 @@ struct RawEnv {
     storage_emulator_host: Option<String>,
     gcs_source_buckets: Option<String>,
     test_copy_multipart_threshold_bytes: Option<String>,
+    aws_roles: Option<String>,
     k_service: Option<String>,
     k_revision: Option<String>,
     hostname: Option<String>,
@@ -164,6 +165,9 @@ pub struct Config {
     /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than this
     /// go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
     pub copy_multipart_threshold: u64,
+    /// `AWS_ROLES`: further roles by name, `name=arn,name2=arn2` (credential
+    /// server routes `/v1/credentials/{name}`, `credentials --role NAME`).
+    pub roles: Vec<(String, String)>,
 }
 
 impl fmt::Debug for Config {
@@ -180,6 +184,7 @@ impl fmt::Debug for Config {
             .field("s3_prefix", &self.s3_prefix)
             .field("auth_mode", &self.auth_mode)
             .field("gcs_source_buckets", &self.gcs_source_buckets)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }
@@ -554,6 +559,11 @@ impl RawEnv {
                 .unwrap_or_else(|| "gcp-aws-bridge".to_owned()),
         );
 
+        let roles = parse_roles(
+            trimmed(&self.aws_roles).as_deref().unwrap_or(""),
+            &mut errors,
+        );
+
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -591,8 +601,42 @@ impl RawEnv {
             storage_emulator_host: trimmed(&self.storage_emulator_host),
             gcs_source_buckets,
             copy_multipart_threshold,
+            roles,
         })
     }
+}
+
+/// A role name of `AWS_ROLES`: 1–64 characters of `[A-Za-z0-9_.-]`.
+fn is_role_name(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// `AWS_ROLES`: `name=arn,name2=arn2`; each problem is pushed to `errors`.
+fn parse_roles(v: &str, errors: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut roles: Vec<(String, String)> = Vec::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, arn)) = entry.split_once('=') else {
+            errors.push(format!("AWS_ROLES: {entry:?} is not name=arn"));
+            continue;
+        };
+        let (name, arn) = (name.trim(), arn.trim());
+        if !is_role_name(name) {
+            errors.push(format!(
+                "AWS_ROLES: role name {name:?} must be 1-64 characters of A-Z a-z 0-9 _ . -"
+            ));
+        } else if !is_role_arn(arn) {
+            errors.push(format!(
+                "AWS_ROLES: {arn:?} (role {name}) is not a role ARN (arn:aws:iam::123456789012:role/NAME)"
+            ));
+        } else if roles.iter().any(|(n, _)| n == name) {
+            errors.push(format!("AWS_ROLES: role name {name:?} is given twice"));
+        } else {
+            roles.push((name.to_owned(), arn.to_owned()));
+        }
+    }
+    roles
 }
 
 fn host_name() -> Option<String> {
@@ -781,6 +825,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn aws_roles_are_parsed_and_checked() {
+        let mut v = minimal();
+        v.push((
+            "AWS_ROLES".into(),
+            " reader=arn:aws:iam::123456789012:role/r , writer=arn:aws:iam::123456789012:role/w"
+                .into(),
+        ));
+        let c = Config::from_iter(v).unwrap();
+        assert_eq!(
+            c.roles,
+            vec![
+                (
+                    "reader".to_owned(),
+                    "arn:aws:iam::123456789012:role/r".to_owned()
+                ),
+                (
+                    "writer".to_owned(),
+                    "arn:aws:iam::123456789012:role/w".to_owned()
+                ),
+            ]
+        );
+        assert!(Config::from_iter(minimal()).unwrap().roles.is_empty());
+        let mut v = minimal();
+        v.push((
+            "AWS_ROLES".into(),
+            "a=arn:aws:iam::123456789012:role/r,a=arn:aws:iam::123456789012:role/w,b,c d=arn:aws:iam::123456789012:role/x,e=arn:aws:iam::1:user/u".into(),
+        ));
+        let e = Config::from_iter(v).unwrap_err();
+        assert_eq!(e.0.len(), 4, "{e}");
+        assert!(e.0.iter().all(|l| l.starts_with("AWS_ROLES: ")), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod budget;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod credential_server;
 pub mod error;
 pub mod identity;
 pub mod jwt;

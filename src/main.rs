@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use gcp_aws_bridge::app::{router, warn_if_open, AppState};
-use gcp_aws_bridge::aws::{AwsClients, AwsOptions};
+use gcp_aws_bridge::aws::{AwsClients, AwsOptions, RoleProviders};
 use gcp_aws_bridge::cli::{self, Mode};
 use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
+use gcp_aws_bridge::credential_server::{self, ServerConfig, ServerState};
 use gcp_aws_bridge::identity::IdTokenSource;
 use gcp_aws_bridge::telemetry;
 
@@ -54,20 +55,60 @@ fn main() -> ExitCode {
         Mode::Serve => Config::from_env(),
         _ => Config::from_env_for_cli(),
     };
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => return config_failed(&e),
+    // The credential server's own settings; their problems are listed with
+    // the others.
+    let server_config = match mode {
+        Mode::CredentialServer => Some(ServerConfig::from_env()),
+        _ => None,
+    };
+    let (config, server_config) = match (config, server_config) {
+        (Ok(c), None) => (c, None),
+        (Ok(c), Some(Ok(s))) => (c, Some(s)),
+        (Err(mut e), Some(Err(s))) => {
+            e.0.extend(s.0);
+            return config_failed(&e);
+        }
+        (Err(e), _) | (_, Some(Err(e))) => return config_failed(&e),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async move {
-        match mode {
-            Mode::Serve => serve(config).await,
-            _ => command(mode, config).await,
+        match (mode, server_config) {
+            (Mode::Serve, _) => serve(config).await,
+            (Mode::CredentialServer, Some(s)) => credential_server(config, s).await,
+            (mode, _) => command(mode, config).await,
         }
     })
+}
+
+async fn credential_server(config: Config, server: ServerConfig) -> ExitCode {
+    telemetry::init(config.log_format, config.google_cloud_project.clone());
+    let ids = match IdTokenSource::from_config(&config) {
+        Ok(i) => std::sync::Arc::new(i),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let roles = RoleProviders::new(&config, ids, &AwsOptions::default());
+    let ServerConfig {
+        addr,
+        health_addr,
+        token,
+    } = server;
+    let state = ServerState::new(token, &roles, AwsOptions::default().time_source);
+    match credential_server::serve(addr, health_addr, state, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("credential server on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn command(mode: Mode, config: Config) -> ExitCode {
@@ -84,18 +125,42 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let aws = AwsClients::new(&config, ids, AwsOptions::default());
-    let out = match mode {
-        Mode::Credentials => cli::credentials_json(&aws).await,
-        _ => cli::whoami_json(&aws).await.map_err(|e| match e {
-            gcp_aws_bridge::error::AppError::Unavailable {
-                message, detail, ..
-            } => {
-                format!("{message}: {detail}")
+    if let Mode::Credentials(args) = &mode {
+        let roles = RoleProviders::new(&config, ids, &AwsOptions::default());
+        let xdg = std::env::var("XDG_CACHE_HOME").ok();
+        let home = std::env::var("HOME").ok();
+        return match cli::cached_credentials_json(
+            &config,
+            &roles,
+            args,
+            xdg.as_deref(),
+            home.as_deref(),
+        )
+        .await
+        {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
             }
-            other => other.to_string(),
-        }),
-    };
+            Err(e @ cli::CredentialsError::UnknownRole(_)) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let out = cli::whoami_json(&aws).await.map_err(|e| match e {
+        gcp_aws_bridge::error::AppError::Unavailable {
+            message, detail, ..
+        } => {
+            format!("{message}: {detail}")
+        }
+        other => other.to_string(),
+    });
     match out {
         Ok(v) => {
             println!("{v}");

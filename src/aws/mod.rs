@@ -8,6 +8,7 @@
 //! `AWS_ENDPOINT_URL_S3`, `S3_FORCE_PATH_STYLE`.
 
 mod provider;
+mod roles;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::identity::IdTokenSource;
 pub use provider::{
     trust_policy_diagnostic, CredentialsExpiry, StsError, WebIdentityProvider, PROVIDER_NAME,
 };
+pub use roles::RoleProviders;
 
 /// Credentials are replaced this long before they expire.
 pub const CREDENTIALS_REFRESH_BUFFER: Duration = Duration::from_secs(300);
@@ -93,20 +95,28 @@ fn base_config(
     b
 }
 
+/// The STS client that assumes roles. It carries no credentials:
+/// AssumeRoleWithWebIdentity is an unsigned call.
+pub(crate) fn anonymous_sts(
+    config: &Config,
+    http: SharedHttpClient,
+    opts: &AwsOptions,
+) -> aws_sdk_sts::Client {
+    let anonymous = base_config(config, http, opts).build();
+    let mut sts_conf = aws_sdk_sts::config::Builder::from(&anonymous)
+        // The provider retries on its own, knowing which STS errors are transient.
+        .retry_config(RetryConfig::disabled());
+    if let Some(url) = &config.endpoint_url_sts {
+        sts_conf = sts_conf.endpoint_url(url);
+    }
+    aws_sdk_sts::Client::from_conf(sts_conf.build())
+}
+
 impl AwsClients {
     /// Builds the clients. Makes no network call: credentials load on first use.
     pub fn new(config: &Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AwsClients {
         let http = http_client();
-        // The STS client that assumes the role carries no credentials:
-        // AssumeRoleWithWebIdentity is an unsigned call.
-        let anonymous = base_config(config, http.clone(), &opts).build();
-        let mut sts_conf = aws_sdk_sts::config::Builder::from(&anonymous)
-            // The provider retries on its own, knowing which STS errors are transient.
-            .retry_config(RetryConfig::disabled());
-        if let Some(url) = &config.endpoint_url_sts {
-            sts_conf = sts_conf.endpoint_url(url);
-        }
-        let anonymous_sts = aws_sdk_sts::Client::from_conf(sts_conf.build());
+        let anonymous_sts = anonymous_sts(config, http.clone(), &opts);
         let provider = Arc::new(WebIdentityProvider::new(
             anonymous_sts,
             ids,

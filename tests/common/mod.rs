@@ -5,8 +5,10 @@
 //! landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod expiring;
 pub mod gcs;
 pub mod pubsub;
+pub mod sidecar;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
