@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jwt;
 pub mod replicate;
 pub mod retry;
+pub mod server;
 pub mod storage;
 pub mod telemetry;
 pub mod triggers;

@@ -75,7 +75,7 @@ variable "allow_list_all_buckets" {
 variable "auth_mode" {
   description = "AUTH_MODE of the service: verify, cloud-run-iam or none."
   type        = string
-  default     = "verify"
+  default     = "cloud-run-iam"
 
   validation {
     condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)

@@ -104,7 +104,7 @@ variable "target_audience" {
 variable "auth_mode" {
   description = "How the service authenticates its callers (AUTH_MODE): \"verify\" checks the Google signature itself, \"cloud-run-iam\" relies on Cloud Run's IAM check and still checks aud, exp and the allowed emails, \"none\" is for local use only."
   type        = string
-  default     = "verify"
+  default     = "cloud-run-iam"
 
   validation {
     condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
