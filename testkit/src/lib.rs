@@ -20,12 +20,16 @@
 //! `s3-sink`, is a fast S3 stand-in for throughput measurements: it reads and
 //! discards what is PUT, stores nothing and checks no signature.
 
+pub mod cloudrun;
 pub mod flags;
 pub mod keys;
 pub mod metadata;
 pub mod proxy;
+pub mod push;
 mod server;
 
+pub use cloudrun::{CloudRunConfig, CloudRunEmulator, Container, Output, Stopped};
 pub use keys::SigningKey;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
 pub use proxy::{FaultPlan, FaultProxy, ProxyFault, StsGate};
+pub use push::{PushConfig, PushShim};
