@@ -308,6 +308,22 @@ fn signature_removed(token: &str) -> bool {
     token.rsplit_once('.').map(|(_, sig)| sig) == Some(SIGNATURE_REMOVED)
 }
 
+/// The `kid` of a token `verify` can check: RS256 with a key id, its
+/// signature not removed by Cloud Run (401 `signature_removed` then).
+pub fn signing_key_id(token: &str) -> Result<String, AppError> {
+    if signature_removed(token) {
+        return Err(AppError::SignatureRemoved);
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
+    if header.alg != Algorithm::RS256 {
+        return Err(unauthenticated("the token is not signed with RS256"));
+    }
+    header
+        .kid
+        .ok_or_else(|| unauthenticated("the token names no signing key"))
+}
+
 impl CallerAuth {
     /// From the configuration.
     pub fn from_config(config: &Config) -> CallerAuth {
@@ -349,8 +365,8 @@ impl CallerAuth {
     }
 
     /// `cloud-run-iam`: Cloud Run verified the signature; the claims are
-    /// still this service's to check.
-    fn check_forwarded(&self, token: &str) -> Result<Caller, AppError> {
+    /// still this service's to check (public for the fuzz target).
+    pub fn check_forwarded(&self, token: &str) -> Result<Caller, AppError> {
         let claims = decode_unverified(token)
             .map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
         if !claims
@@ -380,17 +396,7 @@ impl CallerAuth {
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, AppError> {
-        if signature_removed(token) {
-            return Err(AppError::SignatureRemoved);
-        }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
-        if header.alg != Algorithm::RS256 {
-            return Err(unauthenticated("the token is not signed with RS256"));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| unauthenticated("the token names no signing key"))?;
+        let kid = signing_key_id(token)?;
         let key = self
             .certs
             .key(&kid)

@@ -130,3 +130,9 @@ variable "aws_tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "use_http2" {
+  description = "HTTP/2 end to end: the container port is named h2c and Cloud Run speaks h2c to the service, which lifts Cloud Run's 32 MiB HTTP/1 request limit for PUT /v1/objects. false: HTTP/1 (uploads over 32 MiB then need a presigned URL)."
+  type        = bool
+  default     = true
+}

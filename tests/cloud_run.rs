@@ -324,7 +324,7 @@ async fn request_timeout_and_scale_down() {
     );
     // No instance left: 503 from the front end.
     let r = client()
-        .get(format!("{}/healthz", front.url()))
+        .get(format!("{}/readyz", front.url()))
         .bearer_auth(w.caller_token())
         .send()
         .await

@@ -30,14 +30,19 @@
 //!    port accepts (or a startup probe path answers 2xx). Scaling down takes
 //!    an instance out of rotation, sends it SIGTERM, then SIGKILL after 10 s.
 //!
+//! Before all this, `/eventlog`, paths under `/_ah/` and `/healthz` answer
+//! 404 from the front end itself, as Google's front end does (Cloud Run
+//! reserves them; its probes reach the container directly).
+//!
 //! Not emulated: Google Front End TLS and HTTP/3, ingress settings, IAM
 //! conditions and groups (invokers are listed emails), custom domains, the
 //! 32 MiB *response* limit of HTTP/1 (none here), concurrency limits and
 //! queueing, autoscaling on load (instances change only when asked), cold
 //! start CPU throttling, CPU allocation outside requests, liveness probes,
-//! request logs in Cloud Logging, and the `/healthz`-style paths Cloud Run
-//! reserves (`/healthz` is not reserved on Cloud Run, but paths ending in
-//! `z` under the `run.app` domain are partly: see the README).
+//! request logs in Cloud Logging, the other reserved paths ending in `z`
+//! (Cloud Run does not list them), the decoding of some percent-encoded
+//! characters in the path, the refusal of `TRACE` and `CONNECT`, and the
+//! 32 MiB limit of HTTP/1 responses that are not streamed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -326,7 +331,8 @@ impl CloudRunEmulator {
         ids.iter().map(|i| h[i].1.load(Ordering::SeqCst)).collect()
     }
 
-    /// Requests refused by the front end itself (401, 403, 413).
+    /// Requests answered by the front end itself (401, 403, 413, a reserved
+    /// path's 404).
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
     }
@@ -752,8 +758,22 @@ fn trace_of(headers: &http::HeaderMap) -> (String, u64) {
     (random_hex(16), span)
 }
 
+/// Paths Google's front end answers itself (Cloud Run's known issues:
+/// `/eventlog`, paths under `/_ah/`, and some paths ending in `z`, of which
+/// `/healthz` is the one seen in practice).
+fn reserved_path(path: &str) -> bool {
+    path == "/eventlog" || path.starts_with("/_ah/") || path == "/healthz"
+}
+
 async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
+    // 0. Paths that never reach a container.
+    if reserved_path(parts.uri.path()) {
+        return shared.refuse(
+            StatusCode::NOT_FOUND,
+            "The requested URL was not found on this server.",
+        );
+    }
     // 1. IAM.
     let rewrite = match shared.authorize(&parts.headers).await {
         Ok(r) => r,

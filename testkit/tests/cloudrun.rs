@@ -171,8 +171,18 @@ async fn what_the_container_sees() {
         }
         assert_eq!(rb.send().await.unwrap().status(), want, "{what}");
     }
+    // Paths Google's front end keeps for itself.
+    for path in ["/healthz", "/eventlog", "/_ah/health"] {
+        let r = c
+            .get(format!("{}{path}", front.url()))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
     assert_eq!(front.requests_per_instance().iter().sum::<usize>(), before);
-    assert_eq!(front.refused(), 5);
+    assert_eq!(front.refused(), 8);
     // Both instances served.
     for _ in 0..4 {
         c.get(format!("{}/", front.url()))
