@@ -791,6 +791,9 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         .and_then(|v| v.parse::<u64>().ok());
     if let (Some(limit), Some(len)) = (limit, declared) {
         if len > limit {
+            // Read what the client sends (and discard it), so that it gets
+            // to read the answer rather than a reset.
+            drain(incoming).await;
             return shared.refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Your client issued a request that was too large.",
@@ -843,13 +846,7 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         Err(_) => return plain(StatusCode::BAD_REQUEST, "Bad request."),
     };
     let too_large = Arc::new(AtomicBool::new(false));
-    let body: UpBody = LimitBody {
-        inner: incoming,
-        seen: 0,
-        limit,
-        tripped: too_large.clone(),
-    }
-    .boxed_unsync();
+    let body = pump(incoming, limit, too_large.clone());
     let mut up = Request::builder()
         .method(parts.method.clone())
         .uri(uri)
@@ -930,46 +927,58 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
-/// The request body, failing once it passes `limit`.
-struct LimitBody {
-    inner: Incoming,
-    seen: u64,
-    limit: Option<u64>,
-    tripped: Arc<AtomicBool>,
-}
-
-impl HttpBody for LimitBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    self.seen += d.len() as u64;
-                    if self.limit.is_some_and(|l| self.seen > l) {
-                        self.tripped.store(true, Ordering::SeqCst);
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+/// Discards what is left of a request body (up to 1 GiB).
+async fn drain(mut body: Incoming) {
+    let mut seen: u64 = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > 1 << 30 {
+            break;
         }
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// The request body as the instance receives it: frames passed on until the
+/// body passes `limit`, then an error for the instance's side (the request
+/// fails there and the front end answers 413) while the rest of what the
+/// client sends is read and discarded, so that the client reads the answer.
+fn pump(mut incoming: Incoming, limit: Option<u64>, tripped: Arc<AtomicBool>) -> UpBody {
+    type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Item>(4);
+    tokio::spawn(async move {
+        let mut seen: u64 = 0;
+        let mut forwarding = true;
+        while let Some(frame) = incoming.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.send(Err(Box::new(e))).await;
+                    return;
+                }
+            };
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if !forwarding {
+                if seen > 1 << 30 {
+                    return;
+                }
+                continue;
+            }
+            if limit.is_some_and(|l| seen > l) {
+                tripped.store(true, Ordering::SeqCst);
+                let _ = tx.send(Err(Box::new(TooLarge))).await;
+                forwarding = false;
+                continue;
+            }
+            if tx.send(Ok(frame)).await.is_err() {
+                // The instance answered without reading all of it.
+                forwarding = false;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    http_body_util::StreamBody::new(stream).boxed_unsync()
 }
 
 #[derive(Debug)]

@@ -55,6 +55,8 @@ locals {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     LOG_FORMAT                = var.log_format
     MAX_BODY_BYTES            = tostring(var.max_body_bytes)
+    MAX_OBJECT_BYTES          = tostring(var.max_object_bytes)
+    BUFFER_BUDGET_BYTES       = var.buffer_budget_bytes == null ? "" : tostring(var.buffer_budget_bytes)
     REQUEST_TIMEOUT_SECONDS   = tostring(max(var.request_timeout_seconds - 5, 1))
     GCS_SOURCE_BUCKETS        = local.with_eventarc ? var.gcs_source_bucket : ""
   })

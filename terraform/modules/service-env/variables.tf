@@ -96,6 +96,18 @@ variable "max_body_bytes" {
   default     = 33554432
 }
 
+variable "max_object_bytes" {
+  description = "MAX_OBJECT_BYTES: largest object a PUT or a replication writes (the gcp module validates it against the buffer budget)."
+  type        = number
+  default     = 1099511627776
+}
+
+variable "buffer_budget_bytes" {
+  description = "BUFFER_BUDGET_BYTES; null: unset (the service takes half its memory limit)."
+  type        = number
+  default     = null
+}
+
 variable "request_timeout_seconds" {
   description = "Cloud Run's request timeout; the service's own deadline (REQUEST_TIMEOUT_SECONDS) ends 5 s before it, so that the service answers (503, redelivered) rather than Cloud Run (504)."
   type        = number
