@@ -4,7 +4,8 @@
 #   2. hadolint Dockerfile (fails on errors; .hadolint.yaml)
 #   3. cloudbuild.yaml: every step has an id, versions sit in substitutions
 #   4. checkov on terraform/ (skips are justified in place)
-#   5. terraform validate of the AWS module and of the moto fixture
+#   5. terraform validate of the AWS module, the provider-free service-env
+#      module and the moto fixture
 #   6. terraform apply of the AWS module against moto (deploy/moto/), outputs
 #      written as JSON to $TF_OUTPUTS_FILE (default .run/tf-outputs.json)
 #   7. deploy/test_trust_policy.py against what was applied
@@ -146,6 +147,7 @@ validate_check() {
         TF_DATA_DIR="$data" terraform -chdir="$dir" validate -no-color
 }
 run "terraform validate terraform/modules/aws" validate_check terraform/modules/aws
+run "terraform validate terraform/modules/service-env" validate_check terraform/modules/service-env
 run "terraform validate deploy/moto" validate_check deploy/moto
 
 # The credential-server sidecar's other shapes: the GKE manifest (a native

@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [seconds-per-target]     (default 60)
 #
-# Targets: pubsub_envelope, command_json, cloudevent, object_key, range (FUZZ_TARGETS
+# Targets: pubsub_envelope, command_json, cloudevent, object_key, range jwt (FUZZ_TARGETS
 # overrides the list). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1
 # enables them on a stable toolchain. Corpora live in fuzz/corpus/<target>,
 # crashes in fuzz/artifacts/<target>. Exits non-zero when a target crashes.
@@ -13,7 +13,7 @@ secs="${1:-60}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 fuzz="$root/fuzz"
 fixtures="$root/tests/fixtures"
-targets=(${FUZZ_TARGETS:-pubsub_envelope command_json cloudevent object_key range})
+targets=(${FUZZ_TARGETS:-pubsub_envelope command_json cloudevent object_key range jwt})
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -63,6 +63,20 @@ seed() {
           printf 'ce-source: //storage.googleapis.com/projects/_/buckets/b\nce-subject: objects/o\n'
           printf 'content-type: application/json\n\n'; cat "$f"; } >"$dir/$(basename "$f")"
       done
+      ;;
+    jwt)
+      # Tokens as callers send them: RS256 headers, Google's claims, a
+      # signature Cloud Run removed, aud arrays, string booleans, nbf.
+      b64() { printf '%s' "$1" | base64 -w0 | tr '+/' '-_' | tr -d '='; }
+      local h hs
+      h="$(b64 '{"alg":"RS256","kid":"0123456789abcdef","typ":"JWT"}')"
+      hs="$(b64 '{"alg":"HS256","kid":"0123456789abcdef","typ":"JWT"}')"
+      local claims='{"iss":"https://accounts.google.com","aud":"https://bridge.test","azp":"104857600000000000002","sub":"104857600000000000002","email":"push@p.iam.gserviceaccount.com","email_verified":true,"iat":1700000000,"exp":4102444800}'
+      printf '%s' "$h.$(b64 "$claims").c2ln" >"$dir/rs256"
+      printf '%s' "$h.$(b64 "$claims").SIGNATURE_REMOVED_BY_GOOGLE" >"$dir/stripped"
+      printf '%s' "$hs.$(b64 "$claims").c2ln" >"$dir/hs256"
+      printf '%s' "$h.$(b64 '{"iss":"accounts.google.com","aud":["a","https://bridge.test"],"email":"PUSH@p.iam.gserviceaccount.com","email_verified":"true","exp":4102444800,"nbf":1}').x" >"$dir/array-aud"
+      printf '%s' "$(b64 '{"alg":"none"}').$(b64 "$claims")." >"$dir/alg-none"
       ;;
     object_key)
       printf 'allowed/p/\0a/b.txt' >"$dir/plain"

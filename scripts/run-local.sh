@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Runs gcp-aws-bridge end to end on this machine, against local stand-ins:
+# Runs gcp-aws-bridge end to end on this machine, in the shape it is deployed
+# in, against local stand-ins:
 #
 #   moto (STS, IAM, S3) and the Pub/Sub emulator   scripts/rig-up.sh, RIG_DIR=.run/local
-#   a GCE metadata server                          the test kit's metadata-emulator
-#   gcp-aws-bridge                                 target/debug/gcp-aws-bridge
+#   a GCE metadata server (and Google's JWKS)      the test kit's metadata-emulator
+#   Cloud Run in front of the service              the test kit's cloud-run-emulator:
+#                                                  IAM check, stripped signature,
+#                                                  h2c to the container
+#   gcp-aws-bridge                                 target/debug/gcp-aws-bridge, started
+#                                                  by the front end, AUTH_MODE=cloud-run-iam
+#   Pub/Sub's authenticated push                   the test kit's push-shim: the push
+#                                                  subscription's OIDC token
 #
 # then publishes a command to a Pub/Sub topic whose push subscription points at
-# the service, and waits for the object it names to appear in S3:
+# the service (through the push shim and the front end), and waits for the
+# object it names to appear in S3:
 #
 #   {"op":"put","key":"hello.txt","body":"Hello from Pub/Sub"}
 #     -> s3://bridge-test/allowed/local/hello.txt
@@ -35,9 +43,10 @@ say() { echo "run-local: $*" >&2; }
 
 emu_pid=""
 svc_pid=""
+shim_pid=""
 cleanup() {
     local rc=$?
-    for pid in $svc_pid $emu_pid; do
+    for pid in $shim_pid $svc_pid $emu_pid; do
         kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
     "$ROOT/scripts/rig-down.sh"
@@ -60,10 +69,6 @@ say "starting moto and the Pub/Sub emulator"
 source "$RIG_DIR/rig.env"
 PY="$("$ROOT/rig/venv.sh")"
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # --- the metadata server -------------------------------------------------------
 "$TARGET/debug/metadata-emulator" --port 0 --email "$SA_EMAIL" --unique-id "$UNIQUE_ID" \
     --project-id bridge-test </dev/null >"$LOGS/metadata-emulator.log" 2>&1 &
@@ -78,11 +83,25 @@ done
 [ -n "$metadata_host" ] || { say "the metadata emulator did not start"; exit 1; }
 say "metadata server on $metadata_host (service account $SA_EMAIL, unique id $UNIQUE_ID)"
 
-# --- the service ---------------------------------------------------------------
-port="$(free_port)"
-service="http://127.0.0.1:$port"
+# --- Cloud Run and the service ----------------------------------------------------
+# The front end starts the service with PORT and K_SERVICE/K_REVISION, lets
+# through only tokens of the invokers (the push account), strips their
+# signature, and speaks h2c to the container as the Terraform configures it.
+SERVICE_URL=https://gcp-aws-bridge-123456789012.europe-west1.run.app
+PUSH_SA=gcp-aws-bridge-push@bridge-test.iam.gserviceaccount.com
+jwks="http://$metadata_host/oauth2/v3/certs"
+wait_ready() { # wait_ready LOG PID NAME: prints the address of "READY host:port"
+    local addr=""
+    for _ in $(seq 600); do
+        addr="$(sed -n 's/^READY //p' "$1" | head -n 1)"
+        [ -n "$addr" ] && { echo "$addr"; return 0; }
+        kill -0 "$2" 2>/dev/null || { say "$3 exited"; cat "$1" >&2; return 1; }
+        sleep 0.1
+    done
+    say "$3 did not start"
+    return 1
+}
 env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=info \
-    PORT="$port" \
     TARGET_AUDIENCE=sts.amazonaws.com \
     AWS_ROLE_ARN="$RIG_ROLE_ARN" \
     AWS_REGION=us-east-1 \
@@ -91,23 +110,33 @@ env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=info \
     S3_BUCKET="$RIG_BUCKET" \
     S3_PREFIX="$PREFIX" \
     GCE_METADATA_HOST="$metadata_host" \
-    AUTH_MODE=none \
+    GOOGLE_CERTS_URL="$jwks" \
+    AUTH_MODE=cloud-run-iam \
+    AUTH_AUDIENCES="$SERVICE_URL" \
+    AUTH_ALLOWED_EMAILS="$PUSH_SA" \
+    GOOGLE_CLOUD_PROJECT=bridge-test \
     LOG_FORMAT=text \
-    "$TARGET/debug/gcp-aws-bridge" </dev/null >"$LOGS/service.log" 2>&1 &
+    "$TARGET/debug/cloud-run-emulator" --port 0 --url "$SERVICE_URL" --jwks-url "$jwks" \
+    --invoker "serviceAccount:$PUSH_SA" --use-http2 true --startup-probe /healthz \
+    -- "$TARGET/debug/gcp-aws-bridge" </dev/null >"$LOGS/service.log" 2>&1 &
 svc_pid=$!
-for i in $(seq 200); do
-    curl -fsS -o /dev/null --max-time 1 "$service/healthz" 2>/dev/null && break
-    kill -0 "$svc_pid" 2>/dev/null || { say "gcp-aws-bridge exited"; cat "$LOGS/service.log" >&2; exit 1; }
-    [ "$i" -lt 200 ] || { say "gcp-aws-bridge did not answer /healthz"; exit 1; }
-    sleep 0.1
-done
-say "gcp-aws-bridge listening on $service (bucket $RIG_BUCKET, prefix $PREFIX)"
+front="$(wait_ready "$LOGS/service.log" "$svc_pid" cloud-run-emulator)" || exit 1
+service="http://$front"
+say "Cloud Run front end on $service (service URL $SERVICE_URL), gcp-aws-bridge behind it"
+say "  (bucket $RIG_BUCKET, prefix $PREFIX, AUTH_MODE=cloud-run-iam, invoker $PUSH_SA)"
+
+# --- Pub/Sub's authenticated push ----------------------------------------------------
+"$TARGET/debug/push-shim" --port 0 --target "$service" --service-account "$PUSH_SA" \
+    --audience "$SERVICE_URL" --metadata "http://$metadata_host" </dev/null >"$LOGS/push-shim.log" 2>&1 &
+shim_pid=$!
+shim="http://$(wait_ready "$LOGS/push-shim.log" "$shim_pid" push-shim)" || exit 1
+say "push shim on $shim (OIDC token of $PUSH_SA, aud $SERVICE_URL)"
 
 # --- Pub/Sub: topic, push subscription, message ----------------------------------
 ps="http://$PUBSUB_EMULATOR_HOST/v1/projects/$RIG_PUBSUB_PROJECT"
 curl -fsS -o /dev/null -X PUT "$ps/topics/$TOPIC"
 curl -fsS -o /dev/null -X PUT "$ps/subscriptions/$SUBSCRIPTION" -H 'Content-Type: application/json' \
-    -d "{\"topic\":\"projects/$RIG_PUBSUB_PROJECT/topics/$TOPIC\",\"pushConfig\":{\"pushEndpoint\":\"$service/pubsub\"},\"ackDeadlineSeconds\":30}"
+    -d "{\"topic\":\"projects/$RIG_PUBSUB_PROJECT/topics/$TOPIC\",\"pushConfig\":{\"pushEndpoint\":\"$shim/pubsub\"},\"ackDeadlineSeconds\":30}"
 command_json="{\"op\":\"put\",\"key\":\"$KEY\",\"body\":\"$BODY\"}"
 data="$(printf '%s' "$command_json" | base64 -w0)"
 say "publishing to $TOPIC: $command_json"
@@ -145,6 +174,9 @@ PY
 )"
 echo "s3://$RIG_BUCKET/$PREFIX$KEY: $content"
 [ "$content" = "$BODY" ] || { say "unexpected content"; exit 1; }
+refused="$(curl -s -o /dev/null -w '%{http_code}' "$service/v1/objects/$KEY")"
+say "a call without a token is refused by the front end: HTTP $refused"
+[ "$refused" = 403 ] || { say "expected 403 from the front end"; exit 1; }
 say "the service's log:"
 grep -v '^\s*$' "$LOGS/service.log" | tail -n 8 | sed 's/^/    /' >&2
-echo "OK: a Pub/Sub message became an S3 object through gcp-aws-bridge"
+echo "OK: a Pub/Sub message became an S3 object through Cloud Run and gcp-aws-bridge"

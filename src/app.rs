@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::auth::CallerAuth;
 use crate::aws::{AwsClients, AwsOptions};
 use crate::budget::BufferBudget;
-use crate::config::{AuthMode, Config};
+use crate::config::Config;
 use crate::error::AppError;
 use crate::identity::{IdTokenSource, IdentityError};
 use crate::replicate::{GcsClient, Replicator};
@@ -102,7 +102,9 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// 200 when AWS credentials can be had: resolving them for a presigned
-/// request goes through the identity cache and calls nothing but STS.
+/// request goes through the identity cache and calls nothing but STS. A
+/// failure answers 503 `not_ready` and nothing more (the endpoint is open);
+/// the reason goes to the log.
 async fn readyz(State(state): State<AppState>) -> Response {
     let conf = match aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)) {
         Ok(c) => c,
@@ -123,11 +125,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 Some(sts) => sts.to_string(),
                 None => crate::identity::error_chain(&e),
             };
-            let body = serde_json::json!({
-                "status": "unavailable",
-                "error": { "code": "credentials_unavailable", "message": reason }
-            });
+            // The reason names the metadata URL, the audience and, after a
+            // trust-policy refusal, the service account: for the log only.
             tracing::warn!(reason = %reason, "not ready");
+            let body = serde_json::json!({
+                "status": "not_ready",
+                "error": { "code": "not_ready", "message": "not_ready" }
+            });
             let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
             r.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -261,9 +265,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Warns when callers are not checked.
+/// Says at start how callers are checked: a warning when they are not, and
+/// in `cloud-run-iam` mode that the service relies on Cloud Run's IAM check.
 pub fn warn_if_open(config: &Config) {
-    if config.auth_mode == AuthMode::None {
-        tracing::warn!("AUTH_MODE=none: callers are not authenticated; use this only locally");
-    }
+    crate::auth::log_mode(config);
 }

@@ -1,31 +1,58 @@
 //! Who may call: `AUTH_MODE` verify (RS256 against Google's certificates,
-//! `GOOGLE_CERTS_URL`, cached by their `Cache-Control`), cloud-run-iam
-//! (Cloud Run checked the signature), or none (local use only).
+//! `GOOGLE_CERTS_URL`), cloud-run-iam (Cloud Run checked the signature and
+//! the caller's `roles/run.invoker`), or none (local use only).
 //!
 //! Checked in `verify`: signature, `iss` (`accounts.google.com` or
 //! `https://accounts.google.com`), `aud` in `AUTH_AUDIENCES` (string or
-//! array), `exp`/`iat` with 60 s skew, `email_verified`, and `email` in
-//! `AUTH_ALLOWED_EMAILS`. Missing, malformed, forged or expired → 401; a
-//! valid token whose email is not allowed → 403.
+//! array), `exp`/`iat` (and `nbf` when present) with 60 s skew,
+//! `email_verified`, and `email` in `AUTH_ALLOWED_EMAILS`. A token whose
+//! signature is `SIGNATURE_REMOVED_BY_GOOGLE` (Cloud Run forwarded it) answers
+//! 401 `signature_removed`, naming `AUTH_MODE=cloud-run-iam`.
+//!
+//! Checked in `cloud-run-iam`: `iss`, `aud`, `exp` (and `nbf`) and the email
+//! allow-list; the signature is Cloud Run's to check (it replaced it).
+//!
+//! Both read `X-Serverless-Authorization` when present (Cloud Run checks that
+//! header first and leaves `Authorization` to the app), else `Authorization`.
+//! Missing, malformed, forged or expired → 401; a valid token whose email is
+//! not allowed → 403.
+//!
+//! Google's certificates ([`CertCache`]) are cached by their `Cache-Control`
+//! (clamped to 1 min–24 h), fetched again on an unknown `kid` at most every
+//! 10 s; when a refresh fails the cached keys stay in use up to 24 h past their
+//! expiry, and the failure itself is remembered for a few seconds so that
+//! requests do not queue behind one slow fetch after another.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use tokio::time::Instant;
 
 use crate::config::{AuthMode, Config};
 use crate::error::AppError;
 use crate::jwt::{decode_unverified, Claims};
 
-/// Clock skew tolerated on `exp` and `iat`.
+/// Clock skew tolerated on `exp`, `iat` and `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
+/// What Cloud Run puts in place of the signature of a token it checked.
+pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 const ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
+/// Without `Cache-Control: max-age`.
 const DEFAULT_CERT_TTL: Duration = Duration::from_secs(300);
+/// `max-age` is clamped to this range.
+const MIN_CERT_TTL: Duration = Duration::from_secs(60);
+const MAX_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// An unknown `kid` fetches the keys again at most this often.
 const MIN_FORCED_REFRESH: Duration = Duration::from_secs(10);
+/// Keys stay in use this long past their expiry while refreshes fail.
+const STALE_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// A failed fetch is not repeated for this long.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,15 +67,62 @@ struct Certs {
     fetched_at: Instant,
 }
 
-/// Google's signing keys, cached by their `Cache-Control: max-age`, fetched
-/// again on an unknown `kid` (at most every 10 s).
+#[derive(Default)]
+struct CacheState {
+    certs: Option<Certs>,
+    /// When the last fetch failed, and why (for the log), until a fetch
+    /// succeeds.
+    failed: Option<(Instant, String)>,
+}
+
+/// Where the keys come from: Google's JWKS over HTTP, or (in unit tests) a
+/// scripted source.
+#[derive(Clone)]
+enum Source {
+    Http {
+        url: String,
+        http: reqwest::Client,
+    },
+    #[cfg(test)]
+    Fake(std::sync::Arc<tests::FakeSource>),
+}
+
+impl Source {
+    /// The key set and its time to live (`max-age`, not yet clamped).
+    async fn fetch(&self) -> Result<(JwkSet, Duration), String> {
+        match self {
+            Source::Http { url, http } => {
+                let resp = http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                if !resp.status().is_success() {
+                    return Err(format!("GET {url}: HTTP {}", resp.status()));
+                }
+                let ttl = max_age(resp.headers());
+                let set: JwkSet = resp
+                    .json()
+                    .await
+                    .map_err(|e| format!("GET {url}: not a JWKS: {e}"))?;
+                Ok((set, ttl))
+            }
+            #[cfg(test)]
+            Source::Fake(f) => f.fetch().await,
+        }
+    }
+}
+
+/// Google's signing keys (see the module documentation for the caching
+/// rules). One fetch at a time, shared by every waiting caller.
 pub struct CertCache {
-    url: String,
-    http: reqwest::Client,
-    certs: RwLock<Option<Certs>>,
+    source: Source,
+    state: RwLock<CacheState>,
     refresh: tokio::sync::Mutex<()>,
 }
 
+/// `Cache-Control: max-age` (a number too large to parse counts as the
+/// largest), else [`DEFAULT_CERT_TTL`].
 fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
     headers
         .get(reqwest::header::CACHE_CONTROL)
@@ -56,33 +130,83 @@ fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
         .and_then(|v| {
             v.split(',')
                 .find_map(|d| d.trim().strip_prefix("max-age="))
-                .and_then(|n| n.trim().parse::<u64>().ok())
+                .and_then(|n| {
+                    let n = n.trim().trim_matches('"');
+                    match n.parse::<u64>() {
+                        Ok(n) => Some(n),
+                        Err(_) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                            Some(u64::MAX)
+                        }
+                        Err(_) => None,
+                    }
+                })
         })
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_CERT_TTL)
 }
 
+/// What the cache can answer without a fetch.
+enum Decision {
+    /// The answer, from the cache.
+    Answer(Option<DecodingKey>),
+    /// No usable keys and a recent failure: refuse at once.
+    Fail(String),
+    /// Fetch.
+    Fetch,
+}
+
 impl CertCache {
     /// Keys from `url`.
     pub fn new(url: String) -> CertCache {
-        CertCache {
+        CertCache::with_source(Source::Http {
             url,
             http: crate::identity::http_client(),
-            certs: RwLock::new(None),
+        })
+    }
+
+    fn with_source(source: Source) -> CertCache {
+        CertCache {
+            source,
+            state: RwLock::new(CacheState::default()),
             refresh: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn lookup(&self, kid: &str, need_fresh: bool) -> Option<DecodingKey> {
-        let guard = self.certs.read().unwrap_or_else(|p| p.into_inner());
-        let certs = guard.as_ref()?;
-        if need_fresh && certs.fresh_until <= Instant::now() {
-            return None;
+    fn decide(&self, kid: &str, now: Instant) -> Decision {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let failed_recently = state
+            .failed
+            .as_ref()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) < FAILURE_BACKOFF);
+        match &state.certs {
+            Some(c) if now < c.fresh_until => match c.keys.get(kid) {
+                Some(k) => Decision::Answer(Some(k.clone())),
+                None if now.saturating_duration_since(c.fetched_at) < MIN_FORCED_REFRESH
+                    || failed_recently =>
+                {
+                    Decision::Answer(None)
+                }
+                None => Decision::Fetch,
+            },
+            stale if failed_recently => match stale {
+                Some(c) if now < c.fresh_until + STALE_GRACE => {
+                    Decision::Answer(c.keys.get(kid).cloned())
+                }
+                _ => Decision::Fail(
+                    state
+                        .failed
+                        .as_ref()
+                        .map(|(_, why)| why.clone())
+                        .unwrap_or_default(),
+                ),
+            },
+            _ => Decision::Fetch,
         }
-        certs.keys.get(kid).cloned()
     }
 
-    async fn fetch(&self) -> Result<Certs, AppError> {
+    /// The key with id `kid`, `None` when Google does not publish it; `Err`
+    /// (503) when the keys cannot be had.
+    pub async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AppError> {
         let unavailable = |detail: String| {
             AppError::unavailable(
                 "certs_unavailable",
@@ -90,61 +214,53 @@ impl CertCache {
                 detail,
             )
         };
-        let resp = self
-            .http
-            .get(&self.url)
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("GET {}: {e}", self.url)))?;
-        if !resp.status().is_success() {
-            return Err(unavailable(format!(
-                "GET {}: HTTP {}",
-                self.url,
-                resp.status()
-            )));
-        }
-        let ttl = max_age(resp.headers());
-        let set: JwkSet = resp
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("GET {}: not a JWKS: {e}", self.url)))?;
-        let keys = set
-            .keys
-            .iter()
-            .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
-            .collect();
-        let now = Instant::now();
-        Ok(Certs {
-            keys,
-            fresh_until: now + ttl,
-            fetched_at: now,
-        })
-    }
-
-    /// The key with id `kid`: cached while fresh, else fetched (one fetch
-    /// for all concurrent callers).
-    pub async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AppError> {
-        if let Some(k) = self.lookup(kid, true) {
-            return Ok(Some(k));
+        match self.decide(kid, Instant::now()) {
+            Decision::Answer(k) => return Ok(k),
+            Decision::Fail(why) => return Err(unavailable(why)),
+            Decision::Fetch => {}
         }
         let _gate = self.refresh.lock().await;
-        if let Some(k) = self.lookup(kid, true) {
-            return Ok(Some(k));
+        // Another caller may have fetched (or failed) while this one waited.
+        match self.decide(kid, Instant::now()) {
+            Decision::Answer(k) => return Ok(k),
+            Decision::Fail(why) => return Err(unavailable(why)),
+            Decision::Fetch => {}
         }
-        let recently = {
-            let guard = self.certs.read().unwrap_or_else(|p| p.into_inner());
-            guard.as_ref().is_some_and(|c| {
-                c.fresh_until > Instant::now() && c.fetched_at.elapsed() < MIN_FORCED_REFRESH
-            })
-        };
-        if recently {
-            // Fresh keys were fetched moments ago and do not know this kid.
-            return Ok(None);
+        let fetched = self.source.fetch().await;
+        let now = Instant::now();
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        match fetched {
+            Ok((set, ttl)) => {
+                let keys: HashMap<String, DecodingKey> = set
+                    .keys
+                    .iter()
+                    .filter_map(|k| {
+                        Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?))
+                    })
+                    .collect();
+                let key = keys.get(kid).cloned();
+                state.certs = Some(Certs {
+                    keys,
+                    fresh_until: now + ttl.clamp(MIN_CERT_TTL, MAX_CERT_TTL),
+                    fetched_at: now,
+                });
+                state.failed = None;
+                Ok(key)
+            }
+            Err(why) => {
+                state.failed = Some((now, why.clone()));
+                match &state.certs {
+                    Some(c) if now < c.fresh_until + STALE_GRACE => {
+                        tracing::warn!(
+                            detail = %why,
+                            "Google's certificates could not be refreshed; using the cached ones"
+                        );
+                        Ok(c.keys.get(kid).cloned())
+                    }
+                    _ => Err(unavailable(why)),
+                }
+            }
         }
-        let certs = self.fetch().await?;
-        let key = certs.keys.get(kid).cloned();
-        *self.certs.write().unwrap_or_else(|p| p.into_inner()) = Some(certs);
-        Ok(key)
     }
 }
 
@@ -167,8 +283,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The bearer token of a request: `X-Serverless-Authorization` (set by
-/// callers whose own `Authorization` is taken), else `Authorization`.
+/// The bearer token of a request: `X-Serverless-Authorization` (Cloud Run
+/// checks it first and leaves `Authorization` to the app), else
+/// `Authorization`.
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let value = headers
         .get("x-serverless-authorization")
@@ -184,6 +301,27 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
         return Err(unauthenticated("Authorization must be a Bearer token"));
     }
     Ok(token.trim())
+}
+
+/// True when Cloud Run replaced the token's signature.
+fn signature_removed(token: &str) -> bool {
+    token.rsplit_once('.').map(|(_, sig)| sig) == Some(SIGNATURE_REMOVED)
+}
+
+/// The `kid` of a token `verify` can check: RS256 with a key id, its
+/// signature not removed by Cloud Run (401 `signature_removed` then).
+pub fn signing_key_id(token: &str) -> Result<String, AppError> {
+    if signature_removed(token) {
+        return Err(AppError::SignatureRemoved);
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
+    if header.alg != Algorithm::RS256 {
+        return Err(unauthenticated("the token is not signed with RS256"));
+    }
+    header
+        .kid
+        .ok_or_else(|| unauthenticated("the token names no signing key"))
 }
 
 impl CallerAuth {
@@ -221,34 +359,44 @@ impl CallerAuth {
     pub async fn check(&self, headers: &HeaderMap) -> Result<Caller, AppError> {
         match self.mode {
             AuthMode::None => Ok(Caller { email: None }),
-            AuthMode::CloudRunIam => {
-                let token = bearer(headers)?;
-                let claims = decode_unverified(token)
-                    .map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
-                if !claims.aud.any_in(&self.audiences) {
-                    return Err(unauthenticated("the token's audience is not accepted"));
-                }
-                let exp = claims
-                    .exp
-                    .ok_or_else(|| unauthenticated("the token has no exp"))?;
-                if exp.saturating_add(LEEWAY_SECS as i64) < now_secs() as i64 {
-                    return Err(unauthenticated("the token has expired"));
-                }
-                self.allowed(&claims)
-            }
+            AuthMode::CloudRunIam => self.check_forwarded(bearer(headers)?),
             AuthMode::Verify => self.verify(bearer(headers)?).await,
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<Caller, AppError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
-        if header.alg != Algorithm::RS256 {
-            return Err(unauthenticated("the token is not signed with RS256"));
+    /// `cloud-run-iam`: Cloud Run verified the signature; the claims are
+    /// still this service's to check (public for the fuzz target).
+    pub fn check_forwarded(&self, token: &str) -> Result<Caller, AppError> {
+        let claims = decode_unverified(token)
+            .map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
+        if !claims
+            .iss
+            .as_deref()
+            .is_some_and(|iss| ISSUERS.contains(&iss))
+        {
+            return Err(unauthenticated("the token's issuer is not Google"));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| unauthenticated("the token names no signing key"))?;
+        if !claims.aud.any_in(&self.audiences) {
+            return Err(unauthenticated("the token's audience is not accepted"));
+        }
+        let now = now_secs() as i64;
+        let exp = claims
+            .exp
+            .ok_or_else(|| unauthenticated("the token has no exp"))?;
+        if exp.saturating_add(LEEWAY_SECS as i64) < now {
+            return Err(unauthenticated("the token has expired"));
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS as i64))
+        {
+            return Err(unauthenticated("the token is not valid yet"));
+        }
+        self.allowed(&claims)
+    }
+
+    async fn verify(&self, token: &str) -> Result<Caller, AppError> {
+        let kid = signing_key_id(token)?;
         let key = self
             .certs
             .key(&kid)
@@ -258,6 +406,7 @@ impl CallerAuth {
         v.set_audience(&self.audiences);
         v.set_issuer(&ISSUERS);
         v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| {
             unauthenticated(match e.kind() {
@@ -285,9 +434,80 @@ impl CallerAuth {
     }
 }
 
+/// Logs at start how callers are checked: a warning for `none`, and for
+/// `cloud-run-iam` that the service relies on Cloud Run's IAM check.
+pub fn log_mode(config: &Config) {
+    match config.auth_mode {
+        AuthMode::None => {
+            tracing::warn!("AUTH_MODE=none: callers are not authenticated; use this only locally")
+        }
+        AuthMode::CloudRunIam => tracing::info!(
+            audiences = %config.auth_audiences.join(","),
+            "AUTH_MODE=cloud-run-iam: relying on Cloud Run's IAM check (roles/run.invoker) for \
+             token signatures; the service checks iss, aud, exp and the email allow-list. Safe \
+             only while the Cloud Run service is private (no allUsers invoker)"
+        ),
+        AuthMode::Verify => tracing::info!(
+            audiences = %config.auth_audiences.join(","),
+            "AUTH_MODE=verify: callers' token signatures are checked against Google's certificates"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    /// A scripted JWKS: each fetch takes the next answer (the last one
+    /// repeats) after `delay`.
+    pub(super) struct FakeSource {
+        answers: Mutex<VecDeque<Result<(JwkSet, Duration), String>>>,
+        pub(super) fetches: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl FakeSource {
+        pub(super) async fn fetch(&self) -> Result<(JwkSet, Duration), String> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let mut a = self.answers.lock().unwrap();
+            if a.len() > 1 {
+                a.pop_front().unwrap()
+            } else {
+                a.front().cloned().unwrap()
+            }
+        }
+    }
+
+    fn jwks(kids: &[&str]) -> JwkSet {
+        // A small RSA public key is enough: only the kid is looked at here.
+        let n = "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw";
+        let keys: Vec<serde_json::Value> = kids
+            .iter()
+            .map(|k| serde_json::json!({"kty":"RSA","alg":"RS256","use":"sig","kid":k,"n":n,"e":"AQAB"}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "keys": keys })).unwrap()
+    }
+
+    fn cache(
+        answers: Vec<Result<(JwkSet, Duration), String>>,
+        delay: Duration,
+    ) -> (CertCache, Arc<FakeSource>) {
+        let fake = Arc::new(FakeSource {
+            answers: Mutex::new(answers.into()),
+            fetches: AtomicUsize::new(0),
+            delay,
+        });
+        (CertCache::with_source(Source::Fake(fake.clone())), fake)
+    }
+
+    fn fetches(f: &FakeSource) -> usize {
+        f.fetches.load(Ordering::SeqCst)
+    }
 
     #[test]
     fn bearer_parsing() {
@@ -297,6 +517,17 @@ mod tests {
         assert_eq!(bearer(&h).unwrap_err().status(), 401);
         h.insert("authorization", "bearer abc".parse().unwrap());
         assert_eq!(bearer(&h).unwrap(), "abc");
+        // Cloud Run checks X-Serverless-Authorization first and leaves the
+        // app's own Authorization alone.
+        h.insert("x-serverless-authorization", "Bearer xyz".parse().unwrap());
+        assert_eq!(bearer(&h).unwrap(), "xyz");
+    }
+
+    #[test]
+    fn stripped_signature_is_recognised() {
+        assert!(signature_removed("a.b.SIGNATURE_REMOVED_BY_GOOGLE"));
+        assert!(!signature_removed("a.b.c"));
+        assert!(!signature_removed("SIGNATURE_REMOVED_BY_GOOGLE"));
     }
 
     #[test]
@@ -308,5 +539,136 @@ mod tests {
             "public, max-age=19800, must-revalidate".parse().unwrap(),
         );
         assert_eq!(max_age(&h), Duration::from_secs(19800));
+        h.insert(
+            "cache-control",
+            "max-age=999999999999999999999999999".parse().unwrap(),
+        );
+        assert_eq!(max_age(&h), Duration::from_secs(u64::MAX));
+        h.insert("cache-control", "max-age=abc".parse().unwrap());
+        assert_eq!(max_age(&h), DEFAULT_CERT_TTL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_is_clamped_and_an_absurd_max_age_does_not_overflow() {
+        let (c, f) = cache(
+            vec![Ok((jwks(&["a"]), Duration::from_secs(u64::MAX)))],
+            Duration::ZERO,
+        );
+        assert!(c.key("a").await.unwrap().is_some());
+        tokio::time::advance(MAX_CERT_TTL - Duration::from_secs(1)).await;
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 1, "fresh for up to 24 h");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 2, "fetched again after 24 h");
+
+        let (c, f) = cache(vec![Ok((jwks(&["a"]), Duration::ZERO))], Duration::ZERO);
+        c.key("a").await.unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        c.key("a").await.unwrap();
+        assert_eq!(fetches(&f), 1, "max-age=0 is kept for a minute");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        c.key("a").await.unwrap();
+        assert_eq!(fetches(&f), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kid_fetches_again_at_most_every_10_s() {
+        let (c, f) = cache(
+            vec![
+                Ok((jwks(&["a"]), Duration::from_secs(3600))),
+                Ok((jwks(&["a", "b"]), Duration::from_secs(3600))),
+            ],
+            Duration::ZERO,
+        );
+        assert!(c.key("b").await.unwrap().is_none());
+        assert_eq!(fetches(&f), 1);
+        for _ in 0..5 {
+            assert!(c.key("b").await.unwrap().is_none());
+        }
+        assert_eq!(fetches(&f), 1, "no refetch within 10 s");
+        tokio::time::advance(MIN_FORCED_REFRESH).await;
+        assert!(c.key("b").await.unwrap().is_some(), "rotated key found");
+        assert_eq!(fetches(&f), 2);
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_keys_serve_while_refreshes_fail_for_up_to_24_h() {
+        let (c, f) = cache(
+            vec![
+                Ok((jwks(&["a"]), Duration::from_secs(300))),
+                Err("GET certs: HTTP 503".into()),
+            ],
+            Duration::from_secs(1),
+        );
+        assert!(c.key("a").await.unwrap().is_some());
+        tokio::time::advance(Duration::from_secs(301)).await;
+        // Expired, the refresh fails: the cached key is used.
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 2);
+        // The failure is remembered: no fetch, no wait for a few seconds.
+        let t = Instant::now();
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 2);
+        assert_eq!(t.elapsed(), Duration::ZERO, "no wait behind a fetch");
+        // An unknown kid during the outage: 401 material, not 503.
+        assert!(c.key("zz").await.unwrap().is_none());
+        // After the backoff a request tries again (and still serves).
+        tokio::time::advance(FAILURE_BACKOFF).await;
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 3);
+        // 24 h past expiry the cached keys are no longer trusted.
+        tokio::time::advance(STALE_GRACE).await;
+        let Err(e) = c.key("a").await else {
+            panic!("keys expected to be unavailable")
+        };
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.code(), "certs_unavailable");
+        assert!(!e.to_string().contains("GET"), "the detail is for the log");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_without_cached_keys_is_503_and_cached_briefly() {
+        let (c, f) = cache(
+            vec![
+                Err("GET certs: connection refused".into()),
+                Ok((jwks(&["a"]), Duration::from_secs(3600))),
+            ],
+            Duration::from_secs(10),
+        );
+        let Err(e) = c.key("a").await else {
+            panic!("keys expected to be unavailable")
+        };
+        assert_eq!(e.status(), 503);
+        // Concurrent waiters do not each pay another 10 s fetch.
+        let t = Instant::now();
+        let (a, b) = tokio::join!(c.key("a"), c.key("a"));
+        assert!(a.is_err() && b.is_err());
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert_eq!(fetches(&f), 1);
+        tokio::time::advance(FAILURE_BACKOFF).await;
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(fetches(&f), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_fetch() {
+        let (c, f) = cache(
+            vec![Ok((jwks(&["a"]), Duration::from_secs(3600)))],
+            Duration::from_secs(1),
+        );
+        let c = Arc::new(c);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.key("a").await.unwrap().is_some() })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(fetches(&f), 1);
     }
 }

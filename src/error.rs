@@ -27,6 +27,11 @@ pub enum AppError {
     /// 401: no usable credentials presented.
     #[error("{0}")]
     Unauthenticated(String),
+    /// 401 `signature_removed`: in `AUTH_MODE=verify`, a token whose signature
+    /// Cloud Run replaced (`SIGNATURE_REMOVED_BY_GOOGLE`); such a deployment
+    /// can never work and must use `AUTH_MODE=cloud-run-iam`.
+    #[error("the token's signature was removed by Cloud Run (SIGNATURE_REMOVED_BY_GOOGLE), so it cannot be verified: a service that Cloud Run guards with IAM must run with AUTH_MODE=cloud-run-iam")]
+    SignatureRemoved,
     /// 403: authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
@@ -110,6 +115,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::SignatureRemoved => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) | AppError::Refused { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -132,6 +138,7 @@ impl AppError {
             | AppError::Unavailable { code, .. }
             | AppError::Refused { code, .. } => code,
             AppError::Unauthenticated(_) => "unauthenticated",
+            AppError::SignatureRemoved => "signature_removed",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -170,6 +177,8 @@ impl IntoResponse for AppError {
                 tracing::warn!(code = self.code(), detail = %detail, "{message}")
             }
             AppError::Throttled(m) => tracing::warn!(code = self.code(), "{m}"),
+            // A misconfiguration that refuses every caller: loud.
+            AppError::SignatureRemoved => tracing::error!(code = self.code(), "{self}"),
             // Client rejections are not errors of this service.
             other => tracing::info!(code = other.code(), "request refused: {other}"),
         }
@@ -183,7 +192,10 @@ impl IntoResponse for AppError {
                 HeaderValue::from(RETRY_AFTER.as_secs()),
             );
         }
-        if matches!(self, AppError::Unauthenticated(_)) {
+        if matches!(
+            self,
+            AppError::Unauthenticated(_) | AppError::SignatureRemoved
+        ) {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod jwt;
 pub mod replicate;
 pub mod retry;
+pub mod server;
 pub mod source_buckets;
 pub mod storage;
 pub mod telemetry;

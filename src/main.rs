@@ -10,7 +10,7 @@ use gcp_aws_bridge::cli::{self, Mode};
 use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
 use gcp_aws_bridge::credential_server::{self, ServerConfig, ServerState};
 use gcp_aws_bridge::identity::IdTokenSource;
-use gcp_aws_bridge::telemetry;
+use gcp_aws_bridge::{server, telemetry};
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many
 /// small buffers across worker threads, where glibc spends about a fifth of
@@ -225,11 +225,17 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "listening");
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let running = state.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        signalled.await;
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = stopping_tx.send(());
-    });
+    // HTTP/1.1 and h2c, with a header-read timeout (src/server.rs).
+    let server = server::serve(
+        listener,
+        router(state),
+        server::ServeOptions::default(),
+        async move {
+            signalled.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stopping_tx.send(());
+        },
+    );
     let grace = async move {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -238,12 +244,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     tokio::select! {
-        r = server => {
-            if let Err(e) = r {
-                tracing::error!("server failed: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        _ = server => {}
         _ = grace => {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting");
             // Their multipart uploads are aborted, not left behind.

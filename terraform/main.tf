@@ -23,6 +23,7 @@ module "gcp" {
   max_instances             = var.max_instances
   concurrency               = var.concurrency
   request_timeout_seconds   = var.request_timeout_seconds
+  use_http2                 = var.use_http2
   labels                    = var.labels
 }
 

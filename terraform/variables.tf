@@ -75,7 +75,7 @@ variable "allow_list_all_buckets" {
 variable "auth_mode" {
   description = "AUTH_MODE of the service: verify, cloud-run-iam or none."
   type        = string
-  default     = "verify"
+  default     = "cloud-run-iam"
 
   validation {
     condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
@@ -129,4 +129,10 @@ variable "aws_tags" {
   description = "Tags for every AWS resource."
   type        = map(string)
   default     = {}
+}
+
+variable "use_http2" {
+  description = "HTTP/2 end to end: the container port is named h2c and Cloud Run speaks h2c to the service, which lifts Cloud Run's 32 MiB HTTP/1 request limit for PUT /v1/objects. false: HTTP/1 (uploads over 32 MiB then need a presigned URL)."
+  type        = bool
+  default     = true
 }

@@ -9,7 +9,9 @@ pub fn parse(usage: &str) -> Result<Vec<(String, String)>, ExitCode> {
     parse_from(std::env::args().skip(1), usage)
 }
 
-fn parse_from(
+/// [`parse`] over given arguments (for a binary that splits its command
+/// line first, e.g. at `--`).
+pub fn parse_from(
     args: impl Iterator<Item = String>,
     usage: &str,
 ) -> Result<Vec<(String, String)>, ExitCode> {

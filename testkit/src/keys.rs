@@ -116,6 +116,16 @@ impl SigningKey {
         })
     }
 
+    /// The public key, SPKI PEM (a `PUBLIC KEY` block): what an attacker
+    /// knows, e.g. to try it as an HS256 secret.
+    pub fn public_key_pem(&self) -> String {
+        use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+        let key = RsaPrivateKey::from_pkcs8_pem(&self.inner.pem).expect("own PEM");
+        key.to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("SPKI encoding")
+    }
+
     /// The public key, for `jsonwebtoken::decode`.
     pub fn decoding_key(&self) -> DecodingKey {
         DecodingKey::from_rsa_components(&self.inner.n, &self.inner.e).expect("RSA components")

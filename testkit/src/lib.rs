@@ -6,6 +6,10 @@
 //! - [`proxy`]: a streaming HTTP proxy that counts requests per AWS operation,
 //!   injects faults, and can check `AssumeRoleWithWebIdentity` tokens the way real
 //!   STS does (moto does not).
+//! - [`cloudrun`]: Cloud Run's front end (IAM check, stripped signature, added
+//!   headers, request limits, timeout, instances started and stopped as Cloud
+//!   Run does) in front of instances of a container it starts.
+//! - [`push`]: the OIDC token Pub/Sub push and Eventarc add to deliveries.
 //! - [`keys`]: RSA signing keys and JWT helpers shared by both.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
@@ -19,13 +23,20 @@
 //! for the STS gate; `GET /__counts` answers its request counts as JSON). A third,
 //! `s3-sink`, is a fast S3 stand-in for throughput measurements: it reads and
 //! discards what is PUT, stores nothing and checks no signature.
+//! `cloud-run-emulator` (`--jwks-url`, `--url`, `--invoker`, `--use-http2`,
+//! ... `-- PROGRAM ARGS`) and `push-shim` (`--target`, `--service-account`,
+//! `--audience`, `--metadata`) wrap [`cloudrun`] and [`push`].
 
+pub mod cloudrun;
 pub mod flags;
 pub mod keys;
 pub mod metadata;
 pub mod proxy;
+pub mod push;
 mod server;
 
+pub use cloudrun::{CloudRunConfig, CloudRunEmulator, Container, Output, Stopped};
 pub use keys::SigningKey;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
 pub use proxy::{FaultPlan, FaultProxy, Hold, ProxyFault, StsGate};
+pub use push::{PushConfig, PushShim};

@@ -701,6 +701,16 @@ async fn oauth_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     )
 }
 
+/// A stable 21-digit unique id for a service account email (FNV-1a).
+pub fn unique_id_for(email: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in email.to_ascii_lowercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("1{:020}", h)
+}
+
 fn iam_error(status: StatusCode, message: &str) -> Response {
     let status_name = match status {
         StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
@@ -754,11 +764,18 @@ async fn generate_id_token(
         .unwrap_or(false);
     let cfg = s.cfg.read().unwrap().clone();
     let now = now_secs();
+    // Another service account (e.g. a Pub/Sub push account, as the Pub/Sub
+    // service agent mints its tokens): a unique id of its own.
+    let id = if sa == cfg.email || sa == "-" {
+        cfg.unique_id.clone()
+    } else {
+        unique_id_for(sa)
+    };
     let mut claims = json!({
         "iss": GOOGLE_ISS,
         "aud": audience,
-        "azp": cfg.unique_id,
-        "sub": cfg.unique_id,
+        "azp": id,
+        "sub": id,
         "iat": now,
         "exp": now + 3600,
     });

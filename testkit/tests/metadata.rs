@@ -424,8 +424,15 @@ async fn generate_id_token_needs_an_issued_access_token() {
     let claims = verify_with_jwks(body["token"].as_str().unwrap(), &emu.jwks()).unwrap();
     assert_eq!(claims["aud"], AUD);
     assert_eq!(claims["email"], sa);
-    assert_eq!(claims["azp"], cfg.unique_id);
-    assert_eq!(claims["sub"], cfg.unique_id);
+    // Another account than the emulator's own has a unique id of its own.
+    let id = if sa == cfg.email {
+        cfg.unique_id.clone()
+    } else {
+        bridge_testkit::metadata::unique_id_for(sa)
+    };
+    assert_eq!(claims["azp"], id);
+    assert_eq!(claims["sub"], id);
+    assert_eq!(id.len(), 21);
 
     let res = http
         .post(&url)

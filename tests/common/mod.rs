@@ -5,6 +5,7 @@
 //! landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cloud_run;
 pub mod expiring;
 pub mod gcs;
 pub mod pubsub;

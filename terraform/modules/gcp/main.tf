@@ -5,45 +5,39 @@ data "google_project" "this" {
   project_id = var.project_id
 }
 
-locals {
-  # Cloud Run's deterministic URL (https://SERVICE-PROJECT_NUMBER.REGION.run.app)
-  # is known before the service exists, so the service's own AUTH_AUDIENCES can
-  # name it without a dependency cycle. Pub/Sub push tokens are minted for it
-  # below and Eventarc mints its tokens for the service URL.
-  service_url = "https://${var.name}-${data.google_project.this.number}.${var.region}.run.app"
+# The service's environment, its invokers and the push audience: computed
+# without any provider in ../service-env, so that a test renders exactly what
+# is deployed (tests/terraform_env.rs).
+module "env" {
+  source = "../service-env"
 
+  project_id                = var.project_id
+  project_number            = data.google_project.this.number
+  region                    = var.region
+  name                      = var.name
+  target_audience           = var.target_audience
+  aws_role_arn              = var.aws_role_arn
+  aws_region                = var.aws_region
+  aws_role_duration_seconds = var.aws_role_duration_seconds
+  s3_bucket                 = var.s3_bucket
+  s3_prefix                 = var.s3_prefix
+  auth_mode                 = var.auth_mode
+  additional_auth_audiences = var.additional_auth_audiences
+  additional_invokers       = var.additional_invokers
+  gcs_source_bucket         = var.gcs_source_bucket
+  log_format                = var.log_format
+  max_body_bytes            = var.max_body_bytes
+  max_object_bytes          = var.max_object_bytes
+  buffer_budget_bytes       = var.buffer_budget_bytes
+  request_timeout_seconds   = var.request_timeout_seconds
+  use_http2                 = var.use_http2
+  extra_env                 = var.extra_env
+}
+
+locals {
+  service_url          = module.env.service_url
   pubsub_service_agent = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   with_eventarc        = var.gcs_source_bucket != null
-
-  additional_emails = [
-    for m in var.additional_invokers : trimprefix(m, "serviceAccount:") if startswith(m, "serviceAccount:")
-  ]
-
-  auth_audiences = distinct(concat([local.service_url], var.additional_auth_audiences))
-  auth_allowed_emails = distinct(concat(
-    [google_service_account.push.email],
-    local.with_eventarc ? [google_service_account.events[0].email] : [],
-    local.additional_emails,
-  ))
-
-  service_env = merge(var.extra_env, {
-    TARGET_AUDIENCE           = var.target_audience
-    AWS_ROLE_ARN              = var.aws_role_arn
-    AWS_REGION                = var.aws_region
-    AWS_ROLE_DURATION_SECONDS = tostring(var.aws_role_duration_seconds)
-    S3_BUCKET                 = var.s3_bucket
-    S3_PREFIX                 = var.s3_prefix
-    AUTH_MODE                 = var.auth_mode
-    AUTH_AUDIENCES            = join(",", local.auth_audiences)
-    AUTH_ALLOWED_EMAILS       = join(",", local.auth_allowed_emails)
-    GOOGLE_CLOUD_PROJECT      = var.project_id
-    LOG_FORMAT                = var.log_format
-    MAX_BODY_BYTES            = tostring(var.max_body_bytes)
-    MAX_OBJECT_BYTES          = tostring(var.max_object_bytes)
-    BUFFER_BUDGET_BYTES       = var.buffer_budget_bytes == null ? "" : tostring(var.buffer_budget_bytes)
-    # Replication reads only the bucket wired to Eventarc; unset turns it off.
-    GCS_SOURCE_BUCKETS = var.gcs_source_bucket == null ? "" : var.gcs_source_bucket
-  })
 
   apis = toset([
     "run.googleapis.com",
@@ -71,7 +65,7 @@ resource "google_project_service" "apis" {
 # trust policy matches (accounts.google.com:aud and :sub).
 resource "google_service_account" "runtime" {
   project      = var.project_id
-  account_id   = var.name
+  account_id   = module.env.runtime_account_id
   display_name = "${var.name} runtime"
   description  = "Identity of the ${var.name} Cloud Run service; federated into AWS with its ID token."
 }
@@ -79,7 +73,7 @@ resource "google_service_account" "runtime" {
 # Pub/Sub signs its push requests with a token of this account.
 resource "google_service_account" "push" {
   project      = var.project_id
-  account_id   = "${var.name}-push"
+  account_id   = module.env.push_account_id
   display_name = "${var.name} Pub/Sub push"
   description  = "Pub/Sub push identity that invokes ${var.name}."
 }
@@ -89,7 +83,7 @@ resource "google_service_account" "events" {
   count = local.with_eventarc ? 1 : 0
 
   project      = var.project_id
-  account_id   = "${var.name}-events"
+  account_id   = module.env.events_account_id
   display_name = "${var.name} Eventarc trigger"
   description  = "Eventarc identity that invokes ${var.name}."
 }
@@ -115,6 +109,9 @@ resource "google_cloud_run_v2_service" "this" {
   deletion_protection = var.deletion_protection
   labels              = var.labels
   description         = "Keyless S3 access through AWS STS AssumeRoleWithWebIdentity."
+  # Tokens for these audiences pass Cloud Run's IAM check as well as the
+  # service URL's (the service accepts them in AUTH_AUDIENCES).
+  custom_audiences = module.env.custom_audiences
 
   template {
     service_account                  = google_service_account.runtime.email
@@ -130,7 +127,10 @@ resource "google_cloud_run_v2_service" "this" {
     containers {
       image = var.image
 
+      # h2c: HTTP/2 end to end (the service serves h2c), so that PUT
+      # /v1/objects is not cut at Cloud Run's 32 MiB HTTP/1 request limit.
       ports {
+        name           = module.env.container_port_name
         container_port = 8080
       }
 
@@ -144,7 +144,7 @@ resource "google_cloud_run_v2_service" "this" {
 
       dynamic "env" {
         # An empty value (S3_PREFIX for the whole bucket) is left unset.
-        for_each = { for k, v in local.service_env : k => v if v != "" }
+        for_each = module.env.env
         content {
           name  = env.key
           value = env.value
@@ -185,27 +185,10 @@ resource "google_cloud_run_v2_service" "this" {
   depends_on = [google_project_service.apis]
 }
 
-# No allUsers binding: every caller needs roles/run.invoker.
-resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloud_run_v2_service.this.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.push.email}"
-}
-
-resource "google_cloud_run_v2_service_iam_member" "events_invoker" {
-  count = local.with_eventarc ? 1 : 0
-
-  project  = var.project_id
-  location = var.region
-  name     = google_cloud_run_v2_service.this.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.events[0].email}"
-}
-
-resource "google_cloud_run_v2_service_iam_member" "additional_invokers" {
-  for_each = toset(var.additional_invokers)
+# No allUsers binding: every caller needs roles/run.invoker. The members
+# (push and Eventarc accounts, additional_invokers) come from ../service-env.
+resource "google_cloud_run_v2_service_iam_member" "invokers" {
+  for_each = toset(module.env.invoker_members)
 
   project  = var.project_id
   location = var.region
@@ -264,11 +247,11 @@ resource "google_pubsub_subscription" "push" {
   labels                     = var.labels
 
   push_config {
-    push_endpoint = "${local.service_url}/pubsub"
+    push_endpoint = module.env.push_endpoint
 
     oidc_token {
       service_account_email = google_service_account.push.email
-      audience              = local.service_url
+      audience              = module.env.push_audience
     }
   }
 
@@ -287,7 +270,7 @@ resource "google_pubsub_subscription" "push" {
   }
 
   depends_on = [
-    google_cloud_run_v2_service_iam_member.push_invoker,
+    google_cloud_run_v2_service_iam_member.invokers,
     google_service_account_iam_member.push_token_creator,
   ]
 }
@@ -375,6 +358,6 @@ resource "google_eventarc_trigger" "gcs_finalized" {
   depends_on = [
     google_project_iam_member.gcs_pubsub_publisher,
     google_project_iam_member.events_receiver,
-    google_cloud_run_v2_service_iam_member.events_invoker,
+    google_cloud_run_v2_service_iam_member.invokers,
   ]
 }

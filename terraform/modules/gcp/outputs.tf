@@ -60,10 +60,10 @@ output "eventarc_trigger" {
 
 output "auth_audiences" {
   description = "AUTH_AUDIENCES given to the service."
-  value       = local.auth_audiences
+  value       = split(",", module.env.env["AUTH_AUDIENCES"])
 }
 
 output "auth_allowed_emails" {
   description = "AUTH_ALLOWED_EMAILS given to the service."
-  value       = local.auth_allowed_emails
+  value       = split(",", module.env.env["AUTH_ALLOWED_EMAILS"])
 }

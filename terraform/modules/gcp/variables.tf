@@ -104,7 +104,7 @@ variable "target_audience" {
 variable "auth_mode" {
   description = "How the service authenticates its callers (AUTH_MODE): \"verify\" checks the Google signature itself, \"cloud-run-iam\" relies on Cloud Run's IAM check and still checks aud, exp and the allowed emails, \"none\" is for local use only."
   type        = string
-  default     = "verify"
+  default     = "cloud-run-iam"
 
   validation {
     condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
@@ -367,4 +367,10 @@ variable "labels" {
   description = "Labels for the service, topics, subscriptions and trigger."
   type        = map(string)
   default     = {}
+}
+
+variable "use_http2" {
+  description = "HTTP/2 end to end: the container port is named h2c and Cloud Run speaks h2c to the service, which lifts Cloud Run's 32 MiB HTTP/1 request limit for PUT /v1/objects. false: HTTP/1 (uploads over 32 MiB then need a presigned URL)."
+  type        = bool
+  default     = true
 }
