@@ -22,6 +22,8 @@ pub enum Mode {
     Credentials,
     /// Print who this is, on both clouds.
     Whoami,
+    /// Sync a Cloud Storage bucket (see [`crate::sync_cli`]).
+    Sync,
     /// Print usage.
     Help,
     /// Print the version.
@@ -30,13 +32,18 @@ pub enum Mode {
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: gcp-aws-bridge [serve|credentials|whoami|--help|--version]
+usage: gcp-aws-bridge [serve|credentials|whoami|sync|--help|--version]
 
   serve        run the HTTP service on 0.0.0.0:$PORT (the default)
   credentials  print AWS credentials for credential_process:
                {\"Version\":1,\"AccessKeyId\",\"SecretAccessKey\",\"SessionToken\",\"Expiration\"}
   whoami       print the Google token's claims, the AWS caller identity and
                when the credentials expire
+  sync gs://BUCKET[/PREFIX] [--delete] [--dry-run]
+               publish the first page of a sync to PUBSUB_TOPIC (the service
+               works through the pages); --dry-run lists every page here,
+               prints what would be copied and deleted with totals, and
+               publishes nothing
 
 Configuration is read from the environment (TARGET_AUDIENCE, AWS_ROLE_ARN,
 AWS_REGION, ...); see the README.";
@@ -47,6 +54,7 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
         None | Some("serve") => Ok(Mode::Serve),
         Some("credentials") => Ok(Mode::Credentials),
         Some("whoami") => Ok(Mode::Whoami),
+        Some("sync") => Ok(Mode::Sync),
         Some("-h" | "--help" | "help") => Ok(Mode::Help),
         Some("-V" | "--version") => Ok(Mode::Version),
         Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),

@@ -30,6 +30,14 @@ pub enum AppError {
     /// 403: authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 with its own code (e.g. `source_bucket_not_allowed`).
+    #[error("{message}")]
+    Denied {
+        /// snake_case code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// 404: no such object.
     #[error("{0}")]
     NotFound(String),
@@ -83,6 +91,14 @@ impl AppError {
         }
     }
 
+    /// 403 with a code.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Denied {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// 503 with a code; `detail` is logged, not answered.
     pub fn unavailable(
         code: &'static str,
@@ -101,7 +117,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::Denied { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -119,7 +135,9 @@ impl AppError {
     /// The snake_case code of the body.
     pub fn code(&self) -> &'static str {
         match self {
-            AppError::BadRequest { code, .. } | AppError::Unavailable { code, .. } => code,
+            AppError::BadRequest { code, .. }
+            | AppError::Unavailable { code, .. }
+            | AppError::Denied { code, .. } => code,
             AppError::Unauthenticated(_) => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",

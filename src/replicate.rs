@@ -114,6 +114,10 @@ pub enum ReplicaOutcome {
         /// Why.
         reason: String,
     },
+    /// A large object's multipart upload was created and one
+    /// `replicate_part` command per part published (see [`crate::parts`]),
+    /// or a part command did its share.
+    Parts(crate::parts::PartsOutcome),
 }
 
 impl ReplicaOutcome {
@@ -149,13 +153,14 @@ impl ReplicaOutcome {
             ReplicaOutcome::ReplicaKept { key, reason } => serde_json::json!({
                 "status": "replica_kept", "key": key, "reason": reason
             }),
+            ReplicaOutcome::Parts(p) => p.to_json(),
         }
     }
 }
 
 /// Why a Cloud Storage call failed.
 #[derive(Debug, thiserror::Error)]
-enum GcsError {
+pub(crate) enum GcsError {
     #[error("the object generation is gone (HTTP {0})")]
     Gone(u16),
     #[error("Cloud Storage: {message}")]
@@ -192,8 +197,8 @@ impl From<GcsError> for AppError {
 
 /// Reads objects from the Cloud Storage JSON API.
 pub struct GcsClient {
-    http: reqwest::Client,
-    base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     emulator: bool,
     auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
     backoff: Backoff,
@@ -263,7 +268,7 @@ impl GcsClient {
         Ok(req.bearer_auth(token.as_str()))
     }
 
-    fn object_url(&self, bucket: &str, name: &str) -> String {
+    pub(crate) fn object_url(&self, bucket: &str, name: &str) -> String {
         format!(
             "{}/storage/v1/b/{}/o/{}",
             self.base,
@@ -272,7 +277,10 @@ impl GcsClient {
         )
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, GcsError> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, GcsError> {
         let resp = self
             .authorize(req)
             .await?
@@ -299,7 +307,7 @@ impl GcsClient {
     }
 
     /// The object resource of the live generation.
-    async fn metadata(&self, bucket: &str, name: &str) -> Result<GcsObject, GcsError> {
+    pub(crate) async fn metadata(&self, bucket: &str, name: &str) -> Result<GcsObject, GcsError> {
         self.backoff
             .retry(|| async {
                 let resp = self
@@ -338,7 +346,7 @@ impl GcsClient {
 }
 
 /// CRC32C from a base64 value.
-fn decode_crc(b64: &str) -> Option<u32> {
+pub(crate) fn decode_crc(b64: &str) -> Option<u32> {
     let bytes = STANDARD.decode(b64.trim()).ok()?;
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
@@ -358,15 +366,41 @@ fn goog_hash_crc(resp: &reqwest::Response) -> Option<String> {
 pub struct Replicator {
     storage: Storage,
     gcs: GcsClient,
+    fanout: Option<Arc<crate::publisher::Fanout>>,
 }
 
 impl Replicator {
     /// Replication into `storage` from `gcs`.
     pub fn new(storage: Storage, gcs: GcsClient) -> Replicator {
-        Replicator { storage, gcs }
+        Replicator {
+            storage,
+            gcs,
+            fanout: None,
+        }
     }
 
-    async fn replica_generation(&self, key: &ObjectKey) -> Result<Option<i64>, AppError> {
+    /// Publishing of further commands (sync pages, part tasks).
+    pub fn with_fanout(mut self, fanout: crate::publisher::Fanout) -> Replicator {
+        self.fanout = Some(Arc::new(fanout));
+        self
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub(crate) fn gcs(&self) -> &GcsClient {
+        &self.gcs
+    }
+
+    pub(crate) fn fanout(&self) -> Option<&crate::publisher::Fanout> {
+        self.fanout.as_deref()
+    }
+
+    pub(crate) async fn replica_generation(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<i64>, AppError> {
         Ok(self.storage.head_opt(key).await?.map(|info| {
             info.headers
                 .metadata
@@ -426,6 +460,10 @@ impl Replicator {
             }
         }
 
+        if let Some(parts) = crate::parts::PartPlan::for_object(self, &live) {
+            return crate::parts::start(self, obj, &live, generation, &key, parts).await;
+        }
+
         let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {
             Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
             other => other?,
@@ -462,29 +500,8 @@ impl Replicator {
             }
         }
         let content_length = resp.content_length().or(live.size);
-        let mut metadata: HashMap<String, String> = live
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| match crate::command::metadata_name(&k, &v) {
-                Ok(name) => Some((name, v)),
-                Err(_) => {
-                    tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
-                    None
-                }
-            })
-            .collect();
-        metadata.insert(GENERATION_META.to_owned(), generation.to_string());
         let opts = PutOptions {
-            headers: ObjectHeaders {
-                content_type: live.content_type.clone(),
-                content_encoding: live.content_encoding.clone(),
-                content_disposition: live.content_disposition.clone(),
-                cache_control: live.cache_control.clone(),
-                content_language: live.content_language.clone(),
-                metadata,
-            },
+            headers: replica_headers(&live, generation),
             if_none_match: false,
             expected_crc32c: expected,
             content_length,
@@ -550,7 +567,34 @@ impl Replicator {
     }
 }
 
-fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome {
+/// The system and user metadata a replica of `live` (generation
+/// `generation`) carries.
+pub(crate) fn replica_headers(live: &GcsObject, generation: i64) -> ObjectHeaders {
+    let mut metadata: HashMap<String, String> = live
+        .metadata
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| match crate::command::metadata_name(&k, &v) {
+            Ok(name) => Some((name, v)),
+            Err(_) => {
+                tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
+                None
+            }
+        })
+        .collect();
+    metadata.insert(GENERATION_META.to_owned(), generation.to_string());
+    ObjectHeaders {
+        content_type: live.content_type.clone(),
+        content_encoding: live.content_encoding.clone(),
+        content_disposition: live.content_disposition.clone(),
+        cache_control: live.cache_control.clone(),
+        content_language: live.content_language.clone(),
+        metadata,
+    }
+}
+
+pub(crate) fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome {
     tracing::info!(key = %key, replica, generation, "replica already holds this generation or a newer one");
     ReplicaOutcome::UpToDate {
         key: key.relative().to_owned(),
@@ -559,7 +603,7 @@ fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome 
     }
 }
 
-fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
+pub(crate) fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
     tracing::info!(
         source = %format!("gs://{}/{}", obj.bucket, obj.name),
         generation = obj.generation,

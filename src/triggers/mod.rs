@@ -6,6 +6,7 @@
 pub mod cloudevents;
 pub mod http_api;
 pub mod pubsub;
+pub mod sync_http;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};

@@ -39,6 +39,8 @@ locals {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     LOG_FORMAT                = var.log_format
     MAX_BODY_BYTES            = tostring(var.max_body_bytes)
+    PUBSUB_TOPIC              = google_pubsub_topic.commands.id
+    PART_TASK_BYTES           = tostring(var.part_task_bytes)
   })
 
   apis = toset([
@@ -286,6 +288,14 @@ resource "google_pubsub_subscription" "push" {
     google_cloud_run_v2_service_iam_member.push_invoker,
     google_service_account_iam_member.push_token_creator,
   ]
+}
+
+# Sync pages and part tasks publish further commands to the commands topic.
+resource "google_pubsub_topic_iam_member" "runtime_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.commands.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.runtime.email}"
 }
 
 # Dead-lettering needs the Pub/Sub service agent to publish to the dead-letter
