@@ -225,10 +225,10 @@ impl PagePlan {
     }
 }
 
-fn rfc3339_nanos(s: &str) -> Option<i128> {
+fn rfc3339_secs(s: &str) -> Option<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
-        .map(|t| t.unix_timestamp_nanos())
+        .map(|t| t.unix_timestamp())
 }
 
 /// Lists one page of the source and of S3 and decides what to publish.
@@ -261,16 +261,14 @@ pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, Ap
     let (objects, gcs_more) = gcs.map_err(AppError::from)?;
     let s3 = s3.map_err(|e| classify("ListObjectsV2", &prefix, e))?;
     let s3_more = s3.is_truncated() == Some(true);
-    // Relative name → (size, last modified in ns).
-    let replicas: Vec<(String, i64, Option<i128>)> = s3
+    // Relative name, size, last modified (whole seconds: S3 listings have
+    // no finer precision, so `updated` is compared in whole seconds too).
+    let replicas: Vec<(String, i64, Option<i64>)> = s3
         .contents()
         .iter()
         .filter_map(|o| {
             let rel = o.key()?.strip_prefix(st.prefix())?.to_owned();
-            let modified = o
-                .last_modified()
-                .and_then(|t| i128::from(t.secs()).checked_mul(1_000_000_000))
-                .map(|ns| ns + i128::from(o.last_modified().map_or(0, |t| t.subsec_nanos())));
+            let modified = o.last_modified().map(|t| t.secs());
             Some((rel, o.size().unwrap_or(-1), modified))
         })
         .collect();
@@ -289,7 +287,7 @@ pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, Ap
     }
     let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
 
-    let by_name: HashMap<&str, (i64, Option<i128>)> = replicas
+    let by_name: HashMap<&str, (i64, Option<i64>)> = replicas
         .iter()
         .map(|(n, s, m)| (n.as_str(), (*s, *m)))
         .collect();
@@ -309,7 +307,7 @@ pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, Ap
             None => true,
             Some((size, modified)) => {
                 let size_differs = o.size.map(|s| s as i64) != Some(*size);
-                let older = match (o.updated.as_deref().and_then(rfc3339_nanos), modified) {
+                let older = match (o.updated.as_deref().and_then(rfc3339_secs), modified) {
                     (Some(updated), Some(m)) => *m < updated,
                     _ => false,
                 };

@@ -5,6 +5,7 @@
 //! landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod front;
 pub mod gcs;
 pub mod pubsub;
 
