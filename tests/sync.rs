@@ -496,7 +496,7 @@ async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kil
         assert!(Instant::now() < deadline, "no parts:\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let served_before_kill = d.front.served();
+    let dispatched_before_kill = d.front.dispatched();
     d.servers[1].child.kill().unwrap();
     d.servers[1].child.wait().unwrap();
 
@@ -537,8 +537,8 @@ async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kil
 
     // Both instances handled commands, and faults were injected on both sides.
     assert!(
-        served_before_kill.iter().all(|n| *n > 0),
-        "{served_before_kill:?}"
+        dispatched_before_kill.iter().all(|n| *n > 0),
+        "{dispatched_before_kill:?}"
     );
     assert!(d.w.proxy.faults_injected() > 0);
     assert!(d.gcs_proxy.faults_injected() > 0);

@@ -51,8 +51,8 @@ impl Front {
         *self.shared.upstreams.lock().unwrap() = urls;
     }
 
-    /// Requests answered by each upstream, in `set_upstreams` order.
-    pub fn served(&self) -> Vec<usize> {
+    /// Requests handed to each upstream, in `set_upstreams` order.
+    pub fn dispatched(&self) -> Vec<usize> {
         self.shared.served.lock().unwrap().clone()
     }
 }
@@ -85,6 +85,9 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
                 r = r.header(k, v);
             }
         }
+        if let Some(n) = s.served.lock().unwrap().get_mut(i) {
+            *n += 1;
+        }
         let resp = match r.send().await {
             Ok(resp) => resp,
             // A dead instance: try the next one.
@@ -96,9 +99,6 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         let Ok(body) = resp.bytes().await else {
             return StatusCode::BAD_GATEWAY.into_response();
         };
-        if let Some(n) = s.served.lock().unwrap().get_mut(i) {
-            *n += 1;
-        }
         let mut out = Response::new(Body::from(body));
         *out.status_mut() = status;
         for (k, v) in &headers {
