@@ -333,6 +333,108 @@ impl Fanout {
 mod tests {
     use super::*;
 
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A Pub/Sub stand-in on 127.0.0.1 that fails the first `fail` calls
+    /// with 503 and records the message count of every call.
+    async fn stand_in(fail: usize) -> (String, Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (c, a) = (calls.clone(), attempts.clone());
+        let app = axum::Router::new()
+            .route(
+                "/v1/projects/p/topics/{t}",
+                axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                    let (c, a) = (c.clone(), a.clone());
+                    async move {
+                        let n = body["messages"].as_array().map_or(0, Vec::len);
+                        if a.fetch_add(1, Ordering::SeqCst) < fail {
+                            return (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({})),
+                            );
+                        }
+                        c.lock().unwrap().push(n);
+                        let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({ "messageIds": ids })),
+                        )
+                    }
+                }),
+            )
+            // The API takes 10 MB.
+            .layer(axum::extract::DefaultBodyLimit::max(10_000_000));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (host, calls, attempts)
+    }
+
+    fn quick() -> Jitter {
+        Jitter {
+            max_attempts: 3,
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_stay_within_the_api_limits() {
+        let (host, calls, _) = stand_in(0).await;
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let cmds: Vec<serde_json::Value> = (0..2500)
+            .map(|i| serde_json::json!({"op": "replicate", "bucket": "b", "name": i.to_string()}))
+            .collect();
+        assert_eq!(p.publish(&cmds).await.unwrap(), 2500);
+        assert_eq!(*calls.lock().unwrap(), vec![1000, 1000, 500]);
+        // 40 messages of about 600 KiB: at most 9 MiB per call.
+        calls.lock().unwrap().clear();
+        let big: Vec<serde_json::Value> = (0..40)
+            .map(|_| serde_json::json!({"op": "put", "key": "k", "body": "x".repeat(450_000)}))
+            .collect();
+        assert_eq!(p.publish(&big).await.unwrap(), 40);
+        let sizes = calls.lock().unwrap().clone();
+        assert!(
+            sizes.len() >= 3 && sizes.iter().sum::<usize>() == 40,
+            "{sizes:?}"
+        );
+        assert!(
+            sizes.iter().all(|n| *n * 600_000 <= MAX_BATCH_BYTES),
+            "{sizes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let (host, calls, attempts) = stand_in(2).await;
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let cmd = [serde_json::json!({"op": "sync", "bucket": "b"})];
+        assert_eq!(p.publish(&cmd).await.unwrap(), 1);
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        assert_eq!(*calls.lock().unwrap(), vec![1]);
+
+        let (host, _, attempts) = stand_in(usize::MAX).await;
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let e = p.publish(&cmd).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PublishError::Failed {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        let app: AppError = e.into();
+        assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
+    }
+
     #[test]
     fn topic_names() {
         assert!(is_topic_name("projects/p-1/topics/bridge-commands"));
