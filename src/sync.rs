@@ -423,6 +423,8 @@ pub async fn run_page(r: &Replicator, req: &SyncRequest) -> Result<SyncOutcome, 
         delete = req.delete,
         page = out.page,
         pages_so_far = out.page,
+        // A listing tells nothing of what follows it.
+        pages_left = if out.next_page { "unknown" } else { "0" },
         listed = plan.listed,
         in_sync = out.in_sync,
         replicate = out.replicate,
