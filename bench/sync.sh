@@ -14,6 +14,7 @@
 #
 #   bench/sync.sh
 #   BENCH_OBJECTS=2000 BENCH_LARGE_MIB=512 bench/sync.sh     a quicker run
+#   BENCH_BRIDGE_BIN=path/to/gcp-aws-bridge bench/sync.sh    a binary built already
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,9 +34,11 @@ if ! command -v rclone >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rclone >/dev/null
 fi
 
-say "building the service (release)"
-cargo build --release --bin gcp-aws-bridge
-export BENCH_BRIDGE_BIN="$ROOT/target/release/gcp-aws-bridge"
+if [ -z "${BENCH_BRIDGE_BIN:-}" ]; then
+    say "building the service (release)"
+    cargo build --release --bin gcp-aws-bridge
+    export BENCH_BRIDGE_BIN="$ROOT/target/release/gcp-aws-bridge"
+fi
 
 mkdir -p "$RIG_DIR"
 trap '"$ROOT/scripts/rig-down.sh" >/dev/null 2>&1 || true' EXIT
@@ -43,7 +46,7 @@ trap '"$ROOT/scripts/rig-down.sh" >/dev/null 2>&1 || true' EXIT
 
 LOG="$RIG_DIR/bench-sync.log"
 say "running (log in $LOG)"
-cargo test --test sync_bench -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep '^BENCH' || true
+cargo test --test sync_bench -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep -o 'BENCH .*' || true
 grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exit 1; }
 
 {
@@ -55,6 +58,6 @@ grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exi
     echo
     echo "| figure | value | unit |"
     echo "|---|---:|---|"
-    grep '^BENCH' "$LOG" | awk '{printf "| %s | %s | %s |\n", $2, $3, $4}'
+    grep -o 'BENCH .*' "$LOG" | awk '{printf "| %s | %s | %s |\n", $2, $3, $4}'
 } >"$RESULTS"
 say "wrote $RESULTS"

@@ -30,9 +30,10 @@ pub enum AppError {
     /// 403: authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
-    /// 403 with its own code (e.g. `source_bucket_not_allowed`).
+    /// 403 with its own code: the request names something this service
+    /// may not touch (e.g. `source_bucket_not_allowed`).
     #[error("{message}")]
-    Denied {
+    Refused {
         /// snake_case code.
         code: &'static str,
         /// For people.
@@ -91,14 +92,6 @@ impl AppError {
         }
     }
 
-    /// 403 with a code.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        AppError::Denied {
-            code,
-            message: message.into(),
-        }
-    }
-
     /// 503 with a code; `detail` is logged, not answered.
     pub fn unavailable(
         code: &'static str,
@@ -117,7 +110,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) | AppError::Denied { .. } => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::Refused { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -137,7 +130,7 @@ impl AppError {
         match self {
             AppError::BadRequest { code, .. }
             | AppError::Unavailable { code, .. }
-            | AppError::Denied { code, .. } => code,
+            | AppError::Refused { code, .. } => code,
             AppError::Unauthenticated(_) => "unauthenticated",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",

@@ -95,10 +95,10 @@ pub fn source_bucket_allowed(config: &Config, bucket: &str) -> Result<(), AppErr
     if allowed.iter().any(|b| b == "*" || b == bucket) {
         return Ok(());
     }
-    Err(AppError::forbidden(
-        "source_bucket_not_allowed",
-        format!("replication from bucket {bucket:?} is not allowed (GCS_SOURCE_BUCKETS)"),
-    ))
+    Err(AppError::Refused {
+        code: "source_bucket_not_allowed",
+        message: format!("replication from bucket {bucket:?} is not allowed (GCS_SOURCE_BUCKETS)"),
+    })
 }
 
 /// Cloud Storage's bucket naming rules: 3–63 characters (up to 222 with

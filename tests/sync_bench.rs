@@ -54,7 +54,10 @@ fn rclone(
 ) -> f64 {
     let gcs = Gcs::new(rig);
     let mut cmd = Command::new("rclone");
-    cmd.env("RCLONE_CONFIG_SRC_TYPE", "google cloud storage")
+    // rclone's S3 client refuses a CA bundle with its own HTTP transport,
+    // and moto is plain http.
+    cmd.env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_SRC_TYPE", "google cloud storage")
         .env("RCLONE_CONFIG_SRC_ANONYMOUS", "true")
         .env(
             "RCLONE_CONFIG_SRC_ENDPOINT",
