@@ -76,7 +76,8 @@ impl AppState {
             storage.clone(),
             GcsClient::new(config.storage_emulator_host.as_deref()),
         )
-        .with_source_buckets(config.gcs_source_buckets.clone());
+        .with_source_buckets(config.gcs_source_buckets.clone())
+        .with_fanout(crate::publisher::Fanout::from_config(&config));
         let auth = CallerAuth::from_config(&config);
         AppState(Arc::new(Inner {
             config,
@@ -250,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/objects", get(http_api::list_objects))
         .route("/v1/copy", post(http_api::copy))
         .route("/v1/presign", post(http_api::presign))
+        .route("/v1/sync", post(crate::triggers::sync_http::sync))
         .route("/v1/buckets", get(http_api::buckets))
         .route("/v1/whoami", get(http_api::whoami))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

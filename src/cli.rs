@@ -28,6 +28,8 @@ pub enum Mode {
     CredentialServer,
     /// Print who this is, on both clouds.
     Whoami,
+    /// Sync a Cloud Storage bucket (see [`crate::sync_cli`]).
+    Sync,
     /// Print usage.
     Help,
     /// Print the version.
@@ -45,7 +47,7 @@ pub struct CredentialsArgs {
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-server|whoami|--help|--version]
+usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-server|whoami|sync|--help|--version]
 
   serve              run the HTTP service on 0.0.0.0:$PORT (the default)
   credentials        print AWS credentials for credential_process:
@@ -57,6 +59,11 @@ usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-s
                      AWS_CONTAINER_CREDENTIALS_FULL_URI and the token
   whoami             print the Google token's claims, the AWS caller identity and
                      when the credentials expire
+  sync gs://BUCKET[/PREFIX] [--delete] [--dry-run]
+                     publish the first page of a sync to PUBSUB_TOPIC (the service
+                     works through the pages); --dry-run lists every page here,
+                     prints what would be copied and deleted with totals, and
+                     publishes nothing
 
 Configuration is read from the environment (TARGET_AUDIENCE, AWS_ROLE_ARN,
 AWS_REGION, ...); see the README.";
@@ -90,6 +97,7 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
         }
         Some("credential-server") => no_more(Mode::CredentialServer),
         Some("whoami") => no_more(Mode::Whoami),
+        Some("sync") => Ok(Mode::Sync),
         Some("-h" | "--help" | "help") => Ok(Mode::Help),
         Some("-V" | "--version") => Ok(Mode::Version),
         Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),

@@ -44,6 +44,13 @@ pub enum Command {
     /// Remove the replica of a deleted or archived Cloud Storage object,
     /// unless the replica is of a newer generation.
     DeleteReplica(GcsObject),
+    /// One page of a sync of a Cloud Storage bucket (see [`crate::sync`]).
+    Sync(crate::sync::SyncRequest),
+    /// One part of a large object's replication (see [`crate::parts`]).
+    ReplicatePart(crate::parts::PartTask),
+    /// Remove the replica of an object a sync found missing, once Cloud
+    /// Storage confirms it is gone.
+    DeleteOrphan(GcsObject),
     /// A known event that needs no work (e.g. a metadata update).
     Ignore {
         /// Why.
@@ -93,6 +100,8 @@ pub enum Outcome {
     },
     /// Replication result.
     Replica(ReplicaOutcome),
+    /// A sync page published its commands.
+    Sync(crate::sync::SyncOutcome),
     /// Nothing to do.
     Ignored {
         /// Why.
@@ -109,6 +118,7 @@ impl Outcome {
             }),
             Outcome::Deleted { key } => serde_json::json!({ "status": "deleted", "key": key }),
             Outcome::Replica(r) => r.to_json(),
+            Outcome::Sync(s) => s.to_json(),
             Outcome::Ignored { reason } => {
                 serde_json::json!({ "status": "ignored", "reason": reason })
             }
@@ -117,7 +127,7 @@ impl Outcome {
 }
 
 /// The accepted command shapes, for error messages.
-pub const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}"#;
+pub const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}, {"op":"sync","bucket","prefix"?,"delete"?,"page_token"?}, {"op":"replicate_part",...}, {"op":"delete_replica","bucket","name"}"#;
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
@@ -169,6 +179,14 @@ enum Wire<'a> {
         #[serde(default)]
         crc32c: Option<String>,
     },
+    Sync(crate::sync::SyncRequest),
+    #[serde(rename = "replicate_part")]
+    ReplicatePart(crate::parts::PartTask),
+    #[serde(rename = "delete_replica")]
+    DeleteReplica {
+        bucket: String,
+        name: String,
+    },
 }
 
 /// The `op` of a command that did not decode, for the error message.
@@ -196,7 +214,7 @@ pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
         }
         let op = op_of(data);
         match op.as_deref() {
-        Some("put" | "delete" | "copy" | "replicate") => AppError::bad_request(
+        Some("put" | "delete" | "copy" | "replicate" | "sync" | "replicate_part" | "delete_replica") => AppError::bad_request(
             "invalid_command",
             format!("bad {} command: {e}; accepted: {ACCEPTED_COMMANDS}", op.unwrap_or_default()),
         ),
@@ -248,6 +266,13 @@ pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
             name,
             generation,
             crc32c,
+            ..GcsObject::default()
+        }),
+        Wire::Sync(req) => Command::Sync(req),
+        Wire::ReplicatePart(task) => Command::ReplicatePart(task),
+        Wire::DeleteReplica { bucket, name } => Command::DeleteOrphan(GcsObject {
+            bucket,
+            name,
             ..GcsObject::default()
         }),
     })
@@ -359,6 +384,23 @@ pub async fn execute(
         }
         Command::Replicate(obj) => Ok(Outcome::Replica(replicator.replicate(&obj).await?)),
         Command::DeleteReplica(obj) => Ok(Outcome::Replica(replicator.delete_replica(&obj).await?)),
+        Command::Sync(req) => Ok(Outcome::Sync(
+            crate::sync::run_page(replicator, &req).await?,
+        )),
+        Command::ReplicatePart(task) => {
+            let fanout = replicator.fanout().ok_or_else(|| {
+                AppError::Internal(
+                    "replicate_part without the configuration of further commands".into(),
+                )
+            })?;
+            crate::sync::source_bucket_allowed(&fanout.config, &task.bucket)?;
+            Ok(Outcome::Replica(
+                crate::parts::run_part(replicator, &task).await?,
+            ))
+        }
+        Command::DeleteOrphan(obj) => Ok(Outcome::Replica(
+            crate::sync::delete_orphan(replicator, &obj).await?,
+        )),
         Command::Ignore { reason } => Ok(Outcome::Ignored { reason }),
     }
 }

@@ -89,6 +89,9 @@ struct RawEnv {
     gcs_source_buckets: Option<String>,
     test_copy_multipart_threshold_bytes: Option<String>,
     aws_roles: Option<String>,
+    pubsub_topic: Option<String>,
+    pubsub_emulator_host: Option<String>,
+    part_task_bytes: Option<String>,
     k_service: Option<String>,
     k_revision: Option<String>,
     hostname: Option<String>,
@@ -168,6 +171,15 @@ pub struct Config {
     /// `AWS_ROLES`: further roles by name, `name=arn,name2=arn2` (credential
     /// server routes `/v1/credentials/{name}`, `credentials --role NAME`).
     pub roles: Vec<(String, String)>,
+    /// `PUBSUB_TOPIC`: the commands topic (`projects/P/topics/T`) that sync
+    /// pages and part tasks publish further commands to.
+    pub pubsub_topic: Option<String>,
+    /// `PUBSUB_EMULATOR_HOST`: Pub/Sub endpoint override (`host:port`, plain
+    /// http); no token is sent then.
+    pub pubsub_emulator_host: Option<String>,
+    /// `PART_TASK_BYTES`: objects of at least this size are replicated in
+    /// parts, one Pub/Sub command per part (default 1 GiB, at least 5 MiB).
+    pub part_task_bytes: u64,
 }
 
 impl fmt::Debug for Config {
@@ -185,6 +197,8 @@ impl fmt::Debug for Config {
             .field("auth_mode", &self.auth_mode)
             .field("gcs_source_buckets", &self.gcs_source_buckets)
             .field("roles", &self.roles)
+            .field("pubsub_topic", &self.pubsub_topic)
+            .field("part_task_bytes", &self.part_task_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +224,10 @@ impl std::error::Error for ConfigError {}
 /// Default Google certificate (JWKS) URL.
 pub const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+/// Default `PART_TASK_BYTES`: 1 GiB.
+pub const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
+/// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
+pub const MIN_PART_TASK_BYTES: u64 = 5 * 1024 * 1024;
 
 impl Config {
     /// Reads the process environment.
@@ -540,6 +558,26 @@ impl RawEnv {
                 }
             },
         };
+        let pubsub_topic = trimmed(&self.pubsub_topic);
+        if let Some(t) = &pubsub_topic {
+            if !crate::publisher::is_topic_name(t) {
+                errors.push(format!(
+                    "PUBSUB_TOPIC: {t:?} is not a topic name (projects/PROJECT/topics/TOPIC)"
+                ));
+            }
+        }
+        let part_task_bytes = match trimmed(&self.part_task_bytes) {
+            None => DEFAULT_PART_TASK_BYTES,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n >= MIN_PART_TASK_BYTES => n,
+                _ => {
+                    errors.push(format!(
+                        "PART_TASK_BYTES: {v:?} must be a whole number of bytes, at least {MIN_PART_TASK_BYTES} (5 MiB)"
+                    ));
+                    DEFAULT_PART_TASK_BYTES
+                }
+            },
+        };
 
         let role_session_name = sanitize_session_name(
             &trimmed(&self.aws_role_session_name)
@@ -602,6 +640,9 @@ impl RawEnv {
             gcs_source_buckets,
             copy_multipart_threshold,
             roles,
+            pubsub_topic,
+            pubsub_emulator_host: trimmed(&self.pubsub_emulator_host),
+            part_task_bytes,
         })
     }
 }
@@ -785,6 +826,31 @@ mod tests {
         v.push(("GCS_SOURCE_BUCKETS".into(), "Not A Bucket".into()));
         let e = Config::from_iter(v).unwrap_err().to_string();
         assert!(e.starts_with("GCS_SOURCE_BUCKETS:"), "{e}");
+    }
+
+    #[test]
+    fn publishing_and_part_tasks() {
+        let c = Config::from_iter(minimal()).unwrap();
+        assert_eq!(c.pubsub_topic, None);
+        assert_eq!(c.part_task_bytes, DEFAULT_PART_TASK_BYTES);
+        let mut v = minimal();
+        v.push(("PUBSUB_TOPIC".into(), "projects/p/topics/cmds".into()));
+        v.push(("PART_TASK_BYTES".into(), "67108864".into()));
+        let c = Config::from_iter(v).unwrap();
+        assert_eq!(c.pubsub_topic.as_deref(), Some("projects/p/topics/cmds"));
+        assert_eq!(c.part_task_bytes, 64 * 1024 * 1024);
+        let mut v = minimal();
+        v.push(("PUBSUB_TOPIC".into(), "cmds".into()));
+        v.push(("PART_TASK_BYTES".into(), "1000".into()));
+        let text = Config::from_iter(v).unwrap_err().to_string();
+        assert!(
+            text.lines().any(|l| l.starts_with("PUBSUB_TOPIC:")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("PART_TASK_BYTES:")),
+            "{text}"
+        );
     }
 
     #[test]

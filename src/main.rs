@@ -78,6 +78,7 @@ fn main() -> ExitCode {
         match (mode, server_config) {
             (Mode::Serve, _) => serve(config).await,
             (Mode::CredentialServer, Some(s)) => credential_server(config, s).await,
+            (Mode::Sync, _) => sync(&args[1..], config).await,
             (mode, _) => command(mode, config).await,
         }
     })
@@ -166,6 +167,37 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
             println!("{v}");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sync(args: &[String], config: Config) -> ExitCode {
+    let args = match gcp_aws_bridge::sync_cli::parse_sync_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+    let ids = match IdTokenSource::from_config(&config) {
+        Ok(i) => std::sync::Arc::new(i),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let mut out = std::io::stdout().lock();
+    match gcp_aws_bridge::sync_cli::run(&args, &config, &aws, &mut out).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE

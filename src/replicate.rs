@@ -127,6 +127,10 @@ pub enum ReplicaOutcome {
         /// Why.
         reason: String,
     },
+    /// A large object's multipart upload was created and one
+    /// `replicate_part` command per part published (see [`crate::parts`]),
+    /// or a part command did its share.
+    Parts(crate::parts::PartsOutcome),
 }
 
 impl ReplicaOutcome {
@@ -162,13 +166,14 @@ impl ReplicaOutcome {
             ReplicaOutcome::ReplicaKept { key, reason } => serde_json::json!({
                 "status": "replica_kept", "key": key, "reason": reason
             }),
+            ReplicaOutcome::Parts(p) => p.to_json(),
         }
     }
 }
 
 /// Why a Cloud Storage call failed.
 #[derive(Debug, thiserror::Error)]
-enum GcsError {
+pub(crate) enum GcsError {
     #[error("the object generation is gone (HTTP {0})")]
     Gone(u16),
     #[error("Cloud Storage: {message}")]
@@ -205,8 +210,8 @@ impl From<GcsError> for AppError {
 
 /// Reads objects from the Cloud Storage JSON API.
 pub struct GcsClient {
-    http: reqwest::Client,
-    base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     emulator: bool,
     auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
     backoff: Backoff,
@@ -276,7 +281,7 @@ impl GcsClient {
         Ok(req.bearer_auth(token.as_str()))
     }
 
-    fn object_url(&self, bucket: &str, name: &str) -> String {
+    pub(crate) fn object_url(&self, bucket: &str, name: &str) -> String {
         format!(
             "{}/storage/v1/b/{}/o/{}",
             self.base,
@@ -285,7 +290,10 @@ impl GcsClient {
         )
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, GcsError> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, GcsError> {
         let resp = self
             .authorize(req)
             .await?
@@ -312,7 +320,7 @@ impl GcsClient {
     }
 
     /// The object resource of the live generation.
-    async fn metadata(&self, bucket: &str, name: &str) -> Result<GcsObject, GcsError> {
+    pub(crate) async fn metadata(&self, bucket: &str, name: &str) -> Result<GcsObject, GcsError> {
         self.backoff
             .retry(|| async {
                 let resp = self
@@ -351,7 +359,7 @@ impl GcsClient {
 }
 
 /// CRC32C from a base64 value.
-fn decode_crc(b64: &str) -> Option<u32> {
+pub(crate) fn decode_crc(b64: &str) -> Option<u32> {
     let bytes = STANDARD.decode(b64.trim()).ok()?;
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
@@ -372,6 +380,7 @@ pub struct Replicator {
     storage: Storage,
     gcs: GcsClient,
     sources: SourceBuckets,
+    fanout: Option<Arc<crate::publisher::Fanout>>,
 }
 
 /// What the check of a replica saw.
@@ -418,13 +427,45 @@ impl Replicator {
             storage,
             gcs,
             sources: SourceBuckets::Off,
+            fanout: None,
         }
+    }
+
+    /// Publishing of further commands (sync pages, part tasks).
+    pub fn with_fanout(mut self, fanout: crate::publisher::Fanout) -> Replicator {
+        self.fanout = Some(Arc::new(fanout));
+        self
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub(crate) fn gcs(&self) -> &GcsClient {
+        &self.gcs
+    }
+
+    pub(crate) fn fanout(&self) -> Option<&crate::publisher::Fanout> {
+        self.fanout.as_deref()
     }
 
     /// The buckets replication may read (`GCS_SOURCE_BUCKETS`).
     pub fn with_source_buckets(mut self, sources: SourceBuckets) -> Replicator {
         self.sources = sources;
         self
+    }
+
+    /// The generation of the replica at `key` when it is one of `bucket`'s.
+    pub(crate) async fn replica_generation(
+        &self,
+        key: &ObjectKey,
+        bucket: &str,
+    ) -> Result<Option<i64>, AppError> {
+        Ok(self
+            .replica(key)
+            .await?
+            .filter(|r| r.same_bucket(bucket))
+            .map(|r| r.generation))
     }
 
     async fn replica(&self, key: &ObjectKey) -> Result<Option<Replica>, AppError> {
@@ -502,6 +543,11 @@ impl Replicator {
         };
         let metadata = replica_metadata(obj, &live, generation)?;
 
+        if let Some(parts) = crate::parts::PartPlan::for_object(self, &live) {
+            let headers = replica_headers(&live, metadata);
+            return crate::parts::start(self, obj, &live, generation, &key, headers, parts).await;
+        }
+
         let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {
             Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
             other => other?,
@@ -540,14 +586,7 @@ impl Replicator {
         let content_length = resp.content_length().or(live.size);
         let (if_none_match, if_match) = Replica::condition(seen.as_ref());
         let opts = PutOptions {
-            headers: ObjectHeaders {
-                content_type: live.content_type.clone(),
-                content_encoding: live.content_encoding.clone(),
-                content_disposition: live.content_disposition.clone(),
-                cache_control: live.cache_control.clone(),
-                content_language: live.content_language.clone(),
-                metadata,
-            },
+            headers: replica_headers(&live, metadata),
             if_none_match,
             if_match,
             expected_crc32c: expected,
@@ -660,7 +699,7 @@ impl Replicator {
 /// The replica's user metadata: the object's custom metadata that S3 can
 /// carry (reserved `goog-*` names left out), its generation and bucket;
 /// over S3's 2 KB limit it is refused before anything is read.
-fn replica_metadata(
+pub(crate) fn replica_metadata(
     obj: &GcsObject,
     live: &GcsObject,
     generation: i64,
@@ -693,7 +732,23 @@ fn replica_metadata(
     Ok(metadata)
 }
 
-fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome {
+/// The system headers of a replica of `live`, with its user `metadata`
+/// (from [`replica_metadata`]).
+pub(crate) fn replica_headers(
+    live: &GcsObject,
+    metadata: HashMap<String, String>,
+) -> ObjectHeaders {
+    ObjectHeaders {
+        content_type: live.content_type.clone(),
+        content_encoding: live.content_encoding.clone(),
+        content_disposition: live.content_disposition.clone(),
+        cache_control: live.cache_control.clone(),
+        content_language: live.content_language.clone(),
+        metadata,
+    }
+}
+
+pub(crate) fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome {
     tracing::info!(key = %key, replica, generation, "replica already holds this generation or a newer one");
     ReplicaOutcome::UpToDate {
         key: key.relative().to_owned(),
@@ -702,7 +757,7 @@ fn up_to_date(key: &ObjectKey, replica: i64, generation: i64) -> ReplicaOutcome 
     }
 }
 
-fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
+pub(crate) fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
     tracing::info!(
         source = %format!("gs://{}/{}", obj.bucket, obj.name),
         generation = obj.generation,

@@ -17,6 +17,7 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
 pub use copy::COPY_MULTIPART_THRESHOLD;
+pub(crate) use error::classify;
 pub(crate) use error::find_sts_error;
 pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};

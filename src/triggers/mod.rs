@@ -6,6 +6,7 @@
 pub mod cloudevents;
 pub mod http_api;
 pub mod pubsub;
+pub mod sync_http;
 
 /// Body limit of `POST /v1/copy` and `POST /v1/presign`: a few keys.
 pub const SMALL_BODY_LIMIT: usize = 64 * 1024;

@@ -16,6 +16,9 @@
 //! `ListObjectVersions`, `ListBuckets`, `ListMultipartUploads`, `HeadBucket`,
 //! `CreateBucket`, `DeleteBucket`, `GetBucketLocation`, `GetObjectTagging`,
 //! `PutObjectTagging`). `"*"` in a fault's op list matches every request.
+//! In front of fake-gcs-server, Cloud Storage JSON API paths are named
+//! `GCS:<METHOD>` and `GcsListObjects`, `GcsGetObject`, `GcsGetMedia` (plus
+//! `GcsRangedRead` for a ranged read), `GcsInsert`, `GcsDelete` or `GcsOther`.
 //!
 //! [`FaultProxy::hold_next`] holds the next request of an operation before it
 //! is forwarded until the test releases it: a race between two requests is
@@ -413,6 +416,48 @@ fn virtual_host_bucket(host: &str) -> Option<String> {
     Some(first.to_string())
 }
 
+/// Operation names of a Cloud Storage JSON API request (the proxy in front of
+/// fake-gcs-server): `GCS:<METHOD>` and one of `GcsListObjects`,
+/// `GcsGetObject` (the object resource), `GcsGetMedia` (`alt=media`, with
+/// `GcsRangedRead` too when a `Range` is asked), `GcsInsert`, `GcsDelete`,
+/// `GcsOther`; `None` for a path outside the JSON API.
+fn gcs_operation(
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &http::HeaderMap,
+) -> Option<Vec<&'static str>> {
+    let m: &'static str = match method.as_str() {
+        "GET" => "GCS:GET",
+        "POST" => "GCS:POST",
+        "PUT" => "GCS:PUT",
+        "DELETE" => "GCS:DELETE",
+        "PATCH" => "GCS:PATCH",
+        _ => "GCS:OTHER",
+    };
+    let rest = path
+        .strip_prefix("/storage/v1/")
+        .or_else(|| path.strip_prefix("/download/storage/v1/"))
+        .or_else(|| path.strip_prefix("/upload/storage/v1/"))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let media = query_params(query)
+        .iter()
+        .any(|(k, v)| k == "alt" && v == "media");
+    let op = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["b", _, "o"]) => "GcsInsert",
+        ("GET", ["b", _, "o"]) => "GcsListObjects",
+        ("GET", ["b", _, "o", ..]) if media => "GcsGetMedia",
+        ("GET", ["b", _, "o", ..]) => "GcsGetObject",
+        ("DELETE", ["b", _, "o", ..]) => "GcsDelete",
+        _ => "GcsOther",
+    };
+    let mut ops = vec![m, op];
+    if op == "GcsGetMedia" && headers.contains_key(header::RANGE) {
+        ops.push("GcsRangedRead");
+    }
+    Some(ops)
+}
+
 /// The S3 operation name for a request, when recognised.
 fn s3_operation(
     method: &Method,
@@ -710,13 +755,16 @@ async fn handle(
                 .unwrap_or_else(|| "STS:UnknownAction".into());
             vec![action]
         }
-        Service::S3 => {
-            let mut n = vec![format!("S3:{}", method)];
-            if let Some(op) = s3_operation(&method, &path, &query, &parts.headers) {
-                n.push(op.to_string());
+        Service::S3 => match gcs_operation(&method, &path, &query, &parts.headers) {
+            Some(ops) => ops.iter().map(|o| o.to_string()).collect(),
+            None => {
+                let mut n = vec![format!("S3:{}", method)];
+                if let Some(op) = s3_operation(&method, &path, &query, &parts.headers) {
+                    n.push(op.to_string());
+                }
+                n
             }
-            n
-        }
+        },
     };
     shared.record(&names);
 

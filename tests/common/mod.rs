@@ -6,7 +6,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cloud_run;
+pub mod deployment;
 pub mod expiring;
+pub mod front;
 pub mod gcs;
 pub mod pubsub;
 pub mod sidecar;
@@ -269,7 +271,10 @@ impl Server {
     /// environment but PATH) and waits for /healthz.
     pub async fn start(env: &[(String, String)]) -> Server {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gcp-aws-bridge"));
+        // The benchmarks run a release build (bench/sync.sh sets it).
+        let bin = std::env::var("BENCH_BRIDGE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gcp-aws-bridge").to_owned());
+        let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", port.to_string())

@@ -23,6 +23,17 @@ impl PushTopic {
     /// service's `/pubsub`), with a 10 s ack deadline and a 1–5 s retry
     /// backoff.
     pub async fn create(w: &World, name: &str, endpoint: &str) -> PushTopic {
+        PushTopic::create_with_deadline(w, name, endpoint, 10).await
+    }
+
+    /// As [`PushTopic::create`], with an ack deadline of `ack_deadline`
+    /// seconds (how long the emulator waits for an answer).
+    pub async fn create_with_deadline(
+        w: &World,
+        name: &str,
+        endpoint: &str,
+        ack_deadline: u32,
+    ) -> PushTopic {
         let host = w
             .rig
             .get("PUBSUB_EMULATOR_HOST")
@@ -49,7 +60,7 @@ impl PushTopic {
             json!({
                 "topic": t.topic,
                 "pushConfig": {"pushEndpoint": endpoint},
-                "ackDeadlineSeconds": 10,
+                "ackDeadlineSeconds": ack_deadline,
                 "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "5s"}
             }),
         )
@@ -124,4 +135,71 @@ pub fn pubsub_statuses(server: &super::Server) -> Vec<u64> {
         .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/pubsub"))
         .filter_map(|v| v["httpRequest"]["status"].as_u64())
         .collect()
+}
+
+/// A topic with a pull subscription on the rig's emulator, to see what a
+/// command published: `(topic, subscription)`.
+pub async fn pull_topic(w: &World, name: &str) -> (String, String) {
+    let host = &w.rig["PUBSUB_EMULATOR_HOST"];
+    let project = w
+        .rig
+        .get("RIG_PUBSUB_PROJECT")
+        .cloned()
+        .unwrap_or("bridge-test".into());
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic = format!("projects/{project}/topics/pull-{name}-{n}");
+    let sub = format!("projects/{project}/subscriptions/pull-{name}-{n}");
+    let http = reqwest::Client::new();
+    for (path, body) in [(&topic, json!({})), (&sub, json!({ "topic": topic }))] {
+        let r = http
+            .put(format!("http://{host}/v1/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "create {path}");
+    }
+    (topic, sub)
+}
+
+/// The data (as JSON) of the messages waiting on a pull subscription,
+/// acknowledged.
+pub async fn pull_all(w: &World, sub: &str) -> Vec<Value> {
+    use base64::Engine;
+    let host = &w.rig["PUBSUB_EMULATOR_HOST"];
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    loop {
+        let v: Value = http
+            .post(format!("http://{host}/v1/{sub}:pull"))
+            .json(&json!({ "maxMessages": 1000, "returnImmediately": true }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let msgs = v["receivedMessages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if msgs.is_empty() {
+            return out;
+        }
+        let ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
+        for m in msgs {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(m["message"]["data"].as_str().unwrap_or(""))
+                .unwrap();
+            out.push(serde_json::from_slice(&data).unwrap());
+        }
+        http.post(format!("http://{host}/v1/{sub}:acknowledge"))
+            .json(&json!({ "ackIds": ids }))
+            .send()
+            .await
+            .unwrap();
+    }
 }

@@ -29,6 +29,7 @@ module "env" {
   max_body_bytes            = var.max_body_bytes
   max_object_bytes          = var.max_object_bytes
   buffer_budget_bytes       = var.buffer_budget_bytes
+  part_task_bytes           = var.part_task_bytes
   request_timeout_seconds   = var.request_timeout_seconds
   use_http2                 = var.use_http2
   extra_env                 = var.extra_env
@@ -273,6 +274,14 @@ resource "google_pubsub_subscription" "push" {
     google_cloud_run_v2_service_iam_member.invokers,
     google_service_account_iam_member.push_token_creator,
   ]
+}
+
+# Sync pages and part tasks publish further commands to the commands topic.
+resource "google_pubsub_topic_iam_member" "runtime_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.commands.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.runtime.email}"
 }
 
 # Dead-lettering needs the Pub/Sub service agent to publish to the dead-letter

@@ -262,6 +262,17 @@ variable "max_object_bytes" {
   }
 }
 
+variable "part_task_bytes" {
+  description = "PART_TASK_BYTES: objects of at least this size are replicated in parts, one Pub/Sub command per part (parts of 64 MiB, more past 640 GiB)."
+  type        = number
+  default     = 1073741824
+
+  validation {
+    condition     = var.part_task_bytes >= 5242880
+    error_message = "part_task_bytes must be at least 5242880 (5 MiB, S3's smallest part)."
+  }
+}
+
 variable "extra_env" {
   description = "Further environment variables for the container (e.g. RUST_LOG). Must not repeat the ones this module sets."
   type        = map(string)

@@ -24,6 +24,9 @@ locals {
   push_audience = local.service_url
   push_endpoint = "${local.service_url}/pubsub"
 
+  # Sync pages and part tasks publish further commands to the commands topic.
+  commands_topic = "projects/${var.project_id}/topics/${var.name}-commands"
+
   additional_emails = [
     for m in var.additional_invokers : split(":", m)[1]
     if startswith(m, "serviceAccount:") || startswith(m, "user:")
@@ -59,5 +62,7 @@ locals {
     BUFFER_BUDGET_BYTES       = var.buffer_budget_bytes == null ? "" : tostring(var.buffer_budget_bytes)
     REQUEST_TIMEOUT_SECONDS   = tostring(max(var.request_timeout_seconds - 5, 1))
     GCS_SOURCE_BUCKETS        = local.with_eventarc ? var.gcs_source_bucket : ""
+    PUBSUB_TOPIC              = local.commands_topic
+    PART_TASK_BYTES           = tostring(var.part_task_bytes)
   })
 }

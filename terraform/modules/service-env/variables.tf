@@ -130,3 +130,9 @@ variable "extra_env" {
   type        = map(string)
   default     = {}
 }
+
+variable "part_task_bytes" {
+  description = "PART_TASK_BYTES: objects of at least this size are replicated in parts, one Pub/Sub command per part."
+  type        = number
+  default     = 1073741824
+}

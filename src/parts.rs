@@ -1,0 +1,635 @@
+//! Objects of any size: an object of at least `PART_TASK_BYTES` is
+//! replicated in parts, each part a Pub/Sub command of its own, so that no
+//! request needs to outlast the request deadline and the parts spread over
+//! instances.
+//!
+//! 1. The replicate command creates the S3 multipart upload (CRC32C,
+//!    full-object checksum type, the replica's metadata), publishes one
+//!    `{"op":"replicate_part",…}` command per part and answers 2xx.
+//! 2. Each part command reads its byte range from Cloud Storage (`Range`,
+//!    `ifGenerationMatch`), uploads it with its part CRC32C, then lists the
+//!    upload's parts (`ListParts`). S3's own multipart state is the only
+//!    coordination: the command that finds every part present completes the
+//!    upload with the object's CRC32C (from Cloud Storage), which S3 checks
+//!    against the parts it holds.
+//! 3. A part of an upload that is gone (completed, or aborted) answers 2xx
+//!    and does nothing. A source generation that is gone aborts the upload
+//!    (a newer generation has its own event). A completion S3 refuses
+//!    publishes the replicate command again and aborts the upload.
+//!
+//! Each part is read whole into memory (its CRC32C must be known before its
+//! upload starts), so a part command holds one part: 64 MiB, or more for
+//! objects over 640 GiB (S3's 10,000-part limit).
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+use crate::replicate::{
+    decode_crc, gone, up_to_date, GcsClient, GcsError, GcsObject, ReplicaOutcome, Replicator,
+};
+use crate::retry::Backoff;
+use crate::storage::{
+    classify, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey, StorageError,
+};
+
+/// Part size of part tasks unless S3's 10,000-part limit asks for more.
+pub const PART_TASK_PART_SIZE: u64 = 64 * 1024 * 1024;
+
+/// How a large object is cut into part tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlan {
+    /// Object size.
+    pub size: u64,
+    /// Bytes per part (the last may be shorter).
+    pub part_size: u64,
+    /// Number of parts.
+    pub parts: u64,
+}
+
+impl PartPlan {
+    /// The plan for an object of `size` bytes when part tasks apply
+    /// (`part_task_bytes` or more).
+    pub fn new(size: u64, part_task_bytes: u64) -> Option<PartPlan> {
+        if size < part_task_bytes || size == 0 {
+            return None;
+        }
+        let part_size = part_size_for(Some(size)).max(PART_TASK_PART_SIZE.min(part_task_bytes));
+        Some(PartPlan {
+            size,
+            part_size,
+            parts: size.div_ceil(part_size),
+        })
+    }
+
+    /// The plan for `live` when this replicator publishes part tasks: a
+    /// topic is configured, the object has a size of at least
+    /// `PART_TASK_BYTES` and a CRC32C for S3 to verify.
+    pub(crate) fn for_object(r: &Replicator, live: &GcsObject) -> Option<PartPlan> {
+        let fanout = r.fanout()?;
+        fanout.publisher.as_ref()?;
+        live.crc32c.as_deref().and_then(decode_crc)?;
+        PartPlan::new(live.size?, fanout.config.part_task_bytes)
+    }
+
+    /// Inclusive byte range of part `number` (1-based).
+    pub fn range(&self, number: u64) -> (u64, u64) {
+        let start = (number - 1) * self.part_size;
+        let end = (start + self.part_size).min(self.size) - 1;
+        (start, end)
+    }
+}
+
+/// A `replicate_part` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartTask {
+    /// Source bucket.
+    pub bucket: String,
+    /// Source object name.
+    pub name: String,
+    /// Source generation (decimal string or number).
+    #[serde(deserialize_with = "de_generation", serialize_with = "ser_generation")]
+    pub generation: i64,
+    /// Relative S3 key.
+    pub key: String,
+    /// Multipart upload id.
+    pub upload_id: String,
+    /// Part number, 1-based.
+    pub part_number: u64,
+    /// First byte of the range.
+    pub start: u64,
+    /// Last byte of the range (inclusive).
+    pub end: u64,
+    /// Number of parts of the upload.
+    pub parts: u64,
+    /// Object size.
+    pub size: u64,
+    /// The object's CRC32C (base64), which completion asks S3 to verify.
+    pub crc32c: String,
+}
+
+fn de_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    crate::command::de_i64_opt(d)?.ok_or_else(|| serde::de::Error::custom("generation is required"))
+}
+
+fn ser_generation<S: serde::Serializer>(g: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&g.to_string())
+}
+
+impl PartTask {
+    fn command(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("a part task serializes");
+        v["op"] = serde_json::json!("replicate_part");
+        v
+    }
+
+    fn source(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.name)
+    }
+}
+
+/// What a part task (or the start of one) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartsOutcome {
+    /// The upload was created and its part commands published.
+    Published {
+        /// Relative key.
+        key: String,
+        /// Upload id.
+        upload_id: String,
+        /// Part commands published.
+        parts: u64,
+    },
+    /// A part was uploaded; other parts are still missing.
+    PartUploaded {
+        /// Relative key.
+        key: String,
+        /// Part number.
+        part_number: u64,
+        /// Parts present in S3 after this one.
+        present: u64,
+        /// Parts of the upload.
+        parts: u64,
+    },
+    /// The upload is gone (completed or aborted by another command).
+    UploadGone {
+        /// Relative key.
+        key: String,
+        /// Part number.
+        part_number: u64,
+    },
+    /// Completion was refused; the upload was aborted and the replicate
+    /// command published again.
+    Restarted {
+        /// Relative key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PartsOutcome {
+    /// JSON summary for the answer.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PartsOutcome::Published {
+                key,
+                upload_id,
+                parts,
+            } => serde_json::json!({
+                "status": "parts_published", "key": key, "upload_id": upload_id, "parts": parts
+            }),
+            PartsOutcome::PartUploaded {
+                key,
+                part_number,
+                present,
+                parts,
+            } => serde_json::json!({
+                "status": "part_uploaded", "key": key, "part_number": part_number,
+                "present": present, "parts": parts
+            }),
+            PartsOutcome::UploadGone { key, part_number } => serde_json::json!({
+                "status": "upload_gone", "key": key, "part_number": part_number
+            }),
+            PartsOutcome::Restarted { key, reason } => serde_json::json!({
+                "status": "restarted", "key": key, "reason": reason
+            }),
+        }
+    }
+}
+
+fn is_no_such_upload<E: ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "NoSuchUpload")
+}
+
+/// Creates the multipart upload of `live` and publishes its part commands.
+pub(crate) async fn start(
+    r: &Replicator,
+    obj: &GcsObject,
+    live: &GcsObject,
+    generation: i64,
+    key: &ObjectKey,
+    h: ObjectHeaders,
+    plan: PartPlan,
+) -> Result<ReplicaOutcome, AppError> {
+    let fanout = r
+        .fanout()
+        .ok_or_else(|| AppError::Internal("part tasks without a publisher".into()))?;
+    let publisher = fanout.publisher()?;
+    let crc = live.crc32c.clone().unwrap_or_default();
+    let st = r.storage();
+    let created = st
+        .client()
+        .create_multipart_upload()
+        .bucket(st.bucket())
+        .key(key.full())
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .checksum_type(ChecksumType::FullObject)
+        .set_content_type(h.content_type)
+        .set_content_encoding(h.content_encoding)
+        .set_content_disposition(h.content_disposition)
+        .set_cache_control(h.cache_control)
+        .set_content_language(h.content_language)
+        .set_metadata(Some(h.metadata))
+        .send()
+        .await
+        .map_err(|e| classify("CreateMultipartUpload", key.relative(), e))?;
+    let upload_id = created.upload_id.ok_or_else(|| {
+        AppError::Internal("CreateMultipartUpload answered without an upload id".into())
+    })?;
+    let commands: Vec<serde_json::Value> = (1..=plan.parts)
+        .map(|n| {
+            let (start, end) = plan.range(n);
+            PartTask {
+                bucket: obj.bucket.clone(),
+                name: obj.name.clone(),
+                generation,
+                key: key.relative().to_owned(),
+                upload_id: upload_id.clone(),
+                part_number: n,
+                start,
+                end,
+                parts: plan.parts,
+                size: plan.size,
+                crc32c: crc.clone(),
+            }
+            .command()
+        })
+        .collect();
+    if let Err(e) = publisher.publish(&commands).await {
+        // Nothing will drive this upload: leave none behind.
+        abort(r, key, &upload_id).await;
+        return Err(e.into());
+    }
+    tracing::info!(
+        source = %format!("gs://{}/{}", obj.bucket, obj.name),
+        generation,
+        key = %key,
+        size = plan.size,
+        parts = plan.parts,
+        part_size = plan.part_size,
+        upload_id = %upload_id,
+        "part tasks published"
+    );
+    Ok(ReplicaOutcome::Parts(PartsOutcome::Published {
+        key: key.relative().to_owned(),
+        upload_id,
+        parts: plan.parts,
+    }))
+}
+
+async fn abort(r: &Replicator, key: &ObjectKey, upload_id: &str) {
+    let st = r.storage();
+    for attempt in 1..=3 {
+        match st
+            .client()
+            .abort_multipart_upload()
+            .bucket(st.bucket())
+            .key(key.full())
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if is_no_such_upload(&e) => return,
+            Err(e) => {
+                let e = classify("AbortMultipartUpload", key.relative(), e);
+                tracing::warn!(key = %key, upload_id, attempt, "abort of a multipart upload failed: {e}");
+            }
+        }
+    }
+}
+
+impl GcsClient {
+    /// Bytes `start..=end` of generation `generation`, as stored.
+    pub(crate) async fn download_range(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        start: u64,
+        end: u64,
+    ) -> Result<reqwest::Response, GcsError> {
+        let generation = generation.to_string();
+        let range = format!("bytes={start}-{end}");
+        Backoff::default()
+            .retry(|| async {
+                let req = self
+                    .http
+                    .get(self.object_url(bucket, name))
+                    .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
+                    .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+                    .header(reqwest::header::RANGE, range.as_str());
+                self.send(req).await
+            })
+            .await
+    }
+}
+
+/// Reads the whole range; a short or long read is transient.
+async fn read_part(resp: reqwest::Response, task: &PartTask) -> Result<bytes::Bytes, AppError> {
+    let want = task.end - task.start + 1;
+    let unavailable = |detail: String| {
+        AppError::unavailable(
+            "gcs_unavailable",
+            "reading from Cloud Storage failed; retry later",
+            detail,
+        )
+    };
+    if resp.status().as_u16() != 206 && !(task.start == 0 && task.end + 1 == task.size) {
+        return Err(unavailable(format!(
+            "{}: HTTP {} to a ranged read",
+            task.source(),
+            resp.status()
+        )));
+    }
+    let mut buf = BytesMut::with_capacity(usize::try_from(want).unwrap_or(0));
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| unavailable(format!("{}: {e}", task.source())))?;
+        if (buf.len() + chunk.len()) as u64 > want {
+            return Err(unavailable(format!(
+                "{}: more than {want} bytes for part {}",
+                task.source(),
+                task.part_number
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.len() as u64 != want {
+        return Err(unavailable(format!(
+            "{}: {} of {want} bytes for part {}",
+            task.source(),
+            buf.len(),
+            task.part_number
+        )));
+    }
+    Ok(buf.freeze())
+}
+
+/// Runs one `replicate_part` command.
+pub(crate) async fn run_part(r: &Replicator, task: &PartTask) -> Result<ReplicaOutcome, AppError> {
+    if task.part_number == 0
+        || task.part_number > task.parts
+        || task.end < task.start
+        || task.end >= task.size
+        || task.upload_id.is_empty()
+    {
+        return Err(AppError::bad_request(
+            "invalid_command",
+            "a replicate_part command names an upload, a part number within its parts and a byte range within the object",
+        ));
+    }
+    let key = r.storage().key(&task.key)?;
+    let obj = GcsObject {
+        bucket: task.bucket.clone(),
+        name: task.name.clone(),
+        generation: Some(task.generation),
+        ..GcsObject::default()
+    };
+    let resp = match r
+        .gcs()
+        .download_range(
+            &task.bucket,
+            &task.name,
+            task.generation,
+            task.start,
+            task.end,
+        )
+        .await
+    {
+        Err(GcsError::Gone(status)) => {
+            abort(r, &key, &task.upload_id).await;
+            return Ok(gone(&obj, status));
+        }
+        other => other?,
+    };
+    let body = read_part(resp, task).await?;
+    let crc = crc32c::crc32c(&body);
+    let st = r.storage();
+    let uploaded = st
+        .client()
+        .upload_part()
+        .bucket(st.bucket())
+        .key(key.full())
+        .upload_id(&task.upload_id)
+        .part_number(i32::try_from(task.part_number).unwrap_or(i32::MAX))
+        .content_length(body.len() as i64)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .checksum_crc32_c(crc32c_base64(crc))
+        .body(ByteStream::from(body))
+        .send()
+        .await;
+    match uploaded {
+        Ok(_) => {}
+        Err(e) if is_no_such_upload(&e) => return Ok(upload_gone(&key, task)),
+        Err(e) => return Err(classify("UploadPart", key.relative(), e).into()),
+    }
+    let present = match list_parts(r, &key, &task.upload_id).await? {
+        Some(p) => p,
+        None => return Ok(upload_gone(&key, task)),
+    };
+    let count = present.len() as u64;
+    if count < task.parts {
+        tracing::debug!(key = %key, part = task.part_number, present = count, parts = task.parts, "part uploaded");
+        return Ok(ReplicaOutcome::Parts(PartsOutcome::PartUploaded {
+            key: key.relative().to_owned(),
+            part_number: task.part_number,
+            present: count,
+            parts: task.parts,
+        }));
+    }
+    complete(r, &key, task, present).await
+}
+
+fn upload_gone(key: &ObjectKey, task: &PartTask) -> ReplicaOutcome {
+    tracing::info!(key = %key, part = task.part_number, upload_id = %task.upload_id, "the upload is gone; the part does nothing");
+    ReplicaOutcome::Parts(PartsOutcome::UploadGone {
+        key: key.relative().to_owned(),
+        part_number: task.part_number,
+    })
+}
+
+/// The parts S3 holds, `None` when the upload is gone.
+async fn list_parts(
+    r: &Replicator,
+    key: &ObjectKey,
+    upload_id: &str,
+) -> Result<Option<Vec<CompletedPart>>, AppError> {
+    let st = r.storage();
+    let mut parts = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = st
+            .client()
+            .list_parts()
+            .bucket(st.bucket())
+            .key(key.full())
+            .upload_id(upload_id)
+            .set_part_number_marker(marker.clone())
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) if is_no_such_upload(&e) => return Ok(None),
+            Err(e) => return Err(classify("ListParts", key.relative(), e).into()),
+        };
+        for p in out.parts() {
+            parts.push(
+                CompletedPart::builder()
+                    .set_part_number(p.part_number())
+                    .set_e_tag(p.e_tag().map(str::to_owned))
+                    .set_checksum_crc32_c(p.checksum_crc32_c().map(str::to_owned))
+                    .build(),
+            );
+        }
+        let next = out.next_part_number_marker().map(str::to_owned);
+        if out.is_truncated() == Some(true) && next.is_some() && next != marker {
+            marker = next;
+        } else {
+            break;
+        }
+    }
+    parts.sort_by_key(|p| p.part_number());
+    parts.dedup_by_key(|p| p.part_number());
+    Ok(Some(parts))
+}
+
+async fn complete(
+    r: &Replicator,
+    key: &ObjectKey,
+    task: &PartTask,
+    parts: Vec<CompletedPart>,
+) -> Result<ReplicaOutcome, AppError> {
+    // Idempotent: a replica of this generation (an earlier upload of the
+    // same replicate, delivered twice) or a newer one wins.
+    if let Some(replica) = r.replica_generation(key, &task.bucket).await? {
+        if replica >= task.generation {
+            abort(r, key, &task.upload_id).await;
+            return Ok(up_to_date(key, replica, task.generation));
+        }
+    }
+    let st = r.storage();
+    let out = st
+        .client()
+        .complete_multipart_upload()
+        .bucket(st.bucket())
+        .key(key.full())
+        .upload_id(&task.upload_id)
+        .checksum_type(ChecksumType::FullObject)
+        .checksum_crc32_c(&task.crc32c)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await;
+    let err = match out {
+        Ok(_) => {
+            tracing::info!(
+                source = %task.source(),
+                generation = task.generation,
+                key = %key,
+                size = task.size,
+                parts = task.parts,
+                "replicated"
+            );
+            return Ok(ReplicaOutcome::Replicated {
+                key: key.relative().to_owned(),
+                generation: task.generation,
+                size: task.size,
+            });
+        }
+        Err(e) if is_no_such_upload(&e) => return Ok(upload_gone(key, task)),
+        Err(e) => classify("CompleteMultipartUpload", key.relative(), e),
+    };
+    let refused = matches!(
+        err,
+        StorageError::IntegrityMismatch(_)
+            | StorageError::Internal(_)
+            | StorageError::InvalidArgument(_)
+            | StorageError::PreconditionFailed(_)
+            | StorageError::Conflict(_)
+    );
+    if !refused {
+        // Transient: the redelivered part command completes again.
+        return Err(err.into());
+    }
+    // Start over: publish the replicate first (so a failed publish leaves
+    // the upload for the redelivery), then abort.
+    let fanout = r
+        .fanout()
+        .ok_or_else(|| AppError::Internal("part tasks without a publisher".into()))?;
+    let replicate = serde_json::json!({
+        "op": "replicate", "bucket": task.bucket, "name": task.name,
+        "generation": task.generation.to_string(),
+    });
+    fanout.publisher()?.publish(&[replicate]).await?;
+    abort(r, key, &task.upload_id).await;
+    tracing::warn!(source = %task.source(), key = %key, upload_id = %task.upload_id, "completion refused ({err}); upload aborted and the replicate command published again");
+    Ok(ReplicaOutcome::Parts(PartsOutcome::Restarted {
+        key: key.relative().to_owned(),
+        reason: err.to_string(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn plans_cut_whole_ranges() {
+        assert_eq!(PartPlan::new(63 * MIB, 64 * MIB), None);
+        let p = PartPlan::new(640 * MIB, 64 * MIB).unwrap();
+        assert_eq!((p.part_size, p.parts), (64 * MIB, 10));
+        assert_eq!(p.range(1), (0, 64 * MIB - 1));
+        assert_eq!(p.range(10), (576 * MIB, 640 * MIB - 1));
+        let p = PartPlan::new(100 * MIB + 1, 64 * MIB).unwrap();
+        assert_eq!(p.parts, 2);
+        assert_eq!(p.range(2), (64 * MIB, 100 * MIB));
+        // A small threshold gives parts of that size (at least 8 MiB).
+        let p = PartPlan::new(20 * MIB, 5 * MIB).unwrap();
+        assert_eq!((p.part_size, p.parts), (8 * MIB, 3));
+        // 5 TiB stays within 10,000 parts.
+        let p = PartPlan::new(5 * 1024 * 1024 * MIB, 1024 * MIB).unwrap();
+        assert!(p.parts <= 10_000);
+        let (_, end) = p.range(p.parts);
+        assert_eq!(end, p.size - 1);
+    }
+
+    #[test]
+    fn part_commands_round_trip() {
+        let t = PartTask {
+            bucket: "b".into(),
+            name: "big.bin".into(),
+            generation: 1_700_000_000_000_001,
+            key: "big.bin".into(),
+            upload_id: "u-1".into(),
+            part_number: 2,
+            start: 10,
+            end: 19,
+            parts: 3,
+            size: 25,
+            crc32c: "4waSgw==".into(),
+        };
+        let v = t.command();
+        assert_eq!(v["op"], "replicate_part");
+        assert_eq!(v["generation"], "1700000000000001");
+        match crate::command::parse_command(v.to_string().as_bytes()).unwrap() {
+            crate::command::Command::ReplicatePart(back) => assert_eq!(back, t),
+            other => panic!("{other:?}"),
+        }
+    }
+}

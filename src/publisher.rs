@@ -1,0 +1,465 @@
+//! Publishing commands to the commands topic (`PUBSUB_TOPIC`,
+//! `projects/P/topics/T`) through the Pub/Sub REST API, so that work one
+//! request finds (a sync page, the parts of a large object) is spread by
+//! Pub/Sub over as many instances as the load calls for.
+//!
+//! ```text
+//! PUBSUB_TOPIC=projects/my-project/topics/bridge-commands
+//! PUBSUB_EMULATOR_HOST=127.0.0.1:8085   # plain http, no token (as Google's libraries)
+//! ```
+//!
+//! Messages are sent in batches of at most 1,000 messages and 10 MB per
+//! `:publish` call (the API's limits). Transient failures (connect errors,
+//! timeouts, 408, 429, 5xx) are retried with bounded full-jitter backoff;
+//! this is the only retry layer around Pub/Sub. A token comes from gcp_auth
+//! (the metadata server on Cloud Run) unless the emulator is used.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::identity::error_chain;
+use crate::retry::is_transient_status;
+
+const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
+const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
+/// Messages per `:publish` call (the API's limit).
+pub const MAX_BATCH_MESSAGES: usize = 1000;
+/// Request bytes per `:publish` call: the API takes 10 MB; the JSON
+/// envelope of each message is counted too, with room to spare.
+pub const MAX_BATCH_BYTES: usize = 9 * 1024 * 1024;
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// `PUBSUB_TOPIC` is not set.
+    #[error("PUBSUB_TOPIC is not set: this command publishes further commands")]
+    NoTopic,
+    /// One message is larger than a publish call may be.
+    #[error("a message of {0} bytes is over the Pub/Sub limit")]
+    TooLarge(usize),
+    /// Pub/Sub refused or failed.
+    #[error("Pub/Sub publish: {message}")]
+    Failed {
+        /// What happened (never a token).
+        message: String,
+        /// Whether trying again may succeed.
+        transient: bool,
+    },
+}
+
+impl From<PublishError> for AppError {
+    fn from(e: PublishError) -> AppError {
+        match e {
+            PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
+            // A missing topic or a refused publish is fixable by configuration
+            // or a role binding: keep the message for redelivery.
+            other => AppError::unavailable(
+                "publish_failed",
+                "publishing further commands failed; retry later",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: the wait after failed attempt `n` is
+/// uniform in `[0, min(max_delay, initial * 2^(n-1))]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jitter {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Ceiling of the first wait.
+    pub initial: Duration,
+    /// Ceiling of any wait.
+    pub max_delay: Duration,
+}
+
+impl Default for Jitter {
+    fn default() -> Self {
+        Jitter {
+            max_attempts: 5,
+            initial: Duration::from_millis(250),
+            max_delay: Duration::from_secs(4),
+        }
+    }
+}
+
+impl Jitter {
+    /// The ceiling of the wait after failed attempt `attempt` (1-based).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// A wait drawn uniformly below the ceiling of `attempt`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt).as_nanos() as u64;
+        if ceiling == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(random_u64() % (ceiling + 1))
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// A Pub/Sub publisher for one topic.
+pub struct Publisher {
+    http: reqwest::Client,
+    base: String,
+    topic: String,
+    emulator: bool,
+    auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    jitter: Jitter,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("base", &self.base)
+            .field("topic", &self.topic)
+            .field("emulator", &self.emulator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `topic` has the form `projects/P/topics/T`.
+pub fn is_topic_name(topic: &str) -> bool {
+    let parts: Vec<&str> = topic.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == "topics"
+        && !parts[1].is_empty()
+        && !parts[3].is_empty()
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~+%".contains(&b))
+}
+
+impl Publisher {
+    /// A publisher for `topic` on `pubsub.googleapis.com`, or on
+    /// `emulator_host` (`host:port`, plain http, no token).
+    pub fn new(topic: &str, emulator_host: Option<&str>) -> Publisher {
+        let (base, emulator) = match emulator_host {
+            Some(h) if h.starts_with("http://") || h.starts_with("https://") => {
+                (h.trim_end_matches('/').to_owned(), true)
+            }
+            Some(h) => (format!("http://{}", h.trim_end_matches('/')), true),
+            None => (PUBSUB_ENDPOINT.to_owned(), false),
+        };
+        Publisher {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(60))
+                .user_agent(concat!("gcp-aws-bridge/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("a TLS client with the built-in roots"),
+            base,
+            topic: topic.to_owned(),
+            emulator,
+            auth: OnceCell::new(),
+            jitter: Jitter::default(),
+        }
+    }
+
+    /// The publisher `PUBSUB_TOPIC` names, if any.
+    pub fn from_config(config: &Config) -> Option<Publisher> {
+        config
+            .pubsub_topic
+            .as_deref()
+            .map(|t| Publisher::new(t, config.pubsub_emulator_host.as_deref()))
+    }
+
+    /// Replaces the retry policy (tests).
+    pub fn with_jitter(mut self, jitter: Jitter) -> Publisher {
+        self.jitter = jitter;
+        self
+    }
+
+    /// `projects/P/topics/T`.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, PublishError> {
+        if self.emulator {
+            return Ok(req);
+        }
+        let provider = self
+            .auth
+            .get_or_try_init(|| async { gcp_auth::provider().await })
+            .await
+            .map_err(|e| PublishError::Failed {
+                message: format!("no Google credentials: {}", error_chain(&e)),
+                transient: true,
+            })?;
+        let token = provider
+            .token(&[PUBSUB_SCOPE])
+            .await
+            .map_err(|e| PublishError::Failed {
+                message: format!("access token: {}", error_chain(&e)),
+                transient: true,
+            })?;
+        Ok(req.bearer_auth(token.as_str()))
+    }
+
+    /// Publishes each command as one message (its JSON as the data), in as
+    /// few calls as the limits allow. Returns the number published. On an
+    /// error some batches may have been published: commands are idempotent,
+    /// so the caller answers non-2xx and the redelivery publishes again.
+    pub async fn publish(&self, commands: &[serde_json::Value]) -> Result<usize, PublishError> {
+        let mut batch: Vec<serde_json::Value> = Vec::new();
+        let mut bytes = 0;
+        let mut published = 0;
+        for cmd in commands {
+            let data = STANDARD.encode(cmd.to_string());
+            let size = data.len() + 32;
+            if size > MAX_BATCH_BYTES {
+                return Err(PublishError::TooLarge(size));
+            }
+            if batch.len() == MAX_BATCH_MESSAGES || bytes + size > MAX_BATCH_BYTES {
+                published += self.publish_batch(&batch).await?;
+                batch.clear();
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(serde_json::json!({ "data": data }));
+        }
+        if !batch.is_empty() {
+            published += self.publish_batch(&batch).await?;
+        }
+        Ok(published)
+    }
+
+    async fn publish_batch(&self, messages: &[serde_json::Value]) -> Result<usize, PublishError> {
+        let url = format!("{}/v1/{}:publish", self.base, self.topic);
+        let body = serde_json::json!({ "messages": messages });
+        let mut attempt = 1;
+        loop {
+            match self.publish_once(&url, &body, messages.len()).await {
+                Err(PublishError::Failed {
+                    transient: true,
+                    message,
+                }) if attempt < self.jitter.max_attempts => {
+                    tracing::debug!(attempt, "Pub/Sub publish failed, retrying: {message}");
+                    tokio::time::sleep(self.jitter.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        count: usize,
+    ) -> Result<usize, PublishError> {
+        let req = self.authorize(self.http.post(url).json(body)).await?;
+        let resp = req.send().await.map_err(|e| PublishError::Failed {
+            message: format!("request failed: {}", error_chain(&e)),
+            transient: true,
+        })?;
+        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let text: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+            return Err(PublishError::Failed {
+                message: format!("HTTP {status}: {text}"),
+                transient: is_transient_status(status),
+            });
+        }
+        let v: serde_json::Value = resp.json().await.map_err(|e| PublishError::Failed {
+            message: format!("unreadable answer: {e}"),
+            transient: true,
+        })?;
+        let ids = v["messageIds"].as_array().map(Vec::len).unwrap_or(0);
+        if ids != count {
+            return Err(PublishError::Failed {
+                message: format!("{ids} message ids for {count} messages"),
+                transient: true,
+            });
+        }
+        Ok(count)
+    }
+}
+
+/// What the commands that publish further commands (sync pages, part
+/// tasks, guarded deletes) need: the configuration and the publisher.
+#[derive(Debug)]
+pub struct Fanout {
+    pub(crate) config: Config,
+    pub(crate) publisher: Option<Publisher>,
+}
+
+impl Fanout {
+    /// From the configuration; no outbound call.
+    pub fn from_config(config: &Config) -> Fanout {
+        Fanout {
+            config: config.clone(),
+            publisher: Publisher::from_config(config),
+        }
+    }
+
+    /// The publisher, or [`PublishError::NoTopic`].
+    pub(crate) fn publisher(&self) -> Result<&Publisher, PublishError> {
+        self.publisher.as_ref().ok_or(PublishError::NoTopic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A Pub/Sub stand-in on 127.0.0.1 that fails the first `fail` calls
+    /// with 503 and records the message count of every call.
+    async fn stand_in(fail: usize) -> (String, Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (c, a) = (calls.clone(), attempts.clone());
+        let app = axum::Router::new()
+            .route(
+                "/v1/projects/p/topics/{t}",
+                axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                    let (c, a) = (c.clone(), a.clone());
+                    async move {
+                        let n = body["messages"].as_array().map_or(0, Vec::len);
+                        if a.fetch_add(1, Ordering::SeqCst) < fail {
+                            return (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({})),
+                            );
+                        }
+                        c.lock().unwrap().push(n);
+                        let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({ "messageIds": ids })),
+                        )
+                    }
+                }),
+            )
+            // The API takes 10 MB.
+            .layer(axum::extract::DefaultBodyLimit::max(10_000_000));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (host, calls, attempts)
+    }
+
+    fn quick() -> Jitter {
+        Jitter {
+            max_attempts: 3,
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_stay_within_the_api_limits() {
+        let (host, calls, _) = stand_in(0).await;
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let cmds: Vec<serde_json::Value> = (0..2500)
+            .map(|i| serde_json::json!({"op": "replicate", "bucket": "b", "name": i.to_string()}))
+            .collect();
+        assert_eq!(p.publish(&cmds).await.unwrap(), 2500);
+        assert_eq!(*calls.lock().unwrap(), vec![1000, 1000, 500]);
+        // 40 messages of about 600 KiB: at most 9 MiB per call.
+        calls.lock().unwrap().clear();
+        let big: Vec<serde_json::Value> = (0..40)
+            .map(|_| serde_json::json!({"op": "put", "key": "k", "body": "x".repeat(450_000)}))
+            .collect();
+        assert_eq!(p.publish(&big).await.unwrap(), 40);
+        let sizes = calls.lock().unwrap().clone();
+        assert!(
+            sizes.len() >= 3 && sizes.iter().sum::<usize>() == 40,
+            "{sizes:?}"
+        );
+        assert!(
+            sizes.iter().all(|n| *n * 600_000 <= MAX_BATCH_BYTES),
+            "{sizes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let (host, calls, attempts) = stand_in(2).await;
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let cmd = [serde_json::json!({"op": "sync", "bucket": "b"})];
+        assert_eq!(p.publish(&cmd).await.unwrap(), 1);
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        assert_eq!(*calls.lock().unwrap(), vec![1]);
+
+        let (host, _, attempts) = stand_in(usize::MAX).await;
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let e = p.publish(&cmd).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PublishError::Failed {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        let app: AppError = e.into();
+        assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(is_topic_name("projects/p-1/topics/bridge-commands"));
+        for bad in [
+            "bridge-commands",
+            "projects/p/subscriptions/s",
+            "projects//topics/t",
+            "projects/p/topics/",
+            "projects/p/topics/t/x",
+            "projects/p/topics/t?x",
+        ] {
+            assert!(!is_topic_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_jitter_stays_under_a_doubling_ceiling() {
+        let j = Jitter::default();
+        assert_eq!(j.ceiling(1), Duration::from_millis(250));
+        assert_eq!(j.ceiling(2), Duration::from_millis(500));
+        assert_eq!(j.ceiling(9), Duration::from_secs(4));
+        let draws: Vec<Duration> = (0..200).map(|_| j.delay(3)).collect();
+        assert!(draws.iter().all(|d| *d <= Duration::from_secs(1)));
+        // Full jitter: the draws spread over the interval.
+        assert!(draws.iter().any(|d| *d < Duration::from_millis(300)));
+        assert!(draws.iter().any(|d| *d > Duration::from_millis(700)));
+    }
+}

@@ -1,0 +1,370 @@
+//! Sync and part tasks (SPEC §10) on the rig: fake-gcs-server behind a
+//! counting proxy, the Pub/Sub emulator pushing the commands topic to the
+//! service through a round-robin front end (tests/common/front.rs, standing
+//! in for Cloud Run's), moto behind the fault proxy.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bridge_testkit::{FaultPlan, ProxyFault};
+use common::deployment::{bytes, cli, gzip_stored, Deployment};
+use common::pubsub::{pubsub_statuses, pull_all, pull_topic};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+const OBJECTS: usize = 2000;
+const MIB: usize = 1024 * 1024;
+
+fn object_name(i: usize) -> String {
+    match i % 5 {
+        0 => format!("root-{i:04}"),
+        1 => format!("a/{}/obj-{i:04}.bin", i % 7),
+        2 => format!("a/{}/b/{}/obj-{i:04}", i % 7, i % 3),
+        3 => format!("logs/2026/{:02}/{i:04}.log", i % 12),
+        _ => format!("z/deep/er/and/deeper/{i:04}"),
+    }
+}
+
+/// 0 B to 3 MiB, mostly small: 10 objects of 3 MiB, 90 of 64–300 KiB.
+fn object_size(i: usize) -> usize {
+    if i == 1 {
+        0
+    } else if i % 200 == 3 {
+        3 * MIB
+    } else if i % 20 == 7 {
+        64 * 1024 + i * 113
+    } else {
+        (i * 7919) % 4096
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes_orphans() {
+    let d = Deployment::start("sync2000", 1, &[]).await;
+
+    // 2,000 objects in nested prefixes, some gzip-encoded.
+    let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let uploads = futures_util::stream::iter((0..OBJECTS).map(|i| {
+        let name = object_name(i);
+        let raw = bytes(object_size(i), i as u64);
+        let (data, resource) = if i % 25 == 4 {
+            (
+                gzip_stored(&raw),
+                json!({"contentType": "text/plain", "contentEncoding": "gzip"}),
+            )
+        } else {
+            (raw, json!({"contentType": "application/octet-stream"}))
+        };
+        let gcs = &d.gcs;
+        let bucket = &d.bucket;
+        async move {
+            gcs.upload(bucket, &name, &data, resource).await;
+            (name, data)
+        }
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await;
+    expected.extend(uploads);
+    assert_eq!(expected.len(), OBJECTS);
+
+    // The dry run plans every object and publishes nothing.
+    let (dry_topic, dry_sub) = pull_topic(&d.w, "dry").await;
+    let (ok, out, err) = cli(
+        &d,
+        &[&format!("gs://{}", d.bucket), "--dry-run"],
+        &dry_topic,
+    );
+    assert!(ok, "{out}\n{err}");
+    let copies = out.lines().filter(|l| l.starts_with("copy gs://")).count();
+    assert_eq!(copies, OBJECTS, "{err}");
+    let totals: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(totals["copy"], OBJECTS);
+    assert_eq!(totals["published"], 0);
+    assert_eq!(
+        totals["copy_bytes"],
+        expected.values().map(Vec::len).sum::<usize>()
+    );
+    assert!(pull_all(&d.w, &dry_sub).await.is_empty());
+    assert!(d.replicas().await.is_empty());
+
+    // One command syncs it all.
+    let first = d.post_sync(json!({ "bucket": d.bucket })).await;
+    assert_eq!(first["page"], 1);
+    assert_eq!(first["next_page"], true);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let n = d.replicas().await.len();
+        if n == OBJECTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {OBJECTS} replicas:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let pages = d.sync_done(0).await;
+    d.quiet().await;
+    let page_numbers: BTreeSet<u64> = pages.iter().filter_map(|p| p["page"].as_u64()).collect();
+    assert!(
+        page_numbers.len() <= OBJECTS.div_ceil(1000) + 1,
+        "{page_numbers:?}"
+    );
+    for (name, data) in &expected {
+        let got = admin_get(&d.w.bucket, &d.w.full(name)).await;
+        assert_eq!(got.as_deref(), Some(data.as_slice()), "{name}");
+    }
+    // One log line per completed object.
+    assert!(d.logged("replicated").len() >= OBJECTS);
+
+    // A bucket in sync costs list calls only.
+    d.w.proxy.reset_counts();
+    d.gcs_proxy.reset_counts();
+    let pages_before = d.logged("sync page").len();
+    let again = d.post_sync(json!({ "bucket": d.bucket })).await;
+    assert_eq!(again["replicate"], 0, "{again}");
+    let pages = d.sync_done(pages_before).await;
+    d.quiet().await;
+    assert!(pages.iter().all(|p| p["replicate"] == 0), "{pages:?}");
+    let s3 = d.w.proxy.counts();
+    let s3_object_calls: usize = s3
+        .iter()
+        .filter(|(op, _)| !op.starts_with("S3:") && *op != "ListObjectsV2")
+        .filter(|(op, _)| !op.contains("Role") && *op != "GetCallerIdentity")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(s3_object_calls, 0, "S3 calls: {s3:?}");
+    assert!(s3.get("ListObjectsV2").copied().unwrap_or(0) >= 1, "{s3:?}");
+    let gcs = d.gcs_proxy.counts();
+    assert_eq!(
+        d.gcs_proxy.total(),
+        gcs.get("GcsListObjects").copied().unwrap_or(0),
+        "Cloud Storage calls: {gcs:?}"
+    );
+
+    // 100 objects deleted in Cloud Storage: a delete sync removes exactly
+    // their replicas.
+    let deleted: BTreeSet<String> = expected.keys().step_by(20).cloned().collect();
+    assert_eq!(deleted.len(), 100);
+    futures_util::stream::iter(deleted.iter())
+        .for_each_concurrent(16, |n| d.gcs.delete(&d.bucket, n))
+        .await;
+    let (ok, out, err) = cli(
+        &d,
+        &[&format!("gs://{}", d.bucket), "--delete", "--dry-run"],
+        &dry_topic,
+    );
+    assert!(ok, "{out}\n{err}");
+    let planned: BTreeSet<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("delete s3://"))
+        .map(|k| k[d.w.bucket.len() + 1 + d.w.prefix.len()..].to_owned())
+        .collect();
+    assert_eq!(planned, deleted);
+    assert!(pull_all(&d.w, &dry_sub).await.is_empty());
+
+    let pages_before = d.logged("sync page").len();
+    d.post_sync(json!({ "bucket": d.bucket, "delete": true }))
+        .await;
+    let pages = d.sync_done(pages_before).await;
+    let deletes: u64 = pages
+        .iter()
+        .filter_map(|p| p["delete_replicas"].as_u64())
+        .sum();
+    assert!(deletes >= 100, "{pages:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = d.replicas().await;
+        if left.len() == OBJECTS - 100 {
+            let want: BTreeSet<String> = expected
+                .keys()
+                .filter(|k| !deleted.contains(*k))
+                .cloned()
+                .collect();
+            assert_eq!(left, want);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} replicas left:\n{}",
+            left.len(),
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Without --dry-run the command line publishes the first page's command.
+    let (ok, out, err) = cli(
+        &d,
+        &[&format!("gs://{}/a/", d.bucket), "--delete"],
+        &dry_topic,
+    );
+    assert!(ok, "{out}\n{err}");
+    let published = pull_all(&d.w, &dry_sub).await;
+    assert_eq!(
+        published,
+        vec![json!({"op": "sync", "bucket": d.bucket, "prefix": "a/", "delete": true})]
+    );
+    assert!(pubsub_statuses(&d.servers[0]).iter().all(|s| *s < 300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
+    let d = Deployment::start("syncrefuse", 1, &[]).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/sync", d.front.url))
+        .json(&json!({ "bucket": "not-allowed-bucket" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "source_bucket_not_allowed");
+    for (body, code) in [
+        (json!({ "bucket": "Bad_Bucket!" }), "invalid_bucket"),
+        (
+            json!({ "bucket": d.bucket, "page_token": "garbage" }),
+            "invalid_page_token",
+        ),
+        (
+            json!({ "bucket": d.bucket, "prefix": "../x" }),
+            "invalid_key",
+        ),
+        (json!({ "bucket": d.bucket, "extra": 1 }), "invalid_json"),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/sync", d.front.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
+    // Nothing was listed for a refused request.
+    assert_eq!(d.gcs_proxy.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kill() {
+    let mut d = Deployment::start(
+        "parts640",
+        2,
+        &[("PART_TASK_BYTES", &(64 * MIB).to_string())],
+    )
+    .await;
+    let size = 640 * MIB;
+    let data = bytes(size, 640);
+    let obj = d
+        .gcs
+        .upload(
+            &d.bucket,
+            "big/object.bin",
+            &data,
+            json!({"contentType": "application/octet-stream", "metadata": {"team": "data"}}),
+        )
+        .await;
+    let gcs_crc = obj["crc32c"].as_str().unwrap().to_owned();
+
+    // 20 % of ranged reads and of UploadPart calls fail.
+    d.gcs_proxy.set_faults(FaultPlan {
+        ops: Some(vec!["GcsRangedRead".into()]),
+        rate: 0.2,
+        kinds: vec![ProxyFault::Status(503)],
+        seed: 15,
+        ..FaultPlan::default()
+    });
+    d.w.proxy.set_faults(FaultPlan {
+        ops: Some(vec!["UploadPart".into()]),
+        rate: 0.2,
+        kinds: vec![ProxyFault::Status(503)],
+        seed: 16,
+        ..FaultPlan::default()
+    });
+    let cmd = json!({"op": "replicate", "bucket": d.bucket, "name": "big/object.bin"});
+    d.topic
+        .publish(&[json!({ "data": STANDARD.encode(cmd.to_string()) })])
+        .await;
+
+    // One instance is killed once parts are under way.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while d.w.proxy.count("UploadPart") < 3 {
+        assert!(Instant::now() < deadline, "no parts:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dispatched_before_kill = d.front.dispatched();
+    d.servers[1].child.kill().unwrap();
+    d.servers[1].child.wait().unwrap();
+
+    let key = d.w.full("big/object.bin");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let head = loop {
+        match admin_s3()
+            .head_object()
+            .bucket(&d.w.bucket)
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(h) => break h,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "no replica:\n{}", d.log_text());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert_eq!(head.content_length(), Some(size as i64));
+    assert_eq!(head.checksum_crc32_c(), Some(gcs_crc.as_str()));
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("team"))
+            .map(String::as_str),
+        Some("data")
+    );
+    let got = admin_get(&d.w.bucket, &key).await.unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        sha2::Sha256::digest(&got),
+        sha2::Sha256::digest(&data),
+        "replica differs"
+    );
+    drop(got);
+
+    // Both instances handled commands, and faults were injected on both sides.
+    assert!(
+        dispatched_before_kill.iter().all(|n| *n > 0),
+        "{dispatched_before_kill:?}"
+    );
+    assert!(d.w.proxy.faults_injected() > 0);
+    assert!(d.gcs_proxy.faults_injected() > 0);
+
+    // No upload is left behind.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let uploads = admin_s3()
+            .list_multipart_uploads()
+            .bucket(&d.w.bucket)
+            .prefix(&d.w.prefix)
+            .send()
+            .await
+            .unwrap();
+        if uploads.uploads().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uploads left: {:?}",
+            uploads.uploads()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
