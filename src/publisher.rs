@@ -14,7 +14,6 @@
 //! this is the only retry layer around Pub/Sub. A token comes from gcp_auth
 //! (the metadata server on Cloud Run) unless the emulator is used.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use tokio::sync::OnceCell;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::identity::error_chain;
-use crate::retry::is_transient_status;
+use crate::retry::{is_transient_status, Backoff};
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -69,57 +68,13 @@ impl From<PublishError> for AppError {
     }
 }
 
-/// Full-jitter exponential backoff: the wait after failed attempt `n` is
-/// uniform in `[0, min(max_delay, initial * 2^(n-1))]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Jitter {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// Ceiling of the first wait.
-    pub initial: Duration,
-    /// Ceiling of any wait.
-    pub max_delay: Duration,
-}
-
-impl Default for Jitter {
-    fn default() -> Self {
-        Jitter {
-            max_attempts: 5,
-            initial: Duration::from_millis(250),
-            max_delay: Duration::from_secs(4),
-        }
-    }
-}
-
-impl Jitter {
-    /// The ceiling of the wait after failed attempt `attempt` (1-based).
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max_delay)
-    }
-
-    /// A wait drawn uniformly below the ceiling of `attempt`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt).as_nanos() as u64;
-        if ceiling == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(random_u64() % (ceiling + 1))
-    }
-}
-
-fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
-}
+/// Publishing's retry policy: five attempts, waits drawn with full jitter
+/// below a ceiling that doubles from 250 ms to at most 4 s.
+const PUBLISH_BACKOFF: Backoff = Backoff {
+    max_attempts: 5,
+    initial: Duration::from_millis(250),
+    max_delay: Duration::from_secs(4),
+};
 
 /// A Pub/Sub publisher for one topic.
 pub struct Publisher {
@@ -128,7 +83,7 @@ pub struct Publisher {
     topic: String,
     emulator: bool,
     auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
-    jitter: Jitter,
+    backoff: Backoff,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -176,7 +131,7 @@ impl Publisher {
             topic: topic.to_owned(),
             emulator,
             auth: OnceCell::new(),
-            jitter: Jitter::default(),
+            backoff: PUBLISH_BACKOFF,
         }
     }
 
@@ -189,8 +144,8 @@ impl Publisher {
     }
 
     /// Replaces the retry policy (tests).
-    pub fn with_jitter(mut self, jitter: Jitter) -> Publisher {
-        self.jitter = jitter;
+    pub fn with_backoff(mut self, backoff: Backoff) -> Publisher {
+        self.backoff = backoff;
         self
     }
 
@@ -261,9 +216,9 @@ impl Publisher {
                 Err(PublishError::Failed {
                     transient: true,
                     message,
-                }) if attempt < self.jitter.max_attempts => {
+                }) if attempt < self.backoff.max_attempts => {
                     tracing::debug!(attempt, "Pub/Sub publish failed, retrying: {message}");
-                    tokio::time::sleep(self.jitter.delay(attempt)).await;
+                    tokio::time::sleep(self.backoff.delay(attempt)).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -374,8 +329,8 @@ mod tests {
         (host, calls, attempts)
     }
 
-    fn quick() -> Jitter {
-        Jitter {
+    fn quick() -> Backoff {
+        Backoff {
             max_attempts: 3,
             initial: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
@@ -385,7 +340,7 @@ mod tests {
     #[tokio::test]
     async fn batches_stay_within_the_api_limits() {
         let (host, calls, _) = stand_in(0).await;
-        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_backoff(quick());
         let cmds: Vec<serde_json::Value> = (0..2500)
             .map(|i| serde_json::json!({"op": "replicate", "bucket": "b", "name": i.to_string()}))
             .collect();
@@ -411,14 +366,14 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_a_bounded_number_of_times() {
         let (host, calls, attempts) = stand_in(2).await;
-        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_backoff(quick());
         let cmd = [serde_json::json!({"op": "sync", "bucket": "b"})];
         assert_eq!(p.publish(&cmd).await.unwrap(), 1);
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
         assert_eq!(*calls.lock().unwrap(), vec![1]);
 
         let (host, _, attempts) = stand_in(usize::MAX).await;
-        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_jitter(quick());
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_backoff(quick());
         let e = p.publish(&cmd).await.unwrap_err();
         assert!(
             matches!(
@@ -448,18 +403,5 @@ mod tests {
         ] {
             assert!(!is_topic_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn full_jitter_stays_under_a_doubling_ceiling() {
-        let j = Jitter::default();
-        assert_eq!(j.ceiling(1), Duration::from_millis(250));
-        assert_eq!(j.ceiling(2), Duration::from_millis(500));
-        assert_eq!(j.ceiling(9), Duration::from_secs(4));
-        let draws: Vec<Duration> = (0..200).map(|_| j.delay(3)).collect();
-        assert!(draws.iter().all(|d| *d <= Duration::from_secs(1)));
-        // Full jitter: the draws spread over the interval.
-        assert!(draws.iter().any(|d| *d < Duration::from_millis(300)));
-        assert!(draws.iter().any(|d| *d > Duration::from_millis(700)));
     }
 }
