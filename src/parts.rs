@@ -396,6 +396,14 @@ pub(crate) async fn run_part(r: &Replicator, task: &PartTask) -> Result<ReplicaO
         generation: Some(task.generation),
         ..GcsObject::default()
     };
+    // The part is held whole: reserve it from the buffer budget before
+    // reading (a range larger than the whole budget is refused, 413, and a
+    // busy instance answers 503 so Pub/Sub redelivers the part elsewhere).
+    let _part_buffer = r
+        .storage()
+        .budget()
+        .reserve(task.end - task.start + 1)
+        .await?;
     let resp = match r
         .gcs()
         .download_range(
@@ -631,5 +639,63 @@ mod tests {
             crate::command::Command::ReplicatePart(back) => assert_eq!(back, t),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A replicator whose S3 and Cloud Storage are never reached: a part
+    /// refused by the budget must fail before any request.
+    fn offline_replicator(budget: crate::budget::BufferBudget) -> Replicator {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let storage = crate::storage::Storage::new(
+            s3,
+            "bucket".into(),
+            String::new(),
+            crate::aws::CredentialsExpiry::default(),
+        )
+        .with_limits(budget, crate::storage::MAX_OBJECT);
+        Replicator::new(storage, GcsClient::new(Some("127.0.0.1:9")))
+            .with_source_buckets(crate::source_buckets::SourceBuckets::Any)
+    }
+
+    fn task(bytes: u64) -> PartTask {
+        PartTask {
+            bucket: "src".into(),
+            name: "big.bin".into(),
+            generation: 7,
+            key: "big.bin".into(),
+            upload_id: "u-1".into(),
+            part_number: 1,
+            start: 0,
+            end: bytes - 1,
+            parts: 2,
+            size: 2 * bytes,
+            crc32c: "AAAAAA==".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_part_is_reserved_from_the_buffer_budget_before_it_is_read() {
+        let budget =
+            crate::budget::BufferBudget::new(16 * MIB, std::time::Duration::from_millis(20));
+        let r = offline_replicator(budget.clone());
+
+        // Larger than the whole budget: 413, nothing read.
+        let e = run_part(&r, &task(32 * MIB)).await.unwrap_err();
+        assert_eq!(e.status().as_u16(), 413, "{e:?}");
+
+        // The budget is held by others: 503 after the wait, nothing read
+        // (a read would fail with gcs_unavailable instead).
+        let held = budget.reserve(16 * MIB).await.unwrap();
+        let e = run_part(&r, &task(8 * MIB)).await.unwrap_err();
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (503, "buffer_budget_exhausted"),
+            "{e:?}"
+        );
+        drop(held);
     }
 }

@@ -207,6 +207,12 @@ impl Storage {
         self
     }
 
+    /// The budget every buffer of this storage's uploads is reserved from;
+    /// part tasks reserve their part from it too.
+    pub(crate) fn budget(&self) -> &BufferBudget {
+        &self.budget
+    }
+
     /// The same storage with upload buffers reserved from `budget` and
     /// objects over `max_object_bytes` refused.
     pub fn with_limits(mut self, budget: BufferBudget, max_object_bytes: u64) -> Storage {
