@@ -32,6 +32,14 @@ async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
     w.metadata
         .push_fault(Endpoint::Identity, Fault::Status(503));
     w.metadata.push_fault(Endpoint::Identity, Fault::Drop);
+    // The first credential load meets an STS that is down for all of its
+    // attempts (the load is single-flight, so the four faults are its own):
+    // the deliveries waiting for it answer 503 and are redelivered, whatever
+    // the random faults below happen to hit.
+    for _ in 0..4 {
+        w.proxy
+            .push_fault("AssumeRoleWithWebIdentity", ProxyFault::Status(503));
+    }
     w.proxy.set_faults(FaultPlan {
         ops: Some(vec![
             "PutObject".to_owned(),
