@@ -440,33 +440,32 @@ async fn terraform_aws_provider_uses_the_credential_server() {
     assert!(s.w.proxy.count("PutObject") >= 1);
 
     // The provider says only that it found no credentials; the server's log
-    // has the refusal.
-    for (token, code) in [
-        (None, "unauthenticated"),
-        (Some("not-the-token"), "forbidden"),
-    ] {
-        let out = tf(
-            s.client_env(&server, token),
-            cmd(&["plan", "-refresh=true"], true),
-        )
-        .await;
-        assert!(!out.status.success());
-        let t = text(&out);
-        assert!(t.contains("No valid credential sources found"), "{t}");
-        let log = server.stdout.text();
-        assert!(
-            log.contains(&format!("\"code\":\"{code}\"")),
-            "no {code} refusal in the server's log:\n{log}"
-        );
-    }
+    // has the refusal. (A missing token is refused the same way: the AWS
+    // CLI, boto3 and JavaScript tests show that; each Terraform run costs
+    // three starts of the provider.)
+    let out = tf(
+        s.client_env(&server, Some("not-the-token")),
+        cmd(&["plan", "-refresh=true"], true),
+    )
+    .await;
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("No valid credential sources found"), "{t}");
+    let log = server.stdout.text();
+    assert!(
+        log.contains("\"code\":\"forbidden\""),
+        "no forbidden refusal in the server's log:\n{log}"
+    );
     drop(server);
 
     s.aws.set_lifetime(Some(SHORT_LIFETIME));
     let server = s.sidecar().await;
     let ok = s.client_env(&server, Some(&s.token));
+    // Runs until the first credentials have expired; the destroy after it
+    // is one more run, with fresh ones.
     let started = Instant::now();
     let mut runs = 0;
-    while started.elapsed() < SHORT_RUN || runs < 2 {
+    while started.elapsed() < SHORT_RUN || runs < 1 {
         let out = tf(
             ok.clone(),
             cmd(&["apply", "-auto-approve", "-refresh=true"], true),
@@ -478,7 +477,6 @@ async fn terraform_aws_provider_uses_the_credential_server() {
     let out = tf(ok.clone(), cmd(&["destroy", "-auto-approve"], true)).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(admin_get(&s.w.bucket, &key).await.is_none());
-    assert!(runs >= 2, "{runs}");
     assert_eq!(s.aws.expired_refusals(), 0);
     assert!(s.sts_calls() >= 3, "{} STS calls", s.sts_calls());
     let distinct: HashSet<String> = s.aws.used().into_keys().collect();
