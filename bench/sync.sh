@@ -46,7 +46,7 @@ trap '"$ROOT/scripts/rig-down.sh" >/dev/null 2>&1 || true' EXIT
 
 LOG="$RIG_DIR/bench-sync.log"
 say "running (log in $LOG)"
-cargo test --test sync_bench -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep -o 'BENCH .*' || true
+cargo test --test integration sync_bench:: -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep -o 'BENCH .*' || true
 grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exit 1; }
 
 {

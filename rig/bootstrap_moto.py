@@ -59,7 +59,7 @@ ROLE_POLICY = {
                 "s3:ListMultipartUploadParts",
                 "s3:GetObjectAttributes",
                 # Terraform's aws_s3_object reads an object's tags
-                # (tests/sdk_clients.rs).
+                # (tests/integration/sdk_clients.rs).
                 "s3:GetObjectTagging",
             ],
             "Resource": f"arn:aws:s3:::{BUCKET}/{ALLOWED_PREFIX}*",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real AWS clients the credential-server tests run
-# (tests/sdk_clients.rs), when missing:
+# (tests/integration/sdk_clients.rs), when missing:
 #   - the AWS CLI and boto3: rig/requirements.txt, through rig/venv.sh
 #   - the AWS SDK for JavaScript v3: npm ci in tests/clients/js (package-lock.json)
 #   - Terraform and its AWS provider: checked, not installed (/opt/tf-plugins,

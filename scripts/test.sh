@@ -9,9 +9,8 @@
 #      (while the tests build); outputs in $RIG_DIR/tf-outputs.json; and
 #      scripts/test-clients.sh, which installs the real AWS clients of the
 #      credential-server tests (AWS CLI, boto3, the JavaScript SDK)
-#   5. the Rust tests: cargo nextest run --workspace (cargo test --workspace
-#      when cargo-nextest is not installed), with RIG_DIR and TF_OUTPUTS_FILE
-#      exported
+#   5. the Rust tests: cargo nextest run --workspace (cargo-nextest is
+#      installed when missing), with RIG_DIR and TF_OUTPUTS_FILE exported
 #
 #   scripts/test.sh [extra arguments for the test runner, e.g. a filter]
 #
@@ -94,13 +93,14 @@ if [ $rig_rc -eq 0 ]; then
     "$ROOT/scripts/test-clients.sh" </dev/null >"$LOGS/test-clients.log" 2>&1 &
     clients_pid=$!
 
-    if command -v cargo-nextest >/dev/null 2>&1; then
-        build=(cargo nextest run --workspace --no-run)
-        tests=(cargo nextest run --workspace --no-fail-fast)
-    else
-        build=(cargo test --workspace --no-run)
-        tests=(cargo test --workspace --no-fail-fast)
+    # cargo-nextest runs every test in a process of its own, which the
+    # tests that set process environment variables rely on.
+    if ! command -v cargo-nextest >/dev/null 2>&1; then
+        banner "cargo install cargo-nextest (missing)"
+        cargo install cargo-nextest --locked
     fi
+    build=(cargo nextest run --workspace --no-run)
+    tests=(cargo nextest run --workspace --no-fail-fast)
     banner "build the tests: ${build[*]}"
     t=$SECONDS
     "${build[@]}"

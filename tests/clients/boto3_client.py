@@ -1,4 +1,4 @@
-"""A stock boto3 program for the credential-server tests (tests/sdk_clients.rs).
+"""A stock boto3 program for the credential-server tests (tests/integration/sdk_clients.rs).
 
 It names no credentials: boto3's default chain finds them through
 AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE).

@@ -7,7 +7,7 @@ data "google_project" "this" {
 
 # The service's environment, its invokers and the push audience: computed
 # without any provider in ../service-env, so that a test renders exactly what
-# is deployed (tests/terraform_env.rs).
+# is deployed (tests/integration/terraform_env.rs).
 module "env" {
   source = "../service-env"
 

@@ -1,6 +1,6 @@
 # What the Cloud Run service is given and who may call it, computed from the
 # inputs alone: the gcp module uses it to build the service, the push
-# subscription and the Eventarc trigger, and tests/terraform_env.rs renders
+# subscription and the Eventarc trigger, and tests/integration/terraform_env.rs renders
 # it offline and runs the binary with exactly this environment behind the
 # test kit's Cloud Run front end.
 

@@ -1,5 +1,5 @@
 # A stock Terraform configuration for the credential-server tests
-# (tests/sdk_clients.rs). The AWS provider is given no credentials: it finds
+# (tests/integration/sdk_clients.rs). The AWS provider is given no credentials: it finds
 # them through AWS_CONTAINER_CREDENTIALS_FULL_URI and
 # AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE). The endpoints point at the test
 # rig (moto behind the test proxies).

@@ -8,7 +8,7 @@
 //! Storage notifications pushed while a fifth of the Cloud Storage reads
 //! and of the S3 uploads fail, some halfway through the body.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

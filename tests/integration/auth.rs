@@ -6,7 +6,7 @@
 //! a failing `/readyz` that says `not_ready` and nothing internal; the
 //! header-read timeout and h2c of the server.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -345,3 +345,16 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The rig's Python (rig/venv.sh), which has boto3 and the AWS CLI.
+pub fn rig_python() -> String {
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rig/venv.sh"))
+        .output()
+        .expect("rig/venv.sh");
+    assert!(
+        out.status.success(),
+        "rig/venv.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

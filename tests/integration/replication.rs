@@ -2,7 +2,7 @@
 //! fake-gcs-server and moto with IAM auth on: bytes and metadata kept,
 //! idempotency by generation, deletes, integrity, and failures on either side.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! Pub/Sub emulator's push and by Eventarc through shims that add the OIDC
 //! tokens those send.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

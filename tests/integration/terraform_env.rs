@@ -15,9 +15,9 @@
 //! 403 from the service).
 //!
 //! Without `$TF_OUTPUTS_FILE` the test fails when `CI=true` and is skipped
-//! otherwise, as tests/deploy.rs.
+//! otherwise, as tests/integration/deploy.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -186,7 +186,7 @@ async fn the_terraform_environment_behind_the_front_end() {
     assert!(invokers.contains(&format!("serviceAccount:{push_sa}")));
     assert!(invokers.contains(&format!("serviceAccount:{events_sa}")));
 
-    // moto cannot evaluate the TLS-only bucket policy (see tests/deploy.rs).
+    // moto cannot evaluate the TLS-only bucket policy (see tests/integration/deploy.rs).
     admin_s3()
         .delete_bucket_policy()
         .bucket(&d.bucket)

@@ -4,9 +4,9 @@
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN`): the AWS CLI and boto3 (PyPI, in the
 //! rig's Python), the AWS SDK for JavaScript v3 (npm, `tests/clients/js`)
 //! and Terraform's AWS provider (`tests/clients/terraform`). The Rust SDK's
-//! default chain has its own test binary (`tests/sdk_rust.rs`).
+//! default chain is tested in `sdk_rust.rs`.
 //!
-//! The path: client → the expiring pass-through (`tests/common/expiring.rs`:
+//! The path: client → the expiring pass-through (`tests/integration/common/expiring.rs`:
 //! checks `Expiration` as AWS does, shortens it on demand) → the fault proxy
 //! (counts calls, checks the Google token against the trust policy) → moto.
 //! The credential server's STS calls take the same path.
@@ -21,7 +21,7 @@
 //!
 //! The clients come from `scripts/test-clients.sh` (scripts/test.sh runs it).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -131,19 +131,6 @@ impl Drop for Stand {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.home);
     }
-}
-
-/// The rig's Python (rig/venv.sh), which has boto3 and the AWS CLI.
-fn rig_python() -> String {
-    let out = std::process::Command::new(format!("{ROOT}/rig/venv.sh"))
-        .output()
-        .expect("rig/venv.sh");
-    assert!(
-        out.status.success(),
-        "rig/venv.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 async fn run(

@@ -9,7 +9,7 @@
 //! Without `$TF_OUTPUTS_FILE` the test fails when `CI=true` and is skipped
 //! otherwise (run `deploy/check.sh` first, or `scripts/test.sh`).
 
-mod common;
+use crate::common;
 
 use bridge_testkit::{MetadataConfig, StsGate};
 use common::*;

@@ -1,9 +1,9 @@
 //! Sync and part tasks (SPEC §10) on the rig: fake-gcs-server behind a
 //! counting proxy, the Pub/Sub emulator pushing the commands topic to the
-//! service through a round-robin front end (tests/common/front.rs, standing
+//! service through a round-robin front end (tests/integration/common/front.rs, standing
 //! in for Cloud Run's), moto behind the fault proxy.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

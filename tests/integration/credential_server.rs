@@ -2,7 +2,7 @@
 //! real processes against the rig: moto behind the fault proxy, whose STS
 //! gate checks the Google token and the trust policy.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
@@ -547,16 +547,6 @@ async fn credentials_command_shares_one_sts_call_across_processes() {
     assert!(out.status.success());
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 4);
     let _ = std::fs::remove_dir_all(&cache);
-}
-
-/// The rig's Python (rig/venv.sh), which has the AWS CLI.
-pub fn rig_python() -> String {
-    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rig/venv.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("rig/venv.sh");
-    assert!(out.status.success(), "rig/venv.sh failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

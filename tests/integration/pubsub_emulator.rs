@@ -3,7 +3,7 @@
 //! commands that must all land in S3 with their bytes. The emulator sends no
 //! Authorization header, so the service runs with `AUTH_MODE=none`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! `bench/sync.sh` (which sets `BENCH_BRIDGE_BIN` to a release build and
 //! installs rclone), one figure per line on stdout as `BENCH name value`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

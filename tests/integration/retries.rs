@@ -3,7 +3,7 @@
 //! the layers that call it (the identity source inside the STS provider
 //! inside the S3 client).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

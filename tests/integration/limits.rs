@@ -6,7 +6,7 @@
 //! deadline, end of the shutdown grace). Against the rig's moto through the
 //! fault proxy, with the real binary or the router served in process.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! (and that it changes nothing in S3), caller verification in each
 //! `AUTH_MODE`, graceful shutdown with a request in flight, and the logs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -540,7 +540,7 @@ async fn pubsub_commands() {
     // A Cloud Storage notification whose object generation is gone (the
     // emulated Cloud Storage has no such bucket): acknowledged, nothing written.
     let notification: Value = serde_json::from_str(include_str!(
-        "fixtures/pubsub/storage-notification-push.json"
+        "../fixtures/pubsub/storage-notification-push.json"
     ))
     .unwrap();
     let a = send(post(notification)).await;
@@ -559,7 +559,7 @@ async fn eventarc_message_published_both_modes() {
 
     // Binary mode: attributes in ce-* headers, the MessagePublishedData as body.
     let binary: Value = serde_json::from_str(include_str!(
-        "fixtures/cloudevents/binary-messagePublished-put.json"
+        "../fixtures/cloudevents/binary-messagePublished-put.json"
     ))
     .unwrap();
     let mut rb = client()
@@ -578,7 +578,7 @@ async fn eventarc_message_published_both_modes() {
     );
 
     // Structured mode.
-    let structured = include_str!("fixtures/cloudevents/structured-messagePublished-put.json");
+    let structured = include_str!("../fixtures/cloudevents/structured-messagePublished-put.json");
     let a = send(
         client()
             .post(format!("{}/events", server.url))

@@ -1,14 +1,15 @@
 //! The AWS SDK for Rust's default credentials chain next to
 //! `gcp-aws-bridge credential-server`, configured only through the
-//! container-credentials variables (see tests/sdk_clients.rs for the other
+//! container-credentials variables (see tests/integration/sdk_clients.rs for the other
 //! clients and the path the requests take).
 //!
 //! The default chain reads the process environment and nothing else (its
 //! injectable environment is crate-private), so this test sets variables on
-//! its own process: it is the only test of this binary, and runs its
-//! scenarios one after the other.
+//! its own process, and runs its scenarios one after the other. The suite
+//! runs under cargo-nextest, which gives every test a process of its own
+//! (`scripts/test.sh` installs it when it is missing).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! OAuth token endpoint of a key file) and the STS gate of the fault proxy,
 //! which checks tokens and the trust policy as real STS does.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,22 @@
+//! The integration tests: one test binary, one module per area.
+//! Most need the local rig (scripts/rig-up.sh); see the README.
+
+mod common;
+
+mod auth;
+mod cloud_run;
+mod credential_server;
+mod credentials;
+mod deploy;
+mod faults;
+mod limits;
+mod pubsub_emulator;
+mod replication;
+mod retries;
+mod sdk_clients;
+mod sdk_rust;
+mod service;
+mod smoke;
+mod sync;
+mod sync_bench;
+mod terraform_env;
