@@ -17,98 +17,23 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RIG_DIR="${RIG_DIR:-$ROOT/.run}"
-PROFILE="${PROFILE:-release}"
 COUNT="${COUNT:-10}"
 SIZE_MIB="${SIZE_MIB:-96}"
 BUDGET_MIB="${BUDGET_MIB:-64}"
 cd "$ROOT"
+# shellcheck source=lib/measure.sh
+source "$ROOT/scripts/lib/measure.sh"
 
-log() { echo "measure: $*" >&2; }
-
-scripts/rig-up.sh moto >&2
-# shellcheck disable=SC1091
-source "$RIG_DIR/rig.env"
-# shellcheck source=../rig/venv.sh
-source "$ROOT/rig/venv.sh"
-PY="$RIG_PYTHON"
-
-case "$PROFILE" in
-release)
-    cargo build --release --bin gcp-aws-bridge >&2
-    BIN="$ROOT/target/release/gcp-aws-bridge"
-    ;;
-dev)
-    cargo build --workspace --all-targets >&2
-    BIN="$ROOT/target/debug/gcp-aws-bridge"
-    ;;
-*)
-    echo "PROFILE must be release or dev" >&2
-    exit 2
-    ;;
-esac
-cargo build -p bridge-testkit --bin metadata-emulator >&2
-EMU_BIN="$ROOT/target/debug/metadata-emulator"
-
-WORK="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_line() {
-    local file="$1" pattern="$2" secs="$3" i
-    for ((i = 0; i < secs * 10; i++)); do
-        grep -q "$pattern" "$file" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "measure: no '$pattern' in $file after ${secs}s:" >&2
-    cat "$file" >&2
-    return 1
-}
-
-"$EMU_BIN" >"$WORK/emu.out" 2>"$WORK/emu.err" &
-pids+=($!)
-wait_line "$WORK/emu.out" '^READY ' 20
-META_HOST="$(sed -n 's/^READY //p' "$WORK/emu.out" | head -1)"
+measure_setup moto
+start_metadata_emulator
 
 STAMP="$(date +%s%N)"
 PREFIX="${RIG_ALLOWED_PREFIX:-allowed/}measure-budget-$STAMP/"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$WORK/object.bin"
 BYTES="$(stat -c %s "$WORK/object.bin")"
 
-PORT="$(free_port)"
-env -i PATH="$PATH" PORT="$PORT" RUST_LOG=info \
-    TARGET_AUDIENCE=sts.amazonaws.com \
-    AWS_ROLE_ARN="$RIG_ROLE_ARN" AWS_ROLE_SESSION_NAME=measure-budget \
-    AWS_REGION="${RIG_AWS_REGION:-us-east-1}" AWS_ENDPOINT_URL="$RIG_MOTO_ENDPOINT" \
-    S3_FORCE_PATH_STYLE=true S3_BUCKET="$RIG_BUCKET" S3_PREFIX="$PREFIX" \
-    GCE_METADATA_HOST="$META_HOST" ID_TOKEN_SOURCE=metadata AUTH_MODE=none \
-    BUFFER_BUDGET_BYTES="$((BUDGET_MIB * 1024 * 1024))" \
-    "$BIN" >"$WORK/service.log" 2>&1 &
-SVC=$!
-pids+=("$SVC")
-for ((i = 0; i < 200; i++)); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    kill -0 "$SVC" 2>/dev/null || {
-        cat "$WORK/service.log" >&2
-        exit 1
-    }
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || {
-    echo "measure: the service is not ready:" >&2
-    cat "$WORK/service.log" >&2
-    exit 1
-}
-HWM_IDLE="$(awk '/^VmHWM/ {print $2}' "/proc/$SVC/status")"
+start_service measure-budget S3_PREFIX="$PREFIX" \
+    BUFFER_BUDGET_BYTES="$((BUDGET_MIB * 1024 * 1024))"
 
 log "$COUNT concurrent PUTs of $SIZE_MIB MiB, budget $BUDGET_MIB MiB ($PROFILE build)"
 START="$(date +%s.%N)"
@@ -121,7 +46,7 @@ for ((i = 0; i < COUNT; i++)); do
 done
 for p in "${up[@]}"; do wait "$p" || true; done
 END="$(date +%s.%N)"
-HWM="$(awk '/^VmHWM/ {print $2}' "/proc/$SVC/status")"
+HWM="$(vm_hwm)"
 
 # What landed, what is left open; clean-up.
 LANDED="$(

@@ -18,71 +18,15 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RIG_DIR="${RIG_DIR:-$ROOT/.run}"
-PROFILE="${PROFILE:-release}"
 SIZE_MIB="${SIZE_MIB:-1024}"
 cd "$ROOT"
+# shellcheck source=lib/measure.sh
+source "$ROOT/scripts/lib/measure.sh"
 
-log() { echo "measure: $*" >&2; }
-
-# The stand-ins (a component already up is left as it is).
-scripts/rig-up.sh moto gcs >&2
-# shellcheck disable=SC1091
-source "$RIG_DIR/rig.env"
-# shellcheck source=../rig/venv.sh
-source "$ROOT/rig/venv.sh"
-PY="$RIG_PYTHON"
+measure_setup moto gcs
 GCS="${STORAGE_EMULATOR_HOST%/}"
 case "$GCS" in http://* | https://*) ;; *) GCS="http://$GCS" ;; esac
-
-case "$PROFILE" in
-release)
-    cargo build --release --bin gcp-aws-bridge >&2
-    BIN="$ROOT/target/release/gcp-aws-bridge"
-    ;;
-dev)
-    cargo build --bin gcp-aws-bridge >&2
-    BIN="$ROOT/target/debug/gcp-aws-bridge"
-    ;;
-*)
-    echo "PROFILE must be release or dev" >&2
-    exit 2
-    ;;
-esac
-# The metadata emulator only mints a few ID tokens: its dev build will do.
-cargo build -p bridge-testkit --bin metadata-emulator >&2
-EMU_BIN="$ROOT/target/debug/metadata-emulator"
-
-WORK="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until a file has a line matching a pattern, or fails.
-wait_line() {
-    local file="$1" pattern="$2" secs="$3" i
-    for ((i = 0; i < secs * 10; i++)); do
-        grep -q "$pattern" "$file" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "measure: no '$pattern' in $file after ${secs}s:" >&2
-    cat "$file" >&2
-    return 1
-}
-
-# The metadata server the service gets its Google ID token from.
-"$EMU_BIN" >"$WORK/emu.out" 2>"$WORK/emu.err" &
-pids+=($!)
-wait_line "$WORK/emu.out" '^READY ' 20
-META_HOST="$(sed -n 's/^READY //p' "$WORK/emu.out" | head -1)"
+start_metadata_emulator
 
 # The object: incompressible bytes, uploaded as one media upload.
 STAMP="$(date +%s%N)"
@@ -100,39 +44,15 @@ curl -sf -X POST "$GCS/upload/storage/v1/b/$GBUCKET/o?uploadType=media&name=$NAM
 GENERATION="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' "$WORK/resource.json")"
 rm -f "$WORK/object.bin"
 
-# The service.
-PORT="$(free_port)"
-env -i PATH="$PATH" PORT="$PORT" RUST_LOG=info \
-    TARGET_AUDIENCE=sts.amazonaws.com \
-    AWS_ROLE_ARN="$RIG_ROLE_ARN" AWS_ROLE_SESSION_NAME=measure-replication \
-    AWS_REGION="${RIG_AWS_REGION:-us-east-1}" AWS_ENDPOINT_URL="$RIG_MOTO_ENDPOINT" \
-    S3_FORCE_PATH_STYLE=true S3_BUCKET="$RIG_BUCKET" S3_PREFIX="$PREFIX" \
-    GCE_METADATA_HOST="$META_HOST" ID_TOKEN_SOURCE=metadata \
-    AUTH_MODE=none STORAGE_EMULATOR_HOST="$GCS" GCS_SOURCE_BUCKETS="$GBUCKET" \
-    "$BIN" >"$WORK/service.log" 2>&1 &
-SVC=$!
-pids+=("$SVC")
-for ((i = 0; i < 200; i++)); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    kill -0 "$SVC" 2>/dev/null || {
-        cat "$WORK/service.log" >&2
-        exit 1
-    }
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || {
-    echo "measure: the service is not ready:" >&2
-    cat "$WORK/service.log" >&2
-    exit 1
-}
-HWM_IDLE="$(awk '/^VmHWM/ {print $2}' "/proc/$SVC/status")"
+start_service measure-replication S3_PREFIX="$PREFIX" \
+    STORAGE_EMULATOR_HOST="$GCS" GCS_SOURCE_BUCKETS="$GBUCKET"
 
 DATA="$(printf '{"op":"replicate","bucket":"%s","name":"%s","generation":"%s"}' "$GBUCKET" "$NAME" "$GENERATION" | base64 -w0)"
 log "replicating through the service ($PROFILE build)"
 read -r STATUS SECS < <(curl -s -o "$WORK/answer.json" -w '%{http_code} %{time_total}\n' \
     -X POST "http://127.0.0.1:$PORT/pubsub" -H 'content-type: application/json' \
     -d "{\"message\":{\"data\":\"$DATA\",\"messageId\":\"measure-1\"},\"subscription\":\"projects/bridge-test/subscriptions/measure\"}")
-HWM="$(awk '/^VmHWM/ {print $2}' "/proc/$SVC/status")"
+HWM="$(vm_hwm)"
 if [ "$STATUS" != 200 ]; then
     echo "measure: replication answered $STATUS: $(cat "$WORK/answer.json")" >&2
     tail -20 "$WORK/service.log" >&2
