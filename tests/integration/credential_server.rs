@@ -217,14 +217,9 @@ async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
         reader["SecretAccessKey"].as_str().unwrap(),
         reader["Token"].as_str().unwrap(),
     ];
+    server.stdout.wait_for("credential server listening").await;
+    server.stdout.wait_for("assumed AWS role").await;
     let lines = server.stdout.all();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("credential server listening")),
-        "{lines:?}"
-    );
-    assert!(lines.iter().any(|l| l.contains("assumed AWS role")));
     assert_clean_log(&lines, &secrets);
     assert!(server.stderr.text().is_empty(), "{}", server.stderr.text());
 
@@ -284,11 +279,8 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
         text.contains("not_ready") && !text.contains(&mc.unique_id),
         "{text}"
     );
+    let diag = server.stdout.wait_for("accounts.google.com:oaud").await;
     let lines = server.stdout.all();
-    let diag = lines
-        .iter()
-        .find(|l| l.contains("accounts.google.com:oaud"))
-        .unwrap_or_else(|| panic!("no diagnostic in the log:\n{}", lines.join("\n")));
     assert!(
         diag.contains(&mc.unique_id) && diag.contains("AccessDenied"),
         "{diag}"
@@ -377,8 +369,8 @@ async fn token_file_is_read_again_when_it_changes() {
     assert_eq!(status("first-token-value").await, 403);
     assert_eq!(status("second-token-value").await, 200);
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
+    server.stdout.wait_for("read again").await;
     let log = server.stdout.text();
-    assert!(log.contains("read again"), "{log}");
     assert!(!log.contains("second-token-value") && !log.contains("first-token-value"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -444,15 +444,7 @@ async fn sts_rejections_explain_the_trust_policy_and_never_show_the_token() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "credentials_unavailable", "{body}");
     assert!(!body.to_string().contains("eyJ"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.stdout.text().contains("accounts.google.com:oaud") {
-        assert!(
-            Instant::now() < deadline,
-            "no diagnostic logged:\n{}",
-            server.stdout.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.stdout.wait_for("accounts.google.com:oaud").await;
     let lines = server.stdout.all();
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));

@@ -237,6 +237,23 @@ impl Lines {
     pub fn text(&self) -> String {
         self.all().join("\n")
     }
+    /// The first line containing `needle`, waiting up to 10 s for the
+    /// process to write it (its output is read on another thread, so a line
+    /// logged before a response may arrive after it).
+    pub async fn wait_for(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.all().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {needle:?} in 10 s:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The service binary, running.
