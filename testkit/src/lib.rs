@@ -11,6 +11,7 @@
 //!   Run does) in front of instances of a container it starts.
 //! - [`push`]: the OIDC token Pub/Sub push and Eventarc add to deliveries.
 //! - [`keys`]: RSA signing keys and JWT helpers shared by both.
+//! - [`logs`]: log output captured in memory.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
@@ -30,13 +31,16 @@
 pub mod cloudrun;
 pub mod flags;
 pub mod keys;
+pub mod logs;
 pub mod metadata;
 pub mod proxy;
 pub mod push;
+pub mod ready;
 mod server;
 
 pub use cloudrun::{CloudRunConfig, CloudRunEmulator, Container, Output, Stopped};
 pub use keys::SigningKey;
+pub use logs::LogCapture;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
 pub use proxy::{FaultPlan, FaultProxy, Hold, ProxyFault, StsGate};
 pub use push::{PushConfig, PushShim};

@@ -279,15 +279,7 @@ impl MetadataEmulator {
 
     /// The JWKS document served at [`jwks_url`](MetadataEmulator::jwks_url).
     pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = self
-            .shared
-            .signing
-            .read()
-            .unwrap()
-            .iter()
-            .map(SigningKey::jwk)
-            .collect();
-        json!({ "keys": keys })
+        self.shared.jwks()
     }
 
     /// Signs `claims` with the emulator's signing key (RS256, `kid` set).
@@ -351,6 +343,18 @@ impl MetadataEmulator {
 }
 
 impl Shared {
+    /// Every published signing key, current first.
+    fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .signing
+            .read()
+            .unwrap()
+            .iter()
+            .map(SigningKey::jwk)
+            .collect();
+        json!({ "keys": keys })
+    }
+
     fn identity_claims(&self, audience: &str) -> Value {
         let cfg = self.cfg.read().unwrap();
         let now = now_secs();
@@ -575,13 +579,6 @@ async fn numeric_project_id(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn jwks(State(s): State<Arc<Shared>>) -> Response {
-    let keys: Vec<Value> = s
-        .signing
-        .read()
-        .unwrap()
-        .iter()
-        .map(SigningKey::jwk)
-        .collect();
     let max_age = s.jwks_max_age.read().unwrap().as_secs();
     (
         [
@@ -594,7 +591,7 @@ async fn jwks(State(s): State<Arc<Shared>>) -> Response {
                 format!("public, max-age={max_age}, must-revalidate, no-transform"),
             ),
         ],
-        Json(json!({ "keys": keys })),
+        Json(s.jwks()),
     )
         .into_response()
 }

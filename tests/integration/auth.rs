@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use bridge_testkit::{Endpoint, Fault, SigningKey, StsGate};
+use bridge_testkit::{Endpoint, Fault, SigningKey};
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,15 +125,7 @@ async fn tokens_that_must_never_pass() {
     let w = World::new("neverpass").await;
     let server = Server::start(&w.env).await;
     let google = w.metadata.signing_key();
-    let claims = json!({
-        "iss": "https://accounts.google.com",
-        "aud": SERVICE_AUDIENCE,
-        "sub": "1", "azp": "1",
-        "email": CALLER_EMAIL,
-        "email_verified": true,
-        "iat": now(),
-        "exp": now() + 3600,
-    });
+    let claims = caller_claims(json!({"sub": "1", "azp": "1"}));
     // HS256 with Google's public key (PEM, and the JWK's modulus) as the
     // HMAC secret: the algorithm confusion attack.
     let mut hs_tokens = Vec::new();
@@ -353,12 +345,7 @@ async fn a_failing_readyz_says_not_ready_and_nothing_else() {
     // STS refuses the token (the trust policy names another account): the
     // reason names the claims presented, for the log only.
     let w = World::new("readyleak2").await;
-    w.proxy.set_sts_gate(Some(StsGate {
-        jwks_url: w.metadata.jwks_url(),
-        oaud: STS_AUDIENCE.to_owned(),
-        aud: "999999999999999999999".to_owned(),
-        sub: "999999999999999999999".to_owned(),
-    }));
+    w.trust_someone_else();
     let server = Server::start(&w.env).await;
     let (status, body, _) = send(client().get(format!("{}/readyz", server.url))).await;
     assert_eq!(status, 503, "{body}");

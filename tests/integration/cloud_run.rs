@@ -69,7 +69,7 @@ async fn pubsub_push_and_eventarc_through_the_front_end() {
     let keys = wait_for_keys(&w, 7, Duration::from_secs(60)).await;
     assert_eq!(keys.len(), 7, "{keys:?}\n{}", front.all_output());
     assert_eq!(
-        admin_get(&w.bucket, &w.full("push-3.txt")).await.as_deref(),
+        w.stored("push-3.txt").await.as_deref(),
         Some(&b"message 3"[..])
     );
     assert!(
@@ -252,7 +252,7 @@ async fn large_uploads_need_http2_end_to_end() {
         r.text().await.unwrap(),
         front.all_output()
     );
-    let got = admin_get(&w.bucket, &w.full("big-h2c.bin")).await.unwrap();
+    let got = w.stored("big-h2c.bin").await.unwrap();
     assert_eq!(got.len(), big.len());
     assert_eq!(
         admin_list(&w.bucket, &w.prefix).await,
@@ -317,9 +317,7 @@ async fn request_timeout_and_scale_down() {
     assert!(!stopped[0].killed);
     assert!(stopped[0].took < Duration::from_secs(10));
     assert_eq!(
-        admin_get(&w.bucket, &w.full("inflight.txt"))
-            .await
-            .as_deref(),
+        w.stored("inflight.txt").await.as_deref(),
         Some(&b"finished"[..])
     );
     // No instance left: 503 from the front end.

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
-use bridge_testkit::{Endpoint, Fault, StsGate};
+use bridge_testkit::{Endpoint, Fault};
 use common::sidecar::{random_token, sidecar_env, Sidecar};
 use common::*;
 use serde_json::Value;
@@ -16,22 +16,12 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_gcp-aws-bridge");
 
 fn s3_with(rig: &std::collections::HashMap<String, String>, v: &Value) -> aws_sdk_s3::Client {
-    let creds = aws_sdk_s3::config::Credentials::new(
+    moto_s3(
+        rig,
         v["AccessKeyId"].as_str().unwrap(),
         v["SecretAccessKey"].as_str().unwrap(),
-        Some(v["Token"].as_str().unwrap().to_owned()),
-        None,
-        "credential-server",
-    );
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .http_client(gcp_aws_bridge::aws::http_client())
-        .endpoint_url(&rig["RIG_MOTO_ENDPOINT"])
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+        Some(v["Token"].as_str().unwrap()),
+    )
 }
 
 fn left(v: &Value) -> time::Duration {
@@ -45,11 +35,7 @@ fn left(v: &Value) -> time::Duration {
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("bridge-{name}-{}-{n}", std::process::id()));
+    let d = temp_path(name);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -246,12 +232,7 @@ async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
 async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_log() {
     let w = World::new("sidecar-refused").await;
     let mc = w.metadata.config();
-    w.proxy.set_sts_gate(Some(StsGate {
-        jwks_url: w.metadata.jwks_url(),
-        oaud: STS_AUDIENCE.to_owned(),
-        aud: "999999999999999999999".to_owned(),
-        sub: "999999999999999999999".to_owned(),
-    }));
+    w.trust_someone_else();
     let token = random_token();
     let mut env = sidecar_env(&w);
     env.push(("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token.clone()));
@@ -288,12 +269,7 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
     assert_clean_log(&lines, &[&token]);
 
     // The trust policy fixed: the next request gets credentials.
-    w.proxy.set_sts_gate(Some(StsGate {
-        jwks_url: w.metadata.jwks_url(),
-        oaud: STS_AUDIENCE.to_owned(),
-        aud: mc.unique_id.clone(),
-        sub: mc.unique_id.clone(),
-    }));
+    w.trust(&mc.unique_id, &mc.unique_id);
     let r = http
         .get(format!("{}/v1/credentials", server.url))
         .header("Authorization", &token)
@@ -373,19 +349,6 @@ async fn token_file_is_read_again_when_it_changes() {
     let log = server.stdout.text();
     assert!(!log.contains("second-token-value") && !log.contains("first-token-value"));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn run_bin(args: &[&str], env: &[(String, String)]) -> std::process::Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().cloned())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,15 @@ use crate::common;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::provider::ProvideCredentials as _;
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_smithy_async::time::{SharedTimeSource, TimeSource};
-use bridge_testkit::{Endpoint, Fault, MetadataConfig, MetadataEmulator, SigningKey, StsGate};
+use bridge_testkit::{
+    Endpoint, Fault, LogCapture, MetadataConfig, MetadataEmulator, SigningKey, StsGate,
+};
 use common::*;
 use gcp_aws_bridge::aws::{AwsClients, AwsOptions, StsError};
 use gcp_aws_bridge::config::Config;
@@ -21,8 +23,6 @@ use gcp_aws_bridge::identity::{IdTokenSource, ServiceAccountKey};
 use gcp_aws_bridge::retry::Backoff;
 use serde_json::Value;
 use tracing::instrument::WithSubscriber as _;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gcp-aws-bridge");
 
 /// A clock that runs with the system clock plus an offset the test moves.
 #[derive(Clone, Debug, Default)]
@@ -69,51 +69,13 @@ fn denied_key(name: &str) -> String {
     format!("denied/{name}-{n}/object.txt")
 }
 
-/// A unique file path under the system's temporary directory.
-fn temp_path(name: &str) -> std::path::PathBuf {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "bridge-credentials-{name}-{}-{n}",
-        std::process::id()
-    ))
-}
-
-/// Runs the binary with nothing of this process's environment but PATH.
-async fn run_bin(args: &[&str], env: &[(String, String)]) -> std::process::Output {
-    let child = tokio::process::Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().cloned())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), child)
-        .await
-        .expect("gcp-aws-bridge finished within 60 s")
-        .expect("run gcp-aws-bridge")
-}
-
 fn s3_with(rig: &std::collections::HashMap<String, String>, v: &Value) -> aws_sdk_s3::Client {
-    let creds = aws_sdk_s3::config::Credentials::new(
+    moto_s3(
+        rig,
         v["AccessKeyId"].as_str().unwrap(),
         v["SecretAccessKey"].as_str().unwrap(),
-        Some(v["SessionToken"].as_str().unwrap().to_owned()),
-        None,
-        "credential_process",
-    );
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .http_client(gcp_aws_bridge::aws::http_client())
-        .endpoint_url(&rig["RIG_MOTO_ENDPOINT"])
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+        Some(v["SessionToken"].as_str().unwrap()),
+    )
 }
 
 /// The JWT's signature segment: present wherever the token text is.
@@ -394,12 +356,7 @@ async fn sts_rejections_explain_the_trust_policy_and_never_show_the_token() {
     let w = World::new("rejected").await;
     let mc = w.metadata.config();
     // A trust policy that names someone else.
-    w.proxy.set_sts_gate(Some(StsGate {
-        jwks_url: w.metadata.jwks_url(),
-        oaud: STS_AUDIENCE.to_owned(),
-        aud: "999999999999999999999".to_owned(),
-        sub: "999999999999999999999".to_owned(),
-    }));
+    w.trust_someone_else();
     let config = w.config();
     let aws = AwsClients::new(&config, Arc::new(ids_for(&config)), AwsOptions::default());
     let e = aws.provider.credentials().await.expect_err("STS refuses");
@@ -463,38 +420,11 @@ async fn sts_rejections_explain_the_trust_policy_and_never_show_the_token() {
     drop(stranger);
 }
 
-/// A `MakeWriter` collecting log output in memory.
-#[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
-    type Writer = LogBuf;
-    fn make_writer(&'a self) -> LogBuf {
-        self.clone()
-    }
-}
-
-impl LogBuf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn debug_output_and_logs_never_show_token_or_secret() {
     let w = World::new("redaction").await;
     let config = w.config();
-    let logs = LogBuf::default();
+    let logs = LogCapture::default();
     let dispatch = tracing::Dispatch::new(
         tracing_subscriber::fmt()
             .json()
@@ -640,12 +570,7 @@ async fn key_file_mints_tokens_through_the_token_endpoint() {
         "{e}"
     );
     // A trust policy written for key-file tokens accepts it.
-    w.proxy.set_sts_gate(Some(StsGate {
-        jwks_url: w.metadata.jwks_url(),
-        oaud: STS_AUDIENCE.to_owned(),
-        aud: mc.email.clone(),
-        sub: mc.unique_id.clone(),
-    }));
+    w.trust(&mc.email, &mc.unique_id);
     aws.provider.credentials().await.expect("credentials");
     assert_eq!(
         w.metadata.calls(Endpoint::OAuthToken),

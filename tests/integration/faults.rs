@@ -305,13 +305,7 @@ async fn replication_survives_faults_mid_stream() {
     );
     // Every replica carries its generation, and no upload was left behind.
     for key in expected.keys() {
-        let head = admin_s3()
-            .head_object()
-            .bucket(&w.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        let head = admin_head(&w.bucket, key).await;
         assert!(
             head.metadata()
                 .and_then(|m| m.get("goog-generation"))
@@ -319,16 +313,5 @@ async fn replication_survives_faults_mid_stream() {
             "{key} has no goog-generation"
         );
     }
-    let uploads = admin_s3()
-        .list_multipart_uploads()
-        .bucket(&w.bucket)
-        .prefix(&w.prefix)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "multipart uploads left behind: {:?}",
-        uploads.uploads()
-    );
+    w.assert_no_upload_left().await;
 }

@@ -88,15 +88,7 @@ fn error_code(body: &str) -> String {
 
 /// Multipart uploads open under the world's prefix.
 async fn open_uploads(w: &World) -> usize {
-    admin_s3()
-        .list_multipart_uploads()
-        .bucket(&w.bucket)
-        .prefix(&w.prefix)
-        .send()
-        .await
-        .unwrap()
-        .uploads()
-        .len()
+    w.uploads_left().await.len()
 }
 
 /// Polls until no multipart upload is open under the prefix; the time it
@@ -350,13 +342,7 @@ async fn requests_over_the_budget_wait_then_answer_503() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("slow.bin"))
-            .await
-            .unwrap()
-            .len(),
-        9 * MIB
-    );
+    assert_eq!(w.stored("slow.bin").await.unwrap().len(), 9 * MIB);
     assert_eq!(open_uploads(&w).await, 0);
 }
 

@@ -70,8 +70,8 @@ async fn event(w: &World, server: &Server, kind: &str, obj: &Value) -> Answer {
     let bucket = obj["bucket"].as_str().unwrap();
     let name = obj["name"].as_str().unwrap();
     let id = format!("{}-{kind}-{}", generation(obj), rand_id());
-    let r = reqwest::Client::new()
-        .post(format!("{}/events", server.url))
+    let r = server
+        .post("/events")
         .bearer_auth(w.caller_token())
         .header("ce-specversion", "1.0")
         .header("ce-id", id)
@@ -110,8 +110,8 @@ async fn notification(w: &World, server: &Server, event_type: &str, obj: &Value)
         },
         "subscription": "projects/bridge-test/subscriptions/replication",
     });
-    let r = reqwest::Client::new()
-        .post(format!("{}/pubsub", server.url))
+    let r = server
+        .post("/pubsub")
         .bearer_auth(w.caller_token())
         .json(&envelope)
         .send()
@@ -126,8 +126,8 @@ async fn command(w: &World, server: &Server, cmd: Value) -> Answer {
         "message": { "data": STANDARD.encode(cmd.to_string()), "messageId": rand_id() },
         "subscription": "projects/bridge-test/subscriptions/commands",
     });
-    let r = reqwest::Client::new()
-        .post(format!("{}/pubsub", server.url))
+    let r = server
+        .post("/pubsub")
         .bearer_auth(w.caller_token())
         .json(&envelope)
         .send()
@@ -172,6 +172,19 @@ async fn head(
     }
 }
 
+/// The replica of `name` holds `data` and `of`'s generation.
+async fn assert_replica(w: &World, name: &str, data: &[u8], of: &Value) {
+    assert_eq!(
+        w.stored(name).await.as_deref(),
+        Some(data),
+        "the replica of {name}"
+    );
+    assert_eq!(
+        replica_generation(w, name).await,
+        Some(generation(of).to_string())
+    );
+}
+
 async fn replica_generation(w: &World, name: &str) -> Option<String> {
     head(w, name)
         .await
@@ -209,11 +222,18 @@ async fn gcs_proxy(w: &mut World) -> FaultProxy {
 
 /// Uploads, replicates through a CloudEvent, and checks bytes, headers,
 /// custom metadata and the generation on the replica.
-async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> World {
+/// A test's world that replicates from a new Cloud Storage bucket named
+/// after the test, and that bucket.
+async fn with_source_bucket(test: &str) -> (World, Gcs, String) {
     let mut w = World::new(test).await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket(test).await;
     w.set("GCS_SOURCE_BUCKETS", &bucket);
+    (w, gcs, bucket)
+}
+
+async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> World {
+    let (w, gcs, bucket) = with_source_bucket(test).await;
     let obj = gcs.upload(&bucket, name, &data, resource.clone()).await;
     let server = Server::start(&w.env).await;
 
@@ -221,7 +241,7 @@ async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> W
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replicated", "{a:?}");
 
-    let got = admin_get(&w.bucket, &w.full(name)).await.expect("replica");
+    let got = w.stored(name).await.expect("replica");
     assert_eq!(got.len(), data.len());
     assert!(got == data, "replica bytes differ from the source");
 
@@ -329,10 +349,7 @@ async fn large_object_goes_up_in_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_older_generations_leave_the_replica_alone() {
-    let mut w = World::new("redeliver").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("redeliver").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("redeliver").await;
     let name = "doc.txt";
     let old = gcs.upload(&bucket, name, b"first version", json!({})).await;
     let new = gcs
@@ -369,22 +386,12 @@ async fn redelivery_and_older_generations_leave_the_replica_alone() {
     let a = notification(&w, &server, "OBJECT_FINALIZE", &old).await;
     assert_2xx(&a, &server);
     assert_eq!(w.proxy.count("PutObject"), 1);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"second version"
-    );
-    assert_eq!(
-        replica_generation(&w, name).await,
-        Some(generation(&new).to_string())
-    );
+    assert_replica(&w, name, b"second version", &new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_generation_replicated_first_is_replaced_by_the_newer() {
-    let mut w = World::new("catchup").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("catchup").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("catchup").await;
     let name = "doc.txt";
     let first = gcs.upload(&bucket, name, b"first version", json!({})).await;
     let server = Server::start(&w.env).await;
@@ -403,22 +410,12 @@ async fn older_generation_replicated_first_is_replaced_by_the_newer() {
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replicated", "{a:?}");
     assert_eq!(w.proxy.count("PutObject"), 2);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"second version"
-    );
-    assert_eq!(
-        replica_generation(&w, name).await,
-        Some(generation(&second).to_string())
-    );
+    assert_replica(&w, name, b"second version", &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_event_removes_only_a_replica_not_newer_than_it() {
-    let mut w = World::new("delete").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("delete").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("delete").await;
     let name = "gone.txt";
     let obj = gcs.upload(&bucket, name, b"to be deleted", json!({})).await;
     let server = Server::start(&w.env).await;
@@ -450,10 +447,7 @@ async fn delete_event_removes_only_a_replica_not_newer_than_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
-    let mut w = World::new("archive").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("archive").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("archive").await;
     let name = "arch/ived.txt";
     let obj = gcs
         .upload(&bucket, name, b"to be archived", json!({}))
@@ -486,10 +480,7 @@ async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crc32c_mismatch_leaves_no_replica() {
-    let mut w = World::new("crc").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("crc").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (mut w, gcs, bucket) = with_source_bucket("crc").await;
     let name = "checked.bin";
     let mut obj = gcs.upload(&bucket, name, &bytes(4096, 3), json!({})).await;
     let real = obj["crc32c"].as_str().unwrap().to_owned();
@@ -538,10 +529,7 @@ fn crc32c_of(b64: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_for_a_deleted_object_is_acknowledged_and_logged() {
-    let mut w = World::new("gone").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("gone").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("gone").await;
     let name = "short-lived.txt";
     let obj = gcs.upload(&bucket, name, b"here and gone", json!({})).await;
     gcs.delete(&bucket, name).await;
@@ -558,10 +546,7 @@ async fn event_for_a_deleted_object_is_acknowledged_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_server_errors_answer_503_with_retry_after() {
-    let mut w = World::new("gcs5xx").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("gcs5xx").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (mut w, gcs, bucket) = with_source_bucket("gcs5xx").await;
     let name = "unlucky.txt";
     let obj = gcs
         .upload(&bucket, name, b"behind a failing server", json!({}))
@@ -587,18 +572,12 @@ async fn gcs_server_errors_answer_503_with_retry_after() {
     gproxy.clear_faults();
     let a = event(&w, &server, "finalized", &obj).await;
     assert_2xx(&a, &server);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"behind a failing server"
-    );
+    assert_eq!(w.stored(name).await.unwrap(), b"behind a failing server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_connection_cut_mid_body_leaves_no_replica() {
-    let mut w = World::new("gcscut").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("gcscut").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (mut w, gcs, bucket) = with_source_bucket("gcscut").await;
     let name = "cut.bin";
     let data = bytes(256 * 1024, 5);
     let obj = gcs.upload(&bucket, name, &data, json!({})).await;
@@ -618,15 +597,12 @@ async fn gcs_connection_cut_mid_body_leaves_no_replica() {
 
     let a = event(&w, &server, "finalized", &obj).await;
     assert_2xx(&a, &server);
-    assert!(admin_get(&w.bucket, &w.full(name)).await.unwrap() == data);
+    assert!(w.stored(name).await.unwrap() == data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
-    let mut w = World::new("mpufail").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("mpufail").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("mpufail").await;
     let name = "parts.bin";
     let data = bytes(72 * 1024 * 1024, 11);
     let obj = gcs
@@ -661,18 +637,7 @@ async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
     assert!(w.proxy.count("AbortMultipartUpload") >= 1);
     assert!(head(&w, name).await.is_none());
 
-    let uploads = admin_s3()
-        .list_multipart_uploads()
-        .bucket(&w.bucket)
-        .prefix(&w.prefix)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "stray uploads: {:?}",
-        uploads.uploads()
-    );
+    w.assert_no_upload_left().await;
 
     // The redelivery, with S3 healthy again, succeeds.
     w.proxy.clear_faults();
@@ -680,7 +645,7 @@ async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replicated", "{a:?}");
     assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
-    assert!(admin_get(&w.bucket, &w.full(name)).await.unwrap() == data);
+    assert!(w.stored(name).await.unwrap() == data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -739,10 +704,7 @@ async fn only_allowed_source_buckets_are_read() {
     // The allowed bucket replicates.
     let a = event(&w, &server, "finalized", &mine).await;
     assert_2xx(&a, &server);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"for S3"
-    );
+    assert_eq!(w.stored(name).await.unwrap(), b"for S3");
     let h = head(&w, name).await.unwrap();
     assert_eq!(
         h.metadata().unwrap().get("goog-bucket"),
@@ -786,10 +748,7 @@ async fn generations_are_compared_within_one_bucket() {
     let a = event(&w, &server, "finalized", &mine).await;
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replicated", "{a:?}");
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"from src"
-    );
+    assert_eq!(w.stored(name).await.unwrap(), b"from src");
     let h = head(&w, name).await.unwrap();
     let meta = h.metadata().unwrap();
     assert_eq!(meta.get("goog-bucket"), Some(&src));
@@ -826,10 +785,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
-    let mut w = World::new("racewrite").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("racewrite").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("racewrite").await;
     let name = "raced.txt";
     let old = gcs
         .upload(&bucket, name, b"generation one", json!({}))
@@ -861,14 +817,7 @@ async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
     assert_eq!(a.status, 503, "{a:?}");
     assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
     assert!(a.retry_after.is_some());
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"generation two"
-    );
-    assert_eq!(
-        replica_generation(&w, name).await,
-        Some(generation(&new).to_string())
-    );
+    assert_replica(&w, name, b"generation two", &new).await;
 
     // Its redelivery decides again: the replica is newer.
     let a = event(&w, &server, "finalized", &old).await;
@@ -878,10 +827,7 @@ async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_a_newer_replica_leaves_it() {
-    let mut w = World::new("racedelete").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("racedelete").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("racedelete").await;
     let name = "raced.txt";
     let old = gcs
         .upload(&bucket, name, b"generation one", json!({}))
@@ -915,10 +861,7 @@ async fn a_delete_racing_a_newer_replica_leaves_it() {
     let a = slow.await.unwrap();
     assert_eq!(a.status, 503, "{a:?}");
     assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"generation two"
-    );
+    assert_eq!(w.stored(name).await.unwrap(), b"generation two");
 
     // Its redelivery decides again: the replica is newer and stays.
     let a = event(&w, &server, "deleted", &old).await;
@@ -929,10 +872,7 @@ async fn a_delete_racing_a_newer_replica_leaves_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
-    let mut w = World::new("bigmeta").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("bigmeta").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (mut w, gcs, bucket) = with_source_bucket("bigmeta").await;
     let name = "labelled.txt";
     let obj = gcs
         .upload(
@@ -956,10 +896,7 @@ async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_replacement_completes_only_over_the_replica_it_checked() {
-    let mut w = World::new("racempu").await;
-    let gcs = Gcs::new(&w.rig);
-    let bucket = gcs.bucket("racempu").await;
-    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    let (w, gcs, bucket) = with_source_bucket("racempu").await;
     let name = "grows.bin";
     let one = gcs.upload(&bucket, name, b"small first", json!({})).await;
     let server = std::sync::Arc::new(Server::start(&w.env).await);
@@ -994,20 +931,6 @@ async fn a_multipart_replacement_completes_only_over_the_replica_it_checked() {
     assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
     assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
     assert!(w.proxy.count("AbortMultipartUpload") >= 1);
-    let uploads = admin_s3()
-        .list_multipart_uploads()
-        .bucket(&w.bucket)
-        .prefix(&w.prefix)
-        .send()
-        .await
-        .unwrap();
-    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
-    assert_eq!(
-        admin_get(&w.bucket, &w.full(name)).await.unwrap(),
-        b"small third"
-    );
-    assert_eq!(
-        replica_generation(&w, name).await,
-        Some(generation(&three).to_string())
-    );
+    w.assert_no_upload_left().await;
+    assert_replica(&w, name, b"small third", &three).await;
 }

@@ -89,12 +89,17 @@ async fn put_object(
     body: impl Into<reqwest::Body>,
 ) -> Answer {
     send(
-        client()
-            .put(format!("{}/v1/objects/{key}", server.url))
+        server
+            .put(&format!("/v1/objects/{key}"))
             .bearer_auth(tok)
             .body(body),
     )
     .await
+}
+
+/// `POST` of a JSON body with a caller token.
+async fn post_json(server: &Server, path: &str, tok: &str, body: &Value) -> Answer {
+    send(server.post(path).bearer_auth(tok).json(body)).await
 }
 
 /// A key as one URL path segment (every `/` and `.` encoded).
@@ -145,7 +150,7 @@ async fn health_and_readiness() {
     let server = Server::start(&w.env).await;
     // Server::start polled /healthz already: nothing went out for it.
     for _ in 0..3 {
-        let a = send(client().get(format!("{}/healthz", server.url))).await;
+        let a = send(server.get("/healthz")).await;
         assert_eq!(a.status, 200);
     }
     assert_eq!(w.proxy.total(), 0, "{:?}", w.proxy.counts());
@@ -153,10 +158,10 @@ async fn health_and_readiness() {
     assert_eq!(w.metadata.calls(Endpoint::Token), 0);
 
     // /readyz needs no token and resolves credentials through STS once.
-    let a = send(client().get(format!("{}/readyz", server.url))).await;
+    let a = send(server.get("/readyz")).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
-    let a = send(client().get(format!("{}/readyz", server.url))).await;
+    let a = send(server.get("/readyz")).await;
     assert_eq!(a.status, 200);
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1, "cached");
 }
@@ -169,7 +174,7 @@ async fn not_ready_when_the_metadata_server_refuses() {
             .push_fault(Endpoint::Identity, Fault::Status(403));
     }
     let server = Server::start(&w.env).await;
-    let a = send(client().get(format!("{}/readyz", server.url))).await;
+    let a = send(server.get("/readyz")).await;
     assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
     let v = a.json();
     let reason = v["error"]["message"].as_str().expect("a reason");
@@ -201,12 +206,7 @@ async fn one_object_put_get_head_delete() {
     assert_eq!(v["key"], "docs/hello.txt");
     assert!(v["etag"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     assert!(v.as_object().unwrap().contains_key("version_id"), "{v}");
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("docs/hello.txt"))
-            .await
-            .unwrap(),
-        b"0123456789"
-    );
+    assert_eq!(w.stored("docs/hello.txt").await.unwrap(), b"0123456789");
 
     // If-None-Match: * on an existing key: 412, and the object is unchanged.
     let a = send(
@@ -218,16 +218,11 @@ async fn one_object_put_get_head_delete() {
     )
     .await;
     a.error(412);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("docs/hello.txt"))
-            .await
-            .unwrap(),
-        b"0123456789"
-    );
+    assert_eq!(w.stored("docs/hello.txt").await.unwrap(), b"0123456789");
     // ...and on a new key it writes.
     let a = send(
-        client()
-            .put(format!("{}/v1/objects/docs/new.txt", server.url))
+        server
+            .put("/v1/objects/docs/new.txt")
             .bearer_auth(&tok)
             .header("if-none-match", "*")
             .body("new"),
@@ -262,7 +257,7 @@ async fn one_object_put_get_head_delete() {
 
     let a = send(client().delete(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 204);
-    assert_eq!(admin_get(&w.bucket, &w.full("docs/hello.txt")).await, None);
+    assert_eq!(w.stored("docs/hello.txt").await, None);
     let a = send(client().delete(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 204, "DELETE of a missing key");
 
@@ -294,13 +289,7 @@ async fn list_pages_with_a_cursor() {
         if let Some(c) = &cursor {
             q.push(("cursor", c.clone()));
         }
-        let a = send(
-            client()
-                .get(format!("{}/v1/objects", server.url))
-                .query(&q)
-                .bearer_auth(&tok),
-        )
-        .await;
+        let a = send(server.get("/v1/objects").query(&q).bearer_auth(&tok)).await;
         assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
         let v = a.json();
         let objs = v["objects"].as_array().expect("objects");
@@ -322,12 +311,7 @@ async fn list_pages_with_a_cursor() {
     assert_eq!(pages, 3);
 
     // Without a prefix: everything under the service's prefix, still relative.
-    let a = send(
-        client()
-            .get(format!("{}/v1/objects", server.url))
-            .bearer_auth(&tok),
-    )
-    .await;
+    let a = send(server.get("/v1/objects").bearer_auth(&tok)).await;
     let listed: Vec<String> = a.json()["objects"]
         .as_array()
         .unwrap()
@@ -347,11 +331,11 @@ async fn copy_presign_buckets_whoami() {
     assert_eq!(a.status, 201);
 
     // Copy.
-    let a = send(
-        client()
-            .post(format!("{}/v1/copy", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"source_key": "src.bin", "key": "copies/dst.bin"})),
+    let a = post_json(
+        &server,
+        "/v1/copy",
+        &tok,
+        &json!({"source_key": "src.bin", "key": "copies/dst.bin"}),
     )
     .await;
     assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
@@ -359,29 +343,19 @@ async fn copy_presign_buckets_whoami() {
     assert_eq!(copied["key"], "copies/dst.bin");
     assert!(copied["etag"].is_string(), "{copied}");
     assert!(copied.get("version_id").is_some(), "{copied}");
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("copies/dst.bin"))
-            .await
-            .unwrap(),
-        b"source bytes"
-    );
-    send(
-        client()
-            .post(format!("{}/v1/copy", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"source_key": "missing.bin", "key": "copies/none.bin"})),
+    assert_eq!(w.stored("copies/dst.bin").await.unwrap(), b"source bytes");
+    post_json(
+        &server,
+        "/v1/copy",
+        &tok,
+        &json!({"source_key": "missing.bin", "key": "copies/none.bin"}),
     )
     .await
     .error(404);
-    assert_eq!(admin_get(&w.bucket, &w.full("copies/none.bin")).await, None);
+    assert_eq!(w.stored("copies/none.bin").await, None);
 
     // whoami: the service's own identity.
-    let a = send(
-        client()
-            .get(format!("{}/v1/whoami", server.url))
-            .bearer_auth(&tok),
-    )
-    .await;
+    let a = send(server.get("/v1/whoami").bearer_auth(&tok)).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let who = a.json();
     let unique_id = w.metadata.config().unique_id;
@@ -395,11 +369,11 @@ async fn copy_presign_buckets_whoami() {
     assert!(!who.to_string().contains("eyJ"), "no token in whoami");
 
     // Presign PUT: a plain PUT to the URL stores the object.
-    let a = send(
-        client()
-            .post(format!("{}/v1/presign", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"key": "signed/up.txt", "method": "PUT", "expires_in": 600})),
+    let a = post_json(
+        &server,
+        "/v1/presign",
+        &tok,
+        &json!({"key": "signed/up.txt", "method": "PUT", "expires_in": 600}),
     )
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -417,18 +391,16 @@ async fn copy_presign_buckets_whoami() {
     let status = r.status();
     assert!(status.is_success(), "{status}: {}", r.text().await.unwrap());
     assert_eq!(
-        admin_get(&w.bucket, &w.full("signed/up.txt"))
-            .await
-            .unwrap(),
+        w.stored("signed/up.txt").await.unwrap(),
         b"via presigned PUT"
     );
 
     // Presign GET, asking for more than the credentials' life: capped.
-    let a = send(
-        client()
-            .post(format!("{}/v1/presign", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"key": "src.bin", "method": "GET", "expires_in": 604800})),
+    let a = post_json(
+        &server,
+        "/v1/presign",
+        &tok,
+        &json!({"key": "src.bin", "method": "GET", "expires_in": 604800}),
     )
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -449,12 +421,7 @@ async fn copy_presign_buckets_whoami() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"source bytes");
 
     // Buckets.
-    let a = send(
-        client()
-            .get(format!("{}/v1/buckets", server.url))
-            .bearer_auth(&tok),
-    )
-    .await;
+    let a = send(server.get("/v1/buckets").bearer_auth(&tok)).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let names: Vec<String> = a.json()["buckets"]
         .as_array()
@@ -472,12 +439,7 @@ async fn pubsub_commands() {
     w.set("GCS_SOURCE_BUCKETS", "sample-bucket");
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
-    let post = |body: Value| {
-        client()
-            .post(format!("{}/pubsub", server.url))
-            .bearer_auth(&tok)
-            .json(&body)
-    };
+    let post = |body: Value| server.post("/pubsub").bearer_auth(&tok).json(&body);
 
     let a = send(post(push_command(&json!({
         "op": "put", "key": "ps/a.json", "body": "{\"n\":1}",
@@ -485,17 +447,8 @@ async fn pubsub_commands() {
     }))))
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("ps/a.json")).await.unwrap(),
-        b"{\"n\":1}"
-    );
-    let head = admin_s3()
-        .head_object()
-        .bucket(&w.bucket)
-        .key(w.full("ps/a.json"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(w.stored("ps/a.json").await.unwrap(), b"{\"n\":1}");
+    let head = admin_head(&w.bucket, &w.full("ps/a.json")).await;
     assert_eq!(head.content_type(), Some("application/json"));
     assert_eq!(
         head.metadata()
@@ -509,27 +462,21 @@ async fn pubsub_commands() {
     }))))
     .await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("ps/b.bin")).await.unwrap(),
-        [0u8, 1, 2, 255]
-    );
+    assert_eq!(w.stored("ps/b.bin").await.unwrap(), [0u8, 1, 2, 255]);
 
     let a = send(post(push_command(&json!({
         "op": "copy", "source_key": "ps/a.json", "key": "ps/c.json"
     }))))
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("ps/c.json")).await.unwrap(),
-        b"{\"n\":1}"
-    );
+    assert_eq!(w.stored("ps/c.json").await.unwrap(), b"{\"n\":1}");
 
     let a = send(post(push_command(
         &json!({"op": "delete", "key": "ps/a.json"}),
     )))
     .await;
     assert_eq!(a.status, 200);
-    assert_eq!(admin_get(&w.bucket, &w.full("ps/a.json")).await, None);
+    assert_eq!(w.stored("ps/a.json").await, None);
     // A redelivered delete is done already.
     let a = send(post(push_command(
         &json!({"op": "delete", "key": "ps/a.json"}),
@@ -562,26 +509,22 @@ async fn eventarc_message_published_both_modes() {
         "../fixtures/cloudevents/binary-messagePublished-put.json"
     ))
     .unwrap();
-    let mut rb = client()
-        .post(format!("{}/events", server.url))
-        .bearer_auth(&tok);
+    let mut rb = server.post("/events").bearer_auth(&tok);
     for (k, v) in binary["headers"].as_object().unwrap() {
         rb = rb.header(k.as_str(), v.as_str().unwrap());
     }
     let a = send(rb.body(binary["body"].to_string())).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(
-        admin_get(&w.bucket, &w.full("events/binary.txt"))
-            .await
-            .unwrap(),
+        w.stored("events/binary.txt").await.unwrap(),
         b"from a binary-mode CloudEvent"
     );
 
     // Structured mode.
     let structured = include_str!("../fixtures/cloudevents/structured-messagePublished-put.json");
     let a = send(
-        client()
-            .post(format!("{}/events", server.url))
+        server
+            .post("/events")
             .bearer_auth(&tok)
             .header(
                 "content-type",
@@ -592,9 +535,7 @@ async fn eventarc_message_published_both_modes() {
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(
-        admin_get(&w.bucket, &w.full("events/structured.txt"))
-            .await
-            .unwrap(),
+        w.stored("events/structured.txt").await.unwrap(),
         b"from a structured-mode CloudEvent"
     );
 }
@@ -611,8 +552,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     assert_eq!(before, vec![w.full("keep.txt")]);
 
     let pubsub = |body: String| {
-        client()
-            .post(format!("{}/pubsub", server.url))
+        server
+            .post("/pubsub")
             .bearer_auth(&tok)
             .header("content-type", "application/json")
             .body(body)
@@ -712,13 +653,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         assert_eq!(a.error(400), "invalid_key", "{method}");
     }
     // ...and it is still guarded.
-    send(
-        client()
-            .put(format!("{}/v1/objects/", server.url))
-            .body("x"),
-    )
-    .await
-    .error(401);
+    send(server.put("/v1/objects/").body("x")).await.error(401);
     // The longest allowed key is fine (and shows the limit is exactly 1024).
     let ok_key = "a".repeat(1024 - w.prefix.len());
     let a = send(pubsub(
@@ -727,8 +662,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     send(
-        client()
-            .delete(format!("{}/v1/objects/{ok_key}", server.url))
+        server
+            .delete(&format!("/v1/objects/{ok_key}"))
             .bearer_auth(&tok),
     )
     .await;
@@ -748,9 +683,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         json!({"op": "put", "key": "ev.txt", "body": "x"}).to_string())}});
     let a = send(
         ev_headers(
-            client()
-                .post(format!("{}/events", server.url))
-                .bearer_auth(&tok),
+            server.post("/events").bearer_auth(&tok),
             "com.example.unknown",
         )
         .body(put_msg.to_string()),
@@ -759,8 +692,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     a.error(400);
     // No ce-* headers at all, and each one missing in turn.
     let a = send(
-        client()
-            .post(format!("{}/events", server.url))
+        server
+            .post("/events")
             .bearer_auth(&tok)
             .header("content-type", "application/json")
             .body(put_msg.to_string()),
@@ -768,8 +701,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     .await;
     a.error(400);
     for missing in ["ce-specversion", "ce-id", "ce-type", "ce-source"] {
-        let mut rb = client()
-            .post(format!("{}/events", server.url))
+        let mut rb = server
+            .post("/events")
             .bearer_auth(&tok)
             .header("content-type", "application/json");
         for (k, v) in [
@@ -791,8 +724,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     }
     // Structured mode with a body that is not JSON.
     send(
-        client()
-            .post(format!("{}/events", server.url))
+        server
+            .post("/events")
             .bearer_auth(&tok)
             .header("content-type", "application/cloudevents+json")
             .body("{nope"),
@@ -801,28 +734,20 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     .error(400);
 
     // /v1 bodies.
-    send(
-        client()
-            .post(format!("{}/v1/copy", server.url))
-            .bearer_auth(&tok)
-            .body("not json"),
-    )
-    .await
-    .error(400);
-    send(
-        client()
-            .post(format!("{}/v1/presign", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"key": "/abs", "method": "GET"})),
+    send(server.post("/v1/copy").bearer_auth(&tok).body("not json"))
+        .await
+        .error(400);
+    post_json(
+        &server,
+        "/v1/presign",
+        &tok,
+        &json!({"key": "/abs", "method": "GET"}),
     )
     .await
     .error(400);
 
     assert_eq!(admin_list(&w.bucket, &w.prefix).await, before);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("keep.txt")).await.unwrap(),
-        b"keep"
-    );
+    assert_eq!(w.stored("keep.txt").await.unwrap(), b"keep");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -832,19 +757,13 @@ async fn bodies_over_the_limit_answer_413() {
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
     let big = push_command(&json!({"op": "put", "key": "big.bin", "body": "x".repeat(4096)}));
-    let a = send(
-        client()
-            .post(format!("{}/pubsub", server.url))
-            .bearer_auth(&tok)
-            .json(&big),
-    )
-    .await;
+    let a = post_json(&server, "/pubsub", &tok, &big).await;
     a.error(413);
     // Without a Content-Length (chunked), the limit holds while reading.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(big.to_string().into_bytes())];
     let a = send(
-        client()
-            .post(format!("{}/pubsub", server.url))
+        server
+            .post("/pubsub")
             .bearer_auth(&tok)
             .header("content-type", "application/json")
             .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
@@ -854,8 +773,8 @@ async fn bodies_over_the_limit_answer_413() {
     .await;
     a.error(413);
     let a = send(
-        client()
-            .post(format!("{}/events", server.url))
+        server
+            .post("/events")
             .bearer_auth(&tok)
             .header("content-type", "application/cloudevents+json")
             .body(vec![b' '; 2048]),
@@ -877,33 +796,17 @@ async fn callers_are_verified() {
     let server = Server::start(&w.env).await;
     let kid = w.metadata.signing_key().kid().to_owned();
     let forger = forged_key(&kid).await;
-    let claims = |o: Value| {
-        let mut c = json!({
-            "iss": "https://accounts.google.com",
-            "aud": SERVICE_AUDIENCE,
-            "azp": "104857600000000000002",
-            "sub": "104857600000000000002",
-            "email": CALLER_EMAIL,
-            "email_verified": true,
-            "iat": now(),
-            "exp": now() + 3600,
-        });
-        for (k, v) in o.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        c
-    };
     let alg_none = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string()),
-        URL_SAFE_NO_PAD.encode(claims(json!({})).to_string())
+        URL_SAFE_NO_PAD.encode(caller_claims(json!({})).to_string())
     );
     let cases: Vec<(&str, Option<String>, u16)> = vec![
         ("missing", None, 401),
         ("not a jwt", Some("not-a-jwt".into()), 401),
         (
             "forged signature",
-            Some(w.metadata.mint_with_key(&forger, claims(json!({})))),
+            Some(w.metadata.mint_with_key(&forger, caller_claims(json!({})))),
             401,
         ),
         ("alg none", Some(alg_none), 401),
@@ -935,8 +838,8 @@ async fn callers_are_verified() {
     ];
     for (i, (what, token, status)) in cases.into_iter().enumerate() {
         let key = format!("denied-{i}.txt");
-        let mut rb = client()
-            .put(format!("{}/v1/objects/{key}", server.url))
+        let mut rb = server
+            .put(&format!("/v1/objects/{key}"))
             .body("should not land");
         if let Some(t) = &token {
             rb = rb.bearer_auth(t);
@@ -951,11 +854,9 @@ async fn callers_are_verified() {
         a.error(status);
         assert!(!String::from_utf8_lossy(&a.body).contains("eyJ"), "{what}");
         // Pub/Sub push is guarded the same way.
-        let mut rb = client()
-            .post(format!("{}/pubsub", server.url))
-            .json(&push_command(
-                &json!({"op": "put", "key": key, "body": "x"}),
-            ));
+        let mut rb = server.post("/pubsub").json(&push_command(
+            &json!({"op": "put", "key": key, "body": "x"}),
+        ));
         if let Some(t) = &token {
             rb = rb.bearer_auth(t);
         }
@@ -967,38 +868,24 @@ async fn callers_are_verified() {
     // aud as an array, one of them accepted.
     let t = w.caller_token_with(json!({"aud": ["https://other.test", SERVICE_AUDIENCE]}));
     let a = send(
-        client()
-            .put(format!("{}/v1/objects/array-aud.txt", server.url))
+        server
+            .put("/v1/objects/array-aud.txt")
             .bearer_auth(&t)
             .body("ok"),
     )
     .await;
     assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
     // X-Serverless-Authorization is read as well.
-    let a = send(
-        client()
-            .get(format!("{}/v1/objects/array-aud.txt", server.url))
-            .header(
-                "x-serverless-authorization",
-                format!("Bearer {}", w.caller_token()),
-            ),
-    )
+    let a = send(server.get("/v1/objects/array-aud.txt").header(
+        "x-serverless-authorization",
+        format!("Bearer {}", w.caller_token()),
+    ))
     .await;
     assert_eq!(a.status, 200);
 
     // Open routes.
-    assert_eq!(
-        send(client().get(format!("{}/healthz", server.url)))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        send(client().get(format!("{}/readyz", server.url)))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(send(server.get("/healthz")).await.status, 200);
+    assert_eq!(send(server.get("/readyz")).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1011,8 +898,8 @@ async fn cloud_run_iam_mode_trusts_the_front_end() {
         format!("{head}.SIGNATURE_REMOVED_BY_GOOGLE")
     };
     let put = |key: &str, token: String| {
-        client()
-            .put(format!("{}/v1/objects/{key}", server.url))
+        server
+            .put(&format!("/v1/objects/{key}"))
             .bearer_auth(token)
             .body("via cloud run")
     };
@@ -1036,13 +923,9 @@ async fn cloud_run_iam_mode_trusts_the_front_end() {
     ))
     .await;
     a.error(403);
-    send(
-        client()
-            .put(format!("{}/v1/objects/none.txt", server.url))
-            .body("x"),
-    )
-    .await
-    .error(401);
+    send(server.put("/v1/objects/none.txt").body("x"))
+        .await
+        .error(401);
     assert_eq!(
         admin_list(&w.bucket, &w.prefix).await,
         vec![w.full("ok.txt")]
@@ -1077,10 +960,7 @@ async fn sigterm_finishes_the_request_in_flight() {
         server.stdout.text()
     );
     assert!(signalled.elapsed() < Duration::from_secs(10));
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("slow.txt")).await.unwrap(),
-        b"slow but sure"
-    );
+    assert_eq!(w.stored("slow.txt").await.unwrap(), b"slow but sure");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1100,8 +980,8 @@ async fn logs_are_structured_correlated_and_secret_free() {
     let mut server = Server::start(&w.env).await;
     let tok = w.caller_token();
     let a = send(
-        client()
-            .put(format!("{}/v1/objects/traced.txt", server.url))
+        server
+            .put("/v1/objects/traced.txt")
             .bearer_auth(&tok)
             .header(
                 "traceparent",
@@ -1112,11 +992,11 @@ async fn logs_are_structured_correlated_and_secret_free() {
     .await;
     assert_eq!(a.status, 201);
     // The session token the service holds shows in a presigned URL.
-    let a = send(
-        client()
-            .post(format!("{}/v1/presign", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"key": "traced.txt", "method": "GET"})),
+    let a = post_json(
+        &server,
+        "/v1/presign",
+        &tok,
+        &json!({"key": "traced.txt", "method": "GET"}),
     )
     .await;
     assert_eq!(a.status, 200);
@@ -1129,31 +1009,10 @@ async fn logs_are_structured_correlated_and_secret_free() {
     assert!(session_token.len() > 16);
     // Failures log too: a rejected token, a bad command, a missing object.
     let forged = format!("{}x", tok);
-    send(
-        client()
-            .get(format!("{}/v1/whoami", server.url))
-            .bearer_auth(&forged),
-    )
-    .await;
-    send(
-        client()
-            .post(format!("{}/pubsub", server.url))
-            .bearer_auth(&tok)
-            .json(&push_body("%%%")),
-    )
-    .await;
-    send(
-        client()
-            .get(format!("{}/v1/objects/missing.txt", server.url))
-            .bearer_auth(&tok),
-    )
-    .await;
-    send(
-        client()
-            .get(format!("{}/v1/whoami", server.url))
-            .bearer_auth(&tok),
-    )
-    .await;
+    send(server.get("/v1/whoami").bearer_auth(&forged)).await;
+    post_json(&server, "/pubsub", &tok, &push_body("%%%")).await;
+    send(server.get("/v1/objects/missing.txt").bearer_auth(&tok)).await;
+    send(server.get("/v1/whoami").bearer_auth(&tok)).await;
     server.terminate();
     assert!(server.wait(Duration::from_secs(10)).await.success());
     // The capture threads drain the pipes after exit.
@@ -1206,12 +1065,7 @@ async fn no_auth_mode_warns_at_start() {
     let mut w = World::new("noauth").await;
     w.set("AUTH_MODE", "none");
     let server = Server::start(&w.env).await;
-    let a = send(
-        client()
-            .put(format!("{}/v1/objects/open.txt", server.url))
-            .body("open"),
-    )
-    .await;
+    let a = send(server.put("/v1/objects/open.txt").body("open")).await;
     assert_eq!(a.status, 201);
     let warned = server.stdout.all().into_iter().any(|l| {
         serde_json::from_str::<Value>(&l).is_ok_and(|v| {
@@ -1244,8 +1098,8 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
         "x-amz-meta-GOOG-anything",
     ] {
         let a = send(
-            client()
-                .put(format!("{}/v1/objects/pinned.txt", server.url))
+            server
+                .put("/v1/objects/pinned.txt")
                 .bearer_auth(&tok)
                 .header(name, "99999999999999999")
                 .body("pinned"),
@@ -1254,14 +1108,14 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
         assert_eq!(a.error(400), "invalid_metadata", "{name}");
     }
     for name in ["goog-generation", "Goog-Bucket", "GOOG-GENERATION"] {
-        let a = send(
-            client()
-                .post(format!("{}/pubsub", server.url))
-                .bearer_auth(&tok)
-                .json(&push_command(&json!({
-                    "op": "put", "key": "pinned.txt", "body": "pinned",
-                    "metadata": { name: "99999999999999999" }
-                }))),
+        let a = post_json(
+            &server,
+            "/pubsub",
+            &tok,
+            &push_command(&json!({
+                "op": "put", "key": "pinned.txt", "body": "pinned",
+                "metadata": { name: "99999999999999999" }
+            })),
         )
         .await;
         assert_eq!(a.error(400), "invalid_metadata", "{name}");
@@ -1271,8 +1125,8 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
 
     // Other names starting with "goog" are the user's.
     let a = send(
-        client()
-            .put(format!("{}/v1/objects/fine.txt", server.url))
+        server
+            .put("/v1/objects/fine.txt")
             .bearer_auth(&tok)
             .header("x-amz-meta-googly", "eyes")
             .body("fine"),
@@ -1291,12 +1145,8 @@ async fn client_errors_answer_4xx_and_change_nothing() {
         assert_eq!(a.status, 201);
     }
     let before = admin_list(&w.bucket, &w.prefix).await;
-    let list = |q: Vec<(&'static str, String)>| {
-        client()
-            .get(format!("{}/v1/objects", server.url))
-            .query(&q)
-            .bearer_auth(&tok)
-    };
+    let list =
+        |q: Vec<(&'static str, String)>| server.get("/v1/objects").query(&q).bearer_auth(&tok);
 
     // A listing prefix may not climb out of the service's prefix.
     for prefix in ["../", "..", "d/../../", "./d", "/d"] {
@@ -1329,21 +1179,19 @@ async fn client_errors_answer_4xx_and_change_nothing() {
 
     // Copies with a bad source key.
     for source in ["", "/abs", "../d/f0.txt", "d/../f0.txt", "a\u{7f}"] {
-        let a = send(
-            client()
-                .post(format!("{}/v1/copy", server.url))
-                .bearer_auth(&tok)
-                .json(&json!({"source_key": source, "key": "copies/x.txt"})),
+        let a = post_json(
+            &server,
+            "/v1/copy",
+            &tok,
+            &json!({"source_key": source, "key": "copies/x.txt"}),
         )
         .await;
         assert_eq!(a.error(400), "invalid_key", "source_key {source:?}");
-        let a = send(
-            client()
-                .post(format!("{}/pubsub", server.url))
-                .bearer_auth(&tok)
-                .json(&push_command(
-                    &json!({"op": "copy", "source_key": source, "key": "copies/x.txt"}),
-                )),
+        let a = post_json(
+            &server,
+            "/pubsub",
+            &tok,
+            &push_command(&json!({"op": "copy", "source_key": source, "key": "copies/x.txt"})),
         )
         .await;
         assert_eq!(a.error(400), "invalid_key", "source_key {source:?}");
@@ -1366,8 +1214,8 @@ async fn copies_over_the_threshold_go_part_by_part() {
         .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let a = send(
-        client()
-            .put(format!("{}/v1/objects/big/src.bin", server.url))
+        server
+            .put("/v1/objects/big/src.bin")
             .bearer_auth(&tok)
             .header("content-type", "application/x-big")
             .header("cache-control", "private")
@@ -1378,11 +1226,11 @@ async fn copies_over_the_threshold_go_part_by_part() {
     assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
     w.proxy.reset_counts();
 
-    let a = send(
-        client()
-            .post(format!("{}/v1/copy", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"source_key": "big/src.bin", "key": "big/copy.bin"})),
+    let a = post_json(
+        &server,
+        "/v1/copy",
+        &tok,
+        &json!({"source_key": "big/src.bin", "key": "big/copy.bin"}),
     )
     .await;
     assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
@@ -1393,14 +1241,8 @@ async fn copies_over_the_threshold_go_part_by_part() {
     assert_eq!(w.proxy.count("CopyObject"), 0, "{:?}", w.proxy.counts());
     assert_eq!(w.proxy.count("UploadPartCopy"), 2, "{:?}", w.proxy.counts());
     assert_eq!(w.proxy.count("CompleteMultipartUpload"), 1);
-    assert!(admin_get(&w.bucket, &w.full("big/copy.bin")).await.unwrap() == data);
-    let h = admin_s3()
-        .head_object()
-        .bucket(&w.bucket)
-        .key(w.full("big/copy.bin"))
-        .send()
-        .await
-        .unwrap();
+    assert!(w.stored("big/copy.bin").await.unwrap() == data);
+    let h = admin_head(&w.bucket, &w.full("big/copy.bin")).await;
     assert_eq!(h.content_type(), Some("application/x-big"));
     assert_eq!(h.cache_control(), Some("private"));
     assert_eq!(
@@ -1411,29 +1253,24 @@ async fn copies_over_the_threshold_go_part_by_part() {
     );
 
     // A small copy is still one CopyObject.
-    let a = send(
-        client()
-            .post(format!("{}/v1/copy", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"source_key": "big/src.bin", "key": "big/copy.bin"})),
+    let a = post_json(
+        &server,
+        "/v1/copy",
+        &tok,
+        &json!({"source_key": "big/src.bin", "key": "big/copy.bin"}),
     )
     .await;
     assert_eq!(a.status, 201);
     let a = put_object(&server, &tok, "small.txt", "small").await;
     assert_eq!(a.status, 201);
-    let a = send(
-        client()
-            .post(format!("{}/v1/copy", server.url))
-            .bearer_auth(&tok)
-            .json(&json!({"source_key": "small.txt", "key": "small-copy.txt"})),
+    let a = post_json(
+        &server,
+        "/v1/copy",
+        &tok,
+        &json!({"source_key": "small.txt", "key": "small-copy.txt"}),
     )
     .await;
     assert_eq!(a.status, 201);
     assert_eq!(w.proxy.count("CopyObject"), 1);
-    assert_eq!(
-        admin_get(&w.bucket, &w.full("small-copy.txt"))
-            .await
-            .unwrap(),
-        b"small"
-    );
+    assert_eq!(w.stored("small-copy.txt").await.unwrap(), b"small");
 }

@@ -16,12 +16,11 @@
 //! `user:EMAIL`, an email or `allUsers`; `--audience` adds a custom audience
 //! to the service URL (default `http://127.0.0.1:P`).
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bridge_testkit::{flags, CloudRunConfig, CloudRunEmulator, Container, Output};
+use bridge_testkit::{flags, ready, CloudRunConfig, CloudRunEmulator, Container, Output};
 
 const USAGE: &str = "usage: cloud-run-emulator --jwks-url URL [--port P] [--service NAME] [--revision REV] [--url SERVICE_URL] [--audience AUD]... [--invoker MEMBER]... [--instances N] [--timeout SECS] [--use-http2 true|false] [--grace SECS] [--startup-probe PATH] -- PROGRAM [ARGS...]";
 
@@ -99,18 +98,8 @@ async fn main() -> ExitCode {
         eprintln!("cannot start the instances: {e}");
         return ExitCode::FAILURE;
     }
-    println!("READY {}", emu.url().trim_start_matches("http://"));
-    let _ = std::io::stdout().flush();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot install SIGTERM handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    if let Err(code) = ready::until_signal(&emu.url()).await {
+        return code;
     }
     match emu.scale_to(0).await {
         Ok(stopped) => {

@@ -12,11 +12,10 @@
 //! The gate is on when `--jwks-url` is given (then `--oaud`, `--aud` and `--sub`
 //! are required).
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use bridge_testkit::{flags, FaultProxy, StsGate};
+use bridge_testkit::{flags, ready, FaultProxy, StsGate};
 
 const USAGE: &str = "usage: fault-proxy --upstream URL [--port P] [--jwks-url URL --oaud AUDIENCE --aud AZP --sub SUB]";
 
@@ -69,18 +68,8 @@ async fn main() -> ExitCode {
         }
     };
     proxy.set_sts_gate(gate);
-    println!("READY {}", proxy.url().trim_start_matches("http://"));
-    let _ = std::io::stdout().flush();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot install SIGTERM handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    if let Err(code) = ready::until_signal(&proxy.url()).await {
+        return code;
     }
     let counts = serde_json::json!({"total": proxy.total(), "counts": proxy.counts()});
     println!("COUNTS {counts}");

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bridge_testkit::{flags, MetadataConfig, MetadataEmulator};
+use bridge_testkit::{flags, ready, MetadataConfig, MetadataEmulator};
 
 const USAGE: &str = "usage: metadata-emulator [--port P] [--email E] [--unique-id N] [--project-id P] [--numeric-project-id N] [--token-lifetime SECS] [--write-key-file PATH]";
 
@@ -61,19 +61,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    println!("READY {}", emu.host());
-    let _ = std::io::stdout().flush();
-
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot install SIGTERM handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    if let Err(code) = ready::until_signal(&emu.host()).await {
+        return code;
     }
     emu.shutdown();
     ExitCode::SUCCESS

@@ -11,11 +11,10 @@
 //! (`generateIdToken` for EMAIL); `aud` is `--audience`, else the URL the
 //! request is forwarded to.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use bridge_testkit::{flags, PushConfig, PushShim};
+use bridge_testkit::{flags, ready, PushConfig, PushShim};
 
 const USAGE: &str = "usage: push-shim --target URL --service-account EMAIL --metadata URL [--audience AUD] [--port P]";
 
@@ -57,18 +56,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("READY {}", shim.url().trim_start_matches("http://"));
-    let _ = std::io::stdout().flush();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot install SIGTERM handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    if let Err(code) = ready::until_signal(&shim.url()).await {
+        return code;
     }
     ExitCode::SUCCESS
 }

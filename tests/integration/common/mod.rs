@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod expiring;
 pub mod front;
 pub mod gcs;
+pub mod in_process;
 pub mod pubsub;
 pub mod sidecar;
 
@@ -29,6 +30,33 @@ pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
 pub const SERVICE_AUDIENCE: &str = "https://bridge.test";
 /// The caller allowed by default.
 pub const CALLER_EMAIL: &str = "push@bridge-test.iam.gserviceaccount.com";
+
+/// The claims of a token of the allowed caller (Google-issued, for
+/// [`SERVICE_AUDIENCE`], live for an hour), with `overrides` put in: a
+/// null removes the claim.
+pub fn caller_claims(overrides: serde_json::Value) -> serde_json::Value {
+    let now = bridge_testkit::keys::now_secs();
+    let mut claims = serde_json::json!({
+        "iss": "https://accounts.google.com",
+        "aud": SERVICE_AUDIENCE,
+        "azp": "104857600000000000002",
+        "sub": "104857600000000000002",
+        "email": CALLER_EMAIL,
+        "email_verified": true,
+        "iat": now,
+        "exp": now + 3600,
+    });
+    if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+        for (k, v) in o {
+            if v.is_null() {
+                c.remove(k);
+            } else {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    claims
+}
 
 /// `rig.env` of the running rig: `$RIG_DIR/rig.env`, default `.run/rig.env`.
 pub fn rig() -> HashMap<String, String> {
@@ -59,13 +87,19 @@ pub fn unique_prefix(name: &str) -> String {
     format!("{base}{name}-{n}/")
 }
 
-/// An S3 client with the rig's admin keys, to inspect and prepare buckets.
-pub fn admin_s3() -> aws_sdk_s3::Client {
-    let rig = rig();
-    let creds = Credentials::from_keys(
-        rig["RIG_ADMIN_ACCESS_KEY_ID"].clone(),
-        rig["RIG_ADMIN_SECRET_ACCESS_KEY"].clone(),
+/// An S3 client at the rig's moto with the given keys.
+pub fn moto_s3(
+    rig: &HashMap<String, String>,
+    access_key_id: &str,
+    secret_access_key: &str,
+    session_token: Option<&str>,
+) -> aws_sdk_s3::Client {
+    let creds = Credentials::new(
+        access_key_id,
+        secret_access_key,
+        session_token.map(str::to_owned),
         None,
+        "test",
     );
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
@@ -78,6 +112,44 @@ pub fn admin_s3() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// An S3 client with the rig's admin keys, to inspect and prepare buckets.
+pub fn admin_s3() -> aws_sdk_s3::Client {
+    let rig = rig();
+    moto_s3(
+        &rig,
+        &rig["RIG_ADMIN_ACCESS_KEY_ID"],
+        &rig["RIG_ADMIN_SECRET_ACCESS_KEY"],
+        None,
+    )
+}
+
+/// Runs the service's binary with `args` and `env` (nothing of this
+/// process's environment but PATH) to its end, at most 60 s.
+pub async fn run_bin(args: &[&str], env: &[(String, String)]) -> std::process::Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gcp-aws-bridge"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .expect("gcp-aws-bridge finished within 60 s")
+        .expect("run gcp-aws-bridge")
+}
+
+/// A path under the system's temporary directory that no other test or
+/// run uses.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("bridge-{name}-{}-{n}", std::process::id()))
+}
+
 /// Reads an object with the admin client; `None` when absent.
 pub async fn admin_get(bucket: &str, key: &str) -> Option<Vec<u8>> {
     match admin_s3().get_object().bucket(bucket).key(key).send().await {
@@ -88,6 +160,36 @@ pub async fn admin_get(bucket: &str, key: &str) -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// An object's head with the admin client; panics when it is absent.
+pub async fn admin_head(
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    admin_s3()
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {key}: {:?}", e.into_service_error()))
+}
+
+/// Multipart uploads under `prefix` that were started and neither completed
+/// nor aborted, admin view.
+pub async fn admin_uploads_left(bucket: &str, prefix: &str) -> Vec<String> {
+    let out = admin_s3()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    out.uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect()
 }
 
 /// Keys under `prefix`, admin view.
@@ -116,6 +218,53 @@ pub async fn admin_list(bucket: &str, prefix: &str) -> Vec<String> {
     }
 }
 
+fn set_trust(proxy: &FaultProxy, metadata: &MetadataEmulator, aud: &str, sub: &str) {
+    proxy.set_sts_gate(Some(StsGate {
+        jwks_url: metadata.jwks_url(),
+        oaud: STS_AUDIENCE.to_owned(),
+        aud: aud.to_owned(),
+        sub: sub.to_owned(),
+    }));
+}
+
+/// What differs between the services the tests run.
+pub struct ServiceEnv<'a> {
+    pub metadata: &'a MetadataEmulator,
+    /// STS and S3.
+    pub aws_url: &'a str,
+    pub role_arn: &'a str,
+    pub session_name: &'a str,
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+    pub auth_mode: &'a str,
+}
+
+/// The environment of a service whose Google identity and callers' keys
+/// come from the metadata emulator, allowing [`CALLER_EMAIL`] with
+/// [`SERVICE_AUDIENCE`].
+pub fn service_env(s: &ServiceEnv<'_>) -> Vec<(String, String)> {
+    [
+        ("TARGET_AUDIENCE", STS_AUDIENCE.to_owned()),
+        ("AWS_ROLE_ARN", s.role_arn.to_owned()),
+        ("AWS_ROLE_SESSION_NAME", s.session_name.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", s.aws_url.to_owned()),
+        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ("S3_BUCKET", s.bucket.to_owned()),
+        ("S3_PREFIX", s.prefix.to_owned()),
+        ("GCE_METADATA_HOST", s.metadata.host()),
+        ("ID_TOKEN_SOURCE", "metadata".to_owned()),
+        ("AUTH_MODE", s.auth_mode.to_owned()),
+        ("AUTH_AUDIENCES", SERVICE_AUDIENCE.to_owned()),
+        ("AUTH_ALLOWED_EMAILS", CALLER_EMAIL.to_owned()),
+        ("GOOGLE_CERTS_URL", s.metadata.jwks_url()),
+        ("GOOGLE_CLOUD_PROJECT", "bridge-test".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// One test's world: a metadata emulator, a fault proxy in front of moto
 /// with the STS gate on, and the environment of a service using them.
 pub struct World {
@@ -138,34 +287,18 @@ impl World {
         let proxy = FaultProxy::start(&rig["RIG_MOTO_ENDPOINT"]).await;
         let mc = metadata.config();
         // Real STS checks the token and the trust policy; moto does neither.
-        proxy.set_sts_gate(Some(StsGate {
-            jwks_url: metadata.jwks_url(),
-            oaud: STS_AUDIENCE.to_owned(),
-            aud: mc.unique_id.clone(),
-            sub: mc.unique_id.clone(),
-        }));
+        set_trust(&proxy, &metadata, &mc.unique_id, &mc.unique_id);
         let bucket = rig["RIG_BUCKET"].clone();
         let prefix = unique_prefix(name);
-        let mut env: Vec<(String, String)> = vec![
-            ("TARGET_AUDIENCE", STS_AUDIENCE.to_owned()),
-            ("AWS_ROLE_ARN", rig["RIG_ROLE_ARN"].clone()),
-            ("AWS_ROLE_SESSION_NAME", format!("test-{name}")),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ENDPOINT_URL", proxy.url()),
-            ("S3_FORCE_PATH_STYLE", "true".to_owned()),
-            ("S3_BUCKET", bucket.clone()),
-            ("S3_PREFIX", prefix.clone()),
-            ("GCE_METADATA_HOST", metadata.host()),
-            ("ID_TOKEN_SOURCE", "metadata".to_owned()),
-            ("AUTH_MODE", "verify".to_owned()),
-            ("AUTH_AUDIENCES", SERVICE_AUDIENCE.to_owned()),
-            ("AUTH_ALLOWED_EMAILS", CALLER_EMAIL.to_owned()),
-            ("GOOGLE_CERTS_URL", metadata.jwks_url()),
-            ("GOOGLE_CLOUD_PROJECT", "bridge-test".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let mut env = service_env(&ServiceEnv {
+            metadata: &metadata,
+            aws_url: &proxy.url(),
+            role_arn: &rig["RIG_ROLE_ARN"],
+            session_name: &format!("test-{name}"),
+            bucket: &bucket,
+            prefix: &prefix,
+            auth_mode: "verify",
+        });
         if let Some(gcs) = rig.get("STORAGE_EMULATOR_HOST") {
             env.push(("STORAGE_EMULATOR_HOST".into(), gcs.clone()));
         }
@@ -185,6 +318,18 @@ impl World {
         self.env.push((k.to_owned(), v.to_owned()));
     }
 
+    /// The role's trust policy: tokens of the metadata emulator for
+    /// [`STS_AUDIENCE`] whose `azp` is `aud` and `sub` is `sub`.
+    pub fn trust(&self, aud: &str, sub: &str) {
+        set_trust(&self.proxy, &self.metadata, aud, sub);
+    }
+
+    /// A trust policy that names another service account than the
+    /// emulator's: STS refuses every token.
+    pub fn trust_someone_else(&self) {
+        self.trust("999999999999999999999", "999999999999999999999");
+    }
+
     pub fn config(&self) -> Config {
         Config::from_iter(self.env.clone()).expect("test configuration")
     }
@@ -197,27 +342,24 @@ impl World {
 
     /// A caller token with claims overridden by `overrides`.
     pub fn caller_token_with(&self, overrides: serde_json::Value) -> String {
-        let now = bridge_testkit::keys::now_secs();
-        let mut claims = serde_json::json!({
-            "iss": "https://accounts.google.com",
-            "aud": SERVICE_AUDIENCE,
-            "azp": "104857600000000000002",
-            "sub": "104857600000000000002",
-            "email": CALLER_EMAIL,
-            "email_verified": true,
-            "iat": now,
-            "exp": now + 3600,
-        });
-        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
-            for (k, v) in o {
-                if v.is_null() {
-                    c.remove(k);
-                } else {
-                    c.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        self.metadata.mint(claims)
+        self.metadata.mint(caller_claims(overrides))
+    }
+
+    /// The object at the relative `key`, admin view; `None` when absent.
+    pub async fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        admin_get(&self.bucket, &self.full(key)).await
+    }
+
+    /// Keys of the multipart uploads under the prefix that were started and
+    /// neither completed nor aborted.
+    pub async fn uploads_left(&self) -> Vec<String> {
+        admin_uploads_left(&self.bucket, &self.prefix).await
+    }
+
+    /// No multipart upload is left behind under the prefix.
+    pub async fn assert_no_upload_left(&self) {
+        let left = self.uploads_left().await;
+        assert!(left.is_empty(), "multipart uploads left behind: {left:?}");
     }
 
     /// The full S3 key of a relative key.
@@ -264,7 +406,7 @@ pub struct Server {
     pub stderr: Lines,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -272,7 +414,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn capture(stream: impl std::io::Read + Send + 'static) -> Lines {
+pub fn capture(stream: impl std::io::Read + Send + 'static) -> Lines {
     let lines = Lines::default();
     let l = lines.clone();
     std::thread::spawn(move || {
@@ -281,6 +423,39 @@ fn capture(stream: impl std::io::Read + Send + 'static) -> Lines {
         }
     });
     lines
+}
+
+/// Starts `cmd` (stdin closed, stdout and stderr captured) and waits until
+/// `{url}/healthz` answers 200, at most 20 s; panics with its output when
+/// it exits first.
+pub async fn spawn_until_healthy(what: &str, mut cmd: Command, url: &str) -> (Child, Lines, Lines) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let stdout = capture(child.stdout.take().unwrap());
+    let stderr = capture(child.stderr.take().unwrap());
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status}:\n{}\n{}",
+                stdout.text(),
+                stderr.text()
+            );
+        }
+        if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} did not answer /healthz");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, stdout, stderr)
 }
 
 impl Server {
@@ -296,41 +471,40 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", port.to_string())
             .env("RUST_LOG", "info")
-            .envs(env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start gcp-aws-bridge");
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+            .envs(env.iter().cloned());
         let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "gcp-aws-bridge exited with {status}:\n{}\n{}",
-                    stdout.text(),
-                    stderr.text()
-                );
-            }
-            if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gcp-aws-bridge did not answer /healthz"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (child, stdout, stderr) = spawn_until_healthy("gcp-aws-bridge", cmd, &url).await;
         Server {
             child,
             url,
             stdout,
             stderr,
         }
+    }
+
+    /// A request to `path` (from `/`) of the service.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.url))
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    pub fn head(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::HEAD, path)
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::PUT, path)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::DELETE, path)
     }
 
     /// Sends SIGTERM.

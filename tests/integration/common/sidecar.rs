@@ -1,11 +1,9 @@
 //! The credential server (`gcp-aws-bridge credential-server`) as a real
 //! process, for the tests of it and of the SDKs that use it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-use super::{Lines, World};
+use super::{free_port, spawn_until_healthy, Lines, World};
 
 /// A token no test shares with another.
 pub fn random_token() -> String {
@@ -26,25 +24,6 @@ pub fn sidecar_env(w: &World) -> Vec<(String, String)> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn capture(stream: impl std::io::Read + Send + 'static) -> Lines {
-    let lines = Lines::default();
-    let l = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            l.0.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
 /// The credential server, running.
 pub struct Sidecar {
     pub child: Child,
@@ -59,42 +38,15 @@ impl Sidecar {
     /// but PATH) on a free loopback port and waits for `/healthz`.
     pub async fn start(env: &[(String, String)]) -> Sidecar {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gcp-aws-bridge"))
-            .arg("credential-server")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gcp-aws-bridge"));
+        cmd.arg("credential-server")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .env("CREDENTIALS_ADDR", format!("127.0.0.1:{port}"))
-            .envs(env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gcp-aws-bridge credential-server");
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+            .envs(env.iter().cloned());
         let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "credential-server exited with {status}:\n{}\n{}",
-                    stdout.text(),
-                    stderr.text()
-                );
-            }
-            if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "credential-server did not answer /healthz"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (child, stdout, stderr) = spawn_until_healthy("credential-server", cmd, &url).await;
         Sidecar {
             child,
             url,
