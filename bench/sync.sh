@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sync and part-task throughput, beside rclone, in one run:
 #   - objects/s syncing BENCH_OBJECTS (10,000) objects of BENCH_OBJECT_BYTES
-#     (1 KiB) with 1, 2 and 4 service instances behind a round-robin front end,
+#     (1 KiB) with 1, 2 and 4 service instances behind the Cloud Run front end,
 #     and `rclone copy` of the same bucket with its settings for small files;
 #   - MB/s of one BENCH_LARGE_MIB (2048) MiB object through part tasks on 2
 #     instances, through one stream on 1 instance, and through `rclone copy`
