@@ -49,6 +49,8 @@ say "running (log in $LOG)"
 cargo test --test sync_bench -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep -o 'BENCH .*' || true
 grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exit 1; }
 
+# The sections after the table (## ...) are kept across runs.
+KEEP="$(sed -n '/^## /,$p' "$RESULTS" 2>/dev/null || true)"
 {
     echo "# Sync and part-task benchmark"
     echo
@@ -59,5 +61,6 @@ grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exi
     echo "| figure | value | unit |"
     echo "|---|---:|---|"
     grep -o 'BENCH .*' "$LOG" | awk '{printf "| %s | %s | %s |\n", $2, $3, $4}'
+    [ -z "$KEEP" ] || printf '\n%s\n' "$KEEP"
 } >"$RESULTS"
 say "wrote $RESULTS"
