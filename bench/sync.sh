@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sync and part-task throughput, beside rclone, in one run:
 #   - objects/s syncing BENCH_OBJECTS (10,000) objects of BENCH_OBJECT_BYTES
-#     (1 KiB) with 1, 2 and 4 service instances behind a round-robin front end,
+#     (1 KiB) with 1, 2 and 4 service instances behind the Cloud Run front end,
 #     and `rclone copy` of the same bucket with its settings for small files;
 #   - MB/s of one BENCH_LARGE_MIB (2048) MiB object through part tasks on 2
 #     instances, through one stream on 1 instance, and through `rclone copy`
@@ -49,6 +49,8 @@ say "running (log in $LOG)"
 cargo test --test integration sync_bench:: -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep -o 'BENCH .*' || true
 grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exit 1; }
 
+# The sections after the table (## ...) are kept across runs.
+KEEP="$(sed -n '/^## /,$p' "$RESULTS" 2>/dev/null || true)"
 {
     echo "# Sync and part-task benchmark"
     echo
@@ -59,5 +61,6 @@ grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exi
     echo "| figure | value | unit |"
     echo "|---|---:|---|"
     grep -o 'BENCH .*' "$LOG" | awk '{printf "| %s | %s | %s |\n", $2, $3, $4}'
+    [ -z "$KEEP" ] || printf '\n%s\n' "$KEEP"
 } >"$RESULTS"
 say "wrote $RESULTS"

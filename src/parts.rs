@@ -12,10 +12,16 @@
 //!    coordination: the command that finds every part present completes the
 //!    upload with the object's CRC32C (from Cloud Storage), which S3 checks
 //!    against the parts it holds.
-//! 3. A part of an upload that is gone (completed, or aborted) answers 2xx
+//! 3. The completion is conditional on what the replicate command's check
+//!    of the replica saw, as every replica write is (`If-None-Match: *` when
+//!    there was none, `If-Match: <ETag>` when replacing one); the part
+//!    commands carry that condition. A completion that loses that race
+//!    publishes the replicate command again (which decides again), aborts
+//!    the upload and answers 503, whose redelivery finds the upload gone.
+//! 4. A part of an upload that is gone (completed, or aborted) answers 2xx
 //!    and does nothing. A source generation that is gone aborts the upload
 //!    (a newer generation has its own event). A completion S3 refuses
-//!    publishes the replicate command again and aborts the upload.
+//!    otherwise publishes the replicate command again and aborts the upload.
 //!
 //! Each part is read whole into memory (its CRC32C must be known before its
 //! upload starts), so a part command holds one part: 64 MiB, or more for
@@ -30,11 +36,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 use crate::replicate::{
-    decode_crc, gone, up_to_date, GcsClient, GcsError, GcsObject, ReplicaOutcome, Replicator,
+    decode_crc, gone, lost_race, up_to_date, GcsClient, GcsError, GcsObject, ReplicaOutcome,
+    Replicator,
 };
 use crate::retry::Backoff;
 use crate::storage::{
-    classify, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey, StorageError,
+    classify, complete_conditionally, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey,
+    PutOptions, StorageError,
 };
 
 /// Part size of part tasks unless S3's 10,000-part limit asks for more.
@@ -111,6 +119,14 @@ pub struct PartTask {
     pub size: u64,
     /// The object's CRC32C (base64), which completion asks S3 to verify.
     pub crc32c: String,
+    /// Complete only if no object exists at the key (`If-None-Match: *`):
+    /// the replicate command's check found no replica.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_none_match: bool,
+    /// Complete only over the object with this ETag (`If-Match`): the
+    /// replica the check found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
 }
 
 fn de_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -130,6 +146,15 @@ impl PartTask {
 
     fn source(&self) -> String {
         format!("gs://{}/{}", self.bucket, self.name)
+    }
+
+    /// The completion's write condition.
+    fn condition(&self) -> PutOptions {
+        PutOptions {
+            if_none_match: self.if_none_match,
+            if_match: self.if_match.clone(),
+            ..PutOptions::default()
+        }
     }
 }
 
@@ -211,7 +236,10 @@ fn is_no_such_upload<E: ProvideErrorMetadata>(
         .is_some_and(|c| c == "NoSuchUpload")
 }
 
-/// Creates the multipart upload of `live` and publishes its part commands.
+/// Creates the multipart upload of `live` and publishes its part commands,
+/// which complete it on `condition` (`(If-None-Match: *, If-Match)`, what
+/// the check of the replica saw).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start(
     r: &Replicator,
     obj: &GcsObject,
@@ -219,6 +247,7 @@ pub(crate) async fn start(
     generation: i64,
     key: &ObjectKey,
     h: ObjectHeaders,
+    condition: (bool, Option<String>),
     plan: PartPlan,
 ) -> Result<ReplicaOutcome, AppError> {
     let fanout = r
@@ -261,6 +290,8 @@ pub(crate) async fn start(
                 parts: plan.parts,
                 size: plan.size,
                 crc32c: crc.clone(),
+                if_none_match: condition.0,
+                if_match: condition.1.clone(),
             }
             .command()
         })
@@ -527,7 +558,7 @@ async fn complete(
         }
     }
     let st = r.storage();
-    let out = st
+    let req = st
         .client()
         .complete_multipart_upload()
         .bucket(st.bucket())
@@ -539,9 +570,8 @@ async fn complete(
             CompletedMultipartUpload::builder()
                 .set_parts(Some(parts))
                 .build(),
-        )
-        .send()
-        .await;
+        );
+    let out = complete_conditionally(req, &task.condition()).send().await;
     let err = match out {
         Ok(_) => {
             tracing::info!(
@@ -561,14 +591,21 @@ async fn complete(
         Err(e) if is_no_such_upload(&e) => return Ok(upload_gone(key, task)),
         Err(e) => classify("CompleteMultipartUpload", key.relative(), e),
     };
-    let refused = matches!(
-        err,
-        StorageError::IntegrityMismatch(_)
-            | StorageError::Internal(_)
-            | StorageError::InvalidArgument(_)
-            | StorageError::PreconditionFailed(_)
-            | StorageError::Conflict(_)
-    );
+    // The replica was written or removed since the replicate command's
+    // check: that command decides again.
+    let lost = match &err {
+        StorageError::PreconditionFailed(m)
+        | StorageError::Conflict(m)
+        | StorageError::NotFound(m) => Some(lost_race(key, m)),
+        _ => None,
+    };
+    let refused = lost.is_some()
+        || matches!(
+            err,
+            StorageError::IntegrityMismatch(_)
+                | StorageError::Internal(_)
+                | StorageError::InvalidArgument(_)
+        );
     if !refused {
         // Transient: the redelivered part command completes again.
         return Err(err.into());
@@ -584,6 +621,10 @@ async fn complete(
     });
     fanout.publisher()?.publish(&[replicate]).await?;
     abort(r, key, &task.upload_id).await;
+    if let Some(lost) = lost {
+        tracing::warn!(source = %task.source(), key = %key, upload_id = %task.upload_id, error = %err, "completion lost a race with another write of the replica; upload aborted and the replicate command published again");
+        return Err(lost);
+    }
     tracing::warn!(source = %task.source(), key = %key, upload_id = %task.upload_id, "completion refused ({err}); upload aborted and the replicate command published again");
     Ok(ReplicaOutcome::Parts(PartsOutcome::Restarted {
         key: key.relative().to_owned(),
@@ -631,6 +672,8 @@ mod tests {
             parts: 3,
             size: 25,
             crc32c: "4waSgw==".into(),
+            if_none_match: false,
+            if_match: Some("\"e-1\"".into()),
         };
         let v = t.command();
         assert_eq!(v["op"], "replicate_part");
@@ -674,6 +717,8 @@ mod tests {
             parts: 2,
             size: 2 * bytes,
             crc32c: "AAAAAA==".into(),
+            if_none_match: true,
+            if_match: None,
         }
     }
 

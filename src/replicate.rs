@@ -411,7 +411,7 @@ impl Replica {
 
 /// A write or delete lost a race with another one: 503, so the redelivery
 /// decides again.
-fn lost_race(key: &ObjectKey, what: &str) -> AppError {
+pub(crate) fn lost_race(key: &ObjectKey, what: &str) -> AppError {
     AppError::unavailable(
         "replica_changed",
         "the replica changed while this event was handled; retry later",
@@ -545,7 +545,11 @@ impl Replicator {
 
         if let Some(parts) = crate::parts::PartPlan::for_object(self, &live) {
             let headers = replica_headers(&live, metadata);
-            return crate::parts::start(self, obj, &live, generation, &key, headers, parts).await;
+            let condition = Replica::condition(seen.as_ref());
+            return crate::parts::start(
+                self, obj, &live, generation, &key, headers, condition, parts,
+            )
+            .await;
         }
 
         let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {

@@ -22,6 +22,7 @@ pub(crate) use error::find_sts_error;
 pub use error::StorageError;
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
 pub use range::{ByteRange, RangeError};
+pub(crate) use upload::complete_conditionally;
 pub use upload::{
     crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
     MULTIPART_THRESHOLD,

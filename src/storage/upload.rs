@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
@@ -582,7 +583,7 @@ async fn upload_parts(
     debug_assert_eq!(reader.consumed(), reader.total);
     check_end(key, opts, reader.crc, reader.total)?;
     parts.sort_by_key(|p| p.part_number);
-    let mut req = st
+    let req = st
         .s3
         .complete_multipart_upload()
         .bucket(&st.bucket)
@@ -595,13 +596,7 @@ async fn upload_parts(
                 .set_parts(Some(parts))
                 .build(),
         );
-    if opts.if_none_match {
-        req = req.if_none_match("*");
-    }
-    if let Some(etag) = &opts.if_match {
-        req = req.if_match(etag);
-    }
-    let out = req
+    let out = complete_conditionally(req, opts)
         .send()
         .await
         .map_err(|e| classify("CompleteMultipartUpload", key.relative(), e))?;
@@ -610,6 +605,16 @@ async fn upload_parts(
         etag: out.e_tag,
         version_id: out.version_id,
     })
+}
+
+/// The write conditions of `opts` (`If-None-Match: *`, `If-Match`) on a
+/// CompleteMultipartUpload: the object appears only over what the check saw.
+pub(crate) fn complete_conditionally(
+    req: CompleteMultipartUploadFluentBuilder,
+    opts: &PutOptions,
+) -> CompleteMultipartUploadFluentBuilder {
+    req.set_if_none_match(opts.if_none_match.then(|| "*".to_owned()))
+        .set_if_match(opts.if_match.clone())
 }
 
 async fn join_one(

@@ -28,7 +28,8 @@
 //!    `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION` and the environment given
 //!    (nothing else of this process's but `PATH`), and are ready when their
 //!    port accepts (or a startup probe path answers 2xx). Scaling down takes
-//!    an instance out of rotation, sends it SIGTERM, then SIGKILL after 10 s.
+//!    an instance out of rotation, sends it SIGTERM, then SIGKILL after 10 s;
+//!    [`CloudRunEmulator::kill_instance`] ends one at once, as a crash does.
 //!
 //! Before all this, `/eventlog`, paths under `/_ah/` and `/healthz` answer
 //! 404 from the front end itself, as Google's front end does (Cloud Run
@@ -201,6 +202,9 @@ struct Shared {
     h1: Client<HttpConnector, UpBody>,
     h2: Client<HttpConnector, UpBody>,
     refused: AtomicUsize,
+    /// Requests being forwarded to an instance now, and the most ever.
+    in_flight: Arc<AtomicUsize>,
+    peak_in_flight: AtomicUsize,
 }
 
 /// Captured output lines of an instance.
@@ -299,6 +303,8 @@ impl CloudRunEmulator {
             h1,
             h2,
             refused: AtomicUsize::new(0),
+            in_flight: Arc::default(),
+            peak_in_flight: AtomicUsize::new(0),
         });
         let (stop, rx) = watch::channel(());
         tokio::spawn(accept_loop(listener, shared.clone(), rx));
@@ -329,6 +335,12 @@ impl CloudRunEmulator {
         let mut ids: Vec<_> = h.keys().copied().collect();
         ids.sort_unstable();
         ids.iter().map(|i| h[i].1.load(Ordering::SeqCst)).collect()
+    }
+
+    /// The most requests ever in flight to the instances at once (all
+    /// instances together).
+    pub fn peak_in_flight(&self) -> usize {
+        self.shared.peak_in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests answered by the front end itself (401, 403, 413, a reserved
@@ -401,6 +413,28 @@ impl CloudRunEmulator {
                 }
             }
         }
+    }
+
+    /// Kills instance `n` (start order) at once with SIGKILL, as a crash or
+    /// an out-of-memory kill ends an instance: it leaves the rotation, and
+    /// the requests it was serving answer 503. `None` when `n` is not in
+    /// rotation or was not started by this front end.
+    pub async fn kill_instance(&self, n: usize) -> Option<Stopped> {
+        let inst = {
+            let mut instances = self.shared.instances.lock().unwrap();
+            let i = instances.iter().position(|i| i.id == n)?;
+            instances.remove(i)
+        };
+        let mut inst = inst;
+        let child = inst.child.as_mut()?;
+        let t = Instant::now();
+        let _ = child.start_kill();
+        let status = child.wait().await.ok();
+        Some(Stopped {
+            code: status.and_then(|s| s.code()),
+            killed: true,
+            took: t.elapsed(),
+        })
     }
 
     async fn start_instance(&self) -> std::io::Result<()> {
@@ -836,6 +870,9 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
     in_flight.fetch_add(1, Ordering::SeqCst);
     served.fetch_add(1, Ordering::SeqCst);
     let _done = InFlight(in_flight);
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _total = InFlight(shared.in_flight.clone());
     let path = parts
         .uri
         .path_and_query()

@@ -17,9 +17,19 @@
 //! Point the Pub/Sub emulator's `pushEndpoint` at `{shim}/pubsub`; the shim
 //! forwards to `{target}/pubsub`.
 //!
+//! The emulator pushes one message at a time per subscription (its push
+//! loop pulls one message, posts it, waits for the answer, acknowledges,
+//! then takes the next), so a push subscription on it never has two
+//! deliveries in flight, whatever the number of instances behind the
+//! endpoint; real Pub/Sub pushes many at once. [`PushShim::pump`] stands in
+//! for that: it pulls a *pull* subscription of the emulator and delivers up
+//! to a fixed number of messages at once through the shim, acknowledging
+//! each on 2xx and making it available again after a second otherwise.
+//!
 //! Not emulated: Pub/Sub's push backoff and flow control (the emulator's
-//! own apply), the `From`/`User-Agent` headers Google's pushers send, and
-//! Eventarc's own retries (a test that acts as Eventarc posts to the shim).
+//! own apply; the pump's concurrency is fixed), the `From`/`User-Agent`
+//! headers Google's pushers send, and Eventarc's own retries (a test that
+//! acts as Eventarc posts to the shim).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,6 +138,107 @@ impl PushShim {
     pub fn tokens_minted(&self) -> usize {
         self.shared.minted.load(Ordering::SeqCst)
     }
+
+    /// Delivers the messages of `subscription` (`projects/P/subscriptions/S`,
+    /// a pull subscription on the emulator at `emulator`, `host:port`) to
+    /// `{target}/pubsub` as push requests with the token, up to
+    /// `concurrency` at a time, until the returned task is aborted. A
+    /// message answered 2xx is acknowledged; any other answer makes it
+    /// available again after a second (the subscription's minimum backoff).
+    pub fn pump(
+        &self,
+        emulator: &str,
+        subscription: &str,
+        concurrency: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let base = format!("http://{emulator}/v1/{subscription}");
+        let push = format!("{}/pubsub", self.url());
+        let subscription = subscription.to_owned();
+        let http = reqwest::Client::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        tokio::spawn(async move {
+            loop {
+                let free = slots.available_permits();
+                if free == 0 {
+                    let _ = slots.acquire().await.map(drop);
+                    continue;
+                }
+                let pulled = pull(&http, &base, free).await;
+                if pulled.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                for received in pulled {
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (http, base, push, subscription) = (
+                        http.clone(),
+                        base.clone(),
+                        push.clone(),
+                        subscription.clone(),
+                    );
+                    tokio::spawn(async move {
+                        deliver(&http, &base, &push, &subscription, received).await;
+                        drop(permit);
+                    });
+                }
+            }
+        })
+    }
+}
+
+/// Up to `max` messages of the subscription at `base`, without waiting.
+async fn pull(http: &reqwest::Client, base: &str, max: usize) -> Vec<Value> {
+    let r = http
+        .post(format!("{base}:pull"))
+        .json(&json!({ "maxMessages": max, "returnImmediately": true }))
+        .send()
+        .await;
+    let Ok(r) = r else { return Vec::new() };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["receivedMessages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Posts one received message as the emulator's push body, then
+/// acknowledges it or makes it available again.
+async fn deliver(
+    http: &reqwest::Client,
+    base: &str,
+    push: &str,
+    subscription: &str,
+    received: Value,
+) {
+    let ack_id = received["ackId"].as_str().unwrap_or_default().to_owned();
+    let m = &received["message"];
+    let body = json!({
+        "message": {
+            "data": m["data"],
+            "attributes": m.get("attributes").cloned().unwrap_or_else(|| json!({})),
+            "messageId": m["messageId"],
+            "message_id": m["messageId"],
+            "publishTime": m["publishTime"],
+            "publish_time": m["publishTime"],
+        },
+        "subscription": subscription,
+    });
+    let ok = http
+        .post(push)
+        .json(&body)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    let r = if ok {
+        http.post(format!("{base}:acknowledge"))
+            .json(&json!({ "ackIds": [ack_id] }))
+    } else {
+        http.post(format!("{base}:modifyAckDeadline"))
+            .json(&json!({ "ackIds": [ack_id], "ackDeadlineSeconds": 1 }))
+    };
+    let _ = r.send().await;
 }
 
 impl Shared {

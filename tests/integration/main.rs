@@ -13,6 +13,7 @@ mod limits;
 mod pubsub_emulator;
 mod replication;
 mod retries;
+mod routes;
 mod sdk_clients;
 mod sdk_rust;
 mod service;

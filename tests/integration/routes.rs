@@ -4,7 +4,7 @@
 //! secret in any body. AWS is at a closed port, or at a stand-in that hands
 //! out credentials and refuses every S3 request.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};

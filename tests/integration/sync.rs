@@ -1,7 +1,8 @@
 //! Sync and part tasks (SPEC §10) on the rig: fake-gcs-server behind a
-//! counting proxy, the Pub/Sub emulator pushing the commands topic to the
-//! service through a round-robin front end (tests/integration/common/front.rs, standing
-//! in for Cloud Run's), moto behind the fault proxy.
+//! counting proxy, the Pub/Sub emulator pushing the commands topic with the
+//! subscription's OIDC token (the test kit's push shim) to the service's
+//! instances behind the test kit's Cloud Run front end, moto behind the
+//! fault proxy (tests/integration/common/deployment.rs).
 
 use crate::common;
 
@@ -12,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bridge_testkit::{FaultPlan, ProxyFault};
 use common::deployment::{bytes, cli, gzip_stored, Deployment};
-use common::pubsub::{pubsub_statuses, pull_all, pull_topic};
+use common::pubsub::{pull_all, pull_topic};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -67,7 +68,7 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
             (name, data)
         }
     }))
-    .buffer_unordered(16)
+    .buffer_unordered(32)
     .collect::<Vec<_>>()
     .await;
     expected.extend(uploads);
@@ -108,7 +109,7 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
             "{n} of {OBJECTS} replicas:\n{}",
             d.log_text()
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pages = d.sync_done(0).await;
     d.quiet().await;
@@ -117,10 +118,19 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
         page_numbers.len() <= OBJECTS.div_ceil(1000) + 1,
         "{page_numbers:?}"
     );
-    for (name, data) in &expected {
-        let got = admin_get(&d.w.bucket, &d.w.full(name)).await;
-        assert_eq!(got.as_deref(), Some(data.as_slice()), "{name}");
-    }
+    let s3 = admin_s3();
+    futures_util::stream::iter(&expected)
+        .for_each_concurrent(16, |(name, data)| {
+            let s3 = &s3;
+            let (bucket, key) = (&d.w.bucket, d.w.full(name));
+            async move {
+                let got = s3.get_object().bucket(bucket).key(&key).send().await;
+                let got = got.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                let got = got.body.collect().await.unwrap().into_bytes();
+                assert_eq!(&got[..], data.as_slice(), "{name}");
+            }
+        })
+        .await;
     // One log line per completed object.
     assert!(d.logged("replicated").len() >= OBJECTS);
 
@@ -212,14 +222,17 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
         published,
         vec![json!({"op": "sync", "bucket": d.bucket, "prefix": "a/", "delete": true})]
     );
-    assert!(pubsub_statuses(&d.servers[0]).iter().all(|s| *s < 300));
+    assert!(d.pubsub_statuses().iter().all(|s| *s < 300));
+    assert!(d.push.statuses().iter().all(|s| *s < 300));
+    assert_eq!(d.front.refused(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
     let d = Deployment::start("syncrefuse", 1, &[]).await;
     let r = reqwest::Client::new()
-        .post(format!("{}/v1/sync", d.front.url))
+        .post(format!("{}/v1/sync", d.front.url()))
+        .bearer_auth(d.w.caller_token())
         .json(&json!({ "bucket": "not-allowed-bucket" }))
         .send()
         .await
@@ -240,7 +253,8 @@ async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
         (json!({ "bucket": d.bucket, "extra": 1 }), "invalid_json"),
     ] {
         let r = reqwest::Client::new()
-            .post(format!("{}/v1/sync", d.front.url))
+            .post(format!("{}/v1/sync", d.front.url()))
+            .bearer_auth(d.w.caller_token())
             .json(&body)
             .send()
             .await
@@ -255,7 +269,7 @@ async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kill() {
-    let mut d = Deployment::start(
+    let d = Deployment::start(
         "parts640",
         2,
         &[("PART_TASK_BYTES", &(64 * MIB).to_string())],
@@ -300,9 +314,14 @@ async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kil
         assert!(Instant::now() < deadline, "no parts:\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let dispatched_before_kill = d.front.dispatched();
-    d.servers[1].child.kill().unwrap();
-    d.servers[1].child.wait().unwrap();
+    let dispatched_before_kill = d.front.requests_per_instance();
+    let killed = d
+        .front
+        .kill_instance(1)
+        .await
+        .expect("instance 1 is running");
+    assert!(killed.killed);
+    assert_eq!(d.front.instance_count(), 1);
 
     let key = d.w.full("big/object.bin");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -367,4 +386,179 @@ async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kil
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Writes `body` at `name`'s key in S3 as the replica of generation
+/// `generation` of `gs://d.bucket/name`, past the service (admin client).
+async fn put_replica(d: &Deployment, name: &str, body: &[u8], generation: i64) {
+    admin_s3()
+        .put_object()
+        .bucket(&d.w.bucket)
+        .key(d.w.full(name))
+        .metadata("goog-generation", generation.to_string())
+        .metadata("goog-bucket", &d.bucket)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+fn generation_of(obj: &Value) -> i64 {
+    match &obj["generation"] {
+        Value::String(g) => g.parse().unwrap(),
+        g => g.as_i64().unwrap(),
+    }
+}
+
+async fn publish_replicate(d: &Deployment, name: &str) {
+    let cmd = json!({"op": "replicate", "bucket": d.bucket, "name": name});
+    d.topic
+        .publish(&[json!({ "data": STANDARD.encode(cmd.to_string()) })])
+        .await;
+}
+
+async fn uploads_left(d: &Deployment) -> usize {
+    admin_s3()
+        .list_multipart_uploads()
+        .bucket(&d.w.bucket)
+        .prefix(&d.w.prefix)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+/// Waits until `done` holds, at most a minute.
+async fn until<F: std::future::Future<Output = bool>>(
+    d: &Deployment,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lets the next completion reach S3 only after `interfering` was written
+/// at the key as a newer replica; then waits until the replicate command
+/// was decided again and no upload is left.
+async fn complete_after_a_newer_write(
+    d: &Deployment,
+    name: &str,
+    generation: i64,
+    interfering: &[u8],
+) {
+    let lost_before = d.logged(LOST_RACE).len();
+    let kept_before = d.logged(UP_TO_DATE).len();
+    let mut hold = d.w.proxy.hold_next("CompleteMultipartUpload");
+    publish_replicate(d, name).await;
+    tokio::time::timeout(Duration::from_secs(60), hold.arrived())
+        .await
+        .unwrap_or_else(|_| panic!("no completion:\n{}", d.log_text()));
+    put_replica(d, name, interfering, generation + 1).await;
+    hold.release();
+    until(d, "the completion did not lose its race", || async {
+        d.logged(LOST_RACE).len() > lost_before
+    })
+    .await;
+    until(d, "the replicate was not decided again", || async {
+        d.logged(UP_TO_DATE).len() > kept_before
+    })
+    .await;
+    until(d, "an upload was left behind", || async {
+        uploads_left(d).await == 0
+    })
+    .await;
+}
+
+const LOST_RACE: &str = "completion lost a race with another write of the replica; upload aborted and the replicate command published again";
+const UP_TO_DATE: &str = "replica already holds this generation or a newer one";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_task_completion_is_conditional_on_what_the_check_saw() {
+    // 6 MiB with PART_TASK_BYTES at 5 MiB: one part task, so exactly one
+    // completion per upload.
+    let d = Deployment::start(
+        "partsrace",
+        1,
+        &[("PART_TASK_BYTES", &(5 * MIB).to_string())],
+    )
+    .await;
+    let data = bytes(6 * MIB, 61);
+    let mut generations = Vec::new();
+    for name in ["race/new.bin", "race/old.bin"] {
+        let obj = d
+            .gcs
+            .upload(
+                &d.bucket,
+                name,
+                &data,
+                json!({"contentType": "application/octet-stream"}),
+            )
+            .await;
+        generations.push(generation_of(&obj));
+    }
+
+    // No replica when the replicate command checked: the completion is
+    // `If-None-Match: *`, so a replica written meanwhile is not overwritten;
+    // the part command answers 503 and the replicate command, published
+    // again, finds the newer replica and leaves it.
+    complete_after_a_newer_write(
+        &d,
+        "race/new.bin",
+        generations[0],
+        b"newer, written meanwhile",
+    )
+    .await;
+    assert_eq!(
+        admin_get(&d.w.bucket, &d.w.full("race/new.bin"))
+            .await
+            .as_deref(),
+        Some(&b"newer, written meanwhile"[..])
+    );
+
+    // An older replica when the check ran: the completion replaces exactly
+    // it (`If-Match` on its ETag) ...
+    put_replica(&d, "race/old.bin", b"generation 1", 1).await;
+    publish_replicate(&d, "race/old.bin").await;
+    until(&d, "the older replica was not replaced", || async {
+        admin_get(&d.w.bucket, &d.w.full("race/old.bin"))
+            .await
+            .as_deref()
+            == Some(&data[..])
+    })
+    .await;
+    // ... and not another object written after the check.
+    let data2 = bytes(6 * MIB, 62);
+    let obj = d
+        .gcs
+        .upload(
+            &d.bucket,
+            "race/old.bin",
+            &data2,
+            json!({"contentType": "application/octet-stream"}),
+        )
+        .await;
+    complete_after_a_newer_write(
+        &d,
+        "race/old.bin",
+        generation_of(&obj),
+        b"newest, written meanwhile",
+    )
+    .await;
+    assert_eq!(
+        admin_get(&d.w.bucket, &d.w.full("race/old.bin"))
+            .await
+            .as_deref(),
+        Some(&b"newest, written meanwhile"[..])
+    );
+
+    // Each lost race answered 503 once, through the front end and the push.
+    let s503 = d.pubsub_statuses().iter().filter(|s| **s == 503).count();
+    assert_eq!(s503, 2, "{:?}", d.pubsub_statuses());
+    assert!(d.push.statuses().contains(&503));
+    assert_eq!(d.front.refused(), 0);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::deployment::{bytes, Deployment};
+use common::deployment::{bytes, Deployment, Push, PUSH_CONCURRENCY};
 use common::gcs::Gcs;
 use common::*;
 use futures_util::StreamExt;
@@ -128,22 +128,60 @@ async fn bench_sync_small_objects() {
             }
         })
         .await;
-    for instances in [1, 2, 4] {
-        let d = Deployment::start_on(
+    // The emulator's own push loop (one delivery at a time), then pushes
+    // PUSH_CONCURRENCY at a time as Pub/Sub does, over 1, 2 and 4 instances.
+    let runs = [
+        ("emulator_push", 1, Push::Emulator),
+        ("concurrent_push", 1, Push::Concurrent(PUSH_CONCURRENCY)),
+        ("concurrent_push", 2, Push::Concurrent(PUSH_CONCURRENCY)),
+        ("concurrent_push", 4, Push::Concurrent(PUSH_CONCURRENCY)),
+    ];
+    for (push_name, instances, push) in runs {
+        let d = Deployment::start_pushing(
             &format!("bench{instances}"),
             instances,
-            &[("RUST_LOG", "warn")],
+            &[("RUST_LOG", "info")],
             Some(&bucket),
+            push,
         )
         .await;
         let t = Instant::now();
         d.post_sync(json!({ "bucket": bucket })).await;
         wait_for_replicas(&d, objects, Duration::from_secs(1200)).await;
         let secs = t.elapsed().as_secs_f64();
+        let name = format!("sync_{objects}_objects_{instances}_instances_{push_name}");
         figure(
-            &format!("sync_{objects}_objects_{instances}_instances_objects_per_s"),
+            &format!("{name}_objects_per_s"),
             objects as f64 / secs,
             "objects/s",
+        );
+        // Where the time goes: deliveries in flight at once, and how long
+        // the service took to answer one replicate command.
+        figure(
+            &format!("{name}_peak_requests_in_flight"),
+            d.front.peak_in_flight() as f64,
+            "requests",
+        );
+        let latencies: Vec<f64> = d
+            .log_lines()
+            .iter()
+            .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/pubsub"))
+            .filter_map(|v| {
+                v["httpRequest"]["latency"]
+                    .as_str()?
+                    .strip_suffix('s')?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let mean_ms = 1000.0 * latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+        figure(&format!("{name}_service_ms_per_command"), mean_ms, "ms");
+        // Time inside the service over wall time: the mean number of
+        // commands being handled; at 1 the deliveries leave it no idle gap.
+        figure(
+            &format!("{name}_mean_requests_in_service"),
+            latencies.iter().sum::<f64>() / secs,
+            "requests",
         );
     }
     let prefix = unique_prefix("rclone-small");
@@ -208,7 +246,7 @@ async fn bench_large_object_part_tasks() {
     });
     let t = Instant::now();
     let r = reqwest::Client::new()
-        .post(format!("{}/pubsub", d.servers[0].url))
+        .post(format!("{}/pubsub", d.push.url()))
         .json(&envelope)
         .send()
         .await

@@ -1,16 +1,23 @@
 //! A deployment of the service for the sync and part-task tests and
-//! benchmarks: `n` instances behind the round-robin front end
-//! ([`super::front`]), the commands topic pushing to it, Cloud Storage
-//! (fake-gcs-server) behind a counting fault proxy, moto behind the world's
-//! fault proxy.
+//! benchmarks, as the Terraform wires it: `n` instances of the real binary
+//! behind the test kit's Cloud Run front end (IAM check, least-busy routing,
+//! SIGKILL of an instance on demand), the commands topic pushed to it
+//! through a push shim that adds the subscription's OIDC token (by default
+//! [`PUSH_CONCURRENCY`] deliveries at a time from a pull subscription, as
+//! real Pub/Sub pushes; the emulator's own push loop delivers one message at
+//! a time, see [`bridge_testkit::push`]), the service
+//! in `cloud-run-iam` mode, Cloud Storage (fake-gcs-server) behind a counting
+//! fault proxy, moto behind the world's fault proxy.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bridge_testkit::FaultProxy;
+use bridge_testkit::{
+    CloudRunConfig, CloudRunEmulator, Container, FaultProxy, PushConfig, PushShim,
+};
 use serde_json::Value;
 
-use super::front::Front;
+use super::cloud_run::{deployed_env, front_end_config, PUSH_SA};
 use super::gcs::Gcs;
 use super::pubsub::PushTopic;
 use super::*;
@@ -65,16 +72,38 @@ pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One test's deployment: `n` service instances behind the front end, the
-/// commands topic pushing to it, Cloud Storage behind a counting proxy.
+/// Deliveries in flight at once by default.
+pub const PUSH_CONCURRENCY: usize = 8;
+
+/// How the commands topic reaches the front end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The emulator's own push subscription: one delivery at a time.
+    Emulator,
+    /// A pull subscription delivered through the push shim, this many at once.
+    Concurrent(usize),
+}
+
+/// One test's deployment: `n` service instances behind the Cloud Run front
+/// end, the commands topic pushing to it with a token, Cloud Storage behind
+/// a counting proxy.
 pub struct Deployment {
     pub w: World,
     pub gcs: Gcs,
     pub gcs_proxy: FaultProxy,
     pub bucket: String,
-    pub front: Front,
+    pub front: CloudRunEmulator,
+    pub push: PushShim,
     pub topic: PushTopic,
-    pub servers: Vec<Server>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(p) = &self.pump {
+            p.abort();
+        }
+    }
 }
 
 impl Deployment {
@@ -89,9 +118,20 @@ impl Deployment {
         env: &[(&str, &str)],
         bucket: Option<&str>,
     ) -> Deployment {
+        let push = Push::Concurrent(PUSH_CONCURRENCY);
+        Deployment::start_pushing(name, instances, env, bucket, push).await
+    }
+
+    /// As [`Deployment::start_on`], with the commands delivered by `push`.
+    pub async fn start_pushing(
+        name: &str,
+        instances: usize,
+        env: &[(&str, &str)],
+        bucket: Option<&str>,
+        push_by: Push,
+    ) -> Deployment {
         let mut w = World::new(name).await;
-        // The emulator pushes without an Authorization header.
-        w.set("AUTH_MODE", "none");
+        deployed_env(&mut w);
         let gcs = Gcs::new(&w.rig);
         let gcs_proxy = FaultProxy::start(&gcs.base).await;
         w.set("STORAGE_EMULATOR_HOST", &gcs_proxy.url());
@@ -100,36 +140,75 @@ impl Deployment {
             None => gcs.bucket(name).await,
         };
         w.set("GCS_SOURCE_BUCKETS", &bucket);
-        let front = Front::start().await;
-        // Part commands move 64 MiB each: a deadline like the Terraform's
-        // rather than the helper's 10 s.
-        let topic =
-            PushTopic::create_with_deadline(&w, name, &format!("{}/pubsub", front.url), 60).await;
-        w.set("PUBSUB_TOPIC", &topic.topic);
         let host = w.rig["PUBSUB_EMULATOR_HOST"].clone();
         w.set("PUBSUB_EMULATOR_HOST", &host);
+        w.set("RUST_LOG", "info");
         for (k, v) in env {
             w.set(k, v);
         }
-        let mut servers = Vec::new();
-        for _ in 0..instances {
-            servers.push(Server::start(&w.env).await);
-        }
-        front.set_upstreams(servers.iter().map(|s| s.url.clone()).collect());
+        // Part commands move 64 MiB each: a request timeout like the
+        // Terraform's rather than the front end's default.
+        let cfg = CloudRunConfig {
+            request_timeout: Duration::from_secs(3600),
+            ..front_end_config(&w)
+        };
+        // The push shim and the topic come first (the instances publish to
+        // the topic), so the front end's address is chosen before it starts.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let push = PushShim::start(PushConfig {
+            target: format!("http://127.0.0.1:{port}"),
+            service_account: PUSH_SA.to_owned(),
+            audience: Some(SERVICE_AUDIENCE.to_owned()),
+            metadata_url: w.metadata.base_url(),
+        })
+        .await;
+        // The ack deadline of the Terraform's subscription, not the helper's
+        // 10 s: a part command moves 64 MiB.
+        let endpoint = match push_by {
+            Push::Emulator => format!("{}/pubsub", push.url()),
+            // An empty push endpoint: a pull subscription.
+            Push::Concurrent(_) => String::new(),
+        };
+        let topic = PushTopic::create_with_deadline(&w, name, &endpoint, 60).await;
+        let pump = match push_by {
+            Push::Emulator => None,
+            Push::Concurrent(n) => Some(push.pump(&host, &topic.subscription, n)),
+        };
+        w.set("PUBSUB_TOPIC", &topic.topic);
+        // The benchmarks run a release build (bench/sync.sh sets it).
+        let bin = std::env::var("BENCH_BRIDGE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gcp-aws-bridge").to_owned());
+        let front = CloudRunEmulator::start_on(
+            cfg,
+            Some(Container::new(bin, w.env.clone())),
+            ([127, 0, 0, 1], port).into(),
+        )
+        .await
+        .expect("the front end starts");
+        front
+            .scale_to(instances)
+            .await
+            .expect("the instances start");
         Deployment {
             w,
             gcs,
             gcs_proxy,
             bucket,
             front,
+            push,
             topic,
-            servers,
+            pump,
         }
     }
 
     pub async fn post_sync(&self, body: Value) -> Value {
         let r = reqwest::Client::new()
-            .post(format!("{}/v1/sync", self.front.url))
+            .post(format!("{}/v1/sync", self.front.url()))
+            .bearer_auth(self.w.caller_token())
             .json(&body)
             .send()
             .await
@@ -142,20 +221,32 @@ impl Deployment {
 
     /// The JSON log lines of every instance with this message.
     pub fn logged(&self, message: &str) -> Vec<Value> {
-        self.servers
-            .iter()
-            .flat_map(|s| s.stdout.all())
-            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        self.log_lines()
+            .into_iter()
             .filter(|v| v["message"] == message)
             .collect()
     }
 
+    /// The JSON log lines of every instance ever started.
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.front
+            .all_output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
-        self.servers
+        self.front.all_output()
+    }
+
+    /// Statuses of the instances' `/pubsub` answers, from their request log.
+    pub fn pubsub_statuses(&self) -> Vec<u64> {
+        self.log_lines()
             .iter()
-            .map(|s| s.stdout.text())
-            .collect::<Vec<_>>()
-            .join("\n")
+            .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/pubsub"))
+            .filter_map(|v| v["httpRequest"]["status"].as_u64())
+            .collect()
     }
 
     /// Waits until neither proxy has seen a request for a while: the

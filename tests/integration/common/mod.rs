@@ -8,7 +8,6 @@
 pub mod cloud_run;
 pub mod deployment;
 pub mod expiring;
-pub mod front;
 pub mod gcs;
 pub mod in_process;
 pub mod pubsub;
