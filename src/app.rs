@@ -63,22 +63,23 @@ impl AppState {
     /// Builds the services around a given identity source.
     pub fn with_identity(config: Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AppState {
         let aws = AwsClients::new(&config, ids, opts);
-        let budget = BufferBudget::new(config.buffer_budget_bytes, config.buffer_wait);
+        let budget =
+            BufferBudget::new(config.limits.buffer_budget_bytes, config.limits.buffer_wait);
         let storage = Storage::new(
             aws.s3.clone(),
-            config.s3_bucket.clone(),
-            config.s3_prefix.clone(),
+            config.s3.bucket.clone(),
+            config.s3.prefix.clone(),
             aws.provider.expiry(),
         )
-        .with_copy_multipart_threshold(config.copy_multipart_threshold)
-        .with_limits(budget.clone(), config.max_object_bytes);
+        .with_copy_multipart_threshold(config.s3.copy_multipart_threshold)
+        .with_limits(budget.clone(), config.limits.max_object_bytes);
         let replicator = Replicator::new(
             storage.clone(),
-            GcsClient::new(config.storage_emulator_host.as_deref()),
+            GcsClient::new(config.replication.storage_emulator_host.as_deref()),
         )
-        .with_source_buckets(config.gcs_source_buckets.clone())
+        .with_source_buckets(config.replication.source_buckets.clone())
         .with_fanout(crate::publisher::Fanout::from_config(&config));
-        let auth = CallerAuth::from_config(&config);
+        let auth = CallerAuth::from_config(&config.caller_auth);
         AppState(Arc::new(Inner {
             config,
             aws,
@@ -176,7 +177,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         ),
         None => tracing::info_span!("request", caller = tracing::field::Empty),
     };
-    let timeout = state.config.request_timeout;
+    let timeout = state.config.server.request_timeout;
     let mut cancel = state.cancel.subscribe();
     let resp = async move {
         tokio::select! {
@@ -270,5 +271,5 @@ pub fn router(state: AppState) -> Router {
 /// Says at start how callers are checked: a warning when they are not, and
 /// in `cloud-run-iam` mode that the service relies on Cloud Run's IAM check.
 pub fn warn_if_open(config: &Config) {
-    crate::auth::log_mode(config);
+    crate::auth::log_mode(&config.caller_auth);
 }

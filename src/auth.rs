@@ -33,7 +33,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::time::Instant;
 
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, CallerAuthSettings};
 use crate::error::AppError;
 use crate::jwt::{decode_unverified, Claims};
 
@@ -326,11 +326,11 @@ pub fn signing_key_id(token: &str) -> Result<String, AppError> {
 
 impl CallerAuth {
     /// From the configuration.
-    pub fn from_config(config: &Config) -> CallerAuth {
+    pub fn from_config(config: &CallerAuthSettings) -> CallerAuth {
         CallerAuth {
-            mode: config.auth_mode,
-            audiences: config.auth_audiences.clone(),
-            emails: config.auth_allowed_emails.clone(),
+            mode: config.mode,
+            audiences: config.audiences.clone(),
+            emails: config.allowed_emails.clone(),
             certs: CertCache::new(config.google_certs_url.clone()),
         }
     }
@@ -436,19 +436,19 @@ impl CallerAuth {
 
 /// Logs at start how callers are checked: a warning for `none`, and for
 /// `cloud-run-iam` that the service relies on Cloud Run's IAM check.
-pub fn log_mode(config: &Config) {
-    match config.auth_mode {
+pub fn log_mode(config: &CallerAuthSettings) {
+    match config.mode {
         AuthMode::None => {
             tracing::warn!("AUTH_MODE=none: callers are not authenticated; use this only locally")
         }
         AuthMode::CloudRunIam => tracing::info!(
-            audiences = %config.auth_audiences.join(","),
+            audiences = %config.audiences.join(","),
             "AUTH_MODE=cloud-run-iam: relying on Cloud Run's IAM check (roles/run.invoker) for \
              token signatures; the service checks iss, aud, exp and the email allow-list. Safe \
              only while the Cloud Run service is private (no allUsers invoker)"
         ),
         AuthMode::Verify => tracing::info!(
-            audiences = %config.auth_audiences.join(","),
+            audiences = %config.audiences.join(","),
             "AUTH_MODE=verify: callers' token signatures are checked against Google's certificates"
         ),
     }

@@ -1,5 +1,6 @@
 //! Configuration, read from the environment with envy and validated at
-//! start. Every problem is reported on its own line naming the variable.
+//! start. Every problem is reported on its own line naming the variable, all
+//! of them at once.
 //!
 //! ```text
 //! TARGET_AUDIENCE=https://sts.amazonaws.com   # aud of the Google ID token
@@ -10,17 +11,28 @@
 //! AUTH_ALLOWED_EMAILS=pubsub-push@my-project.iam.gserviceaccount.com
 //! ```
 //!
+//! The settings are grouped by the module that uses them ([`Config::server`],
+//! [`Config::identity`], …). Each group is a typed struct that envy fills
+//! directly; every field has a default, so a group can always be read, and a
+//! bad value counts as unset for the rules that look at several values. Rules
+//! that span fields live in the group's `validate`.
+//!
 //! This module reads the environment only; it makes no outbound call.
 
 use std::fmt;
 use std::time::Duration;
 
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 
+use crate::source_buckets::SourceBuckets;
+
 /// Where the Google ID token comes from (`ID_TOKEN_SOURCE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum IdTokenSourceKind {
     /// Pick from the environment: file, impersonate, key file, metadata.
+    #[default]
     Auto,
     /// The GCE / Cloud Run metadata server.
     Metadata,
@@ -33,9 +45,11 @@ pub enum IdTokenSourceKind {
 }
 
 /// How callers of the HTTP surface are checked (`AUTH_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
     /// Verify the RS256 signature against Google's certificates, and the claims.
+    #[default]
     Verify,
     /// Cloud Run checked the signature; check `aud`, `exp` and the email.
     CloudRunIam,
@@ -44,163 +58,229 @@ pub enum AuthMode {
 }
 
 /// Log line format (`LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// Cloud Logging structured JSON, one object a line.
+    #[default]
     Json,
     /// Human-readable lines.
     Text,
 }
 
-/// The environment as read, before validation: every value a string so that
-/// each bad one can be named.
-#[derive(Debug, Default, Deserialize)]
-struct RawEnv {
-    port: Option<String>,
-    target_audience: Option<String>,
-    id_token_source: Option<String>,
-    gce_metadata_host: Option<String>,
-    google_application_credentials: Option<String>,
-    impersonate_service_account: Option<String>,
-    iam_credentials_endpoint: Option<String>,
-    google_id_token_file: Option<String>,
-    aws_role_arn: Option<String>,
-    aws_role_session_name: Option<String>,
-    aws_role_duration_seconds: Option<String>,
-    aws_region: Option<String>,
-    aws_default_region: Option<String>,
-    aws_endpoint_url: Option<String>,
-    aws_endpoint_url_sts: Option<String>,
-    aws_endpoint_url_s3: Option<String>,
-    s3_force_path_style: Option<String>,
-    s3_bucket: Option<String>,
-    s3_prefix: Option<String>,
-    auth_mode: Option<String>,
-    auth_audiences: Option<String>,
-    auth_allowed_emails: Option<String>,
-    google_certs_url: Option<String>,
-    max_body_bytes: Option<String>,
-    max_object_bytes: Option<String>,
-    buffer_budget_bytes: Option<String>,
-    request_timeout_seconds: Option<String>,
-    log_format: Option<String>,
-    google_cloud_project: Option<String>,
-    storage_emulator_host: Option<String>,
-    gcs_source_buckets: Option<String>,
-    test_copy_multipart_threshold_bytes: Option<String>,
-    aws_roles: Option<String>,
-    pubsub_topic: Option<String>,
-    pubsub_emulator_host: Option<String>,
-    part_task_bytes: Option<String>,
-    k_service: Option<String>,
-    k_revision: Option<String>,
-    hostname: Option<String>,
+/// The validated configuration: one group of settings per module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub telemetry: TelemetrySettings,
+    pub caller_auth: CallerAuthSettings,
+    pub identity: IdentitySettings,
+    pub aws: AwsSettings,
+    pub s3: S3Settings,
+    pub limits: LimitSettings,
+    pub replication: ReplicationSettings,
+    pub publisher: PublisherSettings,
 }
 
-/// The validated configuration.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Config {
+/// The HTTP listener (`server`, `app`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ServerSettings {
     /// `PORT`: listen port on 0.0.0.0 (default 8080).
+    #[serde(
+        default = "default_port",
+        deserialize_with = "number::<_, _, 0, 65535>"
+    )]
     pub port: u16,
+    /// `REQUEST_TIMEOUT_SECONDS`: per-request deadline, 1–3600 (default 300,
+    /// Cloud Run's default).
+    #[serde(
+        rename = "request_timeout_seconds",
+        default = "default_request_timeout",
+        deserialize_with = "seconds::<_, 1, 3600>"
+    )]
+    pub request_timeout: Duration,
+}
+
+/// Log lines (`telemetry`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TelemetrySettings {
+    /// `LOG_FORMAT`: json (default) | text.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `GOOGLE_CLOUD_PROJECT`: project id for trace correlation.
+    pub google_cloud_project: Option<String>,
+}
+
+/// How callers of the HTTP surface are checked (`auth`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CallerAuthSettings {
+    /// `AUTH_MODE`: verify (default) | cloud-run-iam | none.
+    #[serde(rename = "auth_mode", default)]
+    pub mode: AuthMode,
+    /// `AUTH_AUDIENCES`: comma-separated accepted `aud` values of callers' tokens.
+    #[serde(rename = "auth_audiences", default, deserialize_with = "comma_list")]
+    pub audiences: Vec<String>,
+    /// `AUTH_ALLOWED_EMAILS`: comma-separated caller emails allowed, kept in
+    /// lower case.
+    #[serde(rename = "auth_allowed_emails", default, deserialize_with = "emails")]
+    pub allowed_emails: Vec<String>,
+    /// `GOOGLE_CERTS_URL`: Google's JWKS (default [`GOOGLE_CERTS_URL`]).
+    #[serde(default = "default_certs_url", deserialize_with = "url")]
+    pub google_certs_url: String,
+}
+
+/// Our own Google ID token (`identity`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IdentitySettings {
     /// `TARGET_AUDIENCE`: the `aud` of the Google ID token presented to STS.
+    #[serde(default)]
     pub target_audience: String,
     /// `ID_TOKEN_SOURCE`: auto | metadata | service-account-key | impersonate | file.
-    pub id_token_source: IdTokenSourceKind,
+    #[serde(rename = "id_token_source", default)]
+    pub source: IdTokenSourceKind,
     /// `GCE_METADATA_HOST`: metadata server `host:port` (default metadata.google.internal).
+    #[serde(rename = "gce_metadata_host", default = "default_metadata_host")]
     pub metadata_host: String,
     /// `GOOGLE_APPLICATION_CREDENTIALS`: a key file path.
     pub google_application_credentials: Option<String>,
     /// `IMPERSONATE_SERVICE_ACCOUNT`: service account email to mint ID tokens for.
     pub impersonate_service_account: Option<String>,
-    /// `IAM_CREDENTIALS_ENDPOINT`: IAM Credentials API base URL (default https://iamcredentials.googleapis.com).
+    /// `IAM_CREDENTIALS_ENDPOINT`: IAM Credentials API base URL (default
+    /// https://iamcredentials.googleapis.com).
+    #[serde(default = "default_iam_credentials_endpoint", deserialize_with = "url")]
     pub iam_credentials_endpoint: String,
     /// `GOOGLE_ID_TOKEN_FILE`: a file holding a JWT.
     pub google_id_token_file: Option<String>,
+}
+
+/// The roles assumed and the AWS endpoints (`aws`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AwsSettings {
     /// `AWS_ROLE_ARN`: the role to assume.
+    #[serde(rename = "aws_role_arn", default)]
     pub role_arn: String,
-    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION`, else the host name; cut to STS rules.
+    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION`, else the host
+    /// name; cut to STS rules.
+    #[serde(rename = "aws_role_session_name", default)]
     pub role_session_name: String,
     /// `AWS_ROLE_DURATION_SECONDS`: 900–43200 (default 3600).
+    #[serde(
+        rename = "aws_role_duration_seconds",
+        default = "default_role_duration",
+        deserialize_with = "seconds::<_, 900, 43200>"
+    )]
     pub role_duration: Duration,
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`): region of STS and S3.
+    #[serde(rename = "aws_region", default)]
     pub region: String,
     /// `AWS_ENDPOINT_URL`: endpoint for every AWS service.
+    #[serde(rename = "aws_endpoint_url", default, deserialize_with = "url")]
     pub endpoint_url: Option<String>,
-    /// `AWS_ENDPOINT_URL_STS`: STS endpoint.
+    /// `AWS_ENDPOINT_URL_STS`.
+    #[serde(rename = "aws_endpoint_url_sts", default, deserialize_with = "url")]
     pub endpoint_url_sts: Option<String>,
-    /// `AWS_ENDPOINT_URL_S3`: S3 endpoint.
+    /// `AWS_ENDPOINT_URL_S3`.
+    #[serde(rename = "aws_endpoint_url_s3", default, deserialize_with = "url")]
     pub endpoint_url_s3: Option<String>,
     /// `S3_FORCE_PATH_STYLE`: path-style S3 addressing, for emulators (default false).
+    #[serde(default, deserialize_with = "flag")]
     pub s3_force_path_style: bool,
-    /// `S3_BUCKET`: the one bucket every operation is confined to.
-    pub s3_bucket: String,
+    /// `AWS_ROLES`: further roles by name, `name=arn,name2=arn2` (credential
+    /// server routes `/v1/credentials/{name}`, `credentials --role NAME`).
+    #[serde(rename = "aws_roles", default, deserialize_with = "roles")]
+    pub roles: Vec<(String, String)>,
+    #[serde(default)]
+    aws_default_region: String,
+    #[serde(default)]
+    k_service: String,
+    #[serde(default)]
+    k_revision: String,
+    #[serde(default)]
+    hostname: String,
+}
+
+/// The one bucket and prefix every S3 operation is confined to (`storage`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct S3Settings {
+    /// `S3_BUCKET`: required by the service, not by the commands.
+    #[serde(rename = "s3_bucket", default)]
+    pub bucket: String,
     /// `S3_PREFIX`: keys are confined under this prefix (default empty); empty
     /// or ending with `/`.
-    pub s3_prefix: String,
-    /// `AUTH_MODE`: verify (default) | cloud-run-iam | none.
-    pub auth_mode: AuthMode,
-    /// `AUTH_AUDIENCES`: comma-separated accepted `aud` values of callers' tokens.
-    pub auth_audiences: Vec<String>,
-    /// `AUTH_ALLOWED_EMAILS`: comma-separated caller emails allowed.
-    pub auth_allowed_emails: Vec<String>,
-    /// `GOOGLE_CERTS_URL`: Google's JWKS (default https://www.googleapis.com/oauth2/v3/certs).
-    pub google_certs_url: String,
-    /// `MAX_BODY_BYTES`: request body limit except for streamed object PUTs (default 32 MiB).
+    #[serde(rename = "s3_prefix", default)]
+    pub prefix: String,
+    /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than
+    /// this go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
+    #[serde(
+        rename = "test_copy_multipart_threshold_bytes",
+        default = "default_copy_threshold",
+        deserialize_with = "number::<_, _, { 5 << 20 }, { crate::storage::COPY_MULTIPART_THRESHOLD }>"
+    )]
+    pub copy_multipart_threshold: u64,
+}
+
+/// Bounded resources (`budget`, the triggers' body limits).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LimitSettings {
+    /// `MAX_BODY_BYTES`: request body limit except for streamed object PUTs
+    /// (default 32 MiB).
+    #[serde(
+        default = "default_max_body",
+        deserialize_with = "number::<_, _, 1, { u64::MAX }>"
+    )]
     pub max_body_bytes: usize,
-    /// `REQUEST_TIMEOUT_SECONDS`: per-request deadline (default 300, Cloud Run's default).
-    pub request_timeout: Duration,
-    /// `MAX_OBJECT_BYTES`: largest object a PUT may write (default and most 5 TiB, S3's limit).
+    /// `MAX_OBJECT_BYTES`: largest object a PUT may write (default and most
+    /// 5 TiB, S3's limit).
+    #[serde(
+        default = "default_max_object",
+        deserialize_with = "number::<_, _, 1, { crate::storage::MAX_OBJECT }>"
+    )]
     pub max_object_bytes: u64,
     /// `BUFFER_BUDGET_BYTES`: bytes all requests together may hold in buffers
     /// (default half the cgroup `memory.max`, else 256 MiB).
+    #[serde(
+        default = "crate::budget::default_budget",
+        deserialize_with = "number::<_, _, 1, { u64::MAX / 2 }>"
+    )]
     pub buffer_budget_bytes: u64,
     /// How long a request waits for buffers before answering 503 (10 s; not
     /// read from the environment, tests shorten it).
+    #[serde(skip_deserializing, default = "default_buffer_wait")]
     pub buffer_wait: Duration,
-    /// `LOG_FORMAT`: json (default) | text.
-    pub log_format: LogFormat,
-    /// `GOOGLE_CLOUD_PROJECT`: project id for trace correlation.
-    pub google_cloud_project: Option<String>,
-    /// `STORAGE_EMULATOR_HOST`: Cloud Storage endpoint override; no token is sent then.
-    pub storage_emulator_host: Option<String>,
-    /// `GCS_SOURCE_BUCKETS`: comma-separated buckets replication may read, `*` for any; unset: off.
-    pub gcs_source_buckets: crate::source_buckets::SourceBuckets,
-    /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than this
-    /// go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
-    pub copy_multipart_threshold: u64,
-    /// `AWS_ROLES`: further roles by name, `name=arn,name2=arn2` (credential
-    /// server routes `/v1/credentials/{name}`, `credentials --role NAME`).
-    pub roles: Vec<(String, String)>,
-    /// `PUBSUB_TOPIC`: the commands topic (`projects/P/topics/T`) that sync
-    /// pages and part tasks publish further commands to.
-    pub pubsub_topic: Option<String>,
-    /// `PUBSUB_EMULATOR_HOST`: Pub/Sub endpoint override (`host:port`, plain
-    /// http); no token is sent then.
-    pub pubsub_emulator_host: Option<String>,
-    /// `PART_TASK_BYTES`: objects of at least this size are replicated in
-    /// parts, one Pub/Sub command per part (default 1 GiB, at least 5 MiB).
-    pub part_task_bytes: u64,
 }
 
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Nothing here is secret, but the struct may grow; list fields explicitly.
-        f.debug_struct("Config")
-            .field("port", &self.port)
-            .field("target_audience", &self.target_audience)
-            .field("id_token_source", &self.id_token_source)
-            .field("role_arn", &self.role_arn)
-            .field("role_session_name", &self.role_session_name)
-            .field("region", &self.region)
-            .field("s3_bucket", &self.s3_bucket)
-            .field("s3_prefix", &self.s3_prefix)
-            .field("auth_mode", &self.auth_mode)
-            .field("gcs_source_buckets", &self.gcs_source_buckets)
-            .field("roles", &self.roles)
-            .field("pubsub_topic", &self.pubsub_topic)
-            .field("part_task_bytes", &self.part_task_bytes)
-            .finish_non_exhaustive()
-    }
+/// Replication from Cloud Storage (`replicate`, `sync`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReplicationSettings {
+    /// `GCS_SOURCE_BUCKETS`: comma-separated buckets replication may read,
+    /// `*` for any; unset: off.
+    #[serde(
+        rename = "gcs_source_buckets",
+        default,
+        deserialize_with = "source_buckets"
+    )]
+    pub source_buckets: SourceBuckets,
+    /// `STORAGE_EMULATOR_HOST`: Cloud Storage endpoint override; no token is sent then.
+    pub storage_emulator_host: Option<String>,
+}
+
+/// Commands published to Pub/Sub: sync pages and part tasks (`publisher`, `parts`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PublisherSettings {
+    /// `PUBSUB_TOPIC`: the commands topic (`projects/P/topics/T`).
+    #[serde(rename = "pubsub_topic")]
+    pub topic: Option<String>,
+    /// `PUBSUB_EMULATOR_HOST`: Pub/Sub endpoint override (`host:port`, plain
+    /// http); no token is sent then.
+    #[serde(rename = "pubsub_emulator_host")]
+    pub emulator_host: Option<String>,
+    /// `PART_TASK_BYTES`: objects of at least this size are replicated in
+    /// parts, one Pub/Sub command per part (default 1 GiB, at least 5 MiB).
+    #[serde(
+        default = "default_part_task_bytes",
+        deserialize_with = "number::<_, _, MIN_PART_TASK_BYTES, { u64::MAX }>"
+    )]
+    pub part_task_bytes: u64,
 }
 
 /// Every problem found in the environment, one per line.
@@ -209,13 +289,7 @@ pub struct ConfigError(pub Vec<String>);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, line) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            f.write_str(line)?;
-        }
-        Ok(())
+        f.write_str(&self.0.join("\n"))
     }
 }
 
@@ -223,11 +297,44 @@ impl std::error::Error for ConfigError {}
 
 /// Default Google certificate (JWKS) URL.
 pub const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
-const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 /// Default `PART_TASK_BYTES`: 1 GiB.
 pub const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
 /// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
 pub const MIN_PART_TASK_BYTES: u64 = 5 * 1024 * 1024;
+
+fn default_port() -> u16 {
+    8080
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_certs_url() -> String {
+    GOOGLE_CERTS_URL.to_owned()
+}
+fn default_metadata_host() -> String {
+    "metadata.google.internal".to_owned()
+}
+fn default_iam_credentials_endpoint() -> String {
+    "https://iamcredentials.googleapis.com".to_owned()
+}
+fn default_role_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_copy_threshold() -> u64 {
+    crate::storage::COPY_MULTIPART_THRESHOLD
+}
+fn default_max_body() -> usize {
+    32 * 1024 * 1024
+}
+fn default_max_object() -> u64 {
+    crate::storage::MAX_OBJECT
+}
+fn default_buffer_wait() -> Duration {
+    crate::budget::DEFAULT_WAIT
+}
+fn default_part_task_bytes() -> u64 {
+    DEFAULT_PART_TASK_BYTES
+}
 
 impl Config {
     /// Reads the process environment.
@@ -263,28 +370,175 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        // Empty values count as unset, as in most cloud consoles.
-        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
-        let raw: RawEnv = envy::from_iter(vars).map_err(|e| ConfigError(vec![e.to_string()]))?;
-        raw.validate(service)
+        let vars = present(vars);
+        let mut errors = Vec::new();
+        let mut config = Config {
+            server: read_group(&vars, &mut errors),
+            telemetry: read_group(&vars, &mut errors),
+            caller_auth: read_group(&vars, &mut errors),
+            identity: read_group(&vars, &mut errors),
+            aws: read_group(&vars, &mut errors),
+            s3: read_group(&vars, &mut errors),
+            limits: read_group(&vars, &mut errors),
+            replication: read_group(&vars, &mut errors),
+            publisher: read_group(&vars, &mut errors),
+        };
+        config.identity.validate(&mut errors);
+        config.aws.validate(&mut errors);
+        config.s3.validate(service, &mut errors);
+        config.caller_auth.validate(service, &mut errors);
+        config.publisher.validate(&mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(errors))
+        }
     }
 }
 
-fn trimmed(v: &Option<String>) -> Option<String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// The variables that are set, values trimmed: an empty value counts as
+/// unset, as in most cloud consoles.
+pub(crate) fn present<I>(vars: I) -> Vec<(String, String)>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    vars.into_iter()
+        .filter_map(|(k, v)| {
+            let v = v.trim();
+            (!v.is_empty()).then(|| (k, v.to_owned()))
+        })
+        .collect()
 }
 
-fn list(v: &Option<String>) -> Vec<String> {
-    v.as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// Reads one group of settings. When a value is bad, each variable is read
+/// alone to find every bad one; each gets a line `NAME: why` in `errors`, and
+/// the group is read again without them, so that they take their defaults.
+pub(crate) fn read_group<T: DeserializeOwned>(
+    vars: &[(String, String)],
+    errors: &mut Vec<String>,
+) -> T {
+    if let Ok(group) = envy::from_iter(vars.iter().cloned()) {
+        return group;
+    }
+    let mut good = Vec::new();
+    for (name, value) in vars {
+        match envy::from_iter::<_, T>([(name.clone(), value.clone())]) {
+            Ok(_) => good.push((name.clone(), value.clone())),
+            Err(e) => errors.extend(problem_lines(name, value, &e)),
+        }
+    }
+    envy::from_iter(good)
+        .or_else(|_| envy::from_iter(std::iter::empty()))
+        .expect("every setting has a default")
+}
+
+/// The lines of one variable's problem, each `NAME: why`. A helper below may
+/// report several problems of one variable, one a line; envy's own number
+/// errors (`… while parsing value 'v' provided by NAME`) are reworded.
+fn problem_lines(name: &str, value: &str, e: &envy::Error) -> Vec<String> {
+    let text = e.to_string();
+    let suffix = format!(" while parsing value '{value}' provided by {name}");
+    let text = match text.strip_suffix(&suffix) {
+        Some(cause) => format!("{value:?}: {cause}"),
+        None => text,
+    };
+    let prefix = format!("{name}: ");
+    text.lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                l.to_owned()
+            } else {
+                format!("{prefix}{l}")
+            }
+        })
         .collect()
+}
+
+/// A whole number from `MIN` to `MAX`.
+fn number<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let s = String::deserialize(d)?;
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| (MIN..=MAX).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            D::Error::custom(if MAX == u64::MAX {
+                format!("{s:?} must be a whole number, at least {MIN}")
+            } else {
+                format!("{s:?} must be a whole number from {MIN} to {MAX}")
+            })
+        })
+}
+
+/// A whole number of seconds from `MIN` to `MAX`.
+fn seconds<'de, D, const MIN: u64, const MAX: u64>(d: D) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    number::<D, u64, MIN, MAX>(d).map(Duration::from_secs)
+}
+
+/// `true`/`1` or `false`/`0`.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(D::Error::custom(format!("{s:?} is not true or false"))),
+    }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A comma-separated list; blanks around entries and empty entries are dropped.
+fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(split_list(&String::deserialize(d)?)
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A comma-separated list of emails, in lower case.
+fn emails<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(split_list(&String::deserialize(d)?)
+        .map(str::to_ascii_lowercase)
+        .collect())
+}
+
+/// An http(s) URL, without a trailing `/`.
+fn url<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: From<String>,
+{
+    let s = String::deserialize(d)?;
+    if is_url(&s) {
+        Ok(T::from(s.trim_end_matches('/').to_owned()))
+    } else {
+        Err(D::Error::custom(format!("{s:?} is not an http(s) URL")))
+    }
+}
+
+/// `AWS_ROLES`: `name=arn,name2=arn2`; one line per bad entry.
+fn roles<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    let mut errors = Vec::new();
+    let roles = parse_roles(&String::deserialize(d)?, &mut errors);
+    if errors.is_empty() {
+        Ok(roles)
+    } else {
+        Err(D::Error::custom(errors.join("\n")))
+    }
+}
+
+/// `GCS_SOURCE_BUCKETS`; one line per bad entry.
+fn source_buckets<'de, D: Deserializer<'de>>(d: D) -> Result<SourceBuckets, D::Error> {
+    SourceBuckets::parse(Some(&String::deserialize(d)?))
+        .map_err(|lines| D::Error::custom(lines.join("\n")))
 }
 
 fn is_url(v: &str) -> bool {
@@ -325,325 +579,128 @@ pub fn sanitize_session_name(name: &str) -> String {
     s
 }
 
-impl RawEnv {
-    fn validate(self, service: bool) -> Result<Config, ConfigError> {
-        let mut errors = Vec::new();
-        let mut required = |name: &str, v: &Option<String>| -> String {
-            trimmed(v).unwrap_or_else(|| {
-                errors.push(format!("{name}: required"));
-                String::new()
-            })
-        };
-        let target_audience = required("TARGET_AUDIENCE", &self.target_audience);
-        let role_arn = required("AWS_ROLE_ARN", &self.aws_role_arn);
-        let s3_bucket = if service {
-            required("S3_BUCKET", &self.s3_bucket)
-        } else {
-            trimmed(&self.s3_bucket).unwrap_or_default()
-        };
-        let region = trimmed(&self.aws_region).or_else(|| trimmed(&self.aws_default_region));
-        let region = match region {
-            Some(r) => r,
-            None => {
-                errors.push("AWS_REGION: required (the region of STS and the bucket)".into());
-                String::new()
-            }
-        };
-
-        let port = match trimmed(&self.port) {
-            None => 8080,
-            Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
-                errors.push(format!("PORT: {p:?} is not a port number (1-65535)"));
-                8080
-            }),
-        };
-        if !role_arn.is_empty() && !is_role_arn(&role_arn) {
-            errors.push(format!(
-                "AWS_ROLE_ARN: {role_arn:?} is not a role ARN (arn:aws:iam::123456789012:role/NAME)"
-            ));
+impl IdentitySettings {
+    fn validate(&self, errors: &mut Vec<String>) {
+        if self.target_audience.is_empty() {
+            errors.push("TARGET_AUDIENCE: required".into());
         }
-        let role_duration = match trimmed(&self.aws_role_duration_seconds) {
-            None => 3600,
-            Some(d) => match d.parse::<u64>() {
-                Ok(n) if (900..=43200).contains(&n) => n,
-                _ => {
-                    errors.push(format!(
-                        "AWS_ROLE_DURATION_SECONDS: {d:?} must be a whole number of seconds from 900 to 43200"
-                    ));
-                    3600
-                }
-            },
-        };
-        let id_token_source = match trimmed(&self.id_token_source).as_deref() {
-            None | Some("auto") => IdTokenSourceKind::Auto,
-            Some("metadata") => IdTokenSourceKind::Metadata,
-            Some("service-account-key") => IdTokenSourceKind::ServiceAccountKey,
-            Some("impersonate") => IdTokenSourceKind::Impersonate,
-            Some("file") => IdTokenSourceKind::File,
-            Some(other) => {
-                errors.push(format!(
-                    "ID_TOKEN_SOURCE: {other:?} is not one of auto, metadata, service-account-key, impersonate, file"
-                ));
-                IdTokenSourceKind::Auto
+        match self.source {
+            IdTokenSourceKind::ServiceAccountKey if self.google_application_credentials.is_none() => {
+                errors.push(
+                    "GOOGLE_APPLICATION_CREDENTIALS: required when ID_TOKEN_SOURCE=service-account-key"
+                        .into(),
+                )
             }
-        };
-        let gac = trimmed(&self.google_application_credentials);
-        let impersonate = trimmed(&self.impersonate_service_account);
-        let id_file = trimmed(&self.google_id_token_file);
-        match id_token_source {
-            IdTokenSourceKind::ServiceAccountKey if gac.is_none() => errors.push(
-                "GOOGLE_APPLICATION_CREDENTIALS: required when ID_TOKEN_SOURCE=service-account-key"
-                    .into(),
-            ),
-            IdTokenSourceKind::Impersonate if impersonate.is_none() => errors.push(
-                "IMPERSONATE_SERVICE_ACCOUNT: required when ID_TOKEN_SOURCE=impersonate".into(),
-            ),
-            IdTokenSourceKind::File if id_file.is_none() => {
+            IdTokenSourceKind::Impersonate if self.impersonate_service_account.is_none() => errors
+                .push(
+                    "IMPERSONATE_SERVICE_ACCOUNT: required when ID_TOKEN_SOURCE=impersonate".into(),
+                ),
+            IdTokenSourceKind::File if self.google_id_token_file.is_none() => {
                 errors.push("GOOGLE_ID_TOKEN_FILE: required when ID_TOKEN_SOURCE=file".into())
             }
             _ => {}
         }
-        if let Some(sa) = &impersonate {
+        if let Some(sa) = &self.impersonate_service_account {
             if !sa.contains('@') {
                 errors.push(format!(
                     "IMPERSONATE_SERVICE_ACCOUNT: {sa:?} is not a service account email"
                 ));
             }
         }
+    }
+}
 
-        let mut endpoint = |name: &str, v: &Option<String>| -> Option<String> {
-            let v = trimmed(v)?;
-            if is_url(&v) {
-                Some(v.trim_end_matches('/').to_owned())
+impl AwsSettings {
+    /// Checks the role and the region, falls back to `AWS_DEFAULT_REGION`,
+    /// and settles the session name.
+    fn validate(&mut self, errors: &mut Vec<String>) {
+        if self.role_arn.is_empty() {
+            errors.push("AWS_ROLE_ARN: required".into());
+        } else if !is_role_arn(&self.role_arn) {
+            errors.push(format!(
+                "AWS_ROLE_ARN: {:?} is not a role ARN (arn:aws:iam::123456789012:role/NAME)",
+                self.role_arn
+            ));
+        }
+        if self.region.is_empty() {
+            self.region = std::mem::take(&mut self.aws_default_region);
+        }
+        if self.region.is_empty() {
+            errors.push("AWS_REGION: required (the region of STS and the bucket)".into());
+        }
+        self.role_session_name = sanitize_session_name(&self.session_name());
+    }
+
+    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION` (the revision
+    /// alone when it starts with the service), else the host name.
+    fn session_name(&self) -> String {
+        let (service, revision) = (&self.k_service, &self.k_revision);
+        if !self.role_session_name.is_empty() {
+            self.role_session_name.clone()
+        } else if !service.is_empty() && !revision.is_empty() {
+            if revision.starts_with(service.as_str()) {
+                revision.clone()
             } else {
-                errors.push(format!("{name}: {v:?} is not an http(s) URL"));
-                None
+                format!("{service}-{revision}")
             }
-        };
-        let endpoint_url = endpoint("AWS_ENDPOINT_URL", &self.aws_endpoint_url);
-        let endpoint_url_sts = endpoint("AWS_ENDPOINT_URL_STS", &self.aws_endpoint_url_sts);
-        let endpoint_url_s3 = endpoint("AWS_ENDPOINT_URL_S3", &self.aws_endpoint_url_s3);
-        let google_certs_url = endpoint("GOOGLE_CERTS_URL", &self.google_certs_url)
-            .unwrap_or_else(|| GOOGLE_CERTS_URL.to_owned());
-        let iam_credentials_endpoint =
-            endpoint("IAM_CREDENTIALS_ENDPOINT", &self.iam_credentials_endpoint)
-                .unwrap_or_else(|| "https://iamcredentials.googleapis.com".to_owned());
+        } else if !service.is_empty() {
+            service.clone()
+        } else if !self.hostname.is_empty() {
+            self.hostname.clone()
+        } else {
+            host_name().unwrap_or_else(|| "gcp-aws-bridge".to_owned())
+        }
+    }
+}
 
-        let s3_force_path_style = match trimmed(&self.s3_force_path_style).as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => {
-                errors.push(format!(
-                    "S3_FORCE_PATH_STYLE: {other:?} is not true or false"
-                ));
-                false
-            }
-        };
-        let s3_prefix = trimmed(&self.s3_prefix).unwrap_or_default();
-        if s3_prefix.starts_with('/') {
-            errors.push(format!("S3_PREFIX: {s3_prefix:?} must not start with '/'"));
-        } else if !s3_prefix.is_empty() && !s3_prefix.ends_with('/') {
+impl S3Settings {
+    fn validate(&self, service: bool, errors: &mut Vec<String>) {
+        if service && self.bucket.is_empty() {
+            errors.push("S3_BUCKET: required".into());
+        }
+        let prefix = &self.prefix;
+        if prefix.starts_with('/') {
+            errors.push(format!("S3_PREFIX: {prefix:?} must not start with '/'"));
+        } else if !prefix.is_empty() && !prefix.ends_with('/') {
             // "data" would also reach "data-x/" and "database/".
             errors.push(format!(
-                "S3_PREFIX: {s3_prefix:?} must end with '/' (e.g. {:?}); a prefix without it also reaches keys beside it",
-                format!("{s3_prefix}/")
+                "S3_PREFIX: {prefix:?} must end with '/' (e.g. {:?}); a prefix without it also reaches keys beside it",
+                format!("{prefix}/")
             ));
-        } else if s3_prefix.len() >= 1024 || s3_prefix.chars().any(char::is_control) {
+        } else if prefix.len() >= 1024 || prefix.chars().any(char::is_control) {
             errors.push("S3_PREFIX: too long or has a control character".into());
         }
+    }
+}
 
-        let auth_mode = match trimmed(&self.auth_mode).as_deref() {
-            None | Some("verify") => AuthMode::Verify,
-            Some("cloud-run-iam") => AuthMode::CloudRunIam,
-            Some("none") => AuthMode::None,
-            Some(other) => {
-                errors.push(format!(
-                    "AUTH_MODE: {other:?} is not one of verify, cloud-run-iam, none"
-                ));
-                AuthMode::Verify
-            }
-        };
-        let auth_audiences = list(&self.auth_audiences);
-        let auth_allowed_emails: Vec<String> = list(&self.auth_allowed_emails)
-            .into_iter()
-            .map(|e| e.to_ascii_lowercase())
-            .collect();
-        if service && auth_mode != AuthMode::None {
-            if auth_audiences.is_empty() {
-                errors.push(
-                    "AUTH_AUDIENCES: required unless AUTH_MODE=none (comma-separated audiences of callers' tokens, e.g. the service URL)".into(),
-                );
-            }
-            if auth_allowed_emails.is_empty() {
-                errors.push(
-                    "AUTH_ALLOWED_EMAILS: required unless AUTH_MODE=none (comma-separated caller emails)".into(),
-                );
-            }
+impl CallerAuthSettings {
+    fn validate(&self, service: bool, errors: &mut Vec<String>) {
+        if !service || self.mode == AuthMode::None {
+            return;
         }
+        if self.audiences.is_empty() {
+            errors.push(
+                "AUTH_AUDIENCES: required unless AUTH_MODE=none (comma-separated audiences of callers' tokens, e.g. the service URL)".into(),
+            );
+        }
+        if self.allowed_emails.is_empty() {
+            errors.push(
+                "AUTH_ALLOWED_EMAILS: required unless AUTH_MODE=none (comma-separated caller emails)"
+                    .into(),
+            );
+        }
+    }
+}
 
-        let max_body_bytes = match trimmed(&self.max_body_bytes) {
-            None => DEFAULT_MAX_BODY,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    errors.push(format!(
-                        "MAX_BODY_BYTES: {v:?} is not a positive number of bytes"
-                    ));
-                    DEFAULT_MAX_BODY
-                }
-            },
-        };
-        let request_timeout = match trimmed(&self.request_timeout_seconds) {
-            None => 300,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=3600).contains(&n) => n,
-                _ => {
-                    errors.push(format!(
-                        "REQUEST_TIMEOUT_SECONDS: {v:?} must be a whole number from 1 to 3600"
-                    ));
-                    300
-                }
-            },
-        };
-        let mut bytes = |name: &str, v: &Option<String>, default: u64, max: u64| -> u64 {
-            match trimmed(v) {
-                None => default,
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if (1..=max).contains(&n) => n,
-                    _ => {
-                        errors.push(format!(
-                            "{name}: {v:?} must be a whole number of bytes from 1 to {max}"
-                        ));
-                        default
-                    }
-                },
-            }
-        };
-        let max_object_bytes = bytes(
-            "MAX_OBJECT_BYTES",
-            &self.max_object_bytes,
-            crate::storage::MAX_OBJECT,
-            crate::storage::MAX_OBJECT,
-        );
-        let buffer_budget_bytes = bytes(
-            "BUFFER_BUDGET_BYTES",
-            &self.buffer_budget_bytes,
-            crate::budget::default_budget(),
-            u64::MAX / 2,
-        );
-        let log_format = match trimmed(&self.log_format).as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => {
-                errors.push(format!("LOG_FORMAT: {other:?} is not json or text"));
-                LogFormat::Json
-            }
-        };
-
-        let gcs_source_buckets =
-            crate::source_buckets::SourceBuckets::parse(self.gcs_source_buckets.as_deref())
-                .unwrap_or_else(|lines| {
-                    errors.extend(lines);
-                    crate::source_buckets::SourceBuckets::Off
-                });
-        let copy_multipart_threshold = match trimmed(&self.test_copy_multipart_threshold_bytes) {
-            None => crate::storage::COPY_MULTIPART_THRESHOLD,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (5 << 20..=crate::storage::COPY_MULTIPART_THRESHOLD).contains(&n) => n,
-                _ => {
-                    errors.push(format!(
-                        "TEST_COPY_MULTIPART_THRESHOLD_BYTES: {v:?} must be from 5 MiB to 5 GiB in bytes"
-                    ));
-                    crate::storage::COPY_MULTIPART_THRESHOLD
-                }
-            },
-        };
-        let pubsub_topic = trimmed(&self.pubsub_topic);
-        if let Some(t) = &pubsub_topic {
+impl PublisherSettings {
+    fn validate(&self, errors: &mut Vec<String>) {
+        if let Some(t) = &self.topic {
             if !crate::publisher::is_topic_name(t) {
                 errors.push(format!(
                     "PUBSUB_TOPIC: {t:?} is not a topic name (projects/PROJECT/topics/TOPIC)"
                 ));
             }
         }
-        let part_task_bytes = match trimmed(&self.part_task_bytes) {
-            None => DEFAULT_PART_TASK_BYTES,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if n >= MIN_PART_TASK_BYTES => n,
-                _ => {
-                    errors.push(format!(
-                        "PART_TASK_BYTES: {v:?} must be a whole number of bytes, at least {MIN_PART_TASK_BYTES} (5 MiB)"
-                    ));
-                    DEFAULT_PART_TASK_BYTES
-                }
-            },
-        };
-
-        let role_session_name = sanitize_session_name(
-            &trimmed(&self.aws_role_session_name)
-                .or_else(
-                    || match (trimmed(&self.k_service), trimmed(&self.k_revision)) {
-                        (Some(s), Some(r)) => Some(if r.starts_with(&s) {
-                            r
-                        } else {
-                            format!("{s}-{r}")
-                        }),
-                        (Some(s), None) => Some(s),
-                        _ => None,
-                    },
-                )
-                .or_else(|| trimmed(&self.hostname))
-                .or_else(host_name)
-                .unwrap_or_else(|| "gcp-aws-bridge".to_owned()),
-        );
-
-        let roles = parse_roles(
-            trimmed(&self.aws_roles).as_deref().unwrap_or(""),
-            &mut errors,
-        );
-
-        if !errors.is_empty() {
-            return Err(ConfigError(errors));
-        }
-        Ok(Config {
-            port,
-            target_audience,
-            id_token_source,
-            metadata_host: trimmed(&self.gce_metadata_host)
-                .unwrap_or_else(|| "metadata.google.internal".to_owned()),
-            google_application_credentials: gac,
-            impersonate_service_account: impersonate,
-            iam_credentials_endpoint,
-            google_id_token_file: id_file,
-            role_arn,
-            role_session_name,
-            role_duration: Duration::from_secs(role_duration),
-            region,
-            endpoint_url,
-            endpoint_url_sts,
-            endpoint_url_s3,
-            s3_force_path_style,
-            s3_bucket,
-            s3_prefix,
-            auth_mode,
-            auth_audiences,
-            auth_allowed_emails,
-            google_certs_url,
-            max_body_bytes,
-            request_timeout: Duration::from_secs(request_timeout),
-            max_object_bytes,
-            buffer_budget_bytes,
-            buffer_wait: crate::budget::DEFAULT_WAIT,
-            log_format,
-            google_cloud_project: trimmed(&self.google_cloud_project),
-            storage_emulator_host: trimmed(&self.storage_emulator_host),
-            gcs_source_buckets,
-            copy_multipart_threshold,
-            roles,
-            pubsub_topic,
-            pubsub_emulator_host: trimmed(&self.pubsub_emulator_host),
-            part_task_bytes,
-        })
     }
 }
 
@@ -657,7 +714,7 @@ fn is_role_name(v: &str) -> bool {
 /// `AWS_ROLES`: `name=arn,name2=arn2`; each problem is pushed to `errors`.
 fn parse_roles(v: &str, errors: &mut Vec<String>) -> Vec<(String, String)> {
     let mut roles: Vec<(String, String)> = Vec::new();
-    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in split_list(v) {
         let Some((name, arn)) = entry.split_once('=') else {
             errors.push(format!("AWS_ROLES: {entry:?} is not name=arn"));
             continue;
@@ -714,20 +771,20 @@ mod tests {
     #[test]
     fn minimal_config_has_defaults() {
         let c = Config::from_iter(minimal()).unwrap();
-        assert_eq!(c.port, 8080);
-        assert_eq!(c.role_duration, Duration::from_secs(3600));
-        assert_eq!(c.auth_mode, AuthMode::Verify);
-        assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
-        assert_eq!(c.metadata_host, "metadata.google.internal");
-        assert_eq!(c.role_session_name, "bridge-00001-abc");
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.aws.role_duration, Duration::from_secs(3600));
+        assert_eq!(c.caller_auth.mode, AuthMode::Verify);
+        assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.identity.metadata_host, "metadata.google.internal");
+        assert_eq!(c.aws.role_session_name, "bridge-00001-abc");
         assert_eq!(
-            c.auth_allowed_emails,
+            c.caller_auth.allowed_emails,
             vec!["push@p.iam.gserviceaccount.com"]
         );
-        assert_eq!(c.google_certs_url, GOOGLE_CERTS_URL);
-        assert_eq!(c.max_object_bytes, 5 * 1024 * 1024 * 1024 * 1024);
-        assert!(c.buffer_budget_bytes > 0);
-        assert_eq!(c.buffer_wait, Duration::from_secs(10));
+        assert_eq!(c.caller_auth.google_certs_url, GOOGLE_CERTS_URL);
+        assert_eq!(c.limits.max_object_bytes, 5 * 1024 * 1024 * 1024 * 1024);
+        assert!(c.limits.buffer_budget_bytes > 0);
+        assert_eq!(c.limits.buffer_wait, Duration::from_secs(10));
     }
 
     #[test]
@@ -736,8 +793,8 @@ mod tests {
         v.push(("MAX_OBJECT_BYTES".into(), "1048576".into()));
         v.push(("BUFFER_BUDGET_BYTES".into(), "67108864".into()));
         let c = Config::from_iter(v).unwrap();
-        assert_eq!(c.max_object_bytes, 1 << 20);
-        assert_eq!(c.buffer_budget_bytes, 64 << 20);
+        assert_eq!(c.limits.max_object_bytes, 1 << 20);
+        assert_eq!(c.limits.buffer_budget_bytes, 64 << 20);
         for (k, bad) in [
             ("MAX_OBJECT_BYTES", "0"),
             ("MAX_OBJECT_BYTES", "5497558138881"),
@@ -796,7 +853,10 @@ mod tests {
             .filter(|(k, _)| !k.starts_with("AUTH_"))
             .collect();
         v.push(("AUTH_MODE".into(), "none".into()));
-        assert_eq!(Config::from_iter(v).unwrap().auth_mode, AuthMode::None);
+        assert_eq!(
+            Config::from_iter(v).unwrap().caller_auth.mode,
+            AuthMode::None
+        );
     }
 
     #[test]
@@ -813,13 +873,16 @@ mod tests {
     fn source_buckets_are_checked_at_start() {
         use crate::source_buckets::SourceBuckets;
         assert_eq!(
-            Config::from_iter(minimal()).unwrap().gcs_source_buckets,
+            Config::from_iter(minimal())
+                .unwrap()
+                .replication
+                .source_buckets,
             SourceBuckets::Off
         );
         let mut v = minimal();
         v.push(("GCS_SOURCE_BUCKETS".into(), "uploads-a,uploads-b".into()));
         assert_eq!(
-            Config::from_iter(v).unwrap().gcs_source_buckets,
+            Config::from_iter(v).unwrap().replication.source_buckets,
             SourceBuckets::Only(vec!["uploads-a".into(), "uploads-b".into()])
         );
         let mut v = minimal();
@@ -831,14 +894,14 @@ mod tests {
     #[test]
     fn publishing_and_part_tasks() {
         let c = Config::from_iter(minimal()).unwrap();
-        assert_eq!(c.pubsub_topic, None);
-        assert_eq!(c.part_task_bytes, DEFAULT_PART_TASK_BYTES);
+        assert_eq!(c.publisher.topic, None);
+        assert_eq!(c.publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
         let mut v = minimal();
         v.push(("PUBSUB_TOPIC".into(), "projects/p/topics/cmds".into()));
         v.push(("PART_TASK_BYTES".into(), "67108864".into()));
         let c = Config::from_iter(v).unwrap();
-        assert_eq!(c.pubsub_topic.as_deref(), Some("projects/p/topics/cmds"));
-        assert_eq!(c.part_task_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.publisher.topic.as_deref(), Some("projects/p/topics/cmds"));
+        assert_eq!(c.publisher.part_task_bytes, 64 * 1024 * 1024);
         let mut v = minimal();
         v.push(("PUBSUB_TOPIC".into(), "cmds".into()));
         v.push(("PART_TASK_BYTES".into(), "1000".into()));
@@ -882,7 +945,7 @@ mod tests {
             match Config::from_iter(v) {
                 Ok(c) => {
                     assert!(ok, "{prefix:?} accepted");
-                    assert_eq!(c.s3_prefix, prefix);
+                    assert_eq!(c.s3.prefix, prefix);
                 }
                 Err(e) => {
                     assert!(!ok, "{prefix:?} refused: {e}");
@@ -903,7 +966,7 @@ mod tests {
         ));
         let c = Config::from_iter(v).unwrap();
         assert_eq!(
-            c.roles,
+            c.aws.roles,
             vec![
                 (
                     "reader".to_owned(),
@@ -915,7 +978,7 @@ mod tests {
                 ),
             ]
         );
-        assert!(Config::from_iter(minimal()).unwrap().roles.is_empty());
+        assert!(Config::from_iter(minimal()).unwrap().aws.roles.is_empty());
         let mut v = minimal();
         v.push((
             "AWS_ROLES".into(),
@@ -924,6 +987,248 @@ mod tests {
         let e = Config::from_iter(v).unwrap_err();
         assert_eq!(e.0.len(), 4, "{e}");
         assert!(e.0.iter().all(|l| l.starts_with("AWS_ROLES: ")), "{e}");
+    }
+
+    /// One bad value for every variable that has a format or a rule.
+    const BAD: &[(&str, &str)] = &[
+        ("PORT", "eighty"),
+        ("REQUEST_TIMEOUT_SECONDS", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("AUTH_MODE", "maybe"),
+        ("GOOGLE_CERTS_URL", "certs.example"),
+        ("ID_TOKEN_SOURCE", "magic"),
+        ("IAM_CREDENTIALS_ENDPOINT", "ftp://iam"),
+        ("IMPERSONATE_SERVICE_ACCOUNT", "nobody"),
+        ("AWS_ROLE_ARN", "arn:aws:iam::1:user/x"),
+        ("AWS_ROLE_DURATION_SECONDS", "60"),
+        ("AWS_ENDPOINT_URL", "localhost:4566"),
+        ("AWS_ENDPOINT_URL_STS", "sts"),
+        ("AWS_ENDPOINT_URL_S3", "localhost:9000"),
+        ("S3_FORCE_PATH_STYLE", "yes"),
+        ("AWS_ROLES", "reader"),
+        ("S3_PREFIX", "data"),
+        ("TEST_COPY_MULTIPART_THRESHOLD_BYTES", "1024"),
+        ("MAX_BODY_BYTES", "-1"),
+        ("MAX_OBJECT_BYTES", "0"),
+        ("BUFFER_BUDGET_BYTES", "lots"),
+        ("GCS_SOURCE_BUCKETS", "Not A Bucket"),
+        ("PUBSUB_TOPIC", "cmds"),
+        ("PART_TASK_BYTES", "1000"),
+    ];
+
+    fn with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<_> = minimal()
+            .into_iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .collect();
+        v.extend(env(extra));
+        v
+    }
+
+    #[test]
+    fn each_bad_variable_is_one_line_naming_it() {
+        for &(var, value) in BAD {
+            let e = Config::from_iter(with(&[(var, value)])).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{var}={value}: {e}");
+            let line = &e.0[0];
+            assert!(line.starts_with(&format!("{var}: ")), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+            assert!(!line.contains("provided by"), "{line}");
+            assert_eq!(e.to_string(), *line);
+        }
+    }
+
+    #[test]
+    fn envy_number_errors_are_reworded() {
+        let e = envy::Error::Custom(
+            "invalid digit found in string while parsing value 'x' provided by PORT".into(),
+        );
+        assert_eq!(
+            problem_lines("PORT", "x", &e),
+            ["PORT: \"x\": invalid digit found in string"]
+        );
+        let e = envy::Error::Custom("AWS_ROLES: a\nb".into());
+        assert_eq!(
+            problem_lines("AWS_ROLES", "v", &e),
+            ["AWS_ROLES: a", "AWS_ROLES: b"]
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let mut v: Vec<_> = with(BAD)
+            .into_iter()
+            .filter(|(k, _)| {
+                !["TARGET_AUDIENCE", "AUTH_AUDIENCES", "AWS_ROLES"].contains(&k.as_str())
+            })
+            .collect();
+        v.push(("AWS_ROLES".into(), "a,b=arn:aws:iam::1:role/x".into()));
+        let e = Config::from_iter(v).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), e.0.len());
+        for &(var, _) in BAD {
+            let n =
+                e.0.iter()
+                    .filter(|l| l.starts_with(&format!("{var}: ")))
+                    .count();
+            let want = if var == "AWS_ROLES" { 2 } else { 1 };
+            assert_eq!(n, want, "{var} in:\n{text}");
+        }
+        // Rules over several values still run: AUTH_MODE is bad, so the
+        // default (verify) needs audiences.
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("TARGET_AUDIENCE: required")));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("AUTH_AUDIENCES: required")));
+        assert_eq!(e.0.len(), BAD.len() + 3, "{text}");
+    }
+
+    #[test]
+    fn every_group_reads_from_an_empty_environment() {
+        let mut errors = Vec::new();
+        let none: &[(String, String)] = &[];
+        let server: ServerSettings = read_group(none, &mut errors);
+        let telemetry: TelemetrySettings = read_group(none, &mut errors);
+        let caller_auth: CallerAuthSettings = read_group(none, &mut errors);
+        let identity: IdentitySettings = read_group(none, &mut errors);
+        let aws: AwsSettings = read_group(none, &mut errors);
+        let s3: S3Settings = read_group(none, &mut errors);
+        let limits: LimitSettings = read_group(none, &mut errors);
+        let replication: ReplicationSettings = read_group(none, &mut errors);
+        let publisher: PublisherSettings = read_group(none, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(server.port, 8080);
+        assert_eq!(server.request_timeout, Duration::from_secs(300));
+        assert_eq!(telemetry.log_format, LogFormat::Json);
+        assert_eq!(telemetry.google_cloud_project, None);
+        assert_eq!(caller_auth.mode, AuthMode::Verify);
+        assert!(caller_auth.audiences.is_empty() && caller_auth.allowed_emails.is_empty());
+        assert_eq!(caller_auth.google_certs_url, GOOGLE_CERTS_URL);
+        assert_eq!(identity.source, IdTokenSourceKind::Auto);
+        assert_eq!(identity.metadata_host, "metadata.google.internal");
+        assert_eq!(
+            identity.iam_credentials_endpoint,
+            "https://iamcredentials.googleapis.com"
+        );
+        assert_eq!(aws.role_duration, Duration::from_secs(3600));
+        assert_eq!(aws.endpoint_url, None);
+        assert!(!aws.s3_force_path_style);
+        assert!(aws.roles.is_empty());
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("", ""));
+        assert_eq!(s3.copy_multipart_threshold, 5 << 30);
+        assert_eq!(limits.max_body_bytes, 32 << 20);
+        assert_eq!(limits.max_object_bytes, 5 << 40);
+        assert_eq!(limits.buffer_budget_bytes, crate::budget::default_budget());
+        assert_eq!(limits.buffer_wait, Duration::from_secs(10));
+        assert_eq!(replication.source_buckets, SourceBuckets::Off);
+        assert_eq!(replication.storage_emulator_host, None);
+        assert_eq!(publisher.topic, None);
+        assert_eq!(publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
+    }
+
+    #[test]
+    fn values_are_trimmed_and_empty_ones_are_unset() {
+        let c = Config::from_iter(with(&[
+            ("PORT", " 9000 "),
+            ("LOG_FORMAT", "  "),
+            ("AWS_REGION", ""),
+            ("AWS_DEFAULT_REGION", "us-east-2"),
+            ("AWS_ENDPOINT_URL", "http://localhost:4566/"),
+            ("AWS_ROLE_SESSION_NAME", "my session"),
+            ("REQUEST_TIMEOUT_SECONDS", "3600"),
+        ]))
+        .unwrap();
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.server.request_timeout, Duration::from_secs(3600));
+        assert_eq!(c.telemetry.log_format, LogFormat::Json);
+        assert_eq!(c.aws.region, "us-east-2");
+        assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://localhost:4566"));
+        assert_eq!(c.aws.role_session_name, "my-session");
+    }
+
+    #[test]
+    fn enums_and_lists() {
+        for (v, want) in [
+            ("auto", IdTokenSourceKind::Auto),
+            ("metadata", IdTokenSourceKind::Metadata),
+            ("service-account-key", IdTokenSourceKind::ServiceAccountKey),
+            ("impersonate", IdTokenSourceKind::Impersonate),
+            ("file", IdTokenSourceKind::File),
+        ] {
+            let extra = [
+                ("ID_TOKEN_SOURCE", v),
+                ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"),
+                (
+                    "IMPERSONATE_SERVICE_ACCOUNT",
+                    "sa@p.iam.gserviceaccount.com",
+                ),
+                ("GOOGLE_ID_TOKEN_FILE", "/t"),
+            ];
+            let c = Config::from_iter(with(&extra)).unwrap();
+            assert_eq!(c.identity.source, want);
+        }
+        for (v, want) in [
+            ("verify", AuthMode::Verify),
+            ("cloud-run-iam", AuthMode::CloudRunIam),
+            ("none", AuthMode::None),
+        ] {
+            let c = Config::from_iter(with(&[("AUTH_MODE", v)])).unwrap();
+            assert_eq!(c.caller_auth.mode, want);
+        }
+        for (v, want) in [("json", LogFormat::Json), ("text", LogFormat::Text)] {
+            let c = Config::from_iter(with(&[("LOG_FORMAT", v)])).unwrap();
+            assert_eq!(c.telemetry.log_format, want);
+        }
+        for (v, want) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+            let c = Config::from_iter(with(&[("S3_FORCE_PATH_STYLE", v)])).unwrap();
+            assert_eq!(c.aws.s3_force_path_style, want, "{v}");
+        }
+        // Case matters, as before: "Verify" is not a mode.
+        assert!(Config::from_iter(with(&[("AUTH_MODE", "Verify")])).is_err());
+        let e = Config::from_iter(with(&[("ID_TOKEN_SOURCE", "file")])).unwrap_err();
+        assert_eq!(
+            e.0,
+            ["GOOGLE_ID_TOKEN_FILE: required when ID_TOKEN_SOURCE=file"]
+        );
+
+        let c = Config::from_iter(with(&[
+            ("AUTH_AUDIENCES", " https://a , ,https://b,"),
+            ("AUTH_ALLOWED_EMAILS", "A@x.com,b@X.com"),
+            ("GCS_SOURCE_BUCKETS", " src-a , src-b "),
+        ]))
+        .unwrap();
+        assert_eq!(c.caller_auth.audiences, ["https://a", "https://b"]);
+        assert_eq!(c.caller_auth.allowed_emails, ["a@x.com", "b@x.com"]);
+        assert_eq!(
+            c.replication.source_buckets,
+            SourceBuckets::Only(vec!["src-a".into(), "src-b".into()])
+        );
+        let c = Config::from_iter(with(&[("GCS_SOURCE_BUCKETS", "*")])).unwrap();
+        assert_eq!(c.replication.source_buckets, SourceBuckets::Any);
+        // A list of blanks is empty: required in the service.
+        let e = Config::from_iter(with(&[("AUTH_AUDIENCES", " , ")])).unwrap_err();
+        assert!(e.0[0].starts_with("AUTH_AUDIENCES: required"), "{e}");
+    }
+
+    #[test]
+    fn number_bounds() {
+        for (var, ok, bad) in [
+            ("PORT", "65535", "65536"),
+            ("REQUEST_TIMEOUT_SECONDS", "1", "3601"),
+            ("MAX_OBJECT_BYTES", "5497558138880", "5497558138881"),
+            ("TEST_COPY_MULTIPART_THRESHOLD_BYTES", "5242880", "5242879"),
+            ("PART_TASK_BYTES", "5242880", "5242879"),
+            ("BUFFER_BUDGET_BYTES", "1", "0"),
+        ] {
+            assert!(Config::from_iter(with(&[(var, ok)])).is_ok(), "{var}={ok}");
+            let e = Config::from_iter(with(&[(var, bad)])).unwrap_err();
+            assert!(
+                e.0.len() == 1 && e.0[0].starts_with(&format!("{var}: \"{bad}\" must be")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

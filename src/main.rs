@@ -85,7 +85,10 @@ fn main() -> ExitCode {
 }
 
 async fn credential_server(config: Config, server: ServerConfig) -> ExitCode {
-    telemetry::init(config.log_format, config.google_cloud_project.clone());
+    telemetry::init(
+        config.telemetry.log_format,
+        config.telemetry.google_cloud_project.clone(),
+    );
     let ids = match IdTokenSource::from_config(&config) {
         Ok(i) => std::sync::Arc::new(i),
         Err(e) => {
@@ -230,15 +233,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 async fn serve(config: Config) -> ExitCode {
     telemetry::init(
-        if config.log_format == LogFormat::Text {
+        if config.telemetry.log_format == LogFormat::Text {
             LogFormat::Text
         } else {
             LogFormat::Json
         },
-        config.google_cloud_project.clone(),
+        config.telemetry.google_cloud_project.clone(),
     );
     warn_if_open(&config);
-    let port = config.port;
+    let port = config.server.port;
     let state = match AppState::new(config, AwsOptions::default()) {
         Ok(s) => s,
         Err(e) => {

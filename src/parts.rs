@@ -81,7 +81,7 @@ impl PartPlan {
         let fanout = r.fanout()?;
         fanout.publisher.as_ref()?;
         live.crc32c.as_deref().and_then(decode_crc)?;
-        PartPlan::new(live.size?, fanout.config.part_task_bytes)
+        PartPlan::new(live.size?, fanout.config.publisher.part_task_bytes)
     }
 
     /// Inclusive byte range of part `number` (1-based).

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use tokio::sync::OnceCell;
 
-use crate::config::Config;
+use crate::config::{Config, PublisherSettings};
 use crate::error::AppError;
 use crate::identity::error_chain;
 use crate::retry::{is_transient_status, Backoff};
@@ -136,11 +136,11 @@ impl Publisher {
     }
 
     /// The publisher `PUBSUB_TOPIC` names, if any.
-    pub fn from_config(config: &Config) -> Option<Publisher> {
-        config
-            .pubsub_topic
+    pub fn from_config(settings: &PublisherSettings) -> Option<Publisher> {
+        settings
+            .topic
             .as_deref()
-            .map(|t| Publisher::new(t, config.pubsub_emulator_host.as_deref()))
+            .map(|t| Publisher::new(t, settings.emulator_host.as_deref()))
     }
 
     /// Replaces the retry policy (tests).
@@ -274,7 +274,7 @@ impl Fanout {
     pub fn from_config(config: &Config) -> Fanout {
         Fanout {
             config: config.clone(),
-            publisher: Publisher::from_config(config),
+            publisher: Publisher::from_config(&config.publisher),
         }
     }
 

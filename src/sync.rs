@@ -86,7 +86,8 @@ fn decode_token(s: &str) -> Result<PageToken, AppError> {
 /// `source_bucket_not_allowed` for one that is not listed.
 pub fn source_bucket_allowed(config: &Config, bucket: &str) -> Result<(), AppError> {
     config
-        .gcs_source_buckets
+        .replication
+        .source_buckets
         .check(bucket)
         .map_err(AppError::from)
 }
@@ -469,7 +470,8 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v.to_owned())),
             )
             .unwrap();
-            c.gcs_source_buckets = crate::source_buckets::SourceBuckets::parse(Some(v)).unwrap();
+            c.replication.source_buckets =
+                crate::source_buckets::SourceBuckets::parse(Some(v)).unwrap();
             c
         };
         let c = config("src-1,other");

@@ -70,7 +70,7 @@ pub async fn run(
     aws: &AwsClients,
     out: &mut dyn Write,
 ) -> Result<(), String> {
-    if config.s3_bucket.is_empty() {
+    if config.s3.bucket.is_empty() {
         return Err("S3_BUCKET: required for sync".into());
     }
     let fanout = crate::publisher::Fanout::from_config(config);
@@ -87,13 +87,13 @@ pub async fn run(
     }
     let storage = Storage::new(
         aws.s3.clone(),
-        config.s3_bucket.clone(),
-        config.s3_prefix.clone(),
+        config.s3.bucket.clone(),
+        config.s3.prefix.clone(),
         aws.provider.expiry(),
     );
     let replicator = Replicator::new(
         storage.clone(),
-        GcsClient::new(config.storage_emulator_host.as_deref()),
+        GcsClient::new(config.replication.storage_emulator_host.as_deref()),
     )
     .with_fanout(fanout);
     let mut req = args.request.clone();
@@ -128,7 +128,7 @@ pub async fn run(
             writeln!(
                 out,
                 "delete s3://{}/{}{}",
-                config.s3_bucket, config.s3_prefix, k
+                config.s3.bucket, config.s3.prefix, k
             )
             .map_err(|e| e.to_string())?;
         }

@@ -78,7 +78,7 @@ fn base_config(
 ) -> aws_types::sdk_config::Builder {
     let mut b = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(config.region.clone()))
+        .region(Region::new(config.aws.region.clone()))
         .http_client(http)
         .sleep_impl(default_async_sleep().expect("the tokio sleep implementation"))
         .time_source(opts.time_source.clone())
@@ -89,7 +89,7 @@ fn base_config(
                 .read_timeout(Duration::from_secs(60))
                 .build(),
         );
-    if let Some(url) = &config.endpoint_url {
+    if let Some(url) = &config.aws.endpoint_url {
         b = b.endpoint_url(url);
     }
     b
@@ -106,7 +106,7 @@ pub(crate) fn anonymous_sts(
     let mut sts_conf = aws_sdk_sts::config::Builder::from(&anonymous)
         // The provider retries on its own, knowing which STS errors are transient.
         .retry_config(RetryConfig::disabled());
-    if let Some(url) = &config.endpoint_url_sts {
+    if let Some(url) = &config.aws.endpoint_url_sts {
         sts_conf = sts_conf.endpoint_url(url);
     }
     aws_sdk_sts::Client::from_conf(sts_conf.build())
@@ -120,9 +120,9 @@ impl AwsClients {
         let provider = Arc::new(WebIdentityProvider::new(
             anonymous_sts,
             ids,
-            config.role_arn.clone(),
-            config.role_session_name.clone(),
-            config.role_duration,
+            config.aws.role_arn.clone(),
+            config.aws.role_session_name.clone(),
+            config.aws.role_duration,
         ));
 
         let cache = SharedIdentityCache::new(
@@ -139,7 +139,7 @@ impl AwsClients {
             .build();
 
         let mut s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.s3_force_path_style)
+            .force_path_style(config.aws.s3_force_path_style)
             // Checksums are computed by this service where it knows them
             // (CRC32C), not as aws-chunked trailers on streamed bodies.
             .request_checksum_calculation(
@@ -148,13 +148,13 @@ impl AwsClients {
             .response_checksum_validation(
                 aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
             );
-        if let Some(url) = &config.endpoint_url_s3 {
+        if let Some(url) = &config.aws.endpoint_url_s3 {
             s3_conf = s3_conf.endpoint_url(url);
         }
         let s3 = aws_sdk_s3::Client::from_conf(s3_conf.build());
 
         let mut sts_conf = aws_sdk_sts::config::Builder::from(&sdk);
-        if let Some(url) = &config.endpoint_url_sts {
+        if let Some(url) = &config.aws.endpoint_url_sts {
             sts_conf = sts_conf.endpoint_url(url);
         }
         let sts = aws_sdk_sts::Client::from_conf(sts_conf.build());

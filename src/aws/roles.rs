@@ -27,13 +27,14 @@ impl RoleProviders {
                 sts.clone(),
                 ids.clone(),
                 arn.to_owned(),
-                config.role_session_name.clone(),
-                config.role_duration,
+                config.aws.role_session_name.clone(),
+                config.aws.role_duration,
             ))
         };
         RoleProviders {
-            default: provider(&config.role_arn),
+            default: provider(&config.aws.role_arn),
             named: config
+                .aws
                 .roles
                 .iter()
                 .map(|(name, arn)| (name.clone(), provider(arn)))

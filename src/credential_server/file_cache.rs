@@ -136,28 +136,38 @@ fn fnv1a(parts: &[&str]) -> u64 {
 /// The file name stem for a role: its name (or `default`) and a hash of
 /// everything that decides which credentials STS issues for it.
 pub fn entry_name(config: &Config, role: Option<&str>, role_arn: &str) -> String {
-    let duration = config.role_duration.as_secs().to_string();
+    let duration = config.aws.role_duration.as_secs().to_string();
     let sts = config
+        .aws
         .endpoint_url_sts
         .as_deref()
-        .or(config.endpoint_url.as_deref())
+        .or(config.aws.endpoint_url.as_deref())
         .unwrap_or("");
-    let source = format!("{:?}", config.id_token_source);
+    let source = format!("{:?}", config.identity.source);
     let hash = fnv1a(&[
         role_arn,
-        &config.target_audience,
-        &config.role_session_name,
+        &config.identity.target_audience,
+        &config.aws.role_session_name,
         &duration,
-        &config.region,
+        &config.aws.region,
         sts,
         &source,
-        &config.metadata_host,
+        &config.identity.metadata_host,
         config
+            .identity
             .google_application_credentials
             .as_deref()
             .unwrap_or(""),
-        config.impersonate_service_account.as_deref().unwrap_or(""),
-        config.google_id_token_file.as_deref().unwrap_or(""),
+        config
+            .identity
+            .impersonate_service_account
+            .as_deref()
+            .unwrap_or(""),
+        config
+            .identity
+            .google_id_token_file
+            .as_deref()
+            .unwrap_or(""),
     ]);
     format!("{}-{hash:016x}", role.unwrap_or("default"))
 }
@@ -432,9 +442,9 @@ mod tests {
             .unwrap()
         };
         let c = config(&[]);
-        let a = entry_name(&c, None, &c.role_arn);
+        let a = entry_name(&c, None, &c.aws.role_arn);
         assert!(a.starts_with("default-"), "{a}");
-        assert_eq!(a, entry_name(&config(&[]), None, &c.role_arn));
+        assert_eq!(a, entry_name(&config(&[]), None, &c.aws.role_arn));
         let r = entry_name(&c, Some("reader"), "arn:aws:iam::123456789012:role/r");
         assert!(r.starts_with("reader-"));
         assert_ne!(
@@ -442,7 +452,7 @@ mod tests {
             entry_name(
                 &config(&[("AWS_ROLE_DURATION_SECONDS", "900")]),
                 None,
-                &c.role_arn
+                &c.aws.role_arn
             )
         );
         assert_ne!(
@@ -450,12 +460,16 @@ mod tests {
             entry_name(
                 &config(&[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1")]),
                 None,
-                &c.role_arn
+                &c.aws.role_arn
             )
         );
         assert_ne!(
             a,
-            entry_name(&config(&[("TARGET_AUDIENCE", "other")]), None, &c.role_arn)
+            entry_name(
+                &config(&[("TARGET_AUDIENCE", "other")]),
+                None,
+                &c.aws.role_arn
+            )
         );
     }
 }

@@ -248,8 +248,9 @@ impl IdTokenSource {
     /// `service_account` key in `GOOGLE_APPLICATION_CREDENTIALS`, else the
     /// metadata server. Reads a key file, makes no network call.
     pub fn from_config(config: &Config) -> Result<IdTokenSource, IdentityError> {
+        let config = &config.identity;
         let client = http_client();
-        let kind = match config.id_token_source {
+        let kind = match config.source {
             IdTokenSourceKind::Auto => {
                 if config.google_id_token_file.is_some() {
                     IdTokenSourceKind::File

@@ -203,8 +203,13 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let (bytes, mut held) =
-        read_body_within(&headers, body, state.config.max_body_bytes, &state.budget).await?;
+    let (bytes, mut held) = read_body_within(
+        &headers,
+        body,
+        state.config.limits.max_body_bytes,
+        &state.budget,
+    )
+    .await?;
     // Decoding holds the event as a JSON value and the message's decoded
     // data beside the body: about twice its size again.
     held.merge(state.budget.reserve(2 * bytes.len() as u64).await?);

@@ -93,11 +93,11 @@ pub async fn put_object(
     // Refused before a byte of the body is read.
     if let Some(len) = header_str(&headers, header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&len| len > state.config.max_object_bytes)
+        .filter(|&len| len > state.config.limits.max_object_bytes)
     {
         return Err(AppError::PayloadTooLarge(format!(
             "{len} bytes is over the largest object of {} bytes (MAX_OBJECT_BYTES)",
-            state.config.max_object_bytes
+            state.config.limits.max_object_bytes
         )));
     }
     let if_none_match = match header_str(&headers, header::IF_NONE_MATCH).as_deref() {
@@ -242,7 +242,7 @@ pub async fn copy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let limit = SMALL_BODY_LIMIT.min(state.config.max_body_bytes);
+    let limit = SMALL_BODY_LIMIT.min(state.config.limits.max_body_bytes);
     let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
     let req: CopyRequest = json_body(&bytes, "expected {\"source_key\",\"key\"}")?;
     let source = state.storage.key(&req.source_key)?;
@@ -265,7 +265,7 @@ pub async fn presign(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let limit = SMALL_BODY_LIMIT.min(state.config.max_body_bytes);
+    let limit = SMALL_BODY_LIMIT.min(state.config.limits.max_body_bytes);
     let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
     let req: PresignRequest = json_body(
         &bytes,

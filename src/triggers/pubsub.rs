@@ -210,8 +210,13 @@ pub async fn handle(
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
     let (payload, _held) = {
-        let (bytes, mut held) =
-            read_body_within(&headers, body, state.config.max_body_bytes, &state.budget).await?;
+        let (bytes, mut held) = read_body_within(
+            &headers,
+            body,
+            state.config.limits.max_body_bytes,
+            &state.budget,
+        )
+        .await?;
         let envelope: PushRef = serde_json::from_slice(&bytes).map_err(|e| {
             AppError::bad_request(
                 "invalid_json",

@@ -261,8 +261,8 @@ async fn a_range_that_is_not_one_byte_range_answers_400() {
 /// The router served in process, so that the budget's wait can be short.
 async fn serve_in_process(w: &World, budget: usize, wait: Duration) -> (String, AppState) {
     let mut config = w.config();
-    config.buffer_budget_bytes = budget as u64;
-    config.buffer_wait = wait;
+    config.limits.buffer_budget_bytes = budget as u64;
+    config.limits.buffer_wait = wait;
     let state = AppState::new(config, AwsOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
