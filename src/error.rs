@@ -8,7 +8,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::storage::StorageError;
+use crate::aws::WhoamiError;
+use crate::budget::BudgetError;
+use crate::command::CommandError;
+use crate::gcs::GcsError;
+use crate::publisher::PublishError;
+use crate::replicate::ReplicateError;
+use crate::source_buckets::BucketRefusal;
+use crate::storage::{KeyError, StorageError};
 
 /// How long a trigger should wait before redelivering after a transient fault.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -203,8 +210,8 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<crate::storage::KeyError> for AppError {
-    fn from(e: crate::storage::KeyError) -> AppError {
+impl From<KeyError> for AppError {
+    fn from(e: KeyError) -> AppError {
         AppError::bad_request("invalid_key", e.to_string())
     }
 }
@@ -214,6 +221,8 @@ impl From<StorageError> for AppError {
         match e {
             StorageError::InvalidKey(k) => k.into(),
             StorageError::InvalidArgument(m) => AppError::bad_request("invalid_argument", m),
+            StorageError::InvalidMetadata(m) => AppError::bad_request("invalid_metadata", m),
+            StorageError::InvalidContentType(m) => AppError::bad_request("invalid_content_type", m),
             StorageError::NotFound(m) => AppError::NotFound(m),
             StorageError::PreconditionFailed(m) => AppError::PreconditionFailed(m),
             StorageError::Conflict(m) => AppError::Conflict(m),
@@ -258,13 +267,132 @@ fn busy(detail: String) -> AppError {
     )
 }
 
-impl From<crate::budget::BudgetError> for AppError {
-    fn from(e: crate::budget::BudgetError) -> AppError {
+impl From<BudgetError> for AppError {
+    fn from(e: BudgetError) -> AppError {
         match e {
-            crate::budget::BudgetError::Exhausted { .. } => busy(e.to_string()),
-            crate::budget::BudgetError::OverBudget { .. } => AppError::PayloadTooLarge(format!(
+            BudgetError::Exhausted { .. } => busy(e.to_string()),
+            BudgetError::OverBudget { .. } => AppError::PayloadTooLarge(format!(
                 "the request needs more memory than the service's buffer budget: {e}"
             )),
+        }
+    }
+}
+
+impl From<BucketRefusal> for AppError {
+    fn from(e: BucketRefusal) -> AppError {
+        match e {
+            BucketRefusal::Invalid(m) => AppError::bad_request("invalid_bucket", m),
+            BucketRefusal::NotAllowed(m) => AppError::Refused {
+                code: "source_bucket_not_allowed",
+                message: m,
+            },
+        }
+    }
+}
+
+impl From<GcsError> for AppError {
+    fn from(e: GcsError) -> AppError {
+        match e {
+            GcsError::Failed {
+                message,
+                transient: false,
+            } => AppError::bad_request("gcs_request_refused", message),
+            other => AppError::unavailable(
+                "gcs_unavailable",
+                "Cloud Storage is unavailable; retry later",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<ReplicateError> for AppError {
+    fn from(e: ReplicateError) -> AppError {
+        match e {
+            ReplicateError::InvalidEvent(m) => AppError::bad_request("invalid_event", m),
+            ReplicateError::SourceBucket(e) => e.into(),
+            ReplicateError::Storage(e) => e.into(),
+            ReplicateError::Gcs(e) => e.into(),
+            ReplicateError::NoGeneration(source) => AppError::unavailable(
+                "gcs_unavailable",
+                "Cloud Storage answered without a generation",
+                source,
+            ),
+            ReplicateError::NotYetVisible(m) => AppError::unavailable(
+                "gcs_not_yet_visible",
+                "the object generation is not visible in Cloud Storage yet",
+                m,
+            ),
+            ReplicateError::UnreadableCrc(m) => {
+                AppError::unavailable("integrity_mismatch", "the object's CRC32C is unreadable", m)
+            }
+            ReplicateError::CrcMismatch(m) => AppError::unavailable(
+                "integrity_mismatch",
+                "the object's CRC32C values disagree; nothing was written",
+                m,
+            ),
+            ReplicateError::SourceRead(m) => AppError::unavailable(
+                "gcs_unavailable",
+                "reading from Cloud Storage failed; retry later",
+                m,
+            ),
+            // 503, so the redelivery decides again.
+            ReplicateError::LostRace(m) => AppError::unavailable(
+                "replica_changed",
+                "the replica changed while this event was handled; retry later",
+                m,
+            ),
+            ReplicateError::MetadataTooLarge(m) => AppError::bad_request("metadata_too_large", m),
+        }
+    }
+}
+
+impl From<CommandError> for AppError {
+    fn from(e: CommandError) -> AppError {
+        let message = e.to_string();
+        match e {
+            CommandError::NotJson(_) => AppError::bad_request("invalid_json", message),
+            CommandError::Invalid(_) => AppError::bad_request("invalid_command", message),
+            CommandError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
+            CommandError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
+            CommandError::NotConfigured(_) => AppError::Internal(message),
+        }
+    }
+}
+
+impl From<PublishError> for AppError {
+    fn from(e: PublishError) -> AppError {
+        match e {
+            PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
+            // A missing topic or a refused publish is fixable by configuration
+            // or a role binding: keep the message for redelivery.
+            other => AppError::unavailable(
+                "publish_failed",
+                "publishing further commands failed; retry later",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<WhoamiError> for AppError {
+    fn from(e: WhoamiError) -> AppError {
+        match e {
+            WhoamiError::Credentials(sts) => AppError::unavailable(
+                "credentials_unavailable",
+                "AWS credentials are unavailable",
+                sts.to_string(),
+            ),
+            WhoamiError::Sts(detail) => AppError::unavailable(
+                "sts_unavailable",
+                "STS GetCallerIdentity failed; retry later",
+                detail,
+            ),
+            WhoamiError::Identity(e) => AppError::unavailable(
+                "identity_unavailable",
+                "the Google identity is unavailable",
+                e.to_string(),
+            ),
         }
     }
 }

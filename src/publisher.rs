@@ -22,9 +22,8 @@ use base64::Engine;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
-use crate::error::AppError;
-use crate::identity::error_chain;
 use crate::retry::{is_transient_status, Backoff};
+use crate::util::error_chain;
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -51,21 +50,6 @@ pub enum PublishError {
         /// Whether trying again may succeed.
         transient: bool,
     },
-}
-
-impl From<PublishError> for AppError {
-    fn from(e: PublishError) -> AppError {
-        match e {
-            PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
-            // A missing topic or a refused publish is fixable by configuration
-            // or a role binding: keep the message for redelivery.
-            other => AppError::unavailable(
-                "publish_failed",
-                "publishing further commands failed; retry later",
-                other.to_string(),
-            ),
-        }
-    }
 }
 
 /// Publishing's retry policy: five attempts, waits drawn with full jitter
@@ -386,7 +370,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
-        let app: AppError = e.into();
+        let app: crate::error::AppError = e.into();
         assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
     }
 

@@ -8,7 +8,8 @@ use tokio::sync::OnceCell;
 
 use crate::jwt::SecretToken;
 
-use super::{error_chain, send_for_body, IdentityError};
+use super::{send_for_body, IdentityError};
+use crate::util::error_chain;
 
 pub(super) const NAME: &str = "impersonate";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";

@@ -27,6 +27,7 @@ use aws_smithy_async::time::{SharedTimeSource, SystemTimeSource};
 use crate::config::{Config, IdTokenSourceKind};
 use crate::jwt::{decode_unverified, Claims, SecretToken};
 use crate::retry::{is_transient_status, Backoff, Transient};
+use crate::util::error_chain;
 
 pub use key_file::ServiceAccountKey;
 
@@ -167,21 +168,6 @@ pub(crate) async fn send_for_body(
         ));
     }
     Ok(body)
-}
-
-/// The error and its sources, joined with ": ".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 enum Source {

@@ -15,10 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::command::{execute, Command, StorageChange};
 use crate::error::AppError;
-use crate::replicate::GcsObject;
+use crate::gcs::GcsObject;
+use crate::state::AppState;
 
 use super::pubsub::{message_to_command, PubsubMessage};
 use super::{json_body, read_body_within};

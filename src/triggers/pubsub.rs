@@ -14,10 +14,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::command::{execute, parse_command, Command, StorageChange};
 use crate::error::AppError;
-use crate::replicate::GcsObject;
+use crate::gcs::GcsObject;
+use crate::state::AppState;
 
 use super::{json_body, read_body_within};
 
@@ -126,7 +126,7 @@ fn payload_to_command(payload: Payload) -> Result<Command, AppError> {
             attrs,
             resource,
         } => notification_to_command(&event_type, &attrs, resource.as_deref()),
-        Payload::Command(data) => parse_command(&data),
+        Payload::Command(data) => Ok(parse_command(&data)?),
     }
 }
 
