@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
@@ -48,22 +48,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
             // The reason names the metadata URL, the audience and, after a
             // trust-policy refusal, the service account: for the log only.
             tracing::warn!(reason = %reason, "not ready");
-            let body = serde_json::json!({
-                "status": "not_ready",
-                "error": { "code": "not_ready", "message": "not_ready" }
-            });
-            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from(crate::error::RETRY_AFTER.as_secs()),
-            );
-            r
+            crate::error::not_ready()
         }
     }
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match state.auth.check(req.headers()).await {
+    match state.caller_auth.check(req.headers()).await {
         Ok(caller) => {
             if let Some(email) = &caller.email {
                 tracing::Span::current().record("caller", email.as_str());
@@ -189,5 +180,5 @@ pub fn router(state: AppState) -> Router {
 /// Says at start how callers are checked: a warning when they are not, and
 /// in `cloud-run-iam` mode that the service relies on Cloud Run's IAM check.
 pub fn warn_if_open(config: &Config) {
-    crate::auth::log_mode(config);
+    crate::caller_auth::log_mode(config);
 }

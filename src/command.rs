@@ -25,11 +25,8 @@ pub enum Command {
     Put {
         /// Relative key.
         key: String,
-        /// The bytes.
         body: Bytes,
-        /// Content-Type.
         content_type: Option<String>,
-        /// User metadata.
         metadata: HashMap<String, String>,
     },
     /// Delete `key` (a missing key is fine).

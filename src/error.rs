@@ -1,4 +1,7 @@
-//! [`AppError`]: the one place that knows status codes. Bodies are
+//! [`AppError`]: the one place that knows status codes. Each domain error
+//! (storage, keys, buffer budget, source buckets, Cloud Storage,
+//! replication, commands, publishing, whoami) has one `From` here that picks
+//! its status and snake_case code. Bodies are
 //! `{"error":{"code":"snake_case","message":"…"}}`; 5xx bodies are generic
 //! and the detail goes to the log; nothing here ever holds a token or key.
 
@@ -66,18 +69,12 @@ pub enum AppError {
     /// 413: body over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 415: unsupported content type.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
     /// 416: the Range cannot be satisfied.
     #[error("{0}")]
     RangeNotSatisfiable(String),
     /// 429 + Retry-After: throttled.
     #[error("{0}")]
     Throttled(String),
-    /// 501: not implemented.
-    #[error("{0}")]
-    NotImplemented(String),
     /// 503 + Retry-After: transient (metadata server, STS or S3 unavailable,
     /// credentials refused until the trust policy is fixed, integrity
     /// mismatch). `message` is safe to show; `detail` goes to the log.
@@ -129,10 +126,8 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -152,10 +147,8 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::PreconditionFailed(_) => "precondition_failed",
             AppError::PayloadTooLarge(_) => "payload_too_large",
-            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             AppError::Throttled(_) => "throttled",
-            AppError::NotImplemented(_) => "not_implemented",
             AppError::Internal(_) => "internal",
         }
     }
@@ -208,6 +201,22 @@ impl IntoResponse for AppError {
         }
         resp
     }
+}
+
+/// `/readyz` when AWS credentials cannot be had: 503 with `Retry-After`,
+/// a body that says only `not_ready` (the endpoint is open; the reason goes
+/// to the log).
+pub fn not_ready() -> Response {
+    let body = serde_json::json!({
+        "status": "not_ready",
+        "error": { "code": "not_ready", "message": "not_ready" }
+    });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(RETRY_AFTER.as_secs()),
+    );
+    r
 }
 
 impl From<KeyError> for AppError {

@@ -30,10 +30,8 @@ fn u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GcsObject {
-    /// Bucket.
     #[serde(default)]
     pub bucket: String,
-    /// Object name.
     #[serde(default)]
     pub name: String,
     /// Generation; strings and numbers both accepted.
@@ -42,25 +40,18 @@ pub struct GcsObject {
     /// CRC32C, base64 of the big-endian bytes.
     #[serde(default)]
     pub crc32c: Option<String>,
-    /// Size in bytes.
     #[serde(default, deserialize_with = "u64_or_string")]
     pub size: Option<u64>,
-    /// Content-Type.
     #[serde(default)]
     pub content_type: Option<String>,
-    /// Content-Encoding.
     #[serde(default)]
     pub content_encoding: Option<String>,
-    /// Content-Disposition.
     #[serde(default)]
     pub content_disposition: Option<String>,
-    /// Cache-Control.
     #[serde(default)]
     pub cache_control: Option<String>,
-    /// Content-Language.
     #[serde(default)]
     pub content_language: Option<String>,
-    /// Custom metadata.
     #[serde(default)]
     pub metadata: Option<HashMap<String, String>>,
 }
@@ -93,7 +84,7 @@ pub struct GcsClient {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
     emulator: bool,
-    auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    token_provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
     backoff: Backoff,
 }
 
@@ -131,7 +122,7 @@ impl GcsClient {
                 .expect("a TLS client with the built-in roots"),
             base,
             emulator,
-            auth: OnceCell::new(),
+            token_provider: OnceCell::new(),
             backoff: Backoff::default(),
         }
     }
@@ -144,7 +135,7 @@ impl GcsClient {
             return Ok(req);
         }
         let provider = self
-            .auth
+            .token_provider
             .get_or_try_init(|| async { gcp_auth::provider().await })
             .await
             .map_err(|e| GcsError::Failed {

@@ -66,7 +66,7 @@ pub struct Publisher {
     base: String,
     topic: String,
     emulator: bool,
-    auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    token_provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
     backoff: Backoff,
 }
 
@@ -114,7 +114,7 @@ impl Publisher {
             base,
             topic: topic.to_owned(),
             emulator,
-            auth: OnceCell::new(),
+            token_provider: OnceCell::new(),
             backoff: PUBLISH_BACKOFF,
         }
     }
@@ -146,7 +146,7 @@ impl Publisher {
             return Ok(req);
         }
         let provider = self
-            .auth
+            .token_provider
             .get_or_try_init(|| async { gcp_auth::provider().await })
             .await
             .map_err(|e| PublishError::Failed {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::auth::CallerAuth;
 use crate::aws::{AwsClients, AwsOptions};
 use crate::budget::BufferBudget;
+use crate::caller_auth::CallerAuth;
 use crate::config::Config;
 use crate::gcs::GcsClient;
 use crate::identity::{IdTokenSource, IdentityError};
@@ -18,7 +18,6 @@ pub struct AppState(Arc<Services>);
 
 /// The services behind [`AppState`].
 pub struct Services {
-    /// Configuration.
     pub config: Config,
     /// AWS clients sharing one identity cache.
     pub aws: AwsClients,
@@ -27,7 +26,7 @@ pub struct Services {
     /// Cloud Storage → S3.
     pub replicator: Replicator,
     /// Caller verification.
-    pub auth: CallerAuth,
+    pub caller_auth: CallerAuth,
     /// The bytes all requests together may hold in buffers.
     pub budget: BufferBudget,
     /// Set when requests still running must stop (end of the shutdown grace).
@@ -68,13 +67,13 @@ impl AppState {
         )
         .with_source_buckets(config.gcs_source_buckets.clone())
         .with_fanout(crate::publisher::Fanout::from_config(&config));
-        let auth = CallerAuth::from_config(&config);
+        let caller_auth = CallerAuth::from_config(&config);
         AppState(Arc::new(Services {
             config,
             aws,
             storage,
             replicator,
-            auth,
+            caller_auth,
             budget,
             cancel: tokio::sync::watch::channel(false).0,
         }))

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use gcp_aws_bridge::auth::{signing_key_id, CallerAuth};
+use gcp_aws_bridge::caller_auth::{signing_key_id, CallerAuth};
 use gcp_aws_bridge::config::Config;
 use gcp_aws_bridge::jwt::decode_unverified;
 use libfuzzer_sys::fuzz_target;

@@ -219,7 +219,7 @@ impl fmt::Debug for IdTokenSource {
 }
 
 /// The HTTP client the identity sources share: rustls, bounded timeouts.
-pub(crate) fn http_client() -> reqwest::Client {
+pub(crate) fn reqwest_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
@@ -234,7 +234,7 @@ impl IdTokenSource {
     /// `service_account` key in `GOOGLE_APPLICATION_CREDENTIALS`, else the
     /// metadata server. Reads a key file, makes no network call.
     pub fn from_config(config: &Config) -> Result<IdTokenSource, IdentityError> {
-        let client = http_client();
+        let client = reqwest_client();
         let kind = match config.id_token_source {
             IdTokenSourceKind::Auto => {
                 if config.google_id_token_file.is_some() {
@@ -361,12 +361,6 @@ impl IdTokenSource {
                     ))
                 }),
         }
-    }
-
-    /// The cached token's claims, if any, without fetching.
-    pub fn cached_claims(&self) -> Option<Claims> {
-        let guard = self.cached.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(|t| t.claims.clone())
     }
 }
 

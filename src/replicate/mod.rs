@@ -40,7 +40,6 @@ pub enum ReplicaOutcome {
         key: String,
         /// Source generation.
         generation: i64,
-        /// Bytes.
         size: u64,
     },
     /// The replica already holds this generation, or a newer one.
@@ -55,9 +54,7 @@ pub enum ReplicaOutcome {
     /// The generation no longer exists in Cloud Storage; a newer one has its
     /// own event.
     SourceGone {
-        /// Bucket.
         bucket: String,
-        /// Name.
         name: String,
         /// Generation asked for.
         generation: Option<i64>,

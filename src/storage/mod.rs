@@ -39,15 +39,10 @@ pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// System metadata carried with an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectHeaders {
-    /// Content-Type.
     pub content_type: Option<String>,
-    /// Content-Encoding.
     pub content_encoding: Option<String>,
-    /// Content-Disposition.
     pub content_disposition: Option<String>,
-    /// Cache-Control.
     pub cache_control: Option<String>,
-    /// Content-Language.
     pub content_language: Option<String>,
     /// User metadata (`x-amz-meta-*`), names lower-case.
     pub metadata: HashMap<String, String>,

@@ -27,15 +27,12 @@ pub struct PubsubMessage {
     /// Base64 data.
     #[serde(default)]
     pub data: Option<String>,
-    /// Attributes.
     #[serde(default)]
     pub attributes: Option<HashMap<String, String>>,
-    /// Message id.
     #[serde(default, rename = "messageId")]
     pub message_id: Option<String>,
     #[serde(default, rename = "message_id")]
     message_id_snake: Option<String>,
-    /// Publish time.
     #[serde(default, rename = "publishTime")]
     pub publish_time: Option<String>,
     #[serde(default, rename = "publish_time")]
@@ -61,9 +58,7 @@ impl PubsubMessage {
 /// The push envelope.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PushEnvelope {
-    /// The message.
     pub message: PubsubMessage,
-    /// Subscription name.
     #[serde(default)]
     pub subscription: Option<String>,
     /// Delivery attempt, when a dead-letter policy is set.
