@@ -1,103 +1,21 @@
-//! [`AppState`] and [`router`]: routes, caller verification, body limits,
-//! request deadlines and request logs with trace correlation.
+//! [`router`]: routes, caller verification, body limits, request deadlines
+//! and request logs with trace correlation, over the shared [`AppState`].
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use tracing::Instrument;
 
-use crate::auth::CallerAuth;
-use crate::aws::{AwsClients, AwsOptions};
-use crate::budget::BufferBudget;
 use crate::config::Config;
 use crate::error::AppError;
-use crate::identity::{IdTokenSource, IdentityError};
-use crate::replicate::{GcsClient, Replicator};
-use crate::storage::Storage;
 use crate::triggers::{cloudevents, http_api, pubsub};
 
-/// Everything a request needs, shared.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-/// The services behind [`AppState`].
-pub struct Inner {
-    /// Configuration.
-    pub config: Config,
-    /// AWS clients sharing one identity cache.
-    pub aws: AwsClients,
-    /// S3 confined to the bucket and prefix.
-    pub storage: Storage,
-    /// Cloud Storage → S3.
-    pub replicator: Replicator,
-    /// Caller verification.
-    pub auth: CallerAuth,
-    /// The bytes all requests together may hold in buffers.
-    pub budget: BufferBudget,
-    /// Set when requests still running must stop (end of the shutdown grace).
-    pub cancel: tokio::sync::watch::Sender<bool>,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// Builds the services. No outbound call.
-    pub fn new(config: Config, opts: AwsOptions) -> Result<AppState, IdentityError> {
-        let ids = Arc::new(
-            IdTokenSource::from_config(&config)?.with_time_source(opts.time_source.clone()),
-        );
-        Ok(AppState::with_identity(config, ids, opts))
-    }
-
-    /// Builds the services around a given identity source.
-    pub fn with_identity(config: Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AppState {
-        let aws = AwsClients::new(&config, ids, opts);
-        let budget =
-            BufferBudget::new(config.limits.buffer_budget_bytes, config.limits.buffer_wait);
-        let storage = Storage::new(
-            aws.s3.clone(),
-            config.s3.bucket.clone(),
-            config.s3.prefix.clone(),
-            aws.provider.expiry(),
-        )
-        .with_copy_multipart_threshold(config.s3.copy_multipart_threshold)
-        .with_limits(budget.clone(), config.limits.max_object_bytes);
-        let replicator = Replicator::new(
-            storage.clone(),
-            GcsClient::new(config.replication.storage_emulator_host.as_deref()),
-        )
-        .with_source_buckets(config.replication.source_buckets.clone())
-        .with_fanout(crate::publisher::Fanout::from_config(&config));
-        let auth = CallerAuth::from_config(&config.caller_auth);
-        AppState(Arc::new(Inner {
-            config,
-            aws,
-            storage,
-            replicator,
-            auth,
-            budget,
-            cancel: tokio::sync::watch::channel(false).0,
-        }))
-    }
-
-    /// Ends every request still running: each answers 503 and drops its
-    /// work, which aborts its multipart upload. For the end of the shutdown
-    /// grace, while the runtime can still run the aborts.
-    pub fn cancel_requests(&self) {
-        self.cancel.send_replace(true);
-    }
-}
+pub use crate::state::AppState;
 
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
@@ -123,29 +41,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match probe {
         Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(e) => {
-            let reason = match crate::storage::find_sts_error(&e) {
+            let reason = match crate::aws::find_sts_error(&e) {
                 Some(sts) => sts.to_string(),
-                None => crate::identity::error_chain(&e),
+                None => crate::util::error_chain(&e),
             };
             // The reason names the metadata URL, the audience and, after a
             // trust-policy refusal, the service account: for the log only.
             tracing::warn!(reason = %reason, "not ready");
-            let body = serde_json::json!({
-                "status": "not_ready",
-                "error": { "code": "not_ready", "message": "not_ready" }
-            });
-            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from(crate::error::RETRY_AFTER.as_secs()),
-            );
-            r
+            crate::error::not_ready()
         }
     }
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match state.auth.check(req.headers()).await {
+    match state.caller_auth.check(req.headers()).await {
         Ok(caller) => {
             if let Some(email) = &caller.email {
                 tracing::Span::current().record("caller", email.as_str());
@@ -271,5 +180,5 @@ pub fn router(state: AppState) -> Router {
 /// Says at start how callers are checked: a warning when they are not, and
 /// in `cloud-run-iam` mode that the service relies on Cloud Run's IAM check.
 pub fn warn_if_open(config: &Config) {
-    crate::auth::log_mode(&config.caller_auth);
+    crate::caller_auth::log_mode(&config.caller_auth);
 }

@@ -10,12 +10,9 @@
 
 use std::time::SystemTime;
 
-use crate::aws::{AwsClients, RoleProviders, StsError};
+use crate::aws::{RoleProviders, StsError};
 use crate::config::Config;
 use crate::credential_server::file_cache::{cache_dir, entry_name, CachedCredentials, FileCache};
-use crate::error::AppError;
-use crate::storage::find_sts_error;
-use crate::telemetry::rfc3339;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,47 +144,6 @@ pub async fn cached_credentials_json(
         }
     };
     Ok(creds.process_json())
-}
-
-/// The token's non-secret claims, the AWS caller identity and the
-/// credentials' expiry.
-pub async fn whoami_json(aws: &AwsClients) -> Result<serde_json::Value, AppError> {
-    let out = aws
-        .sts
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| match find_sts_error(&e) {
-            Some(sts) => AppError::unavailable(
-                "credentials_unavailable",
-                "AWS credentials are unavailable",
-                sts.to_string(),
-            ),
-            None => AppError::unavailable(
-                "sts_unavailable",
-                "STS GetCallerIdentity failed; retry later",
-                crate::identity::error_chain(&e),
-            ),
-        })?;
-    // The token that bought the credentials is cached; this does not fetch again.
-    let token = aws.provider.identity().token().await.map_err(|e| {
-        AppError::unavailable(
-            "identity_unavailable",
-            "the Google identity is unavailable",
-            e.to_string(),
-        )
-    })?;
-    let c = token.claims();
-    Ok(serde_json::json!({
-        "google": {
-            "iss": c.iss, "aud": c.aud, "azp": c.azp, "sub": c.sub, "email": c.email,
-            "exp": c.exp,
-        },
-        "aws": { "account": out.account, "arn": out.arn, "user_id": out.user_id },
-        "credentials_expire_at": aws.provider.expiry().get().map(rfc3339),
-        "credentials_remaining_seconds": aws.provider.expiry().get()
-            .and_then(|e| e.duration_since(SystemTime::now()).ok()).map(|d| d.as_secs()),
-    }))
 }
 
 #[cfg(test)]

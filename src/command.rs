@@ -7,11 +7,16 @@ use std::collections::HashMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::error::AppError;
-use crate::replicate::{GcsObject, ReplicaOutcome, Replicator};
-use crate::storage::{ObjectHeaders, PutOptions, PutResult, Storage};
+use crate::gcs::GcsObject;
+use crate::replicate::parts::{self, PartTask};
+use crate::replicate::{ReplicaOutcome, Replicator};
+use crate::storage::{
+    validate_content_type, validate_metadata, ObjectHeaders, PutOptions, PutResult, Storage,
+};
+use crate::util::de_i64_opt;
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +25,8 @@ pub enum Command {
     Put {
         /// Relative key.
         key: String,
-        /// The bytes.
         body: Bytes,
-        /// Content-Type.
         content_type: Option<String>,
-        /// User metadata.
         metadata: HashMap<String, String>,
     },
     /// Delete `key` (a missing key is fine).
@@ -46,8 +48,8 @@ pub enum Command {
     DeleteReplica(GcsObject),
     /// One page of a sync of a Cloud Storage bucket (see [`crate::sync`]).
     Sync(crate::sync::SyncRequest),
-    /// One part of a large object's replication (see [`crate::parts`]).
-    ReplicatePart(crate::parts::PartTask),
+    /// One part of a large object's replication (see [`parts`]).
+    ReplicatePart(PartTask),
     /// Remove the replica of an object a sync found missing, once Cloud
     /// Storage confirms it is gone.
     DeleteOrphan(GcsObject),
@@ -126,30 +128,29 @@ impl Outcome {
     }
 }
 
+/// Why a command did not decode, or cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The data is not JSON.
+    #[error("the message data is not JSON: {0}")]
+    NotJson(String),
+    /// Not a command, or a command with bad fields.
+    #[error("{0}")]
+    Invalid(String),
+    /// An `op` no command has.
+    #[error("{0}")]
+    UnknownOp(String),
+    /// `body_base64` does not decode.
+    #[error("body_base64 is not valid base64")]
+    InvalidBase64,
+    /// The command needs the configuration of further commands
+    /// (`PUBSUB_TOPIC`), which this service lacks.
+    #[error("{0} without the configuration of further commands")]
+    NotConfigured(&'static str),
+}
+
 /// The accepted command shapes, for error messages.
 pub const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}, {"op":"sync","bucket","prefix"?,"delete"?,"page_token"?}, {"op":"replicate_part",...}, {"op":"delete_replica","bucket","name"}"#;
-
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(i64),
-        S(String),
-    }
-    match Option::<Raw>::deserialize(d)? {
-        None => Ok(None),
-        Some(Raw::N(n)) => Ok(Some(n)),
-        Some(Raw::S(s)) if s.is_empty() => Ok(None),
-        Some(Raw::S(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number"))),
-    }
-}
-
-pub(crate) fn de_i64_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    string_or_number(d)
-}
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
@@ -174,14 +175,14 @@ enum Wire<'a> {
     Replicate {
         bucket: String,
         name: String,
-        #[serde(default, deserialize_with = "string_or_number")]
+        #[serde(default, deserialize_with = "de_i64_opt")]
         generation: Option<i64>,
         #[serde(default)]
         crc32c: Option<String>,
     },
     Sync(crate::sync::SyncRequest),
     #[serde(rename = "replicate_part")]
-    ReplicatePart(crate::parts::PartTask),
+    ReplicatePart(PartTask),
     #[serde(rename = "delete_replica")]
     DeleteReplica {
         bucket: String,
@@ -204,29 +205,28 @@ fn op_of(data: &[u8]) -> Option<String> {
 
 /// Decodes a command from JSON bytes, without an intermediate JSON value:
 /// a large `body_base64` is decoded once, from the data, into the command.
-pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
+pub fn parse_command(data: &[u8]) -> Result<Command, CommandError> {
     let wire: Wire = serde_json::from_slice(data).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            return AppError::bad_request(
-                "invalid_json",
-                format!("the message data is not JSON: {e}"),
-            );
+            return CommandError::NotJson(e.to_string());
         }
         let op = op_of(data);
         match op.as_deref() {
-        Some("put" | "delete" | "copy" | "replicate" | "sync" | "replicate_part" | "delete_replica") => AppError::bad_request(
-            "invalid_command",
-            format!("bad {} command: {e}; accepted: {ACCEPTED_COMMANDS}", op.unwrap_or_default()),
-        ),
-        Some(other) => AppError::bad_request(
-            "unknown_op",
-            format!("unknown op {other:?}; accepted: {ACCEPTED_COMMANDS}"),
-        ),
-        None => AppError::bad_request(
-            "invalid_command",
-            format!("the message is not a command (no \"op\"); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"),
-        ),
-    }})?;
+            Some(
+                "put" | "delete" | "copy" | "replicate" | "sync" | "replicate_part"
+                | "delete_replica",
+            ) => CommandError::Invalid(format!(
+                "bad {} command: {e}; accepted: {ACCEPTED_COMMANDS}",
+                op.unwrap_or_default()
+            )),
+            Some(other) => CommandError::UnknownOp(format!(
+                "unknown op {other:?}; accepted: {ACCEPTED_COMMANDS}"
+            )),
+            None => CommandError::Invalid(format!(
+                "the message is not a command (no \"op\"); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"
+            )),
+        }
+    })?;
     Ok(match wire {
         Wire::Put {
             key,
@@ -237,13 +237,14 @@ pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
         } => {
             let body = match (body, body_base64) {
                 (Some(b), None) => Bytes::from(b),
-                (None, Some(b)) => Bytes::from(STANDARD.decode(b.trim()).map_err(|_| {
-                    AppError::bad_request("invalid_base64", "body_base64 is not valid base64")
-                })?),
+                (None, Some(b)) => Bytes::from(
+                    STANDARD
+                        .decode(b.trim())
+                        .map_err(|_| CommandError::InvalidBase64)?,
+                ),
                 _ => {
-                    return Err(AppError::bad_request(
-                        "invalid_command",
-                        "a put command has exactly one of body and body_base64",
+                    return Err(CommandError::Invalid(
+                        "a put command has exactly one of body and body_base64".into(),
                     ))
                 }
             };
@@ -276,74 +277,6 @@ pub fn parse_command(data: &[u8]) -> Result<Command, AppError> {
             ..GcsObject::default()
         }),
     })
-}
-
-/// Checks user metadata: token names, printable ASCII values, 2 KiB in all.
-pub fn validate_metadata(
-    metadata: &HashMap<String, String>,
-) -> Result<HashMap<String, String>, AppError> {
-    let mut out = HashMap::new();
-    let mut size = 0;
-    for (k, v) in metadata {
-        let name = metadata_name(k, v)?;
-        size += name.len() + v.len();
-        out.insert(name, v.clone());
-    }
-    if size > 2048 {
-        return Err(AppError::bad_request(
-            "invalid_metadata",
-            "user metadata is over 2 KiB",
-        ));
-    }
-    Ok(out)
-}
-
-/// Metadata names beginning with this (any letter case) are reserved for
-/// replication (`goog-generation`, `goog-bucket`).
-pub const RESERVED_METADATA_PREFIX: &str = "goog-";
-
-/// Checks one user-metadata entry: a token name (returned lower-case), not
-/// reserved (`goog-*`), and a printable ASCII value.
-pub fn metadata_name(k: &str, v: &str) -> Result<String, AppError> {
-    let name = k.to_ascii_lowercase();
-    if name.starts_with(RESERVED_METADATA_PREFIX) {
-        return Err(AppError::bad_request(
-            "invalid_metadata",
-            format!("metadata name {k:?} is reserved: goog-* names are set by replication only"),
-        ));
-    }
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
-    {
-        return Err(AppError::bad_request(
-            "invalid_metadata",
-            format!("metadata name {k:?} must be letters, digits and - _ . only"),
-        ));
-    }
-    if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(AppError::bad_request(
-            "invalid_metadata",
-            format!("metadata value of {k:?} must be printable ASCII"),
-        ));
-    }
-    Ok(name)
-}
-
-/// Checks a Content-Type value.
-pub fn validate_content_type(ct: Option<String>) -> Result<Option<String>, AppError> {
-    match ct {
-        Some(c)
-            if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
-        {
-            Err(AppError::bad_request(
-                "invalid_content_type",
-                "content_type must be printable ASCII, at most 256 bytes",
-            ))
-        }
-        other => Ok(other),
-    }
 }
 
 /// Runs a command.
@@ -388,15 +321,11 @@ pub async fn execute(
             crate::sync::run_page(replicator, &req).await?,
         )),
         Command::ReplicatePart(task) => {
-            let fanout = replicator.fanout().ok_or_else(|| {
-                AppError::Internal(
-                    "replicate_part without the configuration of further commands".into(),
-                )
-            })?;
+            let fanout = replicator
+                .fanout()
+                .ok_or(CommandError::NotConfigured("replicate_part"))?;
             crate::sync::source_bucket_allowed(&fanout.config, &task.bucket)?;
-            Ok(Outcome::Replica(
-                crate::parts::run_part(replicator, &task).await?,
-            ))
+            Ok(Outcome::Replica(parts::run_part(replicator, &task).await?))
         }
         Command::DeleteOrphan(obj) => Ok(Outcome::Replica(
             crate::sync::delete_orphan(replicator, &obj).await?,
@@ -409,8 +338,8 @@ pub async fn execute(
 mod tests {
     use super::*;
 
-    fn code(r: Result<Command, AppError>) -> &'static str {
-        r.unwrap_err().code()
+    fn code(r: Result<Command, CommandError>) -> &'static str {
+        AppError::from(r.unwrap_err()).code()
     }
 
     #[test]
@@ -458,31 +387,5 @@ mod tests {
         );
         let e = parse_command(br#"{"op":"explode"}"#).unwrap_err();
         assert!(e.to_string().contains(r#"{"op":"delete","key"}"#));
-    }
-
-    #[test]
-    fn metadata_rules() {
-        let mut m = HashMap::new();
-        m.insert("Owner".to_string(), "team-a".to_string());
-        assert_eq!(validate_metadata(&m).unwrap()["owner"], "team-a");
-        m.insert("bad name".to_string(), "x".to_string());
-        assert!(validate_metadata(&m).is_err());
-    }
-
-    #[test]
-    fn goog_metadata_is_reserved_in_any_case() {
-        for name in [
-            "goog-generation",
-            "Goog-Generation",
-            "GOOG-BUCKET",
-            "goog-x",
-        ] {
-            let m = HashMap::from([(name.to_string(), "1".to_string())]);
-            let e = validate_metadata(&m).unwrap_err();
-            assert_eq!(e.code(), "invalid_metadata", "{name}");
-            assert_eq!(e.status(), 400);
-        }
-        let m = HashMap::from([("googly".to_string(), "1".to_string())]);
-        assert!(validate_metadata(&m).is_ok());
     }
 }

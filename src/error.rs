@@ -1,4 +1,7 @@
-//! [`AppError`]: the one place that knows status codes. Bodies are
+//! [`AppError`]: the one place that knows status codes. Each domain error
+//! (storage, keys, buffer budget, source buckets, Cloud Storage,
+//! replication, commands, publishing, whoami) has one `From` here that picks
+//! its status and snake_case code. Bodies are
 //! `{"error":{"code":"snake_case","message":"…"}}`; 5xx bodies are generic
 //! and the detail goes to the log; nothing here ever holds a token or key.
 
@@ -8,7 +11,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::storage::StorageError;
+use crate::aws::WhoamiError;
+use crate::budget::BudgetError;
+use crate::command::CommandError;
+use crate::gcs::GcsError;
+use crate::publisher::PublishError;
+use crate::replicate::ReplicateError;
+use crate::source_buckets::BucketRefusal;
+use crate::storage::{KeyError, StorageError};
 
 /// How long a trigger should wait before redelivering after a transient fault.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -59,18 +69,12 @@ pub enum AppError {
     /// 413: body over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 415: unsupported content type.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
     /// 416: the Range cannot be satisfied.
     #[error("{0}")]
     RangeNotSatisfiable(String),
     /// 429 + Retry-After: throttled.
     #[error("{0}")]
     Throttled(String),
-    /// 501: not implemented.
-    #[error("{0}")]
-    NotImplemented(String),
     /// 503 + Retry-After: transient (metadata server, STS or S3 unavailable,
     /// credentials refused until the trust policy is fixed, integrity
     /// mismatch). `message` is safe to show; `detail` goes to the log.
@@ -122,10 +126,8 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -145,10 +147,8 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::PreconditionFailed(_) => "precondition_failed",
             AppError::PayloadTooLarge(_) => "payload_too_large",
-            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             AppError::Throttled(_) => "throttled",
-            AppError::NotImplemented(_) => "not_implemented",
             AppError::Internal(_) => "internal",
         }
     }
@@ -203,8 +203,24 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<crate::storage::KeyError> for AppError {
-    fn from(e: crate::storage::KeyError) -> AppError {
+/// `/readyz` when AWS credentials cannot be had: 503 with `Retry-After`,
+/// a body that says only `not_ready` (the endpoint is open; the reason goes
+/// to the log).
+pub fn not_ready() -> Response {
+    let body = serde_json::json!({
+        "status": "not_ready",
+        "error": { "code": "not_ready", "message": "not_ready" }
+    });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(RETRY_AFTER.as_secs()),
+    );
+    r
+}
+
+impl From<KeyError> for AppError {
+    fn from(e: KeyError) -> AppError {
         AppError::bad_request("invalid_key", e.to_string())
     }
 }
@@ -214,6 +230,8 @@ impl From<StorageError> for AppError {
         match e {
             StorageError::InvalidKey(k) => k.into(),
             StorageError::InvalidArgument(m) => AppError::bad_request("invalid_argument", m),
+            StorageError::InvalidMetadata(m) => AppError::bad_request("invalid_metadata", m),
+            StorageError::InvalidContentType(m) => AppError::bad_request("invalid_content_type", m),
             StorageError::NotFound(m) => AppError::NotFound(m),
             StorageError::PreconditionFailed(m) => AppError::PreconditionFailed(m),
             StorageError::Conflict(m) => AppError::Conflict(m),
@@ -258,13 +276,132 @@ fn busy(detail: String) -> AppError {
     )
 }
 
-impl From<crate::budget::BudgetError> for AppError {
-    fn from(e: crate::budget::BudgetError) -> AppError {
+impl From<BudgetError> for AppError {
+    fn from(e: BudgetError) -> AppError {
         match e {
-            crate::budget::BudgetError::Exhausted { .. } => busy(e.to_string()),
-            crate::budget::BudgetError::OverBudget { .. } => AppError::PayloadTooLarge(format!(
+            BudgetError::Exhausted { .. } => busy(e.to_string()),
+            BudgetError::OverBudget { .. } => AppError::PayloadTooLarge(format!(
                 "the request needs more memory than the service's buffer budget: {e}"
             )),
+        }
+    }
+}
+
+impl From<BucketRefusal> for AppError {
+    fn from(e: BucketRefusal) -> AppError {
+        match e {
+            BucketRefusal::Invalid(m) => AppError::bad_request("invalid_bucket", m),
+            BucketRefusal::NotAllowed(m) => AppError::Refused {
+                code: "source_bucket_not_allowed",
+                message: m,
+            },
+        }
+    }
+}
+
+impl From<GcsError> for AppError {
+    fn from(e: GcsError) -> AppError {
+        match e {
+            GcsError::Failed {
+                message,
+                transient: false,
+            } => AppError::bad_request("gcs_request_refused", message),
+            other => AppError::unavailable(
+                "gcs_unavailable",
+                "Cloud Storage is unavailable; retry later",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<ReplicateError> for AppError {
+    fn from(e: ReplicateError) -> AppError {
+        match e {
+            ReplicateError::InvalidEvent(m) => AppError::bad_request("invalid_event", m),
+            ReplicateError::SourceBucket(e) => e.into(),
+            ReplicateError::Storage(e) => e.into(),
+            ReplicateError::Gcs(e) => e.into(),
+            ReplicateError::NoGeneration(source) => AppError::unavailable(
+                "gcs_unavailable",
+                "Cloud Storage answered without a generation",
+                source,
+            ),
+            ReplicateError::NotYetVisible(m) => AppError::unavailable(
+                "gcs_not_yet_visible",
+                "the object generation is not visible in Cloud Storage yet",
+                m,
+            ),
+            ReplicateError::UnreadableCrc(m) => {
+                AppError::unavailable("integrity_mismatch", "the object's CRC32C is unreadable", m)
+            }
+            ReplicateError::CrcMismatch(m) => AppError::unavailable(
+                "integrity_mismatch",
+                "the object's CRC32C values disagree; nothing was written",
+                m,
+            ),
+            ReplicateError::SourceRead(m) => AppError::unavailable(
+                "gcs_unavailable",
+                "reading from Cloud Storage failed; retry later",
+                m,
+            ),
+            // 503, so the redelivery decides again.
+            ReplicateError::LostRace(m) => AppError::unavailable(
+                "replica_changed",
+                "the replica changed while this event was handled; retry later",
+                m,
+            ),
+            ReplicateError::MetadataTooLarge(m) => AppError::bad_request("metadata_too_large", m),
+        }
+    }
+}
+
+impl From<CommandError> for AppError {
+    fn from(e: CommandError) -> AppError {
+        let message = e.to_string();
+        match e {
+            CommandError::NotJson(_) => AppError::bad_request("invalid_json", message),
+            CommandError::Invalid(_) => AppError::bad_request("invalid_command", message),
+            CommandError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
+            CommandError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
+            CommandError::NotConfigured(_) => AppError::Internal(message),
+        }
+    }
+}
+
+impl From<PublishError> for AppError {
+    fn from(e: PublishError) -> AppError {
+        match e {
+            PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
+            // A missing topic or a refused publish is fixable by configuration
+            // or a role binding: keep the message for redelivery.
+            other => AppError::unavailable(
+                "publish_failed",
+                "publishing further commands failed; retry later",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<WhoamiError> for AppError {
+    fn from(e: WhoamiError) -> AppError {
+        match e {
+            WhoamiError::Credentials(sts) => AppError::unavailable(
+                "credentials_unavailable",
+                "AWS credentials are unavailable",
+                sts.to_string(),
+            ),
+            WhoamiError::Sts(detail) => AppError::unavailable(
+                "sts_unavailable",
+                "STS GetCallerIdentity failed; retry later",
+                detail,
+            ),
+            WhoamiError::Identity(e) => AppError::unavailable(
+                "identity_unavailable",
+                "the Google identity is unavailable",
+                e.to_string(),
+            ),
         }
     }
 }

@@ -157,17 +157,9 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
         };
     }
     let aws = AwsClients::new(&config, ids, AwsOptions::default());
-    let out = cli::whoami_json(&aws).await.map_err(|e| match e {
-        gcp_aws_bridge::error::AppError::Unavailable {
-            message, detail, ..
-        } => {
-            format!("{message}: {detail}")
-        }
-        other => other.to_string(),
-    });
-    match out {
-        Ok(v) => {
-            println!("{v}");
+    match gcp_aws_bridge::aws::whoami(&aws).await {
+        Ok(who) => {
+            println!("{}", serde_json::json!(who));
             ExitCode::SUCCESS
         }
         Err(e) => {

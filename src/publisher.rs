@@ -22,9 +22,8 @@ use base64::Engine;
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, PublisherSettings};
-use crate::error::AppError;
-use crate::identity::error_chain;
 use crate::retry::{is_transient_status, Backoff};
+use crate::util::error_chain;
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -53,21 +52,6 @@ pub enum PublishError {
     },
 }
 
-impl From<PublishError> for AppError {
-    fn from(e: PublishError) -> AppError {
-        match e {
-            PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
-            // A missing topic or a refused publish is fixable by configuration
-            // or a role binding: keep the message for redelivery.
-            other => AppError::unavailable(
-                "publish_failed",
-                "publishing further commands failed; retry later",
-                other.to_string(),
-            ),
-        }
-    }
-}
-
 /// Publishing's retry policy: five attempts, waits drawn with full jitter
 /// below a ceiling that doubles from 250 ms to at most 4 s.
 const PUBLISH_BACKOFF: Backoff = Backoff {
@@ -82,7 +66,7 @@ pub struct Publisher {
     base: String,
     topic: String,
     emulator: bool,
-    auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    token_provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
     backoff: Backoff,
 }
 
@@ -130,7 +114,7 @@ impl Publisher {
             base,
             topic: topic.to_owned(),
             emulator,
-            auth: OnceCell::new(),
+            token_provider: OnceCell::new(),
             backoff: PUBLISH_BACKOFF,
         }
     }
@@ -162,7 +146,7 @@ impl Publisher {
             return Ok(req);
         }
         let provider = self
-            .auth
+            .token_provider
             .get_or_try_init(|| async { gcp_auth::provider().await })
             .await
             .map_err(|e| PublishError::Failed {
@@ -386,7 +370,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
-        let app: AppError = e.into();
+        let app: crate::error::AppError = e.into();
         assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
     }
 

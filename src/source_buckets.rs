@@ -9,8 +9,6 @@
 //! (400 `invalid_bucket`), a bucket not allowed likewise (403
 //! `source_bucket_not_allowed`).
 
-use crate::error::AppError;
-
 /// The buckets replication may read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum SourceBuckets {
@@ -32,18 +30,6 @@ pub enum BucketRefusal {
     /// The bucket is not in `GCS_SOURCE_BUCKETS`.
     #[error("{0}")]
     NotAllowed(String),
-}
-
-impl From<BucketRefusal> for AppError {
-    fn from(e: BucketRefusal) -> AppError {
-        match e {
-            BucketRefusal::Invalid(m) => AppError::bad_request("invalid_bucket", m),
-            BucketRefusal::NotAllowed(m) => AppError::Refused {
-                code: "source_bucket_not_allowed",
-                message: m,
-            },
-        }
-    }
 }
 
 impl SourceBuckets {
@@ -219,6 +205,7 @@ mod tests {
 
     #[test]
     fn refusals_map_to_400_and_403() {
+        use crate::error::AppError;
         let e: AppError = SourceBuckets::Off.check("src-a").unwrap_err().into();
         assert_eq!(e.status(), 403);
         assert_eq!(e.code(), "source_bucket_not_allowed");

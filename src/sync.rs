@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::AppError;
-use crate::replicate::{GcsClient, GcsError, GcsObject, ReplicaOutcome, Replicator};
+use crate::gcs::{GcsClient, GcsError, GcsObject};
+use crate::replicate::{ReplicaOutcome, Replicator};
 use crate::retry::Backoff;
 use crate::storage::{classify, list_prefix};
 
@@ -102,7 +103,7 @@ pub struct ListedSource {
     #[serde(default, deserialize_with = "de_u64")]
     pub size: Option<u64>,
     /// Generation.
-    #[serde(default, deserialize_with = "crate::command::de_i64_opt")]
+    #[serde(default, deserialize_with = "crate::util::de_i64_opt")]
     pub generation: Option<i64>,
     /// CRC32C, base64.
     #[serde(default)]
@@ -113,7 +114,7 @@ pub struct ListedSource {
 }
 
 fn de_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(crate::command::de_i64_opt(d)?.and_then(|v| u64::try_from(v).ok()))
+    Ok(crate::util::de_i64_opt(d)?.and_then(|v| u64::try_from(v).ok()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,7 +429,7 @@ pub async fn delete_orphan(r: &Replicator, obj: &GcsObject) -> Result<ReplicaOut
                 reason: "the source object exists".into(),
             })
         }
-        Err(GcsError::Gone(_)) => r.delete_replica(obj).await,
+        Err(GcsError::Gone(_)) => Ok(r.delete_replica(obj).await?),
         Err(e) => Err(e.into()),
     }
 }

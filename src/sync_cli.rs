@@ -13,7 +13,8 @@ use std::io::Write;
 
 use crate::aws::AwsClients;
 use crate::config::Config;
-use crate::replicate::{GcsClient, Replicator};
+use crate::gcs::GcsClient;
+use crate::replicate::Replicator;
 use crate::storage::Storage;
 use crate::sync::{plan_page, SyncRequest};
 

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use gcp_aws_bridge::auth::{signing_key_id, CallerAuth};
+use gcp_aws_bridge::caller_auth::{signing_key_id, CallerAuth};
 use gcp_aws_bridge::config::Config;
 use gcp_aws_bridge::jwt::decode_unverified;
 use libfuzzer_sys::fuzz_target;
@@ -28,7 +28,7 @@ fn auth() -> &'static CallerAuth {
             ("AUTH_ALLOWED_EMAILS", EMAIL),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        CallerAuth::from_config(&Config::from_iter(env).expect("fuzz configuration"))
+        CallerAuth::from_config(&Config::from_iter(env).expect("fuzz configuration").caller_auth)
     })
 }
 

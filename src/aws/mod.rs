@@ -9,6 +9,7 @@
 
 mod provider;
 mod roles;
+mod whoami;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +27,12 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use crate::config::Config;
 use crate::identity::IdTokenSource;
 
+pub(crate) use provider::find_sts_error;
 pub use provider::{
     trust_policy_diagnostic, CredentialsExpiry, StsError, WebIdentityProvider, PROVIDER_NAME,
 };
 pub use roles::RoleProviders;
+pub use whoami::{whoami, AwsIdentity, GoogleIdentity, Whoami, WhoamiError};
 
 /// Credentials are replaced this long before they expire.
 pub const CREDENTIALS_REFRESH_BUFFER: Duration = Duration::from_secs(300);
@@ -132,9 +135,9 @@ impl AwsClients {
                 .build(),
         );
         let sdk = base_config(config, http, &opts)
-            .credentials_provider(SharedCredentialsProvider::new(provider::Shared(
-                provider.clone(),
-            )))
+            .credentials_provider(SharedCredentialsProvider::new(
+                provider::SdkCredentialsProvider(provider.clone()),
+            ))
             .identity_cache(cache)
             .build();
 

@@ -175,10 +175,10 @@ fn classify(
         SdkError::TimeoutError(_) => StsError::Transient("timed out".into()),
         SdkError::DispatchFailure(_) => StsError::Transient(format!(
             "could not reach STS: {}",
-            remove_secret(&crate::identity::error_chain(e), token)
+            remove_secret(&crate::util::error_chain(e), token)
         )),
         SdkError::ResponseError(_) => StsError::Transient("unreadable answer from STS".into()),
-        _ => StsError::Failed(remove_secret(&crate::identity::error_chain(e), token)),
+        _ => StsError::Failed(remove_secret(&crate::util::error_chain(e), token)),
     }
 }
 
@@ -268,7 +268,7 @@ impl WebIdentityProvider {
                 tracing::info!(
                     role_arn = %self.role_arn,
                     session_name = %self.session_name,
-                    expires_at = %c.expiry().map(crate::telemetry::rfc3339).unwrap_or_default(),
+                    expires_at = %c.expiry().map(crate::util::rfc3339).unwrap_or_default(),
                     "assumed AWS role with the Google identity"
                 );
                 Ok(c)
@@ -281,11 +281,25 @@ impl WebIdentityProvider {
     }
 }
 
-/// The provider as the SDK holds it, shared with the rest of the service.
-#[derive(Debug)]
-pub(crate) struct Shared(pub(crate) Arc<WebIdentityProvider>);
+/// The provider's error in a chain of sources: how a failed AWS call tells
+/// that it had no credentials.
+pub(crate) fn find_sts_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a StsError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(s) = c.downcast_ref::<StsError>() {
+            return Some(s);
+        }
+        cur = c.source();
+    }
+    None
+}
 
-impl ProvideCredentials for Shared {
+/// The provider as the SDK's credentials chain holds it, shared with the
+/// rest of the service.
+#[derive(Debug)]
+pub(crate) struct SdkCredentialsProvider(pub(crate) Arc<WebIdentityProvider>);
+
+impl ProvideCredentials for SdkCredentialsProvider {
     fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
     where
         Self: 'a,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::min_left;
 use crate::config::Config;
-use crate::telemetry::rfc3339;
+use crate::util::rfc3339;
 
 /// The credential_process document, as cached (with when it was issued).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ use serde::Deserialize;
 use crate::aws::{RoleProviders, StsError, WebIdentityProvider};
 use crate::config::ConfigError;
 use crate::error::AppError;
-use crate::telemetry::rfc3339;
+use crate::util::rfc3339;
 
 pub use cache::RoleCache;
 pub use token::{AuthToken, TokenRefusal};

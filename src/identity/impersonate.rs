@@ -8,7 +8,8 @@ use tokio::sync::OnceCell;
 
 use crate::jwt::SecretToken;
 
-use super::{error_chain, send_for_body, IdentityError};
+use super::{send_for_body, IdentityError};
+use crate::util::error_chain;
 
 pub(super) const NAME: &str = "impersonate";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -16,7 +17,7 @@ const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub(super) struct ImpersonateSource {
     client: reqwest::Client,
     url: String,
-    auth: OnceCell<std::sync::Arc<dyn gcp_auth::TokenProvider>>,
+    token_provider: OnceCell<std::sync::Arc<dyn gcp_auth::TokenProvider>>,
 }
 
 #[derive(Deserialize)]
@@ -36,13 +37,13 @@ impl ImpersonateSource {
                 "{}/v1/projects/-/serviceAccounts/{sa}:generateIdToken",
                 endpoint.trim_end_matches('/')
             ),
-            auth: OnceCell::new(),
+            token_provider: OnceCell::new(),
         }
     }
 
     async fn access_token(&self) -> Result<SecretToken, IdentityError> {
         let provider = self
-            .auth
+            .token_provider
             .get_or_try_init(|| async {
                 gcp_auth::provider().await.map_err(|e| {
                     IdentityError::permanent(

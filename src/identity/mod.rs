@@ -27,6 +27,7 @@ use aws_smithy_async::time::{SharedTimeSource, SystemTimeSource};
 use crate::config::{Config, IdTokenSourceKind};
 use crate::jwt::{decode_unverified, Claims, SecretToken};
 use crate::retry::{is_transient_status, Backoff, Transient};
+use crate::util::error_chain;
 
 pub use key_file::ServiceAccountKey;
 
@@ -169,21 +170,6 @@ pub(crate) async fn send_for_body(
     Ok(body)
 }
 
-/// The error and its sources, joined with ": ".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 enum Source {
     Metadata(metadata::MetadataSource),
     KeyFile(key_file::KeyFileSource),
@@ -233,7 +219,7 @@ impl fmt::Debug for IdTokenSource {
 }
 
 /// The HTTP client the identity sources share: rustls, bounded timeouts.
-pub(crate) fn http_client() -> reqwest::Client {
+pub(crate) fn reqwest_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
@@ -249,7 +235,7 @@ impl IdTokenSource {
     /// metadata server. Reads a key file, makes no network call.
     pub fn from_config(config: &Config) -> Result<IdTokenSource, IdentityError> {
         let config = &config.identity;
-        let client = http_client();
+        let client = reqwest_client();
         let kind = match config.source {
             IdTokenSourceKind::Auto => {
                 if config.google_id_token_file.is_some() {
@@ -376,12 +362,6 @@ impl IdTokenSource {
                     ))
                 }),
         }
-    }
-
-    /// The cached token's claims, if any, without fetching.
-    pub fn cached_claims(&self) -> Option<Claims> {
-        let guard = self.cached.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(|t| t.claims.clone())
     }
 }
 

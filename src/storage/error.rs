@@ -2,8 +2,8 @@
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::aws::StsError;
-use crate::identity::error_chain;
+use crate::aws::{find_sts_error, StsError};
+use crate::util::error_chain;
 
 use super::key::KeyError;
 
@@ -13,9 +13,15 @@ pub enum StorageError {
     /// The key or prefix is refused.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
-    /// A request argument is refused (limit, range syntax, metadata name).
+    /// A request argument is refused (limit, range syntax).
     #[error("{0}")]
     InvalidArgument(String),
+    /// User metadata is refused (name, value or size).
+    #[error("{0}")]
+    InvalidMetadata(String),
+    /// The Content-Type is refused.
+    #[error("{0}")]
+    InvalidContentType(String),
     /// No such object.
     #[error("{0}")]
     NotFound(String),
@@ -56,33 +62,6 @@ pub enum StorageError {
     /// Anything else: a bug or an unexpected answer.
     #[error("{0}")]
     Internal(String),
-}
-
-impl StorageError {
-    /// True when trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Throttled(_)
-                | StorageError::CredentialsUnavailable(_)
-                | StorageError::AccessDenied(_)
-                | StorageError::Unavailable(_)
-                | StorageError::IntegrityMismatch(_)
-                | StorageError::Busy(_)
-        )
-    }
-}
-
-/// Finds the provider's error in a chain of sources.
-pub(crate) fn find_sts_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a StsError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(s) = c.downcast_ref::<StsError>() {
-            return Some(s);
-        }
-        cur = c.source();
-    }
-    None
 }
 
 /// Classifies an SDK error of operation `what` on `key`.

@@ -4,6 +4,7 @@
 
 mod copy;
 mod error;
+mod headers;
 mod key;
 mod range;
 mod upload;
@@ -18,8 +19,10 @@ use bytes::Bytes;
 
 pub use copy::COPY_MULTIPART_THRESHOLD;
 pub(crate) use error::classify;
-pub(crate) use error::find_sts_error;
 pub use error::StorageError;
+pub use headers::{
+    metadata_name, validate_content_type, validate_metadata, RESERVED_METADATA_PREFIX,
+};
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
 pub use range::{ByteRange, RangeError};
 pub(crate) use upload::complete_conditionally;
@@ -37,15 +40,10 @@ pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// System metadata carried with an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectHeaders {
-    /// Content-Type.
     pub content_type: Option<String>,
-    /// Content-Encoding.
     pub content_encoding: Option<String>,
-    /// Content-Disposition.
     pub content_disposition: Option<String>,
-    /// Cache-Control.
     pub cache_control: Option<String>,
-    /// Content-Language.
     pub content_language: Option<String>,
     /// User metadata (`x-amz-meta-*`), names lower-case.
     pub metadata: HashMap<String, String>,
@@ -164,7 +162,7 @@ pub struct Presigned {
 
 fn smithy_time(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
-        .map(crate::telemetry::rfc3339)
+        .map(crate::util::rfc3339)
 }
 
 /// S3 confined to one bucket and prefix.
@@ -502,7 +500,7 @@ impl Storage {
         Ok(Presigned {
             url,
             method,
-            expires_at: crate::telemetry::rfc3339(now + lifetime),
+            expires_at: crate::util::rfc3339(now + lifetime),
         })
     }
 

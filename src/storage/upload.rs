@@ -412,7 +412,7 @@ async fn single_streamed(
             }
         }
     });
-    let stream = tokio_stream_from(rx);
+    let stream = channel_stream(rx);
     let body = http_body_util::StreamBody::new(stream);
     let body = ByteStream::new(SdkBody::from_body_1_x(body));
     let put = put_object(st, key, body, opts.expected_crc32c, opts, Some(len)).await;
@@ -429,7 +429,7 @@ async fn single_streamed(
     }
 }
 
-fn tokio_stream_from(
+fn channel_stream(
     mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, StorageError>>,
 ) -> impl Stream<Item = Result<Frame<Bytes>, StorageError>> + Send + Sync + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))

@@ -15,10 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::command::{execute, Command, StorageChange};
 use crate::error::AppError;
-use crate::replicate::GcsObject;
+use crate::gcs::GcsObject;
+use crate::state::AppState;
 
 use super::pubsub::{message_to_command, PubsubMessage};
 use super::{json_body, read_body_within};
@@ -29,13 +29,9 @@ pub const ACCEPTED_TYPES: &str = "google.cloud.pubsub.topic.v1.messagePublished,
 /// A decoded CloudEvent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudEvent {
-    /// `id`.
     pub id: String,
-    /// `type`.
     pub event_type: String,
-    /// `source`.
     pub source: String,
-    /// `subject`.
     pub subject: Option<String>,
     /// The data, as JSON.
     pub data: serde_json::Value,
@@ -162,7 +158,7 @@ fn storage_object(ev: &CloudEvent) -> Result<GcsObject, AppError> {
     Ok(obj)
 }
 
-fn storage(change: StorageChange, ev: &CloudEvent) -> Result<Command, AppError> {
+fn change_command(change: StorageChange, ev: &CloudEvent) -> Result<Command, AppError> {
     Ok(Command::for_storage_change(change, storage_object(ev)?))
 }
 
@@ -184,11 +180,11 @@ pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
             })?;
             message_to_command(&msg)
         }
-        "google.cloud.storage.object.v1.finalized" => storage(StorageChange::Finalized, ev),
-        "google.cloud.storage.object.v1.deleted" => storage(StorageChange::Deleted, ev),
-        "google.cloud.storage.object.v1.archived" => storage(StorageChange::Archived, ev),
+        "google.cloud.storage.object.v1.finalized" => change_command(StorageChange::Finalized, ev),
+        "google.cloud.storage.object.v1.deleted" => change_command(StorageChange::Deleted, ev),
+        "google.cloud.storage.object.v1.archived" => change_command(StorageChange::Archived, ev),
         "google.cloud.storage.object.v1.metadataUpdated" => {
-            storage(StorageChange::MetadataUpdated, ev)
+            change_command(StorageChange::MetadataUpdated, ev)
         }
         other => Err(AppError::bad_request(
             "unknown_event_type",

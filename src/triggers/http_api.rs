@@ -12,9 +12,9 @@ use axum::Json;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::command::{validate_content_type, validate_metadata};
 use crate::error::AppError;
+use crate::state::AppState;
+use crate::storage::{validate_content_type, validate_metadata};
 use crate::storage::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
 
 use super::{json_body, read_body_within, SMALL_BODY_LIMIT};
@@ -317,5 +317,5 @@ pub async fn buckets(State(state): State<AppState>) -> Result<Response, AppError
 
 /// `GET /v1/whoami`.
 pub async fn whoami(State(state): State<AppState>) -> Result<Response, AppError> {
-    Ok(Json(crate::cli::whoami_json(&state.aws).await?).into_response())
+    Ok(Json(crate::aws::whoami(&state.aws).await?).into_response())
 }

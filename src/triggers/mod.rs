@@ -1,7 +1,10 @@
 //! The HTTP surface: Pub/Sub push ([`pubsub`]), Eventarc CloudEvents
-//! ([`cloudevents`]) and the `/v1` API ([`http_api`]). Each decodes a
-//! request into a [`crate::command::Command`], hands it on and maps the
-//! result to a status: 2xx acks, anything else redelivers.
+//! ([`cloudevents`]) and the `/v1` API ([`http_api`], [`sync_http`]).
+//! Pub/Sub push and CloudEvents decode a request into a
+//! [`crate::command::Command`] and hand it to [`crate::command::execute`];
+//! the `/v1` API calls [`crate::storage::Storage`] (and `/v1/sync` the sync)
+//! directly, not through `Command`. Errors become statuses through
+//! [`crate::error::AppError`]: 2xx acks, anything else redelivers.
 
 pub mod cloudevents;
 pub mod http_api;

@@ -14,10 +14,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::command::{execute, parse_command, Command, StorageChange};
 use crate::error::AppError;
-use crate::replicate::GcsObject;
+use crate::gcs::GcsObject;
+use crate::state::AppState;
 
 use super::{json_body, read_body_within};
 
@@ -27,15 +27,12 @@ pub struct PubsubMessage {
     /// Base64 data.
     #[serde(default)]
     pub data: Option<String>,
-    /// Attributes.
     #[serde(default)]
     pub attributes: Option<HashMap<String, String>>,
-    /// Message id.
     #[serde(default, rename = "messageId")]
     pub message_id: Option<String>,
     #[serde(default, rename = "message_id")]
     message_id_snake: Option<String>,
-    /// Publish time.
     #[serde(default, rename = "publishTime")]
     pub publish_time: Option<String>,
     #[serde(default, rename = "publish_time")]
@@ -61,9 +58,7 @@ impl PubsubMessage {
 /// The push envelope.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PushEnvelope {
-    /// The message.
     pub message: PubsubMessage,
-    /// Subscription name.
     #[serde(default)]
     pub subscription: Option<String>,
     /// Delivery attempt, when a dead-letter policy is set.
@@ -126,7 +121,7 @@ fn payload_to_command(payload: Payload) -> Result<Command, AppError> {
             attrs,
             resource,
         } => notification_to_command(&event_type, &attrs, resource.as_deref()),
-        Payload::Command(data) => parse_command(&data),
+        Payload::Command(data) => Ok(parse_command(&data)?),
     }
 }
 

@@ -491,10 +491,10 @@ async fn credentials_command_shares_one_sts_call_across_processes() {
     // Credentials with under 15 minutes left are not reused.
     let mut cached: Value = serde_json::from_slice(&before).unwrap();
     let now = SystemTime::now();
-    cached["Expiration"] = Value::String(gcp_aws_bridge::telemetry::rfc3339(
+    cached["Expiration"] = Value::String(gcp_aws_bridge::util::rfc3339(
         now + Duration::from_secs(14 * 60),
     ));
-    cached["IssuedAt"] = Value::String(gcp_aws_bridge::telemetry::rfc3339(
+    cached["IssuedAt"] = Value::String(gcp_aws_bridge::util::rfc3339(
         now - Duration::from_secs(46 * 60),
     ));
     std::fs::write(json[0], cached.to_string()).unwrap();

@@ -35,10 +35,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
-use crate::replicate::{
-    decode_crc, gone, lost_race, up_to_date, GcsClient, GcsError, GcsObject, ReplicaOutcome,
-    Replicator,
-};
+use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
+use crate::replicate::{gone, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
 use crate::storage::{
     classify, complete_conditionally, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey,
@@ -130,7 +128,7 @@ pub struct PartTask {
 }
 
 fn de_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    crate::command::de_i64_opt(d)?.ok_or_else(|| serde::de::Error::custom("generation is required"))
+    crate::util::de_i64_opt(d)?.ok_or_else(|| serde::de::Error::custom("generation is required"))
 }
 
 fn ser_generation<S: serde::Serializer>(g: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -596,7 +594,9 @@ async fn complete(
     let lost = match &err {
         StorageError::PreconditionFailed(m)
         | StorageError::Conflict(m)
-        | StorageError::NotFound(m) => Some(lost_race(key, m)),
+        | StorageError::NotFound(m) => Some(AppError::from(ReplicateError::LostRace(format!(
+            "{key}: {m}"
+        )))),
         _ => None,
     };
     let refused = lost.is_some()

@@ -160,7 +160,7 @@ impl CertCache {
     pub fn new(url: String) -> CertCache {
         CertCache::with_source(Source::Http {
             url,
-            http: crate::identity::http_client(),
+            http: crate::identity::reqwest_client(),
         })
     }
 
@@ -333,11 +333,6 @@ impl CallerAuth {
             emails: config.allowed_emails.clone(),
             certs: CertCache::new(config.google_certs_url.clone()),
         }
-    }
-
-    /// The mode.
-    pub fn mode(&self) -> AuthMode {
-        self.mode
     }
 
     fn allowed(&self, claims: &Claims) -> Result<Caller, AppError> {
