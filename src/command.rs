@@ -9,10 +9,11 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::replicate::parts::{self, PartTask};
-use crate::replicate::{ReplicaOutcome, Replicator};
+use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
+use crate::source_buckets::BucketRefusal;
+use crate::storage::StorageError;
 use crate::storage::{
     validate_content_type, validate_metadata, ObjectHeaders, PutOptions, PutResult, Storage,
 };
@@ -147,6 +148,15 @@ pub enum CommandError {
     /// (`PUBSUB_TOPIC`), which this service lacks.
     #[error("{0} without the configuration of further commands")]
     NotConfigured(&'static str),
+    /// S3 failed, or the key, metadata or content type is refused.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Replication, sync or a part task failed.
+    #[error(transparent)]
+    Replicate(#[from] ReplicateError),
+    /// The bucket may not be read (`GCS_SOURCE_BUCKETS`).
+    #[error(transparent)]
+    SourceBucket(#[from] BucketRefusal),
 }
 
 /// The accepted command shapes, for error messages.
@@ -284,7 +294,7 @@ pub async fn execute(
     storage: &Storage,
     replicator: &Replicator,
     cmd: Command,
-) -> Result<Outcome, AppError> {
+) -> Result<Outcome, CommandError> {
     match cmd {
         Command::Put {
             key,
@@ -339,7 +349,7 @@ mod tests {
     use super::*;
 
     fn code(r: Result<Command, CommandError>) -> &'static str {
-        AppError::from(r.unwrap_err()).code()
+        crate::error::AppError::from(r.unwrap_err()).code()
     }
 
     #[test]

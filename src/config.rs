@@ -214,7 +214,7 @@ pub struct S3Settings {
     #[serde(
         rename = "test_copy_multipart_threshold_bytes",
         default = "default_copy_threshold",
-        deserialize_with = "number::<_, _, { 5 << 20 }, { crate::storage::COPY_MULTIPART_THRESHOLD }>"
+        deserialize_with = "number::<_, _, { crate::s3_limits::MIN_PART }, { crate::s3_limits::COPY_MULTIPART_THRESHOLD }>"
     )]
     pub copy_multipart_threshold: u64,
 }
@@ -233,7 +233,7 @@ pub struct LimitSettings {
     /// 5 TiB, S3's limit).
     #[serde(
         default = "default_max_object",
-        deserialize_with = "number::<_, _, 1, { crate::storage::MAX_OBJECT }>"
+        deserialize_with = "number::<_, _, 1, { crate::s3_limits::MAX_OBJECT }>"
     )]
     pub max_object_bytes: u64,
     /// `BUFFER_BUDGET_BYTES`: bytes all requests together may hold in buffers
@@ -300,7 +300,7 @@ pub const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// Default `PART_TASK_BYTES`: 1 GiB.
 pub const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
 /// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
-pub const MIN_PART_TASK_BYTES: u64 = 5 * 1024 * 1024;
+pub const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
 
 fn default_port() -> u16 {
     8080
@@ -321,13 +321,13 @@ fn default_role_duration() -> Duration {
     Duration::from_secs(3600)
 }
 fn default_copy_threshold() -> u64 {
-    crate::storage::COPY_MULTIPART_THRESHOLD
+    crate::s3_limits::COPY_MULTIPART_THRESHOLD
 }
 fn default_max_body() -> usize {
     32 * 1024 * 1024
 }
 fn default_max_object() -> u64 {
-    crate::storage::MAX_OBJECT
+    crate::s3_limits::MAX_OBJECT
 }
 fn default_buffer_wait() -> Duration {
     crate::budget::DEFAULT_WAIT

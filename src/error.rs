@@ -317,6 +317,7 @@ impl From<GcsError> for AppError {
 
 impl From<ReplicateError> for AppError {
     fn from(e: ReplicateError) -> AppError {
+        let message = e.to_string();
         match e {
             ReplicateError::InvalidEvent(m) => AppError::bad_request("invalid_event", m),
             ReplicateError::SourceBucket(e) => e.into(),
@@ -352,6 +353,15 @@ impl From<ReplicateError> for AppError {
                 m,
             ),
             ReplicateError::MetadataTooLarge(m) => AppError::bad_request("metadata_too_large", m),
+            ReplicateError::InvalidPartTask => AppError::bad_request("invalid_command", message),
+            ReplicateError::InvalidPageToken => {
+                AppError::bad_request("invalid_page_token", message)
+            }
+            ReplicateError::Publish(e) => e.into(),
+            ReplicateError::Budget(e) => e.into(),
+            ReplicateError::NotConfigured(_) | ReplicateError::Unexpected(_) => {
+                AppError::Internal(message)
+            }
         }
     }
 }
@@ -365,6 +375,9 @@ impl From<CommandError> for AppError {
             CommandError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
             CommandError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
             CommandError::NotConfigured(_) => AppError::Internal(message),
+            CommandError::Storage(e) => e.into(),
+            CommandError::Replicate(e) => e.into(),
+            CommandError::SourceBucket(e) => e.into(),
         }
     }
 }

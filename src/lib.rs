@@ -8,7 +8,7 @@
 //!
 //! Module map, lower layers first (each uses only those above it in this
 //! list; `scripts/check-layers.py` checks it):
-//! - helpers: [`util`] (error chains, timestamps), [`retry`], [`jwt`],
+//! - helpers: [`util`] (error chains, timestamps), [`s3_limits`], [`retry`], [`jwt`],
 //!   [`budget`] (buffer memory), [`source_buckets`], [`config`],
 //!   [`telemetry`];
 //! - credentials: [`identity`] (our outgoing Google ID token), [`aws`] (STS
@@ -42,6 +42,7 @@ pub mod jwt;
 pub mod publisher;
 pub mod replicate;
 pub mod retry;
+pub mod s3_limits;
 pub mod server;
 pub mod source_buckets;
 pub mod state;

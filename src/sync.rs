@@ -29,11 +29,11 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::AppError;
 use crate::gcs::{GcsClient, GcsError, GcsObject};
-use crate::replicate::{ReplicaOutcome, Replicator};
+use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
-use crate::storage::{classify, list_prefix};
+use crate::source_buckets::BucketRefusal;
+use crate::storage::{classify, list_prefix, StorageError};
 
 /// Objects (and S3 keys) listed per page.
 pub const PAGE_SIZE: usize = 1000;
@@ -68,29 +68,20 @@ fn encode_token(t: &PageToken) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(t).expect("a token serializes"))
 }
 
-fn decode_token(s: &str) -> Result<PageToken, AppError> {
+fn decode_token(s: &str) -> Result<PageToken, ReplicateError> {
     URL_SAFE_NO_PAD
         .decode(s.trim())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            AppError::bad_request(
-                "invalid_page_token",
-                "page_token is not a token of a previous sync page",
-            )
-        })
+        .ok_or(ReplicateError::InvalidPageToken)
 }
 
 /// Whether replication and sync may read `bucket` (`GCS_SOURCE_BUCKETS`:
 /// comma-separated names, `*` any bucket, unset or empty none): 400
 /// `invalid_bucket` for a name that breaks Cloud Storage's naming rules, 403
 /// `source_bucket_not_allowed` for one that is not listed.
-pub fn source_bucket_allowed(config: &Config, bucket: &str) -> Result<(), AppError> {
-    config
-        .replication
-        .source_buckets
-        .check(bucket)
-        .map_err(AppError::from)
+pub fn source_bucket_allowed(config: &Config, bucket: &str) -> Result<(), BucketRefusal> {
+    config.replication.source_buckets.check(bucket)
 }
 
 /// An object of a Cloud Storage listing.
@@ -207,15 +198,13 @@ fn rfc3339_secs(s: &str) -> Option<i64> {
 }
 
 /// Lists one page of the source and of S3 and decides what to publish.
-pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, AppError> {
-    let fanout = r.fanout().ok_or_else(|| {
-        AppError::Internal("sync without the configuration of further commands".into())
-    })?;
+pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, ReplicateError> {
+    let fanout = r.fanout().ok_or(ReplicateError::NotConfigured("sync"))?;
     source_bucket_allowed(&fanout.config, &req.bucket)?;
     let prefix = req.prefix.clone().unwrap_or_default();
     let st = r.storage();
     // The S3 side of the prefix, confined to S3_PREFIX (400 for a bad one).
-    let s3_prefix = list_prefix(st.prefix(), &prefix)?;
+    let s3_prefix = list_prefix(st.prefix(), &prefix).map_err(StorageError::from)?;
     let token = match &req.page_token {
         Some(t) if !t.is_empty() => Some(decode_token(t)?),
         _ => None,
@@ -233,7 +222,7 @@ pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, Ap
         .max_keys(i32::try_from(PAGE_SIZE).unwrap_or(1000))
         .send();
     let (gcs, s3) = tokio::join!(gcs, s3);
-    let (objects, gcs_more) = gcs.map_err(AppError::from)?;
+    let (objects, gcs_more) = gcs?;
     let s3 = s3.map_err(|e| classify("ListObjectsV2", &prefix, e))?;
     let s3_more = s3.is_truncated() == Some(true);
     // Relative name, size, last modified (whole seconds: S3 listings have
@@ -369,15 +358,13 @@ impl SyncOutcome {
 }
 
 /// Runs one page: lists, publishes, then answers.
-pub async fn run_page(r: &Replicator, req: &SyncRequest) -> Result<SyncOutcome, AppError> {
+pub async fn run_page(r: &Replicator, req: &SyncRequest) -> Result<SyncOutcome, ReplicateError> {
     let plan = plan_page(r, req).await?;
     let commands = page_commands(req, &plan);
     let published = if commands.is_empty() {
         0
     } else {
-        let fanout = r.fanout().ok_or_else(|| {
-            AppError::Internal("sync without the configuration of further commands".into())
-        })?;
+        let fanout = r.fanout().ok_or(ReplicateError::NotConfigured("sync"))?;
         fanout.publisher()?.publish(&commands).await?
     };
     for name in &plan.skipped {
@@ -415,10 +402,13 @@ pub async fn run_page(r: &Replicator, req: &SyncRequest) -> Result<SyncOutcome, 
 
 /// A `delete_replica` command: removes the replica of `gs://bucket/name`
 /// only when Cloud Storage says the object is gone.
-pub async fn delete_orphan(r: &Replicator, obj: &GcsObject) -> Result<ReplicaOutcome, AppError> {
-    let fanout = r.fanout().ok_or_else(|| {
-        AppError::Internal("delete_replica without the configuration of further commands".into())
-    })?;
+pub async fn delete_orphan(
+    r: &Replicator,
+    obj: &GcsObject,
+) -> Result<ReplicaOutcome, ReplicateError> {
+    let fanout = r
+        .fanout()
+        .ok_or(ReplicateError::NotConfigured("delete_replica"))?;
     source_bucket_allowed(&fanout.config, &obj.bucket)?;
     let key = r.storage().key(&obj.name)?;
     match r.gcs().metadata(&obj.bucket, &obj.name).await {
@@ -437,6 +427,7 @@ pub async fn delete_orphan(r: &Replicator, obj: &GcsObject) -> Result<ReplicaOut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AppError;
 
     #[test]
     fn page_tokens_round_trip_and_bad_ones_are_refused() {
@@ -446,13 +437,11 @@ mod tests {
         };
         assert_eq!(decode_token(&encode_token(&t)).unwrap(), t);
         assert_eq!(
-            decode_token("***").unwrap_err().code(),
+            AppError::from(decode_token("***").unwrap_err()).code(),
             "invalid_page_token"
         );
         assert_eq!(
-            decode_token(&URL_SAFE_NO_PAD.encode("{}"))
-                .unwrap_err()
-                .code(),
+            AppError::from(decode_token(&URL_SAFE_NO_PAD.encode("{}")).unwrap_err()).code(),
             "invalid_page_token"
         );
     }
@@ -477,13 +466,13 @@ mod tests {
         };
         let c = config("src-1,other");
         assert!(source_bucket_allowed(&c, "src-1").is_ok());
-        let e = source_bucket_allowed(&c, "src-2").unwrap_err();
+        let e = AppError::from(source_bucket_allowed(&c, "src-2").unwrap_err());
         assert_eq!(
             (e.status().as_u16(), e.code()),
             (403, "source_bucket_not_allowed")
         );
         for bad in ["UPPER", "a", "-x-", "a..b", "goog-x", "has space"] {
-            let e = source_bucket_allowed(&c, bad).unwrap_err();
+            let e = AppError::from(source_bucket_allowed(&c, bad).unwrap_err());
             assert_eq!(
                 (e.status().as_u16(), e.code()),
                 (400, "invalid_bucket"),
@@ -492,9 +481,7 @@ mod tests {
         }
         assert!(source_bucket_allowed(&config("*"), "any-bucket.example").is_ok());
         assert_eq!(
-            source_bucket_allowed(&config(""), "src-1")
-                .unwrap_err()
-                .code(),
+            AppError::from(source_bucket_allowed(&config(""), "src-1").unwrap_err()).code(),
             "source_bucket_not_allowed"
         );
     }

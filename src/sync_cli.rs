@@ -101,13 +101,15 @@ pub async fn run(
     let (mut pages, mut copy, mut bytes, mut delete, mut in_sync, mut listed) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     loop {
-        let plan = plan_page(&replicator, &req).await.map_err(|e| match e {
-            crate::error::AppError::Unavailable {
-                message, detail, ..
-            } => {
-                format!("{message}: {detail}")
+        let plan = plan_page(&replicator, &req).await.map_err(|e| {
+            match crate::error::AppError::from(e) {
+                crate::error::AppError::Unavailable {
+                    message, detail, ..
+                } => {
+                    format!("{message}: {detail}")
+                }
+                other => other.to_string(),
             }
-            other => other.to_string(),
         })?;
         pages += 1;
         listed += plan.listed;

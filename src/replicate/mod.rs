@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
-use crate::error::AppError;
 use crate::gcs::{decode_crc, goog_hash_crc, GcsClient, GcsError, GcsObject};
 use crate::source_buckets::{BucketRefusal, SourceBuckets};
 use crate::storage::{metadata_name, ObjectHeaders, ObjectKey, PutOptions, Storage, StorageError};
@@ -161,6 +160,25 @@ pub enum ReplicateError {
     /// The object's custom metadata is over S3's limit.
     #[error("{0}")]
     MetadataTooLarge(String),
+    /// A `replicate_part` command with an impossible part or range.
+    #[error("a replicate_part command names an upload, a part number within its parts and a byte range within the object")]
+    InvalidPartTask,
+    /// A sync `page_token` that no sync page made.
+    #[error("page_token is not a token of a previous sync page")]
+    InvalidPageToken,
+    /// The buffer budget cannot hold a part.
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
+    /// Publishing further commands failed.
+    #[error(transparent)]
+    Publish(#[from] crate::publisher::PublishError),
+    /// The work needs the configuration of further commands
+    /// (`PUBSUB_TOPIC`), which this service lacks.
+    #[error("{0} without the configuration of further commands")]
+    NotConfigured(&'static str),
+    /// S3 answered in a way its API rules out.
+    #[error("{0}")]
+    Unexpected(&'static str),
 }
 
 /// A write or delete that failed because the replica changed since its
@@ -293,7 +311,7 @@ impl Replicator {
     /// Copies generation `obj.generation` (else the live one) of
     /// `gs://obj.bucket/obj.name` unless the replica has it or a newer one;
     /// a large object is handed to part tasks.
-    pub async fn replicate(&self, obj: &GcsObject) -> Result<ReplicaOutcome, AppError> {
+    pub async fn replicate(&self, obj: &GcsObject) -> Result<ReplicaOutcome, ReplicateError> {
         let plan = match self.decide(obj).await? {
             Decision::Done(outcome) => return Ok(outcome),
             Decision::Copy(plan) => plan,
@@ -313,7 +331,7 @@ impl Replicator {
             )
             .await;
         }
-        Ok(self.copy(obj, *plan).await?)
+        self.copy(obj, *plan).await
     }
 
     /// The checks before a copy: the request, the bucket, the replica (when

@@ -34,7 +34,6 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::AppError;
 use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
 use crate::replicate::{gone, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
@@ -247,10 +246,10 @@ pub(crate) async fn start(
     h: ObjectHeaders,
     condition: (bool, Option<String>),
     plan: PartPlan,
-) -> Result<ReplicaOutcome, AppError> {
+) -> Result<ReplicaOutcome, ReplicateError> {
     let fanout = r
         .fanout()
-        .ok_or_else(|| AppError::Internal("part tasks without a publisher".into()))?;
+        .ok_or(ReplicateError::NotConfigured("part tasks"))?;
     let publisher = fanout.publisher()?;
     let crc = live.crc32c.clone().unwrap_or_default();
     let st = r.storage();
@@ -270,8 +269,8 @@ pub(crate) async fn start(
         .send()
         .await
         .map_err(|e| classify("CreateMultipartUpload", key.relative(), e))?;
-    let upload_id = created.upload_id.ok_or_else(|| {
-        AppError::Internal("CreateMultipartUpload answered without an upload id".into())
+    let upload_id = created.upload_id.ok_or({
+        ReplicateError::Unexpected("CreateMultipartUpload answered without an upload id")
     })?;
     let commands: Vec<serde_json::Value> = (1..=plan.parts)
         .map(|n| {
@@ -365,15 +364,12 @@ impl GcsClient {
 }
 
 /// Reads the whole range; a short or long read is transient.
-async fn read_part(resp: reqwest::Response, task: &PartTask) -> Result<bytes::Bytes, AppError> {
+async fn read_part(
+    resp: reqwest::Response,
+    task: &PartTask,
+) -> Result<bytes::Bytes, ReplicateError> {
     let want = task.end - task.start + 1;
-    let unavailable = |detail: String| {
-        AppError::unavailable(
-            "gcs_unavailable",
-            "reading from Cloud Storage failed; retry later",
-            detail,
-        )
-    };
+    let unavailable = ReplicateError::SourceRead;
     if resp.status().as_u16() != 206 && !(task.start == 0 && task.end + 1 == task.size) {
         return Err(unavailable(format!(
             "{}: HTTP {} to a ranged read",
@@ -406,17 +402,17 @@ async fn read_part(resp: reqwest::Response, task: &PartTask) -> Result<bytes::By
 }
 
 /// Runs one `replicate_part` command.
-pub(crate) async fn run_part(r: &Replicator, task: &PartTask) -> Result<ReplicaOutcome, AppError> {
+pub(crate) async fn run_part(
+    r: &Replicator,
+    task: &PartTask,
+) -> Result<ReplicaOutcome, ReplicateError> {
     if task.part_number == 0
         || task.part_number > task.parts
         || task.end < task.start
         || task.end >= task.size
         || task.upload_id.is_empty()
     {
-        return Err(AppError::bad_request(
-            "invalid_command",
-            "a replicate_part command names an upload, a part number within its parts and a byte range within the object",
-        ));
+        return Err(ReplicateError::InvalidPartTask);
     }
     let key = r.storage().key(&task.key)?;
     let obj = GcsObject {
@@ -501,7 +497,7 @@ async fn list_parts(
     r: &Replicator,
     key: &ObjectKey,
     upload_id: &str,
-) -> Result<Option<Vec<CompletedPart>>, AppError> {
+) -> Result<Option<Vec<CompletedPart>>, ReplicateError> {
     let st = r.storage();
     let mut parts = Vec::new();
     let mut marker: Option<String> = None;
@@ -546,7 +542,7 @@ async fn complete(
     key: &ObjectKey,
     task: &PartTask,
     parts: Vec<CompletedPart>,
-) -> Result<ReplicaOutcome, AppError> {
+) -> Result<ReplicaOutcome, ReplicateError> {
     // Idempotent: a replica of this generation (an earlier upload of the
     // same replicate, delivered twice) or a newer one wins.
     if let Some(replica) = r.replica_generation(key, &task.bucket).await? {
@@ -594,9 +590,7 @@ async fn complete(
     let lost = match &err {
         StorageError::PreconditionFailed(m)
         | StorageError::Conflict(m)
-        | StorageError::NotFound(m) => Some(AppError::from(ReplicateError::LostRace(format!(
-            "{key}: {m}"
-        )))),
+        | StorageError::NotFound(m) => Some(ReplicateError::LostRace(format!("{key}: {m}"))),
         _ => None,
     };
     let refused = lost.is_some()
@@ -614,7 +608,7 @@ async fn complete(
     // the upload for the redelivery), then abort.
     let fanout = r
         .fanout()
-        .ok_or_else(|| AppError::Internal("part tasks without a publisher".into()))?;
+        .ok_or(ReplicateError::NotConfigured("part tasks"))?;
     let replicate = serde_json::json!({
         "op": "replicate", "bucket": task.bucket, "name": task.name,
         "generation": task.generation.to_string(),
@@ -635,6 +629,7 @@ async fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AppError;
 
     const MIB: u64 = 1024 * 1024;
 
@@ -730,12 +725,12 @@ mod tests {
 
         // Larger than the whole budget: 413, nothing read.
         let e = run_part(&r, &task(32 * MIB)).await.unwrap_err();
-        assert_eq!(e.status().as_u16(), 413, "{e:?}");
+        assert_eq!(AppError::from(e).status().as_u16(), 413);
 
         // The budget is held by others: 503 after the wait, nothing read
         // (a read would fail with gcs_unavailable instead).
         let held = budget.reserve(16 * MIB).await.unwrap();
-        let e = run_part(&r, &task(8 * MIB)).await.unwrap_err();
+        let e = AppError::from(run_part(&r, &task(8 * MIB)).await.unwrap_err());
         assert_eq!(
             (e.status().as_u16(), e.code()),
             (503, "buffer_budget_exhausted"),

@@ -9,11 +9,8 @@ use super::error::classify;
 use super::upload::{part_size_for, KEY_ENCODE};
 use super::{ObjectKey, PutResult, Storage, StorageError};
 
-/// The largest object one CopyObject copies (5 GiB); larger ones go part by
-/// part.
-pub const COPY_MULTIPART_THRESHOLD: u64 = 5 * 1024 * 1024 * 1024;
-/// The largest S3 object (5 TiB).
-const MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+pub use crate::s3_limits::COPY_MULTIPART_THRESHOLD;
+use crate::s3_limits::MAX_OBJECT;
 /// Preferred part size of a multipart copy (S3 copies it internally).
 const COPY_PART: u64 = 512 * 1024 * 1024;
 /// Part copies in flight at once.

@@ -35,12 +35,9 @@ const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
 /// Objects larger than this go up in parts.
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 const MIN_PART: u64 = 8 * 1024 * 1024;
-/// S3's largest part.
-pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+pub use crate::s3_limits::{MAX_OBJECT, MAX_PART};
 /// S3's largest number of parts.
 const MAX_PARTS: u64 = 10_000;
-/// S3's largest object (5 TiB), the default of `MAX_OBJECT_BYTES`.
-pub const MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// Parts uploading at once; one more is being read.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Part buffers grow by blocks of this size, allocated as bytes arrive.
