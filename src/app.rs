@@ -62,7 +62,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => AppError::from(e).into_response(),
     }
 }
 

@@ -34,7 +34,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::time::Instant;
 
 use crate::config::{AuthMode, CallerAuthSettings};
-use crate::error::AppError;
 use crate::jwt::{decode_unverified, Claims};
 
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
@@ -206,14 +205,8 @@ impl CertCache {
 
     /// The key with id `kid`, `None` when Google does not publish it; `Err`
     /// (503) when the keys cannot be had.
-    pub async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AppError> {
-        let unavailable = |detail: String| {
-            AppError::unavailable(
-                "certs_unavailable",
-                "Google's signing certificates are unavailable; retry later",
-                detail,
-            )
-        };
+    pub async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, CallerError> {
+        let unavailable = CallerError::CertsUnavailable;
         match self.decide(kid, Instant::now()) {
             Decision::Answer(k) => return Ok(k),
             Decision::Fail(why) => return Err(unavailable(why)),
@@ -272,8 +265,26 @@ pub struct CallerAuth {
     certs: CertCache,
 }
 
-fn unauthenticated(m: impl Into<String>) -> AppError {
-    AppError::Unauthenticated(m.into())
+/// Why a caller is refused, or cannot be checked now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallerError {
+    /// No token, or one that does not prove who sent it.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A token whose signature Cloud Run removed (`AUTH_MODE=verify` behind
+    /// Cloud Run's IAM check).
+    #[error("the token's signature was removed")]
+    SignatureRemoved,
+    /// A valid token of a caller that is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Google's signing certificates cannot be had now.
+    #[error("{0}")]
+    CertsUnavailable(String),
+}
+
+fn unauthenticated(m: impl Into<String>) -> CallerError {
+    CallerError::Unauthenticated(m.into())
 }
 
 fn now_secs() -> u64 {
@@ -286,7 +297,7 @@ fn now_secs() -> u64 {
 /// The bearer token of a request: `X-Serverless-Authorization` (Cloud Run
 /// checks it first and leaves `Authorization` to the app), else
 /// `Authorization`.
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+fn bearer(headers: &HeaderMap) -> Result<&str, CallerError> {
     let value = headers
         .get("x-serverless-authorization")
         .or_else(|| headers.get(axum::http::header::AUTHORIZATION))
@@ -310,9 +321,9 @@ fn signature_removed(token: &str) -> bool {
 
 /// The `kid` of a token `verify` can check: RS256 with a key id, its
 /// signature not removed by Cloud Run (401 `signature_removed` then).
-pub fn signing_key_id(token: &str) -> Result<String, AppError> {
+pub fn signing_key_id(token: &str) -> Result<String, CallerError> {
     if signature_removed(token) {
-        return Err(AppError::SignatureRemoved);
+        return Err(CallerError::SignatureRemoved);
     }
     let header =
         jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
@@ -335,13 +346,13 @@ impl CallerAuth {
         }
     }
 
-    fn allowed(&self, claims: &Claims) -> Result<Caller, AppError> {
+    fn allowed(&self, claims: &Claims) -> Result<Caller, CallerError> {
         let email = claims
             .email
             .as_deref()
-            .ok_or_else(|| AppError::Forbidden("the token carries no email".into()))?;
+            .ok_or_else(|| CallerError::Forbidden("the token carries no email".into()))?;
         if !self.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
-            return Err(AppError::Forbidden(format!(
+            return Err(CallerError::Forbidden(format!(
                 "{email} may not call this service"
             )));
         }
@@ -351,7 +362,7 @@ impl CallerAuth {
     }
 
     /// Authenticates and authorizes a request's caller.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<Caller, AppError> {
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Caller, CallerError> {
         match self.mode {
             AuthMode::None => Ok(Caller { email: None }),
             AuthMode::CloudRunIam => self.check_forwarded(bearer(headers)?),
@@ -361,7 +372,7 @@ impl CallerAuth {
 
     /// `cloud-run-iam`: Cloud Run verified the signature; the claims are
     /// still this service's to check (public for the fuzz target).
-    pub fn check_forwarded(&self, token: &str) -> Result<Caller, AppError> {
+    pub fn check_forwarded(&self, token: &str) -> Result<Caller, CallerError> {
         let claims = decode_unverified(token)
             .map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
         if !claims
@@ -390,7 +401,7 @@ impl CallerAuth {
         self.allowed(&claims)
     }
 
-    async fn verify(&self, token: &str) -> Result<Caller, AppError> {
+    async fn verify(&self, token: &str) -> Result<Caller, CallerError> {
         let kid = signing_key_id(token)?;
         let key = self
             .certs
@@ -421,7 +432,7 @@ impl CallerAuth {
             None => return Err(unauthenticated("the token lacks iat")),
         }
         if claims.email_verified != Some(true) {
-            return Err(AppError::Forbidden(
+            return Err(CallerError::Forbidden(
                 "the token's email is not verified".into(),
             ));
         }
@@ -452,9 +463,25 @@ pub fn log_mode(config: &CallerAuthSettings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AppError;
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    /// The answer a refusal becomes.
+    trait Answer {
+        fn status(&self) -> axum::http::StatusCode;
+        fn code(&self) -> &'static str;
+    }
+
+    impl Answer for CallerError {
+        fn status(&self) -> axum::http::StatusCode {
+            AppError::from(self.clone()).status()
+        }
+        fn code(&self) -> &'static str {
+            AppError::from(self.clone()).code()
+        }
+    }
     use std::sync::Mutex;
 
     /// A scripted JWKS: each fetch takes the next answer (the last one

@@ -13,6 +13,7 @@ use axum::Json;
 
 use crate::aws::WhoamiError;
 use crate::budget::BudgetError;
+use crate::caller_auth::CallerError;
 use crate::command::CommandError;
 use crate::gcs::GcsError;
 use crate::publisher::PublishError;
@@ -310,6 +311,21 @@ impl From<GcsError> for AppError {
                 "gcs_unavailable",
                 "Cloud Storage is unavailable; retry later",
                 other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<CallerError> for AppError {
+    fn from(e: CallerError) -> AppError {
+        match e {
+            CallerError::Unauthenticated(m) => AppError::Unauthenticated(m),
+            CallerError::SignatureRemoved => AppError::SignatureRemoved,
+            CallerError::Forbidden(m) => AppError::Forbidden(m),
+            CallerError::CertsUnavailable(detail) => AppError::unavailable(
+                "certs_unavailable",
+                "Google's signing certificates are unavailable; retry later",
+                detail,
             ),
         }
     }
