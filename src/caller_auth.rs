@@ -648,7 +648,10 @@ mod tests {
         };
         assert_eq!(e.status(), 503);
         assert_eq!(e.code(), "certs_unavailable");
-        assert!(!e.to_string().contains("GET"), "the detail is for the log");
+        assert!(
+            !AppError::from(e).to_string().contains("GET"),
+            "the detail is for the log"
+        );
     }
 
     #[tokio::test(start_paused = true)]
