@@ -41,7 +41,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::aws::{RoleProviders, StsError, WebIdentityProvider};
-use crate::config::ConfigError;
+use crate::config::{present, read_group, ConfigError};
 use crate::error::AppError;
 use crate::util::rfc3339;
 
@@ -62,12 +62,50 @@ pub struct ServerConfig {
     pub token: AuthToken,
 }
 
-#[derive(Default, Deserialize)]
-struct RawServerEnv {
-    credentials_addr: Option<String>,
-    credentials_health_addr: Option<String>,
+/// The variables of [`ServerConfig`], typed. No `Debug`: it holds the
+/// token.
+#[derive(Deserialize)]
+#[serde(default)]
+struct ServerSettings {
+    #[serde(deserialize_with = "loopback_addr")]
+    credentials_addr: SocketAddr,
+    #[serde(deserialize_with = "health_addr")]
+    credentials_health_addr: Option<SocketAddr>,
     aws_container_authorization_token: Option<String>,
-    aws_container_authorization_token_file: Option<String>,
+    aws_container_authorization_token_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            credentials_addr: DEFAULT_ADDR.parse().expect("the default address parses"),
+            credentials_health_addr: None,
+            aws_container_authorization_token: None,
+            aws_container_authorization_token_file: None,
+        }
+    }
+}
+
+/// `CREDENTIALS_ADDR`: IP:PORT on a loopback address.
+fn loopback_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_loopback() => Ok(a),
+        Ok(_) => Err(serde::de::Error::custom(format!(
+            "{v:?} is not a loopback address (127.0.0.1:PORT or [::1]:PORT): credentials never leave the host"
+        ))),
+        Err(_) => Err(serde::de::Error::custom(format!(
+            "{v:?} is not IP:PORT (e.g. {DEFAULT_ADDR})"
+        ))),
+    }
+}
+
+/// `CREDENTIALS_HEALTH_ADDR`: IP:PORT.
+fn health_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let v = String::deserialize(d)?;
+    v.parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{v:?} is not IP:PORT (e.g. 0.0.0.0:9912)")))
 }
 
 impl ServerConfig {
@@ -82,61 +120,41 @@ impl ServerConfig {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
-        let raw: RawServerEnv =
-            envy::from_iter(vars).map_err(|e| ConfigError(vec![e.to_string()]))?;
         let mut errors = Vec::new();
-        let addr_text = raw
-            .credentials_addr
-            .as_deref()
-            .map(str::trim)
-            .unwrap_or(DEFAULT_ADDR);
-        let addr = match addr_text.parse::<SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => Some(a),
-            Ok(_) => {
-                errors.push(format!(
-                    "CREDENTIALS_ADDR: {addr_text:?} is not a loopback address (127.0.0.1:PORT or [::1]:PORT): credentials never leave the host"
-                ));
-                None
-            }
-            Err(_) => {
-                errors.push(format!(
-                    "CREDENTIALS_ADDR: {addr_text:?} is not IP:PORT (e.g. {DEFAULT_ADDR})"
-                ));
-                None
-            }
-        };
-        let health_addr = match raw.credentials_health_addr.as_deref().map(str::trim) {
-            None => None,
-            Some(v) => match v.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    errors.push(format!(
-                        "CREDENTIALS_HEALTH_ADDR: {v:?} is not IP:PORT (e.g. 0.0.0.0:9912)"
-                    ));
-                    None
-                }
-            },
-        };
-        if let (Some(a), Some(h)) = (addr, health_addr) {
-            if a.port() == h.port() && (h.ip().is_unspecified() || h.ip() == a.ip()) {
+        let vars: Vec<(String, String)> = present(vars)
+            .into_iter()
+            .filter(|(k, _)| {
+                matches!(
+                    k.as_str(),
+                    "CREDENTIALS_ADDR"
+                        | "CREDENTIALS_HEALTH_ADDR"
+                        | "AWS_CONTAINER_AUTHORIZATION_TOKEN"
+                        | "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+                )
+            })
+            .collect();
+        let settings: ServerSettings = read_group(&vars, &mut errors);
+        let addr_ok = !errors.iter().any(|e| e.starts_with("CREDENTIALS_ADDR:"));
+        let (a, health_addr) = (settings.credentials_addr, settings.credentials_health_addr);
+        if let Some(h) = health_addr {
+            if addr_ok && a.port() == h.port() && (h.ip().is_unspecified() || h.ip() == a.ip()) {
                 errors.push(format!(
                     "CREDENTIALS_HEALTH_ADDR: {h} would take the port of CREDENTIALS_ADDR {a}"
                 ));
             }
         }
         let token = match (
-            raw.aws_container_authorization_token_file.as_deref(),
-            raw.aws_container_authorization_token.as_deref(),
+            settings.aws_container_authorization_token_file,
+            settings.aws_container_authorization_token,
         ) {
-            (Some(path), _) => match AuthToken::file(path.trim()) {
+            (Some(path), _) => match AuthToken::file(path) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     errors.push(format!("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: {e}"));
                     None
                 }
             },
-            (None, Some(v)) => Some(AuthToken::value(v)),
+            (None, Some(v)) => Some(AuthToken::value(&v)),
             (None, None) => {
                 errors.push(
                     "AWS_CONTAINER_AUTHORIZATION_TOKEN: required (or AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE): the token the application's SDK sends in Authorization".into(),
@@ -144,9 +162,9 @@ impl ServerConfig {
                 None
             }
         };
-        match (addr, token) {
-            (Some(addr), Some(token)) if errors.is_empty() => Ok(ServerConfig {
-                addr,
+        match token {
+            Some(token) if errors.is_empty() => Ok(ServerConfig {
+                addr: a,
                 health_addr,
                 token,
             }),
