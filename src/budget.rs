@@ -18,11 +18,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes per permit.
-pub const UNIT: u64 = 64 * 1024;
+pub(crate) const UNIT: u64 = 64 * 1024;
 /// The budget when the container's memory limit is unknown.
-pub const DEFAULT_BUDGET: u64 = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_BUDGET: u64 = 256 * 1024 * 1024;
 /// How long a request waits for its buffers before answering 503.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// Where cgroup v2 publishes the container's memory limit.
 const CGROUP_MEMORY_MAX: &str = "/sys/fs/cgroup/memory.max";
 
@@ -59,20 +59,20 @@ pub struct BufferBudget {
 
 /// Bytes reserved from a [`BufferBudget`], given back when dropped.
 #[derive(Debug, Default)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Reservation {
     /// The bytes held (whole units).
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
         self.permit
             .as_ref()
             .map_or(0, |p| p.num_permits() as u64 * UNIT)
     }
-
     /// Adds `other` to this reservation.
-    pub fn merge(&mut self, other: Reservation) {
+    pub(crate) fn merge(&mut self, other: Reservation) {
         match (&mut self.permit, other.permit) {
             (Some(mine), Some(theirs)) => mine.merge(theirs),
             (None, theirs) => self.permit = theirs,
@@ -87,7 +87,7 @@ fn units_for(bytes: u64) -> u64 {
 
 impl BufferBudget {
     /// A budget of `bytes` (at least one unit); requests wait at most `wait`.
-    pub fn new(bytes: u64, wait: Duration) -> BufferBudget {
+    pub(crate) fn new(bytes: u64, wait: Duration) -> BufferBudget {
         let units = units_for(bytes).clamp(1, Semaphore::MAX_PERMITS as u64);
         BufferBudget {
             sem: Arc::new(Semaphore::new(units as usize)),
@@ -97,7 +97,7 @@ impl BufferBudget {
     }
 
     /// A budget nothing can exhaust (tools and tests that set none).
-    pub fn unbounded() -> BufferBudget {
+    pub(crate) fn unbounded() -> BufferBudget {
         BufferBudget {
             sem: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             units: Semaphore::MAX_PERMITS as u64,
@@ -106,7 +106,7 @@ impl BufferBudget {
     }
 
     /// The whole budget in bytes.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.units.saturating_mul(UNIT)
     }
 
@@ -131,7 +131,7 @@ impl BufferBudget {
 
     /// Reserves `bytes`, waiting (first come, first served) at most the
     /// budget's wait.
-    pub async fn reserve(&self, bytes: u64) -> Result<Reservation, BudgetError> {
+    pub(crate) async fn reserve(&self, bytes: u64) -> Result<Reservation, BudgetError> {
         if bytes == 0 {
             return Ok(Reservation::default());
         }
@@ -151,7 +151,7 @@ impl BufferBudget {
 
     /// Reserves `bytes` when they are free now, without waiting (and
     /// without passing requests that wait).
-    pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+    pub(crate) fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
         if bytes == 0 {
             return Some(Reservation::default());
         }
@@ -166,7 +166,7 @@ impl BufferBudget {
 
 /// The default budget: half of `memory.max` when the text is a number of
 /// bytes, else [`DEFAULT_BUDGET`] (`max` means no limit).
-pub fn default_budget_from(memory_max: Option<&str>) -> u64 {
+pub(crate) fn default_budget_from(memory_max: Option<&str>) -> u64 {
     memory_max
         .map(str::trim)
         .and_then(|v| v.parse::<u64>().ok())
@@ -175,7 +175,7 @@ pub fn default_budget_from(memory_max: Option<&str>) -> u64 {
 }
 
 /// The default budget of this container (cgroup v2 `memory.max`).
-pub fn default_budget() -> u64 {
+pub(crate) fn default_budget() -> u64 {
     default_budget_from(std::fs::read_to_string(CGROUP_MEMORY_MAX).ok().as_deref())
 }
 

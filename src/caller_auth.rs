@@ -37,9 +37,9 @@ use crate::config::{AuthMode, CallerAuthSettings};
 use crate::jwt::{decode_unverified, Claims};
 
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
-pub const LEEWAY_SECS: u64 = 60;
+pub(crate) const LEEWAY_SECS: u64 = 60;
 /// What Cloud Run puts in place of the signature of a token it checked.
-pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
+pub(crate) const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 const ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
 /// Without `Cache-Control: max-age`.
 const DEFAULT_CERT_TTL: Duration = Duration::from_secs(300);
@@ -114,7 +114,7 @@ impl Source {
 
 /// Google's signing keys (see the module documentation for the caching
 /// rules). One fetch at a time, shared by every waiting caller.
-pub struct CertCache {
+pub(crate) struct CertCache {
     source: Source,
     state: RwLock<CacheState>,
     refresh: tokio::sync::Mutex<()>,
@@ -156,7 +156,7 @@ enum Decision {
 
 impl CertCache {
     /// Keys from `url`.
-    pub fn new(url: String) -> CertCache {
+    pub(crate) fn new(url: String) -> CertCache {
         CertCache::with_source(Source::Http {
             url,
             http: crate::identity::reqwest_client(),
@@ -205,7 +205,7 @@ impl CertCache {
 
     /// The key with id `kid`, `None` when Google does not publish it; `Err`
     /// (503) when the keys cannot be had.
-    pub async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, CallerError> {
+    pub(crate) async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, CallerError> {
         let unavailable = CallerError::CertsUnavailable;
         match self.decide(kid, Instant::now()) {
             Decision::Answer(k) => return Ok(k),
@@ -362,7 +362,7 @@ impl CallerAuth {
     }
 
     /// Authenticates and authorizes a request's caller.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<Caller, CallerError> {
+    pub(crate) async fn check(&self, headers: &HeaderMap) -> Result<Caller, CallerError> {
         match self.mode {
             AuthMode::None => Ok(Caller { email: None }),
             AuthMode::CloudRunIam => self.check_forwarded(bearer(headers)?),
@@ -442,7 +442,7 @@ impl CallerAuth {
 
 /// Logs at start how callers are checked: a warning for `none`, and for
 /// `cloud-run-iam` that the service relies on Cloud Run's IAM check.
-pub fn log_mode(config: &CallerAuthSettings) {
+pub(crate) fn log_mode(config: &CallerAuthSettings) {
     match config.mode {
         AuthMode::None => {
             tracing::warn!("AUTH_MODE=none: callers are not authenticated; use this only locally")

@@ -37,9 +37,9 @@ pub enum Mode {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CredentialsArgs {
     /// `--role NAME`: a role of `AWS_ROLES` instead of `AWS_ROLE_ARN`.
-    pub role: Option<String>,
+    pub(crate) role: Option<String>,
     /// `--no-cache`: neither read nor write the cache.
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
 }
 
 /// Usage text.

@@ -64,7 +64,7 @@ pub enum Command {
 /// A change to a Cloud Storage object, as notifications and CloudEvents
 /// name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageChange {
+pub(crate) enum StorageChange {
     /// A generation was written (`OBJECT_FINALIZE`, `.finalized`).
     Finalized,
     /// The live generation was deleted (`OBJECT_DELETE`, `.deleted`).
@@ -80,7 +80,7 @@ impl Command {
     /// The work a Cloud Storage change asks for: replicate a new generation,
     /// remove the replica of a generation that is no longer live (unless the
     /// replica is newer), nothing for a metadata update.
-    pub fn for_storage_change(change: StorageChange, obj: GcsObject) -> Command {
+    pub(crate) fn for_storage_change(change: StorageChange, obj: GcsObject) -> Command {
         match change {
             StorageChange::Finalized => Command::Replicate(obj),
             StorageChange::Deleted | StorageChange::Archived => Command::DeleteReplica(obj),
@@ -93,7 +93,7 @@ impl Command {
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// An object was written.
     Written(PutResult),
     /// An object was deleted (or was already gone).
@@ -114,7 +114,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// A JSON summary for the trigger's answer.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             Outcome::Written(r) => serde_json::json!({
                 "status": "written", "key": r.key, "etag": r.etag, "version_id": r.version_id
@@ -160,7 +160,7 @@ pub enum CommandError {
 }
 
 /// The accepted command shapes, for error messages.
-pub const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}, {"op":"sync","bucket","prefix"?,"delete"?,"page_token"?}, {"op":"replicate_part",...}, {"op":"delete_replica","bucket","name"}"#;
+pub(crate) const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}, {"op":"sync","bucket","prefix"?,"delete"?,"page_token"?}, {"op":"replicate_part",...}, {"op":"delete_replica","bucket","name"}"#;
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
@@ -290,7 +290,7 @@ pub fn parse_command(data: &[u8]) -> Result<Command, CommandError> {
 }
 
 /// Runs a command.
-pub async fn execute(
+pub(crate) async fn execute(
     storage: &Storage,
     replicator: &Replicator,
     cmd: Command,

@@ -30,7 +30,7 @@ use crate::source_buckets::SourceBuckets;
 /// Where the Google ID token comes from (`ID_TOKEN_SOURCE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum IdTokenSourceKind {
+pub(crate) enum IdTokenSourceKind {
     /// Pick from the environment: file, impersonate, key file, metadata.
     #[default]
     Auto,
@@ -47,7 +47,7 @@ pub enum IdTokenSourceKind {
 /// How callers of the HTTP surface are checked (`AUTH_MODE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum AuthMode {
+pub(crate) enum AuthMode {
     /// Verify the RS256 signature against Google's certificates, and the claims.
     #[default]
     Verify,
@@ -74,12 +74,12 @@ pub struct Config {
     pub server: ServerSettings,
     pub telemetry: TelemetrySettings,
     pub caller_auth: CallerAuthSettings,
-    pub identity: IdentitySettings,
-    pub aws: AwsSettings,
-    pub s3: S3Settings,
+    pub(crate) identity: IdentitySettings,
+    pub(crate) aws: AwsSettings,
+    pub(crate) s3: S3Settings,
     pub limits: LimitSettings,
-    pub replication: ReplicationSettings,
-    pub publisher: PublisherSettings,
+    pub(crate) replication: ReplicationSettings,
+    pub(crate) publisher: PublisherSettings,
 }
 
 /// The HTTP listener (`server`, `app`).
@@ -98,7 +98,7 @@ pub struct ServerSettings {
         default = "default_request_timeout",
         deserialize_with = "seconds::<_, 1, 3600>"
     )]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 /// Log lines (`telemetry`).
@@ -116,79 +116,79 @@ pub struct TelemetrySettings {
 pub struct CallerAuthSettings {
     /// `AUTH_MODE`: verify (default) | cloud-run-iam | none.
     #[serde(rename = "auth_mode", default)]
-    pub mode: AuthMode,
+    pub(crate) mode: AuthMode,
     /// `AUTH_AUDIENCES`: comma-separated accepted `aud` values of callers' tokens.
     #[serde(rename = "auth_audiences", default, deserialize_with = "comma_list")]
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     /// `AUTH_ALLOWED_EMAILS`: comma-separated caller emails allowed, kept in
     /// lower case.
     #[serde(rename = "auth_allowed_emails", default, deserialize_with = "emails")]
-    pub allowed_emails: Vec<String>,
+    pub(crate) allowed_emails: Vec<String>,
     /// `GOOGLE_CERTS_URL`: Google's JWKS (default [`GOOGLE_CERTS_URL`]).
     #[serde(default = "default_certs_url", deserialize_with = "url")]
-    pub google_certs_url: String,
+    pub(crate) google_certs_url: String,
 }
 
 /// Our own Google ID token (`identity`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct IdentitySettings {
+pub(crate) struct IdentitySettings {
     /// `TARGET_AUDIENCE`: the `aud` of the Google ID token presented to STS.
     #[serde(default)]
-    pub target_audience: String,
+    pub(crate) target_audience: String,
     /// `ID_TOKEN_SOURCE`: auto | metadata | service-account-key | impersonate | file.
     #[serde(rename = "id_token_source", default)]
-    pub source: IdTokenSourceKind,
+    pub(crate) source: IdTokenSourceKind,
     /// `GCE_METADATA_HOST`: metadata server `host:port` (default metadata.google.internal).
     #[serde(rename = "gce_metadata_host", default = "default_metadata_host")]
-    pub metadata_host: String,
+    pub(crate) metadata_host: String,
     /// `GOOGLE_APPLICATION_CREDENTIALS`: a key file path.
-    pub google_application_credentials: Option<String>,
+    pub(crate) google_application_credentials: Option<String>,
     /// `IMPERSONATE_SERVICE_ACCOUNT`: service account email to mint ID tokens for.
-    pub impersonate_service_account: Option<String>,
+    pub(crate) impersonate_service_account: Option<String>,
     /// `IAM_CREDENTIALS_ENDPOINT`: IAM Credentials API base URL (default
     /// https://iamcredentials.googleapis.com).
     #[serde(default = "default_iam_credentials_endpoint", deserialize_with = "url")]
-    pub iam_credentials_endpoint: String,
+    pub(crate) iam_credentials_endpoint: String,
     /// `GOOGLE_ID_TOKEN_FILE`: a file holding a JWT.
-    pub google_id_token_file: Option<String>,
+    pub(crate) google_id_token_file: Option<String>,
 }
 
 /// The roles assumed and the AWS endpoints (`aws`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct AwsSettings {
+pub(crate) struct AwsSettings {
     /// `AWS_ROLE_ARN`: the role to assume.
     #[serde(rename = "aws_role_arn", default)]
-    pub role_arn: String,
+    pub(crate) role_arn: String,
     /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION`, else the host
     /// name; cut to STS rules.
     #[serde(rename = "aws_role_session_name", default)]
-    pub role_session_name: String,
+    pub(crate) role_session_name: String,
     /// `AWS_ROLE_DURATION_SECONDS`: 900–43200 (default 3600).
     #[serde(
         rename = "aws_role_duration_seconds",
         default = "default_role_duration",
         deserialize_with = "seconds::<_, 900, 43200>"
     )]
-    pub role_duration: Duration,
+    pub(crate) role_duration: Duration,
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`): region of STS and S3.
     #[serde(rename = "aws_region", default)]
-    pub region: String,
+    pub(crate) region: String,
     /// `AWS_ENDPOINT_URL`: endpoint for every AWS service.
     #[serde(rename = "aws_endpoint_url", default, deserialize_with = "url")]
-    pub endpoint_url: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
     /// `AWS_ENDPOINT_URL_STS`.
     #[serde(rename = "aws_endpoint_url_sts", default, deserialize_with = "url")]
-    pub endpoint_url_sts: Option<String>,
+    pub(crate) endpoint_url_sts: Option<String>,
     /// `AWS_ENDPOINT_URL_S3`.
     #[serde(rename = "aws_endpoint_url_s3", default, deserialize_with = "url")]
-    pub endpoint_url_s3: Option<String>,
+    pub(crate) endpoint_url_s3: Option<String>,
     /// `S3_FORCE_PATH_STYLE`: path-style S3 addressing, for emulators (default false).
     #[serde(default, deserialize_with = "flag")]
-    pub s3_force_path_style: bool,
+    pub(crate) s3_force_path_style: bool,
     /// `AWS_ROLES`: further roles by name, `name=arn,name2=arn2` (credential
     /// server routes `/v1/credentials/{name}`, `credentials --role NAME`).
     #[serde(rename = "aws_roles", default, deserialize_with = "roles")]
-    pub roles: Vec<(String, String)>,
+    pub(crate) roles: Vec<(String, String)>,
     #[serde(default)]
     aws_default_region: String,
     #[serde(default)]
@@ -201,14 +201,14 @@ pub struct AwsSettings {
 
 /// The one bucket and prefix every S3 operation is confined to (`storage`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct S3Settings {
+pub(crate) struct S3Settings {
     /// `S3_BUCKET`: required by the service, not by the commands.
     #[serde(rename = "s3_bucket", default)]
-    pub bucket: String,
+    pub(crate) bucket: String,
     /// `S3_PREFIX`: keys are confined under this prefix (default empty); empty
     /// or ending with `/`.
     #[serde(rename = "s3_prefix", default)]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than
     /// this go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
     #[serde(
@@ -216,7 +216,7 @@ pub struct S3Settings {
         default = "default_copy_threshold",
         deserialize_with = "number::<_, _, { crate::s3_limits::MIN_PART }, { crate::s3_limits::COPY_MULTIPART_THRESHOLD }>"
     )]
-    pub copy_multipart_threshold: u64,
+    pub(crate) copy_multipart_threshold: u64,
 }
 
 /// Bounded resources (`budget`, the triggers' body limits).
@@ -228,14 +228,14 @@ pub struct LimitSettings {
         default = "default_max_body",
         deserialize_with = "number::<_, _, 1, { u64::MAX }>"
     )]
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// `MAX_OBJECT_BYTES`: largest object a PUT may write (default and most
     /// 5 TiB, S3's limit).
     #[serde(
         default = "default_max_object",
         deserialize_with = "number::<_, _, 1, { crate::s3_limits::MAX_OBJECT }>"
     )]
-    pub max_object_bytes: u64,
+    pub(crate) max_object_bytes: u64,
     /// `BUFFER_BUDGET_BYTES`: bytes all requests together may hold in buffers
     /// (default half the cgroup `memory.max`, else 256 MiB).
     #[serde(
@@ -251,7 +251,7 @@ pub struct LimitSettings {
 
 /// Replication from Cloud Storage (`replicate`, `sync`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ReplicationSettings {
+pub(crate) struct ReplicationSettings {
     /// `GCS_SOURCE_BUCKETS`: comma-separated buckets replication may read,
     /// `*` for any; unset: off.
     #[serde(
@@ -259,28 +259,28 @@ pub struct ReplicationSettings {
         default,
         deserialize_with = "source_buckets"
     )]
-    pub source_buckets: SourceBuckets,
+    pub(crate) source_buckets: SourceBuckets,
     /// `STORAGE_EMULATOR_HOST`: Cloud Storage endpoint override; no token is sent then.
-    pub storage_emulator_host: Option<String>,
+    pub(crate) storage_emulator_host: Option<String>,
 }
 
 /// Commands published to Pub/Sub: sync pages and part tasks (`publisher`, `parts`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PublisherSettings {
+pub(crate) struct PublisherSettings {
     /// `PUBSUB_TOPIC`: the commands topic (`projects/P/topics/T`).
     #[serde(rename = "pubsub_topic")]
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
     /// `PUBSUB_EMULATOR_HOST`: Pub/Sub endpoint override (`host:port`, plain
     /// http); no token is sent then.
     #[serde(rename = "pubsub_emulator_host")]
-    pub emulator_host: Option<String>,
+    pub(crate) emulator_host: Option<String>,
     /// `PART_TASK_BYTES`: objects of at least this size are replicated in
     /// parts, one Pub/Sub command per part (default 1 GiB, at least 5 MiB).
     #[serde(
         default = "default_part_task_bytes",
         deserialize_with = "number::<_, _, MIN_PART_TASK_BYTES, { u64::MAX }>"
     )]
-    pub part_task_bytes: u64,
+    pub(crate) part_task_bytes: u64,
 }
 
 /// Every problem found in the environment, one per line.
@@ -296,11 +296,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Default Google certificate (JWKS) URL.
-pub const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+pub(crate) const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// Default `PART_TASK_BYTES`: 1 GiB.
-pub const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
 /// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
-pub const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
+pub(crate) const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
 
 fn default_port() -> u16 {
     8080
@@ -359,7 +359,8 @@ impl Config {
     }
 
     /// As [`Config::from_iter`], for the command line.
-    pub fn from_iter_for_cli<I>(vars: I) -> Result<Config, ConfigError>
+    #[cfg(test)]
+    pub(crate) fn from_iter_for_cli<I>(vars: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -561,7 +562,7 @@ fn is_role_arn(v: &str) -> bool {
 }
 
 /// Cuts a session name to the STS rules: 2–64 characters of `[\w+=,.@-]`.
-pub fn sanitize_session_name(name: &str) -> String {
+pub(crate) fn sanitize_session_name(name: &str) -> String {
     let mut s: String = name
         .chars()
         .map(|c| {

@@ -22,7 +22,7 @@ use crate::source_buckets::BucketRefusal;
 use crate::storage::{KeyError, StorageError};
 
 /// How long a trigger should wait before redelivering after a transient fault.
-pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Every way a request can fail, each with its status.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ pub enum AppError {
 
 impl AppError {
     /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         AppError::BadRequest {
             code,
             message: message.into(),
@@ -103,7 +103,7 @@ impl AppError {
     }
 
     /// 503 with a code; `detail` is logged, not answered.
-    pub fn unavailable(
+    pub(crate) fn unavailable(
         code: &'static str,
         message: impl Into<String>,
         detail: impl Into<String>,
@@ -135,7 +135,7 @@ impl AppError {
     }
 
     /// The snake_case code of the body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             AppError::BadRequest { code, .. }
             | AppError::Unavailable { code, .. }
@@ -155,7 +155,7 @@ impl AppError {
     }
 
     /// True for 429 and 503: the trigger should redeliver.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, AppError::Throttled(_) | AppError::Unavailable { .. })
     }
 
@@ -207,7 +207,7 @@ impl IntoResponse for AppError {
 /// `/readyz` when AWS credentials cannot be had: 503 with `Retry-After`,
 /// a body that says only `not_ready` (the endpoint is open; the reason goes
 /// to the log).
-pub fn not_ready() -> Response {
+pub(crate) fn not_ready() -> Response {
     let body = serde_json::json!({
         "status": "not_ready",
         "error": { "code": "not_ready", "message": "not_ready" }

@@ -31,29 +31,29 @@ fn u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
 #[serde(rename_all = "camelCase")]
 pub struct GcsObject {
     #[serde(default)]
-    pub bucket: String,
+    pub(crate) bucket: String,
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     /// Generation; strings and numbers both accepted.
     #[serde(default, deserialize_with = "de_i64_opt")]
-    pub generation: Option<i64>,
+    pub(crate) generation: Option<i64>,
     /// CRC32C, base64 of the big-endian bytes.
     #[serde(default)]
-    pub crc32c: Option<String>,
+    pub(crate) crc32c: Option<String>,
     #[serde(default, deserialize_with = "u64_or_string")]
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     #[serde(default)]
-    pub content_type: Option<String>,
+    pub(crate) content_type: Option<String>,
     #[serde(default)]
-    pub content_encoding: Option<String>,
+    pub(crate) content_encoding: Option<String>,
     #[serde(default)]
-    pub content_disposition: Option<String>,
+    pub(crate) content_disposition: Option<String>,
     #[serde(default)]
-    pub cache_control: Option<String>,
+    pub(crate) cache_control: Option<String>,
     #[serde(default)]
-    pub content_language: Option<String>,
+    pub(crate) content_language: Option<String>,
     #[serde(default)]
-    pub metadata: Option<HashMap<String, String>>,
+    pub(crate) metadata: Option<HashMap<String, String>>,
 }
 
 /// Why a Cloud Storage call failed.
@@ -80,7 +80,7 @@ impl Transient for GcsError {
 }
 
 /// Reads objects from the Cloud Storage JSON API.
-pub struct GcsClient {
+pub(crate) struct GcsClient {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
     emulator: bool,
@@ -105,7 +105,7 @@ const NAME_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 
 impl GcsClient {
     /// The JSON API at `storage.googleapis.com`, or `STORAGE_EMULATOR_HOST`.
-    pub fn new(emulator_host: Option<&str>) -> GcsClient {
+    pub(crate) fn new(emulator_host: Option<&str>) -> GcsClient {
         let (base, emulator) = match emulator_host {
             Some(h) if h.starts_with("http://") || h.starts_with("https://") => {
                 (h.trim_end_matches('/').to_owned(), true)

@@ -14,7 +14,7 @@ pub struct SecretToken(String);
 
 impl SecretToken {
     /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
+    pub(crate) fn new(token: impl Into<String>) -> Self {
         SecretToken(token.into())
     }
 
@@ -101,7 +101,7 @@ fn bool_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Er
 pub struct Claims {
     /// Issuer.
     #[serde(default)]
-    pub iss: Option<String>,
+    pub(crate) iss: Option<String>,
     /// Audience: the token's target audience.
     #[serde(default)]
     pub aud: Audience,
@@ -121,16 +121,16 @@ pub struct Claims {
         deserialize_with = "bool_or_string",
         skip_serializing_if = "Option::is_none"
     )]
-    pub email_verified: Option<bool>,
+    pub(crate) email_verified: Option<bool>,
     /// Expiry, seconds since the epoch.
     #[serde(default)]
     pub exp: Option<i64>,
     /// Issued at, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<i64>,
+    pub(crate) iat: Option<i64>,
     /// Not before, seconds since the epoch (Google's tokens rarely carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
+    pub(crate) nbf: Option<i64>,
 }
 
 /// Why a JWT could not be read.

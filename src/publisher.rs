@@ -28,10 +28,10 @@ use crate::util::error_chain;
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
 /// Messages per `:publish` call (the API's limit).
-pub const MAX_BATCH_MESSAGES: usize = 1000;
+pub(crate) const MAX_BATCH_MESSAGES: usize = 1000;
 /// Request bytes per `:publish` call: the API takes 10 MB; the JSON
 /// envelope of each message is counted too, with room to spare.
-pub const MAX_BATCH_BYTES: usize = 9 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 9 * 1024 * 1024;
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ const PUBLISH_BACKOFF: Backoff = Backoff {
 };
 
 /// A Pub/Sub publisher for one topic.
-pub struct Publisher {
+pub(crate) struct Publisher {
     http: reqwest::Client,
     base: String,
     topic: String,
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Publisher {
 }
 
 /// Whether `topic` has the form `projects/P/topics/T`.
-pub fn is_topic_name(topic: &str) -> bool {
+pub(crate) fn is_topic_name(topic: &str) -> bool {
     let parts: Vec<&str> = topic.split('/').collect();
     parts.len() == 4
         && parts[0] == "projects"
@@ -96,7 +96,7 @@ pub fn is_topic_name(topic: &str) -> bool {
 impl Publisher {
     /// A publisher for `topic` on `pubsub.googleapis.com`, or on
     /// `emulator_host` (`host:port`, plain http, no token).
-    pub fn new(topic: &str, emulator_host: Option<&str>) -> Publisher {
+    pub(crate) fn new(topic: &str, emulator_host: Option<&str>) -> Publisher {
         let (base, emulator) = match emulator_host {
             Some(h) if h.starts_with("http://") || h.starts_with("https://") => {
                 (h.trim_end_matches('/').to_owned(), true)
@@ -120,7 +120,7 @@ impl Publisher {
     }
 
     /// The publisher `PUBSUB_TOPIC` names, if any.
-    pub fn from_config(settings: &PublisherSettings) -> Option<Publisher> {
+    pub(crate) fn from_config(settings: &PublisherSettings) -> Option<Publisher> {
         settings
             .topic
             .as_deref()
@@ -128,13 +128,14 @@ impl Publisher {
     }
 
     /// Replaces the retry policy (tests).
-    pub fn with_backoff(mut self, backoff: Backoff) -> Publisher {
+    #[cfg(test)]
+    pub(crate) fn with_backoff(mut self, backoff: Backoff) -> Publisher {
         self.backoff = backoff;
         self
     }
 
     /// `projects/P/topics/T`.
-    pub fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &str {
         &self.topic
     }
 
@@ -167,7 +168,10 @@ impl Publisher {
     /// few calls as the limits allow. Returns the number published. On an
     /// error some batches may have been published: commands are idempotent,
     /// so the caller answers non-2xx and the redelivery publishes again.
-    pub async fn publish(&self, commands: &[serde_json::Value]) -> Result<usize, PublishError> {
+    pub(crate) async fn publish(
+        &self,
+        commands: &[serde_json::Value],
+    ) -> Result<usize, PublishError> {
         let mut batch: Vec<serde_json::Value> = Vec::new();
         let mut bytes = 0;
         let mut published = 0;
@@ -248,14 +252,14 @@ impl Publisher {
 /// What the commands that publish further commands (sync pages, part
 /// tasks, guarded deletes) need: the configuration and the publisher.
 #[derive(Debug)]
-pub struct Fanout {
+pub(crate) struct Fanout {
     pub(crate) config: Config,
     pub(crate) publisher: Option<Publisher>,
 }
 
 impl Fanout {
     /// From the configuration; no outbound call.
-    pub fn from_config(config: &Config) -> Fanout {
+    pub(crate) fn from_config(config: &Config) -> Fanout {
         Fanout {
             config: config.clone(),
             publisher: Publisher::from_config(&config.publisher),

@@ -28,7 +28,7 @@ impl Default for Backoff {
 }
 
 /// Whether a failure may succeed when tried again.
-pub trait Transient {
+pub(crate) trait Transient {
     /// True for connect errors, timeouts, 408, 429 and 5xx.
     fn is_transient(&self) -> bool;
 }
@@ -36,7 +36,7 @@ pub trait Transient {
 impl Backoff {
     /// The ceiling of the wait after failed attempt `attempt` (1-based):
     /// `initial` doubled per attempt, at most `max_delay`.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32
             .checked_shl(attempt.saturating_sub(1))
             .unwrap_or(u32::MAX);
@@ -46,14 +46,14 @@ impl Backoff {
     /// The wait after failed attempt `attempt`: uniform in
     /// `[0, ceiling(attempt)]` ("full jitter"), so that callers failing
     /// together do not retry together.
-    pub fn delay(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let ceiling = self.ceiling(attempt);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(fastrand::u64(0..=nanos))
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the attempts run out.
-    pub async fn retry<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
+    pub(crate) async fn retry<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
     where
         E: Transient,
         F: FnMut() -> Fut,
@@ -73,7 +73,7 @@ impl Backoff {
 }
 
 /// Transient HTTP statuses: 408, 429 and 5xx.
-pub fn is_transient_status(status: u16) -> bool {
+pub(crate) fn is_transient_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }
 

@@ -6,7 +6,7 @@ pub const MAX_OBJECT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// S3's largest part (5 GiB).
 pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 /// S3's smallest part, but for the last one (5 MiB).
-pub const MIN_PART: u64 = 5 * 1024 * 1024;
+pub(crate) const MIN_PART: u64 = 5 * 1024 * 1024;
 /// The largest object one CopyObject copies (5 GiB); larger ones go part by
 /// part.
-pub const COPY_MULTIPART_THRESHOLD: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const COPY_MULTIPART_THRESHOLD: u64 = 5 * 1024 * 1024 * 1024;

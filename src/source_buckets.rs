@@ -11,7 +11,7 @@
 
 /// The buckets replication may read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum SourceBuckets {
+pub(crate) enum SourceBuckets {
     /// Replication is off (`GCS_SOURCE_BUCKETS` unset or empty).
     #[default]
     Off,
@@ -35,7 +35,7 @@ pub enum BucketRefusal {
 impl SourceBuckets {
     /// Reads the comma-separated list; an entry that is not a valid bucket
     /// name (nor `*`) is an error, one line per entry.
-    pub fn parse(value: Option<&str>) -> Result<SourceBuckets, Vec<String>> {
+    pub(crate) fn parse(value: Option<&str>) -> Result<SourceBuckets, Vec<String>> {
         let entries: Vec<&str> = value
             .unwrap_or("")
             .split(',')
@@ -63,14 +63,9 @@ impl SourceBuckets {
         }
     }
 
-    /// True unless replication is off.
-    pub fn is_on(&self) -> bool {
-        !matches!(self, SourceBuckets::Off)
-    }
-
     /// Whether replication may read `bucket`: its name must follow Cloud
     /// Storage's rules, and the bucket must be allowed.
-    pub fn check(&self, bucket: &str) -> Result<(), BucketRefusal> {
+    pub(crate) fn check(&self, bucket: &str) -> Result<(), BucketRefusal> {
         validate_bucket_name(bucket).map_err(BucketRefusal::Invalid)?;
         match self {
             SourceBuckets::Any => Ok(()),
@@ -90,7 +85,7 @@ impl SourceBuckets {
 /// lower-case letters, digits, `-`, `_` and `.`, starting and ending with a
 /// letter or digit; not an IP address in dotted-decimal form; not starting
 /// with `goog`; not containing `google` or a close misspelling of it.
-pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_bucket_name(name: &str) -> Result<(), String> {
     let bad = |why: &str| {
         Err(format!(
             "{name:?} is not a Cloud Storage bucket name: {why}"

@@ -18,19 +18,19 @@ pub struct AppState(Arc<Services>);
 
 /// The services behind [`AppState`].
 pub struct Services {
-    pub config: Config,
+    pub(crate) config: Config,
     /// AWS clients sharing one identity cache.
-    pub aws: AwsClients,
+    pub(crate) aws: AwsClients,
     /// S3 confined to the bucket and prefix.
-    pub storage: Storage,
+    pub(crate) storage: Storage,
     /// Cloud Storage → S3.
-    pub replicator: Replicator,
+    pub(crate) replicator: Replicator,
     /// Caller verification.
-    pub caller_auth: CallerAuth,
+    pub(crate) caller_auth: CallerAuth,
     /// The bytes all requests together may hold in buffers.
     pub budget: BufferBudget,
     /// Set when requests still running must stop (end of the shutdown grace).
-    pub cancel: tokio::sync::watch::Sender<bool>,
+    pub(crate) cancel: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -50,7 +50,11 @@ impl AppState {
     }
 
     /// Builds the services around a given identity source.
-    pub fn with_identity(config: Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AppState {
+    pub(crate) fn with_identity(
+        config: Config,
+        ids: Arc<IdTokenSource>,
+        opts: AwsOptions,
+    ) -> AppState {
         let aws = AwsClients::new(&config, ids, opts);
         let budget =
             BufferBudget::new(config.limits.buffer_budget_bytes, config.limits.buffer_wait);

@@ -36,7 +36,7 @@ use crate::source_buckets::BucketRefusal;
 use crate::storage::{classify, list_prefix, StorageError};
 
 /// Objects (and S3 keys) listed per page.
-pub const PAGE_SIZE: usize = 1000;
+pub(crate) const PAGE_SIZE: usize = 1000;
 
 /// A sync command (the JSON of `POST /v1/sync`, and of the Pub/Sub command
 /// without its `op`).
@@ -44,16 +44,16 @@ pub const PAGE_SIZE: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     /// Source bucket.
-    pub bucket: String,
+    pub(crate) bucket: String,
     /// Only names under this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// Also delete replicas whose object is gone.
     #[serde(default)]
-    pub delete: bool,
+    pub(crate) delete: bool,
     /// Where this page starts; absent for the first page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page_token: Option<String>,
+    pub(crate) page_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,28 +80,28 @@ fn decode_token(s: &str) -> Result<PageToken, ReplicateError> {
 /// comma-separated names, `*` any bucket, unset or empty none): 400
 /// `invalid_bucket` for a name that breaks Cloud Storage's naming rules, 403
 /// `source_bucket_not_allowed` for one that is not listed.
-pub fn source_bucket_allowed(config: &Config, bucket: &str) -> Result<(), BucketRefusal> {
+pub(crate) fn source_bucket_allowed(config: &Config, bucket: &str) -> Result<(), BucketRefusal> {
     config.replication.source_buckets.check(bucket)
 }
 
 /// An object of a Cloud Storage listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListedSource {
+pub(crate) struct ListedSource {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Size in bytes.
     #[serde(default, deserialize_with = "de_u64")]
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// Generation.
     #[serde(default, deserialize_with = "crate::util::de_i64_opt")]
-    pub generation: Option<i64>,
+    pub(crate) generation: Option<i64>,
     /// CRC32C, base64.
     #[serde(default)]
-    pub crc32c: Option<String>,
+    pub(crate) crc32c: Option<String>,
     /// Last change of data or metadata, RFC 3339.
     #[serde(default)]
-    pub updated: Option<String>,
+    pub(crate) updated: Option<String>,
 }
 
 fn de_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -167,26 +167,26 @@ impl GcsClient {
 
 /// What one page found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PagePlan {
+pub(crate) struct PagePlan {
     /// This page's number, 1-based.
-    pub page: u64,
+    pub(crate) page: u64,
     /// Objects listed in the page's range.
-    pub listed: u64,
+    pub(crate) listed: u64,
     /// Objects whose replica is up to date.
-    pub in_sync: u64,
+    pub(crate) in_sync: u64,
     /// Objects to replicate.
-    pub replicate: Vec<ListedSource>,
+    pub(crate) replicate: Vec<ListedSource>,
     /// Relative keys of replicas whose object is gone (with `delete`).
-    pub delete: Vec<String>,
+    pub(crate) delete: Vec<String>,
     /// Names that cannot be S3 keys here (logged, skipped).
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
     /// The next page's command, if any.
-    pub next: Option<SyncRequest>,
+    pub(crate) next: Option<SyncRequest>,
 }
 
 impl PagePlan {
     /// Bytes of the objects to replicate.
-    pub fn replicate_bytes(&self) -> u64 {
+    pub(crate) fn replicate_bytes(&self) -> u64 {
         self.replicate.iter().filter_map(|o| o.size).sum()
     }
 }
@@ -198,7 +198,10 @@ fn rfc3339_secs(s: &str) -> Option<i64> {
 }
 
 /// Lists one page of the source and of S3 and decides what to publish.
-pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, ReplicateError> {
+pub(crate) async fn plan_page(
+    r: &Replicator,
+    req: &SyncRequest,
+) -> Result<PagePlan, ReplicateError> {
     let fanout = r.fanout().ok_or(ReplicateError::NotConfigured("sync"))?;
     source_bucket_allowed(&fanout.config, &req.bucket)?;
     let prefix = req.prefix.clone().unwrap_or_default();
@@ -299,7 +302,7 @@ pub async fn plan_page(r: &Replicator, req: &SyncRequest) -> Result<PagePlan, Re
 }
 
 /// The commands a page publishes: replicates, deletes, then the next page.
-pub fn page_commands(req: &SyncRequest, plan: &PagePlan) -> Vec<serde_json::Value> {
+pub(crate) fn page_commands(req: &SyncRequest, plan: &PagePlan) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = plan
         .replicate
         .iter()
@@ -329,26 +332,26 @@ pub fn page_commands(req: &SyncRequest, plan: &PagePlan) -> Vec<serde_json::Valu
 
 /// What a page published.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncOutcome {
+pub(crate) struct SyncOutcome {
     /// Commands published.
-    pub published: u64,
+    pub(crate) published: u64,
     /// Page number.
-    pub page: u64,
+    pub(crate) page: u64,
     /// Replicate commands.
-    pub replicate: u64,
+    pub(crate) replicate: u64,
     /// Their bytes.
-    pub replicate_bytes: u64,
+    pub(crate) replicate_bytes: u64,
     /// Delete commands.
-    pub delete: u64,
+    pub(crate) delete: u64,
     /// Objects already in sync.
-    pub in_sync: u64,
+    pub(crate) in_sync: u64,
     /// Whether a next page was published.
-    pub next_page: bool,
+    pub(crate) next_page: bool,
 }
 
 impl SyncOutcome {
     /// JSON summary for the answer.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "published": self.published, "page": self.page, "replicate": self.replicate,
             "replicate_bytes": self.replicate_bytes, "delete": self.delete,
@@ -358,7 +361,10 @@ impl SyncOutcome {
 }
 
 /// Runs one page: lists, publishes, then answers.
-pub async fn run_page(r: &Replicator, req: &SyncRequest) -> Result<SyncOutcome, ReplicateError> {
+pub(crate) async fn run_page(
+    r: &Replicator,
+    req: &SyncRequest,
+) -> Result<SyncOutcome, ReplicateError> {
     let plan = plan_page(r, req).await?;
     let commands = page_commands(req, &plan);
     let published = if commands.is_empty() {
@@ -402,7 +408,7 @@ pub async fn run_page(r: &Replicator, req: &SyncRequest) -> Result<SyncOutcome, 
 
 /// A `delete_replica` command: removes the replica of `gs://bucket/name`
 /// only when Cloud Storage says the object is gone.
-pub async fn delete_orphan(
+pub(crate) async fn delete_orphan(
     r: &Replicator,
     obj: &GcsObject,
 ) -> Result<ReplicaOutcome, ReplicateError> {

@@ -22,13 +22,13 @@ use crate::sync::{plan_page, SyncRequest};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncArgs {
     /// What to sync.
-    pub request: SyncRequest,
+    pub(crate) request: SyncRequest,
     /// Print the plan only.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// Usage of `sync`.
-pub const SYNC_USAGE: &str =
+pub(crate) const SYNC_USAGE: &str =
     "usage: gcp-aws-bridge sync gs://BUCKET[/PREFIX] [--delete] [--dry-run]";
 
 /// Parses the arguments after `sync`.

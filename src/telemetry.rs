@@ -41,14 +41,14 @@ pub fn init(format: LogFormat, project: Option<String>) {
 }
 
 /// A layer writing Cloud Logging structured JSON lines.
-pub struct CloudLogging<W> {
+pub(crate) struct CloudLogging<W> {
     project: Option<String>,
     writer: W,
 }
 
 impl<W> CloudLogging<W> {
     /// Lines go to `writer`; `project` completes trace names.
-    pub fn new(project: Option<String>, writer: W) -> Self {
+    pub(crate) fn new(project: Option<String>, writer: W) -> Self {
         CloudLogging { project, writer }
     }
 }
@@ -191,7 +191,7 @@ where
 
 /// Parses `traceparent` (W3C) or `X-Cloud-Trace-Context` into
 /// `(trace_id, span_id, sampled)`.
-pub fn parse_trace_context(
+pub(crate) fn parse_trace_context(
     traceparent: Option<&str>,
     cloud: Option<&str>,
 ) -> Option<(String, Option<String>, bool)> {

@@ -35,7 +35,7 @@ pub use roles::RoleProviders;
 pub use whoami::{whoami, AwsIdentity, GoogleIdentity, Whoami, WhoamiError};
 
 /// Credentials are replaced this long before they expire.
-pub const CREDENTIALS_REFRESH_BUFFER: Duration = Duration::from_secs(300);
+pub(crate) const CREDENTIALS_REFRESH_BUFFER: Duration = Duration::from_secs(300);
 
 /// The AWS clients of one process, all sharing one identity cache.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ pub struct AwsClients {
     /// S3, credentialed.
     pub s3: aws_sdk_s3::Client,
     /// STS with the role's credentials (GetCallerIdentity).
-    pub sts: aws_sdk_sts::Client,
+    pub(crate) sts: aws_sdk_sts::Client,
     /// The provider behind the cache, for its diagnostics and expiry.
     pub provider: Arc<WebIdentityProvider>,
 }

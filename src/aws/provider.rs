@@ -201,7 +201,7 @@ fn into_credentials(out: AssumeRoleWithWebIdentityOutput) -> Result<Credentials,
 impl WebIdentityProvider {
     /// A provider assuming `role_arn` with tokens from `ids`, through an
     /// STS client that has no credentials.
-    pub fn new(
+    pub(crate) fn new(
         sts: aws_sdk_sts::Client,
         ids: Arc<IdTokenSource>,
         role_arn: String,
@@ -230,7 +230,7 @@ impl WebIdentityProvider {
     }
 
     /// The role assumed.
-    pub fn role_arn(&self) -> &str {
+    pub(crate) fn role_arn(&self) -> &str {
         &self.role_arn
     }
 

@@ -43,17 +43,17 @@ impl RoleProviders {
     }
 
     /// The provider of the default role (`AWS_ROLE_ARN`).
-    pub fn default_role(&self) -> &Arc<WebIdentityProvider> {
+    pub(crate) fn default_role(&self) -> &Arc<WebIdentityProvider> {
         &self.default
     }
 
     /// The provider of a named role of `AWS_ROLES`.
-    pub fn named(&self, name: &str) -> Option<&Arc<WebIdentityProvider>> {
+    pub(crate) fn named(&self, name: &str) -> Option<&Arc<WebIdentityProvider>> {
         self.named.get(name)
     }
 
     /// The named roles, in name order.
-    pub fn iter_named(&self) -> impl Iterator<Item = (&str, &Arc<WebIdentityProvider>)> {
+    pub(crate) fn iter_named(&self) -> impl Iterator<Item = (&str, &Arc<WebIdentityProvider>)> {
         self.named.iter().map(|(n, p)| (n.as_str(), p))
     }
 }

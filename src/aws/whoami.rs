@@ -14,32 +14,32 @@ use super::{find_sts_error, AwsClients, StsError};
 /// The answer of `whoami` (fields in name order, as printed).
 #[derive(Debug, Clone, Serialize)]
 pub struct Whoami {
-    pub aws: AwsIdentity,
+    pub(crate) aws: AwsIdentity,
     /// RFC 3339, once credentials were issued.
-    pub credentials_expire_at: Option<String>,
-    pub credentials_remaining_seconds: Option<u64>,
-    pub google: GoogleIdentity,
+    pub(crate) credentials_expire_at: Option<String>,
+    pub(crate) credentials_remaining_seconds: Option<u64>,
+    pub(crate) google: GoogleIdentity,
 }
 
 /// The AWS side: `sts:GetCallerIdentity` with the role's credentials.
 #[derive(Debug, Clone, Serialize)]
 pub struct AwsIdentity {
-    pub account: Option<String>,
-    pub arn: Option<String>,
-    pub user_id: Option<String>,
+    pub(crate) account: Option<String>,
+    pub(crate) arn: Option<String>,
+    pub(crate) user_id: Option<String>,
 }
 
 /// The Google side: the claims of the ID token that bought the
 /// credentials (never the token).
 #[derive(Debug, Clone, Serialize)]
 pub struct GoogleIdentity {
-    pub aud: Audience,
-    pub azp: Option<String>,
-    pub email: Option<String>,
+    pub(crate) aud: Audience,
+    pub(crate) azp: Option<String>,
+    pub(crate) email: Option<String>,
     /// Expiry of the token, seconds since the epoch.
-    pub exp: Option<i64>,
-    pub iss: Option<String>,
-    pub sub: Option<String>,
+    pub(crate) exp: Option<i64>,
+    pub(crate) iss: Option<String>,
+    pub(crate) sub: Option<String>,
 }
 
 /// Why `whoami` has no answer.

@@ -14,35 +14,35 @@ use crate::aws::StsError;
 /// What the server hands out has at least this long left: the AWS SDKs for
 /// Python refresh container credentials that have less (their advisory
 /// refresh), so anything shorter would send every SDK call here.
-pub const MIN_LEFT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MIN_LEFT: Duration = Duration::from_secs(15 * 60);
 
 /// The cache replaces credentials this much before they fall under
 /// [`MIN_LEFT`], so that a refresh that fails can be tried again while the
 /// old credentials still serve.
-pub const REFRESH_EARLY: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_EARLY: Duration = Duration::from_secs(5 * 60);
 
 /// After a refresh failed, the old credentials (still above [`min_left`])
 /// are served for this long before STS is asked again.
-pub const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(30);
 
 /// The least life left of what is handed out, for credentials that lived
 /// `lifetime` when issued: [`MIN_LEFT`], or half their lifetime when they
 /// live under 30 minutes (a 15-minute session can never have 15 minutes left).
-pub fn min_left(lifetime: Duration) -> Duration {
+pub(crate) fn min_left(lifetime: Duration) -> Duration {
     MIN_LEFT.min(lifetime / 2)
 }
 
 /// Credentials with less life left than this are replaced:
 /// [`min_left`] plus [`REFRESH_EARLY`] (a sixth of the lifetime when shorter).
-pub fn refresh_left(lifetime: Duration) -> Duration {
+pub(crate) fn refresh_left(lifetime: Duration) -> Duration {
     min_left(lifetime) + REFRESH_EARLY.min(lifetime / 6)
 }
 
 /// One STS call's worth of credentials.
-pub type FetchFuture = Pin<Box<dyn Future<Output = Result<Credentials, StsError>> + Send>>;
+pub(crate) type FetchFuture = Pin<Box<dyn Future<Output = Result<Credentials, StsError>> + Send>>;
 
 /// Fetches credentials from STS (a role's [`crate::aws::WebIdentityProvider`]).
-pub type Fetch = Box<dyn Fn() -> FetchFuture + Send + Sync>;
+pub(crate) type Fetch = Box<dyn Fn() -> FetchFuture + Send + Sync>;
 
 #[derive(Clone)]
 struct Held {
@@ -77,7 +77,7 @@ impl Held {
 }
 
 /// The credentials of one role, shared by every request for it.
-pub struct RoleCache {
+pub(crate) struct RoleCache {
     role_arn: String,
     fetch: Fetch,
     time: SharedTimeSource,
@@ -96,7 +96,7 @@ impl std::fmt::Debug for RoleCache {
 
 impl RoleCache {
     /// A cache for `role_arn` whose credentials come from `fetch`.
-    pub fn new(role_arn: String, fetch: Fetch, time: SharedTimeSource) -> RoleCache {
+    pub(crate) fn new(role_arn: String, fetch: Fetch, time: SharedTimeSource) -> RoleCache {
         RoleCache {
             role_arn,
             fetch,
@@ -107,7 +107,7 @@ impl RoleCache {
     }
 
     /// The role these credentials are for.
-    pub fn role_arn(&self) -> &str {
+    pub(crate) fn role_arn(&self) -> &str {
         &self.role_arn
     }
 
@@ -119,7 +119,7 @@ impl RoleCache {
     /// they are fresh, else new ones from STS, fetched once for all the
     /// callers waiting. When the refresh fails, credentials that are still
     /// above [`min_left`] are handed out; below it, the error is returned.
-    pub async fn credentials(&self) -> Result<Credentials, StsError> {
+    pub(crate) async fn credentials(&self) -> Result<Credentials, StsError> {
         if let Some(h) = self.held().filter(|h| h.fresh(self.time.now())) {
             return Ok(h.creds);
         }
@@ -164,7 +164,8 @@ impl RoleCache {
     }
 
     /// When the cached credentials expire, if any are cached.
-    pub fn expiry(&self) -> Option<SystemTime> {
+    #[cfg(test)]
+    pub(crate) fn expiry(&self) -> Option<SystemTime> {
         self.held().and_then(|h| h.creds.expiry())
     }
 }

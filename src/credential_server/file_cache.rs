@@ -21,19 +21,19 @@ use crate::util::rfc3339;
 /// The credential_process document, as cached (with when it was issued).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct CachedCredentials {
+pub(crate) struct CachedCredentials {
     /// Always 1.
-    pub version: u8,
+    pub(crate) version: u8,
     /// The access key id.
-    pub access_key_id: String,
+    pub(crate) access_key_id: String,
     /// The secret key.
-    pub secret_access_key: String,
+    pub(crate) secret_access_key: String,
     /// The session token.
-    pub session_token: String,
+    pub(crate) session_token: String,
     /// RFC 3339 UTC.
-    pub expiration: String,
+    pub(crate) expiration: String,
     /// RFC 3339 UTC: when STS issued them (gives their lifetime).
-    pub issued_at: String,
+    pub(crate) issued_at: String,
 }
 
 impl std::fmt::Debug for CachedCredentials {
@@ -54,7 +54,10 @@ fn parse_time(v: &str) -> Option<SystemTime> {
 
 impl CachedCredentials {
     /// From what STS issued at `issued_at`.
-    pub fn new(c: &aws_credential_types::Credentials, issued_at: SystemTime) -> CachedCredentials {
+    pub(crate) fn new(
+        c: &aws_credential_types::Credentials,
+        issued_at: SystemTime,
+    ) -> CachedCredentials {
         CachedCredentials {
             version: 1,
             access_key_id: c.access_key_id().to_owned(),
@@ -67,7 +70,7 @@ impl CachedCredentials {
 
     /// The credential_process output: `{"Version":1,"AccessKeyId",
     /// "SecretAccessKey","SessionToken","Expiration"}`.
-    pub fn process_json(&self) -> serde_json::Value {
+    pub(crate) fn process_json(&self) -> serde_json::Value {
         serde_json::json!({
             "Version": 1,
             "AccessKeyId": self.access_key_id,
@@ -78,14 +81,14 @@ impl CachedCredentials {
     }
 
     /// Life left at `now`.
-    pub fn left(&self, now: SystemTime) -> Duration {
+    pub(crate) fn left(&self, now: SystemTime) -> Duration {
         parse_time(&self.expiration)
             .and_then(|e| e.duration_since(now).ok())
             .unwrap_or_default()
     }
 
     /// Good to reuse at `now`: at least [`min_left`] of life.
-    pub fn reusable(&self, now: SystemTime) -> bool {
+    pub(crate) fn reusable(&self, now: SystemTime) -> bool {
         let (Some(exp), Some(issued)) = (parse_time(&self.expiration), parse_time(&self.issued_at))
         else {
             return false;
@@ -98,7 +101,7 @@ impl CachedCredentials {
 /// Why the cache could not be used (the command then fetches without it).
 #[derive(Debug, thiserror::Error)]
 #[error("credential cache {path}: {source}")]
-pub struct CacheError {
+pub(crate) struct CacheError {
     path: String,
     source: std::io::Error,
 }
@@ -112,7 +115,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 
 /// The cache directory: `$XDG_CACHE_HOME/gcp-aws-bridge`, else
 /// `$HOME/.cache/gcp-aws-bridge`; `None` without either.
-pub fn cache_dir(xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn cache_dir(xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     // The XDG spec: a relative XDG_CACHE_HOME is invalid and ignored.
     let base = match xdg_cache_home.filter(|v| v.starts_with('/')) {
         Some(x) => PathBuf::from(x),
@@ -135,7 +138,7 @@ fn fnv1a(parts: &[&str]) -> u64 {
 
 /// The file name stem for a role: its name (or `default`) and a hash of
 /// everything that decides which credentials STS issues for it.
-pub fn entry_name(config: &Config, role: Option<&str>, role_arn: &str) -> String {
+pub(crate) fn entry_name(config: &Config, role: Option<&str>, role_arn: &str) -> String {
     let duration = config.aws.role_duration.as_secs().to_string();
     let sts = config
         .aws
@@ -174,19 +177,19 @@ pub fn entry_name(config: &Config, role: Option<&str>, role_arn: &str) -> String
 
 /// One cache entry: a credentials file and its lock file.
 #[derive(Debug, Clone)]
-pub struct FileCache {
+pub(crate) struct FileCache {
     dir: PathBuf,
     name: String,
 }
 
 impl FileCache {
     /// The entry `name` (see [`entry_name`]) in `dir`.
-    pub fn new(dir: PathBuf, name: String) -> FileCache {
+    pub(crate) fn new(dir: PathBuf, name: String) -> FileCache {
         FileCache { dir, name }
     }
 
     /// The credentials file.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(format!("{}.json", self.name))
     }
 
@@ -207,7 +210,7 @@ impl FileCache {
 
     /// The cached credentials when the file is there, is ours alone (mode
     /// 0600), parses, and may be reused at `now`.
-    pub fn read(&self, now: SystemTime) -> Option<CachedCredentials> {
+    pub(crate) fn read(&self, now: SystemTime) -> Option<CachedCredentials> {
         let path = self.path();
         let meta = std::fs::metadata(&path).ok()?;
         if meta.permissions().mode() & 0o077 != 0
@@ -221,7 +224,7 @@ impl FileCache {
 
     /// Writes the entry atomically: a temporary file (0600) in the same
     /// directory, synced, then renamed over the old one.
-    pub fn write(&self, c: &CachedCredentials) -> Result<(), CacheError> {
+    pub(crate) fn write(&self, c: &CachedCredentials) -> Result<(), CacheError> {
         let path = self.path();
         let tmp = self.dir.join(format!(
             ".{}.{}.{}.tmp",
@@ -250,7 +253,7 @@ impl FileCache {
 
     /// Takes the entry's exclusive lock (blocking), creating the directory
     /// and the lock file when missing. Released when the file is dropped.
-    pub fn lock(&self) -> Result<File, CacheError> {
+    pub(crate) fn lock(&self) -> Result<File, CacheError> {
         self.ensure_dir()?;
         let path = self.lock_path();
         let f = OpenOptions::new()
@@ -270,7 +273,7 @@ impl FileCache {
     /// processes wait for the first one's answer instead of asking STS too.
     /// A cache that cannot be used (no directory, a read-only disk) is
     /// reported on stderr and skipped.
-    pub async fn get_or_fetch<F, Fut, E>(
+    pub(crate) async fn get_or_fetch<F, Fut, E>(
         &self,
         now: impl Fn() -> SystemTime,
         fetch: F,

@@ -24,9 +24,9 @@
 //! The module also holds the file cache of the `credentials` command
 //! ([`file_cache`]).
 
-pub mod cache;
-pub mod file_cache;
-pub mod token;
+pub(crate) mod cache;
+pub(crate) mod file_cache;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,11 +45,11 @@ use crate::config::{present, read_group, ConfigError};
 use crate::error::AppError;
 use crate::util::rfc3339;
 
-pub use cache::RoleCache;
-pub use token::{AuthToken, TokenRefusal};
+pub(crate) use cache::RoleCache;
+pub(crate) use token::{AuthToken, TokenRefusal};
 
 /// Default `CREDENTIALS_ADDR`.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9911";
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:9911";
 
 /// The credential server's own settings, read with envy.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ impl ServerConfig {
 
     /// Reads the given variables; every problem on its own line.
     #[allow(clippy::should_implement_trait)]
-    pub fn from_iter<I>(vars: I) -> Result<ServerConfig, ConfigError>
+    pub(crate) fn from_iter<I>(vars: I) -> Result<ServerConfig, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -210,7 +210,7 @@ impl ServerState {
 }
 
 /// The routes of the credential server.
-pub fn router(state: ServerState) -> Router {
+pub(crate) fn router(state: ServerState) -> Router {
     Router::new()
         .route("/v1/credentials", get(default_credentials))
         .route("/v1/credentials/{name}", get(named_credentials))
@@ -221,7 +221,7 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// The router of `CREDENTIALS_HEALTH_ADDR`: `GET /healthz` only.
-pub fn health_router() -> Router {
+pub(crate) fn health_router() -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .fallback(not_found)

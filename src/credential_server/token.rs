@@ -15,7 +15,7 @@ use crate::jwt::SecretToken;
 
 /// Why a request's `Authorization` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenRefusal {
+pub(crate) enum TokenRefusal {
     /// No `Authorization` header: 401.
     #[error("the Authorization header is missing (AWS_CONTAINER_AUTHORIZATION_TOKEN)")]
     Missing,
@@ -84,13 +84,13 @@ fn read_token(path: &Path) -> Result<(Stamp, SecretToken), String> {
 
 impl AuthToken {
     /// The token in a variable.
-    pub fn value(token: &str) -> AuthToken {
+    pub(crate) fn value(token: &str) -> AuthToken {
         AuthToken(Inner::Value(SecretToken::new(token.trim())))
     }
 
     /// The token in a file, read now (a file that cannot be read is a
     /// configuration error) and again whenever it changes.
-    pub fn file(path: impl Into<PathBuf>) -> Result<AuthToken, String> {
+    pub(crate) fn file(path: impl Into<PathBuf>) -> Result<AuthToken, String> {
         let path = path.into();
         let first = read_token(&path)?;
         Ok(AuthToken(Inner::File {
@@ -122,7 +122,7 @@ impl AuthToken {
     }
 
     /// The variable the token comes from, for the log.
-    pub fn source_name(&self) -> &'static str {
+    pub(crate) fn source_name(&self) -> &'static str {
         match self.0 {
             Inner::Value(_) => "AWS_CONTAINER_AUTHORIZATION_TOKEN",
             Inner::File { .. } => "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
@@ -131,7 +131,7 @@ impl AuthToken {
 
     /// Checks an `Authorization` header value against the token, in
     /// constant time for a given length.
-    pub fn check(&self, presented: Option<&[u8]>) -> Result<(), TokenRefusal> {
+    pub(crate) fn check(&self, presented: Option<&[u8]>) -> Result<(), TokenRefusal> {
         let presented = presented.ok_or(TokenRefusal::Missing)?;
         let expected = self.current()?;
         if bool::from(presented.ct_eq(expected.expose().as_bytes())) {

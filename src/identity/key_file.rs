@@ -21,16 +21,16 @@ const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub struct ServiceAccountKey {
     /// `service_account`.
     #[serde(rename = "type")]
-    pub key_type: String,
+    pub(crate) key_type: String,
     /// The service account's email.
-    pub client_email: String,
+    pub(crate) client_email: String,
     /// Id of the key, sent as `kid`.
     #[serde(default)]
-    pub private_key_id: Option<String>,
+    pub(crate) private_key_id: Option<String>,
     /// PEM private key.
     private_key: String,
     /// OAuth token endpoint.
-    pub token_uri: String,
+    pub(crate) token_uri: String,
 }
 
 impl fmt::Debug for ServiceAccountKey {

@@ -32,7 +32,7 @@ use crate::util::error_chain;
 pub use key_file::ServiceAccountKey;
 
 /// How long before `exp` a cached token is replaced.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// A Google ID token and its non-secret claims.
 #[derive(Clone)]
@@ -44,7 +44,10 @@ pub struct IdToken {
 
 impl IdToken {
     /// Reads the claims of a token received from Google.
-    pub fn parse(token: SecretToken, source: &'static str) -> Result<IdToken, IdentityError> {
+    pub(crate) fn parse(
+        token: SecretToken,
+        source: &'static str,
+    ) -> Result<IdToken, IdentityError> {
         let claims = decode_unverified(token.expose()).map_err(|e| {
             IdentityError::permanent(source, format!("the token received is unusable: {e}"))
         })?;
@@ -68,11 +71,6 @@ impl IdToken {
     pub fn claims(&self) -> &Claims {
         &self.claims
     }
-
-    /// When the token stops being valid.
-    pub fn expires_at(&self) -> SystemTime {
-        self.expires_at
-    }
 }
 
 impl fmt::Debug for IdToken {
@@ -89,7 +87,7 @@ impl fmt::Debug for IdToken {
 #[error("Google ID token from {source_name}: {message}")]
 pub struct IdentityError {
     /// Which source failed (`metadata`, `service-account-key`, `impersonate`, `file`).
-    pub source_name: &'static str,
+    pub(crate) source_name: &'static str,
     /// What went wrong, for people.
     pub message: String,
     /// Whether trying again may help.
@@ -317,11 +315,6 @@ impl IdTokenSource {
     /// The source in use: `metadata`, `service-account-key`, `impersonate` or `file`.
     pub fn source_name(&self) -> &'static str {
         self.source.name()
-    }
-
-    /// The audience tokens are minted for.
-    pub fn audience(&self) -> &str {
-        &self.audience
     }
 
     fn fresh(&self, now: SystemTime) -> Option<IdToken> {

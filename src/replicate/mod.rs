@@ -22,8 +22,8 @@ use crate::source_buckets::{BucketRefusal, SourceBuckets};
 use crate::storage::{metadata_name, ObjectHeaders, ObjectKey, PutOptions, Storage, StorageError};
 
 /// The S3 user-metadata name holding the source generation.
-pub const GENERATION_META: &str = "goog-generation";
-pub const BUCKET_META: &str = "goog-bucket";
+pub(crate) const GENERATION_META: &str = "goog-generation";
+pub(crate) const BUCKET_META: &str = "goog-bucket";
 /// S3's limit on user metadata: names and values, in bytes.
 const S3_METADATA_LIMIT: usize = 2048;
 /// How many older replica versions a delete removes when they would
@@ -32,7 +32,7 @@ const MAX_STALE_VERSIONS: usize = 16;
 
 /// What replication did; every outcome is a success for the trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplicaOutcome {
+pub(crate) enum ReplicaOutcome {
     /// The generation was copied.
     Replicated {
         /// Relative key.
@@ -84,7 +84,7 @@ pub enum ReplicaOutcome {
 
 impl ReplicaOutcome {
     /// JSON summary for the answer.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             ReplicaOutcome::Replicated {
                 key,
@@ -194,7 +194,7 @@ fn lost_race(key: &ObjectKey, e: StorageError) -> ReplicateError {
 
 /// Replicates Cloud Storage objects into the confined S3 bucket.
 #[derive(Debug)]
-pub struct Replicator {
+pub(crate) struct Replicator {
     storage: Storage,
     gcs: GcsClient,
     sources: SourceBuckets,
@@ -248,7 +248,7 @@ struct CopyPlan {
 impl Replicator {
     /// Replication into `storage` from `gcs`; replication is off until
     /// [`Replicator::with_source_buckets`] allows buckets.
-    pub fn new(storage: Storage, gcs: GcsClient) -> Replicator {
+    pub(crate) fn new(storage: Storage, gcs: GcsClient) -> Replicator {
         Replicator {
             storage,
             gcs,
@@ -258,7 +258,7 @@ impl Replicator {
     }
 
     /// Publishing of further commands (sync pages, part tasks).
-    pub fn with_fanout(mut self, fanout: crate::publisher::Fanout) -> Replicator {
+    pub(crate) fn with_fanout(mut self, fanout: crate::publisher::Fanout) -> Replicator {
         self.fanout = Some(Arc::new(fanout));
         self
     }
@@ -276,7 +276,7 @@ impl Replicator {
     }
 
     /// The buckets replication may read (`GCS_SOURCE_BUCKETS`).
-    pub fn with_source_buckets(mut self, sources: SourceBuckets) -> Replicator {
+    pub(crate) fn with_source_buckets(mut self, sources: SourceBuckets) -> Replicator {
         self.sources = sources;
         self
     }
@@ -311,7 +311,10 @@ impl Replicator {
     /// Copies generation `obj.generation` (else the live one) of
     /// `gs://obj.bucket/obj.name` unless the replica has it or a newer one;
     /// a large object is handed to part tasks.
-    pub async fn replicate(&self, obj: &GcsObject) -> Result<ReplicaOutcome, ReplicateError> {
+    pub(crate) async fn replicate(
+        &self,
+        obj: &GcsObject,
+    ) -> Result<ReplicaOutcome, ReplicateError> {
         let plan = match self.decide(obj).await? {
             Decision::Done(outcome) => return Ok(outcome),
             Decision::Copy(plan) => plan,
@@ -450,7 +453,10 @@ impl Replicator {
     /// Removes the replica of a deleted or archived generation, unless the
     /// replica holds a newer generation or comes from another bucket. Only
     /// the version the check saw is removed.
-    pub async fn delete_replica(&self, obj: &GcsObject) -> Result<ReplicaOutcome, ReplicateError> {
+    pub(crate) async fn delete_replica(
+        &self,
+        obj: &GcsObject,
+    ) -> Result<ReplicaOutcome, ReplicateError> {
         if obj.bucket.is_empty() || obj.name.is_empty() {
             return Err(ReplicateError::InvalidEvent(
                 "a delete names a bucket and an object",

@@ -43,23 +43,23 @@ use crate::storage::{
 };
 
 /// Part size of part tasks unless S3's 10,000-part limit asks for more.
-pub const PART_TASK_PART_SIZE: u64 = 64 * 1024 * 1024;
+pub(crate) const PART_TASK_PART_SIZE: u64 = 64 * 1024 * 1024;
 
 /// How a large object is cut into part tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartPlan {
+pub(crate) struct PartPlan {
     /// Object size.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Bytes per part (the last may be shorter).
-    pub part_size: u64,
+    pub(crate) part_size: u64,
     /// Number of parts.
-    pub parts: u64,
+    pub(crate) parts: u64,
 }
 
 impl PartPlan {
     /// The plan for an object of `size` bytes when part tasks apply
     /// (`part_task_bytes` or more).
-    pub fn new(size: u64, part_task_bytes: u64) -> Option<PartPlan> {
+    pub(crate) fn new(size: u64, part_task_bytes: u64) -> Option<PartPlan> {
         if size < part_task_bytes || size == 0 {
             return None;
         }
@@ -82,7 +82,7 @@ impl PartPlan {
     }
 
     /// Inclusive byte range of part `number` (1-based).
-    pub fn range(&self, number: u64) -> (u64, u64) {
+    pub(crate) fn range(&self, number: u64) -> (u64, u64) {
         let start = (number - 1) * self.part_size;
         let end = (start + self.part_size).min(self.size) - 1;
         (start, end)
@@ -94,36 +94,36 @@ impl PartPlan {
 #[serde(deny_unknown_fields)]
 pub struct PartTask {
     /// Source bucket.
-    pub bucket: String,
+    pub(crate) bucket: String,
     /// Source object name.
-    pub name: String,
+    pub(crate) name: String,
     /// Source generation (decimal string or number).
     #[serde(deserialize_with = "de_generation", serialize_with = "ser_generation")]
-    pub generation: i64,
+    pub(crate) generation: i64,
     /// Relative S3 key.
-    pub key: String,
+    pub(crate) key: String,
     /// Multipart upload id.
-    pub upload_id: String,
+    pub(crate) upload_id: String,
     /// Part number, 1-based.
-    pub part_number: u64,
+    pub(crate) part_number: u64,
     /// First byte of the range.
-    pub start: u64,
+    pub(crate) start: u64,
     /// Last byte of the range (inclusive).
-    pub end: u64,
+    pub(crate) end: u64,
     /// Number of parts of the upload.
-    pub parts: u64,
+    pub(crate) parts: u64,
     /// Object size.
-    pub size: u64,
+    pub(crate) size: u64,
     /// The object's CRC32C (base64), which completion asks S3 to verify.
-    pub crc32c: String,
+    pub(crate) crc32c: String,
     /// Complete only if no object exists at the key (`If-None-Match: *`):
     /// the replicate command's check found no replica.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub if_none_match: bool,
+    pub(crate) if_none_match: bool,
     /// Complete only over the object with this ETag (`If-Match`): the
     /// replica the check found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub if_match: Option<String>,
+    pub(crate) if_match: Option<String>,
 }
 
 fn de_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -157,7 +157,7 @@ impl PartTask {
 
 /// What a part task (or the start of one) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartsOutcome {
+pub(crate) enum PartsOutcome {
     /// The upload was created and its part commands published.
     Published {
         /// Relative key.
@@ -197,7 +197,7 @@ pub enum PartsOutcome {
 
 impl PartsOutcome {
     /// JSON summary for the answer.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             PartsOutcome::Published {
                 key,

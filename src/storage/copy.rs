@@ -9,7 +9,7 @@ use super::error::classify;
 use super::upload::{part_size_for, KEY_ENCODE};
 use super::{ObjectKey, PutResult, Storage, StorageError};
 
-pub use crate::s3_limits::COPY_MULTIPART_THRESHOLD;
+pub(crate) use crate::s3_limits::COPY_MULTIPART_THRESHOLD;
 use crate::s3_limits::MAX_OBJECT;
 /// Preferred part size of a multipart copy (S3 copies it internally).
 const COPY_PART: u64 = 512 * 1024 * 1024;

@@ -7,14 +7,14 @@ use super::StorageError;
 
 /// Metadata names beginning with this (any letter case) are reserved for
 /// replication (`goog-generation`, `goog-bucket`).
-pub const RESERVED_METADATA_PREFIX: &str = "goog-";
+pub(crate) const RESERVED_METADATA_PREFIX: &str = "goog-";
 
 /// The most user metadata (names and values) a caller may set.
 const USER_METADATA_LIMIT: usize = 2048;
 
 /// Checks user metadata: token names, printable ASCII values, 2 KiB in all.
 /// Returns the metadata with its names lower-case.
-pub fn validate_metadata(
+pub(crate) fn validate_metadata(
     metadata: &HashMap<String, String>,
 ) -> Result<HashMap<String, String>, StorageError> {
     let mut out = HashMap::new();
@@ -34,7 +34,7 @@ pub fn validate_metadata(
 
 /// Checks one user-metadata entry: a token name (returned lower-case), not
 /// reserved (`goog-*`), and a printable ASCII value.
-pub fn metadata_name(k: &str, v: &str) -> Result<String, StorageError> {
+pub(crate) fn metadata_name(k: &str, v: &str) -> Result<String, StorageError> {
     let name = k.to_ascii_lowercase();
     if name.starts_with(RESERVED_METADATA_PREFIX) {
         return Err(StorageError::InvalidMetadata(format!(
@@ -59,7 +59,7 @@ pub fn metadata_name(k: &str, v: &str) -> Result<String, StorageError> {
 }
 
 /// Checks a Content-Type value: printable ASCII, 1 to 256 bytes.
-pub fn validate_content_type(ct: Option<String>) -> Result<Option<String>, StorageError> {
+pub(crate) fn validate_content_type(ct: Option<String>) -> Result<Option<String>, StorageError> {
     match ct {
         Some(c)
             if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| (0x20..0x7f).contains(&b)) =>

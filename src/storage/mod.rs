@@ -17,12 +17,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
-pub use copy::COPY_MULTIPART_THRESHOLD;
+pub(crate) use copy::COPY_MULTIPART_THRESHOLD;
 pub(crate) use error::classify;
 pub use error::StorageError;
-pub use headers::{
-    metadata_name, validate_content_type, validate_metadata, RESERVED_METADATA_PREFIX,
-};
+pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
 pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
 pub use range::{ByteRange, RangeError};
 pub(crate) use upload::complete_conditionally;
@@ -35,111 +33,111 @@ use crate::aws::CredentialsExpiry;
 use crate::budget::BufferBudget;
 
 /// The longest a presigned URL may live (SigV4's limit).
-pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// System metadata carried with an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ObjectHeaders {
-    pub content_type: Option<String>,
-    pub content_encoding: Option<String>,
-    pub content_disposition: Option<String>,
-    pub cache_control: Option<String>,
-    pub content_language: Option<String>,
+pub(crate) struct ObjectHeaders {
+    pub(crate) content_type: Option<String>,
+    pub(crate) content_encoding: Option<String>,
+    pub(crate) content_disposition: Option<String>,
+    pub(crate) cache_control: Option<String>,
+    pub(crate) content_language: Option<String>,
     /// User metadata (`x-amz-meta-*`), names lower-case.
-    pub metadata: HashMap<String, String>,
+    pub(crate) metadata: HashMap<String, String>,
 }
 
 /// How to write an object.
 #[derive(Debug, Clone, Default)]
-pub struct PutOptions {
+pub(crate) struct PutOptions {
     /// System and user metadata.
-    pub headers: ObjectHeaders,
+    pub(crate) headers: ObjectHeaders,
     /// `If-None-Match: *`: refuse to overwrite.
-    pub if_none_match: bool,
+    pub(crate) if_none_match: bool,
     /// `If-Match: <ETag>`: write only over the object with this ETag (on
     /// PutObject and CompleteMultipartUpload).
-    pub if_match: Option<String>,
+    pub(crate) if_match: Option<String>,
     /// The CRC32C the bytes must have; S3 verifies it too.
-    pub expected_crc32c: Option<u32>,
+    pub(crate) expected_crc32c: Option<u32>,
     /// Body length, when known in advance.
-    pub content_length: Option<u64>,
+    pub(crate) content_length: Option<u64>,
 }
 
 /// The result of a write.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PutResult {
+pub(crate) struct PutResult {
     /// Relative key.
-    pub key: String,
+    pub(crate) key: String,
     /// ETag as S3 gives it.
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
     /// Version id when the bucket is versioned.
-    pub version_id: Option<String>,
+    pub(crate) version_id: Option<String>,
 }
 
 /// An object's description.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
+pub(crate) struct ObjectInfo {
     /// Relative key.
-    pub key: String,
+    pub(crate) key: String,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// ETag.
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
     /// Last modification, RFC 3339.
-    pub last_modified: Option<String>,
+    pub(crate) last_modified: Option<String>,
     /// Version id.
-    pub version_id: Option<String>,
+    pub(crate) version_id: Option<String>,
     /// System and user metadata.
-    pub headers: ObjectHeaders,
+    pub(crate) headers: ObjectHeaders,
 }
 
 /// An object being read.
 #[derive(Debug)]
-pub struct GetResult {
+pub(crate) struct GetResult {
     /// Description (size is the full object size when known).
-    pub info: ObjectInfo,
+    pub(crate) info: ObjectInfo,
     /// Bytes in this answer.
-    pub content_length: Option<u64>,
+    pub(crate) content_length: Option<u64>,
     /// `Content-Range` when a range was asked.
-    pub content_range: Option<String>,
+    pub(crate) content_range: Option<String>,
     /// The bytes, streamed.
-    pub body: ByteStream,
+    pub(crate) body: ByteStream,
 }
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ListPage {
+pub(crate) struct ListPage {
     /// Objects of this page.
-    pub objects: Vec<ListedObject>,
+    pub(crate) objects: Vec<ListedObject>,
     /// Cursor of the next page, if any.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// An object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ListedObject {
+pub(crate) struct ListedObject {
     /// Relative key.
-    pub key: String,
+    pub(crate) key: String,
     /// Size in bytes.
-    pub size: i64,
+    pub(crate) size: i64,
     /// ETag.
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
     /// RFC 3339.
-    pub last_modified: Option<String>,
+    pub(crate) last_modified: Option<String>,
 }
 
 /// A bucket of the account.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BucketInfo {
+pub(crate) struct BucketInfo {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Creation time, RFC 3339.
-    pub created: Option<String>,
+    pub(crate) created: Option<String>,
 }
 
 /// Method of a presigned URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PresignMethod {
+pub(crate) enum PresignMethod {
     /// Download.
     #[serde(rename = "GET")]
     Get,
@@ -150,14 +148,14 @@ pub enum PresignMethod {
 
 /// A presigned URL.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Presigned {
+pub(crate) struct Presigned {
     /// The URL.
-    pub url: String,
+    pub(crate) url: String,
     /// GET or PUT.
-    pub method: PresignMethod,
+    pub(crate) method: PresignMethod,
     /// When it stops working (RFC 3339): the earlier of the asked expiry and
     /// the signing credentials' end.
-    pub expires_at: String,
+    pub(crate) expires_at: String,
 }
 
 fn smithy_time(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
@@ -167,7 +165,7 @@ fn smithy_time(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
 
 /// S3 confined to one bucket and prefix.
 #[derive(Clone, Debug)]
-pub struct Storage {
+pub(crate) struct Storage {
     s3: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
@@ -181,7 +179,7 @@ pub struct Storage {
 
 impl Storage {
     /// Operations on `bucket`, keys under `prefix`.
-    pub fn new(
+    pub(crate) fn new(
         s3: aws_sdk_s3::Client,
         bucket: String,
         prefix: String,
@@ -201,7 +199,7 @@ impl Storage {
     /// Copies larger than `bytes` go part by part (`UploadPartCopy`); the
     /// default is S3's CopyObject limit, 5 GiB. Lower only to test the
     /// multipart path.
-    pub fn with_copy_multipart_threshold(mut self, bytes: u64) -> Storage {
+    pub(crate) fn with_copy_multipart_threshold(mut self, bytes: u64) -> Storage {
         self.copy_threshold = bytes;
         self
     }
@@ -214,34 +212,34 @@ impl Storage {
 
     /// The same storage with upload buffers reserved from `budget` and
     /// objects over `max_object_bytes` refused.
-    pub fn with_limits(mut self, budget: BufferBudget, max_object_bytes: u64) -> Storage {
+    pub(crate) fn with_limits(mut self, budget: BufferBudget, max_object_bytes: u64) -> Storage {
         self.budget = budget;
         self.max_object_bytes = max_object_bytes;
         self
     }
 
     /// Validates a relative key.
-    pub fn key(&self, relative: &str) -> Result<ObjectKey, StorageError> {
+    pub(crate) fn key(&self, relative: &str) -> Result<ObjectKey, StorageError> {
         Ok(ObjectKey::new(&self.prefix, relative)?)
     }
 
     /// The bucket.
-    pub fn bucket(&self) -> &str {
+    pub(crate) fn bucket(&self) -> &str {
         &self.bucket
     }
 
     /// The prefix.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// The S3 client.
-    pub fn client(&self) -> &aws_sdk_s3::Client {
+    pub(crate) fn client(&self) -> &aws_sdk_s3::Client {
         &self.s3
     }
 
     /// Writes bytes held in memory, with their CRC32C for S3 to verify.
-    pub async fn put_bytes(
+    pub(crate) async fn put_bytes(
         &self,
         key: &ObjectKey,
         body: Bytes,
@@ -262,7 +260,7 @@ impl Storage {
     /// 64 MiB, else a multipart upload with a bounded number of parts in
     /// memory. A CRC32C mismatch with `opts.expected_crc32c` aborts the
     /// upload and leaves nothing behind.
-    pub async fn put_stream(
+    pub(crate) async fn put_stream(
         &self,
         key: &ObjectKey,
         source: ByteSource,
@@ -272,7 +270,7 @@ impl Storage {
     }
 
     /// Reads an object, or a `Range` of it.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         key: &ObjectKey,
         range: Option<&str>,
@@ -320,7 +318,7 @@ impl Storage {
     }
 
     /// Describes an object.
-    pub async fn head(&self, key: &ObjectKey) -> Result<ObjectInfo, StorageError> {
+    pub(crate) async fn head(&self, key: &ObjectKey) -> Result<ObjectInfo, StorageError> {
         let out = self
             .s3
             .head_object()
@@ -350,7 +348,10 @@ impl Storage {
     }
 
     /// Describes an object, `None` when there is none.
-    pub async fn head_opt(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+    pub(crate) async fn head_opt(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
         match self.head(key).await {
             Ok(i) => Ok(Some(i)),
             Err(StorageError::NotFound(_)) => Ok(None),
@@ -359,7 +360,7 @@ impl Storage {
     }
 
     /// Deletes an object; deleting a missing key succeeds, as in S3.
-    pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    pub(crate) async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         self.s3
             .delete_object()
             .bucket(&self.bucket)
@@ -374,7 +375,7 @@ impl Storage {
     /// on a versioned bucket, else on the condition `If-Match: etag`. A
     /// changed object answers [`StorageError::PreconditionFailed`]; an
     /// object already gone answers `Ok`.
-    pub async fn delete_checked(
+    pub(crate) async fn delete_checked(
         &self,
         key: &ObjectKey,
         version_id: Option<&str>,
@@ -398,7 +399,7 @@ impl Storage {
     }
 
     /// Lists objects under `prefix` (relative), `limit` per page (1–1000).
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         prefix: &str,
         limit: Option<i32>,
@@ -465,7 +466,7 @@ impl Storage {
     /// the multipart threshold (5 GiB), else a multipart copy
     /// (`UploadPartCopy`) of up to 5 TiB. Content headers and user metadata
     /// are kept.
-    pub async fn copy(
+    pub(crate) async fn copy(
         &self,
         source: &ObjectKey,
         dest: &ObjectKey,
@@ -476,7 +477,7 @@ impl Storage {
     /// A presigned URL for `key`. A URL signed with session credentials dies
     /// with them, so the lifetime is capped at their remaining life (and at
     /// seven days); `expires_at` tells the true end.
-    pub async fn presign(
+    pub(crate) async fn presign(
         &self,
         key: &ObjectKey,
         method: PresignMethod,
@@ -534,7 +535,7 @@ impl Storage {
     }
 
     /// Buckets of the account (the role needs s3:ListAllMyBuckets).
-    pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, StorageError> {
+    pub(crate) async fn list_buckets(&self) -> Result<Vec<BucketInfo>, StorageError> {
         let out = self
             .s3
             .list_buckets()

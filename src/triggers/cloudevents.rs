@@ -24,17 +24,17 @@ use super::pubsub::{message_to_command, PubsubMessage};
 use super::{json_body, read_body_within};
 
 /// The accepted event types.
-pub const ACCEPTED_TYPES: &str = "google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated";
+pub(crate) const ACCEPTED_TYPES: &str = "google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated";
 
 /// A decoded CloudEvent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudEvent {
-    pub id: String,
-    pub event_type: String,
-    pub source: String,
-    pub subject: Option<String>,
+    pub(crate) id: String,
+    pub(crate) event_type: String,
+    pub(crate) source: String,
+    pub(crate) subject: Option<String>,
     /// The data, as JSON.
-    pub data: serde_json::Value,
+    pub(crate) data: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -194,7 +194,7 @@ pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
 }
 
 /// `POST /events`.
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,

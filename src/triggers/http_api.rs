@@ -83,7 +83,7 @@ fn object_headers(info: &ObjectInfo, out: &mut HeaderMap) {
 }
 
 /// `PUT /v1/objects/{key}`: the body streams to S3 (multipart past 64 MiB).
-pub async fn put_object(
+pub(crate) async fn put_object(
     State(state): State<AppState>,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -150,7 +150,7 @@ pub async fn put_object(
 }
 
 /// `GET /v1/objects/{key}`: streamed, `Range` honoured (206).
-pub async fn get_object(
+pub(crate) async fn get_object(
     State(state): State<AppState>,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -180,7 +180,7 @@ pub async fn get_object(
 }
 
 /// `HEAD /v1/objects/{key}`.
-pub async fn head_object(
+pub(crate) async fn head_object(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Response, AppError> {
@@ -194,7 +194,7 @@ pub async fn head_object(
 }
 
 /// `DELETE /v1/objects/{key}`: 204, also for a missing key.
-pub async fn delete_object(
+pub(crate) async fn delete_object(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -205,14 +205,14 @@ pub async fn delete_object(
 
 /// Query of `GET /v1/objects`.
 #[derive(Debug, Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     prefix: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
 /// `GET /v1/objects?prefix=&limit=&cursor=`.
-pub async fn list_objects(
+pub(crate) async fn list_objects(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, AppError> {
@@ -237,7 +237,7 @@ struct CopyRequest {
 }
 
 /// `POST /v1/copy` `{source_key,key}` → 201 `{key,etag,version_id}`.
-pub async fn copy(
+pub(crate) async fn copy(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
@@ -260,7 +260,7 @@ struct PresignRequest {
 }
 
 /// `POST /v1/presign` `{key,method,expires_in}` → `{url,method,expires_at}`.
-pub async fn presign(
+pub(crate) async fn presign(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
@@ -310,12 +310,12 @@ pub async fn presign(
 }
 
 /// `GET /v1/buckets`: STS-credentialed ListBuckets.
-pub async fn buckets(State(state): State<AppState>) -> Result<Response, AppError> {
+pub(crate) async fn buckets(State(state): State<AppState>) -> Result<Response, AppError> {
     let buckets = state.storage.list_buckets().await?;
     Ok(Json(serde_json::json!({ "buckets": buckets })).into_response())
 }
 
 /// `GET /v1/whoami`.
-pub async fn whoami(State(state): State<AppState>) -> Result<Response, AppError> {
+pub(crate) async fn whoami(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(Json(crate::aws::whoami(&state.aws).await?).into_response())
 }

@@ -7,12 +7,12 @@
 //! [`crate::error::AppError`]: 2xx acks, anything else redelivers.
 
 pub mod cloudevents;
-pub mod http_api;
+pub(crate) mod http_api;
 pub mod pubsub;
-pub mod sync_http;
+pub(crate) mod sync_http;
 
 /// Body limit of `POST /v1/copy` and `POST /v1/presign`: a few keys.
-pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
@@ -23,7 +23,11 @@ use crate::budget::{BufferBudget, Reservation};
 use crate::error::AppError;
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, AppError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, AppError> {
     let too_large = || too_large(limit);
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -48,7 +52,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 /// `budget` the bytes it will hold (its `Content-Length`, else `limit`): 413
 /// over the limit, 503 when the budget stays spent. The reservation is
 /// returned with the bytes; hold it while they (or copies) are alive.
-pub async fn read_body_within(
+pub(crate) async fn read_body_within(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -71,7 +75,10 @@ fn too_large(limit: usize) -> AppError {
 }
 
 /// Parses a JSON body into `T`, answering 400 `invalid_json` otherwise.
-pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, AppError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, AppError> {
     serde_json::from_slice(bytes)
         .map_err(|e| AppError::bad_request("invalid_json", format!("{what}: {e}")))
 }

@@ -32,11 +32,11 @@ pub struct PubsubMessage {
     #[serde(default, rename = "messageId")]
     pub message_id: Option<String>,
     #[serde(default, rename = "message_id")]
-    message_id_snake: Option<String>,
+    pub message_id_snake: Option<String>,
     #[serde(default, rename = "publishTime")]
     pub publish_time: Option<String>,
     #[serde(default, rename = "publish_time")]
-    publish_time_snake: Option<String>,
+    pub publish_time_snake: Option<String>,
 }
 
 impl PubsubMessage {
@@ -199,7 +199,7 @@ struct MessageRef<'a> {
 /// it are reserved from the buffer budget, and held no longer than needed:
 /// the body and envelope go once the data is decoded, the decoded data once
 /// the command holds what it needs.
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,

@@ -18,7 +18,7 @@ use super::{json_body, read_body};
 const SYNC_BODY_LIMIT: usize = 64 * 1024;
 
 /// `POST /v1/sync`.
-pub async fn sync(
+pub(crate) async fn sync(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
