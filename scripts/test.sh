@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite:
-#   1. cargo fmt --check
+#   1. cargo fmt --check, and scripts/check-layers.py (no import cycle)
 #   2. cargo clippy --all-targets -- -D warnings    (while the rig starts)
 #   3. the rig: moto, the Pub/Sub emulator and fake-gcs-server
 #      (scripts/rig-up.sh, in $RIG_DIR = .run/test, stopped again on exit)
@@ -64,6 +64,11 @@ banner "cargo fmt --check"
 t=$SECONDS
 cargo fmt --all --check
 step_result "cargo fmt --check" $? $((SECONDS - t))
+
+banner "module layers (scripts/check-layers.py)"
+t=$SECONDS
+python3 "$ROOT/scripts/check-layers.py"
+step_result "module layers" $? $((SECONDS - t))
 
 # --- 2. clippy, while the rig starts -----------------------------------------
 rig_t=$SECONDS

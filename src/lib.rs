@@ -8,24 +8,27 @@
 //!
 //! Module map, lower layers first (each uses only those above it in this
 //! list; `scripts/check-layers.py` checks it):
-//! - helpers: [`util`] (error chains, timestamps), [`s3_limits`], [`retry`], [`jwt`],
-//!   [`budget`] (buffer memory), [`source_buckets`], [`config`],
-//!   [`telemetry`];
-//! - credentials: [`identity`] (our outgoing Google ID token), [`aws`] (STS
-//!   credentials, the shared SDK configuration, whoami);
-//! - services: [`storage`] (S3 confined to a bucket and prefix, with its key,
-//!   metadata and header rules), [`gcs`] (Cloud Storage reads),
-//!   [`publisher`] (Pub/Sub);
+//! - helpers: [`util`] (error chains, timestamps), [`retry`], [`jwt`],
+//!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`,
+//!   [`server`] (the listener), then [`config`] (typed settings, a group per
+//!   module) and [`telemetry`];
+//! - outgoing identity and clients: [`gcs`] (Cloud Storage reads),
+//!   [`identity`] (our own Google ID token), [`publisher`] (Pub/Sub),
+//!   [`aws`] (STS credentials, the shared SDK configuration, whoami);
+//! - [`caller_auth`] (who may call);
+//! - [`storage`] (S3 confined to a bucket and prefix, with its key, range,
+//!   metadata and header rules);
 //! - rules: [`replicate`] (one object; part tasks in [`replicate::parts`]),
 //!   [`sync`] (a bucket, page by page), [`command`] (what triggers decode
-//!   requests into), [`caller_auth`] (who may call);
-//! - HTTP: [`error`] (the one map from domain errors to statuses and codes),
-//!   [`state`] ([`state::AppState`]), [`triggers`], [`app`] (the router),
-//!   [`server`], [`credential_server`];
+//!   requests into, and running it);
+//! - HTTP: `state` (`AppState`), [`error`] (the one map from
+//!   domain errors to statuses and codes), [`triggers`],
+//!   [`credential_server`], [`app`] (the router);
 //! - command line: [`cli`], [`sync_cli`].
 //!
-//! Storage, Cloud Storage, replication, command decoding and whoami return
-//! their own errors; [`error`] turns them into HTTP answers.
+//! Identity, STS, storage, Cloud Storage, replication, sync, commands,
+//! caller verification, publishing and whoami return their own errors;
+//! [`error`] turns them into HTTP answers.
 
 pub mod app;
 pub mod aws;
