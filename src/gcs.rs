@@ -7,16 +7,14 @@
 //! Cloud Run).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Deserializer};
-use tokio::sync::OnceCell;
 
 use crate::retry::{is_transient_status, Backoff, Transient};
-use crate::util::{de_i64_opt, error_chain};
+use crate::util::{de_i64_opt, error_chain, AccessTokens};
 
 const READ_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -84,7 +82,7 @@ pub(crate) struct GcsClient {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
     emulator: bool,
-    token_provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    access_tokens: AccessTokens,
     backoff: Backoff,
 }
 
@@ -122,7 +120,7 @@ impl GcsClient {
                 .expect("a TLS client with the built-in roots"),
             base,
             emulator,
-            token_provider: OnceCell::new(),
+            access_tokens: AccessTokens::new(READ_SCOPE),
             backoff: Backoff::default(),
         }
     }
@@ -134,22 +132,13 @@ impl GcsClient {
         if self.emulator {
             return Ok(req);
         }
-        let provider = self
-            .token_provider
-            .get_or_try_init(|| async { gcp_auth::provider().await })
+        self.access_tokens
+            .authorize(req)
             .await
-            .map_err(|e| GcsError::Failed {
-                message: format!("no Google credentials: {}", error_chain(&e)),
+            .map_err(|message| GcsError::Failed {
+                message,
                 transient: true,
-            })?;
-        let token = provider
-            .token(&[READ_SCOPE])
-            .await
-            .map_err(|e| GcsError::Failed {
-                message: format!("access token: {}", error_chain(&e)),
-                transient: true,
-            })?;
-        Ok(req.bearer_auth(token.as_str()))
+            })
     }
 
     pub(crate) fn object_url(&self, bucket: &str, name: &str) -> String {

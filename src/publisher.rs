@@ -14,16 +14,14 @@
 //! this is the only retry layer around Pub/Sub. A token comes from gcp_auth
 //! (the metadata server on Cloud Run) unless the emulator is used.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use tokio::sync::OnceCell;
 
 use crate::config::{Config, PublisherSettings};
 use crate::retry::{is_transient_status, Backoff};
-use crate::util::error_chain;
+use crate::util::{error_chain, AccessTokens};
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -66,7 +64,7 @@ pub(crate) struct Publisher {
     base: String,
     topic: String,
     emulator: bool,
-    token_provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    access_tokens: AccessTokens,
     backoff: Backoff,
 }
 
@@ -114,7 +112,7 @@ impl Publisher {
             base,
             topic: topic.to_owned(),
             emulator,
-            token_provider: OnceCell::new(),
+            access_tokens: AccessTokens::new(PUBSUB_SCOPE),
             backoff: PUBLISH_BACKOFF,
         }
     }
@@ -146,22 +144,13 @@ impl Publisher {
         if self.emulator {
             return Ok(req);
         }
-        let provider = self
-            .token_provider
-            .get_or_try_init(|| async { gcp_auth::provider().await })
+        self.access_tokens
+            .authorize(req)
             .await
-            .map_err(|e| PublishError::Failed {
-                message: format!("no Google credentials: {}", error_chain(&e)),
+            .map_err(|message| PublishError::Failed {
+                message,
                 transient: true,
-            })?;
-        let token = provider
-            .token(&[PUBSUB_SCOPE])
-            .await
-            .map_err(|e| PublishError::Failed {
-                message: format!("access token: {}", error_chain(&e)),
-                transient: true,
-            })?;
-        Ok(req.bearer_auth(token.as_str()))
+            })
     }
 
     /// Publishes each command as one message (its JSON as the data), in as
@@ -277,6 +266,7 @@ mod tests {
     use super::*;
 
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     /// A Pub/Sub stand-in on 127.0.0.1 that fails the first `fail` calls

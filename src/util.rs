@@ -49,3 +49,47 @@ pub(crate) fn de_i64_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>,
             .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number"))),
     }
 }
+
+/// OAuth access tokens of the service's Google credentials for one scope,
+/// through gcp_auth (the metadata server on Cloud Run, ADC elsewhere); the
+/// provider is found on first use and shared.
+pub(crate) struct AccessTokens {
+    scope: &'static str,
+    provider: tokio::sync::OnceCell<std::sync::Arc<dyn gcp_auth::TokenProvider>>,
+}
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokens")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessTokens {
+    pub(crate) fn new(scope: &'static str) -> AccessTokens {
+        AccessTokens {
+            scope,
+            provider: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// `req` with `Authorization: Bearer <access token>`; `Err` says why no
+    /// token could be had (transient: the credentials or the metadata
+    /// server may come back).
+    pub(crate) async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let provider = self
+            .provider
+            .get_or_try_init(|| async { gcp_auth::provider().await })
+            .await
+            .map_err(|e| format!("no Google credentials: {}", error_chain(&e)))?;
+        let token = provider
+            .token(&[self.scope])
+            .await
+            .map_err(|e| format!("access token: {}", error_chain(&e)))?;
+        Ok(req.bearer_auth(token.as_str()))
+    }
+}
