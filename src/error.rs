@@ -11,7 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::aws::WhoamiError;
+use crate::aws::{StsError, WhoamiError};
 use crate::budget::BudgetError;
 use crate::caller_auth::CallerError;
 use crate::command::CommandError;
@@ -410,6 +410,23 @@ impl From<PublishError> for AppError {
                 other.to_string(),
             ),
         }
+    }
+}
+
+/// Credentials that cannot be had (the credential server's answer). The
+/// provider has logged the error with its trust-policy diagnostic; the
+/// answer carries only what to do.
+impl From<StsError> for AppError {
+    fn from(e: StsError) -> AppError {
+        let message = match &e {
+            StsError::Identity(_) => "the Google identity is unavailable; retry later",
+            StsError::Rejected { .. } => {
+                "STS refused the Google identity; the log names the claims and the trust-policy keys"
+            }
+            StsError::Transient(_) => "STS is unavailable; retry later",
+            StsError::Failed(_) => "STS AssumeRoleWithWebIdentity failed; see the log",
+        };
+        AppError::unavailable("credentials_unavailable", message, e.to_string())
     }
 }
 

@@ -40,7 +40,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::aws::{RoleProviders, StsError, WebIdentityProvider};
+use crate::aws::{RoleProviders, WebIdentityProvider};
 use crate::config::{present, read_group, ConfigError};
 use crate::error::AppError;
 use crate::util::rfc3339;
@@ -259,21 +259,8 @@ fn authorize(s: &ServerState, headers: &HeaderMap) -> Result<(), AppError> {
     })
 }
 
-fn unavailable(e: &StsError) -> AppError {
-    // The provider has logged the error with its trust-policy diagnostic.
-    let message = match e {
-        StsError::Identity(_) => "the Google identity is unavailable; retry later",
-        StsError::Rejected { .. } => {
-            "STS refused the Google identity; the log names the claims and the trust-policy keys"
-        }
-        StsError::Transient(_) => "STS is unavailable; retry later",
-        StsError::Failed(_) => "STS AssumeRoleWithWebIdentity failed; see the log",
-    };
-    AppError::unavailable("credentials_unavailable", message, e.to_string())
-}
-
 async fn answer(cache: &RoleCache) -> Result<Response, AppError> {
-    let c = cache.credentials().await.map_err(|e| unavailable(&e))?;
+    let c = cache.credentials().await?;
     let body = serde_json::json!({
         "AccessKeyId": c.access_key_id(),
         "SecretAccessKey": c.secret_access_key(),
