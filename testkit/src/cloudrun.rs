@@ -337,6 +337,18 @@ impl CloudRunEmulator {
         ids.iter().map(|i| h[i].1.load(Ordering::SeqCst)).collect()
     }
 
+    /// The process ids of the instances in rotation, with their start-order
+    /// numbers.
+    pub fn instance_pids(&self) -> Vec<(usize, u32)> {
+        self.shared
+            .instances
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|i| Some((i.id, i.child.as_ref()?.id()?)))
+            .collect()
+    }
+
     /// The most requests ever in flight to the instances at once (all
     /// instances together).
     pub fn peak_in_flight(&self) -> usize {

@@ -272,12 +272,20 @@ async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kill() {
+    // Room for two 64 MiB parts per instance; the deliveries pushed at an
+    // instance beyond that wait for the budget.
+    let budget = 128 * MIB;
     let d = Deployment::start(
         "parts640",
         2,
-        &[("PART_TASK_BYTES", &(64 * MIB).to_string())],
+        &[
+            ("PART_TASK_BYTES", &(64 * MIB).to_string()),
+            ("BUFFER_BUDGET_BYTES", &budget.to_string()),
+        ],
     )
     .await;
+    let pids = d.front.instance_pids();
+    assert_eq!(pids.len(), 2);
     let size = 640 * MIB;
     let data = bytes(size, 640);
     let obj = d
@@ -318,6 +326,7 @@ async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kil
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dispatched_before_kill = d.front.requests_per_instance();
+    let peak_before_kill: Vec<usize> = pids.iter().map(|(_, pid)| peak_rss(*pid)).collect();
     let killed = d
         .front
         .kill_instance(1)
@@ -360,6 +369,28 @@ async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kil
         "replica differs"
     );
     drop(got);
+
+    // Each instance stayed within its buffer budget: its peak RSS is the
+    // budget plus what the process holds anyway, far from a part buffer per
+    // delivery in flight.
+    let survivor = pids.iter().find(|(n, _)| *n != 1).unwrap().1;
+    let peaks = [
+        peak_before_kill[0].max(peak_before_kill[1]),
+        peak_rss(survivor),
+    ];
+    eprintln!(
+        "peak RSS (MiB): instances before the kill {:?}, the survivor at the end {}",
+        peak_before_kill.iter().map(|p| p / MIB).collect::<Vec<_>>(),
+        peaks[1] / MIB
+    );
+    for peak in peaks {
+        assert!(
+            peak < budget + 128 * MIB,
+            "an instance's peak RSS is {} MiB, over the budget of {} MiB plus 128 MiB",
+            peak / MIB,
+            budget / MIB
+        );
+    }
 
     // Both instances handled commands, and faults were injected on both sides.
     assert!(
@@ -564,4 +595,15 @@ async fn part_task_completion_is_conditional_on_what_the_check_saw() {
     assert_eq!(s503, 2, "{:?}", d.pubsub_statuses());
     assert!(d.push.statuses().contains(&503));
     assert_eq!(d.front.refused(), 0);
+}
+
+/// A process's peak resident set (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
 }
