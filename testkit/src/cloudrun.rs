@@ -73,6 +73,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::keys::{random_hex, verify_with_jwks, VerifyError};
+use crate::proxy::{is_hop_by_hop, strip_hop_by_hop};
 
 /// What Cloud Run puts in place of a checked token's signature.
 pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
@@ -767,21 +768,6 @@ impl Shared {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
 /// `(trace id, span id as decimal)` from the caller's headers, else new.
 fn trace_of(headers: &http::HeaderMap) -> (String, u64) {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
@@ -941,15 +927,7 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         );
     }
     let (mut rparts, rbody) = res.into_parts();
-    let hop: Vec<HeaderName> = rparts
-        .headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for n in hop {
-        rparts.headers.remove(n);
-    }
+    strip_hop_by_hop(&mut rparts.headers);
     let body = DeadlineBody {
         inner: rbody,
         sleep: Box::pin(tokio::time::sleep_until(deadline)),

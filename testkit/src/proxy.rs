@@ -686,7 +686,20 @@ impl Shared {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// Removes the hop-by-hop headers, which a proxy does not pass on.
+pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for n in hop {
+        headers.remove(n);
+    }
+}
+
+/// Headers that concern one connection only (RFC 9110 §7.6.1).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -888,15 +901,7 @@ async fn handle(
         return Err(DropConnection);
     }
     let (mut rparts, rbody) = res.into_parts();
-    let hop: Vec<HeaderName> = rparts
-        .headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for n in hop {
-        rparts.headers.remove(n);
-    }
+    strip_hop_by_hop(&mut rparts.headers);
     if cut {
         let len = content_length(&rparts.headers);
         let bodyless = method == Method::HEAD
