@@ -115,19 +115,27 @@ async fn credential_server(config: Config, server: ServerConfig) -> ExitCode {
     }
 }
 
-async fn command(mode: Mode, config: Config) -> ExitCode {
-    // stdout carries the answer only; diagnostics go to stderr.
+/// The set-up of a command-line mode: warnings to stderr (stdout carries
+/// the answer only) and the identity source; an unusable identity
+/// configuration is said on stderr and fails.
+fn cli_identity(config: &Config) -> Result<std::sync::Arc<IdTokenSource>, ExitCode> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_max_level(tracing::Level::WARN)
         .try_init();
-    let ids = match IdTokenSource::from_config(&config) {
-        Ok(i) => std::sync::Arc::new(i),
-        Err(e) => {
+    IdTokenSource::from_config(config)
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
             eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+async fn command(mode: Mode, config: Config) -> ExitCode {
+    let ids = match cli_identity(&config) {
+        Ok(ids) => ids,
+        Err(code) => return code,
     };
     if let Mode::Credentials(args) = &mode {
         let roles = RoleProviders::new(&config, ids, &AwsOptions::default());
@@ -177,17 +185,9 @@ async fn sync(args: &[String], config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .try_init();
-    let ids = match IdTokenSource::from_config(&config) {
-        Ok(i) => std::sync::Arc::new(i),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let ids = match cli_identity(&config) {
+        Ok(ids) => ids,
+        Err(code) => return code,
     };
     let aws = AwsClients::new(&config, ids, AwsOptions::default());
     let mut out = std::io::stdout().lock();
