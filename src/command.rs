@@ -334,7 +334,11 @@ pub(crate) async fn execute(
             let fanout = replicator
                 .fanout()
                 .ok_or(CommandError::NotConfigured("replicate_part"))?;
-            crate::sync::source_bucket_allowed(&fanout.config, &task.bucket)?;
+            fanout
+                .config
+                .replication
+                .source_buckets
+                .check(&task.bucket)?;
             Ok(Outcome::Replica(parts::run_part(replicator, &task).await?))
         }
         Command::DeleteOrphan(obj) => Ok(Outcome::Replica(

@@ -169,6 +169,33 @@ mod tests {
     }
 
     #[test]
+    fn refusals_answer_400_for_a_bad_name_and_403_for_one_not_listed() {
+        use crate::error::AppError;
+        let list = |v: &str| SourceBuckets::parse(Some(v)).unwrap();
+        let c = list("src-1,other");
+        assert!(c.check("src-1").is_ok());
+        let e = AppError::from(c.check("src-2").unwrap_err());
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (403, "source_bucket_not_allowed")
+        );
+        for bad in ["UPPER", "a", "-x-", "a..b", "goog-x", "has space"] {
+            let e = AppError::from(c.check(bad).unwrap_err());
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (400, "invalid_bucket"),
+                "{bad}"
+            );
+        }
+        assert!(list("*").check("any-bucket.example").is_ok());
+        let off = SourceBuckets::parse(Some("")).unwrap();
+        assert_eq!(
+            AppError::from(off.check("src-1").unwrap_err()).code(),
+            "source_bucket_not_allowed"
+        );
+    }
+
+    #[test]
     fn the_list_decides() {
         assert_eq!(SourceBuckets::parse(None), Ok(SourceBuckets::Off));
         assert_eq!(SourceBuckets::parse(Some(" , ")), Ok(SourceBuckets::Off));

@@ -75,7 +75,11 @@ pub async fn run(
         return Err("S3_BUCKET: required for sync".into());
     }
     let fanout = crate::publisher::Fanout::from_config(config);
-    crate::sync::source_bucket_allowed(config, &args.request.bucket).map_err(|e| e.to_string())?;
+    config
+        .replication
+        .source_buckets
+        .check(&args.request.bucket)
+        .map_err(|e| e.to_string())?;
     if !args.dry_run {
         let publisher = fanout.publisher().map_err(|e| e.to_string())?;
         let mut cmd = serde_json::to_value(&args.request).map_err(|e| e.to_string())?;
