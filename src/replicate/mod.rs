@@ -181,14 +181,20 @@ pub enum ReplicateError {
     Unexpected(&'static str),
 }
 
-/// A write or delete that failed because the replica changed since its
-/// check (precondition failed, conflict, or gone).
+/// A failed write or delete of the replica: a lost race when the replica
+/// changed since its check, else the storage error.
 fn lost_race(key: &ObjectKey, e: StorageError) -> ReplicateError {
+    race_lost(key, &e).unwrap_or_else(|| e.into())
+}
+
+/// [`ReplicateError::LostRace`] when `e` says the replica changed since its
+/// check (precondition failed, conflict, or gone).
+pub(crate) fn race_lost(key: &ObjectKey, e: &StorageError) -> Option<ReplicateError> {
     match e {
         StorageError::PreconditionFailed(m)
         | StorageError::Conflict(m)
-        | StorageError::NotFound(m) => ReplicateError::LostRace(format!("{key}: {m}")),
-        other => other.into(),
+        | StorageError::NotFound(m) => Some(ReplicateError::LostRace(format!("{key}: {m}"))),
+        _ => None,
     }
 }
 

@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
-use crate::replicate::{gone, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
+use crate::replicate::{gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
 use crate::storage::{
     classify, complete_conditionally, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey,
@@ -587,12 +587,7 @@ async fn complete(
     };
     // The replica was written or removed since the replicate command's
     // check: that command decides again.
-    let lost = match &err {
-        StorageError::PreconditionFailed(m)
-        | StorageError::Conflict(m)
-        | StorageError::NotFound(m) => Some(ReplicateError::LostRace(format!("{key}: {m}"))),
-        _ => None,
-    };
+    let lost = race_lost(key, &err);
     let refused = lost.is_some()
         || matches!(
             err,
