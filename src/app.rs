@@ -53,8 +53,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match state.caller_auth.check(req.headers()).await {
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    admit(&state.caller_auth, req, next).await
+}
+
+/// The inside door's check: the tasks subscription's push identity only.
+async fn authenticate_tasks(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    admit(&state.tasks_auth, req, next).await
+}
+
+async fn admit(auth: &crate::caller_auth::CallerAuth, mut req: Request, next: Next) -> Response {
+    match auth.check(req.headers()).await {
         Ok(caller) => {
             if let Some(email) = &caller.email {
                 tracing::Span::current().record("caller", email.as_str());
@@ -165,10 +174,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/buckets", get(http_api::buckets))
         .route("/v1/whoami", get(http_api::whoami))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let inside = Router::new()
+        .route("/tasks", post(pubsub::handle_task))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_tasks,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(protected)
+        .merge(inside)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits; PUT /v1/objects streams.

@@ -346,6 +346,16 @@ impl CallerAuth {
         }
     }
 
+    /// The check of `POST /tasks`: as [`CallerAuth::from_config`], but the
+    /// only email allowed is `TASKS_PUSH_EMAIL` (none when unset: every
+    /// token is refused, 403).
+    pub fn for_tasks(config: &CallerAuthSettings) -> CallerAuth {
+        CallerAuth {
+            emails: config.tasks_push_email.iter().cloned().collect(),
+            ..CallerAuth::from_config(config)
+        }
+    }
+
     fn allowed(&self, claims: &Claims) -> Result<Caller, CallerError> {
         let email = claims
             .email

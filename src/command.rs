@@ -1,5 +1,20 @@
-//! [`Command`]: what every trigger decodes a request into, and
-//! [`execute`], which hands it to storage or replication.
+//! What the doors accept, and running it.
+//!
+//! Two vocabularies, two types, so that a door cannot take the other's:
+//! - [`OutsideCommand`]: what callers ask for at the outside doors
+//!   (`/pubsub`, `/events`, `/v1/*`): `put`, `copy`, `delete`, `replicate`
+//!   and `sync` (the ops of `COMMAND_OPS`), and Cloud Storage changes
+//!   (notifications and CloudEvents, which count as `replicate`). Decoded by
+//!   [`decode_outside`], which refuses the service's own ops with
+//!   [`CommandError::NotAllowed`] (403 `op_not_allowed`).
+//! - [`Task`]: what the service publishes to `TASKS_TOPIC` for itself (sync
+//!   pages, replicate tasks, part tasks, orphan removals), accepted only at
+//!   `POST /tasks`. Encoded and decoded by the same type ([`Task::to_json`],
+//!   [`Task::decode`]).
+//!
+//! Decoding reads the `op` first (the rest of the document skipped without
+//! building anything), then the one struct of that op, so no generic JSON
+//! tree is built.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -7,7 +22,8 @@ use std::collections::HashMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::gcs::GcsObject;
 use crate::replicate::parts::{self, PartTask};
@@ -17,11 +33,149 @@ use crate::storage::StorageError;
 use crate::storage::{
     validate_content_type, validate_metadata, ObjectHeaders, PutOptions, PutResult, Storage,
 };
+use crate::sync::{SyncCommand, SyncPage};
 use crate::util::de_i64_opt;
 
-/// One unit of work.
+/// An op of the outside doors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Put,
+    Copy,
+    Delete,
+    Replicate,
+    Sync,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Put, Op::Copy, Op::Delete, Op::Replicate, Op::Sync];
+
+    /// The op's name on the wire and in `COMMAND_OPS`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Copy => "copy",
+            Op::Delete => "delete",
+            Op::Replicate => "replicate",
+            Op::Sync => "sync",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The ops the service's own tasks use: never accepted at an outside door.
+const TASK_OPS: [&str; 4] = ["sync", "replicate", "replicate_part", "delete_replica"];
+
+/// A set of outside ops (`COMMAND_OPS`); all five by default.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpSet(u8);
+
+impl Default for OpSet {
+    fn default() -> OpSet {
+        OpSet(Op::ALL.into_iter().fold(0, |bits, op| bits | op.bit()))
+    }
+}
+
+impl std::fmt::Debug for OpSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(Op::ALL.into_iter().filter(|op| self.contains(*op)))
+            .finish()
+    }
+}
+
+impl OpSet {
+    /// Parses `put,copy,…`; one line per unknown op.
+    pub(crate) fn parse(s: &str) -> Result<OpSet, Vec<String>> {
+        let mut bits = 0;
+        let mut errors = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match Op::from_name(name) {
+                Some(op) => bits |= op.bit(),
+                None if TASK_OPS.contains(&name) => errors.push(format!(
+                    "{name:?} is an op of the service's own tasks, accepted only at /tasks; COMMAND_OPS takes put, copy, delete, replicate and sync"
+                )),
+                None => errors.push(format!(
+                    "{name:?} is not an op; COMMAND_OPS takes put, copy, delete, replicate and sync"
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(OpSet(bits))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether `op` is in the set.
+    pub(crate) fn contains(&self, op: Op) -> bool {
+        self.0 & op.bit() != 0
+    }
+}
+
+/// What the outside doors may be asked for (`COMMAND_OPS`, `SYNC_DELETE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct DoorRules {
+    pub(crate) ops: OpSet,
+    pub(crate) sync_delete: bool,
+}
+
+impl DoorRules {
+    /// From the configuration.
+    pub(crate) fn from_settings(s: &crate::config::DoorSettings) -> DoorRules {
+        DoorRules {
+            ops: s.command_ops,
+            sync_delete: s.sync_delete,
+        }
+    }
+
+    /// Refuses an op outside `COMMAND_OPS`.
+    pub(crate) fn allow(&self, op: Op) -> Result<(), CommandError> {
+        if self.ops.contains(op) {
+            Ok(())
+        } else {
+            Err(CommandError::NotAllowed(format!(
+                "op {:?} is not accepted here (COMMAND_OPS)",
+                op.name()
+            )))
+        }
+    }
+
+    /// Refuses a deleting sync unless `SYNC_DELETE=true`.
+    pub(crate) fn allow_sync_delete(&self, delete: bool) -> Result<(), CommandError> {
+        if delete && !self.sync_delete {
+            return Err(CommandError::NotAllowed(
+                "a sync with \"delete\":true needs SYNC_DELETE=true".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A change to a Cloud Storage object, as notifications and CloudEvents
+/// name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageChange {
+    /// A generation was written (`OBJECT_FINALIZE`, `.finalized`).
+    Finalized,
+    /// The live generation was deleted (`OBJECT_DELETE`, `.deleted`).
+    Deleted,
+    /// A generation stopped being live in a versioned bucket
+    /// (`OBJECT_ARCHIVE`, `.archived`).
+    Archived,
+    /// Only metadata changed (`OBJECT_METADATA_UPDATE`, `.metadataUpdated`).
+    MetadataUpdated,
+}
+
+/// What a caller at an outside door asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum OutsideCommand {
     /// Write `body` at `key`.
     Put {
         /// Relative key.
@@ -44,54 +198,110 @@ pub enum Command {
     },
     /// Replicate a Cloud Storage object generation into S3.
     Replicate(GcsObject),
-    /// Remove the replica of a deleted or archived Cloud Storage object,
-    /// unless the replica is of a newer generation.
-    DeleteReplica(GcsObject),
-    /// One page of a sync of a Cloud Storage bucket (see [`crate::sync`]).
-    Sync(crate::sync::SyncRequest),
-    /// One part of a large object's replication (see [`parts`]).
-    ReplicatePart(PartTask),
-    /// Remove the replica of an object a sync found missing, once Cloud
-    /// Storage confirms it is gone.
-    DeleteOrphan(GcsObject),
-    /// A known event that needs no work (e.g. a metadata update).
-    Ignore {
-        /// Why.
-        reason: String,
-    },
+    /// Start a sync of a Cloud Storage bucket (its first page).
+    Sync(SyncCommand),
+    /// A Cloud Storage notification or CloudEvent.
+    Change(StorageChange, GcsObject),
 }
 
-/// A change to a Cloud Storage object, as notifications and CloudEvents
-/// name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StorageChange {
-    /// A generation was written (`OBJECT_FINALIZE`, `.finalized`).
-    Finalized,
-    /// The live generation was deleted (`OBJECT_DELETE`, `.deleted`).
-    Deleted,
-    /// A generation stopped being live in a versioned bucket
-    /// (`OBJECT_ARCHIVE`, `.archived`).
-    Archived,
-    /// Only metadata changed (`OBJECT_METADATA_UPDATE`, `.metadataUpdated`).
-    MetadataUpdated,
-}
-
-impl Command {
-    /// The work a Cloud Storage change asks for: replicate a new generation,
-    /// remove the replica of a generation that is no longer live (unless the
-    /// replica is newer), nothing for a metadata update.
-    pub(crate) fn for_storage_change(change: StorageChange, obj: GcsObject) -> Command {
-        match change {
-            StorageChange::Finalized => Command::Replicate(obj),
-            StorageChange::Deleted | StorageChange::Archived => Command::DeleteReplica(obj),
-            StorageChange::MetadataUpdated => Command::Ignore {
-                reason: "metadata updates are not replicated".into(),
-            },
+impl OutsideCommand {
+    /// The `COMMAND_OPS` op this command is.
+    pub(crate) fn op(&self) -> Op {
+        match self {
+            OutsideCommand::Put { .. } => Op::Put,
+            OutsideCommand::Delete { .. } => Op::Delete,
+            OutsideCommand::Copy { .. } => Op::Copy,
+            OutsideCommand::Replicate(_) | OutsideCommand::Change(..) => Op::Replicate,
+            OutsideCommand::Sync(_) => Op::Sync,
         }
+    }
+
+    /// Checks the command against the door's rules (`COMMAND_OPS`,
+    /// `SYNC_DELETE`).
+    pub(crate) fn check(&self, rules: &DoorRules) -> Result<(), CommandError> {
+        rules.allow(self.op())?;
+        if let OutsideCommand::Sync(s) = self {
+            rules.allow_sync_delete(s.delete)?;
+        }
+        Ok(())
     }
 }
 
-/// What a command did.
+/// A task the service publishes for itself to `TASKS_TOPIC`, accepted only
+/// at `POST /tasks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Task {
+    /// One page of a sync run (see [`crate::sync`]).
+    Sync(SyncPage),
+    /// Replicate one object (published by a sync page, or again after a
+    /// failed part-task completion).
+    Replicate(ReplicateTask),
+    /// One part of a large object (see [`parts`]).
+    ReplicatePart(PartTask),
+    /// Remove the replica of an object a sync found gone, once Cloud
+    /// Storage confirms it.
+    DeleteReplica(OrphanTask),
+}
+
+/// The `op` field of a command, skipped by the struct of that op.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OpTag;
+
+impl<'de> Deserialize<'de> for OpTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OpTag, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| OpTag)
+    }
+}
+
+/// `{"op":"replicate","bucket","name","generation"?,"crc32c"?,"restarts"?}`
+/// as a task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateTask {
+    #[serde(rename = "op", default, skip_serializing)]
+    pub(crate) op: OpTag,
+    pub(crate) bucket: String,
+    pub(crate) name: String,
+    #[serde(
+        default,
+        deserialize_with = "de_i64_opt",
+        serialize_with = "ser_generation",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) crc32c: Option<String>,
+    /// Completions of part uploads that failed before this task; past
+    /// [`parts::MAX_RESTARTS`] the task is refused (dead letter).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) restarts: u32,
+}
+
+/// `{"op":"delete_replica","bucket","name"}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphanTask {
+    #[serde(rename = "op", default, skip_serializing)]
+    pub(crate) op: OpTag,
+    pub(crate) bucket: String,
+    pub(crate) name: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Generations travel as decimal strings (JSON numbers lose precision past
+/// 2^53 in many readers).
+pub(crate) fn ser_generation<S: Serializer>(g: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match g {
+        Some(g) => s.serialize_str(&g.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// What a command or task did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// An object was written.
@@ -103,7 +313,7 @@ pub(crate) enum Outcome {
     },
     /// Replication result.
     Replica(ReplicaOutcome),
-    /// A sync page published its commands.
+    /// A sync page published its tasks.
     Sync(crate::sync::SyncOutcome),
     /// Nothing to do.
     Ignored {
@@ -129,7 +339,7 @@ impl Outcome {
     }
 }
 
-/// Why a command did not decode, or cannot run here.
+/// Why a command did not decode, may not run here, or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The data is not JSON.
@@ -141,13 +351,13 @@ pub enum CommandError {
     /// An `op` no command has.
     #[error("{0}")]
     UnknownOp(String),
+    /// This door does not take this op (`COMMAND_OPS`, `SYNC_DELETE`, or an
+    /// op of the other door).
+    #[error("{0}")]
+    NotAllowed(String),
     /// `body_base64` does not decode.
     #[error("body_base64 is not valid base64")]
     InvalidBase64,
-    /// The command needs the configuration of further commands
-    /// (`PUBSUB_TOPIC`), which this service lacks.
-    #[error("{0} without the configuration of further commands")]
-    NotConfigured(&'static str),
     /// S3 failed, or the key, metadata or content type is refused.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -160,92 +370,120 @@ pub enum CommandError {
 }
 
 /// The accepted command shapes, for error messages.
-pub(crate) const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}, {"op":"sync","bucket","prefix"?,"delete"?,"page_token"?}, {"op":"replicate_part",...}, {"op":"delete_replica","bucket","name"}"#;
+pub(crate) const ACCEPTED_COMMANDS: &str = r#"{"op":"put","key","body"|"body_base64","content_type"?,"metadata"?}, {"op":"delete","key"}, {"op":"copy","source_key","key"}, {"op":"replicate","bucket","name","generation"?}, {"op":"sync","bucket","prefix"?,"delete"?}"#;
+
+/// The accepted task shapes, for error messages.
+pub(crate) const ACCEPTED_TASKS: &str = r#"{"op":"sync","bucket","prefix"?,"delete","page_token"}, {"op":"replicate","bucket","name","generation"?,"crc32c"?,"restarts"?}, {"op":"replicate_part",…}, {"op":"delete_replica","bucket","name"}"#;
 
 #[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Wire<'a> {
-    Put {
-        key: String,
-        body: Option<String>,
-        // Borrowed from the data: decoded once, straight into the command.
-        #[serde(borrow)]
-        body_base64: Option<Cow<'a, str>>,
-        content_type: Option<String>,
-        #[serde(default)]
-        metadata: HashMap<String, String>,
-    },
-    Delete {
-        key: String,
-    },
-    Copy {
-        source_key: String,
-        key: String,
-    },
-    Replicate {
-        bucket: String,
-        name: String,
-        #[serde(default, deserialize_with = "de_i64_opt")]
-        generation: Option<i64>,
-        #[serde(default)]
-        crc32c: Option<String>,
-    },
-    Sync(crate::sync::SyncRequest),
-    #[serde(rename = "replicate_part")]
-    ReplicatePart(PartTask),
-    #[serde(rename = "delete_replica")]
-    DeleteReplica {
-        bucket: String,
-        name: String,
-    },
+#[serde(deny_unknown_fields)]
+struct PutWire<'a> {
+    #[serde(rename = "op")]
+    _op: OpTag,
+    key: String,
+    body: Option<String>,
+    // Borrowed from the data: decoded once, straight into the command.
+    #[serde(borrow)]
+    body_base64: Option<Cow<'a, str>>,
+    content_type: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
 }
 
-/// The `op` of a command that did not decode, for the error message.
-fn op_of(data: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow)]
-        op: Option<Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Probe>(data)
-        .ok()
-        .and_then(|p| p.op)
-        .map(Cow::into_owned)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteWire {
+    #[serde(rename = "op")]
+    _op: OpTag,
+    key: String,
 }
 
-/// Decodes a command from JSON bytes, without an intermediate JSON value:
-/// a large `body_base64` is decoded once, from the data, into the command.
-pub fn parse_command(data: &[u8]) -> Result<Command, CommandError> {
-    let wire: Wire = serde_json::from_slice(data).map_err(|e| {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopyWire {
+    #[serde(rename = "op")]
+    _op: OpTag,
+    source_key: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicateWire {
+    #[serde(rename = "op")]
+    _op: OpTag,
+    bucket: String,
+    name: String,
+    #[serde(default, deserialize_with = "de_i64_opt")]
+    generation: Option<i64>,
+    #[serde(default)]
+    crc32c: Option<String>,
+}
+
+/// The `op` of a command and whether it carries a `page_token` (a sync
+/// page of the service's own), read without keeping anything else.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(default)]
+    page_token: Option<IgnoredAny>,
+}
+
+fn probe(data: &[u8]) -> Result<(String, bool), CommandError> {
+    let p: Probe = serde_json::from_slice(data).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            return CommandError::NotJson(e.to_string());
-        }
-        let op = op_of(data);
-        match op.as_deref() {
-            Some(
-                "put" | "delete" | "copy" | "replicate" | "sync" | "replicate_part"
-                | "delete_replica",
-            ) => CommandError::Invalid(format!(
-                "bad {} command: {e}; accepted: {ACCEPTED_COMMANDS}",
-                op.unwrap_or_default()
-            )),
-            Some(other) => CommandError::UnknownOp(format!(
-                "unknown op {other:?}; accepted: {ACCEPTED_COMMANDS}"
-            )),
-            None => CommandError::Invalid(format!(
-                "the message is not a command (no \"op\"); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"
-            )),
+            CommandError::NotJson(e.to_string())
+        } else {
+            CommandError::Invalid(format!(
+                "the message is not a command ({e}); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"
+            ))
         }
     })?;
-    Ok(match wire {
-        Wire::Put {
-            key,
-            body,
-            body_base64,
-            content_type,
-            metadata,
-        } => {
-            let body = match (body, body_base64) {
+    let op = p.op.ok_or_else(|| {
+        CommandError::Invalid(format!(
+            "the message is not a command (no \"op\"); accepted: {ACCEPTED_COMMANDS}, or a Cloud Storage notification"
+        ))
+    })?;
+    Ok((op.into_owned(), p.page_token.is_some()))
+}
+
+/// Parses the struct of `op` from `data`; a bad field answers 400 naming
+/// the accepted shapes.
+fn fields<'a, T: Deserialize<'a>>(
+    data: &'a [u8],
+    op: &str,
+    shapes: &str,
+) -> Result<T, CommandError> {
+    serde_json::from_slice(data)
+        .map_err(|e| CommandError::Invalid(format!("bad {op} command: {e}; accepted: {shapes}")))
+}
+
+/// Decodes a command of an outside door and checks it against `rules`. The
+/// service's own ops (`replicate_part`, `delete_replica`, a `sync` with a
+/// `page_token`) and ops outside `COMMAND_OPS` answer
+/// [`CommandError::NotAllowed`]; an unknown op [`CommandError::UnknownOp`].
+pub(crate) fn decode_outside(
+    data: &[u8],
+    rules: &DoorRules,
+) -> Result<OutsideCommand, CommandError> {
+    let (op, page_token) = probe(data)?;
+    if matches!(op.as_str(), "replicate_part" | "delete_replica") || (op == "sync" && page_token) {
+        return Err(CommandError::NotAllowed(format!(
+            "op {op:?}{} is a task of the service's own, accepted only from its tasks subscription at /tasks",
+            if op == "sync" { " with a page_token" } else { "" }
+        )));
+    }
+    let Some(known) = Op::from_name(&op) else {
+        return Err(CommandError::UnknownOp(format!(
+            "unknown op {op:?}; accepted: {ACCEPTED_COMMANDS}"
+        )));
+    };
+    rules.allow(known)?;
+    let cmd = match known {
+        Op::Put => {
+            let w: PutWire = fields(data, &op, ACCEPTED_COMMANDS)?;
+            let body = match (w.body, w.body_base64) {
                 (Some(b), None) => Bytes::from(b),
                 (None, Some(b)) => Bytes::from(
                     STANDARD
@@ -258,45 +496,113 @@ pub fn parse_command(data: &[u8]) -> Result<Command, CommandError> {
                     ))
                 }
             };
-            Command::Put {
-                key,
+            OutsideCommand::Put {
+                key: w.key,
                 body,
-                content_type,
-                metadata,
+                content_type: w.content_type,
+                metadata: w.metadata,
             }
         }
-        Wire::Delete { key } => Command::Delete { key },
-        Wire::Copy { source_key, key } => Command::Copy { source_key, key },
-        Wire::Replicate {
-            bucket,
-            name,
-            generation,
-            crc32c,
-        } => Command::Replicate(GcsObject {
-            bucket,
-            name,
-            generation,
-            crc32c,
-            ..GcsObject::default()
-        }),
-        Wire::Sync(req) => Command::Sync(req),
-        Wire::ReplicatePart(task) => Command::ReplicatePart(task),
-        Wire::DeleteReplica { bucket, name } => Command::DeleteOrphan(GcsObject {
-            bucket,
-            name,
-            ..GcsObject::default()
-        }),
-    })
+        Op::Delete => {
+            let w: DeleteWire = fields(data, &op, ACCEPTED_COMMANDS)?;
+            OutsideCommand::Delete { key: w.key }
+        }
+        Op::Copy => {
+            let w: CopyWire = fields(data, &op, ACCEPTED_COMMANDS)?;
+            OutsideCommand::Copy {
+                source_key: w.source_key,
+                key: w.key,
+            }
+        }
+        Op::Replicate => {
+            let w: ReplicateWire = fields(data, &op, ACCEPTED_COMMANDS)?;
+            OutsideCommand::Replicate(GcsObject {
+                bucket: w.bucket,
+                name: w.name,
+                generation: w.generation,
+                crc32c: w.crc32c,
+                ..GcsObject::default()
+            })
+        }
+        Op::Sync => OutsideCommand::Sync(fields(data, &op, ACCEPTED_COMMANDS)?),
+    };
+    cmd.check(rules)?;
+    Ok(cmd)
 }
 
-/// Runs a command.
+impl Task {
+    /// Decodes a task of `POST /tasks`. The outside ops (`put`, `copy`,
+    /// `delete`, a `sync` without a `page_token`) answer
+    /// [`CommandError::NotAllowed`]; so do deleting tasks unless
+    /// `SYNC_DELETE=true`.
+    pub(crate) fn decode(data: &[u8], rules: &DoorRules) -> Result<Task, CommandError> {
+        let (op, page_token) = probe(data)?;
+        let task = match op.as_str() {
+            "sync" if page_token => Task::Sync(fields(data, &op, ACCEPTED_TASKS)?),
+            "replicate" => Task::Replicate(fields(data, &op, ACCEPTED_TASKS)?),
+            "replicate_part" => Task::ReplicatePart(fields(data, &op, ACCEPTED_TASKS)?),
+            "delete_replica" => Task::DeleteReplica(fields(data, &op, ACCEPTED_TASKS)?),
+            "put" | "copy" | "delete" | "sync" => {
+                return Err(CommandError::NotAllowed(format!(
+                "op {op:?} is a command of the outside doors (/pubsub, /events, /v1), not a task"
+            )))
+            }
+            other => {
+                return Err(CommandError::UnknownOp(format!(
+                    "unknown op {other:?}; accepted: {ACCEPTED_TASKS}"
+                )))
+            }
+        };
+        match &task {
+            Task::Sync(page) => rules.allow_sync_delete(page.delete)?,
+            Task::DeleteReplica(_) => rules.allow_sync_delete(true)?,
+            Task::Replicate(_) | Task::ReplicatePart(_) => {}
+        }
+        Ok(task)
+    }
+
+    /// The task as published: its JSON.
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a task serializes")
+    }
+
+    /// A replicate task.
+    pub(crate) fn replicate(
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        crc32c: Option<String>,
+        restarts: u32,
+    ) -> Task {
+        Task::Replicate(ReplicateTask {
+            op: OpTag,
+            bucket: bucket.to_owned(),
+            name: name.to_owned(),
+            generation,
+            crc32c,
+            restarts,
+        })
+    }
+}
+
+/// Where a command came from: the Pub/Sub message id, when pushed. A sync
+/// run started by a message takes its id from it, so that the message
+/// delivered again does not start a second run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// `subscription/messageId` of a push, else `None`.
+    pub(crate) id: Option<String>,
+}
+
+/// Runs a command of an outside door.
 pub(crate) async fn execute(
     storage: &Storage,
     replicator: &Replicator,
-    cmd: Command,
+    cmd: OutsideCommand,
+    delivery: &Delivery,
 ) -> Result<Outcome, CommandError> {
     match cmd {
-        Command::Put {
+        OutsideCommand::Put {
             key,
             body,
             content_type,
@@ -313,38 +619,72 @@ pub(crate) async fn execute(
             };
             Ok(Outcome::Written(storage.put_bytes(&key, body, opts).await?))
         }
-        Command::Delete { key } => {
+        OutsideCommand::Delete { key } => {
             let key = storage.key(&key)?;
             storage.delete(&key).await?;
             Ok(Outcome::Deleted {
                 key: key.relative().to_owned(),
             })
         }
-        Command::Copy { source_key, key } => {
+        OutsideCommand::Copy { source_key, key } => {
             let source = storage.key(&source_key)?;
             let dest = storage.key(&key)?;
             Ok(Outcome::Written(storage.copy(&source, &dest).await?))
         }
-        Command::Replicate(obj) => Ok(Outcome::Replica(replicator.replicate(&obj).await?)),
-        Command::DeleteReplica(obj) => Ok(Outcome::Replica(replicator.delete_replica(&obj).await?)),
-        Command::Sync(req) => Ok(Outcome::Sync(
-            crate::sync::run_page(replicator, &req).await?,
+        OutsideCommand::Replicate(obj) => {
+            Ok(Outcome::Replica(replicator.replicate(&obj, 0).await?))
+        }
+        OutsideCommand::Sync(cmd) => Ok(Outcome::Sync(
+            crate::sync::start(replicator, &cmd, delivery).await?,
         )),
-        Command::ReplicatePart(task) => {
-            let fanout = replicator
-                .fanout()
-                .ok_or(CommandError::NotConfigured("replicate_part"))?;
-            fanout
-                .config
-                .replication
-                .source_buckets
-                .check(&task.bucket)?;
+        OutsideCommand::Change(change, obj) => Ok(match change {
+            StorageChange::Finalized => Outcome::Replica(replicator.replicate(&obj, 0).await?),
+            StorageChange::Deleted | StorageChange::Archived => {
+                Outcome::Replica(replicator.delete_replica(&obj).await?)
+            }
+            StorageChange::MetadataUpdated => Outcome::Ignored {
+                reason: "metadata updates are not replicated".into(),
+            },
+        }),
+    }
+}
+
+/// Runs a task of `POST /tasks`.
+pub(crate) async fn execute_task(
+    replicator: &Replicator,
+    task: Task,
+    delivery: &Delivery,
+) -> Result<Outcome, CommandError> {
+    match task {
+        Task::Sync(page) => Ok(Outcome::Sync(
+            crate::sync::run_page(replicator, &page, delivery).await?,
+        )),
+        Task::Replicate(t) => {
+            let obj = GcsObject {
+                bucket: t.bucket,
+                name: t.name,
+                generation: t.generation,
+                crc32c: t.crc32c,
+                ..GcsObject::default()
+            };
+            Ok(Outcome::Replica(
+                replicator.replicate(&obj, t.restarts).await?,
+            ))
+        }
+        Task::ReplicatePart(task) => {
+            replicator.sources().check(&task.bucket)?;
             Ok(Outcome::Replica(parts::run_part(replicator, &task).await?))
         }
-        Command::DeleteOrphan(obj) => Ok(Outcome::Replica(
-            crate::sync::delete_orphan(replicator, &obj).await?,
-        )),
-        Command::Ignore { reason } => Ok(Outcome::Ignored { reason }),
+        Task::DeleteReplica(t) => {
+            let obj = GcsObject {
+                bucket: t.bucket,
+                name: t.name,
+                ..GcsObject::default()
+            };
+            Ok(Outcome::Replica(
+                crate::sync::delete_orphan(replicator, &obj).await?,
+            ))
+        }
     }
 }
 
@@ -352,54 +692,191 @@ pub(crate) async fn execute(
 mod tests {
     use super::*;
 
-    fn code(r: Result<Command, CommandError>) -> &'static str {
-        crate::error::AppError::from(r.unwrap_err()).code()
+    fn code(r: Result<impl std::fmt::Debug, CommandError>) -> (u16, &'static str) {
+        let e = crate::error::AppError::from(r.unwrap_err());
+        (e.status().as_u16(), e.code())
+    }
+
+    fn all() -> DoorRules {
+        DoorRules {
+            ops: OpSet::default(),
+            sync_delete: true,
+        }
     }
 
     #[test]
     fn commands_parse() {
+        let r = all();
         assert_eq!(
-            parse_command(br#"{"op":"put","key":"a","body":"hi","content_type":"text/plain"}"#)
-                .unwrap(),
-            Command::Put {
+            decode_outside(
+                br#"{"op":"put","key":"a","body":"hi","content_type":"text/plain"}"#,
+                &r
+            )
+            .unwrap(),
+            OutsideCommand::Put {
                 key: "a".into(),
                 body: Bytes::from_static(b"hi"),
                 content_type: Some("text/plain".into()),
                 metadata: HashMap::new()
             }
         );
-        match parse_command(br#"{"op":"put","key":"a","body_base64":"AQID"}"#).unwrap() {
-            Command::Put { body, .. } => assert_eq!(&body[..], &[1, 2, 3]),
+        match decode_outside(br#"{"op":"put","key":"a","body_base64":"AQID"}"#, &r).unwrap() {
+            OutsideCommand::Put { body, .. } => assert_eq!(&body[..], &[1, 2, 3]),
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            parse_command(br#"{"op":"delete","key":"a"}"#).unwrap(),
-            Command::Delete { key: "a".into() }
+            decode_outside(br#"{"op":"delete","key":"a"}"#, &r).unwrap(),
+            OutsideCommand::Delete { key: "a".into() }
         );
-        match parse_command(br#"{"op":"replicate","bucket":"b","name":"n","generation":"17"}"#)
-            .unwrap()
+        match decode_outside(
+            br#"{"op":"replicate","bucket":"b","name":"n","generation":"17"}"#,
+            &r,
+        )
+        .unwrap()
         {
-            Command::Replicate(o) => assert_eq!(o.generation, Some(17)),
+            OutsideCommand::Replicate(o) => assert_eq!(o.generation, Some(17)),
+            other => panic!("{other:?}"),
+        }
+        match decode_outside(br#"{"op":"sync","bucket":"b","delete":true}"#, &r).unwrap() {
+            OutsideCommand::Sync(s) => assert!(s.delete),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn bad_commands_name_the_accepted_shapes() {
-        assert_eq!(code(parse_command(b"not json")), "invalid_json");
-        assert_eq!(code(parse_command(br#"{"op":"explode"}"#)), "unknown_op");
-        assert_eq!(code(parse_command(br#"{"key":"a"}"#)), "invalid_command");
+        let r = all();
+        assert_eq!(code(decode_outside(b"not json", &r)), (400, "invalid_json"));
         assert_eq!(
-            code(parse_command(br#"{"op":"put","key":"a"}"#)),
-            "invalid_command"
+            code(decode_outside(br#"{"op":"explode"}"#, &r)),
+            (400, "unknown_op")
         );
         assert_eq!(
-            code(parse_command(
-                br#"{"op":"put","key":"a","body_base64":"***"}"#
+            code(decode_outside(br#"{"key":"a"}"#, &r)),
+            (400, "invalid_command")
+        );
+        assert_eq!(
+            code(decode_outside(br#"{"op":"put","key":"a"}"#, &r)),
+            (400, "invalid_command")
+        );
+        assert_eq!(
+            code(decode_outside(
+                br#"{"op":"put","key":"a","x":1,"body":""}"#,
+                &r
             )),
-            "invalid_base64"
+            (400, "invalid_command")
         );
-        let e = parse_command(br#"{"op":"explode"}"#).unwrap_err();
+        assert_eq!(
+            code(decode_outside(
+                br#"{"op":"put","key":"a","body_base64":"***"}"#,
+                &r
+            )),
+            (400, "invalid_base64")
+        );
+        let e = decode_outside(br#"{"op":"explode"}"#, &r).unwrap_err();
         assert!(e.to_string().contains(r#"{"op":"delete","key"}"#));
+    }
+
+    #[test]
+    fn the_outside_doors_refuse_the_services_own_ops() {
+        let r = all();
+        for data in [
+            r#"{"op":"replicate_part","bucket":"b","name":"n"}"#,
+            r#"{"op":"delete_replica","bucket":"b","name":"n"}"#,
+            r#"{"op":"sync","bucket":"b","page_token":"x"}"#,
+            r#"{"op":"replicate_part"}"#,
+        ] {
+            assert_eq!(
+                code(decode_outside(data.as_bytes(), &r)),
+                (403, "op_not_allowed"),
+                "{data}"
+            );
+        }
+    }
+
+    #[test]
+    fn command_ops_and_sync_delete_are_honoured() {
+        let only_put = DoorRules {
+            ops: OpSet::parse("put").unwrap(),
+            sync_delete: false,
+        };
+        assert!(decode_outside(br#"{"op":"put","key":"a","body":""}"#, &only_put).is_ok());
+        for data in [
+            r#"{"op":"delete","key":"a"}"#,
+            r#"{"op":"copy","source_key":"a","key":"b"}"#,
+            r#"{"op":"replicate","bucket":"b","name":"n"}"#,
+            r#"{"op":"sync","bucket":"b"}"#,
+        ] {
+            assert_eq!(
+                code(decode_outside(data.as_bytes(), &only_put)),
+                (403, "op_not_allowed"),
+                "{data}"
+            );
+        }
+        let no_delete = DoorRules {
+            ops: OpSet::default(),
+            sync_delete: false,
+        };
+        assert!(decode_outside(br#"{"op":"sync","bucket":"b"}"#, &no_delete).is_ok());
+        assert_eq!(
+            code(decode_outside(
+                br#"{"op":"sync","bucket":"b","delete":true}"#,
+                &no_delete
+            )),
+            (403, "op_not_allowed")
+        );
+        assert!(OpSet::parse("put, sync ,").unwrap().contains(Op::Sync));
+        let e = OpSet::parse("put,replicate_part,explode").unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("/tasks"), "{e:?}");
+        assert_eq!(
+            format!("{:?}", OpSet::parse("sync,put").unwrap()),
+            "{Put, Sync}"
+        );
+    }
+
+    #[test]
+    fn tasks_round_trip_and_refuse_outside_ops() {
+        let r = all();
+        let t = Task::replicate("b", "n", Some(1_700_000_000_000_001), None, 2);
+        let json = t.to_json();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap(),
+            serde_json::json!({"op":"replicate","bucket":"b","name":"n","generation":"1700000000000001","restarts":2})
+        );
+        assert_eq!(Task::decode(&json, &r).unwrap(), t);
+        let orphan = Task::DeleteReplica(OrphanTask {
+            op: OpTag,
+            bucket: "b".into(),
+            name: "n".into(),
+        });
+        assert_eq!(Task::decode(&orphan.to_json(), &r).unwrap(), orphan);
+        for data in [
+            r#"{"op":"put","key":"a","body":""}"#,
+            r#"{"op":"delete","key":"a"}"#,
+            r#"{"op":"copy","source_key":"a","key":"b"}"#,
+            r#"{"op":"sync","bucket":"b"}"#,
+        ] {
+            assert_eq!(
+                code(Task::decode(data.as_bytes(), &r)),
+                (403, "op_not_allowed"),
+                "{data}"
+            );
+        }
+        assert_eq!(
+            code(Task::decode(
+                br#"{"op":"replicate","bucket":"b","name":"n","key":"x"}"#,
+                &r
+            )),
+            (400, "invalid_command")
+        );
+        let keep = DoorRules {
+            ops: OpSet::default(),
+            sync_delete: false,
+        };
+        assert_eq!(
+            code(Task::decode(&orphan.to_json(), &keep)),
+            (403, "op_not_allowed")
+        );
     }
 }

@@ -80,6 +80,7 @@ pub struct Config {
     pub limits: LimitSettings,
     pub(crate) replication: ReplicationSettings,
     pub(crate) publisher: PublisherSettings,
+    pub(crate) doors: DoorSettings,
 }
 
 /// The HTTP listener (`server`, `app`).
@@ -127,6 +128,10 @@ pub struct CallerAuthSettings {
     /// `GOOGLE_CERTS_URL`: Google's JWKS (default [`GOOGLE_CERTS_URL`]).
     #[serde(default = "default_certs_url", deserialize_with = "url")]
     pub(crate) google_certs_url: String,
+    /// `TASKS_PUSH_EMAIL`: the push identity of the tasks subscription, the
+    /// only caller `POST /tasks` accepts (in lower case).
+    #[serde(rename = "tasks_push_email", default, deserialize_with = "email")]
+    pub(crate) tasks_push_email: Option<String>,
 }
 
 /// Our own Google ID token (`identity`).
@@ -264,23 +269,58 @@ pub(crate) struct ReplicationSettings {
     pub(crate) storage_emulator_host: Option<String>,
 }
 
-/// Commands published to Pub/Sub: sync pages and part tasks (`publisher`, `parts`).
+/// Pub/Sub topics: the service's own tasks and the commands topic the
+/// command line publishes to (`publisher`, `parts`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub(crate) struct PublisherSettings {
-    /// `PUBSUB_TOPIC`: the commands topic (`projects/P/topics/T`).
+    /// `TASKS_TOPIC`: the topic of the service's own tasks
+    /// (`projects/P/topics/T`): sync pages, replicate tasks, part tasks and
+    /// orphan removals. Its push subscription delivers to `POST /tasks`.
+    #[serde(rename = "tasks_topic")]
+    pub(crate) tasks_topic: Option<String>,
+    /// `PUBSUB_TOPIC`: the commands topic (the outside door) that
+    /// `gcp-aws-bridge sync` publishes its sync command to. The service
+    /// itself publishes only to `TASKS_TOPIC`.
     #[serde(rename = "pubsub_topic")]
-    pub(crate) topic: Option<String>,
+    pub(crate) commands_topic: Option<String>,
     /// `PUBSUB_EMULATOR_HOST`: Pub/Sub endpoint override (`host:port`, plain
     /// http); no token is sent then.
     #[serde(rename = "pubsub_emulator_host")]
     pub(crate) emulator_host: Option<String>,
     /// `PART_TASK_BYTES`: objects of at least this size are replicated in
-    /// parts, one Pub/Sub command per part (default 1 GiB, at least 5 MiB).
+    /// parts, one task per part (default 1 GiB, at least 5 MiB).
     #[serde(
         default = "default_part_task_bytes",
         deserialize_with = "number::<_, _, MIN_PART_TASK_BYTES, { u64::MAX }>"
     )]
     pub(crate) part_task_bytes: u64,
+    /// `TEST_SYNC_PAGE_SIZE` (tests only): objects per sync page (default and
+    /// most 1,000, Cloud Storage's and S3's page size).
+    #[serde(
+        rename = "test_sync_page_size",
+        default = "default_sync_page_size",
+        deserialize_with = "number::<_, _, 1, 1000>"
+    )]
+    pub(crate) sync_page_size: usize,
+}
+
+/// What the outside doors (`/pubsub`, `/events`, `/v1/*`) accept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct DoorSettings {
+    /// `COMMAND_OPS`: the ops the outside doors accept, comma-separated
+    /// (default `put,copy,delete,replicate,sync`; these five are the only
+    /// ones allowed). `replicate` also covers Cloud Storage events and
+    /// notifications.
+    #[serde(
+        rename = "command_ops",
+        default = "default_command_ops",
+        deserialize_with = "command_ops"
+    )]
+    pub(crate) command_ops: crate::command::OpSet,
+    /// `SYNC_DELETE`: whether a sync may delete replicas whose object is
+    /// gone (`"delete":true`; default false).
+    #[serde(rename = "sync_delete", default, deserialize_with = "flag")]
+    pub(crate) sync_delete: bool,
 }
 
 /// Every problem found in the environment, one per line.
@@ -331,6 +371,12 @@ fn default_max_object() -> u64 {
 }
 fn default_buffer_wait() -> Duration {
     crate::budget::DEFAULT_WAIT
+}
+fn default_sync_page_size() -> usize {
+    1000
+}
+fn default_command_ops() -> crate::command::OpSet {
+    crate::command::OpSet::default()
 }
 fn default_part_task_bytes() -> u64 {
     DEFAULT_PART_TASK_BYTES
@@ -383,6 +429,7 @@ impl Config {
             limits: read_group(&vars, &mut errors),
             replication: read_group(&vars, &mut errors),
             publisher: read_group(&vars, &mut errors),
+            doors: read_group(&vars, &mut errors),
         };
         config.identity.validate(&mut errors);
         config.aws.validate(&mut errors);
@@ -502,6 +549,22 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
     Ok(split_list(&String::deserialize(d)?)
         .map(str::to_owned)
         .collect())
+}
+
+/// `COMMAND_OPS`: outside ops, comma-separated; one line per unknown op.
+fn command_ops<'de, D: Deserializer<'de>>(d: D) -> Result<crate::command::OpSet, D::Error> {
+    crate::command::OpSet::parse(&String::deserialize(d)?)
+        .map_err(|lines| D::Error::custom(lines.join("\n")))
+}
+
+/// One email, in lower case.
+fn email<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.contains('@') && !s.contains(',') && !s.chars().any(char::is_whitespace) {
+        Ok(Some(s.to_ascii_lowercase()))
+    } else {
+        Err(D::Error::custom(format!("{s:?} is not one email address")))
+    }
 }
 
 /// A comma-separated list of emails, in lower case.
@@ -695,10 +758,22 @@ impl CallerAuthSettings {
 
 impl PublisherSettings {
     fn validate(&self, errors: &mut Vec<String>) {
-        if let Some(t) = &self.topic {
-            if !crate::publisher::is_topic_name(t) {
+        for (name, topic) in [
+            ("TASKS_TOPIC", &self.tasks_topic),
+            ("PUBSUB_TOPIC", &self.commands_topic),
+        ] {
+            if let Some(t) = topic {
+                if !crate::publisher::is_topic_name(t) {
+                    errors.push(format!(
+                        "{name}: {t:?} is not a topic name (projects/PROJECT/topics/TOPIC)"
+                    ));
+                }
+            }
+        }
+        if let (Some(tasks), Some(commands)) = (&self.tasks_topic, &self.commands_topic) {
+            if tasks == commands {
                 errors.push(format!(
-                    "PUBSUB_TOPIC: {t:?} is not a topic name (projects/PROJECT/topics/TOPIC)"
+                    "TASKS_TOPIC: {tasks:?} is also PUBSUB_TOPIC; the service's own tasks need a topic of their own, pushed to /tasks"
                 ));
             }
         }
@@ -895,26 +970,67 @@ mod tests {
     #[test]
     fn publishing_and_part_tasks() {
         let c = Config::from_iter(minimal()).unwrap();
-        assert_eq!(c.publisher.topic, None);
+        assert_eq!(c.publisher.tasks_topic, None);
         assert_eq!(c.publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
         let mut v = minimal();
+        v.push(("TASKS_TOPIC".into(), "projects/p/topics/tasks".into()));
         v.push(("PUBSUB_TOPIC".into(), "projects/p/topics/cmds".into()));
         v.push(("PART_TASK_BYTES".into(), "67108864".into()));
         let c = Config::from_iter(v).unwrap();
-        assert_eq!(c.publisher.topic.as_deref(), Some("projects/p/topics/cmds"));
+        assert_eq!(
+            c.publisher.tasks_topic.as_deref(),
+            Some("projects/p/topics/tasks")
+        );
+        assert_eq!(
+            c.publisher.commands_topic.as_deref(),
+            Some("projects/p/topics/cmds")
+        );
         assert_eq!(c.publisher.part_task_bytes, 64 * 1024 * 1024);
         let mut v = minimal();
+        v.push(("TASKS_TOPIC".into(), "tasks".into()));
         v.push(("PUBSUB_TOPIC".into(), "cmds".into()));
         v.push(("PART_TASK_BYTES".into(), "1000".into()));
         let text = Config::from_iter(v).unwrap_err().to_string();
-        assert!(
-            text.lines().any(|l| l.starts_with("PUBSUB_TOPIC:")),
-            "{text}"
+        for name in ["TASKS_TOPIC:", "PUBSUB_TOPIC:", "PART_TASK_BYTES:"] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{text}");
+        }
+        // One topic for both doors would push the tasks to the outside door.
+        let mut v = minimal();
+        v.push(("TASKS_TOPIC".into(), "projects/p/topics/t".into()));
+        v.push(("PUBSUB_TOPIC".into(), "projects/p/topics/t".into()));
+        let text = Config::from_iter(v).unwrap_err().to_string();
+        assert!(text.starts_with("TASKS_TOPIC:"), "{text}");
+    }
+
+    #[test]
+    fn doors_and_the_tasks_push_identity() {
+        let c = Config::from_iter(minimal()).unwrap();
+        assert_eq!(c.doors.command_ops, crate::command::OpSet::default());
+        assert!(!c.doors.sync_delete);
+        assert_eq!(c.caller_auth.tasks_push_email, None);
+        let mut v = minimal();
+        v.push(("COMMAND_OPS".into(), "put, replicate".into()));
+        v.push(("SYNC_DELETE".into(), "true".into()));
+        v.push((
+            "TASKS_PUSH_EMAIL".into(),
+            "Tasks@P.iam.gserviceaccount.com".into(),
+        ));
+        let c = Config::from_iter(v).unwrap();
+        assert!(c.doors.command_ops.contains(crate::command::Op::Replicate));
+        assert!(!c.doors.command_ops.contains(crate::command::Op::Sync));
+        assert!(c.doors.sync_delete);
+        assert_eq!(
+            c.caller_auth.tasks_push_email.as_deref(),
+            Some("tasks@p.iam.gserviceaccount.com")
         );
-        assert!(
-            text.lines().any(|l| l.starts_with("PART_TASK_BYTES:")),
-            "{text}"
-        );
+        let mut v = minimal();
+        v.push(("COMMAND_OPS".into(), "put,replicate_part".into()));
+        v.push(("SYNC_DELETE".into(), "yes".into()));
+        v.push(("TASKS_PUSH_EMAIL".into(), "a@b,c@d".into()));
+        let text = Config::from_iter(v).unwrap_err().to_string();
+        for name in ["COMMAND_OPS:", "SYNC_DELETE:", "TASKS_PUSH_EMAIL:"] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{text}");
+        }
     }
 
     #[test]
@@ -1125,8 +1241,13 @@ mod tests {
         assert_eq!(limits.buffer_wait, Duration::from_secs(10));
         assert_eq!(replication.source_buckets, SourceBuckets::Off);
         assert_eq!(replication.storage_emulator_host, None);
-        assert_eq!(publisher.topic, None);
+        assert_eq!(publisher.tasks_topic, None);
+        assert_eq!(publisher.commands_topic, None);
         assert_eq!(publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
+        assert_eq!(publisher.sync_page_size, 1000);
+        let doors: DoorSettings = read_group(none, &mut errors);
+        assert_eq!(doors.command_ops, crate::command::OpSet::default());
+        assert!(!doors.sync_delete);
     }
 
     #[test]

@@ -375,9 +375,13 @@ impl From<ReplicateError> for AppError {
             }
             ReplicateError::Publish(e) => e.into(),
             ReplicateError::Budget(e) => e.into(),
-            ReplicateError::NotConfigured(_) | ReplicateError::Unexpected(_) => {
-                AppError::Internal(message)
-            }
+            ReplicateError::PageInProgress(m) => AppError::unavailable(
+                "sync_page_in_progress",
+                "another delivery of this sync page is at work; retry later",
+                m,
+            ),
+            ReplicateError::PartsRefused { code, message } => AppError::bad_request(code, message),
+            ReplicateError::Unexpected(_) => AppError::Internal(message),
         }
     }
 }
@@ -390,7 +394,10 @@ impl From<CommandError> for AppError {
             CommandError::Invalid(_) => AppError::bad_request("invalid_command", message),
             CommandError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
             CommandError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
-            CommandError::NotConfigured(_) => AppError::Internal(message),
+            CommandError::NotAllowed(_) => AppError::Refused {
+                code: "op_not_allowed",
+                message,
+            },
             CommandError::Storage(e) => e.into(),
             CommandError::Replicate(e) => e.into(),
             CommandError::SourceBucket(e) => e.into(),
@@ -402,6 +409,12 @@ impl From<PublishError> for AppError {
     fn from(e: PublishError) -> AppError {
         match e {
             PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
+            // Succeeds once the operator sets TASKS_TOPIC: redeliver.
+            PublishError::NoTopic => AppError::unavailable(
+                "tasks_not_configured",
+                "this work needs the service's tasks topic (TASKS_TOPIC); retry once it is set",
+                e.to_string(),
+            ),
             // A missing topic or a refused publish is fixable by configuration
             // or a role binding: keep the message for redelivery.
             other => AppError::unavailable(

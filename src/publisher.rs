@@ -1,10 +1,11 @@
-//! Publishing commands to the commands topic (`PUBSUB_TOPIC`,
-//! `projects/P/topics/T`) through the Pub/Sub REST API, so that work one
-//! request finds (a sync page, the parts of a large object) is spread by
-//! Pub/Sub over as many instances as the load calls for.
+//! Publishing through the Pub/Sub REST API: the service's own tasks to
+//! `TASKS_TOPIC` (`projects/P/topics/T`), so that work one request finds (a
+//! sync page, the parts of a large object) is spread by Pub/Sub over as many
+//! instances as the load calls for; and, for `gcp-aws-bridge sync`, a sync
+//! command to the commands topic `PUBSUB_TOPIC`.
 //!
 //! ```text
-//! PUBSUB_TOPIC=projects/my-project/topics/bridge-commands
+//! TASKS_TOPIC=projects/my-project/topics/bridge-tasks
 //! PUBSUB_EMULATOR_HOST=127.0.0.1:8085   # plain http, no token (as Google's libraries)
 //! ```
 //!
@@ -19,6 +20,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use crate::command::Task;
 use crate::config::{Config, PublisherSettings};
 use crate::retry::{is_transient_status, Backoff};
 use crate::util::{error_chain, AccessTokens};
@@ -34,8 +36,8 @@ pub(crate) const MAX_BATCH_BYTES: usize = 9 * 1024 * 1024;
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// `PUBSUB_TOPIC` is not set.
-    #[error("PUBSUB_TOPIC is not set: this command publishes further commands")]
+    /// `TASKS_TOPIC` is not set.
+    #[error("TASKS_TOPIC is not set: this work is spread over the service's own tasks")]
     NoTopic,
     /// One message is larger than a publish call may be.
     #[error("a message of {0} bytes is over the Pub/Sub limit")]
@@ -117,10 +119,18 @@ impl Publisher {
         }
     }
 
-    /// The publisher `PUBSUB_TOPIC` names, if any.
-    pub(crate) fn from_config(settings: &PublisherSettings) -> Option<Publisher> {
+    /// The publisher of the service's own tasks (`TASKS_TOPIC`), if any.
+    pub(crate) fn tasks(settings: &PublisherSettings) -> Option<Publisher> {
         settings
-            .topic
+            .tasks_topic
+            .as_deref()
+            .map(|t| Publisher::new(t, settings.emulator_host.as_deref()))
+    }
+
+    /// The publisher of the commands topic (`PUBSUB_TOPIC`), if any.
+    pub(crate) fn commands(settings: &PublisherSettings) -> Option<Publisher> {
+        settings
+            .commands_topic
             .as_deref()
             .map(|t| Publisher::new(t, settings.emulator_host.as_deref()))
     }
@@ -153,19 +163,22 @@ impl Publisher {
             })
     }
 
-    /// Publishes each command as one message (its JSON as the data), in as
-    /// few calls as the limits allow. Returns the number published. On an
-    /// error some batches may have been published: commands are idempotent,
-    /// so the caller answers non-2xx and the redelivery publishes again.
-    pub(crate) async fn publish(
-        &self,
-        commands: &[serde_json::Value],
-    ) -> Result<usize, PublishError> {
+    /// Publishes tasks, each one message (see [`Publisher::publish`]).
+    pub(crate) async fn publish_tasks(&self, tasks: &[Task]) -> Result<usize, PublishError> {
+        let data: Vec<Vec<u8>> = tasks.iter().map(Task::to_json).collect();
+        self.publish(&data).await
+    }
+
+    /// Publishes each message (its JSON as the data), in as few calls as the
+    /// limits allow. Returns the number published. On an error some batches
+    /// may have been published: tasks are idempotent, so the caller answers
+    /// non-2xx and the redelivery publishes again.
+    pub(crate) async fn publish(&self, messages: &[Vec<u8>]) -> Result<usize, PublishError> {
         let mut batch: Vec<serde_json::Value> = Vec::new();
         let mut bytes = 0;
         let mut published = 0;
-        for cmd in commands {
-            let data = STANDARD.encode(cmd.to_string());
+        for msg in messages {
+            let data = STANDARD.encode(msg);
             let size = data.len() + 32;
             if size > MAX_BATCH_BYTES {
                 return Err(PublishError::TooLarge(size));
@@ -238,26 +251,47 @@ impl Publisher {
     }
 }
 
-/// What the commands that publish further commands (sync pages, part
-/// tasks, guarded deletes) need: the configuration and the publisher.
+/// What the work that publishes tasks (sync pages, part tasks, orphan
+/// removals) needs: the tasks publisher and its settings.
 #[derive(Debug)]
 pub(crate) struct Fanout {
-    pub(crate) config: Config,
-    pub(crate) publisher: Option<Publisher>,
+    /// `TASKS_TOPIC`'s publisher, if set.
+    pub(crate) tasks: Option<Publisher>,
+    /// `PART_TASK_BYTES`.
+    pub(crate) part_task_bytes: u64,
+    /// Objects per sync page.
+    pub(crate) page_size: usize,
+    /// How long a sync page's claim holds before another delivery may take
+    /// it over: longer than any request may run.
+    pub(crate) lease: Duration,
+}
+
+impl Default for Fanout {
+    /// No tasks topic; the defaults of the settings.
+    fn default() -> Fanout {
+        Fanout {
+            tasks: None,
+            part_task_bytes: crate::config::DEFAULT_PART_TASK_BYTES,
+            page_size: 1000,
+            lease: Duration::from_secs(300 + 30),
+        }
+    }
 }
 
 impl Fanout {
     /// From the configuration; no outbound call.
     pub(crate) fn from_config(config: &Config) -> Fanout {
         Fanout {
-            config: config.clone(),
-            publisher: Publisher::from_config(&config.publisher),
+            tasks: Publisher::tasks(&config.publisher),
+            part_task_bytes: config.publisher.part_task_bytes,
+            page_size: config.publisher.sync_page_size,
+            lease: config.server.request_timeout + Duration::from_secs(30),
         }
     }
 
-    /// The publisher, or [`PublishError::NoTopic`].
+    /// The tasks publisher, or [`PublishError::NoTopic`].
     pub(crate) fn publisher(&self) -> Result<&Publisher, PublishError> {
-        self.publisher.as_ref().ok_or(PublishError::NoTopic)
+        self.tasks.as_ref().ok_or(PublishError::NoTopic)
     }
 }
 
@@ -319,15 +353,23 @@ mod tests {
     async fn batches_stay_within_the_api_limits() {
         let (host, calls, _) = stand_in(0).await;
         let p = Publisher::new("projects/p/topics/t", Some(&host)).with_backoff(quick());
-        let cmds: Vec<serde_json::Value> = (0..2500)
-            .map(|i| serde_json::json!({"op": "replicate", "bucket": "b", "name": i.to_string()}))
+        let cmds: Vec<Vec<u8>> = (0..2500)
+            .map(|i| {
+                serde_json::json!({"op": "replicate", "bucket": "b", "name": i.to_string()})
+                    .to_string()
+                    .into_bytes()
+            })
             .collect();
         assert_eq!(p.publish(&cmds).await.unwrap(), 2500);
         assert_eq!(*calls.lock().unwrap(), vec![1000, 1000, 500]);
         // 40 messages of about 600 KiB: at most 9 MiB per call.
         calls.lock().unwrap().clear();
-        let big: Vec<serde_json::Value> = (0..40)
-            .map(|_| serde_json::json!({"op": "put", "key": "k", "body": "x".repeat(450_000)}))
+        let big: Vec<Vec<u8>> = (0..40)
+            .map(|_| {
+                serde_json::json!({"op": "put", "key": "k", "body": "x".repeat(450_000)})
+                    .to_string()
+                    .into_bytes()
+            })
             .collect();
         assert_eq!(p.publish(&big).await.unwrap(), 40);
         let sizes = calls.lock().unwrap().clone();
@@ -345,7 +387,7 @@ mod tests {
     async fn transient_failures_are_retried_a_bounded_number_of_times() {
         let (host, calls, attempts) = stand_in(2).await;
         let p = Publisher::new("projects/p/topics/t", Some(&host)).with_backoff(quick());
-        let cmd = [serde_json::json!({"op": "sync", "bucket": "b"})];
+        let cmd = [br#"{"op":"sync","bucket":"b"}"#.to_vec()];
         assert_eq!(p.publish(&cmd).await.unwrap(), 1);
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
         assert_eq!(*calls.lock().unwrap(), vec![1]);

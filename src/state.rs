@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::aws::{AwsClients, AwsOptions};
 use crate::budget::BufferBudget;
 use crate::caller_auth::CallerAuth;
+use crate::command::DoorRules;
 use crate::config::Config;
 use crate::gcs::GcsClient;
 use crate::identity::{IdTokenSource, IdentityError};
@@ -25,8 +26,12 @@ pub struct Services {
     pub(crate) storage: Storage,
     /// Cloud Storage → S3.
     pub(crate) replicator: Replicator,
-    /// Caller verification.
+    /// Caller verification of the outside doors.
     pub(crate) caller_auth: CallerAuth,
+    /// Caller verification of `/tasks` (`TASKS_PUSH_EMAIL` only).
+    pub(crate) tasks_auth: CallerAuth,
+    /// What the outside doors accept (`COMMAND_OPS`, `SYNC_DELETE`).
+    pub(crate) doors: DoorRules,
     /// The bytes all requests together may hold in buffers.
     pub budget: BufferBudget,
     /// Set when requests still running must stop (end of the shutdown grace).
@@ -73,12 +78,16 @@ impl AppState {
         .with_source_buckets(config.replication.source_buckets.clone())
         .with_fanout(crate::publisher::Fanout::from_config(&config));
         let caller_auth = CallerAuth::from_config(&config.caller_auth);
+        let tasks_auth = CallerAuth::for_tasks(&config.caller_auth);
+        let doors = DoorRules::from_settings(&config.doors);
         AppState(Arc::new(Services {
             config,
             aws,
             storage,
             replicator,
             caller_auth,
+            tasks_auth,
+            doors,
             budget,
             cancel: tokio::sync::watch::channel(false).0,
         }))

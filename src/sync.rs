@@ -1,46 +1,99 @@
 //! Sync: replicate what a Cloud Storage bucket already holds, and repair
-//! what events missed, one page per command.
+//! what events missed, one page per task.
 //!
-//! A `{"op":"sync","bucket":B,"prefix":P?,"delete":false,"page_token":T?}`
-//! command (or `POST /v1/sync`) handles one page: one Cloud Storage listing
-//! call (at most 1,000 objects after the page's start) and one S3
-//! `ListObjectsV2` call (at most 1,000 keys after the same start). The page
-//! covers the names after its start up to the smaller last name of the two
-//! listings that were cut short, or to the end when neither was: every name
-//! falls in exactly one page, so an orphan between two pages or after the
-//! last one is found exactly once. For the names of the page it publishes
-//! - a `replicate` command for each object missing from S3, of another
-//!   size, or whose replica is older than the object's `updated` time;
-//! - with `delete`, a guarded `delete_replica` command for each replica
-//!   whose object is not listed (it checks again that the object is gone
-//!   before deleting);
-//! - the sync command of the next page (its `page_token` is the last name of
-//!   this page and the page count, base64url JSON),
+//! A sync command (`{"op":"sync","bucket":B,"prefix":P?,"delete":false}` at
+//! an outside door, or `POST /v1/sync`) starts a *run* and handles its first
+//! page; every further page is a task of the service's own
+//! (`{"op":"sync",…,"page_token":T}` on `TASKS_TOPIC`, delivered to
+//! `/tasks`). A page makes one Cloud Storage listing call (at most 1,000
+//! objects after the page's start) and one S3 `ListObjectsV2` call (at most
+//! 1,000 keys after the same start). It covers the names after its start up
+//! to the smaller last name of the two listings that were cut short, or to
+//! the end when neither was: every name falls in exactly one page, so an
+//! orphan between two pages or after the last one is found exactly once.
+//! For the names of the page it publishes
+//! - a `replicate` task for each object missing from S3, of another size,
+//!   or whose replica is older than the object's `updated` time;
+//! - with `delete` (`SYNC_DELETE=true`), a `delete_replica` task for each
+//!   key whose object is not listed (it removes only a replica of the
+//!   bucket, and only once Cloud Storage confirms the object is gone);
+//! - the task of the next page,
 //!
-//! and answers once they are published: a redelivered page publishes the
-//! same idempotent commands again. A bucket already in sync costs the two
-//! listing calls per page and nothing else. One log line per page says what
-//! it found.
+//! and answers once they are published. Keys under the reserved
+//! `.gcp-aws-bridge/` prefix are never listed as replicas.
+//!
+//! **A run is traversed once.** Each run has an id (from the Pub/Sub message
+//! that started it, so that message delivered again is the same run; random
+//! for `POST /v1/sync`), carried in the page token with the page number and
+//! the last name of the previous page. A page claims itself before it works:
+//! a conditional write (`If-None-Match: *`) of
+//! `{S3_PREFIX}.gcp-aws-bridge/sync/{run}/{page}` saying "started", and
+//! after publishing, "done". A page whose marker says done does nothing (a
+//! duplicate, or a redelivery after a lost answer); one that another
+//! delivery has started answers 503 until that one is done, unless the
+//! claim is the same message's or older than any request may run, which is
+//! then taken over (conditional on the marker's ETag). So each page
+//! publishes the next one once, however often Pub/Sub delivers it. The
+//! token is checked: a malformed one, a page number out of range, or a
+//! start outside the sync's prefix answers 400.
+//!
+//! A bucket already in sync costs the two listing calls and two marker
+//! writes per page. One log line per page says what it found.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::command::{Delivery, OpTag, OrphanTask, Task};
 use crate::gcs::{GcsClient, GcsError, GcsObject};
 use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
-use crate::storage::{classify, list_prefix, StorageError};
+use crate::storage::{
+    classify, is_reserved, list_prefix, ObjectKey, PutOptions, Storage, StorageError,
+};
 
-/// Objects (and S3 keys) listed per page.
-pub(crate) const PAGE_SIZE: usize = 1000;
+/// The highest page number a token may carry (10 billion objects).
+const MAX_PAGE: u64 = 10_000_000;
+/// The longest page token.
+const MAX_TOKEN_CHARS: usize = 4096;
+/// The most a page marker may hold.
+const MAX_MARKER_BYTES: usize = 4096;
 
-/// A sync command (the JSON of `POST /v1/sync`, and of the Pub/Sub command
-/// without its `op`).
+/// A sync command of an outside door (the JSON of `POST /v1/sync`, and of
+/// the Pub/Sub command without its `op`): starts a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SyncRequest {
+pub struct SyncCommand {
+    #[serde(rename = "op", default, skip_serializing)]
+    pub(crate) op: OpTag,
+    /// Source bucket.
+    pub(crate) bucket: String,
+    /// Only names under this prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) prefix: Option<String>,
+    /// Also delete replicas whose object is gone (needs `SYNC_DELETE=true`).
+    #[serde(default)]
+    pub(crate) delete: bool,
+}
+
+impl SyncCommand {
+    /// The command as published to the commands topic.
+    pub(crate) fn to_command(&self) -> Vec<u8> {
+        let mut v = serde_json::to_value(self).expect("a sync command serializes");
+        v["op"] = "sync".into();
+        v.to_string().into_bytes()
+    }
+}
+
+/// A page of a run after the first: a task of the service's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPage {
+    #[serde(rename = "op", default, skip_serializing)]
+    pub(crate) op: OpTag,
     /// Source bucket.
     pub(crate) bucket: String,
     /// Only names under this prefix.
@@ -49,29 +102,88 @@ pub struct SyncRequest {
     /// Also delete replicas whose object is gone.
     #[serde(default)]
     pub(crate) delete: bool,
-    /// Where this page starts; absent for the first page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) page_token: Option<String>,
+    /// The run, the page and where it starts.
+    pub(crate) page_token: String,
 }
 
+/// Where a page stands in its run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct PageToken {
-    /// The last name of the previous page.
-    after: String,
-    /// Pages done before this one.
-    page: u64,
+#[serde(deny_unknown_fields)]
+pub(crate) struct Position {
+    /// The run id: 32 lower-case hex digits.
+    pub(crate) run: String,
+    /// This page's number, 1-based.
+    pub(crate) page: u64,
+    /// The last name of the previous page; `None` on the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) after: Option<String>,
 }
 
-fn encode_token(t: &PageToken) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(t).expect("a token serializes"))
+impl Position {
+    /// The first page of a new run.
+    pub(crate) fn first(run: String) -> Position {
+        Position {
+            run,
+            page: 1,
+            after: None,
+        }
+    }
+
+    fn token(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a position serializes"))
+    }
+
+    /// Decodes and checks a page token of a sync of `prefix`: a run id, a
+    /// page from 2 to [`MAX_PAGE`], and a start within the prefix.
+    fn from_token(token: &str, prefix: &str) -> Result<Position, ReplicateError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(ReplicateError::InvalidPageToken);
+        }
+        let p: Position = URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(ReplicateError::InvalidPageToken)?;
+        let after_ok = p.after.as_deref().is_some_and(|a| {
+            !a.is_empty() && a.len() <= crate::storage::MAX_KEY_BYTES && a.starts_with(prefix)
+        });
+        if !is_run_id(&p.run) || !(2..=MAX_PAGE).contains(&p.page) || !after_ok {
+            return Err(ReplicateError::InvalidPageToken);
+        }
+        Ok(p)
+    }
+
+    /// The position of the page after this one, ending at `after`.
+    fn next(&self, after: String) -> Result<Position, ReplicateError> {
+        let page = self
+            .page
+            .checked_add(1)
+            .filter(|p| *p <= MAX_PAGE)
+            .ok_or(ReplicateError::InvalidPageToken)?;
+        Ok(Position {
+            run: self.run.clone(),
+            page,
+            after: Some(after),
+        })
+    }
 }
 
-fn decode_token(s: &str) -> Result<PageToken, ReplicateError> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim())
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(ReplicateError::InvalidPageToken)
+fn is_run_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The run id of a sync started by `delivery`: derived from the message, so
+/// that the same message delivered again is the same run; random without
+/// one.
+pub(crate) fn run_id(delivery: &Delivery) -> String {
+    use sha2::Digest;
+    match &delivery.id {
+        Some(id) => {
+            let digest = sha2::Sha256::digest(id.as_bytes());
+            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        }
+        None => format!("{:032x}", fastrand::u128(..)),
+    }
 }
 
 /// An object of a Cloud Storage listing.
@@ -166,12 +278,12 @@ pub(crate) struct PagePlan {
     pub(crate) in_sync: u64,
     /// Objects to replicate.
     pub(crate) replicate: Vec<ListedSource>,
-    /// Relative keys of replicas whose object is gone (with `delete`).
+    /// Relative keys whose object is gone (with `delete`).
     pub(crate) delete: Vec<String>,
     /// Names that cannot be S3 keys here (logged, skipped).
     pub(crate) skipped: Vec<String>,
-    /// The next page's command, if any.
-    pub(crate) next: Option<SyncRequest>,
+    /// The next page, if any.
+    pub(crate) next: Option<Position>,
 }
 
 impl PagePlan {
@@ -187,44 +299,73 @@ fn rfc3339_secs(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+/// What a sync names: the bucket, the prefix and whether it deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyncScope {
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    pub(crate) delete: bool,
+}
+
+impl SyncScope {
+    /// The scope of a sync command.
+    pub(crate) fn of(bucket: &str, prefix: Option<&str>, delete: bool) -> SyncScope {
+        SyncScope {
+            bucket: bucket.to_owned(),
+            prefix: prefix.unwrap_or_default().to_owned(),
+            delete,
+        }
+    }
+
+    /// Refuses what no page of this sync may do: a bucket outside
+    /// `GCS_SOURCE_BUCKETS` (403), a prefix that is no key prefix (400).
+    /// Returns the S3 side of the prefix.
+    fn check(&self, r: &Replicator) -> Result<String, ReplicateError> {
+        r.sources().check(&self.bucket)?;
+        Ok(list_prefix(r.storage().prefix(), &self.prefix).map_err(StorageError::from)?)
+    }
+
+    /// The task of the page at `pos`.
+    fn task(&self, pos: &Position) -> Task {
+        Task::Sync(SyncPage {
+            op: OpTag,
+            bucket: self.bucket.clone(),
+            prefix: (!self.prefix.is_empty()).then(|| self.prefix.clone()),
+            delete: self.delete,
+            page_token: pos.token(),
+        })
+    }
+}
+
 /// Lists one page of the source and of S3 and decides what to publish.
 pub(crate) async fn plan_page(
     r: &Replicator,
-    req: &SyncRequest,
+    scope: &SyncScope,
+    pos: &Position,
 ) -> Result<PagePlan, ReplicateError> {
-    let fanout = r.fanout().ok_or(ReplicateError::NotConfigured("sync"))?;
-    fanout
-        .config
-        .replication
-        .source_buckets
-        .check(&req.bucket)?;
-    let prefix = req.prefix.clone().unwrap_or_default();
+    let s3_prefix = scope.check(r)?;
+    let page_size = r.fanout().page_size;
     let st = r.storage();
-    // The S3 side of the prefix, confined to S3_PREFIX (400 for a bad one).
-    let s3_prefix = list_prefix(st.prefix(), &prefix).map_err(StorageError::from)?;
-    let token = match &req.page_token {
-        Some(t) if !t.is_empty() => Some(decode_token(t)?),
-        _ => None,
-    };
-    let after = token.as_ref().map(|t| t.after.as_str());
-    let page = token.as_ref().map_or(0, |t| t.page) + 1;
+    let after = pos.after.as_deref();
 
-    let gcs = r.gcs().list_after(&req.bucket, &prefix, after, PAGE_SIZE);
+    let gcs = r
+        .gcs()
+        .list_after(&scope.bucket, &scope.prefix, after, page_size);
     let s3 = st
         .client()
         .list_objects_v2()
         .bucket(st.bucket())
         .prefix(&s3_prefix)
         .set_start_after(after.map(|a| format!("{}{a}", st.prefix())))
-        .max_keys(i32::try_from(PAGE_SIZE).unwrap_or(1000))
+        .max_keys(i32::try_from(page_size).unwrap_or(1000))
         .send();
     let (gcs, s3) = tokio::join!(gcs, s3);
     let (objects, gcs_more) = gcs?;
-    let s3 = s3.map_err(|e| classify("ListObjectsV2", &prefix, e))?;
+    let s3 = s3.map_err(|e| classify("ListObjectsV2", &scope.prefix, e))?;
     let s3_more = s3.is_truncated() == Some(true);
     // Relative name, size, last modified (whole seconds: S3 listings have
     // no finer precision, so `updated` is compared in whole seconds too).
-    let replicas: Vec<(String, i64, Option<i64>)> = s3
+    let listed_keys: Vec<(String, i64, Option<i64>)> = s3
         .contents()
         .iter()
         .filter_map(|o| {
@@ -234,29 +375,35 @@ pub(crate) async fn plan_page(
         })
         .collect();
 
-    // The page ends at the smaller last name of the listings cut short.
+    // The page ends at the smaller last name of the listings cut short
+    // (reserved keys count here, so that the next page starts after them).
     let mut end: Option<String> = None;
     if gcs_more {
         end = objects.last().map(|o| o.name.clone());
     }
     if s3_more {
-        if let Some((last, _, _)) = replicas.last() {
+        if let Some((last, _, _)) = listed_keys.last() {
             if end.as_ref().is_none_or(|e| last < e) {
                 end = Some(last.clone());
             }
         }
     }
     let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
+    // The service's own bookkeeping is no replica.
+    let replicas: Vec<&(String, i64, Option<i64>)> = listed_keys
+        .iter()
+        .filter(|(n, _, _)| !is_reserved(n))
+        .collect();
 
     let by_name: HashMap<&str, (i64, Option<i64>)> = replicas
         .iter()
         .map(|(n, s, m)| (n.as_str(), (*s, *m)))
         .collect();
     let mut plan = PagePlan {
-        page,
+        page: pos.page,
         ..PagePlan::default()
     };
-    let mut names = std::collections::HashSet::new();
+    let mut names = HashSet::new();
     for o in objects.into_iter().filter(|o| in_page(&o.name)) {
         plan.listed += 1;
         names.insert(o.name.clone());
@@ -281,61 +428,53 @@ pub(crate) async fn plan_page(
             plan.in_sync += 1;
         }
     }
-    if req.delete {
+    if scope.delete {
         plan.delete = replicas
             .iter()
             .filter(|(n, _, _)| in_page(n) && !names.contains(n))
             .map(|(n, _, _)| n.clone())
             .collect();
     }
-    plan.next = end.map(|after| SyncRequest {
-        page_token: Some(encode_token(&PageToken { after, page })),
-        ..req.clone()
-    });
+    plan.next = end.map(|after| pos.next(after)).transpose()?;
     Ok(plan)
 }
 
-/// The commands a page publishes: replicates, deletes, then the next page.
-pub(crate) fn page_commands(req: &SyncRequest, plan: &PagePlan) -> Vec<serde_json::Value> {
-    let mut out: Vec<serde_json::Value> = plan
+/// The tasks a page publishes: replicates, removals, then the next page.
+pub(crate) fn page_tasks(scope: &SyncScope, plan: &PagePlan) -> Vec<Task> {
+    let mut out: Vec<Task> = plan
         .replicate
         .iter()
-        .map(|o| {
-            let mut c = serde_json::json!({
-                "op": "replicate", "bucket": req.bucket, "name": o.name,
-            });
-            if let Some(g) = o.generation {
-                c["generation"] = serde_json::json!(g.to_string());
-            }
-            if let Some(crc) = &o.crc32c {
-                c["crc32c"] = serde_json::json!(crc);
-            }
-            c
-        })
+        .map(|o| Task::replicate(&scope.bucket, &o.name, o.generation, o.crc32c.clone(), 0))
         .collect();
-    out.extend(plan.delete.iter().map(
-        |name| serde_json::json!({ "op": "delete_replica", "bucket": req.bucket, "name": name }),
-    ));
+    out.extend(plan.delete.iter().map(|name| {
+        Task::DeleteReplica(OrphanTask {
+            op: OpTag,
+            bucket: scope.bucket.clone(),
+            name: name.clone(),
+        })
+    }));
     if let Some(next) = &plan.next {
-        let mut c = serde_json::to_value(next).expect("a sync request serializes");
-        c["op"] = serde_json::json!("sync");
-        out.push(c);
+        out.push(scope.task(next));
     }
     out
 }
 
-/// What a page published.
+/// What a page did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SyncOutcome {
-    /// Commands published.
+    /// The run id.
+    pub(crate) run: String,
+    /// Whether this delivery did the page (`false`: it was done before).
+    pub(crate) done_now: bool,
+    /// Tasks published.
     pub(crate) published: u64,
     /// Page number.
     pub(crate) page: u64,
-    /// Replicate commands.
+    /// Replicate tasks.
     pub(crate) replicate: u64,
     /// Their bytes.
     pub(crate) replicate_bytes: u64,
-    /// Delete commands.
+    /// Removal tasks.
     pub(crate) delete: u64,
     /// Objects already in sync.
     pub(crate) in_sync: u64,
@@ -347,6 +486,8 @@ impl SyncOutcome {
     /// JSON summary for the answer.
     pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
+            "status": if self.done_now { "published" } else { "already_done" },
+            "run": self.run,
             "published": self.published, "page": self.page, "replicate": self.replicate,
             "replicate_bytes": self.replicate_bytes, "delete": self.delete,
             "in_sync": self.in_sync, "next_page": self.next_page,
@@ -354,23 +495,70 @@ impl SyncOutcome {
     }
 }
 
-/// Runs one page: lists, publishes, then answers.
+/// Starts a run and handles its first page.
+pub(crate) async fn start(
+    r: &Replicator,
+    cmd: &SyncCommand,
+    delivery: &Delivery,
+) -> Result<SyncOutcome, ReplicateError> {
+    let scope = SyncScope::of(&cmd.bucket, cmd.prefix.as_deref(), cmd.delete);
+    run(r, &scope, Position::first(run_id(delivery)), delivery).await
+}
+
+/// Handles a page task.
 pub(crate) async fn run_page(
     r: &Replicator,
-    req: &SyncRequest,
+    page: &SyncPage,
+    delivery: &Delivery,
 ) -> Result<SyncOutcome, ReplicateError> {
-    let plan = plan_page(r, req).await?;
-    let commands = page_commands(req, &plan);
-    let published = if commands.is_empty() {
+    let scope = SyncScope::of(&page.bucket, page.prefix.as_deref(), page.delete);
+    let pos = Position::from_token(&page.page_token, &scope.prefix)?;
+    run(r, &scope, pos, delivery).await
+}
+
+/// Claims the page, lists, publishes, marks the page done, then answers.
+async fn run(
+    r: &Replicator,
+    scope: &SyncScope,
+    pos: Position,
+    delivery: &Delivery,
+) -> Result<SyncOutcome, ReplicateError> {
+    scope.check(r)?;
+    let publisher = r.fanout().publisher()?;
+    let marker = PageMarker::key(r.storage(), &pos);
+    let etag = match claim(r, &marker, delivery).await? {
+        Claim::Go(etag) => etag,
+        Claim::Done => {
+            tracing::info!(bucket = %scope.bucket, run = %pos.run, page = pos.page, "sync page already done; nothing to do");
+            return Ok(SyncOutcome {
+                run: pos.run,
+                done_now: false,
+                published: 0,
+                page: pos.page,
+                replicate: 0,
+                replicate_bytes: 0,
+                delete: 0,
+                in_sync: 0,
+                next_page: false,
+            });
+        }
+    };
+    let plan = plan_page(r, scope, &pos).await?;
+    let tasks = page_tasks(scope, &plan);
+    let published = if tasks.is_empty() {
         0
     } else {
-        let fanout = r.fanout().ok_or(ReplicateError::NotConfigured("sync"))?;
-        fanout.publisher()?.publish(&commands).await?
+        publisher.publish_tasks(&tasks).await?
     };
+    PageMarker::done(delivery)
+        .write(r.storage(), &marker, Some(etag))
+        .await?;
     for name in &plan.skipped {
-        tracing::warn!(bucket = %req.bucket, name = %name, "object name cannot be an S3 key here; skipped");
+        tracing::warn!(bucket = %scope.bucket, name = %name, "object name cannot be an S3 key here; skipped");
     }
     let out = SyncOutcome {
+        run: pos.run.clone(),
+        done_now: true,
         published: published as u64,
         page: plan.page,
         replicate: plan.replicate.len() as u64,
@@ -380,9 +568,10 @@ pub(crate) async fn run_page(
         next_page: plan.next.is_some(),
     };
     tracing::info!(
-        bucket = %req.bucket,
-        prefix = req.prefix.as_deref().unwrap_or(""),
-        delete = req.delete,
+        bucket = %scope.bucket,
+        prefix = %scope.prefix,
+        delete = scope.delete,
+        run = %out.run,
         page = out.page,
         pages_so_far = out.page,
         // A listing tells nothing of what follows it.
@@ -400,20 +589,140 @@ pub(crate) async fn run_page(
     Ok(out)
 }
 
-/// A `delete_replica` command: removes the replica of `gs://bucket/name`
+/// A page's claim: `{S3_PREFIX}.gcp-aws-bridge/sync/{run}/{page}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PageMarker {
+    /// `started` or `done`.
+    state: String,
+    /// The delivery that wrote it.
+    #[serde(default)]
+    delivery: Option<String>,
+    /// When, in seconds since the epoch.
+    #[serde(default)]
+    at: u64,
+}
+
+/// What a claim found.
+enum Claim {
+    /// This delivery holds the page; the marker has this ETag.
+    Go(String),
+    /// The page was done before.
+    Done,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl PageMarker {
+    fn key(st: &Storage, pos: &Position) -> ObjectKey {
+        ObjectKey::reserved(st.prefix(), &format!("sync/{}/{:010}", pos.run, pos.page))
+    }
+
+    fn started(delivery: &Delivery) -> PageMarker {
+        PageMarker {
+            state: "started".into(),
+            delivery: delivery.id.clone(),
+            at: now_secs(),
+        }
+    }
+
+    fn done(delivery: &Delivery) -> PageMarker {
+        PageMarker {
+            state: "done".into(),
+            ..PageMarker::started(delivery)
+        }
+    }
+
+    /// Writes the marker: new (`If-None-Match: *`) without `etag`, else
+    /// over exactly that one (`If-Match`). Returns its ETag.
+    async fn write(
+        &self,
+        st: &Storage,
+        key: &ObjectKey,
+        etag: Option<String>,
+    ) -> Result<String, StorageError> {
+        let body = serde_json::to_vec(self).expect("a marker serializes");
+        let opts = PutOptions {
+            if_none_match: etag.is_none(),
+            if_match: etag,
+            headers: crate::storage::ObjectHeaders {
+                content_type: Some("application/json".into()),
+                ..Default::default()
+            },
+            ..PutOptions::default()
+        };
+        let written = st.put_bytes(key, body.into(), opts).await?;
+        Ok(written.etag.unwrap_or_default())
+    }
+
+    /// The marker and its ETag, `None` when there is none.
+    async fn read(
+        st: &Storage,
+        key: &ObjectKey,
+    ) -> Result<Option<(PageMarker, String)>, StorageError> {
+        let got = match st.get(key, None).await {
+            Ok(g) => g,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = got.info.etag.clone().unwrap_or_default();
+        let bytes = crate::storage::read_bounded(got.body, MAX_MARKER_BYTES)
+            .await
+            .map_err(|m| StorageError::Unavailable(format!("{key}: {m}")))?;
+        // An unreadable marker is an abandoned claim.
+        let marker = serde_json::from_slice(&bytes).unwrap_or(PageMarker {
+            state: "started".into(),
+            delivery: None,
+            at: 0,
+        });
+        Ok(Some((marker, etag)))
+    }
+}
+
+/// Claims a page for `delivery` (see the module's documentation).
+async fn claim(
+    r: &Replicator,
+    key: &ObjectKey,
+    delivery: &Delivery,
+) -> Result<Claim, ReplicateError> {
+    let st = r.storage();
+    let started = PageMarker::started(delivery);
+    let busy = |why: &str| ReplicateError::PageInProgress(format!("{key}: {why}"));
+    match started.write(st, key, None).await {
+        Ok(etag) => return Ok(Claim::Go(etag)),
+        Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some((seen, etag)) = PageMarker::read(st, key).await? else {
+        return Err(busy("the claim changed while it was read"));
+    };
+    if seen.state == "done" {
+        return Ok(Claim::Done);
+    }
+    let same_delivery = delivery.id.is_some() && seen.delivery == delivery.id;
+    let stale = now_secs().saturating_sub(seen.at) > r.fanout().lease.as_secs();
+    if !same_delivery && !stale {
+        return Err(busy("another delivery started this page"));
+    }
+    match started.write(st, key, Some(etag)).await {
+        Ok(etag) => Ok(Claim::Go(etag)),
+        Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {
+            Err(busy("another delivery took over this page"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A `delete_replica` task: removes the replica of `gs://bucket/name`
 /// only when Cloud Storage says the object is gone.
 pub(crate) async fn delete_orphan(
     r: &Replicator,
     obj: &GcsObject,
 ) -> Result<ReplicaOutcome, ReplicateError> {
-    let fanout = r
-        .fanout()
-        .ok_or(ReplicateError::NotConfigured("delete_replica"))?;
-    fanout
-        .config
-        .replication
-        .source_buckets
-        .check(&obj.bucket)?;
+    r.sources().check(&obj.bucket)?;
     let key = r.storage().key(&obj.name)?;
     match r.gcs().metadata(&obj.bucket, &obj.name).await {
         Ok(live) => {
@@ -433,31 +742,59 @@ mod tests {
     use super::*;
     use crate::error::AppError;
 
-    #[test]
-    fn page_tokens_round_trip_and_bad_ones_are_refused() {
-        let t = PageToken {
-            after: "a/b c/ü".into(),
-            page: 3,
-        };
-        assert_eq!(decode_token(&encode_token(&t)).unwrap(), t);
-        assert_eq!(
-            AppError::from(decode_token("***").unwrap_err()).code(),
-            "invalid_page_token"
-        );
-        assert_eq!(
-            AppError::from(decode_token(&URL_SAFE_NO_PAD.encode("{}")).unwrap_err()).code(),
-            "invalid_page_token"
-        );
+    fn pos(page: u64, after: &str) -> Position {
+        Position {
+            run: "0123456789abcdef0123456789abcdef".into(),
+            page,
+            after: Some(after.into()),
+        }
     }
 
     #[test]
-    fn commands_of_a_page() {
-        let req = SyncRequest {
-            bucket: "src".into(),
-            prefix: Some("p/".into()),
-            delete: true,
-            page_token: None,
+    fn page_tokens_round_trip_and_bad_ones_are_refused() {
+        let t = pos(3, "p/a/b c/ü");
+        assert_eq!(Position::from_token(&t.token(), "p/").unwrap(), t);
+        let bad =
+            |token: &str| AppError::from(Position::from_token(token, "p/").unwrap_err()).code();
+        assert_eq!(bad("***"), "invalid_page_token");
+        assert_eq!(bad(&URL_SAFE_NO_PAD.encode("{}")), "invalid_page_token");
+        // Out of range, outside the prefix, no run, too long.
+        for p in [
+            pos(u64::MAX, "p/a"),
+            pos(MAX_PAGE + 1, "p/a"),
+            pos(0, "p/a"),
+            pos(1, "p/a"),
+            pos(2, "q/a"),
+            pos(2, ""),
+            Position {
+                run: "x".into(),
+                ..pos(2, "p/a")
+            },
+        ] {
+            assert_eq!(bad(&p.token()), "invalid_page_token", "{p:?}");
+        }
+        assert_eq!(bad(&"A".repeat(MAX_TOKEN_CHARS + 1)), "invalid_page_token");
+        // The page after the last one a token may name is refused, not
+        // wrapped.
+        assert!(pos(MAX_PAGE, "p/a").next("p/b".into()).is_err());
+        assert_eq!(pos(4, "p/a").next("p/b".into()).unwrap().page, 5);
+    }
+
+    #[test]
+    fn run_ids_follow_the_delivery() {
+        let d = Delivery {
+            id: Some("projects/p/subscriptions/s/42".into()),
         };
+        assert_eq!(run_id(&d), run_id(&d));
+        assert!(is_run_id(&run_id(&d)));
+        let none = Delivery::default();
+        assert_ne!(run_id(&none), run_id(&none));
+        assert!(is_run_id(&run_id(&none)));
+    }
+
+    #[test]
+    fn tasks_of_a_page() {
+        let scope = SyncScope::of("src", Some("p/"), true);
         let plan = PagePlan {
             page: 1,
             replicate: vec![ListedSource {
@@ -468,25 +805,30 @@ mod tests {
                 updated: None,
             }],
             delete: vec!["p/gone".into()],
-            next: Some(SyncRequest {
-                page_token: Some("t".into()),
-                ..req.clone()
-            }),
+            next: Some(pos(2, "p/z")),
             ..PagePlan::default()
         };
-        let c = page_commands(&req, &plan);
-        assert_eq!(c.len(), 3);
-        assert_eq!(c[0]["op"], "replicate");
-        assert_eq!(c[0]["generation"], "7");
+        let tasks = page_tasks(&scope, &plan);
+        let json: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|t| serde_json::from_slice(&t.to_json()).unwrap())
+            .collect();
+        assert_eq!(json.len(), 3);
+        assert_eq!(json[0]["op"], "replicate");
+        assert_eq!(json[0]["generation"], "7");
         assert_eq!(
-            c[1],
+            json[1],
             serde_json::json!({"op":"delete_replica","bucket":"src","name":"p/gone"})
         );
-        assert_eq!(c[2]["op"], "sync");
-        assert_eq!(c[2]["page_token"], "t");
-        assert_eq!(c[2]["delete"], true);
-        for cmd in &c {
-            crate::command::parse_command(cmd.to_string().as_bytes()).unwrap();
+        assert_eq!(json[2]["op"], "sync");
+        assert_eq!(json[2]["delete"], true);
+        assert_eq!(json[2]["prefix"], "p/");
+        let rules = crate::command::DoorRules {
+            ops: Default::default(),
+            sync_delete: true,
+        };
+        for t in &tasks {
+            assert_eq!(&Task::decode(&t.to_json(), &rules).unwrap(), t);
         }
     }
 }

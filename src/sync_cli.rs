@@ -1,9 +1,10 @@
 //! `gcp-aws-bridge sync gs://B[/P] [--delete] [--dry-run]`.
 //!
-//! Without `--dry-run` it publishes the first page's `sync` command to
-//! `PUBSUB_TOPIC` and prints `{"published":1,…}`: the service works through
-//! the pages (each page publishes the next), spread over its instances, and
-//! the command line returns at once. With `--dry-run` it works through every
+//! Without `--dry-run` it publishes the `sync` command to the commands
+//! topic `PUBSUB_TOPIC` (the one the service's `/pubsub` door is pushed
+//! from) and prints `{"published":1,…}`: the service works through the
+//! pages (each page publishes the next to its tasks topic), spread over its
+//! instances, and the command line returns at once. With `--dry-run` it works through every
 //! page itself, with the same listing calls the service would make, prints
 //! one line per object it would copy (`copy gs://B/NAME SIZE`) and per
 //! replica it would delete (`delete s3://BUCKET/KEY`), then the totals as
@@ -16,13 +17,13 @@ use crate::config::Config;
 use crate::gcs::GcsClient;
 use crate::replicate::Replicator;
 use crate::storage::Storage;
-use crate::sync::{plan_page, SyncRequest};
+use crate::sync::{plan_page, Position, SyncCommand, SyncScope};
 
 /// The arguments of `sync`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncArgs {
     /// What to sync.
-    pub(crate) request: SyncRequest,
+    pub(crate) request: SyncCommand,
     /// Print the plan only.
     pub(crate) dry_run: bool,
 }
@@ -54,11 +55,11 @@ pub fn parse_sync_args(args: &[String]) -> Result<SyncArgs, String> {
         return Err(format!("no bucket in {url:?}\n{SYNC_USAGE}"));
     }
     Ok(SyncArgs {
-        request: SyncRequest {
+        request: SyncCommand {
             bucket: bucket.to_owned(),
             prefix,
             delete,
-            page_token: None,
+            ..SyncCommand::default()
         },
         dry_run,
     })
@@ -81,10 +82,13 @@ pub async fn run(
         .check(&args.request.bucket)
         .map_err(|e| e.to_string())?;
     if !args.dry_run {
-        let publisher = fanout.publisher().map_err(|e| e.to_string())?;
-        let mut cmd = serde_json::to_value(&args.request).map_err(|e| e.to_string())?;
-        cmd["op"] = serde_json::json!("sync");
-        let n = publisher.publish(&[cmd]).await.map_err(|e| e.to_string())?;
+        let publisher = crate::publisher::Publisher::commands(&config.publisher).ok_or(
+            "PUBSUB_TOPIC is not set: the commands topic the sync command is published to",
+        )?;
+        let n = publisher
+            .publish(&[args.request.to_command()])
+            .await
+            .map_err(|e| e.to_string())?;
         let line =
             serde_json::json!({ "published": n, "topic": publisher.topic(), "command": "sync" });
         writeln!(out, "{line}").map_err(|e| e.to_string())?;
@@ -100,12 +104,16 @@ pub async fn run(
         storage.clone(),
         GcsClient::new(config.replication.storage_emulator_host.as_deref()),
     )
+    .with_source_buckets(config.replication.source_buckets.clone())
     .with_fanout(fanout);
-    let mut req = args.request.clone();
+    let req = &args.request;
+    let scope = SyncScope::of(&req.bucket, req.prefix.as_deref(), req.delete);
+    // The dry run writes no claims: any run id does.
+    let mut pos = Position::first("0".repeat(32));
     let (mut pages, mut copy, mut bytes, mut delete, mut in_sync, mut listed) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     loop {
-        let plan = plan_page(&replicator, &req).await.map_err(|e| {
+        let plan = plan_page(&replicator, &scope, &pos).await.map_err(|e| {
             match crate::error::AppError::from(e) {
                 crate::error::AppError::Unavailable {
                     message, detail, ..
@@ -140,7 +148,7 @@ pub async fn run(
             .map_err(|e| e.to_string())?;
         }
         match plan.next {
-            Some(next) => req = next,
+            Some(next) => pos = next,
             None => break,
         }
     }

@@ -166,16 +166,25 @@ pub enum ReplicateError {
     /// A sync `page_token` that no sync page made.
     #[error("page_token is not a token of a previous sync page")]
     InvalidPageToken,
+    /// Another delivery of the same sync page holds its claim.
+    #[error("{0}")]
+    PageInProgress(String),
+    /// An object that part tasks cannot replicate (over `MAX_OBJECT_BYTES`,
+    /// a part larger than the buffer budget, too many restarts): refused
+    /// before anything starts, so it goes to the dead-letter topic.
+    #[error("{message}")]
+    PartsRefused {
+        /// snake_case code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// The buffer budget cannot hold a part.
     #[error(transparent)]
     Budget(#[from] crate::budget::BudgetError),
     /// Publishing further commands failed.
     #[error(transparent)]
     Publish(#[from] crate::publisher::PublishError),
-    /// The work needs the configuration of further commands
-    /// (`PUBSUB_TOPIC`), which this service lacks.
-    #[error("{0} without the configuration of further commands")]
-    NotConfigured(&'static str),
     /// S3 answered in a way its API rules out.
     #[error("{0}")]
     Unexpected(&'static str),
@@ -204,7 +213,7 @@ pub(crate) struct Replicator {
     storage: Storage,
     gcs: GcsClient,
     sources: SourceBuckets,
-    fanout: Option<Arc<crate::publisher::Fanout>>,
+    fanout: Arc<crate::publisher::Fanout>,
 }
 
 /// What the check of a replica saw.
@@ -259,13 +268,13 @@ impl Replicator {
             storage,
             gcs,
             sources: SourceBuckets::Off,
-            fanout: None,
+            fanout: Arc::new(crate::publisher::Fanout::default()),
         }
     }
 
     /// Publishing of further commands (sync pages, part tasks).
     pub(crate) fn with_fanout(mut self, fanout: crate::publisher::Fanout) -> Replicator {
-        self.fanout = Some(Arc::new(fanout));
+        self.fanout = Arc::new(fanout);
         self
     }
 
@@ -277,8 +286,13 @@ impl Replicator {
         &self.gcs
     }
 
-    pub(crate) fn fanout(&self) -> Option<&crate::publisher::Fanout> {
-        self.fanout.as_deref()
+    pub(crate) fn fanout(&self) -> &crate::publisher::Fanout {
+        &self.fanout
+    }
+
+    /// The buckets replication may read.
+    pub(crate) fn sources(&self) -> &SourceBuckets {
+        &self.sources
     }
 
     /// The buckets replication may read (`GCS_SOURCE_BUCKETS`).
@@ -316,16 +330,19 @@ impl Replicator {
 
     /// Copies generation `obj.generation` (else the live one) of
     /// `gs://obj.bucket/obj.name` unless the replica has it or a newer one;
-    /// a large object is handed to part tasks.
+    /// a large object is handed to part tasks. `restarts` counts the part
+    /// uploads of this object whose completion failed before.
     pub(crate) async fn replicate(
         &self,
         obj: &GcsObject,
+        restarts: u32,
     ) -> Result<ReplicaOutcome, ReplicateError> {
+        parts::check_restarts(obj, restarts)?;
         let plan = match self.decide(obj).await? {
             Decision::Done(outcome) => return Ok(outcome),
             Decision::Copy(plan) => plan,
         };
-        if let Some(part_plan) = parts::PartPlan::for_object(self, &plan.live) {
+        if let Some(part_plan) = parts::PartPlan::for_object(self, &plan.live)? {
             let headers = replica_headers(&plan.live, plan.metadata);
             let condition = Replica::condition(plan.seen.as_ref());
             return parts::start(
@@ -337,6 +354,7 @@ impl Replicator {
                 headers,
                 condition,
                 part_plan,
+                restarts,
             )
             .await;
         }

@@ -23,6 +23,19 @@
 //!    (a newer generation has its own event). A completion S3 refuses
 //!    otherwise publishes the replicate command again and aborts the upload.
 //!
+//! 5. What cannot finish is refused before anything starts (400, so it
+//!    goes to the dead-letter topic): an object over `MAX_OBJECT_BYTES`, or
+//!    one whose part (chosen so that at most 10,000 parts cover it) cannot
+//!    fit the buffer budget. Without `TASKS_TOPIC` such an object answers
+//!    503 `tasks_not_configured`.
+//! 6. One upload per object generation: the replicate command records its
+//!    upload under `{S3_PREFIX}.gcp-aws-bridge/uploads/` with a conditional
+//!    write; a replicate delivered while that upload exists starts none.
+//! 7. The tasks name the Cloud Storage object, never the S3 key: a part
+//!    task's key is derived from the object's name. Restarts after failed
+//!    completions are counted in the replicate task; past
+//!    [`MAX_RESTARTS`] it is refused (dead letter).
+//!
 //! Each part is read whole into memory (its CRC32C must be known before its
 //! upload starts), so a part command holds one part: 64 MiB, or more for
 //! objects over 640 GiB (S3's 10,000-part limit).
@@ -34,16 +47,36 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::command::{OpTag, Task};
 use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
 use crate::replicate::{gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
 use crate::storage::{
     classify, complete_conditionally, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey,
-    PutOptions, StorageError,
+    PutOptions, Storage, StorageError, MAX_PART,
 };
 
 /// Part size of part tasks unless S3's 10,000-part limit asks for more.
 pub(crate) const PART_TASK_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// Failed completions after which a replicate is refused (dead letter).
+pub(crate) const MAX_RESTARTS: u32 = 5;
+/// S3's most parts of one upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Refuses a replicate whose part uploads failed to complete more than
+/// [`MAX_RESTARTS`] times.
+pub(crate) fn check_restarts(obj: &GcsObject, restarts: u32) -> Result<(), ReplicateError> {
+    if restarts > MAX_RESTARTS {
+        return Err(ReplicateError::PartsRefused {
+            code: "too_many_restarts",
+            message: format!(
+                "gs://{}/{}: its part uploads failed to complete {restarts} times; given up",
+                obj.bucket, obj.name
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// How a large object is cut into part tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +91,20 @@ pub(crate) struct PartPlan {
 
 impl PartPlan {
     /// The plan for an object of `size` bytes when part tasks apply
-    /// (`part_task_bytes` or more).
-    pub(crate) fn new(size: u64, part_task_bytes: u64) -> Option<PartPlan> {
+    /// (`part_task_bytes` or more): parts of 64 MiB (or `part_task_bytes`,
+    /// when smaller), smaller ones when a part would not fit a buffer budget
+    /// of `budget` bytes, larger ones when 10,000 parts would not cover the
+    /// object. A part may still be larger than the budget: [`PartPlan::check`]
+    /// refuses that.
+    pub(crate) fn new(size: u64, part_task_bytes: u64, budget: u64) -> Option<PartPlan> {
         if size < part_task_bytes || size == 0 {
             return None;
         }
-        let part_size = part_size_for(Some(size)).max(PART_TASK_PART_SIZE.min(part_task_bytes));
+        let mib = 1024 * 1024;
+        let preferred = PART_TASK_PART_SIZE
+            .min(part_task_bytes)
+            .min(budget / mib * mib);
+        let part_size = part_size_for(Some(size)).max(preferred);
         Some(PartPlan {
             size,
             part_size,
@@ -71,14 +112,53 @@ impl PartPlan {
         })
     }
 
-    /// The plan for `live` when this replicator publishes part tasks: a
-    /// topic is configured, the object has a size of at least
-    /// `PART_TASK_BYTES` and a CRC32C for S3 to verify.
-    pub(crate) fn for_object(r: &Replicator, live: &GcsObject) -> Option<PartPlan> {
-        let fanout = r.fanout()?;
-        fanout.publisher.as_ref()?;
-        live.crc32c.as_deref().and_then(decode_crc)?;
-        PartPlan::new(live.size?, fanout.config.publisher.part_task_bytes)
+    /// The plan for `live` when it goes by part tasks: it has a size of at
+    /// least `PART_TASK_BYTES` and a CRC32C for S3 to verify. Refused (400)
+    /// when it cannot finish: over `MAX_OBJECT_BYTES`, or a part larger than
+    /// the whole buffer budget; 503 without `TASKS_TOPIC`.
+    pub(crate) fn for_object(
+        r: &Replicator,
+        live: &GcsObject,
+    ) -> Result<Option<PartPlan>, ReplicateError> {
+        let fanout = r.fanout();
+        if live.crc32c.as_deref().and_then(decode_crc).is_none() {
+            return Ok(None);
+        }
+        let Some(plan) = live.size.and_then(|size| {
+            PartPlan::new(size, fanout.part_task_bytes, r.storage().budget().total())
+        }) else {
+            return Ok(None);
+        };
+        let source = format!("gs://{}/{}", live.bucket, live.name);
+        plan.check(r.storage(), &source)?;
+        fanout.publisher()?;
+        Ok(Some(plan))
+    }
+
+    /// Refuses a plan that cannot finish here.
+    fn check(&self, st: &Storage, source: &str) -> Result<(), ReplicateError> {
+        let refuse = |code, message| Err(ReplicateError::PartsRefused { code, message });
+        if self.size > st.max_object_bytes() {
+            return refuse(
+                "object_too_large",
+                format!(
+                    "{source}: {} bytes, over MAX_OBJECT_BYTES ({})",
+                    self.size,
+                    st.max_object_bytes()
+                ),
+            );
+        }
+        let budget = st.budget().total();
+        if self.part_size > budget {
+            return refuse(
+                "part_too_large",
+                format!(
+                    "{source}: its parts of {} bytes (at most 10,000 parts) cannot fit the buffer budget of {budget} bytes (BUFFER_BUDGET_BYTES)",
+                    self.part_size
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// Inclusive byte range of part `number` (1-based).
@@ -89,10 +169,12 @@ impl PartPlan {
     }
 }
 
-/// A `replicate_part` command.
+/// A `replicate_part` task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartTask {
+    #[serde(rename = "op", default, skip_serializing)]
+    pub(crate) op: OpTag,
     /// Source bucket.
     pub(crate) bucket: String,
     /// Source object name.
@@ -100,8 +182,6 @@ pub struct PartTask {
     /// Source generation (decimal string or number).
     #[serde(deserialize_with = "de_generation", serialize_with = "ser_generation")]
     pub(crate) generation: i64,
-    /// Relative S3 key.
-    pub(crate) key: String,
     /// Multipart upload id.
     pub(crate) upload_id: String,
     /// Part number, 1-based.
@@ -112,6 +192,8 @@ pub struct PartTask {
     pub(crate) end: u64,
     /// Number of parts of the upload.
     pub(crate) parts: u64,
+    /// Bytes per part (the last may be shorter).
+    pub(crate) part_size: u64,
     /// Object size.
     pub(crate) size: u64,
     /// The object's CRC32C (base64), which completion asks S3 to verify.
@@ -124,6 +206,13 @@ pub struct PartTask {
     /// replica the check found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) if_match: Option<String>,
+    /// Failed completions of earlier uploads of this object.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn de_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -135,10 +224,25 @@ fn ser_generation<S: serde::Serializer>(g: &i64, s: S) -> Result<S::Ok, S::Error
 }
 
 impl PartTask {
-    fn command(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("a part task serializes");
-        v["op"] = serde_json::json!("replicate_part");
-        v
+    /// The plan the task belongs to, when its fields make one: the part
+    /// number within the parts, the range the plan gives that part, parts
+    /// of S3's sizes.
+    fn plan(&self) -> Option<PartPlan> {
+        let plan = PartPlan {
+            size: self.size,
+            part_size: self.part_size,
+            parts: self.parts,
+        };
+        let sizes_ok = self.size > 0
+            && self.part_size > 0
+            && self.part_size <= MAX_PART
+            && self.parts <= MAX_PARTS
+            && self.size.div_ceil(self.part_size) == self.parts
+            && (self.parts == 1 || self.part_size >= crate::s3_limits::MIN_PART);
+        let range_ok = sizes_ok
+            && (1..=self.parts).contains(&self.part_number)
+            && (self.start, self.end) == plan.range(self.part_number);
+        (sizes_ok && range_ok && !self.upload_id.is_empty()).then_some(plan)
     }
 
     fn source(&self) -> String {
@@ -178,6 +282,13 @@ pub(crate) enum PartsOutcome {
         /// Parts of the upload.
         parts: u64,
     },
+    /// An upload of this object generation is in progress: none started.
+    InProgress {
+        /// Relative key.
+        key: String,
+        /// Its upload id.
+        upload_id: String,
+    },
     /// The upload is gone (completed or aborted by another command).
     UploadGone {
         /// Relative key.
@@ -215,6 +326,9 @@ impl PartsOutcome {
                 "status": "part_uploaded", "key": key, "part_number": part_number,
                 "present": present, "parts": parts
             }),
+            PartsOutcome::InProgress { key, upload_id } => serde_json::json!({
+                "status": "upload_in_progress", "key": key, "upload_id": upload_id
+            }),
             PartsOutcome::UploadGone { key, part_number } => serde_json::json!({
                 "status": "upload_gone", "key": key, "part_number": part_number
             }),
@@ -233,9 +347,10 @@ fn is_no_such_upload<E: ProvideErrorMetadata>(
         .is_some_and(|c| c == "NoSuchUpload")
 }
 
-/// Creates the multipart upload of `live` and publishes its part commands,
+/// Creates the multipart upload of `live` and publishes its part tasks,
 /// which complete it on `condition` (`(If-None-Match: *, If-Match)`, what
-/// the check of the replica saw).
+/// the check of the replica saw). A replicate of an object generation whose
+/// upload is in progress starts none.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn start(
     r: &Replicator,
@@ -246,13 +361,21 @@ pub(crate) async fn start(
     h: ObjectHeaders,
     condition: (bool, Option<String>),
     plan: PartPlan,
+    restarts: u32,
 ) -> Result<ReplicaOutcome, ReplicateError> {
-    let fanout = r
-        .fanout()
-        .ok_or(ReplicateError::NotConfigured("part tasks"))?;
-    let publisher = fanout.publisher()?;
+    let publisher = r.fanout().publisher()?;
     let crc = live.crc32c.clone().unwrap_or_default();
     let st = r.storage();
+    let record = UploadRecord::key(st, &obj.bucket, &obj.name, generation);
+    let seen = UploadRecord::read(st, &record).await?;
+    if let Some((rec, _)) = &seen {
+        let same = rec.bucket == obj.bucket && rec.name == obj.name && rec.generation == generation;
+        if let Some(id) = rec.upload_id.as_ref().filter(|_| same) {
+            if list_parts(r, key, id).await?.is_some() {
+                return Ok(in_progress(obj, generation, key, id));
+            }
+        }
+    }
     let created = st
         .client()
         .create_multipart_upload()
@@ -272,29 +395,51 @@ pub(crate) async fn start(
     let upload_id = created.upload_id.ok_or({
         ReplicateError::Unexpected("CreateMultipartUpload answered without an upload id")
     })?;
-    let commands: Vec<serde_json::Value> = (1..=plan.parts)
+    // Record the upload, on the condition that nobody recorded another
+    // since the read: a concurrent delivery of the same replicate loses here.
+    let rec = UploadRecord {
+        bucket: obj.bucket.clone(),
+        name: obj.name.clone(),
+        generation,
+        upload_id: Some(upload_id.clone()),
+    };
+    match rec.write(st, &record, seen.map(|(_, etag)| etag)).await {
+        Ok(()) => {}
+        Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {
+            abort(r, key, &upload_id).await;
+            return Ok(in_progress(obj, generation, key, "(another)"));
+        }
+        Err(e) => {
+            abort(r, key, &upload_id).await;
+            return Err(e.into());
+        }
+    }
+    let tasks: Vec<Task> = (1..=plan.parts)
         .map(|n| {
             let (start, end) = plan.range(n);
-            PartTask {
+            Task::ReplicatePart(PartTask {
+                op: OpTag,
                 bucket: obj.bucket.clone(),
                 name: obj.name.clone(),
                 generation,
-                key: key.relative().to_owned(),
                 upload_id: upload_id.clone(),
                 part_number: n,
                 start,
                 end,
                 parts: plan.parts,
+                part_size: plan.part_size,
                 size: plan.size,
                 crc32c: crc.clone(),
                 if_none_match: condition.0,
                 if_match: condition.1.clone(),
-            }
-            .command()
+                restarts,
+            })
         })
         .collect();
-    if let Err(e) = publisher.publish(&commands).await {
-        // Nothing will drive this upload: leave none behind.
+    if let Err(e) = publisher.publish_tasks(&tasks).await {
+        // Nothing will drive this upload: leave none behind (the record
+        // then names an upload that is gone, and the redelivery starts
+        // again).
         abort(r, key, &upload_id).await;
         return Err(e.into());
     }
@@ -306,6 +451,7 @@ pub(crate) async fn start(
         parts = plan.parts,
         part_size = plan.part_size,
         upload_id = %upload_id,
+        restarts,
         "part tasks published"
     );
     Ok(ReplicaOutcome::Parts(PartsOutcome::Published {
@@ -313,6 +459,102 @@ pub(crate) async fn start(
         upload_id,
         parts: plan.parts,
     }))
+}
+
+fn in_progress(
+    obj: &GcsObject,
+    generation: i64,
+    key: &ObjectKey,
+    upload_id: &str,
+) -> ReplicaOutcome {
+    tracing::info!(
+        source = %format!("gs://{}/{}", obj.bucket, obj.name),
+        generation,
+        key = %key,
+        upload_id,
+        "an upload of this generation is in progress; none started"
+    );
+    ReplicaOutcome::Parts(PartsOutcome::InProgress {
+        key: key.relative().to_owned(),
+        upload_id: upload_id.to_owned(),
+    })
+}
+
+/// The upload of an object generation in progress, recorded at
+/// `{S3_PREFIX}.gcp-aws-bridge/uploads/{hash of bucket, name, generation}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UploadRecord {
+    bucket: String,
+    name: String,
+    generation: i64,
+    /// `None` once a failed completion gave the upload up.
+    upload_id: Option<String>,
+}
+
+/// The most an upload record may hold (a name is at most 1 KiB).
+const MAX_RECORD_BYTES: usize = 8192;
+
+impl UploadRecord {
+    fn key(st: &Storage, bucket: &str, name: &str, generation: i64) -> ObjectKey {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [bucket.as_bytes(), b"\0", name.as_bytes(), b"\0"] {
+            h.update(part);
+        }
+        h.update(generation.to_string().as_bytes());
+        let hex: String = h.finalize()[..20]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        ObjectKey::reserved(st.prefix(), &format!("uploads/{hex}"))
+    }
+
+    /// The record and its ETag; one of another object (a hash collision)
+    /// counts as none.
+    async fn read(
+        st: &Storage,
+        key: &ObjectKey,
+    ) -> Result<Option<(UploadRecord, String)>, StorageError> {
+        let got = match st.get(key, None).await {
+            Ok(g) => g,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = got.info.etag.clone().unwrap_or_default();
+        let bytes = crate::storage::read_bounded(got.body, MAX_RECORD_BYTES)
+            .await
+            .map_err(|m| StorageError::Unavailable(format!("{key}: {m}")))?;
+        Ok(match serde_json::from_slice::<UploadRecord>(&bytes) {
+            Ok(rec) => Some((rec, etag)),
+            // Unreadable: overwritten on the condition of its ETag.
+            Err(_) => Some((
+                UploadRecord {
+                    bucket: String::new(),
+                    name: String::new(),
+                    generation: 0,
+                    upload_id: None,
+                },
+                etag,
+            )),
+        })
+    }
+
+    /// Writes the record: new (`If-None-Match: *`) without `etag`, else
+    /// over exactly that one.
+    async fn write(
+        &self,
+        st: &Storage,
+        key: &ObjectKey,
+        etag: Option<String>,
+    ) -> Result<(), StorageError> {
+        let body = serde_json::to_vec(self).expect("a record serializes");
+        let opts = PutOptions {
+            if_none_match: etag.is_none(),
+            if_match: etag,
+            ..PutOptions::default()
+        };
+        st.put_bytes(key, body.into(), opts).await.map(|_| ())
+    }
 }
 
 async fn abort(r: &Replicator, key: &ObjectKey, upload_id: &str) {
@@ -406,15 +648,11 @@ pub(crate) async fn run_part(
     r: &Replicator,
     task: &PartTask,
 ) -> Result<ReplicaOutcome, ReplicateError> {
-    if task.part_number == 0
-        || task.part_number > task.parts
-        || task.end < task.start
-        || task.end >= task.size
-        || task.upload_id.is_empty()
-    {
-        return Err(ReplicateError::InvalidPartTask);
-    }
-    let key = r.storage().key(&task.key)?;
+    let plan = task.plan().ok_or(ReplicateError::InvalidPartTask)?;
+    let source = task.source();
+    plan.check(r.storage(), &source)?;
+    // The key is the object's, never the task's to name.
+    let key = r.storage().key(&task.name)?;
     let obj = GcsObject {
         bucket: task.bucket.clone(),
         name: task.name.clone(),
@@ -599,16 +837,30 @@ async fn complete(
         // Transient: the redelivered part command completes again.
         return Err(err.into());
     }
-    // Start over: publish the replicate first (so a failed publish leaves
-    // the upload for the redelivery), then abort.
-    let fanout = r
-        .fanout()
-        .ok_or(ReplicateError::NotConfigured("part tasks"))?;
-    let replicate = serde_json::json!({
-        "op": "replicate", "bucket": task.bucket, "name": task.name,
-        "generation": task.generation.to_string(),
-    });
-    fanout.publisher()?.publish(&[replicate]).await?;
+    // Start over: give the upload up in its record (so that the replicate
+    // starts a new one), publish the replicate with one more restart (a
+    // failed publish leaves the upload for the redelivery of this part,
+    // which completes again), then abort.
+    let publisher = r.fanout().publisher()?;
+    let st = r.storage();
+    let record = UploadRecord::key(st, &task.bucket, &task.name, task.generation);
+    if let Some((mut rec, etag)) = UploadRecord::read(st, &record).await? {
+        if rec.upload_id.as_deref() == Some(task.upload_id.as_str()) {
+            rec.upload_id = None;
+            match rec.write(st, &record, Some(etag)).await {
+                Ok(()) | Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let replicate = Task::replicate(
+        &task.bucket,
+        &task.name,
+        Some(task.generation),
+        None,
+        task.restarts.saturating_add(1),
+    );
+    publisher.publish_tasks(&[replicate]).await?;
     abort(r, key, &task.upload_id).await;
     if let Some(lost) = lost {
         tracing::warn!(source = %task.source(), key = %key, upload_id = %task.upload_id, error = %err, "completion lost a race with another write of the replica; upload aborted and the replicate command published again");
@@ -630,48 +882,118 @@ mod tests {
 
     #[test]
     fn plans_cut_whole_ranges() {
-        assert_eq!(PartPlan::new(63 * MIB, 64 * MIB), None);
-        let p = PartPlan::new(640 * MIB, 64 * MIB).unwrap();
+        let all = u64::MAX;
+        assert_eq!(PartPlan::new(63 * MIB, 64 * MIB, all), None);
+        let p = PartPlan::new(640 * MIB, 64 * MIB, all).unwrap();
         assert_eq!((p.part_size, p.parts), (64 * MIB, 10));
         assert_eq!(p.range(1), (0, 64 * MIB - 1));
         assert_eq!(p.range(10), (576 * MIB, 640 * MIB - 1));
-        let p = PartPlan::new(100 * MIB + 1, 64 * MIB).unwrap();
+        let p = PartPlan::new(100 * MIB + 1, 64 * MIB, all).unwrap();
         assert_eq!(p.parts, 2);
         assert_eq!(p.range(2), (64 * MIB, 100 * MIB));
         // A small threshold gives parts of that size (at least 8 MiB).
-        let p = PartPlan::new(20 * MIB, 5 * MIB).unwrap();
+        let p = PartPlan::new(20 * MIB, 5 * MIB, all).unwrap();
         assert_eq!((p.part_size, p.parts), (8 * MIB, 3));
         // 5 TiB stays within 10,000 parts.
-        let p = PartPlan::new(5 * 1024 * 1024 * MIB, 1024 * MIB).unwrap();
+        let p = PartPlan::new(5 * 1024 * 1024 * MIB, 1024 * MIB, all).unwrap();
         assert!(p.parts <= 10_000);
         let (_, end) = p.range(p.parts);
         assert_eq!(end, p.size - 1);
+        // A budget smaller than a part: smaller parts, as long as 10,000
+        // of them cover the object.
+        let p = PartPlan::new(1024 * MIB, 64 * MIB, 40 * MIB + 5).unwrap();
+        assert_eq!((p.part_size, p.parts), (40 * MIB, 26));
+        let p = PartPlan::new(5 * 1024 * 1024 * MIB, 1024 * MIB, 128 * MIB).unwrap();
+        assert_eq!(p.part_size, 525 * MIB);
     }
 
     #[test]
-    fn part_commands_round_trip() {
+    fn part_tasks_round_trip_and_forged_ones_are_refused() {
         let t = PartTask {
+            op: OpTag,
             bucket: "b".into(),
             name: "big.bin".into(),
             generation: 1_700_000_000_000_001,
-            key: "big.bin".into(),
             upload_id: "u-1".into(),
             part_number: 2,
-            start: 10,
-            end: 19,
+            start: 8 * MIB,
+            end: 16 * MIB - 1,
             parts: 3,
-            size: 25,
+            part_size: 8 * MIB,
+            size: 20 * MIB,
             crc32c: "4waSgw==".into(),
             if_none_match: false,
             if_match: Some("\"e-1\"".into()),
+            restarts: 1,
         };
-        let v = t.command();
+        let task = Task::ReplicatePart(t.clone());
+        let v: serde_json::Value = serde_json::from_slice(&task.to_json()).unwrap();
         assert_eq!(v["op"], "replicate_part");
         assert_eq!(v["generation"], "1700000000000001");
-        match crate::command::parse_command(v.to_string().as_bytes()).unwrap() {
-            crate::command::Command::ReplicatePart(back) => assert_eq!(back, t),
-            other => panic!("{other:?}"),
+        let rules = crate::command::DoorRules::default();
+        assert_eq!(Task::decode(&task.to_json(), &rules).unwrap(), task);
+        assert!(t.plan().is_some());
+        // A key of its own is no field of a part task.
+        let mut forged = v.clone();
+        forged["key"] = serde_json::json!("elsewhere");
+        let e = Task::decode(forged.to_string().as_bytes(), &rules).unwrap_err();
+        assert_eq!(AppError::from(e).code(), "invalid_command");
+        // Ranges and sizes that no plan makes.
+        for bad in [
+            PartTask {
+                part_number: 0,
+                ..t.clone()
+            },
+            PartTask {
+                part_number: 4,
+                ..t.clone()
+            },
+            PartTask {
+                start: 1,
+                ..t.clone()
+            },
+            PartTask {
+                end: 20 * MIB,
+                ..t.clone()
+            },
+            PartTask {
+                parts: 2,
+                ..t.clone()
+            },
+            PartTask {
+                part_size: MIB,
+                parts: 20,
+                start: MIB,
+                end: 2 * MIB - 1,
+                ..t.clone()
+            },
+            PartTask {
+                part_size: 0,
+                ..t.clone()
+            },
+            PartTask {
+                upload_id: String::new(),
+                ..t.clone()
+            },
+            PartTask {
+                size: 0,
+                ..t.clone()
+            },
+        ] {
+            assert!(bad.plan().is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn restarts_are_bounded() {
+        let obj = GcsObject {
+            bucket: "b".into(),
+            name: "n".into(),
+            ..GcsObject::default()
+        };
+        assert!(check_restarts(&obj, MAX_RESTARTS).is_ok());
+        let e = AppError::from(check_restarts(&obj, MAX_RESTARTS + 1).unwrap_err());
+        assert_eq!((e.status().as_u16(), e.code()), (400, "too_many_restarts"));
     }
 
     /// A replicator whose S3 and Cloud Storage are never reached: a part
@@ -696,19 +1018,21 @@ mod tests {
 
     fn task(bytes: u64) -> PartTask {
         PartTask {
+            op: OpTag,
             bucket: "src".into(),
             name: "big.bin".into(),
             generation: 7,
-            key: "big.bin".into(),
             upload_id: "u-1".into(),
             part_number: 1,
             start: 0,
             end: bytes - 1,
             parts: 2,
+            part_size: bytes,
             size: 2 * bytes,
             crc32c: "AAAAAA==".into(),
             if_none_match: true,
             if_match: None,
+            restarts: 0,
         }
     }
 
@@ -718,9 +1042,9 @@ mod tests {
             crate::budget::BufferBudget::new(16 * MIB, std::time::Duration::from_millis(20));
         let r = offline_replicator(budget.clone());
 
-        // Larger than the whole budget: 413, nothing read.
-        let e = run_part(&r, &task(32 * MIB)).await.unwrap_err();
-        assert_eq!(AppError::from(e).status().as_u16(), 413);
+        // Larger than the whole budget: 400 (dead letter), nothing read.
+        let e = AppError::from(run_part(&r, &task(32 * MIB)).await.unwrap_err());
+        assert_eq!((e.status().as_u16(), e.code()), (400, "part_too_large"));
 
         // The budget is held by others: 503 after the wait, nothing read
         // (a read would fail with gcs_unavailable instead).

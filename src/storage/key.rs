@@ -6,6 +6,11 @@ use std::fmt;
 /// The longest S3 key, in bytes (prefix included).
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// The relative key prefix of the service's own bookkeeping (sync runs,
+/// part uploads in progress): refused in requests, skipped by sync, expired
+/// by the Terraform's lifecycle rule.
+pub const RESERVED_PREFIX: &str = ".gcp-aws-bridge/";
+
 /// A validated key: the caller's relative key and the full S3 key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ObjectKey {
@@ -43,6 +48,9 @@ pub enum KeyError {
     /// A `.` or `..` segment.
     #[error("the key has a '.' or '..' segment")]
     DotSegment,
+    /// Under the service's own `.gcp-aws-bridge/` prefix.
+    #[error("keys under .gcp-aws-bridge/ are reserved for the service's own bookkeeping")]
+    Reserved,
 }
 
 impl ObjectKey {
@@ -58,6 +66,16 @@ impl ObjectKey {
             relative: relative.to_owned(),
             full: format!("{prefix}{relative}"),
         })
+    }
+
+    /// A key of the service's own bookkeeping: `.gcp-aws-bridge/{rest}`
+    /// under `prefix`. `rest` is the service's own text, never a caller's.
+    pub(crate) fn reserved(prefix: &str, rest: &str) -> ObjectKey {
+        let relative = format!("{RESERVED_PREFIX}{rest}");
+        ObjectKey {
+            full: format!("{prefix}{relative}"),
+            relative,
+        }
     }
 
     /// The key as the caller names it.
@@ -83,11 +101,21 @@ fn check(prefix: &str, relative: &str) -> Result<(), KeyError> {
     if relative.split('/').any(|s| s == "." || s == "..") {
         return Err(KeyError::DotSegment);
     }
+    if is_reserved(relative) {
+        return Err(KeyError::Reserved);
+    }
     let len = prefix.len() + relative.len();
     if len > MAX_KEY_BYTES {
         return Err(KeyError::TooLong(len));
     }
     Ok(())
+}
+
+/// Whether a relative key (or listing prefix) names the reserved
+/// `.gcp-aws-bridge/` prefix. Listings under a shorter prefix (`""`, `.`)
+/// leave the reserved keys out of their answers instead.
+pub fn is_reserved(relative: &str) -> bool {
+    relative == RESERVED_PREFIX.trim_end_matches('/') || relative.starts_with(RESERVED_PREFIX)
 }
 
 /// Validates a listing prefix (may be empty) and returns the full S3 prefix.
@@ -132,6 +160,30 @@ mod tests {
         );
         // 1024 bytes counted in UTF-8, not characters.
         assert!(ObjectKey::new("", &"é".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn the_reserved_prefix_is_refused() {
+        for k in [
+            ".gcp-aws-bridge",
+            ".gcp-aws-bridge/",
+            ".gcp-aws-bridge/sync/x",
+        ] {
+            assert_eq!(ObjectKey::new("p/", k), Err(KeyError::Reserved), "{k}");
+        }
+        assert!(list_prefix("p/", ".gcp-aws-bridge/").is_err());
+        assert!(list_prefix("p/", ".gcp").is_ok());
+        for k in [
+            ".gcp-aws-bridgeX",
+            "a/.gcp-aws-bridge/x",
+            ".hidden",
+            ".g",
+            "x",
+        ] {
+            assert!(ObjectKey::new("p/", k).is_ok(), "{k}");
+        }
+        let r = ObjectKey::reserved("p/", "sync/r/1");
+        assert_eq!(r.full(), "p/.gcp-aws-bridge/sync/r/1");
     }
 
     #[test]

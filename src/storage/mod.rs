@@ -21,7 +21,7 @@ pub(crate) use copy::COPY_MULTIPART_THRESHOLD;
 pub(crate) use error::classify;
 pub use error::StorageError;
 pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
-pub use key::{list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES};
+pub use key::{is_reserved, list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES, RESERVED_PREFIX};
 pub use range::{ByteRange, RangeError};
 pub(crate) use upload::complete_conditionally;
 pub use upload::{
@@ -158,6 +158,20 @@ pub(crate) struct Presigned {
     pub(crate) expires_at: String,
 }
 
+/// Reads a whole body of at most `max` bytes.
+pub(crate) async fn read_bounded(body: ByteStream, max: usize) -> Result<Bytes, String> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| crate::util::error_chain(&e))?;
+        if buf.len() + chunk.len() > max {
+            return Err(format!("more than {max} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 fn smithy_time(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
         .map(crate::util::rfc3339)
@@ -216,6 +230,11 @@ impl Storage {
         self.budget = budget;
         self.max_object_bytes = max_object_bytes;
         self
+    }
+
+    /// The largest object a write may make (`MAX_OBJECT_BYTES`).
+    pub(crate) fn max_object_bytes(&self) -> u64 {
+        self.max_object_bytes
     }
 
     /// Validates a relative key.
@@ -443,6 +462,9 @@ impl Storage {
             .into_iter()
             .filter_map(|o| {
                 let key = o.key?.strip_prefix(&self.prefix)?.to_owned();
+                if key::is_reserved(&key) {
+                    return None;
+                }
                 Some(ListedObject {
                     key,
                     size: o.size.unwrap_or(0),

@@ -15,12 +15,12 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::command::{execute, Command, StorageChange};
+use crate::command::{execute, Delivery, DoorRules, OutsideCommand, StorageChange};
 use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::state::AppState;
 
-use super::pubsub::{message_to_command, PubsubMessage};
+use super::pubsub::{message_to_command_with, PubsubMessage};
 use super::{json_body, read_body_within};
 
 /// The accepted event types.
@@ -158,13 +158,22 @@ fn storage_object(ev: &CloudEvent) -> Result<GcsObject, AppError> {
     Ok(obj)
 }
 
-fn change_command(change: StorageChange, ev: &CloudEvent) -> Result<Command, AppError> {
-    Ok(Command::for_storage_change(change, storage_object(ev)?))
+fn change_command(change: StorageChange, ev: &CloudEvent) -> Result<OutsideCommand, AppError> {
+    Ok(OutsideCommand::Change(change, storage_object(ev)?))
 }
 
-/// Maps an event to a command.
-pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
-    match ev.event_type.as_str() {
+/// Maps an event to a command (every op allowed; the handler applies the
+/// door's rules).
+pub fn event_to_command(ev: &CloudEvent) -> Result<OutsideCommand, AppError> {
+    event_to_command_with(ev, &DoorRules::default())
+}
+
+/// Maps an event to a command allowed by `rules`.
+pub(crate) fn event_to_command_with(
+    ev: &CloudEvent,
+    rules: &DoorRules,
+) -> Result<OutsideCommand, AppError> {
+    let cmd = match ev.event_type.as_str() {
         "google.cloud.pubsub.topic.v1.messagePublished" => {
             // data is {message:{...},subscription}; a bare message is accepted too.
             let msg_value = ev
@@ -178,7 +187,7 @@ pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
                     format!("the event data is not a Pub/Sub message: {e}"),
                 )
             })?;
-            message_to_command(&msg)
+            return message_to_command_with(&msg, rules);
         }
         "google.cloud.storage.object.v1.finalized" => change_command(StorageChange::Finalized, ev),
         "google.cloud.storage.object.v1.deleted" => change_command(StorageChange::Deleted, ev),
@@ -190,7 +199,9 @@ pub fn event_to_command(ev: &CloudEvent) -> Result<Command, AppError> {
             "unknown_event_type",
             format!("unknown CloudEvent type {other:?}; accepted: {ACCEPTED_TYPES}"),
         )),
-    }
+    }?;
+    cmd.check(rules)?;
+    Ok(cmd)
 }
 
 /// `POST /events`.
@@ -211,9 +222,13 @@ pub(crate) async fn handle(
     held.merge(state.budget.reserve(2 * bytes.len() as u64).await?);
     let ev = decode(&headers, &bytes)?;
     drop(bytes);
-    let cmd = event_to_command(&ev)?;
+    let cmd = event_to_command_with(&ev, &state.doors)?;
     tracing::info!(ce_id = %ev.id, ce_type = %ev.event_type, ce_source = %ev.source, "cloudevent");
-    let outcome = execute(&state.storage, &state.replicator, cmd).await?;
+    // A message delivered again carries the same ce-id.
+    let delivery = Delivery {
+        id: Some(format!("{}/{}", ev.source, ev.id)),
+    };
+    let outcome = execute(&state.storage, &state.replicator, cmd, &delivery).await?;
     Ok(Json(outcome.to_json()))
 }
 
@@ -252,7 +267,7 @@ mod tests {
         )
         .unwrap();
         match event_to_command(&ev).unwrap() {
-            Command::Replicate(o) => {
+            OutsideCommand::Change(StorageChange::Finalized, o) => {
                 assert_eq!(o.bucket, "sample-bucket");
                 assert_eq!(o.name, "MyFile");
             }

@@ -12,6 +12,7 @@ use axum::Json;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
+use crate::command::Op;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::{validate_content_type, validate_metadata};
@@ -89,6 +90,7 @@ pub(crate) async fn put_object(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    state.doors.allow(Op::Put)?;
     let key = state.storage.key(&key)?;
     // Refused before a byte of the body is read.
     if let Some(len) = header_str(&headers, header::CONTENT_LENGTH)
@@ -198,6 +200,7 @@ pub(crate) async fn delete_object(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    state.doors.allow(Op::Delete)?;
     let key = state.storage.key(&key)?;
     state.storage.delete(&key).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -242,6 +245,7 @@ pub(crate) async fn copy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    state.doors.allow(Op::Copy)?;
     let limit = SMALL_BODY_LIMIT.min(state.config.limits.max_body_bytes);
     let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
     let req: CopyRequest = json_body(&bytes, "expected {\"source_key\",\"key\"}")?;

@@ -14,7 +14,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::command::{execute, parse_command, Command, StorageChange};
+use crate::budget::Reservation;
+use crate::command::{
+    decode_outside, execute, execute_task, CommandError, Delivery, DoorRules, OutsideCommand,
+    StorageChange, Task,
+};
 use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::state::AppState;
@@ -75,7 +79,8 @@ fn decode_data(data: &str) -> Result<Vec<u8>, AppError> {
 }
 
 /// A message's payload, its base64 decoded once.
-enum Payload {
+#[derive(Debug)]
+pub enum Payload {
     /// A Cloud Storage notification: `eventType` and the other attributes,
     /// and the object resource when `payloadFormat` is `JSON_API_V1`.
     Notification {
@@ -83,7 +88,7 @@ enum Payload {
         attrs: HashMap<String, String>,
         resource: Option<Vec<u8>>,
     },
-    /// A JSON command.
+    /// A JSON command or task.
     Command(Vec<u8>),
 }
 
@@ -114,31 +119,47 @@ fn decode_message(
     Ok(Payload::Command(decode_data(data)?))
 }
 
-fn payload_to_command(payload: Payload) -> Result<Command, AppError> {
+/// What an outside door makes of a payload: the command, or the change a
+/// notification names, checked against the door's rules.
+pub(crate) fn outside_command(
+    payload: Payload,
+    rules: &DoorRules,
+) -> Result<OutsideCommand, AppError> {
     match payload {
         Payload::Notification {
             event_type,
             attrs,
             resource,
-        } => notification_to_command(&event_type, &attrs, resource.as_deref()),
-        Payload::Command(data) => Ok(parse_command(&data)?),
+        } => {
+            let cmd = notification_to_command(&event_type, &attrs, resource.as_deref())?;
+            cmd.check(rules)?;
+            Ok(cmd)
+        }
+        Payload::Command(data) => Ok(decode_outside(&data, rules)?),
     }
 }
 
-/// Decodes a Pub/Sub message into a command: a Cloud Storage notification
-/// when it carries `eventType`, else the JSON command in its data.
-pub fn message_to_command(msg: &PubsubMessage) -> Result<Command, AppError> {
-    payload_to_command(decode_message(
-        msg.attributes.as_ref(),
-        msg.data.as_deref(),
-    )?)
+/// Decodes a Pub/Sub message of an outside door (a CloudEvent's
+/// `messagePublished` data) into a command.
+pub fn message_to_command(msg: &PubsubMessage) -> Result<OutsideCommand, AppError> {
+    message_to_command_with(msg, &DoorRules::default())
+}
+
+pub(crate) fn message_to_command_with(
+    msg: &PubsubMessage,
+    rules: &DoorRules,
+) -> Result<OutsideCommand, AppError> {
+    outside_command(
+        decode_message(msg.attributes.as_ref(), msg.data.as_deref())?,
+        rules,
+    )
 }
 
 fn notification_to_command(
     event_type: &str,
     attrs: &HashMap<String, String>,
     resource: Option<&[u8]>,
-) -> Result<Command, AppError> {
+) -> Result<OutsideCommand, AppError> {
     let mut obj = match resource {
         Some(bytes) => json_body::<GcsObject>(bytes, "the notification's object resource")?,
         None => GcsObject::default(),
@@ -168,7 +189,7 @@ fn notification_to_command(
             format!("unknown Cloud Storage eventType {other:?}; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"),
         )),
     };
-    Ok(Command::for_storage_change(change, obj))
+    Ok(OutsideCommand::Change(change, obj))
 }
 
 /// The push envelope as the handler reads it: the data borrowed from the
@@ -195,48 +216,91 @@ struct MessageRef<'a> {
     message_id_snake: Option<String>,
 }
 
-/// `POST /pubsub`. The body, its decoded data and the command built from
-/// it are reserved from the buffer budget, and held no longer than needed:
-/// the body and envelope go once the data is decoded, the decoded data once
-/// the command holds what it needs.
+/// Reads a push body: the envelope, borrowed from the body, and its data
+/// decoded once. The handlers' parser, public for the fuzz target.
+pub fn decode_push(body: &[u8]) -> Result<(Payload, Delivery), AppError> {
+    let envelope: PushRef = serde_json::from_slice(body).map_err(|e| {
+        AppError::bad_request(
+            "invalid_json",
+            format!("not a Pub/Sub push envelope {{message:{{data,attributes,messageId,publishTime}},subscription}}: {e}"),
+        )
+    })?;
+    let msg = &envelope.message;
+    let payload = decode_message(msg.attributes.as_ref(), msg.data.as_deref())?;
+    let message_id = msg
+        .message_id
+        .as_deref()
+        .or(msg.message_id_snake.as_deref());
+    let subscription = envelope.subscription.as_deref().unwrap_or("");
+    tracing::info!(
+        message_id = message_id.unwrap_or(""),
+        subscription,
+        delivery_attempt = envelope.delivery_attempt.unwrap_or(0),
+        "pubsub message"
+    );
+    let delivery = Delivery {
+        id: message_id.map(|id| format!("{subscription}/{id}")),
+    };
+    Ok((payload, delivery))
+}
+
+/// Reads a push request within the buffer budget: the body and its decoded
+/// data (at most three quarters of the body) are reserved; the body goes
+/// once the data is decoded, the reservation stays with the request.
+async fn read_push(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Payload, Delivery, Reservation), AppError> {
+    let (bytes, mut held) = read_body_within(
+        headers,
+        body,
+        state.config.limits.max_body_bytes,
+        &state.budget,
+    )
+    .await?;
+    held.merge(
+        state
+            .budget
+            .reserve((bytes.len() as u64).div_ceil(4) * 3)
+            .await?,
+    );
+    let (payload, delivery) = decode_push(&bytes)?;
+    Ok((payload, delivery, held))
+}
+
+/// `POST /pubsub`: the outside door for Pub/Sub push (commands and Cloud
+/// Storage notifications).
 pub(crate) async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let (payload, _held) = {
-        let (bytes, mut held) = read_body_within(
-            &headers,
-            body,
-            state.config.limits.max_body_bytes,
-            &state.budget,
-        )
-        .await?;
-        let envelope: PushRef = serde_json::from_slice(&bytes).map_err(|e| {
-            AppError::bad_request(
-                "invalid_json",
-                format!("not a Pub/Sub push envelope {{message:{{data,attributes,messageId,publishTime}},subscription}}: {e}"),
+    let (payload, delivery, _held) = read_push(&state, &headers, body).await?;
+    let cmd = outside_command(payload, &state.doors)?;
+    let outcome = execute(&state.storage, &state.replicator, cmd, &delivery).await?;
+    Ok(Json(outcome.to_json()))
+}
+
+/// `POST /tasks`: the inside door, for the push subscription of
+/// `TASKS_TOPIC` (its caller is checked against `TASKS_PUSH_EMAIL`). Only
+/// the service's own tasks are accepted.
+pub(crate) async fn handle_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, AppError> {
+    let (payload, delivery, _held) = read_push(&state, &headers, body).await?;
+    let task = match payload {
+        Payload::Command(data) => Task::decode(&data, &state.doors)?,
+        Payload::Notification { .. } => {
+            return Err(CommandError::NotAllowed(
+                "Cloud Storage notifications go to /pubsub, not /tasks".into(),
             )
-        })?;
-        let msg = &envelope.message;
-        // The decoded data: three quarters of its base64.
-        let decoded = msg.data.as_ref().map_or(0, |d| d.len().div_ceil(4) * 3);
-        held.merge(state.budget.reserve(decoded as u64).await?);
-        let payload = decode_message(msg.attributes.as_ref(), msg.data.as_deref())?;
-        tracing::info!(
-            message_id = msg
-                .message_id
-                .as_deref()
-                .or(msg.message_id_snake.as_deref())
-                .unwrap_or(""),
-            subscription = envelope.subscription.as_deref().unwrap_or(""),
-            delivery_attempt = envelope.delivery_attempt.unwrap_or(0),
-            "pubsub message"
-        );
-        (payload, held)
+            .into())
+        }
     };
-    let cmd = payload_to_command(payload)?;
-    let outcome = execute(&state.storage, &state.replicator, cmd).await?;
+    let outcome = execute_task(&state.replicator, task, &delivery).await?;
     Ok(Json(outcome.to_json()))
 }
 
@@ -280,7 +344,7 @@ mod tests {
             ..Default::default()
         };
         match message_to_command(&msg).unwrap() {
-            Command::Replicate(o) => {
+            OutsideCommand::Change(StorageChange::Finalized, o) => {
                 assert_eq!(o.name, "MyFile");
                 assert_eq!(o.generation, Some(96883251));
             }
@@ -295,7 +359,7 @@ mod tests {
         };
         assert!(matches!(
             message_to_command(&msg).unwrap(),
-            Command::DeleteReplica(_)
+            OutsideCommand::Change(StorageChange::Deleted, _)
         ));
     }
 }

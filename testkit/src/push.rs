@@ -151,8 +151,19 @@ impl PushShim {
         subscription: &str,
         concurrency: usize,
     ) -> tokio::task::JoinHandle<()> {
+        self.pump_to(emulator, subscription, "/pubsub", concurrency)
+    }
+
+    /// As [`PushShim::pump`], delivering to `{target}{path}` (e.g. `/tasks`).
+    pub fn pump_to(
+        &self,
+        emulator: &str,
+        subscription: &str,
+        path: &str,
+        concurrency: usize,
+    ) -> tokio::task::JoinHandle<()> {
         let base = format!("http://{emulator}/v1/{subscription}");
-        let push = format!("{}/pubsub", self.url());
+        let push = format!("{}{path}", self.url());
         let subscription = subscription.to_owned();
         let http = reqwest::Client::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));

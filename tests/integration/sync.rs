@@ -49,7 +49,14 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
     // The emulator's own push subscription delivers every command here (one
     // at a time); the part-task test below delivers several at once, as
     // Pub/Sub does, through a pull subscription and the push shim.
-    let d = Deployment::start_pushing("sync2000", 1, &[], None, Push::Emulator).await;
+    let d = Deployment::start_pushing(
+        "sync2000",
+        1,
+        &[("SYNC_DELETE", "true")],
+        None,
+        Push::Emulator,
+    )
+    .await;
 
     // 2,000 objects in nested prefixes, some gzip-encoded.
     let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -225,7 +232,7 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
         published,
         vec![json!({"op": "sync", "bucket": d.bucket, "prefix": "a/", "delete": true})]
     );
-    assert!(d.pubsub_statuses().iter().all(|s| *s < 300));
+    assert!(d.task_statuses().iter().all(|s| *s < 300));
     assert!(d.push.statuses().iter().all(|s| *s < 300));
     assert_eq!(d.front.refused(), 0);
 }
@@ -243,17 +250,35 @@ async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "source_bucket_not_allowed");
-    for (body, code) in [
-        (json!({ "bucket": "Bad_Bucket!" }), "invalid_bucket"),
+    for (body, status, code) in [
+        (json!({ "bucket": "Bad_Bucket!" }), 400, "invalid_bucket"),
+        // A page of a run is the service's own: never at an outside door.
         (
             json!({ "bucket": d.bucket, "page_token": "garbage" }),
-            "invalid_page_token",
+            403,
+            "op_not_allowed",
         ),
         (
             json!({ "bucket": d.bucket, "prefix": "../x" }),
+            400,
             "invalid_key",
         ),
-        (json!({ "bucket": d.bucket, "extra": 1 }), "invalid_json"),
+        (
+            json!({ "bucket": d.bucket, "prefix": ".gcp-aws-bridge/" }),
+            400,
+            "invalid_key",
+        ),
+        (
+            json!({ "bucket": d.bucket, "extra": 1 }),
+            400,
+            "invalid_json",
+        ),
+        // SYNC_DELETE is not set.
+        (
+            json!({ "bucket": d.bucket, "delete": true }),
+            403,
+            "op_not_allowed",
+        ),
     ] {
         let r = reqwest::Client::new()
             .post(format!("{}/v1/sync", d.front.url()))
@@ -262,7 +287,7 @@ async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(r.status(), status, "{body}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{body}: {v}");
     }
@@ -591,8 +616,8 @@ async fn part_task_completion_is_conditional_on_what_the_check_saw() {
     );
 
     // Each lost race answered 503 once, through the front end and the push.
-    let s503 = d.pubsub_statuses().iter().filter(|s| **s == 503).count();
-    assert_eq!(s503, 2, "{:?}", d.pubsub_statuses());
+    let s503 = d.task_statuses().iter().filter(|s| **s == 503).count();
+    assert_eq!(s503, 2, "{:?}", d.task_statuses());
     assert!(d.push.statuses().contains(&503));
     assert_eq!(d.front.refused(), 0);
 }

@@ -165,7 +165,7 @@ async fn bench_sync_small_objects() {
         let latencies: Vec<f64> = d
             .log_lines()
             .iter()
-            .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/pubsub"))
+            .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/tasks"))
             .filter_map(|v| {
                 v["httpRequest"]["latency"]
                     .as_str()?
@@ -246,7 +246,8 @@ async fn bench_large_object_part_tasks() {
     });
     let t = Instant::now();
     let r = reqwest::Client::new()
-        .post(format!("{}/pubsub", d.push.url()))
+        // The replicate as a task of a sync page, through the tasks push.
+        .post(format!("{}/tasks", d.push.url()))
         .json(&envelope)
         .send()
         .await

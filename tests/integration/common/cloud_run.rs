@@ -10,6 +10,9 @@ use super::{World, CALLER_EMAIL, SERVICE_AUDIENCE};
 pub const PUSH_SA: &str = "bridge-push@bridge-test.iam.gserviceaccount.com";
 /// The Eventarc trigger's service account.
 pub const EVENTS_SA: &str = "bridge-events@bridge-test.iam.gserviceaccount.com";
+/// The push identity of the tasks subscription (`TASKS_PUSH_EMAIL`): an
+/// invoker, but no caller of the outside doors.
+pub const TASKS_SA: &str = "bridge-tasks@bridge-test.iam.gserviceaccount.com";
 
 /// A front end for `w`'s service: service URL [`SERVICE_AUDIENCE`], the
 /// push, Eventarc and default caller accounts as invokers.
@@ -21,6 +24,7 @@ pub fn front_end_config(w: &World) -> CloudRunConfig {
         invokers: vec![
             format!("serviceAccount:{PUSH_SA}"),
             format!("serviceAccount:{EVENTS_SA}"),
+            format!("serviceAccount:{TASKS_SA}"),
             format!("serviceAccount:{CALLER_EMAIL}"),
         ],
         jwks_url: w.metadata.jwks_url(),
@@ -30,9 +34,11 @@ pub fn front_end_config(w: &World) -> CloudRunConfig {
 }
 
 /// `w`'s environment as the Terraform deploys it: `cloud-run-iam`, the three
-/// invokers allowed.
+/// callers of the outside doors allowed, the tasks subscription's account at
+/// `/tasks`.
 pub fn deployed_env(w: &mut World) {
     w.set("AUTH_MODE", "cloud-run-iam");
+    w.set("TASKS_PUSH_EMAIL", TASKS_SA);
     w.set(
         "AUTH_ALLOWED_EMAILS",
         &format!("{PUSH_SA},{EVENTS_SA},{CALLER_EMAIL}"),

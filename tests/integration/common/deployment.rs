@@ -17,7 +17,7 @@ use bridge_testkit::{
 };
 use serde_json::Value;
 
-use super::cloud_run::{deployed_env, front_end_config, PUSH_SA};
+use super::cloud_run::{deployed_env, front_end_config, TASKS_SA};
 use super::gcs::Gcs;
 use super::pubsub::PushTopic;
 use super::*;
@@ -159,9 +159,10 @@ impl Deployment {
             .local_addr()
             .unwrap()
             .port();
+        // The tasks subscription pushes to /tasks with its own account.
         let push = PushShim::start(PushConfig {
             target: format!("http://127.0.0.1:{port}"),
-            service_account: PUSH_SA.to_owned(),
+            service_account: TASKS_SA.to_owned(),
             audience: Some(SERVICE_AUDIENCE.to_owned()),
             metadata_url: w.metadata.base_url(),
         })
@@ -169,16 +170,16 @@ impl Deployment {
         // The ack deadline of the Terraform's subscription, not the helper's
         // 10 s: a part command moves 64 MiB.
         let endpoint = match push_by {
-            Push::Emulator => format!("{}/pubsub", push.url()),
+            Push::Emulator => format!("{}/tasks", push.url()),
             // An empty push endpoint: a pull subscription.
             Push::Concurrent(_) => String::new(),
         };
         let topic = PushTopic::create_with_deadline(&w, name, &endpoint, 60).await;
         let pump = match push_by {
             Push::Emulator => None,
-            Push::Concurrent(n) => Some(push.pump(&host, &topic.subscription, n)),
+            Push::Concurrent(n) => Some(push.pump_to(&host, &topic.subscription, "/tasks", n)),
         };
-        w.set("PUBSUB_TOPIC", &topic.topic);
+        w.set("TASKS_TOPIC", &topic.topic);
         // The benchmarks run a release build (bench/sync.sh sets it).
         let bin = std::env::var("BENCH_BRIDGE_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gcp-aws-bridge").to_owned());
@@ -240,11 +241,11 @@ impl Deployment {
         self.front.all_output()
     }
 
-    /// Statuses of the instances' `/pubsub` answers, from their request log.
-    pub fn pubsub_statuses(&self) -> Vec<u64> {
+    /// Statuses of the instances' `/tasks` answers, from their request log.
+    pub fn task_statuses(&self) -> Vec<u64> {
         self.log_lines()
             .iter()
-            .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/pubsub"))
+            .filter(|v| v["httpRequest"]["requestUrl"].as_str() == Some("/tasks"))
             .filter_map(|v| v["httpRequest"]["status"].as_u64())
             .collect()
     }
@@ -292,6 +293,8 @@ impl Deployment {
             .await
             .into_iter()
             .map(|k| k[self.w.prefix.len()..].to_owned())
+            // The service's own bookkeeping (sync runs, uploads in progress).
+            .filter(|k| !k.starts_with(".gcp-aws-bridge/"))
             .collect()
     }
 }
