@@ -268,15 +268,24 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
     );
     assert_clean_log(&lines, &[&token]);
 
-    // The trust policy fixed: the next request gets credentials.
+    // The trust policy fixed: once the failure is forgotten (a few
+    // seconds), a request gets credentials.
     w.trust(&mc.unique_id, &mc.unique_id);
-    let r = http
-        .get(format!("{}/v1/credentials", server.url))
-        .header("Authorization", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("{}/v1/credentials", server.url))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     drop(server);
 
     // A metadata server that is down: 503, after the identity source's own
@@ -308,6 +317,79 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
         sts_calls,
         "STS not asked"
     );
+    assert_clean_log(&server.stdout.all(), &[&token]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly() {
+    let w = World::new("sidecar-outage").await;
+    let token = random_token();
+    let mut env = sidecar_env(&w);
+    env.push(("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token.clone()));
+    let server = Sidecar::start(&env).await;
+    let http = reqwest::Client::new();
+    let get = || {
+        let (http, url, token) = (http.clone(), server.url.clone(), token.clone());
+        async move {
+            let t = std::time::Instant::now();
+            let r = http
+                .get(format!("{url}/v1/credentials"))
+                .header("Authorization", token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body, t.elapsed())
+        }
+    };
+    // The metadata server fails every attempt: 8 requests at once.
+    for _ in 0..64 {
+        w.metadata
+            .push_fault(Endpoint::Identity, Fault::Status(503));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        set.spawn(get());
+    }
+    let mut took = Vec::new();
+    while let Some(a) = set.join_next().await {
+        let (status, body, t) = a.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "credentials_unavailable", "{body}");
+        took.push(t);
+    }
+    took.sort();
+    let attempts = w.metadata.calls(Endpoint::Identity);
+    eprintln!(
+        "8 concurrent requests during an outage: first answered after {:?}, last after {:?}; {attempts} metadata attempts",
+        took[0], took[7]
+    );
+    // One attempt (the identity source's own bounded retries) for all eight.
+    assert!(
+        (1..=4).contains(&attempts),
+        "one attempt-set, not one per request: {attempts}"
+    );
+    // Within the next few seconds: the same 503 at once, no new attempt.
+    let (status, _, t) = get().await;
+    assert_eq!(status, 503);
+    assert_eq!(w.metadata.calls(Endpoint::Identity), attempts);
+    assert!(t <= took[0], "answered at once: {t:?}");
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 0);
+
+    // Recovered: once the failure is forgotten, credentials.
+    w.metadata.clear_faults();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body, _) = get().await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_clean_log(&server.stdout.all(), &[&token]);
 }
 
