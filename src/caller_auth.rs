@@ -9,8 +9,13 @@
 //! signature is `SIGNATURE_REMOVED_BY_GOOGLE` (Cloud Run forwarded it) answers
 //! 401 `signature_removed`, naming `AUTH_MODE=cloud-run-iam`.
 //!
-//! Checked in `cloud-run-iam`: `iss`, `aud`, `exp` (and `nbf`) and the email
-//! allow-list; the signature is Cloud Run's to check (it replaced it).
+//! Checked in `cloud-run-iam`: a token whose signature Cloud Run replaced by
+//! `SIGNATURE_REMOVED_BY_GOOGLE` must say `alg` `RS256` and carry `iss`,
+//! `aud`, `exp` (and `nbf`), `iat` (not over 60 s in the future),
+//! `email_verified` and an allowed `email`; the signature was Cloud Run's to
+//! check. Any other signature did not pass Cloud Run's check (an unsigned
+//! `alg: none` token, a forged one, a request that did not come through
+//! Cloud Run): it is verified exactly as in `verify`.
 //!
 //! Both read `X-Serverless-Authorization` when present (Cloud Run checks that
 //! header first and leaves `Authorization` to the app), else `Authorization`.
@@ -375,14 +380,35 @@ impl CallerAuth {
     pub(crate) async fn check(&self, headers: &HeaderMap) -> Result<Caller, CallerError> {
         match self.mode {
             AuthMode::None => Ok(Caller { email: None }),
-            AuthMode::CloudRunIam => self.check_forwarded(bearer(headers)?),
+            AuthMode::CloudRunIam => {
+                let token = bearer(headers)?;
+                if signature_removed(token) {
+                    self.check_forwarded(token)
+                } else {
+                    // Not a token Cloud Run checked: its signature must hold.
+                    self.verify(token).await
+                }
+            }
             AuthMode::Verify => self.verify(bearer(headers)?).await,
         }
     }
 
-    /// `cloud-run-iam`: Cloud Run verified the signature; the claims are
-    /// still this service's to check (public for the fuzz target).
+    /// `cloud-run-iam`, a token whose signature Cloud Run replaced by
+    /// `SIGNATURE_REMOVED_BY_GOOGLE` after checking it: the header and the
+    /// claims are still this service's to check. Any other token is refused
+    /// here ([`CallerAuth::check`] verifies its signature instead). Public
+    /// for the fuzz target.
     pub fn check_forwarded(&self, token: &str) -> Result<Caller, CallerError> {
+        if !signature_removed(token) {
+            return Err(unauthenticated(
+                "the token's signature was not replaced by Cloud Run",
+            ));
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(unauthenticated("the token is not signed with RS256"));
+        }
         let claims = decode_unverified(token)
             .map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
         if !claims
@@ -408,7 +434,24 @@ impl CallerAuth {
         {
             return Err(unauthenticated("the token is not valid yet"));
         }
-        self.allowed(&claims)
+        self.issued_verified_allowed(&claims)
+    }
+
+    /// What both modes check beyond the signature, `iss`, `aud`, `exp` and
+    /// `nbf`: `iat` present and not over [`LEEWAY_SECS`] in the future,
+    /// `email_verified` (403 when not), and the email allow-list.
+    fn issued_verified_allowed(&self, claims: &Claims) -> Result<Caller, CallerError> {
+        match claims.iat {
+            Some(iat) if iat <= now_secs().saturating_add(LEEWAY_SECS) as i64 => {}
+            Some(_) => return Err(unauthenticated("the token was issued in the future")),
+            None => return Err(unauthenticated("the token lacks iat")),
+        }
+        if claims.email_verified != Some(true) {
+            return Err(CallerError::Forbidden(
+                "the token's email is not verified".into(),
+            ));
+        }
+        self.allowed(claims)
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, CallerError> {
@@ -435,18 +478,7 @@ impl CallerAuth {
                 _ => "the token is invalid",
             })
         })?;
-        let claims = data.claims;
-        match claims.iat {
-            Some(iat) if iat <= (now_secs() + LEEWAY_SECS) as i64 => {}
-            Some(_) => return Err(unauthenticated("the token was issued in the future")),
-            None => return Err(unauthenticated("the token lacks iat")),
-        }
-        if claims.email_verified != Some(true) {
-            return Err(CallerError::Forbidden(
-                "the token's email is not verified".into(),
-            ));
-        }
-        self.allowed(&claims)
+        self.issued_verified_allowed(&data.claims)
     }
 }
 
@@ -460,8 +492,10 @@ pub(crate) fn log_mode(config: &CallerAuthSettings) {
         AuthMode::CloudRunIam => tracing::info!(
             audiences = %config.audiences.join(","),
             "AUTH_MODE=cloud-run-iam: relying on Cloud Run's IAM check (roles/run.invoker) for \
-             token signatures; the service checks iss, aud, exp and the email allow-list. Safe \
-             only while the Cloud Run service is private (no allUsers invoker)"
+             the signatures of the tokens it forwards (SIGNATURE_REMOVED_BY_GOOGLE); the service \
+             checks alg, iss, aud, exp, iat, email_verified and the email allow-list, and verifies \
+             any other signature against Google's certificates. Safe only while the Cloud Run \
+             service is private (no allUsers invoker)"
         ),
         AuthMode::Verify => tracing::info!(
             audiences = %config.audiences.join(","),
@@ -686,6 +720,218 @@ mod tests {
         tokio::time::advance(FAILURE_BACKOFF).await;
         assert!(c.key("a").await.unwrap().is_some());
         assert_eq!(fetches(&f), 2);
+    }
+
+    const AUD: &str = "https://bridge.test";
+    const EMAIL: &str = "caller@p.iam.gserviceaccount.com";
+
+    /// Google's signing key in these tests (generated once: RSA is slow).
+    fn google() -> bridge_testkit::SigningKey {
+        static KEY: std::sync::OnceLock<bridge_testkit::SigningKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(bridge_testkit::SigningKey::generate)
+            .clone()
+    }
+
+    fn claims(overrides: serde_json::Value) -> serde_json::Value {
+        let now = now_secs() as i64;
+        let mut c = serde_json::json!({
+            "iss": "https://accounts.google.com",
+            "aud": AUD,
+            "sub": "1",
+            "email": EMAIL,
+            "email_verified": true,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// A token with any header and signature text.
+    fn assemble(header: serde_json::Value, claims: &serde_json::Value, sig: &str) -> String {
+        format!("{}.{}.{sig}", b64(&header), b64(claims))
+    }
+
+    fn strip(token: &str) -> String {
+        format!("{}.{SIGNATURE_REMOVED}", token.rsplit_once('.').unwrap().0)
+    }
+
+    /// A checker in `mode` whose Google certificates are [`google`]'s.
+    fn auth(mode: AuthMode) -> (CallerAuth, Arc<FakeSource>) {
+        let set: JwkSet =
+            serde_json::from_value(serde_json::json!({ "keys": [google().jwk()] })).unwrap();
+        let (certs, fake) = cache(vec![Ok((set, Duration::from_secs(3600)))], Duration::ZERO);
+        let auth = CallerAuth {
+            mode,
+            audiences: vec![AUD.into()],
+            emails: vec![EMAIL.into()],
+            certs,
+        };
+        (auth, fake)
+    }
+
+    async fn status(auth: &CallerAuth, token: &str) -> u16 {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        match auth.check(&h).await {
+            Ok(c) => {
+                assert_eq!(c.email.as_deref(), Some(EMAIL));
+                200
+            }
+            Err(e) => {
+                let shown = format!("{e} {e:?} {}", AppError::from(e.clone()));
+                assert!(!shown.contains(token), "the token shows: {shown}");
+                e.status().as_u16()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn cloud_run_iam_trusts_only_the_signatures_cloud_run_removed() {
+        let key = tokio::task::spawn_blocking(google).await.unwrap();
+        let signed = |over: serde_json::Value| key.sign(&claims(over));
+        let rs256 = serde_json::json!({"alg": "RS256", "kid": key.kid(), "typ": "JWT"});
+        let good = signed(serde_json::json!({}));
+        let (_, good_sig) = good.rsplit_once('.').unwrap();
+        let now = now_secs() as i64;
+        // (what, token, answer in cloud-run-iam, answer in verify)
+        let cases: Vec<(&str, String, u16, u16)> = vec![
+            ("signed by Google", good.clone(), 200, 200),
+            ("as Cloud Run forwards it", strip(&good), 200, 401),
+            (
+                "alg none, unsigned",
+                assemble(
+                    serde_json::json!({"alg": "none"}),
+                    &claims(serde_json::json!({})),
+                    "",
+                ),
+                401,
+                401,
+            ),
+            (
+                "alg none with the marker",
+                assemble(
+                    serde_json::json!({"alg": "none"}),
+                    &claims(serde_json::json!({})),
+                    SIGNATURE_REMOVED,
+                ),
+                401,
+                401,
+            ),
+            (
+                "HS256 with the marker",
+                assemble(
+                    serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+                    &claims(serde_json::json!({})),
+                    SIGNATURE_REMOVED,
+                ),
+                401,
+                401,
+            ),
+            (
+                "a made-up signature",
+                assemble(
+                    rs256.clone(),
+                    &claims(serde_json::json!({})),
+                    "c2lnbmF0dXJl",
+                ),
+                401,
+                401,
+            ),
+            (
+                "another token's signature",
+                assemble(
+                    rs256.clone(),
+                    &claims(serde_json::json!({"exp": now + 7200})),
+                    good_sig,
+                ),
+                401,
+                401,
+            ),
+            (
+                "iat an hour ahead",
+                strip(&signed(serde_json::json!({"iat": now + 3600}))),
+                401,
+                401,
+            ),
+            (
+                "iat an hour ahead, signed",
+                signed(serde_json::json!({"iat": now + 3600})),
+                401,
+                401,
+            ),
+            (
+                "iat 30 s ahead (clock skew)",
+                strip(&signed(serde_json::json!({"iat": now + 30}))),
+                200,
+                401,
+            ),
+            (
+                "no iat",
+                strip(&signed(serde_json::json!({"iat": null}))),
+                401,
+                401,
+            ),
+            (
+                "email not verified",
+                strip(&signed(serde_json::json!({"email_verified": false}))),
+                403,
+                401,
+            ),
+            (
+                "email not verified, signed",
+                signed(serde_json::json!({"email_verified": false})),
+                403,
+                403,
+            ),
+            (
+                "no email_verified",
+                strip(&signed(serde_json::json!({"email_verified": null}))),
+                403,
+                401,
+            ),
+            (
+                "expired",
+                strip(&signed(serde_json::json!({"exp": now - 3600}))),
+                401,
+                401,
+            ),
+            (
+                "another email",
+                strip(&signed(serde_json::json!({"email": "x@example.com"}))),
+                403,
+                401,
+            ),
+        ];
+        let (iam, iam_certs) = auth(AuthMode::CloudRunIam);
+        let (verify, _) = auth(AuthMode::Verify);
+        for (what, token, want_iam, want_verify) in &cases {
+            assert_eq!(
+                status(&iam, token).await,
+                *want_iam,
+                "cloud-run-iam: {what}"
+            );
+            assert_eq!(status(&verify, token).await, *want_verify, "verify: {what}");
+        }
+        assert_eq!(fetches(&iam_certs), 1, "the certificates are cached");
+        // The stripped tokens alone never need the certificates.
+        let (iam, iam_certs) = auth(AuthMode::CloudRunIam);
+        assert_eq!(status(&iam, &strip(&good)).await, 200);
+        assert_eq!(fetches(&iam_certs), 0);
+        // The public check refuses what Cloud Run did not strip.
+        assert_eq!(iam.check_forwarded(&good).unwrap_err().status(), 401);
+        assert!(iam.check_forwarded(&strip(&good)).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

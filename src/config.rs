@@ -51,7 +51,8 @@ pub(crate) enum AuthMode {
     /// Verify the RS256 signature against Google's certificates, and the claims.
     #[default]
     Verify,
-    /// Cloud Run checked the signature; check `aud`, `exp` and the email.
+    /// Cloud Run checked the signature it replaced by `SIGNATURE_REMOVED_BY_GOOGLE`;
+    /// check the header and the claims (any other signature is verified).
     CloudRunIam,
     /// No check: local use only.
     None,

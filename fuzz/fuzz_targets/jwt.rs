@@ -1,6 +1,6 @@
 //! JWT header and claims decoding: the header check of `AUTH_MODE=verify`
 //! (algorithm, key id, a signature Cloud Run removed), the unverified claims
-//! decoding, and the claim checks of `AUTH_MODE=cloud-run-iam`. The input is
+//! decoding, and the header and claim checks of `AUTH_MODE=cloud-run-iam`. The input is
 //! the token text (the bearer value). Nothing may panic; what is accepted
 //! must hold up.
 #![no_main]
@@ -50,7 +50,12 @@ fuzz_target!(|data: &[u8]| {
     }
     match auth().check_forwarded(token) {
         Ok(caller) => {
+            // Only a token whose signature Cloud Run replaced, RS256 in its
+            // header, with iat and a verified email.
+            assert!(token.ends_with(".SIGNATURE_REMOVED_BY_GOOGLE"), "{token:?}");
             let c = claims.expect("accepted claims decode");
+            let v = serde_json::to_value(&c).expect("claims serialise");
+            assert!(v["iat"].is_i64() && v["email_verified"] == true, "{v}");
             assert!(c.aud.any_in(&[AUDIENCE.to_owned()]));
             assert!(c.exp.is_some());
             assert!(caller

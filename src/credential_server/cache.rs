@@ -1,5 +1,8 @@
 //! The credential server's cache: one per role, single-flight, replaced
-//! before what it hands out falls under [`min_left`].
+//! before what it hands out falls under [`min_left`]. A failure with nothing
+//! left to hand out is remembered for [`FAILURE_BACKOFF`]: the callers that
+//! waited on the failed attempt, and those that come within that time, get
+//! the same error at once instead of each waiting on an attempt of its own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +28,10 @@ pub(crate) const REFRESH_EARLY: Duration = Duration::from_secs(5 * 60);
 /// are served for this long before STS is asked again.
 pub(crate) const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(30);
 
+/// A failure with no credentials to hand out is answered again, without a
+/// new attempt, for this long (as for Google's certificates).
+pub(crate) const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The least life left of what is handed out, for credentials that lived
 /// `lifetime` when issued: [`MIN_LEFT`], or half their lifetime when they
 /// live under 30 minutes (a 15-minute session can never have 15 minutes left).
@@ -36,6 +43,12 @@ pub(crate) fn min_left(lifetime: Duration) -> Duration {
 /// [`min_left`] plus [`REFRESH_EARLY`] (a sixth of the lifetime when shorter).
 pub(crate) fn refresh_left(lifetime: Duration) -> Duration {
     min_left(lifetime) + REFRESH_EARLY.min(lifetime / 6)
+}
+
+/// True when `now` is less than `d` after `since` (false when the clock went
+/// back before `since`: then a new attempt is due).
+fn within(now: SystemTime, since: SystemTime, d: Duration) -> bool {
+    now.duration_since(since).is_ok_and(|e| e < d)
 }
 
 /// One STS call's worth of credentials.
@@ -82,8 +95,9 @@ pub(crate) struct RoleCache {
     fetch: Fetch,
     time: SharedTimeSource,
     held: RwLock<Option<Held>>,
-    /// Held while STS is asked (single flight); holds when a refresh last failed.
-    refresh: tokio::sync::Mutex<Option<SystemTime>>,
+    /// Held while STS is asked (single flight); holds when a refresh last
+    /// failed, and why.
+    refresh: tokio::sync::Mutex<Option<(SystemTime, StsError)>>,
 }
 
 impl std::fmt::Debug for RoleCache {
@@ -118,21 +132,24 @@ impl RoleCache {
     /// Credentials with at least [`min_left`] of life: the cached ones while
     /// they are fresh, else new ones from STS, fetched once for all the
     /// callers waiting. When the refresh fails, credentials that are still
-    /// above [`min_left`] are handed out; below it, the error is returned.
+    /// above [`min_left`] are handed out; below it, the error is returned,
+    /// and returned again without a new attempt for [`FAILURE_BACKOFF`].
     pub(crate) async fn credentials(&self) -> Result<Credentials, StsError> {
         if let Some(h) = self.held().filter(|h| h.fresh(self.time.now())) {
             return Ok(h.creds);
         }
         let mut last_failure = self.refresh.lock().await;
-        // Whoever held the lock before may have refreshed them.
+        // Whoever held the lock before may have refreshed them, or failed.
         let now = self.time.now();
         let held = self.held();
         if let Some(h) = held.as_ref().filter(|h| h.fresh(now)) {
             return Ok(h.creds.clone());
         }
-        if let (Some(h), Some(failed)) = (held.as_ref(), *last_failure) {
-            if h.usable(now) && now < failed + RETRY_REFRESH_AFTER {
-                return Ok(h.creds.clone());
+        if let Some((failed, e)) = last_failure.as_ref() {
+            match held.as_ref().filter(|h| h.usable(now)) {
+                Some(h) if within(now, *failed, RETRY_REFRESH_AFTER) => return Ok(h.creds.clone()),
+                None if within(now, *failed, FAILURE_BACKOFF) => return Err(e.clone()),
+                _ => {}
             }
         }
         match (self.fetch)().await {
@@ -147,7 +164,7 @@ impl RoleCache {
             }
             Err(e) => {
                 let now = self.time.now();
-                *last_failure = Some(now);
+                *last_failure = Some((now, e.clone()));
                 match held.filter(|h| h.usable(now)) {
                     Some(h) => {
                         tracing::warn!(
@@ -337,8 +354,11 @@ mod tests {
         clock.advance(Duration::from_secs(4 * 60));
         let e = cache.credentials().await.unwrap_err();
         assert!(e.to_string().contains("STS is down"), "{e}");
-        // STS is back: new credentials.
+        // STS is back: the failure is answered for a few seconds more, then
+        // new credentials.
         *sts.fail.lock().unwrap() = None;
+        assert!(cache.credentials().await.is_err());
+        clock.advance(FAILURE_BACKOFF);
         let c = cache.credentials().await.unwrap();
         assert_ne!(c.access_key_id(), first.access_key_id());
         assert_eq!(left(&c, &clock), Duration::from_secs(3600));
@@ -352,7 +372,45 @@ mod tests {
         let cache = sts.cache();
         assert!(cache.credentials().await.is_err());
         assert!(cache.credentials().await.is_err());
-        assert_eq!(sts.calls(), 2, "nothing cached: each request asks");
+        assert_eq!(sts.calls(), 1, "the failure is remembered");
+        clock.advance(FAILURE_BACKOFF);
+        assert!(cache.credentials().await.is_err());
+        assert_eq!(sts.calls(), 2, "then asked again");
         assert!(cache.expiry().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_callers_share_one_failure_for_a_few_seconds() {
+        let clock = Clock::new();
+        let sts = Sts::new(&clock, Duration::from_secs(3600));
+        *sts.fail.lock().unwrap() = Some(StsError::Transient("STS is down".into()));
+        let cache = Arc::new(sts.cache());
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let cache = cache.clone();
+            set.spawn(async move { cache.credentials().await.unwrap_err().to_string() });
+        }
+        while let Some(e) = set.join_next().await {
+            assert!(e.unwrap().contains("STS is down"));
+        }
+        assert_eq!(sts.calls(), 1, "one attempt for the eight callers");
+        // Following callers within the window: the same answer, no attempt.
+        clock.advance(FAILURE_BACKOFF - Duration::from_secs(1));
+        assert!(cache.credentials().await.is_err());
+        assert_eq!(sts.calls(), 1);
+        // After it, STS is asked again; recovered, it answers.
+        *sts.fail.lock().unwrap() = None;
+        clock.advance(Duration::from_secs(1));
+        cache.credentials().await.unwrap();
+        assert_eq!(sts.calls(), 2);
+        // A clock set back does not prolong a failure.
+        *sts.fail.lock().unwrap() = Some(StsError::Transient("STS is down".into()));
+        clock.advance(Duration::from_secs(3600));
+        assert!(cache.credentials().await.is_err());
+        assert_eq!(sts.calls(), 3);
+        clock.0.fetch_sub(60, Ordering::SeqCst);
+        *sts.fail.lock().unwrap() = None;
+        cache.credentials().await.unwrap();
+        assert_eq!(sts.calls(), 4);
     }
 }

@@ -5,11 +5,20 @@
 //! exclusive lock (`flock`) on a lock file beside it, so that ten `aws`
 //! commands started at once make one STS call. Credentials are reused while
 //! they have at least [`min_left`] of life.
+//!
+//! Nobody else may steer what the command prints: the directory must be
+//! owned by the caller (the effective uid) with no access for group or
+//! others (it is created 0700), a file not owned by the caller or open to
+//! others is ignored, and no link is followed (`O_NOFOLLOW` on every open).
+//! A lock that stays taken for [`LOCK_WAIT`] (a stopped `aws` process holds
+//! it) is given up. In every one of these cases the command warns on stderr
+//! and goes on without the cache.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +26,51 @@ use serde::{Deserialize, Serialize};
 use super::cache::min_left;
 use crate::config::Config;
 use crate::util::rfc3339;
+
+/// How long the lock is tried before the command goes on without the
+/// cache.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How often the lock is tried meanwhile.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+/// A cache file larger than this is not read (an entry is a few KiB).
+const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+/// The effective uid of this process: the owner of `/proc/self` on Linux
+/// (which the kernel gives the process's effective uid, or root for a
+/// process that may not be inspected: the cache is then refused, never
+/// wrongly trusted), else what `id -u` says. `None` when neither answers.
+fn euid() -> Option<u32> {
+    static EUID: OnceLock<Option<u32>> = OnceLock::new();
+    *EUID.get_or_init(|| {
+        let proc_self = if cfg!(target_os = "linux") {
+            std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+        } else {
+            None
+        };
+        proc_self.or_else(|| {
+            let out = std::process::Command::new("id")
+                .arg("-u")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+        })
+    })
+}
+
+/// Open options that never follow a link at the last component.
+fn no_follow() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.custom_flags(libc::O_NOFOLLOW);
+    o
+}
+
+/// Whether `meta` is a regular file of the caller's, closed to others.
+fn private_file(meta: &std::fs::Metadata) -> bool {
+    meta.is_file() && meta.permissions().mode() & 0o077 == 0 && Some(meta.uid()) == euid()
+}
 
 /// The credential_process document, as cached (with when it was issued).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +167,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
     }
 }
 
+/// A refusal of the cache that is no I/O error.
+fn refused(path: &Path, why: String) -> CacheError {
+    io_err(path)(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        why,
+    ))
+}
+
 /// The cache directory: `$XDG_CACHE_HOME/gcp-aws-bridge`, else
 /// `$HOME/.cache/gcp-aws-bridge`; `None` without either.
 pub(crate) fn cache_dir(xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
@@ -197,28 +259,54 @@ impl FileCache {
         self.dir.join(format!("{}.lock", self.name))
     }
 
+    /// Creates the directory (0700) when missing, and checks that it is a
+    /// directory, not a link, owned by the caller, with no access for group
+    /// or others.
     fn ensure_dir(&self) -> Result<(), CacheError> {
-        match std::fs::DirBuilder::new()
+        let dir = &self.dir;
+        std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.dir)
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err(io_err(&self.dir)(e)),
+            .create(dir)
+            .map_err(io_err(dir))?;
+        let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+        if !meta.is_dir() {
+            return Err(refused(
+                dir,
+                "not a directory (a link is not followed)".into(),
+            ));
         }
+        let Some(me) = euid() else {
+            return Err(refused(dir, "this process's user id cannot be told".into()));
+        };
+        if meta.uid() != me {
+            return Err(refused(
+                dir,
+                format!("owned by uid {}, not by this user (uid {me})", meta.uid()),
+            ));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(refused(
+                dir,
+                format!("mode {mode:04o} lets others in; it must be 0700 (chmod 700)"),
+            ));
+        }
+        Ok(())
     }
 
-    /// The cached credentials when the file is there, is ours alone (mode
-    /// 0600), parses, and may be reused at `now`.
+    /// The cached credentials when the file is there, is a regular file of
+    /// the caller's alone (mode 0600, not a link), parses, and may be reused
+    /// at `now`.
     pub(crate) fn read(&self, now: SystemTime) -> Option<CachedCredentials> {
-        let path = self.path();
-        let meta = std::fs::metadata(&path).ok()?;
-        if meta.permissions().mode() & 0o077 != 0
-            || meta.uid() != std::fs::metadata(&self.dir).ok()?.uid()
-        {
+        let f = no_follow().read(true).open(self.path()).ok()?;
+        let meta = f.metadata().ok()?;
+        if !private_file(&meta) || meta.len() > MAX_ENTRY_BYTES {
             return None;
         }
-        let c: CachedCredentials = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        let mut bytes = Vec::new();
+        f.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
+        let c: CachedCredentials = serde_json::from_slice(&bytes).ok()?;
         c.reusable(now).then_some(c)
     }
 
@@ -236,7 +324,7 @@ impl FileCache {
                 .as_nanos()
         ));
         let result = (|| {
-            let mut f = OpenOptions::new()
+            let mut f = no_follow()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
@@ -251,12 +339,12 @@ impl FileCache {
         result.map_err(io_err(&path))
     }
 
-    /// Takes the entry's exclusive lock (blocking), creating the directory
-    /// and the lock file when missing. Released when the file is dropped.
-    pub(crate) fn lock(&self) -> Result<File, CacheError> {
-        self.ensure_dir()?;
+    /// Takes the entry's exclusive lock, trying for up to `wait`, creating
+    /// the lock file when missing (the directory must have passed
+    /// [`FileCache::ensure_dir`]). Released when the file is dropped.
+    async fn lock(&self, wait: Duration) -> Result<File, CacheError> {
         let path = self.lock_path();
-        let f = OpenOptions::new()
+        let f = no_follow()
             .read(true)
             .write(true)
             .create(true)
@@ -264,14 +352,39 @@ impl FileCache {
             .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
-        f.lock().map_err(io_err(&path))?;
-        Ok(f)
+        let meta = f.metadata().map_err(io_err(&path))?;
+        if !private_file(&meta) {
+            return Err(refused(
+                &path,
+                "not a private regular file of this user's".into(),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(f),
+                Err(TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOCK_POLL).await
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(io_err(&path)(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "still locked by another process after {} ms (a stopped one?)",
+                            wait.as_millis()
+                        ),
+                    )))
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+            }
+        }
     }
 
     /// The cached credentials if reusable, else the ones `fetch` gets, which
     /// are then cached. The lock is held across the fetch, so that concurrent
     /// processes wait for the first one's answer instead of asking STS too.
-    /// A cache that cannot be used (no directory, a read-only disk) is
+    /// A cache that cannot be used (no directory, a read-only disk, a
+    /// directory others may write, a lock held past [`LOCK_WAIT`]) is
     /// reported on stderr and skipped.
     pub(crate) async fn get_or_fetch<F, Fut, E>(
         &self,
@@ -282,19 +395,27 @@ impl FileCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<CachedCredentials, E>>,
     {
+        self.get_or_fetch_waiting(LOCK_WAIT, now, fetch).await
+    }
+
+    async fn get_or_fetch_waiting<F, Fut, E>(
+        &self,
+        wait: Duration,
+        now: impl Fn() -> SystemTime,
+        fetch: F,
+    ) -> Result<CachedCredentials, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<CachedCredentials, E>>,
+    {
+        if let Err(e) = self.ensure_dir() {
+            tracing::warn!("{e}; fetching without the cache");
+            return fetch().await;
+        }
         if let Some(c) = self.read(now()) {
             return Ok(c);
         }
-        let this = self.clone();
-        let lock = tokio::task::spawn_blocking(move || this.lock())
-            .await
-            .unwrap_or_else(|e| {
-                Err(CacheError {
-                    path: self.lock_path().display().to_string(),
-                    source: std::io::Error::other(e),
-                })
-            });
-        let lock = match lock {
+        let lock = match self.lock(wait).await {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!("{e}; fetching without the cache");
@@ -425,6 +546,132 @@ mod tests {
         assert_eq!(c.access_key_id, "ASIATWO");
         std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(cache.read(later()).is_none());
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    /// Fetches `key`, counting the calls.
+    async fn fetch_counted(
+        cache: &FileCache,
+        wait: Duration,
+        calls: &AtomicUsize,
+        key: &str,
+    ) -> CachedCredentials {
+        cache
+            .get_or_fetch_waiting(wait, SystemTime::now, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(creds(SystemTime::now(), 3600, key))
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_too_long_is_given_up() {
+        let dir = temp_dir("held");
+        let cache = FileCache::new(dir.clone(), "default-0123".into());
+        let calls = AtomicUsize::new(0);
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        // Another process's lock (its own open file), never released; the
+        // cached entry expires.
+        let held = cache.lock(Duration::ZERO).await.unwrap();
+        let later = || SystemTime::now() + Duration::from_secs(46 * 60);
+        let t = std::time::Instant::now();
+        let c = cache
+            .get_or_fetch_waiting(Duration::from_millis(300), later, || async {
+                Ok::<_, std::io::Error>(creds(later(), 3600, "ASIATWO"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.access_key_id, "ASIATWO");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // Not written without the lock.
+        assert_eq!(
+            cache.read(SystemTime::now()).unwrap().access_key_id,
+            "ASIAONE"
+        );
+        drop(held);
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn links_are_not_followed() {
+        let dir = temp_dir("links");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let cache = FileCache::new(dir.clone(), "default-0123".into());
+        let outside = dir.parent().unwrap().join("outside");
+        std::fs::write(&outside, "untouched").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The lock file is a link: not followed, no cache.
+        std::os::unix::fs::symlink(&outside, cache.lock_path()).unwrap();
+        let calls = AtomicUsize::new(0);
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "no cache without the lock");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+        assert!(
+            std::fs::symlink_metadata(cache.path()).is_err(),
+            "nothing written"
+        );
+        // A link where the entry should be is not read.
+        std::fs::remove_file(cache.lock_path()).unwrap();
+        let elsewhere = dir.parent().unwrap().join("planted.json");
+        let planted = creds(SystemTime::now(), 3600, "ASIAPLANTED");
+        std::fs::write(&elsewhere, serde_json::to_vec(&planted).unwrap()).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cache.path()).unwrap();
+        assert!(cache.read(SystemTime::now()).is_none());
+        let c = fetch_counted(&cache, LOCK_WAIT, &calls, "ASIATWO").await;
+        assert_eq!(c.access_key_id, "ASIATWO");
+        // The link was replaced by the entry, its target left alone.
+        assert!(std::fs::symlink_metadata(cache.path()).unwrap().is_file());
+        assert!(std::fs::read_to_string(&elsewhere)
+            .unwrap()
+            .contains("ASIAPLANTED"));
+        // A linked directory is refused.
+        let linked = dir.parent().unwrap().join("linked");
+        std::os::unix::fs::symlink(&dir, &linked).unwrap();
+        let via_link = FileCache::new(linked, "default-0123".into());
+        assert!(via_link.ensure_dir().is_err());
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_directory_open_to_others_or_of_another_owner_is_not_used() {
+        let dir = temp_dir("open");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let cache = FileCache::new(dir.clone(), "default-0123".into());
+        let e = cache.ensure_dir().unwrap_err().to_string();
+        assert!(e.contains("0777"), "{e}");
+        let calls = AtomicUsize::new(0);
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        // 0750 is refused too; 0700 is used.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(cache.ensure_dir().is_err());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        fetch_counted(&cache, LOCK_WAIT, &calls, "ASIAONE").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Another owner (only root can give a file away): the entry is
+        // ignored, then the directory refused.
+        if std::os::unix::fs::chown(cache.path(), Some(65534), None).is_ok() {
+            assert!(cache.read(SystemTime::now()).is_none());
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let e = cache.ensure_dir().unwrap_err().to_string();
+            assert!(e.contains("owned by uid 65534"), "{e}");
+        }
         std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     }
 

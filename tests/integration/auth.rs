@@ -294,9 +294,29 @@ async fn cloud_run_iam_reads_x_serverless_authorization_first() {
         .await;
         assert_eq!(status, want, "{what}: {body}");
     }
+    // What Cloud Run did not strip is verified: Google's signature passes,
+    // an unsigned or forged token does not.
+    let signed = w.caller_token();
+    let (head, rest) = signed.split_once('.').unwrap();
+    let (body, _) = rest.split_once('.').unwrap();
+    let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
+    for (what, token, want) in [
+        ("signed by Google", signed.clone(), 201),
+        ("alg none", format!("{none}.{body}."), 401),
+        ("forged", format!("{head}.{body}.c2lnbmF0dXJl"), 401),
+    ] {
+        let (status, body, _) = send(
+            client()
+                .put(format!("{base}/v1/objects/signed.txt"))
+                .header("x-serverless-authorization", format!("Bearer {token}"))
+                .body("x"),
+        )
+        .await;
+        assert_eq!(status, want, "{what}: {body}");
+    }
     assert_eq!(
         admin_list(&w.bucket, &w.prefix).await,
-        vec![w.full("xsa.txt")]
+        vec![w.full("signed.txt"), w.full("xsa.txt")]
     );
     let log = server.stdout.text();
     assert!(

@@ -268,15 +268,24 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
     );
     assert_clean_log(&lines, &[&token]);
 
-    // The trust policy fixed: the next request gets credentials.
+    // The trust policy fixed: once the failure is forgotten (a few
+    // seconds), a request gets credentials.
     w.trust(&mc.unique_id, &mc.unique_id);
-    let r = http
-        .get(format!("{}/v1/credentials", server.url))
-        .header("Authorization", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("{}/v1/credentials", server.url))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     drop(server);
 
     // A metadata server that is down: 503, after the identity source's own
@@ -308,6 +317,79 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
         sts_calls,
         "STS not asked"
     );
+    assert_clean_log(&server.stdout.all(), &[&token]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly() {
+    let w = World::new("sidecar-outage").await;
+    let token = random_token();
+    let mut env = sidecar_env(&w);
+    env.push(("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token.clone()));
+    let server = Sidecar::start(&env).await;
+    let http = reqwest::Client::new();
+    let get = || {
+        let (http, url, token) = (http.clone(), server.url.clone(), token.clone());
+        async move {
+            let t = std::time::Instant::now();
+            let r = http
+                .get(format!("{url}/v1/credentials"))
+                .header("Authorization", token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body, t.elapsed())
+        }
+    };
+    // The metadata server fails every attempt: 8 requests at once.
+    for _ in 0..64 {
+        w.metadata
+            .push_fault(Endpoint::Identity, Fault::Status(503));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        set.spawn(get());
+    }
+    let mut took = Vec::new();
+    while let Some(a) = set.join_next().await {
+        let (status, body, t) = a.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "credentials_unavailable", "{body}");
+        took.push(t);
+    }
+    took.sort();
+    let attempts = w.metadata.calls(Endpoint::Identity);
+    eprintln!(
+        "8 concurrent requests during an outage: first answered after {:?}, last after {:?}; {attempts} metadata attempts",
+        took[0], took[7]
+    );
+    // One attempt (the identity source's own bounded retries) for all eight.
+    assert!(
+        (1..=4).contains(&attempts),
+        "one attempt-set, not one per request: {attempts}"
+    );
+    // Within the next few seconds: the same 503 at once, no new attempt.
+    let (status, _, t) = get().await;
+    assert_eq!(status, 503);
+    assert_eq!(w.metadata.calls(Endpoint::Identity), attempts);
+    assert!(t <= took[0], "answered at once: {t:?}");
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 0);
+
+    // Recovered: once the failure is forgotten, credentials.
+    w.metadata.clear_faults();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body, _) = get().await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_clean_log(&server.stdout.all(), &[&token]);
 }
 
@@ -502,6 +584,147 @@ async fn credentials_command_shares_one_sts_call_across_processes() {
     assert!(out.status.success());
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 4);
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// The credential_process output of a successful run, and its stderr.
+fn printed(out: &std::process::Output) -> (Value, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(v["Version"], 1, "{v}");
+    assert!(v["AccessKeyId"].is_string() && v["SessionToken"].is_string());
+    assert!(left(&v) >= time::Duration::minutes(15));
+    (v, stderr)
+}
+
+/// The one file of the cache directory whose name ends with `suffix`.
+fn cache_file(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_command_gives_up_a_lock_held_too_long() {
+    let w = World::new("cli-lock").await;
+    let cache = temp_dir("xdg-lock");
+    let env = cli_env(&w, &cache);
+    let (first, _) = printed(&run_bin(&["credentials"], &env).await);
+    let dir = cache.join("gcp-aws-bridge");
+    let lock = cache_file(&dir, ".lock");
+    // The entry runs out, and another process (a stopped `aws`, here a
+    // shell that takes the lock with flock(1) and becomes `sleep`, keeping
+    // the locked descriptor) holds the lock and never lets go.
+    std::fs::remove_file(cache_file(&dir, ".json")).unwrap();
+    let mut holder = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 9<>"$0" && flock -x 9 && exec sleep 60"#)
+        .arg(&lock)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sh and flock(1) from util-linux");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = std::time::Instant::now();
+    let out = run_bin(&["credentials"], &env).await;
+    let took = t.elapsed();
+    let (v, stderr) = printed(&out);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "answered after {took:?}"
+    );
+    assert!(stderr.contains("still locked"), "{stderr}");
+    assert!(stderr.contains("without the cache"), "{stderr}");
+    assert_ne!(v["AccessKeyId"], first["AccessKeyId"], "fetched anew");
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 2);
+    assert!(
+        std::fs::read_dir(&dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".json")),
+        "not cached without the lock"
+    );
+    // The holder gone, the cache serves again.
+    holder.kill().await.unwrap();
+    let _ = holder.wait().await;
+    printed(&run_bin(&["credentials"], &env).await);
+    printed(&run_bin(&["credentials"], &env).await);
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 3);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_command_follows_no_link_and_trusts_no_open_directory() {
+    let w = World::new("cli-links").await;
+    let cache = temp_dir("xdg-links");
+    let env = cli_env(&w, &cache);
+    printed(&run_bin(&["credentials"], &env).await);
+    let dir = cache.join("gcp-aws-bridge");
+    let lock = cache_file(&dir, ".lock");
+    std::fs::remove_file(cache_file(&dir, ".json")).unwrap();
+    // The lock file is a link to a file that does not exist yet: creating
+    // it through the link would write where the link points.
+    let outside = temp_dir("outside");
+    let target = outside.join("target");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    for _ in 0..2 {
+        let (_, stderr) = printed(&run_bin(&["credentials"], &env).await);
+        assert!(stderr.contains("without the cache"), "{stderr}");
+    }
+    assert!(!target.exists(), "the link was followed");
+    assert!(std::fs::symlink_metadata(&lock)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        w.proxy.count("AssumeRoleWithWebIdentity"),
+        3,
+        "no cache without the lock"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+
+    // A cache directory anyone may write: not used, said on stderr.
+    let cache = temp_dir("xdg-open");
+    let env = cli_env(&w, &cache);
+    let dir = cache.join("gcp-aws-bridge");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for _ in 0..2 {
+        let (_, stderr) = printed(&run_bin(&["credentials"], &env).await);
+        assert!(
+            stderr.contains("0777") && stderr.contains("without the cache"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 5);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing cached"
+    );
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o777, "left as it was");
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_dir_all(&outside);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -419,6 +419,52 @@ async fn cloud_run_iam_mode_checks_the_claims_of_the_forwarded_token() {
     }
     let t = stripped(s.caller_token_with(json!({"email": "other@example.com"})));
     assert_refused(&router, with(&t), 403, "forbidden", "another email").await;
+    let t = stripped(s.caller_token_with(json!({"email_verified": false})));
+    assert_refused(&router, with(&t), 403, "forbidden", "email not verified").await;
+
+    // A signature Cloud Run did not remove: verified as in verify mode.
+    let signed = s.caller_token();
+    assert_passes(&router, with(&signed), "signed by Google, not stripped").await;
+    let parts: Vec<&str> = signed.split('.').collect();
+    let (head, body, sig) = (parts[0], parts[1], parts[2]);
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = b64(json!({"alg": "none", "typ": "JWT"}));
+    let other = s.caller_token_with(json!({"exp": now + 7000}));
+    let other_body = other.split('.').nth(1).unwrap();
+    let refused = [
+        ("alg none, unsigned", format!("{none}.{body}.")),
+        (
+            "alg none, stripped",
+            format!("{none}.{body}.SIGNATURE_REMOVED_BY_GOOGLE"),
+        ),
+        (
+            "HS256, stripped",
+            format!(
+                "{}.{body}.SIGNATURE_REMOVED_BY_GOOGLE",
+                b64(json!({"alg": "HS256", "typ": "JWT"}))
+            ),
+        ),
+        ("a made-up signature", format!("{head}.{body}.c2lnbmF0dXJl")),
+        (
+            "another token's signature",
+            format!("{head}.{other_body}.{sig}"),
+        ),
+        (
+            "iat in the future",
+            stripped(s.caller_token_with(json!({"iat": now + 3600}))),
+        ),
+        (
+            "iat in the future, signed",
+            s.caller_token_with(json!({"iat": now + 3600})),
+        ),
+        (
+            "no iat",
+            stripped(s.caller_token_with(json!({"iat": null}))),
+        ),
+    ];
+    for (what, t) in refused {
+        assert_refused(&router, with(&t), 401, "unauthenticated", what).await;
+    }
 }
 
 #[tokio::test]
