@@ -107,6 +107,17 @@ def main():
     if got_cond and isinstance(got_cond["StringLike"]["s3:prefix"], list):
         got_cond = {"StringLike": {"s3:prefix": got_cond["StringLike"]["s3:prefix"][0]}}
     check("s3:ListBucket is conditioned on s3:prefix", got_cond == want_cond, got_cond)
+    check(
+        "the listing statement allows s3:ListBucket and s3:ListBucketVersions (same s3:prefix condition)",
+        sorted(as_list(listing.get("Action"))) == ["s3:ListBucket", "s3:ListBucketVersions"],
+        listing.get("Action"),
+    )
+    versioned = {"s3:GetObjectVersion", "s3:DeleteObjectVersion"}
+    check(
+        "object actions include s3:GetObjectVersion and s3:DeleteObjectVersion",
+        versioned <= set(as_list(objects.get("Action"))),
+        objects.get("Action"),
+    )
     wildcard = [
         s["Sid"]
         for s in by_sid.values()
@@ -125,6 +136,30 @@ def main():
         "public access is blocked (all four settings)",
         all(pab.get(k) for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")),
         pab,
+    )
+    # The service's bookkeeping under the reserved prefix expires after 7 days.
+    lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    reserved = f"{prefix}.gcp-aws-bridge/"
+
+    def rule_prefix(rule):
+        return (rule.get("Filter") or {}).get("Prefix", rule.get("Prefix"))
+
+    expiring = [
+        r
+        for r in lifecycle
+        if r.get("Status") == "Enabled"
+        and rule_prefix(r) == reserved
+        and (r.get("Expiration") or {}).get("Days") == 7
+    ]
+    check(
+        f"lifecycle rule expires {reserved} after 7 days, and its noncurrent versions",
+        len(expiring) == 1 and "NoncurrentDays" in (expiring[0].get("NoncurrentVersionExpiration") or {}),
+        lifecycle,
+    )
+    check(
+        "lifecycle rule aborts incomplete multipart uploads",
+        any("AbortIncompleteMultipartUpload" in r for r in lifecycle),
+        lifecycle,
     )
     bucket_policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     tls = [s for s in as_list(bucket_policy["Statement"]) if s.get("Sid") == "DenyInsecureTransport"]

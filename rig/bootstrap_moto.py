@@ -55,6 +55,11 @@ ROLE_POLICY = {
                 "s3:GetObject",
                 "s3:PutObject",
                 "s3:DeleteObject",
+                # Versioned buckets: a replica's removal reads and deletes the
+                # version it checked and the older replica versions, as the
+                # Terraform's policy allows.
+                "s3:GetObjectVersion",
+                "s3:DeleteObjectVersion",
                 "s3:AbortMultipartUpload",
                 "s3:ListMultipartUploadParts",
                 "s3:GetObjectAttributes",
@@ -67,7 +72,7 @@ ROLE_POLICY = {
         {
             "Sid": "Bucket",
             "Effect": "Allow",
-            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            "Action": ["s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads"],
             "Resource": f"arn:aws:s3:::{BUCKET}",
         },
         {

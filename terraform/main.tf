@@ -19,6 +19,9 @@ module "gcp" {
   auth_mode                 = var.auth_mode
   additional_invokers       = var.additional_invokers
   gcs_source_bucket         = var.gcs_source_bucket
+  gcs_event_delivery        = var.gcs_event_delivery
+  command_ops               = var.command_ops
+  sync_delete               = var.sync_delete
   min_instances             = var.min_instances
   max_instances             = var.max_instances
   concurrency               = var.concurrency

@@ -14,8 +14,13 @@ output "service_account_unique_id" {
 }
 
 output "pubsub_topic" {
-  description = "Topic that carries commands to the service."
+  description = "Outside commands topic, pushed to /pubsub; grant outside publishers roles/pubsub.publisher on it."
   value       = module.gcp.pubsub_topic
+}
+
+output "tasks_topic" {
+  description = "The service's own tasks topic (TASKS_TOPIC), pushed to /tasks; only the runtime account publishes to it."
+  value       = module.gcp.tasks_topic
 }
 
 output "dead_letter_subscription" {
@@ -23,9 +28,19 @@ output "dead_letter_subscription" {
   value       = module.gcp.dead_letter_subscription
 }
 
-output "eventarc_trigger" {
-  description = "Eventarc trigger on the Cloud Storage bucket, if any."
-  value       = module.gcp.eventarc_trigger
+output "gcs_event_types" {
+  description = "Cloud Storage event types of the source bucket delivered to the service."
+  value       = module.gcp.gcs_event_types
+}
+
+output "gcs_events_subscription" {
+  description = "Push subscription (with dead-letter policy) that delivers the source bucket's notifications, if notifications are used."
+  value       = module.gcp.gcs_events_subscription
+}
+
+output "eventarc_triggers" {
+  description = "Eventarc triggers on the source bucket by event type, if gcs_event_delivery = \"eventarc\"."
+  value       = module.gcp.eventarc_triggers
 }
 
 output "aws_role_arn" {

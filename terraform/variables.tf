@@ -4,7 +4,7 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Google Cloud region of the service and the Eventarc trigger."
+  description = "Google Cloud region of the service (and of the Eventarc triggers, if used)."
   type        = string
   default     = "europe-west1"
 }
@@ -73,14 +73,31 @@ variable "allow_list_all_buckets" {
 }
 
 variable "auth_mode" {
-  description = "AUTH_MODE of the service: verify, cloud-run-iam or none."
+  description = "AUTH_MODE of the service: cloud-run-iam or verify (\"none\" is for local use only and refused)."
   type        = string
   default     = "cloud-run-iam"
 
   validation {
-    condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
-    error_message = "auth_mode must be one of verify, cloud-run-iam, none."
+    condition     = contains(["verify", "cloud-run-iam"], var.auth_mode)
+    error_message = "auth_mode must be verify or cloud-run-iam (\"none\" is for local use only)."
   }
+}
+
+variable "command_ops" {
+  description = "COMMAND_OPS: ops the outside doors (/pubsub, /events, /v1/*) accept, among put, copy, delete, replicate, sync."
+  type        = list(string)
+  default     = ["put", "copy", "delete", "replicate", "sync"]
+
+  validation {
+    condition     = length(var.command_ops) > 0 && alltrue([for op in var.command_ops : contains(["put", "copy", "delete", "replicate", "sync"], op)]) && length(distinct(var.command_ops)) == length(var.command_ops)
+    error_message = "command_ops must be a non-empty list of distinct ops among put, copy, delete, replicate, sync."
+  }
+}
+
+variable "sync_delete" {
+  description = "SYNC_DELETE: whether a sync may ask for \"delete\": true."
+  type        = bool
+  default     = false
 }
 
 variable "additional_invokers" {
@@ -90,9 +107,20 @@ variable "additional_invokers" {
 }
 
 variable "gcs_source_bucket" {
-  description = "Cloud Storage bucket replicated to S3 through Eventarc; null for none."
+  description = "Cloud Storage bucket replicated to S3 (all four event types); null for none."
   type        = string
   default     = null
+}
+
+variable "gcs_event_delivery" {
+  description = "How the source bucket's events reach the service: \"notification\" (Cloud Storage Pub/Sub notification, push subscription with a dead-letter topic) or \"eventarc\" (four Eventarc triggers; no dead letter from Terraform)."
+  type        = string
+  default     = "notification"
+
+  validation {
+    condition     = contains(["notification", "eventarc"], var.gcs_event_delivery)
+    error_message = "gcs_event_delivery must be notification or eventarc."
+  }
 }
 
 variable "min_instances" {

@@ -8,8 +8,10 @@
 //! prefix and audience of the AWS half that deploy/check.sh applied to moto
 //! (`$TF_OUTPUTS_FILE`). The binary runs with that environment and nothing
 //! else but the emulators' endpoints, and the test drives: a Pub/Sub put
-//! through the emulator's push with the subscription's OIDC token, an
-//! Eventarc finalize from the trigger's account, an HTTP call from an
+//! through the emulator's push with the subscription's OIDC token, a
+//! finalize of the source bucket delivered as the Terraform wires it (a
+//! Cloud Storage notification pushed to /pubsub, or an Eventarc CloudEvent
+//! to /events) from the events account, an HTTP call from an
 //! additional invoker, a caller who is no invoker (403 at the front end) and
 //! an invoker the service does not allow (a member of an invoker group:
 //! 403 from the service).
@@ -186,6 +188,64 @@ async fn the_terraform_environment_behind_the_front_end() {
     assert!(invokers.contains(&format!("serviceAccount:{push_sa}")));
     assert!(invokers.contains(&format!("serviceAccount:{events_sa}")));
 
+    // Two doors: the service's own tasks go to its tasks topic, pushed to
+    // /tasks by an account of its own that invokes the service but is not
+    // allowed at the outside doors.
+    assert!(!env.contains_key("PUBSUB_TOPIC"), "replaced by TASKS_TOPIC");
+    assert_eq!(
+        env["TASKS_TOPIC"],
+        "projects/bridge-test/topics/gcp-aws-bridge-tasks"
+    );
+    let tasks_sa = out["tasks_push_service_account_email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(env["TASKS_PUSH_EMAIL"], tasks_sa);
+    assert_ne!(tasks_sa, push_sa);
+    assert_ne!(tasks_sa, events_sa);
+    assert!(invokers.contains(&format!("serviceAccount:{tasks_sa}")));
+    assert!(
+        !env["AUTH_ALLOWED_EMAILS"].split(',').any(|e| e == tasks_sa),
+        "the tasks account is allowed at /tasks only"
+    );
+    assert_eq!(out["tasks_push_endpoint"], format!("{service_url}/tasks"));
+    assert_eq!(env["COMMAND_OPS"], "put,copy,delete,replicate,sync");
+    assert_eq!(env["SYNC_DELETE"], "false");
+
+    // All four event types of the source bucket, as Eventarc types and as
+    // notification types; the default delivery is the notification, pushed
+    // to /pubsub (its subscription has the dead-letter topic).
+    let gcs_events = out["gcs_events"].as_object().unwrap();
+    let kinds = |field: &str| -> Vec<String> {
+        let mut v: Vec<String> = gcs_events
+            .values()
+            .map(|e| e[field].as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        kinds("eventarc"),
+        [
+            "google.cloud.storage.object.v1.archived",
+            "google.cloud.storage.object.v1.deleted",
+            "google.cloud.storage.object.v1.finalized",
+            "google.cloud.storage.object.v1.metadataUpdated",
+        ]
+    );
+    assert_eq!(
+        kinds("notification"),
+        [
+            "OBJECT_ARCHIVE",
+            "OBJECT_DELETE",
+            "OBJECT_FINALIZE",
+            "OBJECT_METADATA_UPDATE",
+        ]
+    );
+    assert_eq!(out["gcs_event_delivery"], "notification");
+    let events_path = out["gcs_events_path"].as_str().unwrap().to_owned();
+    assert_eq!(events_path, "/pubsub");
+
     // moto cannot evaluate the TLS-only bucket policy (see tests/integration/deploy.rs).
     admin_s3()
         .delete_bucket_policy()
@@ -270,8 +330,10 @@ async fn the_terraform_environment_behind_the_front_end() {
         .publish(&[json!({"data": STANDARD.encode(cmd.to_string())})])
         .await;
 
-    // 2. Eventarc: an object finalized in the source bucket, delivered with
-    // the trigger's account token for the service URL.
+    // 2. An object finalized in the source bucket, delivered as the
+    // Terraform wires it, with the events account's token for the service
+    // URL: a Cloud Storage notification (Pub/Sub push to /pubsub) or an
+    // Eventarc CloudEvent (/events).
     let obj = gcs
         .upload(
             &source_bucket,
@@ -287,25 +349,58 @@ async fn the_terraform_environment_behind_the_front_end() {
         metadata_url: w.metadata.base_url(),
     })
     .await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/events", events.url()))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "tfenv-1")
-        .header("ce-type", "google.cloud.storage.object.v1.finalized")
-        .header(
-            "ce-source",
-            format!("//storage.googleapis.com/projects/_/buckets/{source_bucket}"),
-        )
-        .header("ce-subject", "objects/from-gcs.txt")
-        .header("content-type", "application/json")
-        .body(obj.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = if events_path == "/events" {
+        reqwest::Client::new()
+            .post(format!("{}/events", events.url()))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "tfenv-1")
+            .header("ce-type", "google.cloud.storage.object.v1.finalized")
+            .header(
+                "ce-source",
+                format!("//storage.googleapis.com/projects/_/buckets/{source_bucket}"),
+            )
+            .header("ce-subject", "objects/from-gcs.txt")
+            .header("content-type", "application/json")
+            .body(obj.to_string())
+            .send()
+            .await
+            .unwrap()
+    } else {
+        let generation = match &obj["generation"] {
+            Value::String(g) => g.clone(),
+            other => other.to_string(),
+        };
+        let envelope = json!({
+            "message": {
+                "data": STANDARD.encode(obj.to_string()),
+                "attributes": {
+                    "eventType": "OBJECT_FINALIZE",
+                    "payloadFormat": "JSON_API_V1",
+                    "bucketId": source_bucket,
+                    "objectId": "from-gcs.txt",
+                    "objectGeneration": generation,
+                    "notificationConfig": format!(
+                        "projects/_/buckets/{source_bucket}/notificationConfigs/1"
+                    ),
+                },
+                "messageId": "tfenv-1",
+                "message_id": "tfenv-1",
+                "publishTime": "2026-01-01T00:00:00Z",
+                "publish_time": "2026-01-01T00:00:00Z",
+            },
+            "subscription": "projects/bridge-test/subscriptions/gcp-aws-bridge-gcs-events",
+        });
+        reqwest::Client::new()
+            .post(format!("{}{events_path}", events.url()))
+            .json(&envelope)
+            .send()
+            .await
+            .unwrap()
+    };
     let status = r.status();
     assert!(
         status.is_success(),
-        "Eventarc finalize: {status} {}\n{}",
+        "finalize at {events_path}: {status} {}\n{}",
         r.text().await.unwrap(),
         front.all_output()
     );

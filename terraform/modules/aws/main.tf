@@ -8,6 +8,8 @@ locals {
   bucket_arn = "arn:${data.aws_partition.current.partition}:s3:::${var.bucket_name}"
   # Object ARNs the role may touch: everything under the prefix ("*" when empty).
   objects_arn = "${local.bucket_arn}/${var.s3_prefix}*"
+  # The service's own bookkeeping lives under this reserved key prefix.
+  bookkeeping_prefix = "${var.s3_prefix}.gcp-aws-bridge/"
 }
 
 # ---------------------------------------------------------------------------
@@ -68,10 +70,12 @@ resource "aws_iam_role" "bridge" {
 # ---------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "access" {
+  # ListObjectVersions (s3:ListBucketVersions) finds the noncurrent versions
+  # of a replica that a removal also removes; both listings take s3:prefix.
   statement {
     sid       = "ListPrefix"
     effect    = "Allow"
-    actions   = ["s3:ListBucket"]
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
     resources = [local.bucket_arn]
 
     dynamic "condition" {
@@ -98,7 +102,9 @@ data "aws_iam_policy_document" "access" {
       "s3:GetObject",
       "s3:PutObject",
       "s3:DeleteObject",
-      # A replica's delete on the versioned bucket removes the version it checked.
+      # On the versioned bucket a replica's removal deletes the version it
+      # checked and the noncurrent versions that are replicas of the same
+      # bucket, after reading their metadata (HeadObject with versionId).
       "s3:DeleteObjectVersion",
       "s3:GetObjectVersion",
       "s3:AbortMultipartUpload",
@@ -211,6 +217,34 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     filter {}
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_expiration_days
+    }
+  }
+
+  # The service's bookkeeping (sync runs) under the reserved key prefix
+  # "<s3_prefix>.gcp-aws-bridge/": expired after 7 days, its noncurrent
+  # versions a day later, and the delete markers left behind.
+  rule {
+    id     = "expire-bridge-bookkeeping"
+    status = "Enabled"
+    filter {
+      prefix = local.bookkeeping_prefix
+    }
+    expiration {
+      days = 7
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
+  rule {
+    id     = "remove-bridge-bookkeeping-delete-markers"
+    status = "Enabled"
+    filter {
+      prefix = local.bookkeeping_prefix
+    }
+    expiration {
+      expired_object_delete_marker = true
     }
   }
 

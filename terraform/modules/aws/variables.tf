@@ -113,7 +113,7 @@ variable "access_log_bucket" {
 }
 
 variable "noncurrent_version_expiration_days" {
-  description = "Days after which noncurrent object versions of the created bucket are deleted. Incomplete multipart uploads are always aborted after 7 days."
+  description = "Days after which noncurrent object versions of the created bucket are deleted. Incomplete multipart uploads are always aborted after 7 days, and the service's bookkeeping under \"<s3_prefix>.gcp-aws-bridge/\" expires after 7 days (its noncurrent versions a day later)."
   type        = number
   default     = 90
 

@@ -25,6 +25,9 @@ module "env" {
   additional_auth_audiences = var.additional_auth_audiences
   additional_invokers       = var.additional_invokers
   gcs_source_bucket         = var.gcs_source_bucket
+  gcs_event_delivery        = var.gcs_event_delivery
+  command_ops               = var.command_ops
+  sync_delete               = var.sync_delete
   log_format                = var.log_format
   max_body_bytes            = var.max_body_bytes
   max_object_bytes          = var.max_object_bytes
@@ -38,7 +41,9 @@ module "env" {
 locals {
   service_url          = module.env.service_url
   pubsub_service_agent = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-  with_eventarc        = var.gcs_source_bucket != null
+  with_gcs_events      = var.gcs_source_bucket != null
+  with_notification    = local.with_gcs_events && var.gcs_event_delivery == "notification"
+  with_eventarc        = local.with_gcs_events && var.gcs_event_delivery == "eventarc"
 
   apis = toset([
     "run.googleapis.com",
@@ -79,19 +84,38 @@ resource "google_service_account" "push" {
   description  = "Pub/Sub push identity that invokes ${var.name}."
 }
 
-# Eventarc delivers Cloud Storage events with a token of this account.
+# The tasks subscription pushes the service's own tasks to /tasks with a
+# token of this account (TASKS_PUSH_EMAIL). It is an invoker of the service
+# but not in AUTH_ALLOWED_EMAILS: the service accepts it at /tasks only.
+resource "google_service_account" "tasks_push" {
+  project      = var.project_id
+  account_id   = module.env.tasks_account_id
+  display_name = "${var.name} tasks push"
+  description  = "Pub/Sub push identity of ${var.name}'s own tasks subscription (POST /tasks only)."
+}
+
+# The source bucket's events are delivered with a token of this account: the
+# notification subscription's push identity, or the Eventarc triggers' account.
 resource "google_service_account" "events" {
-  count = local.with_eventarc ? 1 : 0
+  count = local.with_gcs_events ? 1 : 0
 
   project      = var.project_id
   account_id   = module.env.events_account_id
-  display_name = "${var.name} Eventarc trigger"
-  description  = "Eventarc identity that invokes ${var.name}."
+  display_name = "${var.name} Cloud Storage events"
+  description  = "Identity that delivers the Cloud Storage events of gs://${var.gcs_source_bucket} to ${var.name}."
 }
 
 # The Pub/Sub service agent mints the push tokens.
 resource "google_service_account_iam_member" "push_token_creator" {
-  service_account_id = google_service_account.push.name
+  for_each = merge(
+    {
+      push  = google_service_account.push.name
+      tasks = google_service_account.tasks_push.name
+    },
+    local.with_notification ? { events = google_service_account.events[0].name } : {},
+  )
+
+  service_account_id = each.value
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = "serviceAccount:${local.pubsub_service_agent}"
 
@@ -199,12 +223,27 @@ resource "google_cloud_run_v2_service_iam_member" "invokers" {
 }
 
 # ---------------------------------------------------------------------------
-# Pub/Sub: command topic, push subscription, dead-letter topic
+# Pub/Sub: the outside commands topic, the service's own tasks topic, their
+# push subscriptions and the dead-letter topic
 # ---------------------------------------------------------------------------
 
+# Outside publishers publish commands here (the service does not); they are
+# pushed to POST /pubsub, an outside door (COMMAND_OPS).
 resource "google_pubsub_topic" "commands" {
   project                    = var.project_id
-  name                       = "${var.name}-commands"
+  name                       = module.env.commands_topic_name
+  kms_key_name               = var.kms_key_name
+  message_retention_duration = var.message_retention_duration
+  labels                     = var.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# The service's own tasks (sync pages, replicate, replicate_part,
+# delete_replica): only the runtime account publishes here (TASKS_TOPIC).
+resource "google_pubsub_topic" "tasks" {
+  project                    = var.project_id
+  name                       = module.env.tasks_topic_name
   kms_key_name               = var.kms_key_name
   message_retention_duration = var.message_retention_duration
   labels                     = var.labels
@@ -224,7 +263,8 @@ resource "google_pubsub_topic" "dead_letter" {
 
 # Messages that can never succeed (400) or that exhausted their attempts are
 # kept here for inspection and replay; a topic without a subscription would
-# drop them.
+# drop them. Every push subscription dead-letters here; the message's
+# CloudPubSubDeadLetterSourceSubscription attribute names the one it came from.
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project_id
   name                       = "${var.name}-dead-letter"
@@ -276,16 +316,56 @@ resource "google_pubsub_subscription" "push" {
   ]
 }
 
-# Sync pages and part tasks publish further commands to the commands topic.
-resource "google_pubsub_topic_iam_member" "runtime_publisher" {
+# The service's own tasks, pushed to the inside door POST /tasks with a token
+# of the tasks account, which the service accepts there and nowhere else.
+resource "google_pubsub_subscription" "tasks" {
+  project                    = var.project_id
+  name                       = "${var.name}-tasks"
+  topic                      = google_pubsub_topic.tasks.id
+  ack_deadline_seconds       = var.ack_deadline_seconds
+  message_retention_duration = var.message_retention_duration
+  labels                     = var.labels
+
+  push_config {
+    push_endpoint = module.env.tasks_push_endpoint
+
+    oidc_token {
+      service_account_email = google_service_account.tasks_push.email
+      audience              = module.env.push_audience
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = var.retry_minimum_backoff
+    maximum_backoff = var.retry_maximum_backoff
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.invokers,
+    google_service_account_iam_member.push_token_creator,
+  ]
+}
+
+# Sync pages and part tasks publish the service's own tasks: the runtime
+# account is the only publisher of the tasks topic, and publishes nowhere else.
+resource "google_pubsub_topic_iam_member" "runtime_tasks_publisher" {
   project = var.project_id
-  topic   = google_pubsub_topic.commands.name
+  topic   = google_pubsub_topic.tasks.name
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${google_service_account.runtime.email}"
 }
 
 # Dead-lettering needs the Pub/Sub service agent to publish to the dead-letter
-# topic and to acknowledge on the source subscription.
+# topic and to acknowledge on each source subscription.
 resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   project = var.project_id
   topic   = google_pubsub_topic.dead_letter.name
@@ -294,24 +374,131 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  for_each = merge(
+    {
+      push  = google_pubsub_subscription.push.name
+      tasks = google_pubsub_subscription.tasks.name
+    },
+    local.with_notification ? { gcs_events = google_pubsub_subscription.gcs_events[0].name } : {},
+  )
+
   project      = var.project_id
-  subscription = google_pubsub_subscription.push.name
+  subscription = each.value
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${local.pubsub_service_agent}"
 }
 
 # ---------------------------------------------------------------------------
-# Eventarc: Cloud Storage finalize events -> POST /events
+# Cloud Storage events of the source bucket: all four types
+# (finalized, deleted, archived, metadataUpdated)
 # ---------------------------------------------------------------------------
 
 data "google_storage_project_service_account" "gcs" {
-  count = local.with_eventarc ? 1 : 0
+  count = local.with_gcs_events ? 1 : 0
 
   project = var.project_id
 }
 
-# Eventarc's Cloud Storage triggers publish through Pub/Sub as the Cloud
-# Storage service agent.
+# Replication reads the objects as the runtime identity.
+resource "google_storage_bucket_iam_member" "source_reader" {
+  count = local.with_gcs_events && var.grant_source_bucket_read ? 1 : 0
+
+  bucket = var.gcs_source_bucket
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# --- gcs_event_delivery = "notification" (default) ---------------------------
+# A Cloud Storage notification publishes every event of the bucket to a topic
+# of this deployment, and a push subscription of ours delivers it to POST
+# /pubsub with the events account's token, a retry policy and a dead-letter
+# policy. Eventarc's Cloud Storage triggers cannot have a dead letter in
+# Terraform: their transport subscription is created and managed by Eventarc,
+# and a trigger's transport topic can be chosen only for Pub/Sub-sourced
+# triggers (README, "Cloud Storage events").
+
+resource "google_pubsub_topic" "gcs_events" {
+  count = local.with_notification ? 1 : 0
+
+  project                    = var.project_id
+  name                       = "${var.name}-gcs-events"
+  kms_key_name               = var.kms_key_name
+  message_retention_duration = var.message_retention_duration
+  labels                     = var.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# The Cloud Storage service agent publishes the notifications: on this topic
+# only, not project-wide.
+resource "google_pubsub_topic_iam_member" "gcs_events_publisher" {
+  count = local.with_notification ? 1 : 0
+
+  project = var.project_id
+  topic   = google_pubsub_topic.gcs_events[0].name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.gcs[0].email_address}"
+}
+
+resource "google_storage_notification" "gcs_events" {
+  count = local.with_notification ? 1 : 0
+
+  bucket         = var.gcs_source_bucket
+  topic          = google_pubsub_topic.gcs_events[0].id
+  payload_format = "JSON_API_V1"
+  event_types    = [for e in values(module.env.gcs_events) : e.notification]
+
+  depends_on = [google_pubsub_topic_iam_member.gcs_events_publisher]
+}
+
+resource "google_pubsub_subscription" "gcs_events" {
+  count = local.with_notification ? 1 : 0
+
+  project                    = var.project_id
+  name                       = "${var.name}-gcs-events"
+  topic                      = google_pubsub_topic.gcs_events[0].id
+  ack_deadline_seconds       = var.ack_deadline_seconds
+  message_retention_duration = var.message_retention_duration
+  labels                     = var.labels
+
+  push_config {
+    push_endpoint = "${module.env.service_url}${module.env.gcs_events_path}"
+
+    oidc_token {
+      service_account_email = google_service_account.events[0].email
+      audience              = module.env.push_audience
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = var.retry_minimum_backoff
+    maximum_backoff = var.retry_maximum_backoff
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.invokers,
+    google_service_account_iam_member.push_token_creator,
+  ]
+}
+
+# --- gcs_event_delivery = "eventarc" -----------------------------------------
+# One trigger per event type (a trigger matches one type), all to POST
+# /events. Eventarc creates and manages each trigger's transport topic and
+# subscription; their retry and dead-letter settings can only be changed on
+# that subscription outside Terraform (output eventarc_transport_subscriptions).
+
+# Eventarc's Cloud Storage triggers publish to the transport topics Eventarc
+# creates, whose names are not known beforehand, as the Cloud Storage service
+# agent: project-wide, as Eventarc documents.
 resource "google_project_iam_member" "gcs_pubsub_publisher" {
   count = local.with_eventarc ? 1 : 0
 
@@ -328,27 +515,18 @@ resource "google_project_iam_member" "events_receiver" {
   member  = "serviceAccount:${google_service_account.events[0].email}"
 }
 
-# Replication reads the finalized objects as the runtime identity.
-resource "google_storage_bucket_iam_member" "source_reader" {
-  count = local.with_eventarc && var.grant_source_bucket_read ? 1 : 0
-
-  bucket = var.gcs_source_bucket
-  role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.runtime.email}"
-}
-
-resource "google_eventarc_trigger" "gcs_finalized" {
-  count = local.with_eventarc ? 1 : 0
+resource "google_eventarc_trigger" "gcs" {
+  for_each = local.with_eventarc ? module.env.gcs_events : {}
 
   project         = var.project_id
-  name            = "${var.name}-gcs-finalized"
+  name            = "${var.name}-gcs-${lower(each.key)}"
   location        = var.region
   service_account = google_service_account.events[0].email
   labels          = var.labels
 
   matching_criteria {
     attribute = "type"
-    value     = "google.cloud.storage.object.v1.finalized"
+    value     = each.value.eventarc
   }
 
   matching_criteria {
@@ -360,7 +538,7 @@ resource "google_eventarc_trigger" "gcs_finalized" {
     cloud_run_service {
       service = google_cloud_run_v2_service.this.name
       region  = var.region
-      path    = "/events"
+      path    = module.env.gcs_events_path
     }
   }
 
@@ -369,4 +547,20 @@ resource "google_eventarc_trigger" "gcs_finalized" {
     google_project_iam_member.events_receiver,
     google_cloud_run_v2_service_iam_member.invokers,
   ]
+}
+
+# Earlier addresses of resources that are now one of several.
+moved {
+  from = google_eventarc_trigger.gcs_finalized[0]
+  to   = google_eventarc_trigger.gcs["finalized"]
+}
+
+moved {
+  from = google_service_account_iam_member.push_token_creator
+  to   = google_service_account_iam_member.push_token_creator["push"]
+}
+
+moved {
+  from = google_pubsub_subscription_iam_member.dead_letter_subscriber
+  to   = google_pubsub_subscription_iam_member.dead_letter_subscriber["push"]
 }

@@ -24,17 +24,32 @@ output "service_uri" {
 }
 
 output "pubsub_topic" {
-  description = "Full id of the topic that carries commands to the service."
+  description = "Full id of the outside commands topic, pushed to /pubsub. The service does not publish here; grant outside publishers roles/pubsub.publisher on it."
   value       = google_pubsub_topic.commands.id
 }
 
 output "push_subscription" {
-  description = "Full id of the push subscription."
+  description = "Full id of the commands topic's push subscription."
   value       = google_pubsub_subscription.push.id
 }
 
+output "tasks_topic" {
+  description = "Full id of the service's own tasks topic (TASKS_TOPIC); only the runtime account publishes to it."
+  value       = google_pubsub_topic.tasks.id
+}
+
+output "tasks_subscription" {
+  description = "Full id of the tasks topic's push subscription, which delivers to /tasks."
+  value       = google_pubsub_subscription.tasks.id
+}
+
+output "tasks_push_service_account_email" {
+  description = "Identity the tasks subscription pushes with (TASKS_PUSH_EMAIL); accepted at /tasks only."
+  value       = google_service_account.tasks_push.email
+}
+
 output "dead_letter_topic" {
-  description = "Full id of the dead-letter topic."
+  description = "Full id of the dead-letter topic of every push subscription."
   value       = google_pubsub_topic.dead_letter.id
 }
 
@@ -44,18 +59,38 @@ output "dead_letter_subscription" {
 }
 
 output "push_service_account_email" {
-  description = "Identity Pub/Sub push calls the service with."
+  description = "Identity the commands subscription pushes with."
   value       = google_service_account.push.email
 }
 
 output "eventarc_service_account_email" {
-  description = "Identity Eventarc calls the service with (null without a trigger)."
-  value       = local.with_eventarc ? google_service_account.events[0].email : null
+  description = "Identity the source bucket's events are delivered with: the notification subscription's push identity or the Eventarc triggers' account (null without a source bucket)."
+  value       = local.with_gcs_events ? google_service_account.events[0].email : null
 }
 
-output "eventarc_trigger" {
-  description = "Id of the Eventarc trigger on the Cloud Storage bucket (null without one)."
-  value       = local.with_eventarc ? google_eventarc_trigger.gcs_finalized[0].id : null
+output "gcs_event_types" {
+  description = "Cloud Storage event types of the source bucket delivered to the service: Eventarc CloudEvent types for gcs_event_delivery = \"eventarc\", notification event types otherwise (empty without a source bucket)."
+  value       = [for e in values(module.env.gcs_events) : local.with_eventarc ? e.eventarc : e.notification]
+}
+
+output "gcs_notification_topic" {
+  description = "Full id of the topic the source bucket's Cloud Storage notification publishes to (null unless gcs_event_delivery = \"notification\" with a source bucket)."
+  value       = local.with_notification ? google_pubsub_topic.gcs_events[0].id : null
+}
+
+output "gcs_events_subscription" {
+  description = "Full id of the push subscription that delivers the source bucket's notifications to /pubsub, with the dead-letter policy (null unless notifications are used)."
+  value       = local.with_notification ? google_pubsub_subscription.gcs_events[0].id : null
+}
+
+output "eventarc_triggers" {
+  description = "Ids of the Eventarc triggers on the source bucket, by event type short name (empty unless gcs_event_delivery = \"eventarc\")."
+  value       = { for k, t in google_eventarc_trigger.gcs : k => t.id }
+}
+
+output "eventarc_transport_subscriptions" {
+  description = "The Pub/Sub subscriptions Eventarc created for its triggers, by event type short name; their dead-letter topic is set outside Terraform (README, \"Cloud Storage events\")."
+  value       = { for k, t in google_eventarc_trigger.gcs : k => try(t.transport[0].pubsub[0].subscription, null) }
 }
 
 output "auth_audiences" {

@@ -9,7 +9,7 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Region of the Cloud Run service and the Eventarc trigger, e.g. europe-west1. The Eventarc trigger must be in the bucket's location (or a region inside its multi-region)."
+  description = "Region of the Cloud Run service and the Eventarc triggers, e.g. europe-west1. Eventarc triggers (gcs_event_delivery = \"eventarc\") must be in the bucket's location (or a region inside its multi-region)."
   type        = string
 
   validation {
@@ -25,7 +25,7 @@ variable "name" {
 
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]{4,21}[a-z0-9]$", var.name))
-    error_message = "name must be 6-23 characters of lower-case letters, digits and '-', starting with a letter, so that \"<name>-events\" is still a valid service account id."
+    error_message = "name must be 6-23 characters of lower-case letters, digits and '-', starting with a letter, so that \"<name>-events\" and \"<name>-tasks\" are still valid service account ids."
   }
 }
 
@@ -102,14 +102,31 @@ variable "target_audience" {
 }
 
 variable "auth_mode" {
-  description = "How the service authenticates its callers (AUTH_MODE): \"verify\" checks the Google signature itself, \"cloud-run-iam\" relies on Cloud Run's IAM check and still checks aud, exp and the allowed emails, \"none\" is for local use only."
+  description = "How the service authenticates its callers (AUTH_MODE): \"verify\" checks the Google signature itself, \"cloud-run-iam\" relies on Cloud Run's IAM check and still checks aud, exp and the allowed emails. The binary's \"none\" is for local use only and refused here."
   type        = string
   default     = "cloud-run-iam"
 
   validation {
-    condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
-    error_message = "auth_mode must be one of verify, cloud-run-iam, none."
+    condition     = contains(["verify", "cloud-run-iam"], var.auth_mode)
+    error_message = "auth_mode must be verify or cloud-run-iam (\"none\" is for local use only)."
   }
+}
+
+variable "command_ops" {
+  description = "COMMAND_OPS: the ops the outside doors (/pubsub, /events, /v1/*) accept; any of put, copy, delete, replicate, sync. Another op answers 403 op_not_allowed. The service's own tasks reach /tasks whatever this says."
+  type        = list(string)
+  default     = ["put", "copy", "delete", "replicate", "sync"]
+
+  validation {
+    condition     = length(var.command_ops) > 0 && alltrue([for op in var.command_ops : contains(["put", "copy", "delete", "replicate", "sync"], op)]) && length(distinct(var.command_ops)) == length(var.command_ops)
+    error_message = "command_ops must be a non-empty list of distinct ops among put, copy, delete, replicate, sync."
+  }
+}
+
+variable "sync_delete" {
+  description = "SYNC_DELETE: whether a sync command may ask for \"delete\": true, which removes the replicas whose Cloud Storage object is gone. false: such a sync answers 403 op_not_allowed."
+  type        = bool
+  default     = false
 }
 
 variable "additional_auth_audiences" {
@@ -277,6 +294,11 @@ variable "extra_env" {
   description = "Further environment variables for the container (e.g. RUST_LOG). Must not repeat the ones this module sets."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = !contains(keys(var.extra_env), "PUBSUB_TOPIC")
+    error_message = "extra_env must not set PUBSUB_TOPIC: the service publishes its own tasks to TASKS_TOPIC, which this module sets, and refuses PUBSUB_TOPIC."
+  }
 }
 
 variable "ingress" {
@@ -291,7 +313,7 @@ variable "ingress" {
 }
 
 variable "ack_deadline_seconds" {
-  description = "Ack deadline of the push subscription: how long Pub/Sub waits for the service's answer before redelivering."
+  description = "Ack deadline of the push subscriptions (commands, tasks, Cloud Storage notifications): how long Pub/Sub waits for the service's answer before redelivering."
   type        = number
   default     = 300
 
@@ -302,7 +324,7 @@ variable "ack_deadline_seconds" {
 }
 
 variable "retry_minimum_backoff" {
-  description = "Minimum delay of the subscription's exponential retry policy, in seconds with an 's' suffix."
+  description = "Minimum delay of the push subscriptions' exponential retry policy, in seconds with an 's' suffix."
   type        = string
   default     = "10s"
 
@@ -313,7 +335,7 @@ variable "retry_minimum_backoff" {
 }
 
 variable "retry_maximum_backoff" {
-  description = "Maximum delay of the subscription's exponential retry policy (at most 600s)."
+  description = "Maximum delay of the push subscriptions' exponential retry policy (at most 600s)."
   type        = string
   default     = "600s"
 
@@ -346,13 +368,24 @@ variable "message_retention_duration" {
 }
 
 variable "gcs_source_bucket" {
-  description = "Cloud Storage bucket whose finalized objects are replicated to S3 through an Eventarc trigger. Null for no trigger."
+  description = "Cloud Storage bucket replicated to S3: its finalized, deleted, archived and metadataUpdated events reach the service (see gcs_event_delivery), and it is the service's GCS_SOURCE_BUCKETS. Null for none."
   type        = string
   default     = null
 
   validation {
     condition     = var.gcs_source_bucket == null || can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", var.gcs_source_bucket))
     error_message = "gcs_source_bucket must be a Cloud Storage bucket name."
+  }
+}
+
+variable "gcs_event_delivery" {
+  description = "How gcs_source_bucket's events reach the service. \"notification\" (default): a Cloud Storage Pub/Sub notification (JSON_API_V1, all four event types) to the topic <name>-gcs-events, pushed to /pubsub by a subscription with a retry policy and the dead-letter topic. \"eventarc\": one Eventarc trigger per event type to /events; Eventarc manages their Pub/Sub subscriptions, whose dead-letter topic Terraform cannot set."
+  type        = string
+  default     = "notification"
+
+  validation {
+    condition     = contains(["notification", "eventarc"], var.gcs_event_delivery)
+    error_message = "gcs_event_delivery must be notification or eventarc."
   }
 }
 

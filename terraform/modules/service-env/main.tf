@@ -1,8 +1,8 @@
 # What the Cloud Run service is given and who may call it, computed from the
 # inputs alone: the gcp module uses it to build the service, the push
-# subscription and the Eventarc trigger, and tests/integration/terraform_env.rs renders
-# it offline and runs the binary with exactly this environment behind the
-# test kit's Cloud Run front end.
+# subscriptions and the Cloud Storage event delivery, and
+# tests/integration/terraform_env.rs renders it offline and runs the binary
+# with exactly this environment behind the test kit's Cloud Run front end.
 
 locals {
   # Cloud Run's deterministic URL (https://SERVICE-PROJECT_NUMBER.REGION.run.app)
@@ -13,35 +13,74 @@ locals {
   runtime_account_id = var.name
   push_account_id    = "${var.name}-push"
   events_account_id  = "${var.name}-events"
-  sa_domain          = "${var.project_id}.iam.gserviceaccount.com"
-  runtime_email      = "${local.runtime_account_id}@${local.sa_domain}"
-  push_email         = "${local.push_account_id}@${local.sa_domain}"
-  with_eventarc      = var.gcs_source_bucket != null
-  events_email       = local.with_eventarc ? "${local.events_account_id}@${local.sa_domain}" : null
+  # The tasks subscription's push identity: an account of its own, which only
+  # the /tasks door accepts (TASKS_PUSH_EMAIL). "<name>-tasks" rather than
+  # "<name>-tasks-push": account ids are at most 30 characters.
+  tasks_account_id = "${var.name}-tasks"
+  sa_domain        = "${var.project_id}.iam.gserviceaccount.com"
+  runtime_email    = "${local.runtime_account_id}@${local.sa_domain}"
+  push_email       = "${local.push_account_id}@${local.sa_domain}"
+  tasks_email      = "${local.tasks_account_id}@${local.sa_domain}"
+  with_gcs_events  = var.gcs_source_bucket != null
+  events_email     = local.with_gcs_events ? "${local.events_account_id}@${local.sa_domain}" : null
 
-  # Pub/Sub mints the push token for this audience; Eventarc mints its
+  # Pub/Sub mints the push tokens for this audience; Eventarc mints its
   # tokens for the service URL.
   push_audience = local.service_url
   push_endpoint = "${local.service_url}/pubsub"
 
-  # Sync pages and part tasks publish further commands to the commands topic.
-  commands_topic = "projects/${var.project_id}/topics/${var.name}-commands"
+  # The outside commands topic (outside publishers publish there, the service
+  # does not) and the service's own tasks topic (sync pages, replicate,
+  # replicate_part and delete_replica tasks), pushed to the inside door.
+  commands_topic_name = "${var.name}-commands"
+  tasks_topic_name    = "${var.name}-tasks"
+  tasks_topic         = "projects/${var.project_id}/topics/${local.tasks_topic_name}"
+  tasks_push_endpoint = "${local.service_url}/tasks"
+
+  # The four Cloud Storage event types of the source bucket: the Eventarc
+  # CloudEvent type (one trigger each, to /events) and the Pub/Sub
+  # notification event type (one notification for all four, pushed to
+  # /pubsub), by short name.
+  gcs_event_types = {
+    finalized = {
+      eventarc     = "google.cloud.storage.object.v1.finalized"
+      notification = "OBJECT_FINALIZE"
+    }
+    deleted = {
+      eventarc     = "google.cloud.storage.object.v1.deleted"
+      notification = "OBJECT_DELETE"
+    }
+    archived = {
+      eventarc     = "google.cloud.storage.object.v1.archived"
+      notification = "OBJECT_ARCHIVE"
+    }
+    metadataUpdated = {
+      eventarc     = "google.cloud.storage.object.v1.metadataUpdated"
+      notification = "OBJECT_METADATA_UPDATE"
+    }
+  }
+  gcs_events      = local.with_gcs_events ? local.gcs_event_types : {}
+  gcs_events_path = var.gcs_event_delivery == "eventarc" ? "/events" : "/pubsub"
 
   additional_emails = [
     for m in var.additional_invokers : split(":", m)[1]
     if startswith(m, "serviceAccount:") || startswith(m, "user:")
   ]
 
+  # The tasks account invokes the service (roles/run.invoker) but is not in
+  # AUTH_ALLOWED_EMAILS: the service accepts it at /tasks only, by
+  # TASKS_PUSH_EMAIL.
   invoker_members = distinct(concat(
     ["serviceAccount:${local.push_email}"],
-    local.with_eventarc ? ["serviceAccount:${local.events_email}"] : [],
+    ["serviceAccount:${local.tasks_email}"],
+    local.with_gcs_events ? ["serviceAccount:${local.events_email}"] : [],
     var.additional_invokers,
   ))
 
   auth_audiences = distinct(concat([local.service_url], var.additional_auth_audiences))
   auth_allowed_emails = distinct(concat(
     [local.push_email],
-    local.with_eventarc ? [local.events_email] : [],
+    local.with_gcs_events ? [local.events_email] : [],
     local.additional_emails,
   ))
 
@@ -61,8 +100,11 @@ locals {
     MAX_OBJECT_BYTES          = tostring(var.max_object_bytes)
     BUFFER_BUDGET_BYTES       = var.buffer_budget_bytes == null ? "" : tostring(var.buffer_budget_bytes)
     REQUEST_TIMEOUT_SECONDS   = tostring(max(var.request_timeout_seconds - 5, 1))
-    GCS_SOURCE_BUCKETS        = local.with_eventarc ? var.gcs_source_bucket : ""
-    PUBSUB_TOPIC              = local.commands_topic
+    GCS_SOURCE_BUCKETS        = local.with_gcs_events ? var.gcs_source_bucket : ""
+    TASKS_TOPIC               = local.tasks_topic
+    TASKS_PUSH_EMAIL          = local.tasks_email
+    COMMAND_OPS               = join(",", var.command_ops)
+    SYNC_DELETE               = tostring(var.sync_delete)
     PART_TASK_BYTES           = tostring(var.part_task_bytes)
   })
 }

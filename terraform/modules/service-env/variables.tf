@@ -56,13 +56,13 @@ variable "s3_prefix" {
 }
 
 variable "auth_mode" {
-  description = "AUTH_MODE: cloud-run-iam (Cloud Run checks the signature and roles/run.invoker), verify or none."
+  description = "AUTH_MODE: cloud-run-iam (Cloud Run checks the signature and roles/run.invoker) or verify. \"none\" (no authentication) is for local use and never deployed."
   type        = string
   default     = "cloud-run-iam"
 
   validation {
-    condition     = contains(["verify", "cloud-run-iam", "none"], var.auth_mode)
-    error_message = "auth_mode must be one of verify, cloud-run-iam, none."
+    condition     = contains(["verify", "cloud-run-iam"], var.auth_mode)
+    error_message = "auth_mode must be verify or cloud-run-iam (\"none\" is for local use only)."
   }
 }
 
@@ -79,9 +79,37 @@ variable "additional_invokers" {
 }
 
 variable "gcs_source_bucket" {
-  description = "Cloud Storage bucket wired to Eventarc and replicated (GCS_SOURCE_BUCKETS); null for none."
+  description = "Cloud Storage bucket whose events (all four types) are delivered to the service and which replication reads (GCS_SOURCE_BUCKETS); null for none."
   type        = string
   default     = null
+}
+
+variable "gcs_event_delivery" {
+  description = "How the source bucket's events reach the service: \"notification\" (a Cloud Storage Pub/Sub notification to a topic of this deployment, pushed to /pubsub by a subscription with a dead-letter policy) or \"eventarc\" (one Eventarc trigger per event type to /events; Eventarc's own transport subscriptions have no dead-letter topic unless set outside Terraform)."
+  type        = string
+  default     = "notification"
+
+  validation {
+    condition     = contains(["notification", "eventarc"], var.gcs_event_delivery)
+    error_message = "gcs_event_delivery must be notification or eventarc."
+  }
+}
+
+variable "command_ops" {
+  description = "COMMAND_OPS: the ops the outside doors (/pubsub, /events, /v1/*) accept; any of put, copy, delete, replicate, sync."
+  type        = list(string)
+  default     = ["put", "copy", "delete", "replicate", "sync"]
+
+  validation {
+    condition     = length(var.command_ops) > 0 && alltrue([for op in var.command_ops : contains(["put", "copy", "delete", "replicate", "sync"], op)]) && length(distinct(var.command_ops)) == length(var.command_ops)
+    error_message = "command_ops must be a non-empty list of distinct ops among put, copy, delete, replicate, sync (an empty COMMAND_OPS would fall back to the service's default, all of them)."
+  }
+}
+
+variable "sync_delete" {
+  description = "SYNC_DELETE: whether a sync command may ask for \"delete\": true (removing replicas whose object is gone)."
+  type        = bool
+  default     = false
 }
 
 variable "log_format" {
@@ -129,6 +157,11 @@ variable "extra_env" {
   description = "Further environment variables; must not repeat the ones computed here."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = !contains(keys(var.extra_env), "PUBSUB_TOPIC")
+    error_message = "extra_env must not set PUBSUB_TOPIC: the service publishes its tasks to TASKS_TOPIC, which this module sets, and refuses PUBSUB_TOPIC."
+  }
 }
 
 variable "part_task_bytes" {
