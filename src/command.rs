@@ -54,6 +54,8 @@ pub enum Command {
     /// Remove the replica of an object a sync found missing, once Cloud
     /// Storage confirms it is gone.
     DeleteOrphan(GcsObject),
+    /// Give the replica of a generation the object's new metadata.
+    UpdateMetadata(GcsObject),
     /// A known event that needs no work (e.g. a metadata update).
     Ignore {
         /// Why.
@@ -79,14 +81,12 @@ pub(crate) enum StorageChange {
 impl Command {
     /// The work a Cloud Storage change asks for: replicate a new generation,
     /// remove the replica of a generation that is no longer live (unless the
-    /// replica is newer), nothing for a metadata update.
+    /// replica is newer), update the replica's metadata.
     pub(crate) fn for_storage_change(change: StorageChange, obj: GcsObject) -> Command {
         match change {
             StorageChange::Finalized => Command::Replicate(obj),
             StorageChange::Deleted | StorageChange::Archived => Command::DeleteReplica(obj),
-            StorageChange::MetadataUpdated => Command::Ignore {
-                reason: "metadata updates are not replicated".into(),
-            },
+            StorageChange::MetadataUpdated => Command::UpdateMetadata(obj),
         }
     }
 }
@@ -344,6 +344,9 @@ pub(crate) async fn execute(
         Command::DeleteOrphan(obj) => Ok(Outcome::Replica(
             crate::sync::delete_orphan(replicator, &obj).await?,
         )),
+        Command::UpdateMetadata(obj) => {
+            Ok(Outcome::Replica(replicator.update_metadata(&obj).await?))
+        }
         Command::Ignore { reason } => Ok(Outcome::Ignored { reason }),
     }
 }

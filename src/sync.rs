@@ -401,31 +401,13 @@ pub(crate) async fn run_page(
 }
 
 /// A `delete_replica` command: removes the replica of `gs://bucket/name`
-/// only when Cloud Storage says the object is gone.
+/// only when Cloud Storage says the object is gone (see
+/// [`Replicator::remove_orphan`]).
 pub(crate) async fn delete_orphan(
     r: &Replicator,
     obj: &GcsObject,
 ) -> Result<ReplicaOutcome, ReplicateError> {
-    let fanout = r
-        .fanout()
-        .ok_or(ReplicateError::NotConfigured("delete_replica"))?;
-    fanout
-        .config
-        .replication
-        .source_buckets
-        .check(&obj.bucket)?;
-    let key = r.storage().key(&obj.name)?;
-    match r.gcs().metadata(&obj.bucket, &obj.name).await {
-        Ok(live) => {
-            tracing::info!(key = %key, generation = live.generation, "the source object exists; replica kept");
-            Ok(ReplicaOutcome::ReplicaKept {
-                key: key.relative().to_owned(),
-                reason: "the source object exists".into(),
-            })
-        }
-        Err(GcsError::Gone(_)) => Ok(r.delete_replica(obj).await?),
-        Err(e) => Err(e.into()),
-    }
+    r.remove_orphan(obj).await
 }
 
 #[cfg(test)]
