@@ -4,10 +4,12 @@
 While moto's no-auth allowance lasts (unlimited until reset-auth is called),
 this creates:
   - IAM user rig-admin with an inline Allow * on * and an access key;
-  - bucket bridge-test (us-east-1);
+  - bucket bridge-test (us-east-1), and bucket bridge-test-versioned with
+    versioning on (the Terraform's default), for the tests of removals on a
+    versioned bucket;
   - IAM role bridge-test-role (MaxSessionDuration 43200) trusting
     accounts.google.com for sts:AssumeRoleWithWebIdentity, with an inline
-    policy limited to the bucket and the allowed/ prefix;
+    policy limited to the two buckets and the allowed/ prefix;
   - IAM role bridge-test-reader, with the same trust policy and a policy that
     may only read and list under allowed/ (a second role for the credential
     server's named roles);
@@ -30,6 +32,7 @@ from botocore.exceptions import ClientError
 
 REGION = "us-east-1"
 BUCKET = "bridge-test"
+VERSIONED_BUCKET = "bridge-test-versioned"
 ROLE = "bridge-test-role"
 ALLOWED_PREFIX = "allowed/"
 ADMIN = "rig-admin"
@@ -66,14 +69,25 @@ ROLE_POLICY = {
                 # Terraform's aws_s3_object reads an object's tags
                 # (tests/integration/sdk_clients.rs).
                 "s3:GetObjectTagging",
+                # Removals on a versioned bucket: a checked version, and the
+                # older replica versions (as the Terraform grants).
+                "s3:GetObjectVersion",
+                "s3:DeleteObjectVersion",
             ],
-            "Resource": f"arn:aws:s3:::{BUCKET}/{ALLOWED_PREFIX}*",
+            "Resource": [
+                f"arn:aws:s3:::{BUCKET}/{ALLOWED_PREFIX}*",
+                f"arn:aws:s3:::{VERSIONED_BUCKET}/{ALLOWED_PREFIX}*",
+            ],
         },
         {
             "Sid": "Bucket",
             "Effect": "Allow",
-            "Action": ["s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads"],
-            "Resource": f"arn:aws:s3:::{BUCKET}",
+            "Action": [
+                "s3:ListBucket",
+                "s3:ListBucketMultipartUploads",
+                "s3:ListBucketVersions",
+            ],
+            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{VERSIONED_BUCKET}"],
         },
         {
             "Sid": "Buckets",
@@ -129,7 +143,12 @@ def main(endpoint: str) -> None:
     )
     key = iam.create_access_key(UserName=ADMIN)["AccessKey"]
 
-    client("s3", endpoint).create_bucket(Bucket=BUCKET)
+    s3 = client("s3", endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket=VERSIONED_BUCKET)
+    s3.put_bucket_versioning(
+        Bucket=VERSIONED_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
 
     role = iam.create_role(
         RoleName=ROLE,
@@ -177,6 +196,7 @@ def main(endpoint: str) -> None:
         "RIG_ADMIN_ACCESS_KEY_ID": key["AccessKeyId"],
         "RIG_ADMIN_SECRET_ACCESS_KEY": key["SecretAccessKey"],
         "RIG_BUCKET": BUCKET,
+        "RIG_VERSIONED_BUCKET": VERSIONED_BUCKET,
         "RIG_ROLE_ARN": role["Arn"],
         "RIG_READER_ROLE_ARN": reader["Arn"],
         "RIG_ALLOWED_PREFIX": ALLOWED_PREFIX,

@@ -315,11 +315,6 @@ pub(crate) enum Outcome {
     Replica(ReplicaOutcome),
     /// A sync page published its tasks.
     Sync(crate::sync::SyncOutcome),
-    /// Nothing to do.
-    Ignored {
-        /// Why.
-        reason: String,
-    },
 }
 
 impl Outcome {
@@ -332,9 +327,6 @@ impl Outcome {
             Outcome::Deleted { key } => serde_json::json!({ "status": "deleted", "key": key }),
             Outcome::Replica(r) => r.to_json(),
             Outcome::Sync(s) => s.to_json(),
-            Outcome::Ignored { reason } => {
-                serde_json::json!({ "status": "ignored", "reason": reason })
-            }
         }
     }
 }
@@ -642,9 +634,9 @@ pub(crate) async fn execute(
             StorageChange::Deleted | StorageChange::Archived => {
                 Outcome::Replica(replicator.delete_replica(&obj).await?)
             }
-            StorageChange::MetadataUpdated => Outcome::Ignored {
-                reason: "metadata updates are not replicated".into(),
-            },
+            StorageChange::MetadataUpdated => {
+                Outcome::Replica(replicator.update_metadata(&obj).await?)
+            }
         }),
     }
 }

@@ -35,6 +35,10 @@ pub struct GcsObject {
     /// Generation; strings and numbers both accepted.
     #[serde(default, deserialize_with = "de_i64_opt")]
     pub(crate) generation: Option<i64>,
+    /// Metageneration (of the generation's metadata); strings and numbers
+    /// both accepted.
+    #[serde(default, deserialize_with = "de_i64_opt")]
+    pub(crate) metageneration: Option<i64>,
     /// CRC32C, base64 of the big-endian bytes.
     #[serde(default)]
     pub(crate) crc32c: Option<String>,
@@ -245,13 +249,15 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(o.generation, Some(96883251));
+        assert_eq!(o.metageneration, Some(1));
         assert_eq!(o.size, Some(0));
         assert_eq!(o.content_encoding.as_deref(), Some("gzip"));
         let o: GcsObject = serde_json::from_str(
-            r#"{"bucket":"b","name":"n","generation":"1588778055917163","size":"12"}"#,
+            r#"{"bucket":"b","name":"n","generation":"1588778055917163","metageneration":"3","size":"12"}"#,
         )
         .unwrap();
         assert_eq!(o.generation, Some(1588778055917163));
+        assert_eq!(o.metageneration, Some(3));
         assert_eq!(o.size, Some(12));
     }
 

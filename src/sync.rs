@@ -717,24 +717,13 @@ async fn claim(
 }
 
 /// A `delete_replica` task: removes the replica of `gs://bucket/name`
-/// only when Cloud Storage says the object is gone.
+/// only when Cloud Storage says the object is gone (see
+/// [`Replicator::remove_orphan`]).
 pub(crate) async fn delete_orphan(
     r: &Replicator,
     obj: &GcsObject,
 ) -> Result<ReplicaOutcome, ReplicateError> {
-    r.sources().check(&obj.bucket)?;
-    let key = r.storage().key(&obj.name)?;
-    match r.gcs().metadata(&obj.bucket, &obj.name).await {
-        Ok(live) => {
-            tracing::info!(key = %key, generation = live.generation, "the source object exists; replica kept");
-            Ok(ReplicaOutcome::ReplicaKept {
-                key: key.relative().to_owned(),
-                reason: "the source object exists".into(),
-            })
-        }
-        Err(GcsError::Gone(_)) => Ok(r.delete_replica(obj).await?),
-        Err(e) => Err(e.into()),
-    }
+    r.remove_orphan(obj).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,13 @@
 //! redelivery decides again. Cloud Storage is read through [`crate::gcs`];
 //! objects larger than `PART_TASK_BYTES` are copied by part tasks
 //! ([`parts`]).
+//!
+//! The service removes only what it owns: a *replica* is an object that
+//! carries both `goog-bucket` and `goog-generation`, and a removal the
+//! service decides on (a deleted or archived generation, a sync orphan)
+//! removes only a replica of the named bucket. On a versioned bucket it
+//! also removes the older versions that are replicas of that bucket, so
+//! none comes back.
 
 pub mod parts;
 
@@ -19,16 +26,17 @@ use futures_util::TryStreamExt;
 
 use crate::gcs::{decode_crc, goog_hash_crc, GcsClient, GcsError, GcsObject};
 use crate::source_buckets::{BucketRefusal, SourceBuckets};
-use crate::storage::{metadata_name, ObjectHeaders, ObjectKey, PutOptions, Storage, StorageError};
+use crate::storage::{
+    metadata_name, ObjectHeaders, ObjectInfo, ObjectKey, PutOptions, Storage, StorageError,
+};
 
 /// The S3 user-metadata name holding the source generation.
 pub(crate) const GENERATION_META: &str = "goog-generation";
 pub(crate) const BUCKET_META: &str = "goog-bucket";
+/// The S3 user-metadata name holding the source metageneration.
+pub(crate) const METAGENERATION_META: &str = "goog-metageneration";
 /// S3's limit on user metadata: names and values, in bytes.
 const S3_METADATA_LIMIT: usize = 2048;
-/// How many older replica versions a delete removes when they would
-/// become current on a versioned bucket.
-const MAX_STALE_VERSIONS: usize = 16;
 
 /// What replication did; every outcome is a success for the trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +75,20 @@ pub(crate) enum ReplicaOutcome {
     NoReplica {
         /// Relative key.
         key: String,
+    },
+    /// A removal found an object replication did not write (no
+    /// `goog-bucket` and `goog-generation`): it is left.
+    NotAReplica {
+        /// Relative key.
+        key: String,
+    },
+    /// The replica was given the content headers and custom metadata of a
+    /// newer metageneration of its generation.
+    MetadataUpdated {
+        /// Relative key.
+        key: String,
+        generation: i64,
+        metageneration: i64,
     },
     /// A delete kept the replica: it is newer, of another bucket, or its
     /// source still exists.
@@ -114,6 +136,17 @@ impl ReplicaOutcome {
             }
             ReplicaOutcome::NoReplica { key } => serde_json::json!({
                 "status": "replica_kept", "key": key, "reason": "no replica"
+            }),
+            ReplicaOutcome::NotAReplica { key } => serde_json::json!({
+                "status": "not_a_replica", "key": key
+            }),
+            ReplicaOutcome::MetadataUpdated {
+                key,
+                generation,
+                metageneration,
+            } => serde_json::json!({
+                "status": "metadata_updated", "key": key,
+                "generation": generation.to_string(), "metageneration": metageneration.to_string()
             }),
             ReplicaOutcome::ReplicaKept { key, reason } => serde_json::json!({
                 "status": "replica_kept", "key": key, "reason": reason
@@ -216,28 +249,56 @@ pub(crate) struct Replicator {
     fanout: Arc<crate::publisher::Fanout>,
 }
 
-/// What the check of a replica saw.
+/// What the check of the key saw: a replica, or an object replication did
+/// not write.
 #[derive(Debug, Clone)]
 struct Replica {
-    /// `x-amz-meta-goog-bucket`; `None` on replicas written before it existed.
-    bucket: Option<String>,
-    /// `x-amz-meta-goog-generation`; 0 on an object that is no replica.
-    generation: i64,
-    etag: Option<String>,
-    version_id: Option<String>,
+    info: ObjectInfo,
 }
 
 impl Replica {
-    /// Whether the replica's generation can be compared with one of `bucket`.
-    fn same_bucket(&self, bucket: &str) -> bool {
-        self.bucket.as_deref().is_none_or(|b| b == bucket)
+    /// The source bucket and generation when the object is a replica: it
+    /// carries both `goog-bucket` and `goog-generation`.
+    fn source(&self) -> Option<(&str, i64)> {
+        let m = &self.info.headers.metadata;
+        let bucket = m.get(BUCKET_META)?;
+        let generation = m.get(GENERATION_META)?.parse().ok()?;
+        Some((bucket.as_str(), generation))
     }
 
-    /// The write condition that replaces exactly this replica.
+    /// The generation when the object is a replica of `bucket`.
+    fn generation_of(&self, bucket: &str) -> Option<i64> {
+        self.source().filter(|(b, _)| *b == bucket).map(|(_, g)| g)
+    }
+
+    /// `goog-metageneration`; 0 on a replica written before it existed.
+    fn metageneration(&self) -> i64 {
+        self.info
+            .headers
+            .metadata
+            .get(METAGENERATION_META)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn etag(&self) -> Option<&str> {
+        self.info.etag.as_deref()
+    }
+
+    /// The version id on a versioned bucket (not `null`, the id of objects
+    /// written while versioning was off).
+    fn version(&self) -> Option<&str> {
+        self.info
+            .version_id
+            .as_deref()
+            .filter(|v| !v.is_empty() && *v != "null")
+    }
+
+    /// The write condition that replaces exactly this object.
     fn condition(replica: Option<&Replica>) -> (bool, Option<String>) {
         match replica {
             None => (true, None),
-            Some(r) => (false, r.etag.clone()),
+            Some(r) => (false, r.info.etag.clone()),
         }
     }
 }
@@ -310,22 +371,15 @@ impl Replicator {
         Ok(self
             .replica(key)
             .await?
-            .filter(|r| r.same_bucket(bucket))
-            .map(|r| r.generation))
+            .and_then(|r| r.generation_of(bucket)))
     }
 
     async fn replica(&self, key: &ObjectKey) -> Result<Option<Replica>, StorageError> {
-        Ok(self.storage.head_opt(key).await?.map(|info| Replica {
-            bucket: info.headers.metadata.get(BUCKET_META).cloned(),
-            generation: info
-                .headers
-                .metadata
-                .get(GENERATION_META)
-                .and_then(|g| g.parse().ok())
-                .unwrap_or(0),
-            etag: info.etag,
-            version_id: info.version_id,
-        }))
+        Ok(self
+            .storage
+            .head_opt(key)
+            .await?
+            .map(|info| Replica { info }))
     }
 
     /// Copies generation `obj.generation` (else the live one) of
@@ -414,9 +468,9 @@ impl Replicator {
         generation: i64,
     ) -> Result<Result<Option<Replica>, ReplicaOutcome>, StorageError> {
         let replica = self.replica(key).await?;
-        if let Some(r) = replica.as_ref().filter(|r| r.same_bucket(bucket)) {
-            if r.generation >= generation {
-                return Ok(Err(up_to_date(key, r.generation, generation)));
+        if let Some(held) = replica.as_ref().and_then(|r| r.generation_of(bucket)) {
+            if held >= generation {
+                return Ok(Err(up_to_date(key, held, generation)));
             }
         }
         Ok(Ok(replica))
@@ -475,12 +529,74 @@ impl Replicator {
     }
 
     /// Removes the replica of a deleted or archived generation, unless the
-    /// replica holds a newer generation or comes from another bucket. Only
-    /// the version the check saw is removed.
+    /// replica holds a newer generation or comes from another bucket; an
+    /// object that is no replica is left. Only the version the check saw
+    /// is removed, and on a versioned bucket the older replica versions of
+    /// the bucket up to the event's generation.
     pub(crate) async fn delete_replica(
         &self,
         obj: &GcsObject,
     ) -> Result<ReplicaOutcome, ReplicateError> {
+        let (key, seen) = match self.removal_check(obj).await? {
+            Ok(found) => found,
+            Err(outcome) => return Ok(outcome),
+        };
+        let held = seen.generation_of(&obj.bucket).unwrap_or_default();
+        if let Some(generation) = obj.generation {
+            if held > generation {
+                tracing::info!(key = %key, replica = held, generation, "replica is newer than the deleted generation; kept");
+                return Ok(ReplicaOutcome::ReplicaKept {
+                    key: key.relative().to_owned(),
+                    reason: format!("replica holds newer generation {held}"),
+                });
+            }
+        }
+        self.remove(&key, &seen, &obj.bucket, obj.generation)
+            .await?;
+        tracing::info!(key = %key, generation = obj.generation, "replica deleted");
+        Ok(ReplicaOutcome::ReplicaDeleted {
+            key: key.relative().to_owned(),
+        })
+    }
+
+    /// A sync's `delete_replica`: removes the replica of `gs://bucket/name`
+    /// when Cloud Storage says the object is gone. In this order: the
+    /// replica is read, Cloud Storage is checked, then the version read is
+    /// removed (and on a versioned bucket every older replica version of the
+    /// bucket), conditionally, so a replica written meanwhile stays.
+    pub(crate) async fn remove_orphan(
+        &self,
+        obj: &GcsObject,
+    ) -> Result<ReplicaOutcome, ReplicateError> {
+        let (key, seen) = match self.removal_check(obj).await? {
+            Ok(found) => found,
+            Err(outcome) => return Ok(outcome),
+        };
+        match self.gcs.metadata(&obj.bucket, &obj.name).await {
+            Ok(live) => {
+                tracing::info!(key = %key, generation = live.generation, "the source object exists; replica kept");
+                return Ok(ReplicaOutcome::ReplicaKept {
+                    key: key.relative().to_owned(),
+                    reason: "the source object exists".into(),
+                });
+            }
+            Err(GcsError::Gone(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.remove(&key, &seen, &obj.bucket, None).await?;
+        tracing::info!(key = %key, "replica of a deleted object removed");
+        Ok(ReplicaOutcome::ReplicaDeleted {
+            key: key.relative().to_owned(),
+        })
+    }
+
+    /// The checks before a removal: the request, the bucket, and the object
+    /// at the key, which must be a replica of the bucket; `Err` holds the
+    /// outcome when there is nothing to remove.
+    async fn removal_check(
+        &self,
+        obj: &GcsObject,
+    ) -> Result<Result<(ObjectKey, Replica), ReplicaOutcome>, ReplicateError> {
         if obj.bucket.is_empty() || obj.name.is_empty() {
             return Err(ReplicateError::InvalidEvent(
                 "a delete names a bucket and an object",
@@ -488,70 +604,85 @@ impl Replicator {
         }
         self.sources.check(&obj.bucket)?;
         let key = self.storage.key(&obj.name)?;
-        let kept = |reason: String| ReplicaOutcome::ReplicaKept {
-            key: key.relative().to_owned(),
-            reason,
+        let relative = key.relative().to_owned();
+        let Some(seen) = self.replica(&key).await? else {
+            return Ok(Err(ReplicaOutcome::NoReplica { key: relative }));
         };
-        let Some(replica) = self.replica(&key).await? else {
-            return Ok(ReplicaOutcome::NoReplica {
-                key: key.relative().to_owned(),
-            });
-        };
-        if !replica.same_bucket(&obj.bucket) {
-            tracing::info!(key = %key, replica_bucket = replica.bucket.as_deref(), bucket = %obj.bucket, "replica comes from another bucket; kept");
-            return Ok(kept(format!(
-                "replica of another bucket ({})",
-                replica.bucket.as_deref().unwrap_or("")
-            )));
-        }
-        if let Some(generation) = obj.generation {
-            if replica.generation > generation {
-                tracing::info!(key = %key, replica = replica.generation, generation, "replica is newer than the deleted generation; kept");
-                return Ok(kept(format!(
-                    "replica holds newer generation {}",
-                    replica.generation
-                )));
+        match seen.source() {
+            None => {
+                tracing::info!(key = %key, bucket = %obj.bucket, "the object is no replica (no goog-bucket and goog-generation); kept");
+                Ok(Err(ReplicaOutcome::NotAReplica { key: relative }))
             }
+            Some((b, _)) if b != obj.bucket => {
+                tracing::info!(key = %key, replica_bucket = b, bucket = %obj.bucket, "replica comes from another bucket; kept");
+                Ok(Err(ReplicaOutcome::ReplicaKept {
+                    key: relative,
+                    reason: format!("replica of another bucket ({b})"),
+                }))
+            }
+            Some(_) => Ok(Ok((key, seen))),
         }
-        self.delete_seen(&key, &replica).await?;
-        if let (Some(generation), Some(_)) = (obj.generation, replica.version_id.as_deref()) {
-            self.delete_older_versions(&key, &obj.bucket, generation)
-                .await?;
-        }
-        tracing::info!(key = %key, generation = obj.generation, "replica deleted");
-        Ok(ReplicaOutcome::ReplicaDeleted {
-            key: key.relative().to_owned(),
-        })
     }
 
-    /// On a versioned bucket the previous version becomes current: older
-    /// replicas of the same object (up to `generation`) go too, so none
-    /// resurfaces.
-    async fn delete_older_versions(
+    /// Removes the replica `seen` of `bucket`, only that version of it. On
+    /// a versioned bucket the older versions that are replicas of `bucket`
+    /// (of a generation up to `up_to`, when given) go too, and an older
+    /// object that would read back in its place is hidden under a delete
+    /// marker (conditional on its ETag); versions that are no replicas of
+    /// the bucket are kept.
+    async fn remove(
         &self,
         key: &ObjectKey,
+        seen: &Replica,
         bucket: &str,
-        generation: i64,
+        up_to: Option<i64>,
     ) -> Result<(), ReplicateError> {
-        for _ in 0..MAX_STALE_VERSIONS {
-            match self.replica(key).await? {
-                Some(older)
-                    if older.bucket.as_deref() == Some(bucket)
-                        && older.generation <= generation
-                        && older.version_id.is_some() =>
-                {
-                    self.delete_seen(key, &older).await?
+        let Some(seen_version) = seen.version() else {
+            return self.delete_seen(key, seen).await;
+        };
+        // The versions before the removal, newest first: those after the
+        // seen one are older than it.
+        let listed = self.storage.versions(key).await?;
+        self.delete_seen(key, seen).await?;
+        let older: Vec<&String> = match listed.iter().position(|v| v == seen_version) {
+            Some(i) => listed[i + 1..].iter().collect(),
+            None => listed.iter().filter(|v| *v != seen_version).collect(),
+        };
+        for version in &older {
+            let info = match self.storage.head_version(key, Some(version)).await {
+                Ok(info) => info,
+                Err(StorageError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let held = Replica { info }.generation_of(bucket);
+            if held.is_some_and(|g| up_to.is_none_or(|u| g <= u)) {
+                self.storage.delete_version(key, version).await?;
+                tracing::info!(key = %key, version = %version, generation = held, "older replica version removed");
+            }
+        }
+        if let Some(current) = self.replica(key).await? {
+            let resurfaced = current
+                .version()
+                .is_some_and(|v| older.iter().any(|o| o.as_str() == v));
+            if resurfaced {
+                match self.storage.delete_checked(key, None, current.etag()).await {
+                    Ok(()) => {
+                        tracing::info!(key = %key, "an older object under the removed replica is hidden by a delete marker; its version is kept")
+                    }
+                    // Written meanwhile: the new object stays.
+                    Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
                 }
-                _ => break,
             }
         }
         Ok(())
     }
 
-    /// Deletes exactly the replica version `seen`.
+    /// Deletes exactly the replica version `seen`: by version id on a
+    /// versioned bucket, else on the condition of its ETag.
     async fn delete_seen(&self, key: &ObjectKey, seen: &Replica) -> Result<(), ReplicateError> {
         self.storage
-            .delete_checked(key, seen.version_id.as_deref(), seen.etag.as_deref())
+            .delete_checked(key, seen.version(), seen.etag())
             .await
             .map_err(|e| match e {
                 StorageError::PreconditionFailed(_) | StorageError::Conflict(_) => {
@@ -559,6 +690,83 @@ impl Replicator {
                 }
                 other => other.into(),
             })
+    }
+
+    /// A metadata update of a generation (`metadataUpdated`,
+    /// `OBJECT_METADATA_UPDATE`): a replica of that generation with an older
+    /// metageneration is given the new content headers and custom metadata
+    /// (a copy onto itself, conditional on its ETag); an equal or newer
+    /// metageneration, or a newer generation, changes nothing; an older
+    /// generation or no replica is replicated, as a finalize would.
+    pub(crate) async fn update_metadata(
+        &self,
+        obj: &GcsObject,
+    ) -> Result<ReplicaOutcome, ReplicateError> {
+        if obj.bucket.is_empty() || obj.name.is_empty() {
+            return Err(ReplicateError::InvalidEvent(
+                "a metadata update names a bucket and an object",
+            ));
+        }
+        self.sources.check(&obj.bucket)?;
+        let key = self.storage.key(&obj.name)?;
+        // The object resource of the update: the event's, else Cloud
+        // Storage's (of the event's generation).
+        let resource = match (obj.generation, obj.metageneration) {
+            (Some(_), Some(_)) => obj.clone(),
+            _ => {
+                let live = match self.gcs.metadata(&obj.bucket, &obj.name).await {
+                    Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
+                    other => other?,
+                };
+                match live_generation(obj, &live)? {
+                    Some(g) => GcsObject {
+                        generation: Some(g),
+                        ..live
+                    },
+                    None => return Ok(gone(obj, 412)),
+                }
+            }
+        };
+        let (Some(generation), Some(metageneration)) =
+            (resource.generation, resource.metageneration)
+        else {
+            return Err(ReplicateError::NoGeneration(format!(
+                "gs://{}/{} (metageneration)",
+                obj.bucket, obj.name
+            )));
+        };
+        let seen = self.replica(&key).await?;
+        let held = seen.as_ref().and_then(|r| r.generation_of(&obj.bucket));
+        let seen = match (seen, held) {
+            (Some(seen), Some(held)) if held == generation => seen,
+            (_, Some(held)) if held > generation => {
+                return Ok(up_to_date(&key, held, generation));
+            }
+            _ => {
+                // No replica of this generation yet: copy the object.
+                let finalize = GcsObject {
+                    generation: Some(generation),
+                    ..obj.clone()
+                };
+                return self.replicate(&finalize, 0).await;
+            }
+        };
+        if seen.metageneration() >= metageneration {
+            tracing::info!(key = %key, generation, replica_metageneration = seen.metageneration(), metageneration, "replica already holds this metageneration or a newer one");
+            return Ok(up_to_date(&key, generation, generation));
+        }
+        let metadata = replica_metadata(obj, &resource, generation)?;
+        let headers = replica_headers(&resource, metadata);
+        self.storage
+            .replace_headers(&key, &seen.info, headers)
+            .await
+            .map_err(|e| lost_race(&key, e))?;
+        tracing::info!(key = %key, generation, metageneration, "replica metadata updated");
+        Ok(ReplicaOutcome::MetadataUpdated {
+            key: key.relative().to_owned(),
+            generation,
+            metageneration,
+        })
     }
 }
 
@@ -642,6 +850,9 @@ pub(crate) fn replica_metadata(
         .collect();
     metadata.insert(GENERATION_META.to_owned(), generation.to_string());
     metadata.insert(BUCKET_META.to_owned(), obj.bucket.clone());
+    if let Some(metageneration) = live.metageneration {
+        metadata.insert(METAGENERATION_META.to_owned(), metageneration.to_string());
+    }
     let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > S3_METADATA_LIMIT {
         return Err(ReplicateError::MetadataTooLarge(format!(
@@ -688,5 +899,81 @@ pub(crate) fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
         bucket: obj.bucket.clone(),
         name: obj.name.clone(),
         generation: obj.generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(metadata: &[(&str, &str)]) -> Replica {
+        Replica {
+            info: ObjectInfo {
+                key: "k".into(),
+                size: 1,
+                etag: Some("\"e\"".into()),
+                last_modified: None,
+                version_id: None,
+                headers: ObjectHeaders {
+                    metadata: metadata
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..ObjectHeaders::default()
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn only_an_object_with_bucket_and_generation_is_a_replica() {
+        let r = object(&[(BUCKET_META, "b"), (GENERATION_META, "7")]);
+        assert_eq!(r.source(), Some(("b", 7)));
+        assert_eq!(r.generation_of("b"), Some(7));
+        assert_eq!(r.generation_of("other"), None);
+        assert_eq!(r.metageneration(), 0);
+        for user in [
+            object(&[]),
+            object(&[(BUCKET_META, "b")]),
+            object(&[(GENERATION_META, "7")]),
+            object(&[(BUCKET_META, "b"), (GENERATION_META, "seven")]),
+            object(&[("owner", "me")]),
+        ] {
+            assert_eq!(user.source(), None, "{:?}", user.info.headers.metadata);
+            assert_eq!(user.generation_of("b"), None);
+        }
+        let r = object(&[
+            (BUCKET_META, "b"),
+            (GENERATION_META, "7"),
+            (METAGENERATION_META, "3"),
+        ]);
+        assert_eq!(r.metageneration(), 3);
+    }
+
+    #[test]
+    fn versions_of_unversioned_objects_are_none() {
+        let mut r = object(&[]);
+        assert_eq!(r.version(), None);
+        r.info.version_id = Some("null".into());
+        assert_eq!(r.version(), None);
+        r.info.version_id = Some("3HL4kqtJlcpXroDTDmJ".into());
+        assert_eq!(r.version(), Some("3HL4kqtJlcpXroDTDmJ"));
+    }
+
+    #[test]
+    fn replica_metadata_carries_the_metageneration() {
+        let live = GcsObject {
+            bucket: "b".into(),
+            name: "n".into(),
+            generation: Some(5),
+            metageneration: Some(2),
+            metadata: Some(HashMap::from([("Team".to_owned(), "blue".to_owned())])),
+            ..GcsObject::default()
+        };
+        let m = replica_metadata(&live, &live, 5).unwrap();
+        assert_eq!(m[GENERATION_META], "5");
+        assert_eq!(m[BUCKET_META], "b");
+        assert_eq!(m[METAGENERATION_META], "2");
+        assert_eq!(m["team"], "blue");
     }
 }

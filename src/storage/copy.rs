@@ -2,12 +2,13 @@
 //! multipart copy (`UploadPartCopy`, byte ranges of the source, S3 moves
 //! the bytes) beyond it, up to S3's 5 TiB object limit.
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::error::classify;
+use super::headers::RESERVED_METADATA_PREFIX;
 use super::upload::{part_size_for, KEY_ENCODE};
-use super::{ObjectKey, PutResult, Storage, StorageError};
+use super::{ObjectHeaders, ObjectInfo, ObjectKey, PutResult, Storage, StorageError};
 
 pub(crate) use crate::s3_limits::COPY_MULTIPART_THRESHOLD;
 use crate::s3_limits::MAX_OBJECT;
@@ -27,6 +28,41 @@ pub(super) async fn copy(
         }
         other => other,
     })?;
+    // The copy is the caller's object, never a replica: the names
+    // replication reserves stay behind.
+    let mut headers = info.headers.clone();
+    headers
+        .metadata
+        .retain(|k, _| !k.to_ascii_lowercase().starts_with(RESERVED_METADATA_PREFIX));
+    copy_with(st, source, dest, &info, headers, None).await
+}
+
+/// Copies `key` onto itself with `headers` in place of its own, only while
+/// it is the object `seen`.
+pub(super) async fn replace_headers(
+    st: &Storage,
+    key: &ObjectKey,
+    seen: &ObjectInfo,
+    headers: ObjectHeaders,
+) -> Result<PutResult, StorageError> {
+    // The source is the object itself: a changed or missing source is a
+    // changed object (PreconditionFailed, NotFound), left as such.
+    copy_with(st, key, key, seen, headers, Some(seen.etag.clone())).await
+}
+
+/// Copies the object `info` describes from `source` to `dest` with
+/// `headers` (MetadataDirective REPLACE), reading only the version `info`
+/// saw. `onto` is `Some` for a copy onto the source itself: a multipart
+/// copy then completes only over that ETag, and a changed source answers as
+/// a changed object.
+async fn copy_with(
+    st: &Storage,
+    source: &ObjectKey,
+    dest: &ObjectKey,
+    info: &ObjectInfo,
+    headers: ObjectHeaders,
+    onto: Option<Option<String>>,
+) -> Result<PutResult, StorageError> {
     let copy_source = format!(
         "{}/{}",
         st.bucket,
@@ -38,9 +74,18 @@ pub(super) async fn copy(
         )));
     }
     if info.size <= st.copy_threshold {
-        return copy_whole(st, source, dest, &copy_source, info.etag.as_deref()).await;
+        return copy_whole(
+            st,
+            source,
+            dest,
+            &copy_source,
+            info,
+            headers,
+            onto.is_some(),
+        )
+        .await;
     }
-    copy_in_parts(st, source, dest, &copy_source, &info).await
+    copy_in_parts(st, source, dest, &copy_source, info, headers, onto).await
 }
 
 async fn copy_whole(
@@ -48,7 +93,9 @@ async fn copy_whole(
     source: &ObjectKey,
     dest: &ObjectKey,
     copy_source: &str,
-    etag: Option<&str>,
+    info: &ObjectInfo,
+    h: ObjectHeaders,
+    onto_itself: bool,
 ) -> Result<PutResult, StorageError> {
     let out = st
         .s3
@@ -56,10 +103,24 @@ async fn copy_whole(
         .bucket(&st.bucket)
         .key(dest.full())
         .copy_source(copy_source)
-        .set_copy_source_if_match(etag.map(str::to_owned))
+        .set_copy_source_if_match(info.etag.clone())
+        .metadata_directive(MetadataDirective::Replace)
+        .set_content_type(h.content_type)
+        .set_content_encoding(h.content_encoding)
+        .set_content_disposition(h.content_disposition)
+        .set_cache_control(h.cache_control)
+        .set_content_language(h.content_language)
+        .set_metadata((!h.metadata.is_empty()).then_some(h.metadata))
         .send()
         .await
-        .map_err(|e| source_error(classify("CopyObject", source.relative(), e), source))?;
+        .map_err(|e| {
+            let e = classify("CopyObject", source.relative(), e);
+            if onto_itself {
+                e
+            } else {
+                source_error(e, source)
+            }
+        })?;
     Ok(PutResult {
         key: dest.relative().to_owned(),
         etag: out.copy_object_result.and_then(|r| r.e_tag),
@@ -93,27 +154,28 @@ async fn copy_in_parts(
     source: &ObjectKey,
     dest: &ObjectKey,
     copy_source: &str,
-    info: &super::ObjectInfo,
+    info: &ObjectInfo,
+    h: ObjectHeaders,
+    onto: Option<Option<String>>,
 ) -> Result<PutResult, StorageError> {
-    let h = &info.headers;
     let created = st
         .s3
         .create_multipart_upload()
         .bucket(&st.bucket)
         .key(dest.full())
-        .set_content_type(h.content_type.clone())
-        .set_content_encoding(h.content_encoding.clone())
-        .set_content_disposition(h.content_disposition.clone())
-        .set_cache_control(h.cache_control.clone())
-        .set_content_language(h.content_language.clone())
-        .set_metadata((!h.metadata.is_empty()).then(|| h.metadata.clone()))
+        .set_content_type(h.content_type)
+        .set_content_encoding(h.content_encoding)
+        .set_content_disposition(h.content_disposition)
+        .set_cache_control(h.cache_control)
+        .set_content_language(h.content_language)
+        .set_metadata((!h.metadata.is_empty()).then_some(h.metadata))
         .send()
         .await
         .map_err(|e| classify("CreateMultipartUpload", dest.relative(), e))?;
     let upload_id = created.upload_id.ok_or_else(|| {
         StorageError::Internal("CreateMultipartUpload without an upload id".into())
     })?;
-    let result = copy_parts(st, source, dest, copy_source, info, &upload_id).await;
+    let result = copy_parts(st, source, dest, copy_source, info, &upload_id, onto).await;
     if result.is_err() {
         abort(st, dest, &upload_id).await;
     }
@@ -125,9 +187,11 @@ async fn copy_parts(
     source: &ObjectKey,
     dest: &ObjectKey,
     copy_source: &str,
-    info: &super::ObjectInfo,
+    info: &ObjectInfo,
     upload_id: &str,
+    onto: Option<Option<String>>,
 ) -> Result<PutResult, StorageError> {
+    let onto_itself = onto.is_some();
     let ranges = part_ranges(info.size, st.copy_threshold);
     let mut parts: Vec<CompletedPart> =
         futures_util::stream::iter(ranges.into_iter().enumerate().map(|(i, (a, b))| {
@@ -145,7 +209,12 @@ async fn copy_parts(
                 .set_copy_source_if_match(info.etag.clone());
             async move {
                 let out = req.send().await.map_err(|e| {
-                    source_error(classify("UploadPartCopy", source.relative(), e), source)
+                    let e = classify("UploadPartCopy", source.relative(), e);
+                    if onto_itself {
+                        e
+                    } else {
+                        source_error(e, source)
+                    }
                 })?;
                 Ok::<_, StorageError>(
                     CompletedPart::builder()
@@ -170,6 +239,7 @@ async fn copy_parts(
                 .set_parts(Some(parts))
                 .build(),
         )
+        .set_if_match(onto.flatten())
         .send()
         .await
         .map_err(|e| classify("CompleteMultipartUpload", dest.relative(), e))?;

@@ -338,11 +338,21 @@ impl Storage {
 
     /// Describes an object.
     pub(crate) async fn head(&self, key: &ObjectKey) -> Result<ObjectInfo, StorageError> {
+        self.head_version(key, None).await
+    }
+
+    /// Describes an object, or one version of it (`versionId`).
+    pub(crate) async fn head_version(
+        &self,
+        key: &ObjectKey,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo, StorageError> {
         let out = self
             .s3
             .head_object()
             .bucket(&self.bucket)
             .key(key.full())
+            .set_version_id(version_id.map(str::to_owned))
             .send()
             .await
             .map_err(|e| error::classify("HeadObject", key.relative(), e))?;
@@ -367,6 +377,12 @@ impl Storage {
     }
 
     /// Describes an object, `None` when there is none.
+    ///
+    /// S3 answers a HEAD of a missing key with 403 instead of 404 when the
+    /// caller lacks `s3:ListBucket` for it (a policy that grants it only
+    /// under an `s3:prefix` condition does so): a 403 is resolved by a
+    /// `ListObjectsV2` of exactly that key. Not listed: missing; listed, or
+    /// the listing refused too: the 403 stands.
     pub(crate) async fn head_opt(
         &self,
         key: &ObjectKey,
@@ -374,7 +390,91 @@ impl Storage {
         match self.head(key).await {
             Ok(i) => Ok(Some(i)),
             Err(StorageError::NotFound(_)) => Ok(None),
+            Err(StorageError::AccessDenied(denied)) => match self.is_listed(key).await {
+                Ok(false) => Ok(None),
+                Ok(true) | Err(StorageError::AccessDenied(_)) => {
+                    Err(StorageError::AccessDenied(denied))
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a listing of the bucket shows exactly `key`.
+    async fn is_listed(&self, key: &ObjectKey) -> Result<bool, StorageError> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(key.full())
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| error::classify("ListObjectsV2", key.relative(), e))?;
+        Ok(out.contents().iter().any(|o| o.key() == Some(key.full())))
+    }
+
+    /// The versions of exactly `key` (not of keys it is a prefix of),
+    /// newest first, delete markers left out. Empty on a bucket that was
+    /// never versioned but for the `null` version of a current object.
+    pub(crate) async fn versions(&self, key: &ObjectKey) -> Result<Vec<String>, StorageError> {
+        let mut ids = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = self
+                .s3
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key.full())
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| error::classify("ListObjectVersions", key.relative(), e))?;
+            let mut past = false;
+            for v in out.versions() {
+                // Keys are listed in order: the exact key comes first.
+                if v.key() != Some(key.full()) {
+                    past = true;
+                    break;
+                }
+                if let Some(id) = v.version_id() {
+                    ids.push(id.to_owned());
+                }
+            }
+            if past
+                || out.is_truncated() != Some(true)
+                || out.next_key_marker().is_none_or(|k| k != key.full())
+            {
+                return Ok(ids);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            version_marker = out.next_version_id_marker().map(str::to_owned);
+        }
+    }
+
+    /// Deletes one version of an object for good; a version already gone
+    /// answers `Ok`.
+    pub(crate) async fn delete_version(
+        &self,
+        key: &ObjectKey,
+        version_id: &str,
+    ) -> Result<(), StorageError> {
+        match self
+            .s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.full())
+            .version_id(version_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match error::classify("DeleteObject", key.relative(), e) {
+                StorageError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
         }
     }
 
@@ -487,13 +587,27 @@ impl Storage {
     /// Copies an object within the bucket and prefix: one CopyObject up to
     /// the multipart threshold (5 GiB), else a multipart copy
     /// (`UploadPartCopy`) of up to 5 TiB. Content headers and user metadata
-    /// are kept.
+    /// are kept, but for the names replication reserves (`goog-*`): a copy
+    /// of a replica is no replica.
     pub(crate) async fn copy(
         &self,
         source: &ObjectKey,
         dest: &ObjectKey,
     ) -> Result<PutResult, StorageError> {
         copy::copy(self, source, dest).await
+    }
+
+    /// Gives the object `seen` (as a HEAD saw it) new content headers and
+    /// user metadata, by a copy onto itself conditional on its ETag (a
+    /// multipart copy past the CopyObject limit). A changed object answers
+    /// [`StorageError::PreconditionFailed`].
+    pub(crate) async fn replace_headers(
+        &self,
+        key: &ObjectKey,
+        seen: &ObjectInfo,
+        headers: ObjectHeaders,
+    ) -> Result<PutResult, StorageError> {
+        copy::replace_headers(self, key, seen, headers).await
     }
 
     /// A presigned URL for `key`. A URL signed with session credentials dies

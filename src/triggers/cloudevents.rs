@@ -4,7 +4,7 @@
 //! Types: `google.cloud.pubsub.topic.v1.messagePublished` (the message is a
 //! command or a Storage notification), `google.cloud.storage.object.v1.finalized`
 //! (replicate), `.deleted` and `.archived` (remove the replica unless newer),
-//! `.metadataUpdated` (acknowledged, nothing to do).
+//! `.metadataUpdated` (the replica of that generation takes the new metadata).
 
 use axum::body::Body;
 use axum::extract::State;

@@ -95,6 +95,16 @@ pub enum ProxyFault {
     /// body (length and headers unchanged): bytes that no longer match the
     /// checksums the answer declares.
     CorruptBody,
+    /// Forward; when the upstream answers status `from`, answer status `to`
+    /// instead, with the AWS-style error of [`ProxyFault::Status`] (e.g. a
+    /// HEAD's 404 turned into the 403 S3 answers for a missing key when
+    /// the caller lacks `s3:ListBucket`). Other answers pass unchanged.
+    RewriteStatus {
+        /// The upstream status to replace.
+        from: u16,
+        /// The status answered instead.
+        to: u16,
+    },
 }
 
 /// A random fault plan: each eligible request draws from a deterministic PRNG.
@@ -799,6 +809,7 @@ async fn handle(
     }
     let mut cut = false;
     let mut corrupt = false;
+    let mut rewrite: Option<(u16, u16)> = None;
     match &fault {
         None => {}
         Some(ProxyFault::Status(code)) => {
@@ -821,6 +832,7 @@ async fn handle(
         Some(ProxyFault::Drop) => return Err(DropConnection),
         Some(ProxyFault::DropMidBody) => cut = true,
         Some(ProxyFault::CorruptBody) => corrupt = true,
+        Some(ProxyFault::RewriteStatus { from, to }) => rewrite = Some((*from, *to)),
     }
 
     if service == Service::Sts
@@ -899,6 +911,11 @@ async fn handle(
     if upload {
         // The upstream answered although the body was cut short: still drop.
         return Err(DropConnection);
+    }
+    if let Some((from, to)) = rewrite {
+        if res.status().as_u16() == from {
+            return Ok(aws_error_response(service, &method, to, None, None));
+        }
     }
     let (mut rparts, rbody) = res.into_parts();
     strip_hop_by_hop(&mut rparts.headers);

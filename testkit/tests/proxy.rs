@@ -54,6 +54,12 @@ async fn upstream_handler(State(up): State<Arc<Upstream>>, req: Request<Body>) -
         )
             .into_response();
     }
+    if let Some(code) = path.strip_prefix("/bkt/status-") {
+        // Answers the status its key names.
+        return http::StatusCode::from_u16(code.parse().unwrap())
+            .unwrap()
+            .into_response();
+    }
     if path == "/slow" {
         let up2 = up.clone();
         let stream = futures_util::stream::once(async {
@@ -443,6 +449,50 @@ async fn injects_one_shot_faults() {
     assert_eq!(up.seen.lock().unwrap().len(), before + 1);
 
     assert_eq!(proxy.faults_injected(), 9);
+}
+
+#[tokio::test]
+async fn rewrites_one_upstream_status_into_another() {
+    let (upstream, _up) = start_upstream().await;
+    let proxy = FaultProxy::start(&upstream).await;
+    let base = proxy.url();
+    let http = client();
+    let rewrite = ProxyFault::RewriteStatus { from: 404, to: 403 };
+
+    // Another status passes unchanged (the fault is used up all the same).
+    proxy.push_fault("HeadObject", rewrite.clone());
+    let res = http.head(format!("{base}/bkt/k")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    // The 404 of a HEAD becomes S3's 403, without a body.
+    proxy.push_fault("HeadObject", rewrite.clone());
+    let res = http
+        .head(format!("{base}/bkt/status-404"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().contains_key("x-amz-request-id"));
+
+    // A GET's carries an AccessDenied body.
+    proxy.push_fault("GetObject", rewrite);
+    let res = http
+        .get(format!("{base}/bkt/status-404"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+
+    // Without the fault the upstream's 404 passes.
+    let res = http
+        .head(format!("{base}/bkt/status-404"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(proxy.faults_injected(), 3);
 }
 
 #[tokio::test]

@@ -22,6 +22,15 @@ fn generation(obj: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no generation in {obj}"))
 }
 
+/// The metageneration of an object resource, as a decimal string.
+fn metageneration(obj: &Value) -> String {
+    obj["metageneration"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| obj["metageneration"].as_i64().map(|m| m.to_string()))
+        .unwrap_or_else(|| panic!("no metageneration in {obj}"))
+}
+
 /// Deterministic, incompressible test bytes.
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
@@ -220,8 +229,6 @@ async fn gcs_proxy(w: &mut World) -> FaultProxy {
     proxy
 }
 
-/// Uploads, replicates through a CloudEvent, and checks bytes, headers,
-/// custom metadata and the generation on the replica.
 /// A test's world that replicates from a new Cloud Storage bucket named
 /// after the test, and that bucket.
 async fn with_source_bucket(test: &str) -> (World, Gcs, String) {
@@ -229,6 +236,8 @@ async fn with_source_bucket(test: &str) -> (World, Gcs, String) {
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket(test).await;
     w.set("GCS_SOURCE_BUCKETS", &bucket);
+    // Orphan removals (delete_replica tasks) are sync deletes.
+    w.set("SYNC_DELETE", "true");
     (w, gcs, bucket)
 }
 
@@ -266,6 +275,7 @@ async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> W
         .unwrap_or_default();
     want.insert("goog-generation".into(), generation(&obj).to_string());
     want.insert("goog-bucket".into(), bucket.clone());
+    want.insert("goog-metageneration".into(), metageneration(&obj));
     assert_eq!(h.metadata().cloned().unwrap_or_default(), want);
     drop(server);
     w
@@ -933,4 +943,561 @@ async fn a_multipart_replacement_completes_only_over_the_replica_it_checked() {
     assert!(w.proxy.count("AbortMultipartUpload") >= 1);
     w.assert_no_upload_left().await;
     assert_replica(&w, name, b"small third", &three).await;
+}
+
+// --- The service removes only what it owns ---------------------------------
+
+/// Posts one of the service's own tasks (`delete_replica`, …) as its tasks
+/// subscription would push it.
+async fn post_task(w: &World, server: &Server, task: Value) -> Answer {
+    answer(w.post_task(server, &task, &rand_id()).await).await
+}
+
+/// `PUT /v1/objects/{key}`: an object a user wrote, no replica.
+async fn put_user_object(w: &World, server: &Server, key: &str, body: &[u8]) {
+    let r = server
+        .put(&format!("/v1/objects/{key}"))
+        .bearer_auth(w.caller_token())
+        .header("content-type", "text/plain")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// An object resource of `bucket/name` at `generation`, as an event of an
+/// object that Cloud Storage no longer has carries it.
+fn resource_of(bucket: &str, name: &str, generation: i64) -> Value {
+    json!({ "bucket": bucket, "name": name, "generation": generation.to_string() })
+}
+
+/// A user object under the prefix, and a server replicating from a bucket
+/// that has no object of that name.
+async fn user_object_world(test: &str, name: &str) -> (World, Server, String) {
+    let (w, _gcs, bucket) = with_source_bucket(test).await;
+    let server = Server::start(&w.env).await;
+    put_user_object(&w, &server, name, b"written by a user").await;
+    (w, server, bucket)
+}
+
+async fn assert_user_object_kept(w: &World, server: &Server, a: &Answer, name: &str) {
+    assert_2xx(a, server);
+    assert_eq!(a.body["status"], "not_a_replica", "{a:?}");
+    assert_eq!(
+        w.stored(name).await.as_deref(),
+        Some(&b"written by a user"[..])
+    );
+    assert_eq!(w.proxy.count("DeleteObject"), 0);
+    logged(server, "no replica").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_object_survives_a_deleted_event() {
+    let name = "mine/report.txt";
+    let (w, server, bucket) = user_object_world("ownevent", name).await;
+    let a = event(&w, &server, "deleted", &resource_of(&bucket, name, 7)).await;
+    assert_user_object_kept(&w, &server, &a, name).await;
+    let a = event(&w, &server, "archived", &resource_of(&bucket, name, 7)).await;
+    assert_user_object_kept(&w, &server, &a, name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_object_survives_a_delete_notification() {
+    let name = "mine/report.txt";
+    let (w, server, bucket) = user_object_world("ownnotif", name).await;
+    let a = notification(&w, &server, "OBJECT_DELETE", &resource_of(&bucket, name, 7)).await;
+    assert_user_object_kept(&w, &server, &a, name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_object_survives_a_sync_orphan_removal() {
+    let name = "mine/report.txt";
+    let (w, server, bucket) = user_object_world("ownorphan", name).await;
+    let a = post_task(
+        &w,
+        &server,
+        json!({ "op": "delete_replica", "bucket": bucket, "name": name }),
+    )
+    .await;
+    assert_user_object_kept(&w, &server, &a, name).await;
+}
+
+/// The user metadata of the object at `name`, admin view.
+async fn user_metadata(w: &World, name: &str) -> HashMap<String, String> {
+    head(w, name)
+        .await
+        .unwrap_or_else(|| panic!("no object at {name}"))
+        .metadata()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_replica_carries_no_replication_metadata() {
+    let (mut w, gcs, bucket) = with_source_bucket("copyown").await;
+    // Copies past 5 MiB go part by part (UploadPartCopy).
+    w.set(
+        "TEST_COPY_MULTIPART_THRESHOLD_BYTES",
+        &(5 * 1024 * 1024).to_string(),
+    );
+    let small = gcs
+        .upload(
+            &bucket,
+            "src/small.txt",
+            b"replicated bytes",
+            json!({ "contentType": "text/x-small", "metadata": { "team": "blue" } }),
+        )
+        .await;
+    let big_data = bytes(6 * 1024 * 1024, 5);
+    let big = gcs
+        .upload(
+            &bucket,
+            "src/big.bin",
+            &big_data,
+            json!({ "metadata": { "team": "red" } }),
+        )
+        .await;
+    let server = Server::start(&w.env).await;
+    for obj in [&small, &big] {
+        let a = event(&w, &server, "finalized", obj).await;
+        assert_eq!(a.body["status"], "replicated", "{a:?}");
+    }
+
+    // POST /v1/copy (one CopyObject), the copy command, and a multipart copy.
+    let r = server
+        .post("/v1/copy")
+        .bearer_auth(w.caller_token())
+        .json(&json!({ "source_key": "src/small.txt", "key": "copies/http.txt" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let a = command(
+        &w,
+        &server,
+        json!({ "op": "copy", "source_key": "src/small.txt", "key": "copies/pubsub.txt" }),
+    )
+    .await;
+    assert_2xx(&a, &server);
+    let r = server
+        .post("/v1/copy")
+        .bearer_auth(w.caller_token())
+        .json(&json!({ "source_key": "src/big.bin", "key": "copies/big.bin" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    assert!(
+        w.proxy.count("UploadPartCopy") >= 1,
+        "{:?}",
+        w.proxy.counts()
+    );
+
+    for (key, team) in [
+        ("copies/http.txt", "blue"),
+        ("copies/pubsub.txt", "blue"),
+        ("copies/big.bin", "red"),
+    ] {
+        let meta = user_metadata(&w, key).await;
+        assert!(
+            !meta.keys().any(|k| k.starts_with("goog-")),
+            "{key} carries replication metadata: {meta:?}"
+        );
+        assert_eq!(meta.get("team").map(String::as_str), Some(team), "{key}");
+    }
+    let h = head(&w, "copies/http.txt").await.unwrap();
+    assert_eq!(h.content_type(), Some("text/x-small"));
+    assert_eq!(w.stored("copies/big.bin").await.unwrap(), big_data);
+
+    // The source object of the copy's name replaces the copy: a copy is no
+    // replica that could be taken as up to date.
+    let real = gcs
+        .upload(&bucket, "copies/http.txt", b"the real object", json!({}))
+        .await;
+    let a = event(&w, &server, "finalized", &real).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    assert_replica(&w, "copies/http.txt", b"the real object", &real).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_removal_leaves_a_replica_written_after_its_check() {
+    let (mut w, gcs, bucket) = with_source_bucket("orphanrace").await;
+    let name = "orphan.txt";
+    let obj = gcs
+        .upload(&bucket, name, b"generation one", json!({}))
+        .await;
+    let gproxy = gcs_proxy(&mut w).await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let w = std::sync::Arc::new(w);
+    let a = event(&w, &server, "finalized", &obj).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    gcs.delete(&bucket, name).await;
+
+    // The orphan removal reads the replica, then its check of Cloud
+    // Storage is held.
+    let mut hold = gproxy.hold_next("GcsGetObject");
+    let slow = {
+        let (w, server, bucket) = (w.clone(), server.clone(), bucket.clone());
+        spawn(async move {
+            post_task(
+                &w,
+                &server,
+                json!({ "op": "delete_replica", "bucket": bucket, "name": name }),
+            )
+            .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), hold.arrived())
+        .await
+        .expect("the Cloud Storage check");
+    assert_eq!(w.proxy.count("HeadObject"), 2, "{:?}", w.proxy.counts());
+
+    // A newer replica is written meanwhile.
+    admin_s3()
+        .put_object()
+        .bucket(&w.bucket)
+        .key(w.full(name))
+        .metadata("goog-bucket", &bucket)
+        .metadata("goog-generation", (generation(&obj) + 1).to_string())
+        .body(b"generation two".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    // The removal goes on: conditional on what it read, it fails.
+    hold.release();
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
+    assert_eq!(w.stored(name).await.unwrap(), b"generation two");
+}
+
+// --- Versioned buckets ------------------------------------------------------
+
+/// A test's world on the rig's versioned bucket.
+async fn with_versioned_source_bucket(test: &str) -> (World, Gcs, String) {
+    let (mut w, gcs, bucket) = with_source_bucket(test).await;
+    let versioned = w.rig["RIG_VERSIONED_BUCKET"].clone();
+    w.set("S3_BUCKET", &versioned);
+    w.bucket = versioned;
+    (w, gcs, bucket)
+}
+
+/// Every version of exactly `name` (delete markers left out), newest
+/// first: version id and user metadata.
+async fn versions(w: &World, name: &str) -> Vec<(String, HashMap<String, String>)> {
+    let s3 = admin_s3();
+    let key = w.full(name);
+    let out = s3
+        .list_object_versions()
+        .bucket(&w.bucket)
+        .prefix(&key)
+        .send()
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for v in out.versions() {
+        if v.key() != Some(key.as_str()) {
+            continue;
+        }
+        let id = v.version_id().unwrap().to_owned();
+        let h = s3
+            .head_object()
+            .bucket(&w.bucket)
+            .key(&key)
+            .version_id(&id)
+            .send()
+            .await
+            .unwrap();
+        all.push((id, h.metadata().cloned().unwrap_or_default()));
+    }
+    all
+}
+
+/// Nothing reads back at `name`, no version is a replica of `bucket`, and
+/// the user's version is still there.
+async fn assert_only_the_user_version_left(w: &World, name: &str, bucket: &str) {
+    assert!(w.stored(name).await.is_none(), "{name} still reads back");
+    let left = versions(w, name).await;
+    assert!(
+        !left
+            .iter()
+            .any(|(_, m)| m.get("goog-bucket").map(String::as_str) == Some(bucket)),
+        "replica versions left at {name}: {left:?}"
+    );
+    assert_eq!(left.len(), 1, "{name}: {left:?}");
+    let user = admin_s3()
+        .get_object()
+        .bucket(&w.bucket)
+        .key(w.full(name))
+        .version_id(&left[0].0)
+        .send()
+        .await
+        .unwrap();
+    let body = user.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&body[..], b"written by a user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_on_a_versioned_bucket_leave_no_replica_version_behind() {
+    let (w, gcs, bucket) = with_versioned_source_bucket("versioned").await;
+    let server = Server::start(&w.env).await;
+    for how in ["event", "notification", "orphan"] {
+        let name = format!("{how}/doc.txt");
+        // A user's object, then two generations replicated over it.
+        put_user_object(&w, &server, &name, b"written by a user").await;
+        let one = gcs
+            .upload(&bucket, &name, b"generation one", json!({}))
+            .await;
+        let a = event(&w, &server, "finalized", &one).await;
+        assert_eq!(a.body["status"], "replicated", "{a:?}");
+        let two = gcs
+            .upload(&bucket, &name, b"generation two", json!({}))
+            .await;
+        let a = event(&w, &server, "finalized", &two).await;
+        assert_eq!(a.body["status"], "replicated", "{a:?}");
+        assert_eq!(versions(&w, &name).await.len(), 3);
+        gcs.delete(&bucket, &name).await;
+
+        let a = match how {
+            "event" => event(&w, &server, "deleted", &two).await,
+            "notification" => notification(&w, &server, "OBJECT_DELETE", &two).await,
+            _ => {
+                post_task(
+                    &w,
+                    &server,
+                    json!({ "op": "delete_replica", "bucket": bucket, "name": name }),
+                )
+                .await
+            }
+        };
+        assert_2xx(&a, &server);
+        assert_eq!(a.body["status"], "replica_deleted", "{how}: {a:?}");
+        assert_only_the_user_version_left(&w, &name, &bucket).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_on_a_versioned_bucket_keeps_newer_replica_versions() {
+    let (w, gcs, bucket) = with_versioned_source_bucket("versionednewer").await;
+    let server = Server::start(&w.env).await;
+    let name = "doc.txt";
+    let one = gcs
+        .upload(&bucket, name, b"generation one", json!({}))
+        .await;
+    let a = event(&w, &server, "finalized", &one).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    let two = gcs
+        .upload(&bucket, name, b"generation two", json!({}))
+        .await;
+    let a = event(&w, &server, "finalized", &two).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    // Generation one's delete arrives late: generation two's replica stays,
+    // and so does every version under it.
+    let a = event(&w, &server, "deleted", &one).await;
+    assert_eq!(a.body["status"], "replica_kept", "{a:?}");
+    assert_eq!(versions(&w, name).await.len(), 2);
+    assert_replica(&w, name, b"generation two", &two).await;
+}
+
+// --- Metadata updates -------------------------------------------------------
+
+/// `obj` at metageneration `m`, with the content type, cache control and
+/// custom metadata of that metageneration.
+fn at_metageneration(obj: &Value, m: i64) -> Value {
+    let mut o = obj.clone();
+    o["metageneration"] = json!(m.to_string());
+    o["contentType"] = json!(format!("text/x-meta-{m}"));
+    o["cacheControl"] = json!(format!("max-age={m}"));
+    o["contentLanguage"] = json!("fr");
+    o["metadata"] = json!({ "rev": m.to_string() });
+    o
+}
+
+/// The replica of `name` holds `data` and `of`'s generation, with the
+/// headers and metadata of metageneration `m`.
+async fn assert_metageneration(w: &World, name: &str, data: &[u8], of: &Value, m: i64) {
+    assert_replica(w, name, data, of).await;
+    let h = head(w, name).await.unwrap();
+    assert_eq!(h.content_type(), Some(format!("text/x-meta-{m}").as_str()));
+    assert_eq!(h.cache_control(), Some(format!("max-age={m}").as_str()));
+    assert_eq!(h.content_language(), Some("fr"));
+    let meta = h.metadata().unwrap();
+    assert_eq!(meta.get("rev"), Some(&m.to_string()));
+    assert_eq!(meta.get("goog-metageneration"), Some(&m.to_string()));
+    assert_eq!(meta.get("goog-bucket").map(String::as_str), obj_bucket(of));
+}
+
+fn obj_bucket(obj: &Value) -> Option<&str> {
+    obj["bucket"].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_updates_in_order_leave_the_newest_metadata() {
+    let (w, gcs, bucket) = with_source_bucket("metaorder").await;
+    let name = "meta/doc.txt";
+    let obj = gcs
+        .upload(
+            &bucket,
+            name,
+            b"same bytes",
+            json!({ "contentType": "text/plain" }),
+        )
+        .await;
+    let server = Server::start(&w.env).await;
+
+    // A metadata update before any replica replicates the object.
+    let a = event(&w, &server, "metadataUpdated", &obj).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    let meta = user_metadata(&w, name).await;
+    assert_eq!(meta.get("goog-metageneration"), Some(&metageneration(&obj)));
+
+    let a = event(&w, &server, "metadataUpdated", &at_metageneration(&obj, 2)).await;
+    assert_eq!(a.body["status"], "metadata_updated", "{a:?}");
+    assert_metageneration(&w, name, b"same bytes", &obj, 2).await;
+    let a = notification(
+        &w,
+        &server,
+        "OBJECT_METADATA_UPDATE",
+        &at_metageneration(&obj, 3),
+    )
+    .await;
+    assert_eq!(a.body["status"], "metadata_updated", "{a:?}");
+    assert_metageneration(&w, name, b"same bytes", &obj, 3).await;
+    assert_eq!(w.proxy.count("CopyObject"), 2);
+
+    // Its redelivery changes nothing.
+    let a = event(&w, &server, "metadataUpdated", &at_metageneration(&obj, 3)).await;
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_eq!(w.proxy.count("CopyObject"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_updates_out_of_order_keep_the_newest_metadata() {
+    let (mut w, gcs, bucket) = with_source_bucket("metaooo").await;
+    // Past 5 MiB the copy onto itself goes part by part.
+    w.set(
+        "TEST_COPY_MULTIPART_THRESHOLD_BYTES",
+        &(5 * 1024 * 1024).to_string(),
+    );
+    let name = "meta/big.bin";
+    let data = bytes(6 * 1024 * 1024, 9);
+    let obj = gcs.upload(&bucket, name, &data, json!({})).await;
+    let server = Server::start(&w.env).await;
+    let a = event(&w, &server, "finalized", &obj).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    let a = event(&w, &server, "metadataUpdated", &at_metageneration(&obj, 3)).await;
+    assert_eq!(a.body["status"], "metadata_updated", "{a:?}");
+    assert!(
+        w.proxy.count("UploadPartCopy") >= 1,
+        "{:?}",
+        w.proxy.counts()
+    );
+    let a = event(&w, &server, "metadataUpdated", &at_metageneration(&obj, 2)).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_metageneration(&w, name, &data, &obj, 3).await;
+    w.assert_no_upload_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_update_of_an_older_generation_changes_nothing() {
+    let (w, gcs, bucket) = with_source_bucket("metaold").await;
+    let name = "meta/doc.txt";
+    let one = gcs
+        .upload(&bucket, name, b"generation one", json!({}))
+        .await;
+    let two = gcs
+        .upload(
+            &bucket,
+            name,
+            b"generation two",
+            json!({ "contentType": "text/plain" }),
+        )
+        .await;
+    let server = Server::start(&w.env).await;
+    let a = event(&w, &server, "finalized", &two).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+
+    let a = event(&w, &server, "metadataUpdated", &at_metageneration(&one, 9)).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_eq!(w.proxy.count("CopyObject"), 0);
+    assert_eq!(w.proxy.count("PutObject"), 1);
+    let h = head(&w, name).await.unwrap();
+    assert_eq!(h.content_type(), Some("text/plain"));
+    assert_replica(&w, name, b"generation two", &two).await;
+}
+
+// --- Events decided by generation, in any order -----------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_ends_with_the_new_replica_whatever_the_event_order() {
+    let (w, gcs, bucket) = with_source_bucket("overwrite").await;
+    let server = Server::start(&w.env).await;
+    for (name, delete_first) in [("finalize-first.txt", false), ("delete-first.txt", true)] {
+        let one = gcs
+            .upload(&bucket, name, b"generation one", json!({}))
+            .await;
+        let a = event(&w, &server, "finalized", &one).await;
+        assert_eq!(a.body["status"], "replicated", "{a:?}");
+        // The overwrite: finalized(two) and deleted(one), in either order.
+        let two = gcs
+            .upload(&bucket, name, b"generation two", json!({}))
+            .await;
+        if delete_first {
+            let a = event(&w, &server, "deleted", &one).await;
+            assert_eq!(a.body["status"], "replica_deleted", "{a:?}");
+        }
+        let a = event(&w, &server, "finalized", &two).await;
+        assert_eq!(a.body["status"], "replicated", "{a:?}");
+        if !delete_first {
+            let a = event(&w, &server, "deleted", &one).await;
+            assert_eq!(a.body["status"], "replica_kept", "{a:?}");
+        }
+        assert_replica(&w, name, b"generation two", &two).await;
+    }
+}
+
+// --- S3's 403 for a missing key ---------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_for_a_missing_key_is_resolved_by_a_listing() {
+    let (w, gcs, bucket) = with_source_bucket("forbidden404").await;
+    let name = "dir/new.txt";
+    let obj = gcs.upload(&bucket, name, b"new object", json!({})).await;
+    let server = Server::start(&w.env).await;
+    // S3 answers a HEAD of a missing key with 403 when the caller lacks
+    // s3:ListBucket for it.
+    let missing = ProxyFault::RewriteStatus { from: 404, to: 403 };
+
+    w.proxy.push_fault("HeadObject", missing.clone());
+    let a = event(&w, &server, "finalized", &obj).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    assert_eq!(w.proxy.faults_injected(), 1);
+    assert_eq!(w.proxy.count("ListObjectsV2"), 1);
+    assert_replica(&w, name, b"new object", &obj).await;
+
+    // A deleted event of a key with no replica: acknowledged.
+    w.proxy.push_fault("HeadObject", missing);
+    let a = event(
+        &w,
+        &server,
+        "deleted",
+        &resource_of(&bucket, "dir/none.txt", 3),
+    )
+    .await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replica_kept", "{a:?}");
+    assert_eq!(w.proxy.faults_injected(), 2);
+
+    // A 403 for a key that is listed stands.
+    w.proxy.push_fault("HeadObject", ProxyFault::Status(403));
+    let a = event(&w, &server, "deleted", &obj).await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "s3_access_denied", "{a:?}");
+    assert!(head(&w, name).await.is_some());
 }

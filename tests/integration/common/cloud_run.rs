@@ -12,7 +12,7 @@ pub const PUSH_SA: &str = "bridge-push@bridge-test.iam.gserviceaccount.com";
 pub const EVENTS_SA: &str = "bridge-events@bridge-test.iam.gserviceaccount.com";
 /// The push identity of the tasks subscription (`TASKS_PUSH_EMAIL`): an
 /// invoker, but no caller of the outside doors.
-pub const TASKS_SA: &str = "bridge-tasks@bridge-test.iam.gserviceaccount.com";
+pub const TASKS_SA: &str = super::TASKS_EMAIL;
 
 /// A front end for `w`'s service: service URL [`SERVICE_AUDIENCE`], the
 /// push, Eventarc and default caller accounts as invokers.

@@ -29,6 +29,9 @@ pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
 pub const SERVICE_AUDIENCE: &str = "https://bridge.test";
 /// The caller allowed by default.
 pub const CALLER_EMAIL: &str = "push@bridge-test.iam.gserviceaccount.com";
+/// The push identity of the tasks subscription (`TASKS_PUSH_EMAIL`): the
+/// only caller of `/tasks`, no caller of the outside doors.
+pub const TASKS_EMAIL: &str = "bridge-tasks@bridge-test.iam.gserviceaccount.com";
 
 /// The claims of a token of the allowed caller (Google-issued, for
 /// [`SERVICE_AUDIENCE`], live for an hour), with `overrides` put in: a
@@ -256,6 +259,7 @@ pub fn service_env(s: &ServiceEnv<'_>) -> Vec<(String, String)> {
         ("AUTH_MODE", s.auth_mode.to_owned()),
         ("AUTH_AUDIENCES", SERVICE_AUDIENCE.to_owned()),
         ("AUTH_ALLOWED_EMAILS", CALLER_EMAIL.to_owned()),
+        ("TASKS_PUSH_EMAIL", TASKS_EMAIL.to_owned()),
         ("GOOGLE_CERTS_URL", s.metadata.jwks_url()),
         ("GOOGLE_CLOUD_PROJECT", "bridge-test".to_owned()),
     ]
@@ -337,6 +341,36 @@ impl World {
     /// which the service trusts through GOOGLE_CERTS_URL).
     pub fn caller_token(&self) -> String {
         self.caller_token_with(serde_json::json!({}))
+    }
+
+    /// A token of the tasks subscription's push identity (`/tasks`).
+    pub fn tasks_token(&self) -> String {
+        self.caller_token_with(serde_json::json!({ "email": TASKS_EMAIL }))
+    }
+
+    /// Posts `task` to `/tasks` as the tasks subscription pushes it, with
+    /// the message id `message_id`.
+    pub async fn post_task(
+        &self,
+        server: &Server,
+        task: &serde_json::Value,
+        message_id: &str,
+    ) -> reqwest::Response {
+        use base64::Engine;
+        let envelope = serde_json::json!({
+            "message": {
+                "data": base64::engine::general_purpose::STANDARD.encode(task.to_string()),
+                "messageId": message_id,
+            },
+            "subscription": "projects/bridge-test/subscriptions/tasks",
+        });
+        server
+            .post("/tasks")
+            .bearer_auth(self.tasks_token())
+            .json(&envelope)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// A caller token with claims overridden by `overrides`.
