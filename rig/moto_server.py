@@ -14,7 +14,9 @@ stores; they make authentication and response framing behave like AWS:
   f. a multipart upload's full-object CRC32C / CRC32 is computed part by part;
   g. CompleteMultipartUpload honours If-Match (412 PreconditionFailed);
   h. ListObjectsV2 answers 400 InvalidArgument to a continuation token it
-     never gave out (moto answers 500).
+     never gave out (moto answers 500);
+  i. UploadPart to an upload that is gone (completed or aborted) answers 404
+     NoSuchUpload (moto answers 500).
 
 Usage: python rig/moto_server.py --port 5000
 """
@@ -45,6 +47,7 @@ from moto.s3 import responses as s3_responses
 from moto.s3.exceptions import (
     InvalidContinuationToken,
     MissingKey,
+    NoSuchUpload,
     PreconditionFailed,
     S3AccessDeniedError,
     S3ClientError,
@@ -600,6 +603,27 @@ def _list_objects_v2_checking_token(self: Any, *args: Any, **kwargs: Any) -> Any
 
 
 s3_models.S3Backend.list_objects_v2 = _list_objects_v2_checking_token
+
+
+# --------------------------------------------------------------------------
+# i: UploadPart to an upload that is gone
+# --------------------------------------------------------------------------
+# moto 5.2 looks the upload up with a plain dict index: a KeyError and a 500
+# for an upload that was completed or aborted. S3 answers 404 NoSuchUpload,
+# which a part delivered again after its upload completed relies on.
+
+_orig_upload_part = s3_models.S3Backend.upload_part
+
+
+def _upload_part_of_a_known_upload(
+    self: Any, bucket_name: str, multipart_id: str, part_id: int, value: bytes
+) -> Any:
+    if multipart_id not in self.get_bucket(bucket_name).multiparts:
+        raise NoSuchUpload(upload_id=multipart_id)
+    return _orig_upload_part(self, bucket_name, multipart_id, part_id, value)
+
+
+s3_models.S3Backend.upload_part = _upload_part_of_a_known_upload
 
 
 # --------------------------------------------------------------------------

@@ -197,4 +197,20 @@ pub fn router(state: AppState) -> Router {
 /// in `cloud-run-iam` mode that the service relies on Cloud Run's IAM check.
 pub fn warn_if_open(config: &Config) {
     crate::caller_auth::log_mode(&config.caller_auth);
+    let auth = &config.caller_auth;
+    if auth.mode == crate::config::AuthMode::None {
+        return;
+    }
+    match &auth.tasks_push_email {
+        None if config.publisher.tasks_topic.is_some() => tracing::warn!(
+            "TASKS_TOPIC is set but TASKS_PUSH_EMAIL is not: /tasks refuses every caller, so the \
+             service's own tasks (sync pages, part tasks) go to the dead-letter topic"
+        ),
+        Some(email) if auth.allowed_emails.contains(email) => tracing::warn!(
+            email = %email,
+            "TASKS_PUSH_EMAIL is also in AUTH_ALLOWED_EMAILS: the tasks subscription's account may \
+             call the outside doors too; give it no other role"
+        ),
+        _ => {}
+    }
 }

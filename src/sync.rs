@@ -61,6 +61,8 @@ const MAX_PAGE: u64 = 10_000_000;
 const MAX_TOKEN_CHARS: usize = 4096;
 /// The most a page marker may hold.
 const MAX_MARKER_BYTES: usize = 4096;
+/// Listing pages with no object but a next page token followed in a row.
+const MAX_EMPTY_LISTINGS: usize = 16;
 
 /// A sync command of an outside door (the JSON of `POST /v1/sync`, and of
 /// the Pub/Sub command without its `op`): starts a run.
@@ -172,15 +174,28 @@ fn is_run_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The run id of a sync started by `delivery`: derived from the message, so
-/// that the same message delivered again is the same run; random without
-/// one.
-pub(crate) fn run_id(delivery: &Delivery) -> String {
+/// The run id of a sync of `scope` started by `delivery`: derived from the
+/// message and the scope, so that the same message delivered again is the
+/// same run (and the same message id naming another sync is another run);
+/// random without a message.
+pub(crate) fn run_id(scope: &SyncScope, delivery: &Delivery) -> String {
     use sha2::Digest;
     match &delivery.id {
         Some(id) => {
-            let digest = sha2::Sha256::digest(id.as_bytes());
-            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+            let mut h = sha2::Sha256::new();
+            for part in [
+                id.as_str(),
+                &scope.bucket,
+                &scope.prefix,
+                if scope.delete { "delete" } else { "keep" },
+            ] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            h.finalize()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
         }
         None => format!("{:032x}", fastrand::u128(..)),
     }
@@ -245,25 +260,43 @@ impl GcsClient {
         if let Some(a) = after {
             query.push(("startOffset", format!("{a}\u{0}")));
         }
-        let answer: ListAnswer = Backoff::default()
-            .retry(|| async {
-                let resp = self.send(self.http.get(&url).query(&query)).await?;
-                resp.json::<ListAnswer>()
-                    .await
-                    .map_err(|e| GcsError::Failed {
-                        message: format!("unreadable listing: {e}"),
-                        transient: true,
-                    })
-            })
-            .await?;
-        let mut items: Vec<ListedSource> = answer
-            .items
-            .into_iter()
-            .filter(|o| after.is_none_or(|a| o.name.as_str() > a))
-            .collect();
-        items.sort_by(|a, b| a.name.cmp(&b.name));
-        let more = answer.next_page_token.is_some_and(|t| !t.is_empty());
-        Ok((items, more))
+        // Cloud Storage may answer a page with no items and a next page
+        // token: follow it (a few times) rather than take the empty page for
+        // the end of the listing.
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_EMPTY_LISTINGS {
+            let mut q = query.clone();
+            if let Some(t) = &page_token {
+                q.push(("pageToken", t.clone()));
+            }
+            let answer: ListAnswer = Backoff::default()
+                .retry(|| async {
+                    let resp = self.send(self.http.get(&url).query(&q)).await?;
+                    resp.json::<ListAnswer>()
+                        .await
+                        .map_err(|e| GcsError::Failed {
+                            message: format!("unreadable listing: {e}"),
+                            transient: true,
+                        })
+                })
+                .await?;
+            let mut items: Vec<ListedSource> = answer
+                .items
+                .into_iter()
+                .filter(|o| after.is_none_or(|a| o.name.as_str() > a))
+                .collect();
+            items.sort_by(|a, b| a.name.cmp(&b.name));
+            page_token = answer.next_page_token.filter(|t| !t.is_empty());
+            if !items.is_empty() || page_token.is_none() {
+                return Ok((items, page_token.is_some()));
+            }
+        }
+        Err(GcsError::Failed {
+            message: format!(
+                "{MAX_EMPTY_LISTINGS} listing pages in a row had no object but a next page token"
+            ),
+            transient: true,
+        })
     }
 }
 
@@ -502,7 +535,8 @@ pub(crate) async fn start(
     delivery: &Delivery,
 ) -> Result<SyncOutcome, ReplicateError> {
     let scope = SyncScope::of(&cmd.bucket, cmd.prefix.as_deref(), cmd.delete);
-    run(r, &scope, Position::first(run_id(delivery)), delivery).await
+    let run_id = run_id(&scope, delivery);
+    run(r, &scope, Position::first(run_id), delivery).await
 }
 
 /// Handles a page task.
@@ -769,16 +803,69 @@ mod tests {
         assert_eq!(pos(4, "p/a").next("p/b".into()).unwrap().page, 5);
     }
 
+    /// A Cloud Storage listing stand-in that answers `pages` in turn,
+    /// following `pageToken`.
+    async fn listing(pages: Vec<serde_json::Value>) -> String {
+        let pages = std::sync::Arc::new(pages);
+        let app = axum::Router::new().route(
+            "/storage/v1/b/{bucket}/o",
+            axum::routing::get(move |q: axum::extract::Query<HashMap<String, String>>| {
+                let pages = pages.clone();
+                async move {
+                    let i: usize = q.get("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+                    axum::Json(pages[i].clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        host
+    }
+
+    #[tokio::test]
+    async fn an_empty_listing_page_with_a_next_token_is_followed() {
+        let host = listing(vec![
+            serde_json::json!({"items": [], "nextPageToken": "1"}),
+            serde_json::json!({"nextPageToken": "2"}),
+            serde_json::json!({"items": [{"name": "b"}], "nextPageToken": "3"}),
+        ])
+        .await;
+        let gcs = GcsClient::new(Some(&host));
+        let (items, more) = gcs.list_after("src", "", None, 2).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].name, "b");
+        assert!(more);
+        // Endless empty pages: transient, not the end of the listing.
+        let empty: Vec<serde_json::Value> = (0..=MAX_EMPTY_LISTINGS)
+            .map(|i| serde_json::json!({"items": [], "nextPageToken": (i + 1).to_string()}))
+            .collect();
+        let gcs = GcsClient::new(Some(&listing(empty).await));
+        let e = gcs.list_after("src", "", None, 2).await.unwrap_err();
+        assert_eq!(AppError::from(e).status().as_u16(), 503);
+    }
+
     #[test]
     fn run_ids_follow_the_delivery() {
         let d = Delivery {
             id: Some("projects/p/subscriptions/s/42".into()),
         };
-        assert_eq!(run_id(&d), run_id(&d));
-        assert!(is_run_id(&run_id(&d)));
+        let scope = SyncScope::of("b", Some("p/"), false);
+        assert_eq!(run_id(&scope, &d), run_id(&scope, &d));
+        assert!(is_run_id(&run_id(&scope, &d)));
+        // The same message id for another sync is another run.
+        for other in [
+            SyncScope::of("c", Some("p/"), false),
+            SyncScope::of("b", None, false),
+            SyncScope::of("b", Some("p/"), true),
+        ] {
+            assert_ne!(run_id(&scope, &d), run_id(&other, &d), "{other:?}");
+        }
         let none = Delivery::default();
-        assert_ne!(run_id(&none), run_id(&none));
-        assert!(is_run_id(&run_id(&none)));
+        assert_ne!(run_id(&scope, &none), run_id(&scope, &none));
+        assert!(is_run_id(&run_id(&scope, &none)));
     }
 
     #[test]

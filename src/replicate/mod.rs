@@ -530,9 +530,11 @@ impl Replicator {
 
     /// Removes the replica of a deleted or archived generation, unless the
     /// replica holds a newer generation or comes from another bucket; an
-    /// object that is no replica is left. Only the version the check saw
-    /// is removed, and on a versioned bucket the older replica versions of
-    /// the bucket up to the event's generation.
+    /// object that is no replica is left. A replica whose generation Cloud
+    /// Storage still has live is kept too: no delete of it happened (the
+    /// event is forged, or older than what it names). Only the version the
+    /// check saw is removed, and on a versioned bucket the older replica
+    /// versions of the bucket up to the event's generation.
     pub(crate) async fn delete_replica(
         &self,
         obj: &GcsObject,
@@ -550,6 +552,17 @@ impl Replicator {
                     reason: format!("replica holds newer generation {held}"),
                 });
             }
+        }
+        match self.gcs.metadata(&obj.bucket, &obj.name).await {
+            Ok(live) if live.generation == Some(held) => {
+                tracing::warn!(key = %key, replica = held, generation = obj.generation, "the replica's generation is still live in Cloud Storage; kept");
+                return Ok(ReplicaOutcome::ReplicaKept {
+                    key: key.relative().to_owned(),
+                    reason: format!("generation {held} is still live in Cloud Storage"),
+                });
+            }
+            Ok(_) | Err(GcsError::Gone(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         self.remove(&key, &seen, &obj.bucket, obj.generation)
             .await?;
@@ -644,9 +657,11 @@ impl Replicator {
         // seen one are older than it.
         let listed = self.storage.versions(key).await?;
         self.delete_seen(key, seen).await?;
+        // Not listed: removed meanwhile by another delivery, which took
+        // care of the older ones; a version listed here may be newer.
         let older: Vec<&String> = match listed.iter().position(|v| v == seen_version) {
             Some(i) => listed[i + 1..].iter().collect(),
-            None => listed.iter().filter(|v| *v != seen_version).collect(),
+            None => Vec::new(),
         };
         for version in &older {
             let info = match self.storage.head_version(key, Some(version)).await {
@@ -681,6 +696,12 @@ impl Replicator {
     /// Deletes exactly the replica version `seen`: by version id on a
     /// versioned bucket, else on the condition of its ETag.
     async fn delete_seen(&self, key: &ObjectKey, seen: &Replica) -> Result<(), ReplicateError> {
+        if seen.version().is_none() && seen.etag().is_none() {
+            // Nothing to make the delete conditional on.
+            return Err(ReplicateError::Unexpected(
+                "S3 described the replica without an ETag or a version id",
+            ));
+        }
         self.storage
             .delete_checked(key, seen.version(), seen.etag())
             .await

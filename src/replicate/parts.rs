@@ -365,14 +365,52 @@ pub(crate) async fn start(
 ) -> Result<ReplicaOutcome, ReplicateError> {
     let publisher = r.fanout().publisher()?;
     let crc = live.crc32c.clone().unwrap_or_default();
+    // The event's CRC32C, when it names one, is the object's.
+    if let Some(named) = obj.crc32c.as_deref() {
+        if decode_crc(named) != decode_crc(&crc) {
+            return Err(ReplicateError::CrcMismatch(format!(
+                "gs://{}/{}#{generation}: crc32c {named} from the event differs from {crc}",
+                obj.bucket, obj.name
+            )));
+        }
+    }
     let st = r.storage();
     let record = UploadRecord::key(st, &obj.bucket, &obj.name, generation);
     let seen = UploadRecord::read(st, &record).await?;
-    if let Some((rec, _)) = &seen {
+    if let Some((rec, etag)) = &seen {
         let same = rec.bucket == obj.bucket && rec.name == obj.name && rec.generation == generation;
         if let Some(id) = rec.upload_id.as_ref().filter(|_| same) {
-            if list_parts(r, key, id).await?.is_some() {
-                return Ok(in_progress(obj, generation, key, id));
+            if let Some(parts) = list_parts(r, key, id).await? {
+                let present = parts.len() as u64;
+                let now = now_secs();
+                if present > rec.parts_seen {
+                    // Progress since the last look: note it.
+                    let noted = UploadRecord {
+                        parts_seen: present,
+                        checked_at: now,
+                        ..rec.clone()
+                    };
+                    match noted.write(st, &record, Some(etag.clone())).await {
+                        Ok(())
+                        | Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    return Ok(in_progress(obj, generation, key, id));
+                }
+                if now.saturating_sub(rec.checked_at) < UPLOAD_STALL.as_secs() {
+                    return Ok(in_progress(obj, generation, key, id));
+                }
+                // No part for that long: its tasks are lost (a publish cut
+                // short, a part dead-lettered). Start again.
+                tracing::warn!(
+                    source = %format!("gs://{}/{}", obj.bucket, obj.name),
+                    generation,
+                    key = %key,
+                    upload_id = %id,
+                    parts = present,
+                    "an upload in progress made no progress for {UPLOAD_STALL:?}; aborted and started again"
+                );
+                abort(r, key, id).await;
             }
         }
     }
@@ -402,6 +440,8 @@ pub(crate) async fn start(
         name: obj.name.clone(),
         generation,
         upload_id: Some(upload_id.clone()),
+        parts_seen: 0,
+        checked_at: now_secs(),
     };
     match rec.write(st, &record, seen.map(|(_, etag)| etag)).await {
         Ok(()) => {}
@@ -489,6 +529,22 @@ struct UploadRecord {
     generation: i64,
     /// `None` once a failed completion gave the upload up.
     upload_id: Option<String>,
+    /// Parts S3 held when the record was last written.
+    #[serde(default)]
+    parts_seen: u64,
+    /// When, in seconds since the epoch.
+    #[serde(default)]
+    checked_at: u64,
+}
+
+/// How long an upload in progress may go without a new part before a
+/// replicate of its generation takes it for lost and starts again.
+pub(crate) const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The most an upload record may hold (a name is at most 1 KiB).
@@ -509,8 +565,7 @@ impl UploadRecord {
         ObjectKey::reserved(st.prefix(), &format!("uploads/{hex}"))
     }
 
-    /// The record and its ETag; one of another object (a hash collision)
-    /// counts as none.
+    /// The record and its ETag.
     async fn read(
         st: &Storage,
         key: &ObjectKey,
@@ -533,6 +588,8 @@ impl UploadRecord {
                     name: String::new(),
                     generation: 0,
                     upload_id: None,
+                    parts_seen: 0,
+                    checked_at: 0,
                 },
                 etag,
             )),

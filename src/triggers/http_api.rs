@@ -290,6 +290,10 @@ pub(crate) async fn presign(
             ))
         }
     };
+    // A URL to upload with is a put by other means.
+    if method == PresignMethod::Put {
+        state.doors.allow(Op::Put)?;
+    }
     let expires_in = match req.expires_in {
         None => 3600,
         Some(s) if (1..=604_800).contains(&s) => s as u64,

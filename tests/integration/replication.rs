@@ -480,6 +480,16 @@ async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
         "an older generation's archive removed the replica"
     );
 
+    // An archive of the generation Cloud Storage still has live did not
+    // happen (forged, or older than what it names): kept.
+    let a = notification(&w, &server, "OBJECT_ARCHIVE", &obj).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "replica_kept", "{a:?}");
+    assert!(head(&w, name).await.is_some());
+
+    // Archived for real (the rig's Cloud Storage keeps no noncurrent
+    // generations: the object is gone).
+    gcs.delete(&bucket, name).await;
     let a = notification(&w, &server, "OBJECT_ARCHIVE", &obj).await;
     assert_2xx(&a, &server);
     assert!(
@@ -1500,4 +1510,26 @@ async fn a_403_for_a_missing_key_is_resolved_by_a_listing() {
     assert_eq!(a.status, 503, "{a:?}");
     assert_eq!(a.body["error"]["code"], "s3_access_denied", "{a:?}");
     assert!(head(&w, name).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_of_a_generation_still_live_removes_nothing() {
+    let (w, gcs, bucket) = with_source_bucket("stilllive").await;
+    let name = "live.txt";
+    let obj = gcs.upload(&bucket, name, b"still here", json!({})).await;
+    let server = Server::start(&w.env).await;
+    let a = event(&w, &server, "finalized", &obj).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    // Forged or out of order: a delete naming a generation newer than any,
+    // while Cloud Storage still has the replica's.
+    let mut newest = obj.clone();
+    newest["generation"] = json!(i64::MAX.to_string());
+    for kind in ["deleted", "archived"] {
+        let a = event(&w, &server, kind, &newest).await;
+        assert_eq!(a.body["status"], "replica_kept", "{kind}: {a:?}");
+    }
+    let a = notification(&w, &server, "OBJECT_DELETE", &newest).await;
+    assert_eq!(a.body["status"], "replica_kept", "notification: {a:?}");
+    assert_eq!(w.proxy.count("DeleteObject"), 0);
+    assert_replica(&w, name, b"still here", &obj).await;
 }

@@ -1,0 +1,408 @@
+//! The service's own tasks on the rig, delivered by hand so that every
+//! delivery is counted: the tasks topic is a pull subscription, and each
+//! task is posted to `/tasks` as its push subscription would, as often as
+//! the test wants (duplicates, redeliveries with the same message id,
+//! several at once).
+//! - A sync run is traversed once: each later page is published once,
+//!   however often a page is delivered.
+//! - A large object's replicate starts one upload per generation, however
+//!   often it is delivered; what part tasks cannot finish is refused before
+//!   anything starts.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::gcs::Gcs;
+use common::pubsub::{pull_all, pull_topic};
+use common::*;
+use serde_json::{json, Value};
+
+/// A test's world: a source bucket, the tasks topic as a pull
+/// subscription, `SYNC_DELETE` on.
+async fn world(test: &str, env: &[(&str, &str)]) -> (World, Gcs, String, String) {
+    let mut w = World::new(test).await;
+    let gcs = Gcs::new(&w.rig);
+    let bucket = gcs.bucket(test).await;
+    w.set("GCS_SOURCE_BUCKETS", &bucket);
+    w.set("SYNC_DELETE", "true");
+    let host = w.rig["PUBSUB_EMULATOR_HOST"].clone();
+    w.set("PUBSUB_EMULATOR_HOST", &host);
+    let (topic, sub) = pull_topic(&w, test).await;
+    w.set("TASKS_TOPIC", &topic);
+    for (k, v) in env {
+        w.set(k, v);
+    }
+    (w, gcs, bucket, sub)
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(json!({ "text": text })),
+    )
+}
+
+/// A command at the outside door `/pubsub`, with `message_id`.
+async fn command(w: &World, server: &Server, cmd: &Value, message_id: &str) -> (u16, Value) {
+    let envelope = json!({
+        "message": { "data": STANDARD.encode(cmd.to_string()), "messageId": message_id },
+        "subscription": "projects/bridge-test/subscriptions/commands",
+    });
+    json_of(
+        server
+            .post("/pubsub")
+            .bearer_auth(w.caller_token())
+            .json(&envelope)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn task(w: &World, server: &Server, t: &Value, message_id: &str) -> (u16, Value) {
+    json_of(w.post_task(server, t, message_id).await).await
+}
+
+/// The sync tasks among `published`, by page number.
+fn sync_pages(published: &[Value]) -> Vec<Value> {
+    published
+        .iter()
+        .filter(|t| t["op"] == "sync")
+        .cloned()
+        .collect()
+}
+
+fn page_of(t: &Value) -> u64 {
+    let token = t["page_token"].as_str().unwrap();
+    let pos: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .unwrap(),
+    )
+    .unwrap();
+    pos["page"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_page_delivered_again_publishes_each_later_page_once() {
+    // Two objects a page: six objects make three pages.
+    let (w, gcs, bucket, sub) = world("synconce", &[("TEST_SYNC_PAGE_SIZE", "2")]).await;
+    for i in 0..6 {
+        gcs.upload(&bucket, &format!("o-{i}"), b"x", json!({}))
+            .await;
+    }
+    let server = Server::start(&w.env).await;
+    let start = json!({"op": "sync", "bucket": bucket});
+
+    // The outside command, and the same message delivered again after its
+    // answer was lost: one run, one first page.
+    let (s, first) = command(&w, &server, &start, "m-1").await;
+    assert_eq!(
+        (s, first["status"].as_str()),
+        (200, Some("published")),
+        "{first}"
+    );
+    let (s, again) = command(&w, &server, &start, "m-1").await;
+    assert_eq!(
+        (s, again["status"].as_str()),
+        (200, Some("already_done")),
+        "{again}"
+    );
+    assert_eq!(again["run"], first["run"]);
+    let published = pull_all(&w, &sub).await;
+    let replicates = published.iter().filter(|t| t["op"] == "replicate").count();
+    assert_eq!(replicates, 2, "{published:?}");
+    let pages = sync_pages(&published);
+    assert_eq!(pages.len(), 1, "{published:?}");
+    let page2 = pages[0].clone();
+    assert_eq!(page_of(&page2), 2);
+
+    // Page 2: two deliveries at once (a duplicate publish), then the first
+    // one again (a redelivery after a lost answer). One of the two at once
+    // does the page; the other finds it done or in progress (503, which
+    // Pub/Sub redelivers: then it finds it done).
+    let (a, b) = tokio::join!(
+        task(&w, &server, &page2, "p2-a"),
+        task(&w, &server, &page2, "p2-b")
+    );
+    let done: Vec<&Value> = [&a, &b]
+        .into_iter()
+        .filter(|(s, v)| *s == 200 && v["status"] == "published")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(done.len(), 1, "{a:?} {b:?}");
+    for (s, v) in [&a, &b] {
+        assert!(
+            (*s == 200 && (v["status"] == "published" || v["status"] == "already_done"))
+                || (*s == 503 && v["error"]["code"] == "sync_page_in_progress"),
+            "{s} {v}"
+        );
+    }
+    for id in ["p2-a", "p2-b"] {
+        let (s, v) = task(&w, &server, &page2, id).await;
+        assert_eq!(
+            (s, v["status"].as_str()),
+            (200, Some("already_done")),
+            "{v}"
+        );
+    }
+    let published = pull_all(&w, &sub).await;
+    let pages = sync_pages(&published);
+    assert_eq!(pages.len(), 1, "{published:?}");
+    let page3 = pages[0].clone();
+    assert_eq!(page_of(&page3), 3);
+
+    // Page 3, the last, delivered three times.
+    let (s, v) = task(&w, &server, &page3, "p3").await;
+    assert_eq!((s, v["next_page"].as_bool()), (200, Some(false)), "{v}");
+    for id in ["p3", "p3-dup"] {
+        let (s, v) = task(&w, &server, &page3, id).await;
+        assert_eq!(
+            (s, v["status"].as_str()),
+            (200, Some("already_done")),
+            "{v}"
+        );
+    }
+    let published = pull_all(&w, &sub).await;
+    assert!(sync_pages(&published).is_empty(), "{published:?}");
+    assert_eq!(
+        published.iter().filter(|t| t["op"] == "replicate").count(),
+        2,
+        "{published:?}"
+    );
+
+    // A forged page token: 400, and the instance lives on.
+    let mut forged = page3.clone();
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"run": first["run"], "page": u64::MAX, "after": "o-5"}).to_string());
+    forged["page_token"] = json!(token);
+    let (s, v) = task(&w, &server, &forged, "forged").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_page_token")),
+        "{v}"
+    );
+    let r = server.get("/healthz").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The run's bookkeeping is no replica: a deleting sync keeps it and
+    // lists none of it.
+    let (s, v) = command(
+        &w,
+        &server,
+        &json!({"op": "sync", "bucket": bucket, "delete": true}),
+        "m-2",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let published = pull_all(&w, &sub).await;
+    assert!(
+        published.iter().all(|t| t["op"] != "delete_replica"),
+        "{published:?}"
+    );
+    let markers = admin_list(&w.bucket, &format!("{}.gcp-aws-bridge/sync/", w.prefix)).await;
+    assert!(markers.len() >= 4, "{markers:?}");
+    let listed: Value = server
+        .get("/v1/objects")
+        .bearer_auth(w.caller_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| !o["key"].as_str().unwrap().starts_with(".gcp-aws-bridge")),
+        "{listed}"
+    );
+}
+
+const MIB: usize = 1024 * 1024;
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_it() {
+    let (w, gcs, bucket, sub) = world("oneupload", &[("PART_TASK_BYTES", "5242880")]).await;
+    let data = bytes(12 * MIB, 3);
+    let resource = gcs
+        .upload(
+            &bucket,
+            "big.bin",
+            &data,
+            json!({"contentType": "application/octet-stream"}),
+        )
+        .await;
+    let server = Server::start(&w.env).await;
+    let cmd = json!({"op": "replicate", "bucket": bucket, "name": "big.bin",
+                     "generation": resource["generation"]});
+    let (s1, a1) = command(&w, &server, &cmd, "r-1").await;
+    let (s2, a2) = command(&w, &server, &cmd, "r-2").await;
+    assert_eq!(
+        (s1, a1["status"].as_str()),
+        (200, Some("parts_published")),
+        "{a1}"
+    );
+    assert_eq!(
+        (s2, a2["status"].as_str()),
+        (200, Some("upload_in_progress")),
+        "{a2}"
+    );
+    assert_eq!(a2["upload_id"], a1["upload_id"]);
+    let uploads = w.uploads_left().await;
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+
+    // The part tasks name the object, not a key; each is delivered twice.
+    let parts = pull_all(&w, &sub).await;
+    assert_eq!(Some(parts.len() as u64), a1["parts"].as_u64(), "{parts:?}");
+    assert!(parts.len() >= 2, "{parts:?}");
+    assert!(parts
+        .iter()
+        .all(|p| p["op"] == "replicate_part" && p.get("key").is_none()));
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, p) in parts.iter().enumerate() {
+        for n in 0..2 {
+            let (s, v) = task(&w, &server, p, &format!("part-{i}-{n}")).await;
+            assert!(s < 300, "{s} {v}\n{}", server.stdout.text());
+            *statuses
+                .entry(v["status"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(statuses.get("replicated"), Some(&1), "{statuses:?}");
+    assert_eq!(w.stored("big.bin").await.as_deref(), Some(&data[..]));
+    w.assert_no_upload_left().await;
+
+    // The replicate again: the replica has the generation, nothing starts.
+    let (s, v) = command(&w, &server, &cmd, "r-3").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("up_to_date")), "{v}");
+    assert!(pull_all(&w, &sub).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_tasks_that_cannot_finish_are_refused_before_anything_starts() {
+    for (env, code) in [
+        // No part of at least 5 MiB fits a 4 MiB budget.
+        (("BUFFER_BUDGET_BYTES", "4194304"), "part_too_large"),
+        (("MAX_OBJECT_BYTES", "10485760"), "object_too_large"),
+    ] {
+        let (w, gcs, bucket, sub) = world(
+            &format!("refused{}", code.len()),
+            &[("PART_TASK_BYTES", "5242880"), env],
+        )
+        .await;
+        let resource = gcs
+            .upload(&bucket, "big.bin", &bytes(12 * MIB, 5), json!({}))
+            .await;
+        let server = Server::start(&w.env).await;
+        let cmd = json!({"op": "replicate", "bucket": bucket, "name": "big.bin",
+                         "generation": resource["generation"]});
+        let (s, v) = command(&w, &server, &cmd, "r-1").await;
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{v}");
+        w.assert_no_upload_left().await;
+        assert!(pull_all(&w, &sub).await.is_empty());
+    }
+}
+
+/// The key of the record of an upload in progress, as the service names it.
+fn upload_record_key(w: &World, bucket: &str, name: &str, generation: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        bucket.as_bytes(),
+        b"\0",
+        name.as_bytes(),
+        b"\0",
+        generation.as_bytes(),
+    ] {
+        h.update(part);
+    }
+    let hex: String = h.finalize()[..20]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}.gcp-aws-bridge/uploads/{hex}", w.prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_left_without_progress_is_started_again() {
+    let (w, gcs, bucket, sub) = world("stalled", &[("PART_TASK_BYTES", "5242880")]).await;
+    let data = bytes(12 * MIB, 9);
+    let resource = gcs.upload(&bucket, "big.bin", &data, json!({})).await;
+    let generation = resource["generation"].as_str().unwrap().to_owned();
+    // What a replicate cut short between recording its upload and
+    // publishing the parts leaves: an upload with no part, recorded two
+    // hours ago.
+    let s3 = admin_s3();
+    let lost = s3
+        .create_multipart_upload()
+        .bucket(&w.bucket)
+        .key(w.full("big.bin"))
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap();
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    let record = json!({
+        "bucket": bucket, "name": "big.bin", "generation": generation.parse::<i64>().unwrap(),
+        "upload_id": lost, "parts_seen": 0, "checked_at": two_hours_ago,
+    });
+    s3.put_object()
+        .bucket(&w.bucket)
+        .key(upload_record_key(&w, &bucket, "big.bin", &generation))
+        .body(record.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+
+    let server = Server::start(&w.env).await;
+    let cmd = json!({"op": "replicate", "bucket": bucket, "name": "big.bin",
+                     "generation": generation});
+    let (s, v) = command(&w, &server, &cmd, "r-1").await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (200, Some("parts_published")),
+        "{v}"
+    );
+    assert_ne!(v["upload_id"], json!(lost));
+    let uploads = w.uploads_left().await;
+    assert_eq!(uploads.len(), 1, "the lost upload is aborted: {uploads:?}");
+    // The new upload, delivered again while it is young, is in progress.
+    let (s, again) = command(&w, &server, &cmd, "r-2").await;
+    assert_eq!(
+        (s, again["status"].as_str()),
+        (200, Some("upload_in_progress")),
+        "{again}"
+    );
+    for (i, p) in pull_all(&w, &sub).await.iter().enumerate() {
+        let (s, v) = task(&w, &server, p, &format!("part-{i}")).await;
+        assert!(s < 300, "{s} {v}");
+    }
+    assert_eq!(w.stored("big.bin").await.as_deref(), Some(&data[..]));
+    w.assert_no_upload_left().await;
+}
