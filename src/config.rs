@@ -317,7 +317,7 @@ pub(crate) struct DoorSettings {
         default = "default_command_ops",
         deserialize_with = "command_ops"
     )]
-    pub(crate) command_ops: crate::command::OpSet,
+    pub(crate) command_ops: crate::wire::OpSet,
     /// `SYNC_DELETE`: whether a sync may delete replicas whose object is
     /// gone (`"delete":true`; default false).
     #[serde(rename = "sync_delete", default, deserialize_with = "flag")]
@@ -376,8 +376,8 @@ fn default_buffer_wait() -> Duration {
 fn default_sync_page_size() -> usize {
     1000
 }
-fn default_command_ops() -> crate::command::OpSet {
-    crate::command::OpSet::default()
+fn default_command_ops() -> crate::wire::OpSet {
+    crate::wire::OpSet::default()
 }
 fn default_part_task_bytes() -> u64 {
     DEFAULT_PART_TASK_BYTES
@@ -553,8 +553,8 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
 }
 
 /// `COMMAND_OPS`: outside ops, comma-separated; one line per unknown op.
-fn command_ops<'de, D: Deserializer<'de>>(d: D) -> Result<crate::command::OpSet, D::Error> {
-    crate::command::OpSet::parse(&String::deserialize(d)?)
+fn command_ops<'de, D: Deserializer<'de>>(d: D) -> Result<crate::wire::OpSet, D::Error> {
+    crate::wire::OpSet::parse(&String::deserialize(d)?)
         .map_err(|lines| D::Error::custom(lines.join("\n")))
 }
 
@@ -1006,7 +1006,7 @@ mod tests {
     #[test]
     fn doors_and_the_tasks_push_identity() {
         let c = Config::from_iter(minimal()).unwrap();
-        assert_eq!(c.doors.command_ops, crate::command::OpSet::default());
+        assert_eq!(c.doors.command_ops, crate::wire::OpSet::default());
         assert!(!c.doors.sync_delete);
         assert_eq!(c.caller_auth.tasks_push_email, None);
         let mut v = minimal();
@@ -1017,8 +1017,8 @@ mod tests {
             "Tasks@P.iam.gserviceaccount.com".into(),
         ));
         let c = Config::from_iter(v).unwrap();
-        assert!(c.doors.command_ops.contains(crate::command::Op::Replicate));
-        assert!(!c.doors.command_ops.contains(crate::command::Op::Sync));
+        assert!(c.doors.command_ops.contains(crate::wire::Op::Replicate));
+        assert!(!c.doors.command_ops.contains(crate::wire::Op::Sync));
         assert!(c.doors.sync_delete);
         assert_eq!(
             c.caller_auth.tasks_push_email.as_deref(),
@@ -1247,7 +1247,7 @@ mod tests {
         assert_eq!(publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
         assert_eq!(publisher.sync_page_size, 1000);
         let doors: DoorSettings = read_group(none, &mut errors);
-        assert_eq!(doors.command_ops, crate::command::OpSet::default());
+        assert_eq!(doors.command_ops, crate::wire::OpSet::default());
         assert!(!doors.sync_delete);
     }
 

@@ -20,6 +20,7 @@ use crate::publisher::PublishError;
 use crate::replicate::ReplicateError;
 use crate::source_buckets::BucketRefusal;
 use crate::storage::{KeyError, StorageError};
+use crate::wire::WireError;
 
 /// How long a trigger should wait before redelivering after a transient fault.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -386,18 +387,26 @@ impl From<ReplicateError> for AppError {
     }
 }
 
-impl From<CommandError> for AppError {
-    fn from(e: CommandError) -> AppError {
+impl From<WireError> for AppError {
+    fn from(e: WireError) -> AppError {
         let message = e.to_string();
         match e {
-            CommandError::NotJson(_) => AppError::bad_request("invalid_json", message),
-            CommandError::Invalid(_) => AppError::bad_request("invalid_command", message),
-            CommandError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
-            CommandError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
-            CommandError::NotAllowed(_) => AppError::Refused {
+            WireError::NotJson(_) => AppError::bad_request("invalid_json", message),
+            WireError::Invalid(_) => AppError::bad_request("invalid_command", message),
+            WireError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
+            WireError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
+            WireError::NotAllowed(_) => AppError::Refused {
                 code: "op_not_allowed",
                 message,
             },
+        }
+    }
+}
+
+impl From<CommandError> for AppError {
+    fn from(e: CommandError) -> AppError {
+        match e {
+            CommandError::Wire(e) => e.into(),
             CommandError::Storage(e) => e.into(),
             CommandError::Replicate(e) => e.into(),
             CommandError::SourceBucket(e) => e.into(),

@@ -10,8 +10,10 @@
 //! list; `scripts/check-layers.py` checks it):
 //! - helpers: [`util`] (error chains, timestamps), [`retry`], [`jwt`],
 //!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`,
-//!   [`server`] (the listener), then [`config`] (typed settings, a group per
-//!   module) and [`telemetry`];
+//!   [`server`] (the listener), [`gcs`]'s object resource, then [`wire`]
+//!   (the commands of the outside doors and the service's own tasks, as
+//!   they travel), [`config`] (typed settings, a group per module) and
+//!   [`telemetry`];
 //! - outgoing identity and clients: [`gcs`] (Cloud Storage reads),
 //!   [`identity`] (our own Google ID token), [`publisher`] (Pub/Sub),
 //!   [`aws`] (STS credentials, the shared SDK configuration, whoami);
@@ -19,8 +21,8 @@
 //! - [`storage`] (S3 confined to a bucket and prefix, with its key, range,
 //!   metadata and header rules);
 //! - rules: [`replicate`] (one object; part tasks in [`replicate::parts`]),
-//!   [`sync`] (a bucket, page by page), [`command`] (what triggers decode
-//!   requests into, and running it);
+//!   [`sync`] (a bucket, page by page, each run once), [`command`]
+//!   (running what the doors decoded);
 //! - HTTP: `state` (`AppState`), [`error`] (the one map from
 //!   domain errors to statuses and codes), [`triggers`],
 //!   [`credential_server`], [`app`] (the router);
@@ -55,3 +57,4 @@ pub mod sync_cli;
 pub mod telemetry;
 pub mod triggers;
 pub mod util;
+pub mod wire;

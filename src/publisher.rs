@@ -20,10 +20,10 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use crate::command::Task;
 use crate::config::{Config, PublisherSettings};
 use crate::retry::{is_transient_status, Backoff};
 use crate::util::{error_chain, AccessTokens};
+use crate::wire::Task;
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";

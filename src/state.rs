@@ -6,12 +6,12 @@ use std::sync::Arc;
 use crate::aws::{AwsClients, AwsOptions};
 use crate::budget::BufferBudget;
 use crate::caller_auth::CallerAuth;
-use crate::command::DoorRules;
 use crate::config::Config;
 use crate::gcs::GcsClient;
 use crate::identity::{IdTokenSource, IdentityError};
 use crate::replicate::Replicator;
 use crate::storage::Storage;
+use crate::wire::DoorRules;
 
 /// Everything a request needs, shared.
 #[derive(Clone)]
@@ -79,7 +79,10 @@ impl AppState {
         .with_fanout(crate::publisher::Fanout::from_config(&config));
         let caller_auth = CallerAuth::from_config(&config.caller_auth);
         let tasks_auth = CallerAuth::for_tasks(&config.caller_auth);
-        let doors = DoorRules::from_settings(&config.doors);
+        let doors = DoorRules {
+            ops: config.doors.command_ops,
+            sync_delete: config.doors.sync_delete,
+        };
         AppState(Arc::new(Services {
             config,
             aws,

@@ -47,13 +47,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Delivery, OpTag, OrphanTask, Task};
 use crate::gcs::{GcsClient, GcsError, GcsObject};
 use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
 use crate::storage::{
     classify, is_reserved, list_prefix, ObjectKey, PutOptions, Storage, StorageError,
 };
+use crate::wire::{Delivery, OpTag, OrphanTask, SyncCommand, SyncPage, Task};
 
 /// The highest page number a token may carry (10 billion objects).
 const MAX_PAGE: u64 = 10_000_000;
@@ -63,50 +63,6 @@ const MAX_TOKEN_CHARS: usize = 4096;
 const MAX_MARKER_BYTES: usize = 4096;
 /// Listing pages with no object but a next page token followed in a row.
 const MAX_EMPTY_LISTINGS: usize = 16;
-
-/// A sync command of an outside door (the JSON of `POST /v1/sync`, and of
-/// the Pub/Sub command without its `op`): starts a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncCommand {
-    #[serde(rename = "op", default, skip_serializing)]
-    pub(crate) op: OpTag,
-    /// Source bucket.
-    pub(crate) bucket: String,
-    /// Only names under this prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) prefix: Option<String>,
-    /// Also delete replicas whose object is gone (needs `SYNC_DELETE=true`).
-    #[serde(default)]
-    pub(crate) delete: bool,
-}
-
-impl SyncCommand {
-    /// The command as published to the commands topic.
-    pub(crate) fn to_command(&self) -> Vec<u8> {
-        let mut v = serde_json::to_value(self).expect("a sync command serializes");
-        v["op"] = "sync".into();
-        v.to_string().into_bytes()
-    }
-}
-
-/// A page of a run after the first: a task of the service's own.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncPage {
-    #[serde(rename = "op", default, skip_serializing)]
-    pub(crate) op: OpTag,
-    /// Source bucket.
-    pub(crate) bucket: String,
-    /// Only names under this prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) prefix: Option<String>,
-    /// Also delete replicas whose object is gone.
-    #[serde(default)]
-    pub(crate) delete: bool,
-    /// The run, the page and where it starts.
-    pub(crate) page_token: String,
-}
 
 /// Where a page stands in its run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -899,7 +855,7 @@ mod tests {
         assert_eq!(json[2]["op"], "sync");
         assert_eq!(json[2]["delete"], true);
         assert_eq!(json[2]["prefix"], "p/");
-        let rules = crate::command::DoorRules {
+        let rules = crate::wire::DoorRules {
             ops: Default::default(),
             sync_delete: true,
         };

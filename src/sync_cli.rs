@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::gcs::GcsClient;
 use crate::replicate::Replicator;
 use crate::storage::Storage;
-use crate::sync::{plan_page, Position, SyncCommand, SyncScope};
+use crate::sync::{plan_page, Position, SyncScope};
+use crate::wire::SyncCommand;
 
 /// The arguments of `sync`.
 #[derive(Debug, Clone, PartialEq, Eq)]

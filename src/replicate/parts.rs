@@ -47,7 +47,6 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{OpTag, Task};
 use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
 use crate::replicate::{gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
@@ -55,6 +54,7 @@ use crate::storage::{
     classify, complete_conditionally, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey,
     PutOptions, Storage, StorageError, MAX_PART,
 };
+use crate::wire::{OpTag, PartTask, Task};
 
 /// Part size of part tasks unless S3's 10,000-part limit asks for more.
 pub(crate) const PART_TASK_PART_SIZE: u64 = 64 * 1024 * 1024;
@@ -167,60 +167,6 @@ impl PartPlan {
         let end = (start + self.part_size).min(self.size) - 1;
         (start, end)
     }
-}
-
-/// A `replicate_part` task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartTask {
-    #[serde(rename = "op", default, skip_serializing)]
-    pub(crate) op: OpTag,
-    /// Source bucket.
-    pub(crate) bucket: String,
-    /// Source object name.
-    pub(crate) name: String,
-    /// Source generation (decimal string or number).
-    #[serde(deserialize_with = "de_generation", serialize_with = "ser_generation")]
-    pub(crate) generation: i64,
-    /// Multipart upload id.
-    pub(crate) upload_id: String,
-    /// Part number, 1-based.
-    pub(crate) part_number: u64,
-    /// First byte of the range.
-    pub(crate) start: u64,
-    /// Last byte of the range (inclusive).
-    pub(crate) end: u64,
-    /// Number of parts of the upload.
-    pub(crate) parts: u64,
-    /// Bytes per part (the last may be shorter).
-    pub(crate) part_size: u64,
-    /// Object size.
-    pub(crate) size: u64,
-    /// The object's CRC32C (base64), which completion asks S3 to verify.
-    pub(crate) crc32c: String,
-    /// Complete only if no object exists at the key (`If-None-Match: *`):
-    /// the replicate command's check found no replica.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub(crate) if_none_match: bool,
-    /// Complete only over the object with this ETag (`If-Match`): the
-    /// replica the check found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) if_match: Option<String>,
-    /// Failed completions of earlier uploads of this object.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub(crate) restarts: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn de_generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    crate::util::de_i64_opt(d)?.ok_or_else(|| serde::de::Error::custom("generation is required"))
-}
-
-fn ser_generation<S: serde::Serializer>(g: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&g.to_string())
 }
 
 impl PartTask {
@@ -987,7 +933,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&task.to_json()).unwrap();
         assert_eq!(v["op"], "replicate_part");
         assert_eq!(v["generation"], "1700000000000001");
-        let rules = crate::command::DoorRules::default();
+        let rules = crate::wire::DoorRules::default();
         assert_eq!(Task::decode(&task.to_json(), &rules).unwrap(), task);
         assert!(t.plan().is_some());
         // A key of its own is no field of a part task.

@@ -15,10 +15,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::command::{execute, Delivery, DoorRules, OutsideCommand, StorageChange};
+use crate::command::execute;
 use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::state::AppState;
+use crate::wire::{Delivery, DoorRules, OutsideCommand, StorageChange};
 
 use super::pubsub::{message_to_command_with, PubsubMessage};
 use super::{json_body, read_body_within};

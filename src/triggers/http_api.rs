@@ -12,11 +12,11 @@ use axum::Json;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use crate::command::Op;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::{validate_content_type, validate_metadata};
 use crate::storage::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
+use crate::wire::Op;
 
 use super::{json_body, read_body_within, SMALL_BODY_LIMIT};
 

@@ -1,7 +1,8 @@
 //! The HTTP surface: Pub/Sub push ([`pubsub`]), Eventarc CloudEvents
 //! ([`cloudevents`]) and the `/v1` API ([`http_api`], [`sync_http`]).
 //! Pub/Sub push and CloudEvents decode a request into a
-//! [`crate::command::Command`] and hand it to [`crate::command::execute`];
+//! [`crate::wire::OutsideCommand`] or [`crate::wire::Task`] and hand it to
+//! [`crate::command::execute`] or [`crate::command::execute_task`];
 //! the `/v1` API calls [`crate::storage::Storage`] (and `/v1/sync` the sync)
 //! directly, not through `Command`. Errors become statuses through
 //! [`crate::error::AppError`]: 2xx acks, anything else redelivers.

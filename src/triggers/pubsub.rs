@@ -15,13 +15,13 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::budget::Reservation;
-use crate::command::{
-    decode_outside, execute, execute_task, CommandError, Delivery, DoorRules, OutsideCommand,
-    StorageChange, Task,
-};
+use crate::command::{execute, execute_task};
 use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::state::AppState;
+use crate::wire::{
+    decode_outside, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
+};
 
 use super::{json_body, read_body_within};
 
@@ -294,7 +294,7 @@ pub(crate) async fn handle_task(
     let task = match payload {
         Payload::Command(data) => Task::decode(&data, &state.doors)?,
         Payload::Notification { .. } => {
-            return Err(CommandError::NotAllowed(
+            return Err(WireError::NotAllowed(
                 "Cloud Storage notifications go to /pubsub, not /tasks".into(),
             )
             .into())

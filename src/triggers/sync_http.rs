@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::command::{decode_outside, CommandError, Delivery, OutsideCommand};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::wire::{decode_outside, Delivery, OutsideCommand, WireError};
 
 use super::{json_body, read_body};
 
@@ -33,7 +33,7 @@ pub(crate) async fn sync(
     let data = serde_json::to_vec(&with_op).map_err(|e| AppError::Internal(e.to_string()))?;
     let decoded = decode_outside(&data, &state.doors).map_err(|e| match e {
         // The body's fields, as before the op was added.
-        CommandError::Invalid(m) => AppError::bad_request("invalid_json", m),
+        WireError::Invalid(m) => AppError::bad_request("invalid_json", m),
         other => other.into(),
     })?;
     let OutsideCommand::Sync(cmd) = decoded else {

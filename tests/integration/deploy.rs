@@ -268,13 +268,14 @@ async fn replica_deletes_on_the_versioned_terraform_bucket_remove_what_they_chec
     hold.release();
     let (s, b) = slow.await.unwrap();
     assert_eq!(s, 200, "{b}");
-    // ...and removed only the version it checked: three is current.
+    // ...and removed the version it checked and the older replica of a
+    // generation up to two (one), never three: three is current and alone.
     assert_eq!(
         admin_get(&d.bucket, &w.full(name)).await.as_deref(),
         Some(&b"three"[..])
     );
     let listed = versions().await;
-    assert_eq!(listed.versions().len(), 2, "{:?}", listed.versions());
+    assert_eq!(listed.versions().len(), 1, "{:?}", listed.versions());
 
     // Three's delete removes three and the older replica that would have
     // become current: nothing reappears.
