@@ -788,6 +788,7 @@ async fn generations_are_compared_within_one_bucket() {
     assert_eq!(w.proxy.count("DeleteObject"), 0);
 
     // src's own delete removes it.
+    gcs.delete(&src, name).await;
     let a = event(&w, &server, "deleted", &mine).await;
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replica_deleted", "{a:?}");

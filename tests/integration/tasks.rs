@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use common::deployment::bytes;
 use common::gcs::Gcs;
 use common::pubsub::{pull_all, pull_topic};
 use common::*;
@@ -228,18 +229,6 @@ async fn a_sync_page_delivered_again_publishes_each_later_page_once() {
 }
 
 const MIB: usize = 1024 * 1024;
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_it() {
