@@ -3,7 +3,8 @@
 directly or through others, on a module that depends on it.
 
 A dependency is any `crate::NAME` path in a module's code outside its
-`#[cfg(test)]` blocks and comments, grouped imports included
+`#[cfg(test)]` blocks, comments and string literals (lexed in one pass, so
+that `"https://..."` hides nothing), grouped imports included
 (`use crate::{a, b::{c}}` depends on `a` and `b`). src/lib.rs and
 src/main.rs are not modules of their own.
 
@@ -20,14 +21,57 @@ import sys
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
-def strip_comments(text: str) -> str:
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return re.sub(r"//[^\n]*", "", text)
+def strip_comments_and_strings(text: str) -> str:
+    """Rust source with its comments removed and every string, byte string,
+    raw string and char literal emptied, lexed in one pass: a `//` inside a
+    string (`"https://..."`) is no comment, and a quote inside a comment
+    starts no string. Lifetimes (`'a`) are kept."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        nxt = text[i + 1] if i + 1 < n else ""
+        if c == "/" and nxt == "/":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif c == "/" and nxt == "*":
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif c == "r" and re.match(r'r#*"', text[i:]) and not _ident_char(text, i - 1):
+            hashes = len(re.match(r"r(#*)", text[i:]).group(1))
+            end = text.find('"' + "#" * hashes, i + 2 + hashes)
+            out.append('""')
+            i = n if end < 0 else end + 1 + hashes
+        elif c == "b" and nxt in "\"'" and not _ident_char(text, i - 1):
+            i += 1
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            out.append('""')
+            i += 1
+        elif c == "'":
+            m = re.match(r"'(\\.[^']*|[^'\\])'", text[i:])
+            if m:
+                out.append("' '")
+                i += m.end()
+            else:
+                out.append(c)
+                i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
-def strip_strings(text: str) -> str:
-    text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
-    return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+def _ident_char(text: str, k: int) -> bool:
+    return k >= 0 and (text[k].isalnum() or text[k] == "_")
 
 
 def strip_cfg_test(text: str) -> str:
@@ -110,7 +154,7 @@ def modules(src: pathlib.Path) -> dict:
         if rel.parts[0] in ("lib.rs", "main.rs", "bin"):
             continue
         name = rel.parts[0].removesuffix(".rs")
-        text = strip_cfg_test(strip_strings(strip_comments(path.read_text())))
+        text = strip_cfg_test(strip_comments_and_strings(path.read_text()))
         deps.setdefault(name, set()).update(dependencies(text))
     for name, d in deps.items():
         d.discard(name)

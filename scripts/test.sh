@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite:
 #   1. cargo fmt --check, and scripts/check-layers.py (no import cycle)
+#      with its own tests (scripts/test_check_layers.py)
 #   2. cargo clippy --all-targets -- -D warnings    (while the rig starts)
 #   3. the rig: moto, the Pub/Sub emulator and fake-gcs-server
 #      (scripts/rig-up.sh, in $RIG_DIR = .run/test, stopped again on exit)
@@ -67,7 +68,8 @@ step_result "cargo fmt --check" $? $((SECONDS - t))
 
 banner "module layers (scripts/check-layers.py)"
 t=$SECONDS
-python3 "$ROOT/scripts/check-layers.py"
+python3 "$ROOT/scripts/check-layers.py" &&
+    python3 "$ROOT/scripts/test_check_layers.py"
 step_result "module layers" $? $((SECONDS - t))
 
 # --- 2. clippy, while the rig starts -----------------------------------------

@@ -764,7 +764,7 @@ impl PublisherSettings {
             ("PUBSUB_TOPIC", &self.commands_topic),
         ] {
             if let Some(t) = topic {
-                if !crate::publisher::is_topic_name(t) {
+                if !is_topic_name(t) {
                     errors.push(format!(
                         "{name}: {t:?} is not a topic name (projects/PROJECT/topics/TOPIC)"
                     ));
@@ -779,6 +779,19 @@ impl PublisherSettings {
             }
         }
     }
+}
+
+/// Whether `topic` has the form `projects/P/topics/T`.
+pub(crate) fn is_topic_name(topic: &str) -> bool {
+    let parts: Vec<&str> = topic.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == "topics"
+        && !parts[1].is_empty()
+        && !parts[3].is_empty()
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~+%".contains(&b))
 }
 
 /// A role name of `AWS_ROLES`: 1–64 characters of `[A-Za-z0-9_.-]`.
@@ -1001,6 +1014,21 @@ mod tests {
         v.push(("PUBSUB_TOPIC".into(), "projects/p/topics/t".into()));
         let text = Config::from_iter(v).unwrap_err().to_string();
         assert!(text.starts_with("TASKS_TOPIC:"), "{text}");
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(is_topic_name("projects/p-1/topics/bridge-commands"));
+        for bad in [
+            "bridge-commands",
+            "projects/p/subscriptions/s",
+            "projects//topics/t",
+            "projects/p/topics/",
+            "projects/p/topics/t/x",
+            "projects/p/topics/t?x",
+        ] {
+            assert!(!is_topic_name(bad), "{bad}");
+        }
     }
 
     #[test]

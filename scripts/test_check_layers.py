@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Tests of scripts/check-layers.py on small source trees written here: a
+planted cycle is found, and comments, strings (a `//` inside `"https://..."`,
+a raw string, a quote inside a comment) neither hide a dependency nor make
+one up.
+
+    python3 scripts/test_check_layers.py
+"""
+
+import importlib.util
+import pathlib
+import sys
+import tempfile
+import unittest
+
+HERE = pathlib.Path(__file__).resolve().parent
+spec = importlib.util.spec_from_file_location("check_layers", HERE / "check-layers.py")
+check_layers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_layers)
+
+
+def tree(files: dict) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        src = pathlib.Path(d)
+        for name, text in files.items():
+            path = src / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return check_layers.modules(src)
+
+
+class CheckLayers(unittest.TestCase):
+    def test_a_planted_cycle_behind_a_url_string_is_found(self):
+        deps = tree(
+            {
+                # The `//` of the URL starts no comment: the import on the
+                # next line counts.
+                "config.rs": 'const URL: &str = "https://example.com/x";\n'
+                "fn f() -> bool { crate::publisher::ok() }\n"
+                "fn g() -> &'static str { \"later\" }\n",
+                "publisher.rs": "use crate::config::Config;\npub fn ok() -> bool { true }\n",
+            }
+        )
+        self.assertEqual(deps["config"], {"publisher"})
+        self.assertEqual(deps["publisher"], {"config"})
+        self.assertEqual(check_layers.cycles(deps), [["config", "publisher"]])
+
+    def test_comments_strings_and_tests_make_no_dependency(self):
+        deps = tree(
+            {
+                "a.rs": "// crate::b::x\n"
+                "/* crate::b /* nested */ crate::b */\n"
+                'const S: &str = "crate::b::y";\n'
+                'const R: &str = r#"crate::b "quoted" "#;\n'
+                "const C: char = '\"';\n"
+                "fn f<'a>(x: &'a str) -> &'a str { x }\n"
+                "#[cfg(test)]\nmod tests { use crate::b; }\n"
+                "use crate::{c, d::{e}};\n",
+                "b.rs": "",
+                "c.rs": "",
+                "d/mod.rs": "",
+            }
+        )
+        self.assertEqual(deps["a"], {"c", "d"})
+        self.assertEqual(check_layers.cycles(deps), [])
+        self.assertEqual(check_layers.layers(deps), [["b", "c", "d"], ["a"]])
+
+    def test_the_tree_of_this_repository_has_no_cycle(self):
+        deps = check_layers.modules(HERE.parent / "src")
+        self.assertEqual(check_layers.cycles(deps), [])
+
+
+if __name__ == "__main__":
+    sys.exit(unittest.main())
