@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite:
 #   1. cargo fmt --check, and scripts/check-layers.py (no import cycle)
-#      with its own tests (scripts/test_check_layers.py)
+#      with its own tests (scripts/test_check_layers.py), and cargo machete
+#      (no unused dependency; cargo-machete is installed when missing)
 #   2. cargo clippy --all-targets -- -D warnings    (while the rig starts)
 #   3. the rig: moto, the Pub/Sub emulator and fake-gcs-server
 #      (scripts/rig-up.sh, in $RIG_DIR = .run/test, stopped again on exit)
@@ -71,6 +72,15 @@ t=$SECONDS
 python3 "$ROOT/scripts/check-layers.py" &&
     python3 "$ROOT/scripts/test_check_layers.py"
 step_result "module layers" $? $((SECONDS - t))
+
+banner "cargo machete (no unused dependency)"
+t=$SECONDS
+if ! command -v cargo-machete >/dev/null 2>&1; then
+    echo "cargo-machete is missing: cargo install cargo-machete --locked"
+    cargo install cargo-machete --locked
+fi
+cargo machete
+step_result "cargo machete" $? $((SECONDS - t))
 
 # --- 2. clippy, while the rig starts -----------------------------------------
 rig_t=$SECONDS
