@@ -122,6 +122,22 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     }
     .instrument(span.clone())
     .await;
+    // The deadline bounds the body too: a streamed answer (an object read
+    // from S3) ends with an error, which aborts it, when the deadline passes.
+    // An answer made at the deadline (the timeout's own 503) is sent whole.
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
+    let resp = if tokio::time::Instant::now() < deadline {
+        resp.map(|body| {
+            axum::body::Body::new(Deadline {
+                body,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                timeout,
+                passed: false,
+            })
+        })
+    } else {
+        resp
+    };
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
@@ -139,6 +155,51 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         }
     });
     resp
+}
+
+/// A response body cut at the request's deadline: past it, the body ends
+/// with an error (the connection or HTTP/2 stream is reset, so the client
+/// sees an incomplete answer, never a short one taken for whole).
+struct Deadline {
+    body: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    passed: bool,
+}
+
+impl http_body::Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        if self.passed {
+            return Poll::Ready(None);
+        }
+        if std::future::Future::poll(self.deadline.as_mut(), cx).is_ready() {
+            self.passed = true;
+            tracing::warn!(
+                "the response body was cut: the deadline of {:?} passed",
+                self.timeout
+            );
+            return Poll::Ready(Some(Err(axum::Error::new(format!(
+                "deadline of {:?} passed while the body was sent",
+                self.timeout
+            )))));
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.passed || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// `/v1/objects/` names the empty key, refused (400) like any bad key.

@@ -53,6 +53,9 @@ const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 const MAX_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// An unknown `kid` fetches the keys again at most this often.
 const MIN_FORCED_REFRESH: Duration = Duration::from_secs(10);
+/// The largest answer of `GOOGLE_CERTS_URL` read: Google's holds two or
+/// three keys in about 2 KiB.
+const MAX_CERTS_BYTES: usize = 256 * 1024;
 /// Keys stay in use this long past their expiry while refreshes fail.
 const STALE_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// A failed fetch is not repeated for this long.
@@ -105,9 +108,10 @@ impl Source {
                     return Err(format!("GET {url}: HTTP {}", resp.status()));
                 }
                 let ttl = max_age(resp.headers());
-                let set: JwkSet = resp
-                    .json()
+                let body = crate::util::read_limited(resp, MAX_CERTS_BYTES)
                     .await
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                let set: JwkSet = serde_json::from_slice(&body)
                     .map_err(|e| format!("GET {url}: not a JWKS: {e}"))?;
                 Ok((set, ttl))
             }
@@ -696,6 +700,74 @@ mod tests {
             !AppError::from(e).to_string().contains("GET"),
             "the detail is for the log"
         );
+    }
+
+    /// A JWKS stand-in: the first `good` answers are `jwks(["a"])`, the
+    /// others an endless body without a Content-Length.
+    async fn jwks_stand_in(good: usize) -> (String, Arc<AtomicUsize>) {
+        use futures_util::StreamExt;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let app = axum::Router::new().route(
+            "/certs",
+            axum::routing::get(move || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < good {
+                        return axum::body::Body::from(serde_json::to_vec(&jwks(&["a"])).unwrap());
+                    }
+                    let head = futures_util::stream::once(async {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(br#"{"keys":[{"kid":""#))
+                    });
+                    let endless = futures_util::stream::repeat_with(|| {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'k'; 16 * 1024]))
+                    });
+                    axum::body::Body::from_stream(head.chain(endless))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/certs", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn a_jwks_larger_than_its_bound_is_refused_unread() {
+        // No keys cached: 503 certs_unavailable, without reading it whole.
+        let (url, calls) = jwks_stand_in(0).await;
+        let c = CertCache::new(url);
+        let Err(e) = tokio::time::timeout(Duration::from_secs(30), c.key("a"))
+            .await
+            .expect("the read stops at the bound")
+        else {
+            panic!("keys expected to be unavailable")
+        };
+        assert_eq!((e.status().as_u16(), e.code()), (503, "certs_unavailable"));
+        assert!(e.to_string().contains("larger than"), "{e}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Keys cached: a refresh that answers too much keeps them in use.
+        let (url, calls) = jwks_stand_in(1).await;
+        let c = CertCache::new(url);
+        assert!(c.key("a").await.unwrap().is_some());
+        {
+            let mut state = c.state.write().unwrap();
+            let certs = state.certs.as_mut().unwrap();
+            certs.fresh_until = Instant::now();
+            certs.fetched_at = Instant::now() - MIN_FORCED_REFRESH;
+        }
+        assert!(c.key("a").await.unwrap().is_some());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(c
+            .state
+            .read()
+            .unwrap()
+            .failed
+            .as_ref()
+            .is_some_and(|(_, why)| why.contains("larger than")));
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,9 +14,12 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer};
 
 use crate::retry::{is_transient_status, Backoff, Transient};
-use crate::util::{de_i64_opt, error_chain, AccessTokens};
+use crate::util::{de_i64_opt, error_chain, error_text, read_limited, AccessTokens};
 
 const READ_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+/// The largest object resource read: custom metadata is at most 8 KiB, the
+/// rest a few hundred bytes.
+pub(crate) const MAX_RESOURCE_BYTES: usize = 1024 * 1024;
 const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
 
 fn u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -174,8 +177,7 @@ impl GcsClient {
         if status == 404 || status == 412 {
             return Err(GcsError::Gone(status));
         }
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+        let text = error_text(resp).await;
         Err(GcsError::Failed {
             message: format!("HTTP {status}: {text}"),
             // 401/403 are fixable by granting access: keep the event.
@@ -190,12 +192,17 @@ impl GcsClient {
                 let resp = self
                     .send(self.http.get(self.object_url(bucket, name)))
                     .await?;
-                resp.json::<GcsObject>()
-                    .await
-                    .map_err(|e| GcsError::Failed {
-                        message: format!("unreadable object resource: {e}"),
-                        transient: true,
-                    })
+                let body =
+                    read_limited(resp, MAX_RESOURCE_BYTES)
+                        .await
+                        .map_err(|e| GcsError::Failed {
+                            message: format!("object resource: {e}"),
+                            transient: true,
+                        })?;
+                serde_json::from_slice::<GcsObject>(&body).map_err(|e| GcsError::Failed {
+                    message: format!("unreadable object resource: {e}"),
+                    transient: true,
+                })
             })
             .await
     }

@@ -22,7 +22,7 @@ use base64::Engine;
 
 use crate::config::{Config, PublisherSettings};
 use crate::retry::{is_transient_status, Backoff};
-use crate::util::{error_chain, AccessTokens};
+use crate::util::{error_chain, error_text, read_limited, AccessTokens};
 use crate::wire::Task;
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
@@ -32,6 +32,9 @@ pub(crate) const MAX_BATCH_MESSAGES: usize = 1000;
 /// Request bytes per `:publish` call: the API takes 10 MB; the JSON
 /// envelope of each message is counted too, with room to spare.
 pub(crate) const MAX_BATCH_BYTES: usize = 9 * 1024 * 1024;
+/// The largest answer to a `:publish` call read: 1,000 message ids of a
+/// few dozen bytes each.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -150,46 +153,57 @@ impl Publisher {
             })
     }
 
-    /// Publishes tasks, each one message (see [`Publisher::publish`]).
-    pub(crate) async fn publish_tasks(&self, tasks: &[Task]) -> Result<usize, PublishError> {
-        let data: Vec<Vec<u8>> = tasks.iter().map(Task::to_json).collect();
-        self.publish(&data).await
+    /// Publishes tasks, each one message (see [`Publisher::publish`]): a
+    /// task is turned into its message only when its batch is built.
+    pub(crate) async fn publish_tasks<I>(&self, tasks: I) -> Result<usize, PublishError>
+    where
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<Task>,
+    {
+        use std::borrow::Borrow;
+        self.publish(tasks.into_iter().map(|t| t.borrow().to_json()))
+            .await
     }
 
     /// Publishes each message (its JSON as the data), in as few calls as the
-    /// limits allow. Returns the number published. On an error some batches
-    /// may have been published: tasks are idempotent, so the caller answers
-    /// non-2xx and the redelivery publishes again.
-    pub(crate) async fn publish(&self, messages: &[Vec<u8>]) -> Result<usize, PublishError> {
-        let mut batch: Vec<serde_json::Value> = Vec::new();
-        let mut bytes = 0;
+    /// limits allow, taking the messages from `messages` one batch at a
+    /// time: at most one batch (1,000 messages, 9 MiB) is held at once, and
+    /// nothing after a failed batch is built. Returns the number published.
+    /// On an error some batches may have been published: tasks are
+    /// idempotent, so the caller answers non-2xx and the redelivery
+    /// publishes again.
+    pub(crate) async fn publish<I>(&self, messages: I) -> Result<usize, PublishError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let mut batch = Batch::new();
         let mut published = 0;
         for msg in messages {
-            let data = STANDARD.encode(msg);
+            let data = STANDARD.encode(msg.as_ref());
             let size = data.len() + 32;
             if size > MAX_BATCH_BYTES {
                 return Err(PublishError::TooLarge(size));
             }
-            if batch.len() == MAX_BATCH_MESSAGES || bytes + size > MAX_BATCH_BYTES {
-                published += self.publish_batch(&batch).await?;
-                batch.clear();
-                bytes = 0;
+            if batch.count == MAX_BATCH_MESSAGES || batch.bytes + size > MAX_BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, Batch::new());
+                published += self.publish_batch(full).await?;
             }
-            bytes += size;
-            batch.push(serde_json::json!({ "data": data }));
+            batch.push(&data, size);
         }
-        if !batch.is_empty() {
-            published += self.publish_batch(&batch).await?;
+        if batch.count > 0 {
+            published += self.publish_batch(batch).await?;
         }
         Ok(published)
     }
 
-    async fn publish_batch(&self, messages: &[serde_json::Value]) -> Result<usize, PublishError> {
+    async fn publish_batch(&self, batch: Batch) -> Result<usize, PublishError> {
         let url = format!("{}/v1/{}:publish", self.base, self.topic);
-        let body = serde_json::json!({ "messages": messages });
+        let count = batch.count;
+        let body = batch.finish();
         let mut attempt = 1;
         loop {
-            match self.publish_once(&url, &body, messages.len()).await {
+            match self.publish_once(&url, body.clone(), count).await {
                 Err(PublishError::Failed {
                     transient: true,
                     message,
@@ -206,28 +220,44 @@ impl Publisher {
     async fn publish_once(
         &self,
         url: &str,
-        body: &serde_json::Value,
+        body: bytes::Bytes,
         count: usize,
     ) -> Result<usize, PublishError> {
-        let req = self.authorize(self.http.post(url).json(body)).await?;
+        let req = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let req = self.authorize(req).await?;
         let resp = req.send().await.map_err(|e| PublishError::Failed {
             message: format!("request failed: {}", error_chain(&e)),
             transient: true,
         })?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let text: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+            let text = error_text(resp).await;
             return Err(PublishError::Failed {
                 message: format!("HTTP {status}: {text}"),
                 transient: is_transient_status(status),
             });
         }
-        let v: serde_json::Value = resp.json().await.map_err(|e| PublishError::Failed {
+        let body =
+            read_limited(resp, MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| PublishError::Failed {
+                    message: format!("answer: {e}"),
+                    transient: true,
+                })?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default, rename = "messageIds")]
+            message_ids: Vec<serde::de::IgnoredAny>,
+        }
+        let answer: Answer = serde_json::from_slice(&body).map_err(|e| PublishError::Failed {
             message: format!("unreadable answer: {e}"),
             transient: true,
         })?;
-        let ids = v["messageIds"].as_array().map(Vec::len).unwrap_or(0);
+        let ids = answer.message_ids.len();
         if ids != count {
             return Err(PublishError::Failed {
                 message: format!("{ids} message ids for {count} messages"),
@@ -235,6 +265,44 @@ impl Publisher {
             });
         }
         Ok(count)
+    }
+}
+
+/// The body of one `:publish` call, built as its messages come:
+/// `{"messages":[{"data":"<base64>"},…]}` (base64 needs no JSON escape).
+struct Batch {
+    body: Vec<u8>,
+    count: usize,
+    /// The bytes counted against [`MAX_BATCH_BYTES`].
+    bytes: usize,
+}
+
+impl Batch {
+    const HEAD: &'static [u8] = br#"{"messages":["#;
+
+    fn new() -> Batch {
+        Batch {
+            body: Batch::HEAD.to_vec(),
+            count: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Adds a message whose data is `data` (base64), counted as `size`.
+    fn push(&mut self, data: &str, size: usize) {
+        if self.count > 0 {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(br#"{"data":""#);
+        self.body.extend_from_slice(data.as_bytes());
+        self.body.extend_from_slice(br#""}"#);
+        self.count += 1;
+        self.bytes += size;
+    }
+
+    fn finish(mut self) -> bytes::Bytes {
+        self.body.extend_from_slice(b"]}");
+        self.body.into()
     }
 }
 
@@ -395,5 +463,64 @@ mod tests {
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
         let app: crate::error::AppError = e.into();
         assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
+    }
+
+    #[tokio::test]
+    async fn tasks_are_built_and_published_one_batch_at_a_time() {
+        // A stand-in that notes, at each call, how many messages had been
+        // built so far, and fails (400) from call `fail_at` on.
+        let built = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (b, s) = (built.clone(), seen.clone());
+        let fail_at = 3;
+        let app = axum::Router::new()
+            .route(
+                "/v1/projects/p/topics/{t}",
+                axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                    let (b, s) = (b.clone(), s.clone());
+                    async move {
+                        let n = body["messages"].as_array().map_or(0, Vec::len);
+                        let mut s = s.lock().unwrap();
+                        s.push((n, b.load(Ordering::SeqCst)));
+                        if s.len() >= fail_at {
+                            return (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                axum::Json(serde_json::json!({"error": "x".repeat(100_000)})),
+                            );
+                        }
+                        let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({ "messageIds": ids })),
+                        )
+                    }
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(10_000_000));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let p = Publisher::new("projects/p/topics/t", Some(&host)).with_backoff(quick());
+        let b = built.clone();
+        // As many as the parts of an upload can be.
+        let tasks = (0..10_000).map(move |i| {
+            b.fetch_add(1, Ordering::SeqCst);
+            format!(r#"{{"op":"replicate_part","part_number":{i}}}"#).into_bytes()
+        });
+        let e = p.publish(tasks).await.unwrap_err();
+        // The third call failed: nothing after it was built or sent.
+        assert!(
+            matches!(&e, PublishError::Failed { transient: false, message } if message.len() < 400),
+            "{e}"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![(1000, 1001), (1000, 2001), (1000, 3001)],
+            "(messages, built when sent)"
+        );
+        assert_eq!(built.load(Ordering::SeqCst), 3001);
     }
 }

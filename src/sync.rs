@@ -63,6 +63,14 @@ const MAX_TOKEN_CHARS: usize = 4096;
 const MAX_MARKER_BYTES: usize = 4096;
 /// Listing pages with no object but a next page token followed in a row.
 const MAX_EMPTY_LISTINGS: usize = 16;
+/// The fields of a listing that sync reads; Cloud Storage sends only these
+/// (an emulator may send whole resources).
+const LISTING_FIELDS: &str = "items(name,size,generation,crc32c,updated),nextPageToken";
+/// The bytes a listing may take per object asked for: a name of at most
+/// 1,024 bytes (more if escaped) and the four other fields.
+const LISTING_BYTES_PER_OBJECT: usize = 8 * 1024;
+/// The bytes of a listing beyond its objects.
+const LISTING_BYTES_BASE: usize = 64 * 1024;
 
 /// Where a page stands in its run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,7 +215,9 @@ impl GcsClient {
         let mut query: Vec<(&str, String)> = vec![
             ("maxResults", max.to_string()),
             ("projection", "noAcl".into()),
+            ("fields", LISTING_FIELDS.into()),
         ];
+        let bound = LISTING_BYTES_BASE + max.min(1000) * LISTING_BYTES_PER_OBJECT;
         if !prefix.is_empty() {
             query.push(("prefix", prefix.to_owned()));
         }
@@ -228,12 +238,16 @@ impl GcsClient {
             let answer: ListAnswer = Backoff::default()
                 .retry(|| async {
                     let resp = self.send(self.http.get(&url).query(&q)).await?;
-                    resp.json::<ListAnswer>()
-                        .await
-                        .map_err(|e| GcsError::Failed {
-                            message: format!("unreadable listing: {e}"),
+                    let body = crate::util::read_limited(resp, bound).await.map_err(|e| {
+                        GcsError::Failed {
+                            message: format!("listing: {e}"),
                             transient: true,
-                        })
+                        }
+                    })?;
+                    serde_json::from_slice::<ListAnswer>(&body).map_err(|e| GcsError::Failed {
+                        message: format!("unreadable listing: {e}"),
+                        transient: true,
+                    })
                 })
                 .await?;
             let mut items: Vec<ListedSource> = answer
@@ -801,6 +815,55 @@ mod tests {
         let gcs = GcsClient::new(Some(&listing(empty).await));
         let e = gcs.list_after("src", "", None, 2).await.unwrap_err();
         assert_eq!(AppError::from(e).status().as_u16(), 503);
+    }
+
+    #[tokio::test]
+    async fn a_listing_larger_than_its_bound_is_refused_unread() {
+        use futures_util::StreamExt;
+        // A listing that never ends, without a Content-Length: the read
+        // stops at the bound instead of holding it all.
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a = asked.clone();
+        let app = axum::Router::new().route(
+            "/storage/v1/b/{bucket}/o",
+            axum::routing::get(move |q: axum::extract::Query<HashMap<String, String>>| {
+                a.lock().unwrap().push(q.get("fields").cloned());
+                async move {
+                    let head = futures_util::stream::once(async {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                            br#"{"items":[{"name":"a","kind":""#,
+                        ))
+                    });
+                    let endless = futures_util::stream::repeat_with(|| {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 16 * 1024]))
+                    });
+                    axum::body::Body::from_stream(head.chain(endless))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let gcs = GcsClient::new(Some(&host));
+        let e = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            gcs.list_after("src", "", None, 2),
+        )
+        .await
+        .expect("the read stops at the bound")
+        .unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        // Transient: a dependency's answer (503).
+        assert_eq!(AppError::from(e).status().as_u16(), 503);
+        // Only the fields sync reads are asked for.
+        assert_eq!(asked.lock().unwrap()[0].as_deref(), Some(LISTING_FIELDS),);
+        // A listing that declares a length over the bound is not read at all.
+        let big = serde_json::json!({"items": [{"name": "a", "kind": "x".repeat(200_000)}]});
+        let gcs = GcsClient::new(Some(&listing(vec![big]).await));
+        let e = gcs.list_after("src", "", None, 2).await.unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 
     #[test]

@@ -93,3 +93,76 @@ impl AccessTokens {
         Ok(req.bearer_auth(token.as_str()))
     }
 }
+
+/// At most this much of an error answer is read, for its message.
+pub(crate) const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
+
+/// Why a bounded read of an answer failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LimitedReadError {
+    /// The answer is larger than its bound; the rest was not read.
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The transport failed while the answer was read.
+    #[error("reading the answer: {}", error_chain(.0))]
+    Transport(#[from] reqwest::Error),
+}
+
+/// The body of `resp`, refused as soon as it is known to be larger than
+/// `max` bytes (by its `Content-Length`, else while it streams in): no more
+/// than `max` bytes (and one chunk) are ever held.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<bytes::Bytes, LimitedReadError> {
+    let declared = resp.content_length().unwrap_or(0);
+    if declared > max as u64 {
+        return Err(LimitedReadError::TooLarge(max));
+    }
+    let mut body = bytes::BytesMut::with_capacity(declared as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Err(LimitedReadError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// What an error answer says, for a message: at most
+/// [`MAX_ERROR_BODY_BYTES`] of it are read, control characters dropped,
+/// cut to 300 characters. A body that cannot be read says nothing.
+pub(crate) async fn error_text(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_ERROR_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
+}
+
+/// The content of the file at `path`, refused (`InvalidData`) when it is
+/// larger than `max` bytes: at most `max + 1` bytes are read.
+pub(crate) fn read_file_limited(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut body = Vec::new();
+    std::fs::File::open(path)?
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)?;
+    if body.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(body)
+}

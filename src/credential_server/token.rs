@@ -71,10 +71,17 @@ impl fmt::Debug for AuthToken {
     }
 }
 
-/// Reads a token file: its content less surrounding white space.
+/// The largest token file read: a token is a line of text.
+const MAX_TOKEN_FILE_BYTES: usize = 64 * 1024;
+
+/// Reads a token file (at most [`MAX_TOKEN_FILE_BYTES`]): its content less
+/// surrounding white space.
 fn read_token(path: &Path) -> Result<(Stamp, SecretToken), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::util::read_file_limited(path, MAX_TOKEN_FILE_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let token = text.trim();
     if token.is_empty() {
         return Err(format!("{} is empty", path.display()));
@@ -203,5 +210,23 @@ mod tests {
         assert!(AuthToken::file(&path).unwrap_err().contains("empty"));
         std::fs::remove_file(&path).unwrap();
         assert!(AuthToken::file(&path).is_err());
+    }
+
+    #[test]
+    fn a_token_file_larger_than_its_bound_is_refused() {
+        let path = temp("large");
+        std::fs::write(&path, "t".repeat(MAX_TOKEN_FILE_BYTES + 1)).unwrap();
+        let e = AuthToken::file(&path).unwrap_err();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        assert!(!e.contains("ttt"), "{e}");
+        // A file that grows past the bound after the start: 503, not read.
+        std::fs::write(&path, "small-token").unwrap();
+        let t = AuthToken::file(&path).unwrap();
+        std::fs::write(&path, "t".repeat(10 * MAX_TOKEN_FILE_BYTES)).unwrap();
+        assert!(matches!(
+            t.check(Some(b"small-token")),
+            Err(TokenRefusal::Unavailable(e)) if e.contains("larger than")
+        ));
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::jwt::SecretToken;
 
-use super::{send_for_body, IdentityError};
+use super::{send_for_body, IdentityError, MAX_ANSWER_BYTES};
 
 pub(super) const NAME: &str = "service-account-key";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -51,7 +51,7 @@ pub(super) fn is_service_account_key(path: &str) -> bool {
         #[serde(rename = "type")]
         kind: String,
     }
-    std::fs::read(path)
+    crate::util::read_file_limited(std::path::Path::new(path), MAX_ANSWER_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice::<Kind>(&b).ok())
         .is_some_and(|k| k.kind == "service_account")
@@ -79,9 +79,10 @@ struct TokenResponse {
 
 impl KeyFileSource {
     pub(super) fn from_path(client: reqwest::Client, path: &str) -> Result<Self, IdentityError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            IdentityError::permanent(NAME, format!("cannot read key file {path}: {e}"))
-        })?;
+        let bytes = crate::util::read_file_limited(std::path::Path::new(path), MAX_ANSWER_BYTES)
+            .map_err(|e| {
+                IdentityError::permanent(NAME, format!("cannot read key file {path}: {e}"))
+            })?;
         let key: ServiceAccountKey = serde_json::from_slice(&bytes).map_err(|_| {
             IdentityError::permanent(
                 NAME,

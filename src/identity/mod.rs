@@ -143,7 +143,12 @@ impl Transient for IdentityError {
     }
 }
 
-/// Sends `req` and returns the body of a 200 answer; transport failures
+/// The largest answer of a token endpoint or the metadata server, and the
+/// largest token or key file: an ID token is about 1 KiB, a key file 2–3 KiB.
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Sends `req` and returns the body of a 200 answer (at most
+/// [`MAX_ANSWER_BYTES`]; a larger one is a transient failure); transport failures
 /// and other answers become classified errors.
 pub(crate) async fn send_for_body(
     source_name: &'static str,
@@ -154,18 +159,18 @@ pub(crate) async fn send_for_body(
         .await
         .map_err(|e| IdentityError::from_reqwest(source_name, &e))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| IdentityError::from_reqwest(source_name, &e))?;
     if status != 200 {
-        return Err(IdentityError::from_status(
-            source_name,
-            status,
-            &String::from_utf8_lossy(&body),
-        ));
+        let detail = crate::util::error_text(resp).await;
+        return Err(IdentityError::from_status(source_name, status, &detail));
     }
-    Ok(body)
+    crate::util::read_limited(resp, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| match e {
+            crate::util::LimitedReadError::Transport(e) => {
+                IdentityError::from_reqwest(source_name, &e)
+            }
+            too_large => IdentityError::transient(source_name, too_large.to_string()),
+        })
 }
 
 enum Source {

@@ -400,29 +400,29 @@ pub(crate) async fn start(
             return Err(e.into());
         }
     }
-    let tasks: Vec<Task> = (1..=plan.parts)
-        .map(|n| {
-            let (start, end) = plan.range(n);
-            Task::ReplicatePart(PartTask {
-                op: OpTag,
-                bucket: obj.bucket.clone(),
-                name: obj.name.clone(),
-                generation,
-                upload_id: upload_id.clone(),
-                part_number: n,
-                start,
-                end,
-                parts: plan.parts,
-                part_size: plan.part_size,
-                size: plan.size,
-                crc32c: crc.clone(),
-                if_none_match: condition.0,
-                if_match: condition.1.clone(),
-                restarts,
-            })
+    // Built a batch at a time as they are published: up to 10,000 tasks
+    // are never held at once.
+    let tasks = (1..=plan.parts).map(|n| {
+        let (start, end) = plan.range(n);
+        Task::ReplicatePart(PartTask {
+            op: OpTag,
+            bucket: obj.bucket.clone(),
+            name: obj.name.clone(),
+            generation,
+            upload_id: upload_id.clone(),
+            part_number: n,
+            start,
+            end,
+            parts: plan.parts,
+            part_size: plan.part_size,
+            size: plan.size,
+            crc32c: crc.clone(),
+            if_none_match: condition.0,
+            if_match: condition.1.clone(),
+            restarts,
         })
-        .collect();
-    if let Err(e) = publisher.publish_tasks(&tasks).await {
+    });
+    if let Err(e) = publisher.publish_tasks(tasks).await {
         // Nothing will drive this upload: leave none behind (the record
         // then names an upload that is gone, and the redelivery starts
         // again).

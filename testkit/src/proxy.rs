@@ -91,6 +91,9 @@ pub enum ProxyFault {
     /// closed. When there is no body to cut (HEAD, empty answers) the request is
     /// forwarded and the connection closed without an answer.
     DropMidBody,
+    /// Forward, then pass each frame of the response body only after this
+    /// pause: an upstream that sends its body slowly.
+    SlowBody(Duration),
     /// Forward, then flip the bits of one byte in the middle of the response
     /// body (length and headers unchanged): bytes that no longer match the
     /// checksums the answer declares.
@@ -810,6 +813,7 @@ async fn handle(
     let mut cut = false;
     let mut corrupt = false;
     let mut rewrite: Option<(u16, u16)> = None;
+    let mut slow: Option<Duration> = None;
     match &fault {
         None => {}
         Some(ProxyFault::Status(code)) => {
@@ -832,6 +836,7 @@ async fn handle(
         Some(ProxyFault::Drop) => return Err(DropConnection),
         Some(ProxyFault::DropMidBody) => cut = true,
         Some(ProxyFault::CorruptBody) => corrupt = true,
+        Some(ProxyFault::SlowBody(d)) => slow = Some(*d),
         Some(ProxyFault::RewriteStatus { from, to }) => rewrite = Some((*from, *to)),
     }
 
@@ -931,6 +936,14 @@ async fn handle(
         }
         let cut_body = CutBody::new(rbody, len.map(|l| l / 2));
         return Ok(Response::from_parts(rparts, Body::new(cut_body)));
+    }
+    if let Some(pause) = slow {
+        let body = SlowBody {
+            inner: rbody,
+            pause,
+            sleep: None,
+        };
+        return Ok(Response::from_parts(rparts, Body::new(body)));
     }
     if corrupt {
         let len = content_length(&rparts.headers);
@@ -1058,6 +1071,52 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<Value, String> 
         return Err(format!("JWKS answered {}", res.status()));
     }
     res.json::<Value>().await.map_err(|e| e.to_string())
+}
+
+/// Passes a body through, each frame after a pause.
+struct SlowBody<B> {
+    inner: B,
+    pause: Duration,
+    /// The pause before the next frame; `None` before it starts.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> HttpBody for SlowBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let pause = this.pause;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+        if std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(frame) => {
+                this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Passes a body through with the bits of the byte at offset `at` flipped.

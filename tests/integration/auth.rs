@@ -386,6 +386,7 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let opts = ServeOptions {
         header_read_timeout: Duration::from_millis(500),
+        ..ServeOptions::default()
     };
     let served = tokio::spawn(serve(
         listener,

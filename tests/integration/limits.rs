@@ -3,13 +3,15 @@
 //! buffer budget (requests over it wait, then answer 503 with
 //! `Retry-After`), 64 KiB bodies for `/v1/copy` and `/v1/presign`, and the
 //! abort of a multipart upload whose request ends early (client gone,
-//! deadline, end of the shutdown grace). Against the rig's moto through the
+//! deadline, end of the shutdown grace); a streamed answer ends at the
+//! deadline. Against the rig's moto through the
 //! fault proxy, with the real binary or the router served in process.
 
 use crate::common;
 
 use std::time::{Duration, Instant};
 
+use bridge_testkit::ProxyFault;
 use common::*;
 use gcp_aws_bridge::app::{router, AppState};
 use gcp_aws_bridge::aws::AwsOptions;
@@ -425,4 +427,51 @@ async fn an_s3_prefix_without_a_slash_stops_the_service() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("S3_PREFIX") && err.contains("'/'"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_body_outlasts_the_deadline_is_cut() {
+    let mut w = World::new("getdeadline").await;
+    w.set("REQUEST_TIMEOUT_SECONDS", "3");
+    let size = 4 * MIB;
+    admin_s3()
+        .put_object()
+        .bucket(&w.bucket)
+        .key(w.full("slow.bin"))
+        .body(vec![7u8; size].into())
+        .send()
+        .await
+        .unwrap();
+    let server = Server::start(&w.env).await;
+    // S3 sends the body a frame every 200 ms: far slower than the deadline.
+    w.proxy.push_fault(
+        "GetObject",
+        ProxyFault::SlowBody(Duration::from_millis(200)),
+    );
+    let started = Instant::now();
+    let r = server
+        .get("/v1/objects/slow.bin")
+        .bearer_auth(w.caller_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut r = r;
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), r.chunk()).await {
+            Err(_) => panic!("the body still streams after 30 s"),
+            Ok(Ok(Some(c))) => received += c.len(),
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(e)) => break Err(e),
+        }
+    };
+    let took = started.elapsed();
+    assert!(ended.is_err(), "a body cut short ends with an error");
+    assert!(received < size, "{received} bytes of {size}");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
+        "cut after {took:?}"
+    );
+    server.stdout.wait_for("the response body was cut").await;
 }
