@@ -381,6 +381,11 @@ impl From<ReplicateError> for AppError {
                 "another delivery of this sync page is at work; retry later",
                 m,
             ),
+            ReplicateError::UploadStarting(m) => AppError::unavailable(
+                "upload_starting",
+                "another delivery is starting this object's upload; retry later",
+                m,
+            ),
             ReplicateError::PartsRefused { code, message } => AppError::bad_request(code, message),
             ReplicateError::Unexpected(_) => AppError::Internal(message),
         }

@@ -468,7 +468,9 @@ pub(crate) struct SyncOutcome {
     /// The run id.
     pub(crate) run: String,
     /// Whether this delivery did the page (`false`: it was done before).
-    pub(crate) done_now: bool,
+    /// `published` (this delivery did the page), `already_done`, or
+    /// `in_progress` (another delivery holds it).
+    pub(crate) status: &'static str,
     /// Tasks published.
     pub(crate) published: u64,
     /// Page number.
@@ -489,7 +491,7 @@ impl SyncOutcome {
     /// JSON summary for the answer.
     pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "status": if self.done_now { "published" } else { "already_done" },
+            "status": self.status,
             "run": self.run,
             "published": self.published, "page": self.page, "replicate": self.replicate,
             "replicate_bytes": self.replicate_bytes, "delete": self.delete,
@@ -532,11 +534,15 @@ async fn run(
     let marker = PageMarker::key(r.storage(), &pos);
     let etag = match claim(r, &marker, delivery).await? {
         Claim::Go(etag) => etag,
-        Claim::Done => {
-            tracing::info!(bucket = %scope.bucket, run = %pos.run, page = pos.page, "sync page already done; nothing to do");
+        claim @ (Claim::Done | Claim::HeldByAnother) => {
+            let status = match claim {
+                Claim::Done => "already_done",
+                _ => "in_progress",
+            };
+            tracing::info!(bucket = %scope.bucket, run = %pos.run, page = pos.page, status, "sync page done or held by another delivery; nothing to do");
             return Ok(SyncOutcome {
                 run: pos.run,
-                done_now: false,
+                status,
                 published: 0,
                 page: pos.page,
                 replicate: 0,
@@ -562,7 +568,7 @@ async fn run(
     }
     let out = SyncOutcome {
         run: pos.run.clone(),
-        done_now: true,
+        status: "published",
         published: published as u64,
         page: plan.page,
         replicate: plan.replicate.len() as u64,
@@ -612,6 +618,9 @@ enum Claim {
     Go(String),
     /// The page was done before.
     Done,
+    /// Another Pub/Sub message holds the page: should that delivery fail,
+    /// its own message comes back, so this one may be acknowledged.
+    HeldByAnother,
 }
 
 fn now_secs() -> u64 {
@@ -709,6 +718,9 @@ async fn claim(
     let same_delivery = delivery.id.is_some() && seen.delivery == delivery.id;
     let stale = now_secs().saturating_sub(seen.at) > r.fanout().lease.as_secs();
     if !same_delivery && !stale {
+        if delivery.id.is_some() && seen.delivery.is_some() {
+            return Ok(Claim::HeldByAnother);
+        }
         return Err(busy("another delivery started this page"));
     }
     match started.write(st, key, Some(etag)).await {

@@ -78,14 +78,17 @@ impl Held {
             .unwrap_or_default()
     }
 
-    /// Good to hand out without asking STS.
+    /// Good to hand out without asking STS (never when they have no
+    /// expiry, or none left).
     fn fresh(&self, now: SystemTime) -> bool {
-        self.left(now) >= refresh_left(self.lifetime())
+        let left = self.left(now);
+        !left.is_zero() && left >= refresh_left(self.lifetime())
     }
 
     /// Still good to hand out while a refresh is failing.
     fn usable(&self, now: SystemTime) -> bool {
-        self.left(now) >= min_left(self.lifetime())
+        let left = self.left(now);
+        !left.is_zero() && left >= min_left(self.lifetime())
     }
 }
 
@@ -190,6 +193,30 @@ impl RoleCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_without_life_left_are_neither_fresh_nor_usable() {
+        let now = SystemTime::now();
+        for expiry in [None, Some(now - Duration::from_secs(1)), Some(now)] {
+            let held = Held {
+                creds: Credentials::new("AKIDEXAMPLE", "secret", None, expiry, "test"),
+                issued_at: now,
+            };
+            assert!(!held.fresh(now), "{expiry:?}");
+            assert!(!held.usable(now), "{expiry:?}");
+        }
+        let held = Held {
+            creds: Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                Some(now + Duration::from_secs(3600)),
+                "test",
+            ),
+            issued_at: now,
+        };
+        assert!(held.fresh(now) && held.usable(now));
+    }
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 

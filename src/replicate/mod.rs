@@ -202,6 +202,10 @@ pub enum ReplicateError {
     /// Another delivery of the same sync page holds its claim.
     #[error("{0}")]
     PageInProgress(String),
+    /// Another delivery is starting the upload of the same object
+    /// generation (its part tasks are not all published yet).
+    #[error("{0}")]
+    UploadStarting(String),
     /// An object that part tasks cannot replicate (over `MAX_OBJECT_BYTES`,
     /// a part larger than the buffer budget, too many restarts): refused
     /// before anything starts, so it goes to the dead-letter topic.

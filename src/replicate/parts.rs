@@ -51,8 +51,8 @@ use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
 use crate::replicate::{gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
 use crate::storage::{
-    classify, complete_conditionally, crc32c_base64, part_size_for, ObjectHeaders, ObjectKey,
-    PutOptions, Storage, StorageError, MAX_PART,
+    classify, complete_conditionally, crc32c_base64, part_size_for, AbortOnDrop, ObjectHeaders,
+    ObjectKey, PutOptions, Storage, StorageError, MAX_PART,
 };
 use crate::wire::{OpTag, PartTask, Task};
 
@@ -329,7 +329,20 @@ pub(crate) async fn start(
             if let Some(parts) = list_parts(r, key, id).await? {
                 let present = parts.len() as u64;
                 let now = now_secs();
-                if present > rec.parts_seen {
+                let age = now.saturating_sub(rec.checked_at);
+                if !rec.published && present == 0 {
+                    // Its tasks may not all be published: the delivery that
+                    // started it is still at work (503: this one comes back),
+                    // or it ended half-way (past any request's life: start
+                    // again).
+                    if age <= r.fanout().lease.as_secs() {
+                        return Err(ReplicateError::UploadStarting(format!(
+                            "{key}: upload {id} is being started by another delivery"
+                        )));
+                    }
+                    tracing::warn!(key = %key, upload_id = %id, "an upload whose tasks were never all published; aborted and started again");
+                    abort(r, key, id).await;
+                } else if present > rec.parts_seen {
                     // Progress since the last look: note it.
                     let noted = UploadRecord {
                         parts_seen: present,
@@ -337,26 +350,26 @@ pub(crate) async fn start(
                         ..rec.clone()
                     };
                     match noted.write(st, &record, Some(etag.clone())).await {
-                        Ok(())
+                        Ok(_)
                         | Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
                     return Ok(in_progress(obj, generation, key, id));
-                }
-                if now.saturating_sub(rec.checked_at) < UPLOAD_STALL.as_secs() {
+                } else if age < UPLOAD_STALL.as_secs() {
                     return Ok(in_progress(obj, generation, key, id));
+                } else {
+                    // No part for that long: its tasks are lost (a part
+                    // dead-lettered). Start again.
+                    tracing::warn!(
+                        source = %format!("gs://{}/{}", obj.bucket, obj.name),
+                        generation,
+                        key = %key,
+                        upload_id = %id,
+                        parts = present,
+                        "an upload in progress made no progress for {UPLOAD_STALL:?}; aborted and started again"
+                    );
+                    abort(r, key, id).await;
                 }
-                // No part for that long: its tasks are lost (a publish cut
-                // short, a part dead-lettered). Start again.
-                tracing::warn!(
-                    source = %format!("gs://{}/{}", obj.bucket, obj.name),
-                    generation,
-                    key = %key,
-                    upload_id = %id,
-                    parts = present,
-                    "an upload in progress made no progress for {UPLOAD_STALL:?}; aborted and started again"
-                );
-                abort(r, key, id).await;
             }
         }
     }
@@ -379,27 +392,33 @@ pub(crate) async fn start(
     let upload_id = created.upload_id.ok_or({
         ReplicateError::Unexpected("CreateMultipartUpload answered without an upload id")
     })?;
+    // Until its tasks are published, a request cut short (deadline,
+    // shutdown) aborts the upload.
+    let guard = AbortOnDrop::new(st, key, &upload_id);
     // Record the upload, on the condition that nobody recorded another
     // since the read: a concurrent delivery of the same replicate loses here.
-    let rec = UploadRecord {
+    let mut rec = UploadRecord {
         bucket: obj.bucket.clone(),
         name: obj.name.clone(),
         generation,
         upload_id: Some(upload_id.clone()),
         parts_seen: 0,
         checked_at: now_secs(),
+        published: false,
     };
-    match rec.write(st, &record, seen.map(|(_, etag)| etag)).await {
-        Ok(()) => {}
+    let record_etag = match rec.write(st, &record, seen.map(|(_, etag)| etag)).await {
+        Ok(etag) => etag,
         Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {
+            guard.disarm();
             abort(r, key, &upload_id).await;
             return Ok(in_progress(obj, generation, key, "(another)"));
         }
         Err(e) => {
+            guard.disarm();
             abort(r, key, &upload_id).await;
             return Err(e.into());
         }
-    }
+    };
     // Built a batch at a time as they are published: up to 10,000 tasks
     // are never held at once.
     let tasks = (1..=plan.parts).map(|n| {
@@ -426,8 +445,16 @@ pub(crate) async fn start(
         // Nothing will drive this upload: leave none behind (the record
         // then names an upload that is gone, and the redelivery starts
         // again).
+        guard.disarm();
         abort(r, key, &upload_id).await;
         return Err(e.into());
+    }
+    guard.disarm();
+    // Every task is out. Should this write fail, the upload still goes on:
+    // its parts arriving mark it as started for the next replicate.
+    rec.published = true;
+    if let Err(e) = rec.write(st, &record, Some(record_etag)).await {
+        tracing::warn!(key = %key, upload_id = %upload_id, "the upload record could not be marked published: {e}");
     }
     tracing::info!(
         source = %format!("gs://{}/{}", obj.bucket, obj.name),
@@ -481,6 +508,9 @@ struct UploadRecord {
     /// When, in seconds since the epoch.
     #[serde(default)]
     checked_at: u64,
+    /// Whether every part task of the upload was published.
+    #[serde(default)]
+    published: bool,
 }
 
 /// How long an upload in progress may go without a new part before a
@@ -536,6 +566,7 @@ impl UploadRecord {
                     upload_id: None,
                     parts_seen: 0,
                     checked_at: 0,
+                    published: false,
                 },
                 etag,
             )),
@@ -543,20 +574,21 @@ impl UploadRecord {
     }
 
     /// Writes the record: new (`If-None-Match: *`) without `etag`, else
-    /// over exactly that one.
+    /// over exactly that one. Returns its new ETag.
     async fn write(
         &self,
         st: &Storage,
         key: &ObjectKey,
         etag: Option<String>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<String, StorageError> {
         let body = serde_json::to_vec(self).expect("a record serializes");
         let opts = PutOptions {
             if_none_match: etag.is_none(),
             if_match: etag,
             ..PutOptions::default()
         };
-        st.put_bytes(key, body.into(), opts).await.map(|_| ())
+        let written = st.put_bytes(key, body.into(), opts).await?;
+        Ok(written.etag.unwrap_or_default())
     }
 }
 
@@ -840,6 +872,17 @@ async fn complete(
         // Transient: the redelivered part command completes again.
         return Err(err.into());
     }
+    if lost.is_some() {
+        // Another completion of this upload (the last two parts at once),
+        // or a replicate of this generation or a newer one, got there
+        // first: nothing to start again.
+        if let Some(replica) = r.replica_generation(key, &task.bucket).await? {
+            if replica >= task.generation {
+                abort(r, key, &task.upload_id).await;
+                return Ok(up_to_date(key, replica, task.generation));
+            }
+        }
+    }
     // Start over: give the upload up in its record (so that the replicate
     // starts a new one), publish the replicate with one more restart (a
     // failed publish leaves the upload for the redelivery of this part,
@@ -851,7 +894,7 @@ async fn complete(
         if rec.upload_id.as_deref() == Some(task.upload_id.as_str()) {
             rec.upload_id = None;
             match rec.write(st, &record, Some(etag)).await {
-                Ok(()) | Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
+                Ok(_) | Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -23,7 +23,7 @@ pub use error::StorageError;
 pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
 pub use key::{is_reserved, list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES, RESERVED_PREFIX};
 pub use range::{ByteRange, RangeError};
-pub(crate) use upload::complete_conditionally;
+pub(crate) use upload::{complete_conditionally, AbortOnDrop};
 pub use upload::{
     crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
     MULTIPART_THRESHOLD,

@@ -667,12 +667,12 @@ fn upload_closed() {
 /// was dropped (deadline, client gone, shutdown) before it completed or
 /// aborted. The abort runs as a task of its own on the current runtime;
 /// [`settle_aborts`] waits for such tasks.
-struct AbortOnDrop {
+pub(crate) struct AbortOnDrop {
     armed: Option<(aws_sdk_s3::Client, String, ObjectKey, String)>,
 }
 
 impl AbortOnDrop {
-    fn new(st: &Storage, key: &ObjectKey, upload_id: &str) -> Self {
+    pub(crate) fn new(st: &Storage, key: &ObjectKey, upload_id: &str) -> Self {
         UPLOADS_OPEN.fetch_add(1, Ordering::SeqCst);
         AbortOnDrop {
             armed: Some((
@@ -685,7 +685,7 @@ impl AbortOnDrop {
     }
 
     /// The upload completed or was aborted: nothing to do on drop.
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         if self.armed.take().is_some() {
             upload_closed();
         }
