@@ -120,6 +120,15 @@ pub(crate) struct DoorRules {
 }
 
 impl DoorRules {
+    /// Every op, deleting syncs too (the parsers' public entry points for
+    /// the fuzz targets).
+    pub(crate) fn all() -> DoorRules {
+        DoorRules {
+            ops: OpSet::default(),
+            sync_delete: true,
+        }
+    }
+
     /// Refuses an op outside `COMMAND_OPS`.
     pub(crate) fn allow(&self, op: Op) -> Result<(), WireError> {
         if self.ops.contains(op) {
@@ -403,6 +412,10 @@ pub enum WireError {
     /// `body_base64` does not decode.
     #[error("body_base64 is not valid base64")]
     InvalidBase64,
+    /// The `metadata` of a `put` is over S3's 2 KiB (found while it was
+    /// read).
+    #[error("{0}")]
+    InvalidMetadata(String),
 }
 
 /// The accepted command shapes, for error messages.
@@ -422,7 +435,9 @@ struct PutWire<'a> {
     #[serde(borrow)]
     body_base64: Option<Cow<'a, str>>,
     content_type: Option<String>,
-    #[serde(default)]
+    // Bounded while it is read: past 2 KiB the read stops (400
+    // invalid_metadata) before the rest of the map is built.
+    #[serde(default, deserialize_with = "crate::json_bounds::user_metadata")]
     metadata: HashMap<String, String>,
 }
 
@@ -487,8 +502,14 @@ fn probe(data: &[u8]) -> Result<(String, bool), WireError> {
 /// Parses the struct of `op` from `data`; a bad field answers 400 naming
 /// the accepted shapes.
 fn fields<'a, T: Deserialize<'a>>(data: &'a [u8], op: &str, shapes: &str) -> Result<T, WireError> {
-    serde_json::from_slice(data)
-        .map_err(|e| WireError::Invalid(format!("bad {op} command: {e}; accepted: {shapes}")))
+    serde_json::from_slice(data).map_err(|e| {
+        let message = e.to_string();
+        if message.contains(crate::json_bounds::USER_METADATA_OVER) {
+            WireError::InvalidMetadata(message)
+        } else {
+            WireError::Invalid(format!("bad {op} command: {message}; accepted: {shapes}"))
+        }
+    })
 }
 
 /// Decodes a command of an outside door and checks it against `rules`. The
@@ -727,6 +748,15 @@ mod tests {
                 &r
             )),
             (400, "invalid_base64")
+        );
+        let mut many = String::from(r#"{"op":"put","key":"a","body":"","metadata":{"#);
+        for i in 0..10_000 {
+            many.push_str(&format!(r#""k{i}":"","#));
+        }
+        many.push_str(r#""z":""}}"#);
+        assert_eq!(
+            code(decode_outside(many.as_bytes(), &r)),
+            (400, "invalid_metadata")
         );
         let e = decode_outside(br#"{"op":"explode"}"#, &r).unwrap_err();
         assert!(e.to_string().contains(r#"{"op":"delete","key"}"#));
