@@ -119,11 +119,20 @@ pub(crate) async fn read_body_within(
             return Err(too_large(limit));
         }
         while len > covered {
+            let wanted = (covered + step).saturating_mul(cost);
+            if wanted > budget.total() {
+                // More than the whole budget: never, on this instance.
+                return Err(BudgetError::OverBudget {
+                    wanted,
+                    total: budget.total(),
+                }
+                .into());
+            }
             let more = budget
                 .try_reserve(step.saturating_mul(cost))
                 .ok_or_else(|| {
                     AppError::from(BudgetError::Exhausted {
-                        wanted: (covered + step).saturating_mul(cost),
+                        wanted,
                         total: budget.total(),
                         waited: Duration::ZERO,
                     })
