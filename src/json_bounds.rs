@@ -14,6 +14,7 @@
 //!   (100 attributes, names of 256 bytes, values of 1024 bytes); more stops
 //!   the read with an error carrying [`ATTRIBUTES_OVER`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -36,6 +37,17 @@ pub(crate) const USER_METADATA_OVER: &str = "user metadata is over 2 KiB";
 /// The words of the error that ends the read of attributes over Pub/Sub's
 /// limits.
 pub(crate) const ATTRIBUTES_OVER: &str = "message attributes are over Pub/Sub's limits";
+
+/// An optional string borrowed from the input when it has no escapes
+/// (serde borrows a `Cow<str>` field, but not an `Option<Cow<str>>`: that
+/// one is always a copy).
+pub(crate) fn opt_cow<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
+}
 
 /// What an entry counts against a metadata limit: its name and value, an
 /// empty name (never valid) as one byte, so that empty entries add up too.
@@ -250,6 +262,23 @@ mod tests {
         let m: serde_json::Map<String, serde_json::Value> =
             entries.map(|(k, v)| (k, v.into())).collect();
         serde_json::json!({ "metadata": m }).to_string()
+    }
+
+    #[test]
+    fn optional_strings_are_borrowed_without_escapes() {
+        #[derive(Deserialize)]
+        struct S<'a> {
+            #[serde(default, borrow, deserialize_with = "opt_cow")]
+            s: Option<Cow<'a, str>>,
+        }
+        let v: S = serde_json::from_str(r#"{"s":"plain"}"#).unwrap();
+        assert!(matches!(v.s, Some(Cow::Borrowed("plain"))));
+        let v: S = serde_json::from_str(r#"{"s":"a\nb"}"#).unwrap();
+        assert!(matches!(v.s, Some(Cow::Owned(ref o)) if o == "a\nb"));
+        let v: S = serde_json::from_str(r#"{"s":null}"#).unwrap();
+        assert!(v.s.is_none());
+        let v: S = serde_json::from_str(r#"{}"#).unwrap();
+        assert!(v.s.is_none());
     }
 
     #[test]

@@ -430,9 +430,12 @@ struct PutWire<'a> {
     #[serde(rename = "op")]
     _op: OpTag,
     key: String,
-    body: Option<String>,
+    // Borrowed from the data: without escapes, the command's body is a
+    // slice of the data, not a copy.
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    body: Option<Cow<'a, str>>,
     // Borrowed from the data: decoded once, straight into the command.
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     body_base64: Option<Cow<'a, str>>,
     content_type: Option<String>,
     // Bounded while it is read: past 2 KiB the read stops (400
@@ -517,6 +520,15 @@ fn fields<'a, T: Deserialize<'a>>(data: &'a [u8], op: &str, shapes: &str) -> Res
 /// `page_token`) and ops outside `COMMAND_OPS` answer
 /// [`WireError::NotAllowed`]; an unknown op [`WireError::UnknownOp`].
 pub(crate) fn decode_outside(data: &[u8], rules: &DoorRules) -> Result<OutsideCommand, WireError> {
+    decode_outside_bytes(&Bytes::copy_from_slice(data), rules)
+}
+
+/// [`decode_outside`] of data the command may keep a slice of: a put's
+/// `body` without escapes becomes the command's body without a copy.
+pub(crate) fn decode_outside_bytes(
+    data: &Bytes,
+    rules: &DoorRules,
+) -> Result<OutsideCommand, WireError> {
     let (op, page_token) = probe(data)?;
     if matches!(op.as_str(), "replicate_part" | "delete_replica") || (op == "sync" && page_token) {
         return Err(WireError::NotAllowed(format!(
@@ -534,7 +546,8 @@ pub(crate) fn decode_outside(data: &[u8], rules: &DoorRules) -> Result<OutsideCo
         Op::Put => {
             let w: PutWire = fields(data, &op, ACCEPTED_COMMANDS)?;
             let body = match (w.body, w.body_base64) {
-                (Some(b), None) => Bytes::from(b),
+                (Some(Cow::Borrowed(b)), None) => data.slice_ref(b.as_bytes()),
+                (Some(Cow::Owned(b)), None) => Bytes::from(b),
                 (None, Some(b)) => Bytes::from(
                     STANDARD
                         .decode(b.trim())
@@ -696,6 +709,20 @@ mod tests {
                 metadata: HashMap::new()
             }
         );
+        // A body without escapes is a slice of the data, not a copy.
+        let data = Bytes::from_static(br#"{"op":"put","key":"a","body":"hello"}"#);
+        match decode_outside_bytes(&data, &r).unwrap() {
+            OutsideCommand::Put { body, .. } => {
+                assert_eq!(&body[..], b"hello");
+                let range = data.as_ptr_range();
+                assert!(range.contains(&body.as_ptr()), "a copy");
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_outside(br#"{"op":"put","key":"a","body":"a\"b"}"#, &r).unwrap() {
+            OutsideCommand::Put { body, .. } => assert_eq!(&body[..], b"a\"b"),
+            other => panic!("{other:?}"),
+        }
         match decode_outside(br#"{"op":"put","key":"a","body_base64":"AQID"}"#, &r).unwrap() {
             OutsideCommand::Put { body, .. } => assert_eq!(&body[..], &[1, 2, 3]),
             other => panic!("{other:?}"),

@@ -62,7 +62,7 @@ impl CloudEvent<'_> {
 
 #[derive(Deserialize)]
 struct Structured<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     specversion: Option<Cow<'a, str>>,
     #[serde(default)]
     id: Option<String>,
@@ -74,7 +74,7 @@ struct Structured<'a> {
     subject: Option<String>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     data_base64: Option<Cow<'a, str>>,
 }
 
@@ -84,7 +84,7 @@ struct Structured<'a> {
 struct Published<'a> {
     #[serde(default, borrow)]
     message: Option<PubsubMessage<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     data: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "crate::json_bounds::attributes")]
     attributes: Option<HashMap<String, String>>,

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::budget::Reservation;
@@ -20,7 +21,7 @@ use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::state::AppState;
 use crate::wire::{
-    decode_outside, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
+    decode_outside_bytes, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
 };
 
 use super::{json_body, read_body_within};
@@ -31,17 +32,37 @@ use super::{json_body, read_body_within};
 #[derive(Debug, Default, Deserialize)]
 pub struct PubsubMessage<'a> {
     /// Base64 data.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     pub data: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "crate::json_bounds::attributes")]
     pub attributes: Option<HashMap<String, String>>,
-    #[serde(default, borrow, rename = "messageId")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "messageId"
+    )]
     pub message_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "message_id")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "message_id"
+    )]
     pub message_id_snake: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "publishTime")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "publishTime"
+    )]
     pub publish_time: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "publish_time")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "publish_time"
+    )]
     pub publish_time_snake: Option<Cow<'a, str>>,
 }
 
@@ -66,7 +87,7 @@ impl PubsubMessage<'_> {
 pub struct PushEnvelope<'a> {
     #[serde(borrow)]
     pub message: PubsubMessage<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     pub subscription: Option<Cow<'a, str>>,
     /// Delivery attempt, when a dead-letter policy is set.
     #[serde(default, rename = "deliveryAttempt")]
@@ -107,7 +128,7 @@ pub enum Payload {
         resource: Option<Vec<u8>>,
     },
     /// A JSON command or task.
-    Command(Vec<u8>),
+    Command(Bytes),
 }
 
 /// Decodes a message's data (base64) and tells a notification from a
@@ -135,7 +156,7 @@ fn decode_message(
             "the message has no data: expected a JSON command or a Cloud Storage notification",
         )
     })?;
-    Ok(Payload::Command(decode_data(data)?))
+    Ok(Payload::Command(Bytes::from(decode_data(data)?)))
 }
 
 /// What an outside door makes of a payload: the command, or the change a
@@ -154,7 +175,7 @@ pub(crate) fn outside_command(
             cmd.check(rules)?;
             Ok(cmd)
         }
-        Payload::Command(data) => Ok(decode_outside(&data, rules)?),
+        Payload::Command(data) => Ok(decode_outside_bytes(&data, rules)?),
     }
 }
 
