@@ -400,6 +400,7 @@ impl From<WireError> for AppError {
             WireError::Invalid(_) => AppError::bad_request("invalid_command", message),
             WireError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
             WireError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
+            WireError::InvalidMetadata(_) => AppError::bad_request("invalid_metadata", message),
             WireError::NotAllowed(_) => AppError::Refused {
                 code: "op_not_allowed",
                 message,

@@ -6,13 +6,13 @@
 //! Otherwise an access token comes from gcp_auth (the metadata server on
 //! Cloud Run).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Deserializer};
 
+use crate::json_bounds::CustomMetadata;
 use crate::retry::{is_transient_status, Backoff, Transient};
 use crate::util::{de_i64_opt, error_chain, error_text, read_limited, AccessTokens};
 
@@ -57,8 +57,9 @@ pub struct GcsObject {
     pub(crate) cache_control: Option<String>,
     #[serde(default)]
     pub(crate) content_language: Option<String>,
+    /// Custom metadata, bounded while it is read (see [`CustomMetadata`]).
     #[serde(default)]
-    pub(crate) metadata: Option<HashMap<String, String>>,
+    pub(crate) metadata: CustomMetadata,
 }
 
 /// Why a Cloud Storage call failed.

@@ -8,7 +8,8 @@
 //!
 //! Module map, lower layers first (each uses only those above it in this
 //! list; `scripts/check-layers.py` checks it):
-//! - helpers: [`util`] (error chains, timestamps), [`retry`], [`jwt`],
+//! - helpers: [`util`] (error chains, timestamps), `json_bounds` (JSON
+//!   maps bounded while they are read), [`retry`], [`jwt`],
 //!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`,
 //!   [`server`] (the listener), [`gcs`]'s object resource, then [`wire`]
 //!   (the commands of the outside doors and the service's own tasks, as
@@ -43,6 +44,7 @@ pub mod credential_server;
 pub mod error;
 pub mod gcs;
 pub mod identity;
+pub(crate) mod json_bounds;
 pub mod jwt;
 pub mod publisher;
 pub mod replicate;

@@ -120,6 +120,15 @@ pub(crate) struct DoorRules {
 }
 
 impl DoorRules {
+    /// Every op, deleting syncs too (the parsers' public entry points for
+    /// the fuzz targets).
+    pub(crate) fn all() -> DoorRules {
+        DoorRules {
+            ops: OpSet::default(),
+            sync_delete: true,
+        }
+    }
+
     /// Refuses an op outside `COMMAND_OPS`.
     pub(crate) fn allow(&self, op: Op) -> Result<(), WireError> {
         if self.ops.contains(op) {
@@ -403,6 +412,10 @@ pub enum WireError {
     /// `body_base64` does not decode.
     #[error("body_base64 is not valid base64")]
     InvalidBase64,
+    /// The `metadata` of a `put` is over S3's 2 KiB (found while it was
+    /// read).
+    #[error("{0}")]
+    InvalidMetadata(String),
 }
 
 /// The accepted command shapes, for error messages.
@@ -417,12 +430,17 @@ struct PutWire<'a> {
     #[serde(rename = "op")]
     _op: OpTag,
     key: String,
-    body: Option<String>,
+    // Borrowed from the data: without escapes, the command's body is a
+    // slice of the data, not a copy.
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    body: Option<Cow<'a, str>>,
     // Borrowed from the data: decoded once, straight into the command.
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
     body_base64: Option<Cow<'a, str>>,
     content_type: Option<String>,
-    #[serde(default)]
+    // Bounded while it is read: past 2 KiB the read stops (400
+    // invalid_metadata) before the rest of the map is built.
+    #[serde(default, deserialize_with = "crate::json_bounds::user_metadata")]
     metadata: HashMap<String, String>,
 }
 
@@ -487,8 +505,14 @@ fn probe(data: &[u8]) -> Result<(String, bool), WireError> {
 /// Parses the struct of `op` from `data`; a bad field answers 400 naming
 /// the accepted shapes.
 fn fields<'a, T: Deserialize<'a>>(data: &'a [u8], op: &str, shapes: &str) -> Result<T, WireError> {
-    serde_json::from_slice(data)
-        .map_err(|e| WireError::Invalid(format!("bad {op} command: {e}; accepted: {shapes}")))
+    serde_json::from_slice(data).map_err(|e| {
+        let message = e.to_string();
+        if message.contains(crate::json_bounds::USER_METADATA_OVER) {
+            WireError::InvalidMetadata(message)
+        } else {
+            WireError::Invalid(format!("bad {op} command: {message}; accepted: {shapes}"))
+        }
+    })
 }
 
 /// Decodes a command of an outside door and checks it against `rules`. The
@@ -496,6 +520,15 @@ fn fields<'a, T: Deserialize<'a>>(data: &'a [u8], op: &str, shapes: &str) -> Res
 /// `page_token`) and ops outside `COMMAND_OPS` answer
 /// [`WireError::NotAllowed`]; an unknown op [`WireError::UnknownOp`].
 pub(crate) fn decode_outside(data: &[u8], rules: &DoorRules) -> Result<OutsideCommand, WireError> {
+    decode_outside_bytes(&Bytes::copy_from_slice(data), rules)
+}
+
+/// [`decode_outside`] of data the command may keep a slice of: a put's
+/// `body` without escapes becomes the command's body without a copy.
+pub(crate) fn decode_outside_bytes(
+    data: &Bytes,
+    rules: &DoorRules,
+) -> Result<OutsideCommand, WireError> {
     let (op, page_token) = probe(data)?;
     if matches!(op.as_str(), "replicate_part" | "delete_replica") || (op == "sync" && page_token) {
         return Err(WireError::NotAllowed(format!(
@@ -513,7 +546,8 @@ pub(crate) fn decode_outside(data: &[u8], rules: &DoorRules) -> Result<OutsideCo
         Op::Put => {
             let w: PutWire = fields(data, &op, ACCEPTED_COMMANDS)?;
             let body = match (w.body, w.body_base64) {
-                (Some(b), None) => Bytes::from(b),
+                (Some(Cow::Borrowed(b)), None) => data.slice_ref(b.as_bytes()),
+                (Some(Cow::Owned(b)), None) => Bytes::from(b),
                 (None, Some(b)) => Bytes::from(
                     STANDARD
                         .decode(b.trim())
@@ -675,6 +709,20 @@ mod tests {
                 metadata: HashMap::new()
             }
         );
+        // A body without escapes is a slice of the data, not a copy.
+        let data = Bytes::from_static(br#"{"op":"put","key":"a","body":"hello"}"#);
+        match decode_outside_bytes(&data, &r).unwrap() {
+            OutsideCommand::Put { body, .. } => {
+                assert_eq!(&body[..], b"hello");
+                let range = data.as_ptr_range();
+                assert!(range.contains(&body.as_ptr()), "a copy");
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_outside(br#"{"op":"put","key":"a","body":"a\"b"}"#, &r).unwrap() {
+            OutsideCommand::Put { body, .. } => assert_eq!(&body[..], b"a\"b"),
+            other => panic!("{other:?}"),
+        }
         match decode_outside(br#"{"op":"put","key":"a","body_base64":"AQID"}"#, &r).unwrap() {
             OutsideCommand::Put { body, .. } => assert_eq!(&body[..], &[1, 2, 3]),
             other => panic!("{other:?}"),
@@ -727,6 +775,15 @@ mod tests {
                 &r
             )),
             (400, "invalid_base64")
+        );
+        let mut many = String::from(r#"{"op":"put","key":"a","body":"","metadata":{"#);
+        for i in 0..10_000 {
+            many.push_str(&format!(r#""k{i}":"","#));
+        }
+        many.push_str(r#""z":""}}"#);
+        assert_eq!(
+            code(decode_outside(many.as_bytes(), &r)),
+            (400, "invalid_metadata")
         );
         let e = decode_outside(br#"{"op":"explode"}"#, &r).unwrap_err();
         assert!(e.to_string().contains(r#"{"op":"delete","key"}"#));

@@ -9,6 +9,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = decode_push(data);
     if let Ok(env) = serde_json::from_slice::<PushEnvelope>(data) {
-        let _ = message_to_command(&env.message);
+        let _ = message_to_command(env.message);
     }
 });

@@ -13,9 +13,15 @@
 #                                  variables; waits for /readyz; sets $PORT,
 #                                  $SVC and $HWM_IDLE
 #   vm_hwm                         the service's peak RSS so far, in KiB
+#   stop_service                   stops the service started last (SIGTERM)
+#
+# Builds go to $CARGO_TARGET_DIR when it is set, else target/.
+# SERVICE_BIN=/path/to/gcp-aws-bridge measures that binary instead of the
+# one built here (an older build, to compare); PROFILE then only names it.
 
 RIG_DIR="${RIG_DIR:-$ROOT/.run}"
 PROFILE="${PROFILE:-release}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 log() { echo "measure: $*" >&2; }
 
@@ -30,20 +36,22 @@ measure_setup() {
     # the same artifacts); the metadata emulator only mints a few ID tokens,
     # so its dev build will do.
     cargo build --workspace --bins >&2
-    EMU_BIN="$ROOT/target/debug/metadata-emulator"
+    EMU_BIN="$TARGET_DIR/debug/metadata-emulator"
     case "$PROFILE" in
     release)
-        cargo build --release --bin gcp-aws-bridge >&2
-        BIN="$ROOT/target/release/gcp-aws-bridge"
+        [ -n "${SERVICE_BIN:-}" ] || cargo build --release --bin gcp-aws-bridge >&2
+        BIN="$TARGET_DIR/release/gcp-aws-bridge"
         ;;
     dev)
-        BIN="$ROOT/target/debug/gcp-aws-bridge"
+        BIN="$TARGET_DIR/debug/gcp-aws-bridge"
         ;;
     *)
         echo "PROFILE must be release or dev" >&2
         exit 2
         ;;
     esac
+
+    BIN="${SERVICE_BIN:-$BIN}"
 
     WORK="$(mktemp -d)"
     pids=()
@@ -111,4 +119,9 @@ start_service() {
 
 vm_hwm() {
     awk '/^VmHWM/ {print $2}' "/proc/$SVC/status"
+}
+
+stop_service() {
+    kill "$SVC" 2>/dev/null || true
+    wait "$SVC" 2>/dev/null || true
 }

@@ -860,13 +860,20 @@ pub(crate) fn replica_metadata(
     live: &GcsObject,
     generation: i64,
 ) -> Result<HashMap<String, String>, ReplicateError> {
+    // The resource's reader kept at most Cloud Storage's own 8 KiB of it;
+    // more is over S3's limit whatever it holds.
+    if live.metadata.over_limit {
+        return Err(ReplicateError::MetadataTooLarge(format!(
+            "gs://{}/{}: custom metadata over 8 KiB, over S3's 2 KB limit for user metadata",
+            obj.bucket, obj.name
+        )));
+    }
     let mut metadata: HashMap<String, String> = live
         .metadata
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| match metadata_name(&k, &v) {
-            Ok(name) => Some((name, v)),
+        .entries
+        .iter()
+        .filter_map(|(k, v)| match metadata_name(k, v) {
+            Ok(name) => Some((name, v.clone())),
             Err(_) => {
                 tracing::warn!(name = %k, "custom metadata not representable in S3 was left out");
                 None
@@ -930,6 +937,7 @@ pub(crate) fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json_bounds::CustomMetadata;
 
     fn object(metadata: &[(&str, &str)]) -> Replica {
         Replica {
@@ -992,7 +1000,7 @@ mod tests {
             name: "n".into(),
             generation: Some(5),
             metageneration: Some(2),
-            metadata: Some(HashMap::from([("Team".to_owned(), "blue".to_owned())])),
+            metadata: CustomMetadata::of(&[("Team", "blue")]),
             ..GcsObject::default()
         };
         let m = replica_metadata(&live, &live, 5).unwrap();
@@ -1000,5 +1008,28 @@ mod tests {
         assert_eq!(m[BUCKET_META], "b");
         assert_eq!(m[METAGENERATION_META], "2");
         assert_eq!(m["team"], "blue");
+    }
+
+    #[test]
+    fn metadata_over_the_limits_is_too_large() {
+        let three_kib = r#"{"bucket":"b","name":"n","metadata":{"a":"AAAAAAAAAA"}}"#
+            .replace("AAAAAAAAAA", &"a".repeat(3000));
+        let big: GcsObject = serde_json::from_str(&three_kib).unwrap();
+        assert!(matches!(
+            replica_metadata(&big, &big, 1),
+            Err(ReplicateError::MetadataTooLarge(_))
+        ));
+        // Past Cloud Storage's 8 KiB, the reader keeps only the start.
+        let mut many = String::from(r#"{"bucket":"b","name":"n","metadata":{"#);
+        for i in 0..50_000 {
+            many.push_str(&format!(r#""k{i}":"","#));
+        }
+        many.push_str(r#""last":""}}"#);
+        let huge: GcsObject = serde_json::from_str(&many).unwrap();
+        assert!(huge.metadata.over_limit);
+        assert!(matches!(
+            replica_metadata(&huge, &huge, 1),
+            Err(ReplicateError::MetadataTooLarge(_))
+        ));
     }
 }

@@ -6,6 +6,9 @@
 //! (replicate), `.deleted` and `.archived` (remove the replica unless newer),
 //! `.metadataUpdated` (the replica of that generation takes the new metadata).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -14,6 +17,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::command::execute;
 use crate::error::AppError;
@@ -21,33 +25,69 @@ use crate::gcs::GcsObject;
 use crate::state::AppState;
 use crate::wire::{Delivery, DoorRules, OutsideCommand, StorageChange};
 
-use super::pubsub::{message_to_command_with, PubsubMessage};
+use super::pubsub::{message_json_error, message_to_command_with, PubsubMessage};
 use super::{json_body, read_body_within};
 
 /// The accepted event types.
 pub(crate) const ACCEPTED_TYPES: &str = "google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated";
 
-/// A decoded CloudEvent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CloudEvent {
+/// What an event costs, in bodies, reserved once before the body is read:
+/// the body, held until the command is built (the event's data is
+/// borrowed from it); beside it `data_base64` decoded (three quarters of
+/// the body), a message's data decoded from that (three quarters again) and
+/// the put command built from it (its size at most), and the attributes
+/// copied out of the body (together at most its size).
+pub(crate) const EVENT_COST: u64 = 3;
+
+/// A decoded CloudEvent: its attributes and its data, JSON text borrowed
+/// from the body (binary mode, structured `data`) or decoded from
+/// `data_base64`; never a generic JSON tree. The data is read later straight
+/// into the one type the event's type names.
+#[derive(Debug, Clone)]
+pub struct CloudEvent<'a> {
     pub(crate) id: String,
     pub(crate) event_type: String,
     pub(crate) source: String,
     pub(crate) subject: Option<String>,
-    /// The data, as JSON.
-    pub(crate) data: serde_json::Value,
+    /// The data as JSON text; `None` when the event has none.
+    pub(crate) data: Option<Cow<'a, RawValue>>,
+}
+
+impl CloudEvent<'_> {
+    /// The data's JSON text (`null` when there is none).
+    fn data_json(&self) -> &str {
+        self.data.as_deref().map_or("null", RawValue::get)
+    }
 }
 
 #[derive(Deserialize)]
-struct Structured {
-    specversion: Option<String>,
+struct Structured<'a> {
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    specversion: Option<Cow<'a, str>>,
+    #[serde(default)]
     id: Option<String>,
-    #[serde(rename = "type")]
+    #[serde(default, rename = "type")]
     event_type: Option<String>,
+    #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
     subject: Option<String>,
-    data: Option<serde_json::Value>,
-    data_base64: Option<String>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    data_base64: Option<Cow<'a, str>>,
+}
+
+/// The data of a `messagePublished` event, `{message:{...},subscription}`,
+/// or a bare message: both read in one pass, nothing but these kept.
+#[derive(Deserialize)]
+struct Published<'a> {
+    #[serde(default, borrow)]
+    message: Option<PubsubMessage<'a>>,
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    data: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "crate::json_bounds::attributes")]
+    attributes: Option<HashMap<String, String>>,
 }
 
 fn missing(attr: &str) -> AppError {
@@ -68,8 +108,13 @@ fn check_version(v: Option<&str>) -> Result<(), AppError> {
     }
 }
 
-/// Decodes a CloudEvent from headers and body, either mode.
-pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, AppError> {
+fn not_json(e: serde_json::Error) -> AppError {
+    AppError::bad_request("invalid_json", format!("the event data is not JSON: {e}"))
+}
+
+/// Decodes a CloudEvent from headers and body, either mode; its data stays
+/// borrowed from the body.
+pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>, AppError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -79,14 +124,20 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, AppError> 
         let s: Structured = json_body(body, "not a structured CloudEvent")?;
         check_version(s.specversion.as_deref())?;
         let data = match (s.data, s.data_base64) {
-            (Some(d), _) => d,
+            (Some(d), _) => Some(Cow::Borrowed(d)),
             (None, Some(b64)) => {
                 let bytes = STANDARD.decode(b64.trim()).map_err(|_| {
                     AppError::bad_request("invalid_base64", "data_base64 is not valid base64")
                 })?;
-                json_body(&bytes, "the event data is not JSON")?
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    AppError::bad_request(
+                        "invalid_json",
+                        format!("the event data is not JSON: {e}"),
+                    )
+                })?;
+                Some(Cow::Owned(RawValue::from_string(text).map_err(not_json)?))
             }
-            (None, None) => serde_json::Value::Null,
+            (None, None) => None,
         };
         return Ok(CloudEvent {
             id: s
@@ -113,10 +164,13 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, AppError> 
             .filter(|v| !v.is_empty())
     };
     check_version(h("ce-specversion").as_deref())?;
+    // Checked to be JSON (walked, nothing built), kept borrowed.
     let data = if body.is_empty() {
-        serde_json::Value::Null
+        None
     } else {
-        json_body(body, "the event data is not JSON")?
+        Some(Cow::Borrowed(
+            serde_json::from_slice::<&RawValue>(body).map_err(not_json)?,
+        ))
     };
     Ok(CloudEvent {
         id: h("ce-id").ok_or_else(|| missing("ce-id"))?,
@@ -127,8 +181,10 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, AppError> 
     })
 }
 
-fn storage_object(ev: &CloudEvent) -> Result<GcsObject, AppError> {
-    let mut obj: GcsObject = serde_json::from_value(ev.data.clone()).map_err(|e| {
+/// The Cloud Storage object resource an event's data is, read straight
+/// from its JSON text (its metadata bounded while it is read).
+fn storage_object(ev: &CloudEvent<'_>) -> Result<GcsObject, AppError> {
+    let mut obj: GcsObject = serde_json::from_str(ev.data_json()).map_err(|e| {
         AppError::bad_request(
             "invalid_event",
             format!("the event data is not a Cloud Storage object: {e}"),
@@ -159,36 +215,37 @@ fn storage_object(ev: &CloudEvent) -> Result<GcsObject, AppError> {
     Ok(obj)
 }
 
-fn change_command(change: StorageChange, ev: &CloudEvent) -> Result<OutsideCommand, AppError> {
+fn change_command(change: StorageChange, ev: &CloudEvent<'_>) -> Result<OutsideCommand, AppError> {
     Ok(OutsideCommand::Change(change, storage_object(ev)?))
 }
 
 /// Maps an event to a command (every op allowed; the handler applies the
 /// door's rules).
-pub fn event_to_command(ev: &CloudEvent) -> Result<OutsideCommand, AppError> {
+pub fn event_to_command(ev: &CloudEvent<'_>) -> Result<OutsideCommand, AppError> {
     event_to_command_with(ev, &DoorRules::default())
 }
 
 /// Maps an event to a command allowed by `rules`.
 pub(crate) fn event_to_command_with(
-    ev: &CloudEvent,
+    ev: &CloudEvent<'_>,
     rules: &DoorRules,
 ) -> Result<OutsideCommand, AppError> {
     let cmd = match ev.event_type.as_str() {
         "google.cloud.pubsub.topic.v1.messagePublished" => {
             // data is {message:{...},subscription}; a bare message is accepted too.
-            let msg_value = ev
-                .data
-                .get("message")
-                .cloned()
-                .unwrap_or_else(|| ev.data.clone());
-            let msg: PubsubMessage = serde_json::from_value(msg_value).map_err(|e| {
-                AppError::bad_request(
+            let published: Published = serde_json::from_str(ev.data_json()).map_err(|e| {
+                message_json_error(
+                    &e,
                     "invalid_event",
-                    format!("the event data is not a Pub/Sub message: {e}"),
+                    "the event data is not a Pub/Sub message",
                 )
             })?;
-            return message_to_command_with(&msg, rules);
+            let msg = published.message.unwrap_or(PubsubMessage {
+                data: published.data,
+                attributes: published.attributes,
+                ..PubsubMessage::default()
+            });
+            return message_to_command_with(msg, rules);
         }
         "google.cloud.storage.object.v1.finalized" => change_command(StorageChange::Finalized, ev),
         "google.cloud.storage.object.v1.deleted" => change_command(StorageChange::Deleted, ev),
@@ -205,30 +262,49 @@ pub(crate) fn event_to_command_with(
     Ok(cmd)
 }
 
-/// `POST /events`.
-pub(crate) async fn handle(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<impl IntoResponse, AppError> {
-    let (bytes, mut held) = read_body_within(
-        &headers,
-        body,
-        state.config.limits.max_body_bytes,
-        &state.budget,
-    )
-    .await?;
-    // Decoding holds the event as a JSON value and the message's decoded
-    // data beside the body: about twice its size again.
-    held.merge(state.budget.reserve(2 * bytes.len() as u64).await?);
-    let ev = decode(&headers, &bytes)?;
-    drop(bytes);
-    let cmd = event_to_command_with(&ev, &state.doors)?;
+/// What the `/events` handler makes of a request: the event decoded and
+/// mapped to a command allowed by `rules`, and the delivery it came in.
+pub(crate) fn read_event(
+    headers: &HeaderMap,
+    body: &[u8],
+    rules: &DoorRules,
+) -> Result<(OutsideCommand, Delivery), AppError> {
+    let ev = decode(headers, body)?;
+    let cmd = event_to_command_with(&ev, rules)?;
     tracing::info!(ce_id = %ev.id, ce_type = %ev.event_type, ce_source = %ev.source, "cloudevent");
     // A message delivered again carries the same ce-id.
     let delivery = Delivery {
         id: Some(format!("{}/{}", ev.source, ev.id)),
     };
+    Ok((cmd, delivery))
+}
+
+/// The `/events` handler's parser with every op allowed (public for the
+/// fuzz target): headers and body to a command and its delivery.
+pub fn decode_event(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(OutsideCommand, Delivery), AppError> {
+    read_event(headers, body, &DoorRules::all())
+}
+
+/// `POST /events`: the whole cost of the request ([`EVENT_COST`]) reserved
+/// once; the body is dropped once the command is built.
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, AppError> {
+    let (bytes, _held) = read_body_within(
+        &headers,
+        body,
+        state.config.limits.max_body_bytes,
+        EVENT_COST,
+        &state.budget,
+    )
+    .await?;
+    let (cmd, delivery) = read_event(&headers, &bytes, &state.doors)?;
+    drop(bytes);
     let outcome = execute(&state.storage, &state.replicator, cmd, &delivery).await?;
     Ok(Json(outcome.to_json()))
 }
@@ -293,9 +369,60 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let ev = decode(&h, body.to_string().as_bytes()).unwrap();
+        let body = body.to_string();
+        let ev = decode(&h, body.as_bytes()).unwrap();
         // The sample's data is the bytes 01 02 03 04: not a command.
         assert_eq!(event_to_command(&ev).unwrap_err().code(), "invalid_json");
+        // The same message bare, and in data_base64.
+        let bare = serde_json::json!({
+            "specversion": "1.0", "id": "1", "type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "source": "s", "data_base64": STANDARD.encode(data["message"].to_string()),
+        })
+        .to_string();
+        let ev = decode(&h, bare.as_bytes()).unwrap();
+        assert_eq!(event_to_command(&ev).unwrap_err().code(), "invalid_json");
+        let put = STANDARD.encode(r#"{"op":"put","key":"k","body":"hi"}"#);
+        let bare = serde_json::json!({
+            "specversion": "1.0", "id": "1", "type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "source": "s", "data": {"data": put, "attributes": {"a": "b"}},
+        })
+        .to_string();
+        let (cmd, delivery) = decode_event(&h, bare.as_bytes()).unwrap();
+        assert!(
+            matches!(&cmd, OutsideCommand::Put { key, .. } if key == "k"),
+            "{cmd:?}"
+        );
+        assert_eq!(delivery.id.as_deref(), Some("s/1"));
+    }
+
+    #[test]
+    fn data_that_is_not_the_events_type_is_refused() {
+        let h = binary(
+            "google.cloud.storage.object.v1.finalized",
+            Some("objects/MyFile"),
+        );
+        let zeros = format!("[{}0]", "0,".repeat(100_000));
+        let e = decode_event(&h, zeros.as_bytes()).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_event"));
+        let mut s = HeaderMap::new();
+        s.insert(
+            "content-type",
+            "application/cloudevents+json".parse().unwrap(),
+        );
+        let structured = format!(
+            r#"{{"specversion":"1.0","id":"1","type":"google.cloud.storage.object.v1.finalized","source":"//storage.googleapis.com/projects/_/buckets/b","subject":"objects/o","data":{zeros}}}"#
+        );
+        let e = decode_event(&s, structured.as_bytes()).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_event"));
+        let e = decode_event(&h, b"{not json").unwrap_err();
+        assert_eq!(e.code(), "invalid_json");
+        // No data at all: not an object either.
+        let e = decode_event(&h, b"").unwrap_err();
+        assert_eq!(e.code(), "invalid_event");
+        let mut p = binary("google.cloud.pubsub.topic.v1.messagePublished", None);
+        p.insert("ce-id", "2".parse().unwrap());
+        let e = decode_event(&p, zeros.as_bytes()).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_event"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::storage::{validate_content_type, validate_metadata};
 use crate::storage::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
 use crate::wire::Op;
 
-use super::{json_body, read_body_within, SMALL_BODY_LIMIT};
+use super::{json_body, read_body_within, SMALL_BODY_COST, SMALL_BODY_LIMIT};
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
     headers
@@ -247,7 +247,8 @@ pub(crate) async fn copy(
 ) -> Result<Response, AppError> {
     state.doors.allow(Op::Copy)?;
     let limit = SMALL_BODY_LIMIT.min(state.config.limits.max_body_bytes);
-    let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
+    let (bytes, _held) =
+        read_body_within(&headers, body, limit, SMALL_BODY_COST, &state.budget).await?;
     let req: CopyRequest = json_body(&bytes, "expected {\"source_key\",\"key\"}")?;
     let source = state.storage.key(&req.source_key)?;
     let dest = state.storage.key(&req.key)?;
@@ -270,7 +271,8 @@ pub(crate) async fn presign(
     body: Body,
 ) -> Result<Response, AppError> {
     let limit = SMALL_BODY_LIMIT.min(state.config.limits.max_body_bytes);
-    let (bytes, _held) = read_body_within(&headers, body, limit, &state.budget).await?;
+    let (bytes, _held) =
+        read_body_within(&headers, body, limit, SMALL_BODY_COST, &state.budget).await?;
     let req: PresignRequest = json_body(
         &bytes,
         "expected {\"key\",\"method\":\"GET\"|\"PUT\",\"expires_in\"}",

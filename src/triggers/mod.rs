@@ -14,13 +14,19 @@ pub(crate) mod sync_http;
 
 /// Body limit of `POST /v1/copy` and `POST /v1/presign`: a few keys.
 pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
+/// What a `/v1/copy` or `/v1/presign` request costs, in bodies: the body
+/// and its contiguous copy while it is read (the keys parsed from it are
+/// smaller than it).
+pub(crate) const SMALL_BODY_COST: u64 = 2;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use crate::budget::{BufferBudget, Reservation};
+use crate::budget::{BudgetError, BufferBudget, Reservation};
 use crate::error::AppError;
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
@@ -49,25 +55,104 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Reads a whole body of at most `limit` bytes, first reserving from
-/// `budget` the bytes it will hold (its `Content-Length`, else `limit`): 413
-/// over the limit, 503 when the budget stays spent. The reservation is
-/// returned with the bytes; hold it while they (or copies) are alive.
+/// How much of a body of unknown length one step of its reservation
+/// covers (see [`read_body_within`]).
+const CHUNKED_STEP: u64 = 1024 * 1024;
+
+/// Reads a whole body of at most `limit` bytes within `budget`, reserving
+/// the request's whole cost: `cost` times the body (the body, what is
+/// decoded from it and what is built from that, as the caller counts it).
+/// 413 over the limit, 503 when the budget stays spent. The reservation is
+/// returned with the bytes; hold it while they (or what is built from them)
+/// are alive.
+///
+/// One reservation, taken before anything is held: a request never waits
+/// for the budget while it holds part of it, so requests that each hold
+/// some cannot all wait for the rest (hold-and-wait) and time out together.
+///
+/// - With a `Content-Length`, `cost` times that length is reserved at once
+///   (waiting at most the budget's wait).
+/// - Without one (a chunked HTTP/1.1 body, an HTTP/2 body without the
+///   header), the reservation grows as the body arrives: the first
+///   [`CHUNKED_STEP`] of body is reserved by waiting, as above, holding
+///   nothing; each further step only if the budget has it now
+///   (`try_reserve`), else the request answers 503 at once and gives back
+///   all it held. Reserving the most the limit allows instead would make
+///   every small chunked body wait for `cost` times the limit.
 pub(crate) async fn read_body_within(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    cost: u64,
     budget: &BufferBudget,
 ) -> Result<(Bytes, Reservation), AppError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large(limit));
+    if let Some(len) = declared {
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+        let held = budget.reserve(len.saturating_mul(cost)).await?;
+        let bytes = read_body(headers, body, limit).await?;
+        return Ok((bytes, held));
     }
-    let held = budget.reserve(declared.unwrap_or(limit as u64)).await?;
-    let bytes = read_body(headers, body, limit).await?;
+    let step = CHUNKED_STEP.min(limit as u64);
+    let mut held = budget.reserve(step.saturating_mul(cost)).await?;
+    let mut covered = step;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            AppError::bad_request(
+                "unreadable_body",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len() as u64;
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+        while len > covered {
+            let wanted = (covered + step).saturating_mul(cost);
+            if wanted > budget.total() {
+                // More than the whole budget: never, on this instance.
+                return Err(BudgetError::OverBudget {
+                    wanted,
+                    total: budget.total(),
+                }
+                .into());
+            }
+            let more = budget
+                .try_reserve(step.saturating_mul(cost))
+                .ok_or_else(|| {
+                    AppError::from(BudgetError::Exhausted {
+                        wanted,
+                        total: budget.total(),
+                        waited: Duration::ZERO,
+                    })
+                })?;
+            held.merge(more);
+            covered += step;
+        }
+        chunks.push(data);
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(len as usize);
+            for c in chunks.drain(..) {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    };
     Ok((bytes, held))
 }
 
@@ -76,8 +161,8 @@ fn too_large(limit: usize) -> AppError {
 }
 
 /// Parses a JSON body into `T`, answering 400 `invalid_json` otherwise.
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
+pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
     what: &str,
 ) -> Result<T, AppError> {
     serde_json::from_slice(bytes)

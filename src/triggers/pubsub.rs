@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::budget::Reservation;
@@ -20,30 +21,52 @@ use crate::error::AppError;
 use crate::gcs::GcsObject;
 use crate::state::AppState;
 use crate::wire::{
-    decode_outside, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
+    decode_outside_bytes, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
 };
 
 use super::{json_body, read_body_within};
 
-/// A Pub/Sub message as pushed (camelCase and snake_case twins both accepted).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct PubsubMessage {
+/// A Pub/Sub message as pushed (camelCase and snake_case twins both
+/// accepted), its strings borrowed from the body, its attributes bounded by
+/// Pub/Sub's limits while they are read (more answers 400).
+#[derive(Debug, Default, Deserialize)]
+pub struct PubsubMessage<'a> {
     /// Base64 data.
-    #[serde(default)]
-    pub data: Option<String>,
-    #[serde(default)]
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    pub data: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "crate::json_bounds::attributes")]
     pub attributes: Option<HashMap<String, String>>,
-    #[serde(default, rename = "messageId")]
-    pub message_id: Option<String>,
-    #[serde(default, rename = "message_id")]
-    pub message_id_snake: Option<String>,
-    #[serde(default, rename = "publishTime")]
-    pub publish_time: Option<String>,
-    #[serde(default, rename = "publish_time")]
-    pub publish_time_snake: Option<String>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "messageId"
+    )]
+    pub message_id: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "message_id"
+    )]
+    pub message_id_snake: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "publishTime"
+    )]
+    pub publish_time: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "crate::json_bounds::opt_cow",
+        rename = "publish_time"
+    )]
+    pub publish_time_snake: Option<Cow<'a, str>>,
 }
 
-impl PubsubMessage {
+impl PubsubMessage<'_> {
     /// The message id, from either spelling.
     pub fn id(&self) -> Option<&str> {
         self.message_id
@@ -59,15 +82,31 @@ impl PubsubMessage {
     }
 }
 
-/// The push envelope.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PushEnvelope {
-    pub message: PubsubMessage,
-    #[serde(default)]
-    pub subscription: Option<String>,
+/// The push envelope, borrowed from the body.
+#[derive(Debug, Deserialize)]
+pub struct PushEnvelope<'a> {
+    #[serde(borrow)]
+    pub message: PubsubMessage<'a>,
+    #[serde(default, borrow, deserialize_with = "crate::json_bounds::opt_cow")]
+    pub subscription: Option<Cow<'a, str>>,
     /// Delivery attempt, when a dead-letter policy is set.
     #[serde(default, rename = "deliveryAttempt")]
     pub delivery_attempt: Option<i64>,
+}
+
+/// A JSON error of a Pub/Sub message or envelope: 400, `invalid_attributes`
+/// when the attributes are over Pub/Sub's limits, else `code`.
+pub(crate) fn message_json_error(
+    e: &serde_json::Error,
+    code: &'static str,
+    what: &str,
+) -> AppError {
+    let message = e.to_string();
+    if message.contains(crate::json_bounds::ATTRIBUTES_OVER) {
+        AppError::bad_request("invalid_attributes", message)
+    } else {
+        AppError::bad_request(code, format!("{what}: {message}"))
+    }
 }
 
 fn decode_data(data: &str) -> Result<Vec<u8>, AppError> {
@@ -89,26 +128,27 @@ pub enum Payload {
         resource: Option<Vec<u8>>,
     },
     /// A JSON command or task.
-    Command(Vec<u8>),
+    Command(Bytes),
 }
 
 /// Decodes a message's data (base64) and tells a notification from a
 /// command.
 fn decode_message(
-    attrs: Option<&HashMap<String, String>>,
+    attrs: Option<HashMap<String, String>>,
     data: Option<&str>,
 ) -> Result<Payload, AppError> {
-    if let Some(event_type) = attrs.and_then(|a| a.get("eventType")) {
-        let attrs = attrs.cloned().unwrap_or_default();
-        let resource = match (attrs.get("payloadFormat").map(String::as_str), data) {
-            (Some("JSON_API_V1"), Some(d)) if !d.is_empty() => Some(decode_data(d)?),
-            _ => None,
-        };
-        return Ok(Payload::Notification {
-            event_type: event_type.clone(),
-            attrs,
-            resource,
-        });
+    if let Some(attrs) = attrs {
+        if let Some(event_type) = attrs.get("eventType").cloned() {
+            let resource = match (attrs.get("payloadFormat").map(String::as_str), data) {
+                (Some("JSON_API_V1"), Some(d)) if !d.is_empty() => Some(decode_data(d)?),
+                _ => None,
+            };
+            return Ok(Payload::Notification {
+                event_type,
+                attrs,
+                resource,
+            });
+        }
     }
     let data = data.filter(|d| !d.is_empty()).ok_or_else(|| {
         AppError::bad_request(
@@ -116,7 +156,7 @@ fn decode_message(
             "the message has no data: expected a JSON command or a Cloud Storage notification",
         )
     })?;
-    Ok(Payload::Command(decode_data(data)?))
+    Ok(Payload::Command(Bytes::from(decode_data(data)?)))
 }
 
 /// What an outside door makes of a payload: the command, or the change a
@@ -135,24 +175,21 @@ pub(crate) fn outside_command(
             cmd.check(rules)?;
             Ok(cmd)
         }
-        Payload::Command(data) => Ok(decode_outside(&data, rules)?),
+        Payload::Command(data) => Ok(decode_outside_bytes(&data, rules)?),
     }
 }
 
 /// Decodes a Pub/Sub message of an outside door (a CloudEvent's
 /// `messagePublished` data) into a command.
-pub fn message_to_command(msg: &PubsubMessage) -> Result<OutsideCommand, AppError> {
+pub fn message_to_command(msg: PubsubMessage<'_>) -> Result<OutsideCommand, AppError> {
     message_to_command_with(msg, &DoorRules::default())
 }
 
 pub(crate) fn message_to_command_with(
-    msg: &PubsubMessage,
+    msg: PubsubMessage<'_>,
     rules: &DoorRules,
 ) -> Result<OutsideCommand, AppError> {
-    outside_command(
-        decode_message(msg.attributes.as_ref(), msg.data.as_deref())?,
-        rules,
-    )
+    outside_command(decode_message(msg.attributes, msg.data.as_deref())?, rules)
 }
 
 fn notification_to_command(
@@ -192,50 +229,29 @@ fn notification_to_command(
     Ok(OutsideCommand::Change(change, obj))
 }
 
-/// The push envelope as the handler reads it: the data borrowed from the
-/// body, not copied.
-#[derive(Deserialize)]
-struct PushRef<'a> {
-    #[serde(borrow)]
-    message: MessageRef<'a>,
-    #[serde(default)]
-    subscription: Option<String>,
-    #[serde(default, rename = "deliveryAttempt")]
-    delivery_attempt: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct MessageRef<'a> {
-    #[serde(default, borrow)]
-    data: Option<Cow<'a, str>>,
-    #[serde(default)]
-    attributes: Option<HashMap<String, String>>,
-    #[serde(default, rename = "messageId")]
-    message_id: Option<String>,
-    #[serde(default, rename = "message_id")]
-    message_id_snake: Option<String>,
-}
-
 /// Reads a push body: the envelope, borrowed from the body, and its data
 /// decoded once. The handlers' parser, public for the fuzz target.
 pub fn decode_push(body: &[u8]) -> Result<(Payload, Delivery), AppError> {
-    let envelope: PushRef = serde_json::from_slice(body).map_err(|e| {
-        AppError::bad_request(
+    let envelope: PushEnvelope = serde_json::from_slice(body).map_err(|e| {
+        message_json_error(
+            &e,
             "invalid_json",
-            format!("not a Pub/Sub push envelope {{message:{{data,attributes,messageId,publishTime}},subscription}}: {e}"),
+            "not a Pub/Sub push envelope {message:{data,attributes,messageId,publishTime},subscription}",
         )
     })?;
-    let msg = &envelope.message;
-    let payload = decode_message(msg.attributes.as_ref(), msg.data.as_deref())?;
-    let message_id = msg
-        .message_id
-        .as_deref()
-        .or(msg.message_id_snake.as_deref());
-    let subscription = envelope.subscription.as_deref().unwrap_or("");
+    let PushEnvelope {
+        mut message,
+        subscription,
+        delivery_attempt,
+    } = envelope;
+    let attrs = message.attributes.take();
+    let payload = decode_message(attrs, message.data.as_deref())?;
+    let message_id = message.id();
+    let subscription = subscription.as_deref().unwrap_or("");
     tracing::info!(
         message_id = message_id.unwrap_or(""),
         subscription,
-        delivery_attempt = envelope.delivery_attempt.unwrap_or(0),
+        delivery_attempt = delivery_attempt.unwrap_or(0),
         "pubsub message"
     );
     let delivery = Delivery {
@@ -244,27 +260,29 @@ pub fn decode_push(body: &[u8]) -> Result<(Payload, Delivery), AppError> {
     Ok((payload, delivery))
 }
 
-/// Reads a push request within the buffer budget: the body and its decoded
-/// data (at most three quarters of the body) are reserved; the body goes
-/// once the data is decoded, the reservation stays with the request.
+/// What a push request costs, in bodies: the body (its contiguous copy
+/// while it is read), then beside it the decoded data (three quarters of
+/// the body at most); once the body is gone, the data and the command built
+/// from it (a put's body: the data's size at most). Reserved once, before
+/// anything is read.
+pub(crate) const PUSH_COST: u64 = 2;
+
+/// Reads a push request within the buffer budget: its whole cost
+/// ([`PUSH_COST`]) reserved in one piece; the reservation stays with the
+/// request.
 async fn read_push(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Payload, Delivery, Reservation), AppError> {
-    let (bytes, mut held) = read_body_within(
+    let (bytes, held) = read_body_within(
         headers,
         body,
         state.config.limits.max_body_bytes,
+        PUSH_COST,
         &state.budget,
     )
     .await?;
-    held.merge(
-        state
-            .budget
-            .reserve((bytes.len() as u64).div_ceil(4) * 3)
-            .await?,
-    );
     let (payload, delivery) = decode_push(&bytes)?;
     Ok((payload, delivery, held))
 }
@@ -310,16 +328,18 @@ mod tests {
 
     #[test]
     fn emulator_body_with_twin_fields() {
-        let env: PushEnvelope = serde_json::from_str(include_str!(
-            "../../tests/fixtures/pubsub/emulator-push.json"
-        ))
-        .unwrap();
+        let body = include_str!("../../tests/fixtures/pubsub/emulator-push.json");
+        let env: PushEnvelope = serde_json::from_str(body).unwrap();
         assert_eq!(env.message.id(), Some("1"));
         assert_eq!(env.message.published(), Some("2026-11-25T17:33:59.321Z"));
         // data is {"op":"put"}: a put without a key.
         assert_eq!(
-            message_to_command(&env.message).unwrap_err().code(),
+            message_to_command(env.message).unwrap_err().code(),
             "invalid_command"
+        );
+        assert_eq!(
+            decode_push(body.as_bytes()).unwrap().1.id.as_deref(),
+            Some("projects/proj1/subscriptions/sub1/1")
         );
     }
 
@@ -339,11 +359,11 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let msg = PubsubMessage {
-            data: Some(data),
+            data: Some(data.into()),
             attributes: Some(attrs.clone()),
             ..Default::default()
         };
-        match message_to_command(&msg).unwrap() {
+        match message_to_command(msg).unwrap() {
             OutsideCommand::Change(StorageChange::Finalized, o) => {
                 assert_eq!(o.name, "MyFile");
                 assert_eq!(o.generation, Some(96883251));
@@ -358,8 +378,29 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            message_to_command(&msg).unwrap(),
+            message_to_command(msg).unwrap(),
             OutsideCommand::Change(StorageChange::Deleted, _)
         ));
+    }
+
+    #[test]
+    fn attributes_over_pubsubs_limits_are_refused() {
+        let mut attrs = String::new();
+        for i in 0..100_000 {
+            attrs.push_str(&format!(r#""a{i}":"","#));
+        }
+        let body = format!(
+            r#"{{"message":{{"data":"e30=","attributes":{{{attrs}"z":""}},"messageId":"1"}},"subscription":"s"}}"#
+        );
+        let e = decode_push(body.as_bytes()).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_attributes"));
+        let body = format!(
+            r#"{{"message":{{"data":"e30=","attributes":{{"a":"{}"}}}}}}"#,
+            "v".repeat(1025)
+        );
+        assert_eq!(
+            decode_push(body.as_bytes()).unwrap_err().code(),
+            "invalid_attributes"
+        );
     }
 }

@@ -9,12 +9,30 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::wire::{decode_outside, Delivery, OutsideCommand, WireError};
+use crate::wire::{Delivery, Op, SyncCommand, WireError};
 
 use super::{json_body, read_body};
+
+/// The body of `POST /v1/sync`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncBody {
+    #[serde(default)]
+    bucket: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    delete: bool,
+    #[serde(default, rename = "op")]
+    _op: Option<IgnoredAny>,
+    #[serde(default)]
+    page_token: Option<IgnoredAny>,
+}
 
 /// The largest sync request body.
 const SYNC_BODY_LIMIT: usize = 64 * 1024;
@@ -26,21 +44,30 @@ pub(crate) async fn sync(
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
     let bytes = read_body(&headers, body, SYNC_BODY_LIMIT).await?;
-    // The body is the command without its op: checked as the command.
-    let mut with_op: serde_json::Map<String, serde_json::Value> =
-        json_body(&bytes, r#"expected {"bucket","prefix"?,"delete"?}"#)?;
-    with_op.insert("op".into(), "sync".into());
-    let data = serde_json::to_vec(&with_op).map_err(|e| AppError::Internal(e.to_string()))?;
-    let decoded = decode_outside(&data, &state.doors).map_err(|e| match e {
-        // The body's fields, as before the op was added.
-        WireError::Invalid(m) => AppError::bad_request("invalid_json", m),
-        other => other.into(),
+    // The body is the command without its op, read straight into its
+    // fields; an `op` in it is ignored, a `page_token` refused as at every
+    // outside door.
+    let b: SyncBody = json_body(&bytes, r#"expected {"bucket","prefix"?,"delete"?}"#)?;
+    if b.page_token.is_some() {
+        return Err(WireError::NotAllowed(
+            "op \"sync\" with a page_token is a task of the service's own, accepted only from its tasks subscription at /tasks".into(),
+        )
+        .into());
+    }
+    let bucket = b.bucket.ok_or_else(|| {
+        AppError::bad_request(
+            "invalid_json",
+            r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#,
+        )
     })?;
-    let OutsideCommand::Sync(cmd) = decoded else {
-        return Err(AppError::Internal(
-            "a sync body decoded as another op".into(),
-        ));
+    let cmd = SyncCommand {
+        bucket,
+        prefix: b.prefix,
+        delete: b.delete,
+        ..SyncCommand::default()
     };
+    state.doors.allow(Op::Sync)?;
+    state.doors.allow_sync_delete(cmd.delete)?;
     let out = crate::sync::start(&state.replicator, &cmd, &Delivery::default()).await?;
     Ok((StatusCode::ACCEPTED, Json(out.to_json())))
 }

@@ -10,6 +10,7 @@ mod credentials;
 mod deploy;
 mod doors;
 mod faults;
+mod hostile;
 mod limits;
 mod pubsub_emulator;
 mod replication;
