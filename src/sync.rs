@@ -50,9 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::gcs::{GcsClient, GcsError, GcsObject};
 use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
-use crate::storage::{
-    classify, is_reserved, list_prefix, ObjectKey, PutOptions, Storage, StorageError,
-};
+use crate::storage::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
 use crate::wire::{Delivery, OpTag, OrphanTask, SyncCommand, SyncPage, Task};
 
 /// The highest page number a token may carry (10 billion objects).
@@ -658,17 +656,7 @@ impl PageMarker {
         etag: Option<String>,
     ) -> Result<String, StorageError> {
         let body = serde_json::to_vec(self).expect("a marker serializes");
-        let opts = PutOptions {
-            if_none_match: etag.is_none(),
-            if_match: etag,
-            headers: crate::storage::ObjectHeaders {
-                content_type: Some("application/json".into()),
-                ..Default::default()
-            },
-            ..PutOptions::default()
-        };
-        let written = st.put_bytes(key, body.into(), opts).await?;
-        Ok(written.etag.unwrap_or_default())
+        st.write_record(key, body, etag).await
     }
 
     /// The marker and its ETag, `None` when there is none.
@@ -676,15 +664,9 @@ impl PageMarker {
         st: &Storage,
         key: &ObjectKey,
     ) -> Result<Option<(PageMarker, String)>, StorageError> {
-        let got = match st.get(key, None).await {
-            Ok(g) => g,
-            Err(StorageError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((bytes, etag)) = st.read_record(key, MAX_MARKER_BYTES).await? else {
+            return Ok(None);
         };
-        let etag = got.info.etag.clone().unwrap_or_default();
-        let bytes = crate::storage::read_bounded(got.body, MAX_MARKER_BYTES)
-            .await
-            .map_err(|m| StorageError::Unavailable(format!("{key}: {m}")))?;
         // An unreadable marker is an abandoned claim.
         let marker = serde_json::from_slice(&bytes).unwrap_or(PageMarker {
             state: "started".into(),

@@ -546,15 +546,9 @@ impl UploadRecord {
         st: &Storage,
         key: &ObjectKey,
     ) -> Result<Option<(UploadRecord, String)>, StorageError> {
-        let got = match st.get(key, None).await {
-            Ok(g) => g,
-            Err(StorageError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((bytes, etag)) = st.read_record(key, MAX_RECORD_BYTES).await? else {
+            return Ok(None);
         };
-        let etag = got.info.etag.clone().unwrap_or_default();
-        let bytes = crate::storage::read_bounded(got.body, MAX_RECORD_BYTES)
-            .await
-            .map_err(|m| StorageError::Unavailable(format!("{key}: {m}")))?;
         Ok(match serde_json::from_slice::<UploadRecord>(&bytes) {
             Ok(rec) => Some((rec, etag)),
             // Unreadable: overwritten on the condition of its ETag.
@@ -582,13 +576,7 @@ impl UploadRecord {
         etag: Option<String>,
     ) -> Result<String, StorageError> {
         let body = serde_json::to_vec(self).expect("a record serializes");
-        let opts = PutOptions {
-            if_none_match: etag.is_none(),
-            if_match: etag,
-            ..PutOptions::default()
-        };
-        let written = st.put_bytes(key, body.into(), opts).await?;
-        Ok(written.etag.unwrap_or_default())
+        st.write_record(key, body, etag).await
     }
 }
 

@@ -159,7 +159,7 @@ pub(crate) struct Presigned {
 }
 
 /// Reads a whole body of at most `max` bytes.
-pub(crate) async fn read_bounded(body: ByteStream, max: usize) -> Result<Bytes, String> {
+async fn read_bounded(body: ByteStream, max: usize) -> Result<Bytes, String> {
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
@@ -286,6 +286,49 @@ impl Storage {
         opts: PutOptions,
     ) -> Result<PutResult, StorageError> {
         upload::put_stream(self, key, source, opts).await
+    }
+
+    /// A small JSON object of the service's own bookkeeping (under
+    /// `.gcp-aws-bridge/`) and its ETag, read whole, at most `max` bytes;
+    /// `None` when there is none.
+    pub(crate) async fn read_record(
+        &self,
+        key: &ObjectKey,
+        max: usize,
+    ) -> Result<Option<(Bytes, String)>, StorageError> {
+        let got = match self.get(key, None).await {
+            Ok(g) => g,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = got.info.etag.clone().unwrap_or_default();
+        let bytes = read_bounded(got.body, max)
+            .await
+            .map_err(|m| StorageError::Unavailable(format!("{key}: {m}")))?;
+        Ok(Some((bytes, etag)))
+    }
+
+    /// Writes a small JSON object of the service's own bookkeeping: a new
+    /// one (`If-None-Match: *`) without `etag`, else over exactly the one
+    /// with that ETag (`If-Match`). Returns its ETag; a lost condition is
+    /// [`StorageError::PreconditionFailed`] (or `Conflict`).
+    pub(crate) async fn write_record(
+        &self,
+        key: &ObjectKey,
+        body: Vec<u8>,
+        etag: Option<String>,
+    ) -> Result<String, StorageError> {
+        let opts = PutOptions {
+            if_none_match: etag.is_none(),
+            if_match: etag,
+            headers: ObjectHeaders {
+                content_type: Some("application/json".into()),
+                ..ObjectHeaders::default()
+            },
+            ..PutOptions::default()
+        };
+        let written = self.put_bytes(key, body.into(), opts).await?;
+        Ok(written.etag.unwrap_or_default())
     }
 
     /// Reads an object, or a `Range` of it.
