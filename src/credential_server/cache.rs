@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_smithy_async::time::SharedTimeSource;
+use futures_util::future::{FutureExt, Shared};
 
 use crate::aws::StsError;
 
@@ -101,6 +102,10 @@ pub(crate) struct RoleCache {
     /// Held while STS is asked (single flight); holds when a refresh last
     /// failed, and why.
     refresh: tokio::sync::Mutex<Option<(SystemTime, StsError)>>,
+    /// The STS call under way, shared: a request that gives up (its client
+    /// timed out) leaves it to the next one, which goes on with the same
+    /// call instead of starting another.
+    inflight: std::sync::Mutex<Option<Shared<FetchFuture>>>,
 }
 
 impl std::fmt::Debug for RoleCache {
@@ -120,6 +125,7 @@ impl RoleCache {
             time,
             held: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(None),
+            inflight: std::sync::Mutex::new(None),
         }
     }
 
@@ -155,7 +161,15 @@ impl RoleCache {
                 _ => {}
             }
         }
-        match (self.fetch)().await {
+        let call = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| (self.fetch)().shared())
+            .clone();
+        let result = call.await;
+        *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match result {
             Ok(creds) => {
                 *last_failure = None;
                 let h = Held {
@@ -321,6 +335,44 @@ mod tests {
         }
         assert_eq!(sts.calls(), 1);
         assert_eq!(keys.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_leaves_its_sts_call_to_the_next() {
+        let clock = Clock::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (c, now) = (calls.clone(), clock.clone());
+        let cache = RoleCache::new(
+            "arn:aws:iam::123456789012:role/r".into(),
+            Box::new(move || {
+                let (c, now) = (c.clone(), now.clone());
+                Box::pin(async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    // A slow STS: longer than the first caller waits.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok(Credentials::new(
+                        "ASIA0",
+                        "secret",
+                        Some("token".into()),
+                        Some(now.now() + Duration::from_secs(3600)),
+                        "test",
+                    ))
+                })
+            }),
+            SharedTimeSource::new(clock.clone()),
+        );
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), cache.credentials()).await;
+        assert!(gave_up.is_err(), "the first caller waited it out");
+        let creds = cache.credentials().await.unwrap();
+        assert_eq!(creds.access_key_id(), "ASIA0");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the STS call started again"
+        );
+        // Cached now.
+        cache.credentials().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
