@@ -462,3 +462,49 @@ async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
     assert_ne!(v["upload_id"], json!(theirs));
     assert_eq!(w.uploads_left().await.len(), 1, "theirs is aborted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_cut_short_by_the_deadline_leaves_no_upload() {
+    let (w, gcs, bucket, sub) = world(
+        "cutshort",
+        &[
+            ("PART_TASK_BYTES", "5242880"),
+            ("REQUEST_TIMEOUT_SECONDS", "2"),
+        ],
+    )
+    .await;
+    let resource = gcs
+        .upload(&bucket, "big.bin", &bytes(12 * MIB, 6), json!({}))
+        .await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let w = std::sync::Arc::new(w);
+    let cmd = json!({"op": "replicate", "bucket": bucket, "name": "big.bin",
+                     "generation": resource["generation"]});
+    // The upload is created; the write of its record is held past the
+    // request's deadline.
+    let mut hold = w.proxy.hold_next("PutObject");
+    let pending = {
+        let (w, server) = (w.clone(), server.clone());
+        tokio::spawn(async move { command(&w, &server, &cmd, "r-1").await })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), hold.arrived())
+        .await
+        .expect("the record write reached S3");
+    let (s, v) = pending.await.unwrap();
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("timeout")),
+        "{v}"
+    );
+    hold.release();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !w.uploads_left().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut-short start left its upload:\n{}",
+            server.stdout.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(pull_all(&w, &sub).await.is_empty(), "no part task went out");
+}
