@@ -30,7 +30,9 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::util::now_secs;
 
 use axum::http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
@@ -294,13 +296,6 @@ pub enum CallerError {
 
 fn unauthenticated(m: impl Into<String>) -> CallerError {
     CallerError::Unauthenticated(m.into())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The bearer token of a request: `X-Serverless-Authorization` (Cloud Run

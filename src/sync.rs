@@ -40,8 +40,8 @@
 //! A bucket already in sync costs the two listing calls and two marker
 //! writes per page. One log line per page says what it found.
 
+use crate::util::now_secs;
 use std::collections::{HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -619,12 +619,6 @@ enum Claim {
     /// Another Pub/Sub message holds the page: should that delivery fail,
     /// its own message comes back, so this one may be acknowledged.
     HeldByAnother,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl PageMarker {

@@ -54,6 +54,7 @@ use crate::storage::{
     classify, complete_conditionally, crc32c_base64, part_size_for, AbortOnDrop, ObjectHeaders,
     ObjectKey, PutOptions, Storage, StorageError, MAX_PART,
 };
+use crate::util::now_secs;
 use crate::wire::{OpTag, PartTask, Task};
 
 /// Part size of part tasks unless S3's 10,000-part limit asks for more.
@@ -516,12 +517,6 @@ struct UploadRecord {
 /// How long an upload in progress may go without a new part before a
 /// replicate of its generation takes it for lost and starts again.
 pub(crate) const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(3600);
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The most an upload record may hold (a name is at most 1 KiB).
 const MAX_RECORD_BYTES: usize = 8192;

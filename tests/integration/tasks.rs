@@ -334,6 +334,50 @@ fn upload_record_key(w: &World, bucket: &str, name: &str, generation: &str) -> S
     format!("{}.gcp-aws-bridge/uploads/{hex}", w.prefix)
 }
 
+/// A multipart upload of `name` opened past the service, as another
+/// delivery of its replicate would have; its id.
+async fn open_upload(w: &World, name: &str) -> String {
+    admin_s3()
+        .create_multipart_upload()
+        .bucket(&w.bucket)
+        .key(w.full(name))
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap()
+}
+
+/// Writes the record of `upload_id` as the upload in progress of
+/// `gs://bucket/name#generation`, as the service keeps it: no part seen,
+/// its tasks not yet all published, last looked at `age_secs` ago.
+async fn record_upload(
+    w: &World,
+    bucket: &str,
+    name: &str,
+    generation: &str,
+    upload_id: &str,
+    age_secs: u64,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let record = json!({
+        "bucket": bucket, "name": name, "generation": generation.parse::<i64>().unwrap(),
+        "upload_id": upload_id, "parts_seen": 0, "checked_at": now - age_secs,
+        "published": false,
+    });
+    admin_s3()
+        .put_object()
+        .bucket(&w.bucket)
+        .key(upload_record_key(w, bucket, name, generation))
+        .body(record.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_left_without_progress_is_started_again() {
     let (w, gcs, bucket, sub) = world("stalled", &[("PART_TASK_BYTES", "5242880")]).await;
@@ -343,32 +387,8 @@ async fn an_upload_left_without_progress_is_started_again() {
     // What a replicate cut short between recording its upload and
     // publishing the parts leaves: an upload with no part, recorded two
     // hours ago.
-    let s3 = admin_s3();
-    let lost = s3
-        .create_multipart_upload()
-        .bucket(&w.bucket)
-        .key(w.full("big.bin"))
-        .send()
-        .await
-        .unwrap()
-        .upload_id
-        .unwrap();
-    let two_hours_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 7200;
-    let record = json!({
-        "bucket": bucket, "name": "big.bin", "generation": generation.parse::<i64>().unwrap(),
-        "upload_id": lost, "parts_seen": 0, "checked_at": two_hours_ago,
-    });
-    s3.put_object()
-        .bucket(&w.bucket)
-        .key(upload_record_key(&w, &bucket, "big.bin", &generation))
-        .body(record.to_string().into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    let lost = open_upload(&w, "big.bin").await;
+    record_upload(&w, &bucket, "big.bin", &generation, &lost, 7200).await;
 
     let server = Server::start(&w.env).await;
     let cmd = json!({"op": "replicate", "bucket": bucket, "name": "big.bin",
@@ -405,36 +425,8 @@ async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
         .await;
     let generation = resource["generation"].as_str().unwrap().to_owned();
     // Another delivery created the upload and is publishing its tasks.
-    let s3 = admin_s3();
-    let theirs = s3
-        .create_multipart_upload()
-        .bucket(&w.bucket)
-        .key(w.full("big.bin"))
-        .send()
-        .await
-        .unwrap()
-        .upload_id
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let record = |checked_at: u64| {
-        json!({
-            "bucket": bucket, "name": "big.bin", "generation": generation.parse::<i64>().unwrap(),
-            "upload_id": theirs, "parts_seen": 0, "checked_at": checked_at, "published": false,
-        })
-        .to_string()
-        .into_bytes()
-    };
-    let key = upload_record_key(&w, &bucket, "big.bin", &generation);
-    s3.put_object()
-        .bucket(&w.bucket)
-        .key(&key)
-        .body(record(now).into())
-        .send()
-        .await
-        .unwrap();
+    let theirs = open_upload(&w, "big.bin").await;
+    record_upload(&w, &bucket, "big.bin", &generation, &theirs, 0).await;
     let server = Server::start(&w.env).await;
     let cmd = json!({"op": "replicate", "bucket": bucket, "name": "big.bin",
                      "generation": generation});
@@ -446,13 +438,7 @@ async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
     );
     assert_eq!(w.uploads_left().await.len(), 1);
     // The same, left past any request's life: that delivery ended half-way.
-    s3.put_object()
-        .bucket(&w.bucket)
-        .key(&key)
-        .body(record(now - 3600).into())
-        .send()
-        .await
-        .unwrap();
+    record_upload(&w, &bucket, "big.bin", &generation, &theirs, 3600).await;
     let (s, v) = command(&w, &server, &cmd, "r-2").await;
     assert_eq!(
         (s, v["status"].as_str()),
