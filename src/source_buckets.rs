@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn refusals_answer_400_for_a_bad_name_and_403_for_one_not_listed() {
-        use crate::error::AppError;
+        use crate::http::error::AppError;
         let list = |v: &str| SourceBuckets::parse(Some(v)).unwrap();
         let c = list("src-1,other");
         assert!(c.check("src-1").is_ok());
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn refusals_map_to_400_and_403() {
-        use crate::error::AppError;
+        use crate::http::error::AppError;
         let e: AppError = SourceBuckets::Off.check("src-a").unwrap_err().into();
         assert_eq!(e.status(), 403);
         assert_eq!(e.code(), "source_bucket_not_allowed");

@@ -376,11 +376,11 @@ async fn a_failing_readyz_says_not_ready_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stalls_in_its_headers_is_cut_off() {
-    use gcp_aws_bridge::server::{serve, ServeOptions, HEADER_READ_TIMEOUT};
+    use gcp_aws_bridge::http::server::{serve, ServeOptions, HEADER_READ_TIMEOUT};
     assert_eq!(HEADER_READ_TIMEOUT, Duration::from_secs(30));
     let mut w = World::new("slowloris").await;
     w.set("AUTH_MODE", "none");
-    let state = gcp_aws_bridge::app::AppState::new(w.config(), Default::default()).unwrap();
+    let state = gcp_aws_bridge::http::app::AppState::new(w.config(), Default::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -390,7 +390,7 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off() {
     };
     let served = tokio::spawn(serve(
         listener,
-        gcp_aws_bridge::app::router(state),
+        gcp_aws_bridge::http::app::router(state),
         opts,
         async move {
             let _ = stopped.await;

@@ -19,7 +19,7 @@ use bridge_testkit::{
 use common::*;
 use gcp_aws_bridge::aws::{AwsClients, AwsOptions, StsError};
 use gcp_aws_bridge::config::Config;
-use gcp_aws_bridge::identity::{IdTokenSource, ServiceAccountKey};
+use gcp_aws_bridge::google::identity::{IdTokenSource, ServiceAccountKey};
 use gcp_aws_bridge::retry::Backoff;
 use serde_json::Value;
 use tracing::instrument::WithSubscriber as _;

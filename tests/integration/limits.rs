@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bridge_testkit::ProxyFault;
 use common::*;
-use gcp_aws_bridge::app::{router, AppState};
 use gcp_aws_bridge::aws::AwsOptions;
+use gcp_aws_bridge::http::app::{router, AppState};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

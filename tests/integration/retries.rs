@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bridge_testkit::{Endpoint, Fault, ProxyFault};
 use common::World;
 use gcp_aws_bridge::aws::{AwsClients, AwsOptions};
-use gcp_aws_bridge::identity::IdTokenSource;
+use gcp_aws_bridge::google::identity::IdTokenSource;
 
 async fn put_once(w: &World) -> bool {
     let config = w.config();

@@ -11,15 +11,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::aws::s3::{KeyError, StorageError};
 use crate::aws::{StsError, WhoamiError};
 use crate::budget::BudgetError;
-use crate::caller_auth::CallerError;
-use crate::command::CommandError;
-use crate::gcs::GcsError;
-use crate::publisher::PublishError;
-use crate::replicate::ReplicateError;
+use crate::google::caller_auth::CallerError;
+use crate::google::gcs::GcsError;
+use crate::google::publisher::PublishError;
+use crate::replication::command::CommandError;
+use crate::replication::replicate::ReplicateError;
 use crate::source_buckets::BucketRefusal;
-use crate::storage::{KeyError, StorageError};
 use crate::wire::WireError;
 
 /// How long a trigger should wait before redelivering after a transient fault.

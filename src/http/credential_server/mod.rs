@@ -42,7 +42,7 @@ use serde::Deserialize;
 
 use crate::aws::{RoleProviders, WebIdentityProvider};
 use crate::config::{present, read_group, ConfigError};
-use crate::error::AppError;
+use crate::http::error::AppError;
 use crate::util::rfc3339;
 
 pub(crate) use cache::RoleCache;
@@ -408,7 +408,7 @@ mod tests {
             ("GCE_METADATA_HOST", "127.0.0.1:9"),
         ]))
         .unwrap();
-        let ids = Arc::new(crate::identity::IdTokenSource::from_config(&config).unwrap());
+        let ids = Arc::new(crate::google::identity::IdTokenSource::from_config(&config).unwrap());
         let roles = RoleProviders::new(&config, ids, &crate::aws::AwsOptions::default());
         let state = ServerState::new(
             AuthToken::value("s3cr3t-t0ken"),

@@ -47,13 +47,15 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
-use crate::replicate::{gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
-use crate::retry::Backoff;
-use crate::storage::{
+use crate::aws::s3::{
     classify, complete_conditionally, crc32c_base64, part_size_for, AbortOnDrop, ObjectHeaders,
     ObjectKey, PutOptions, Storage, StorageError, MAX_PART,
 };
+use crate::google::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
+use crate::replication::replicate::{
+    gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator,
+};
+use crate::retry::Backoff;
 use crate::util::now_secs;
 use crate::wire::{OpTag, PartTask, Task};
 
@@ -905,7 +907,7 @@ async fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::AppError;
+    use crate::http::error::AppError;
 
     const MIB: u64 = 1024 * 1024;
 
@@ -1034,13 +1036,13 @@ mod tests {
                 .region(aws_sdk_s3::config::Region::new("us-east-1"))
                 .build(),
         );
-        let storage = crate::storage::Storage::new(
+        let storage = crate::aws::s3::Storage::new(
             s3,
             "bucket".into(),
             String::new(),
             crate::aws::CredentialsExpiry::default(),
         )
-        .with_limits(budget, crate::storage::MAX_OBJECT);
+        .with_limits(budget, crate::aws::s3::MAX_OBJECT);
         Replicator::new(storage, GcsClient::new(Some("127.0.0.1:9")))
             .with_source_buckets(crate::source_buckets::SourceBuckets::Any)
     }

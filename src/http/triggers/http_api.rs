@@ -12,10 +12,10 @@ use axum::Json;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use crate::error::AppError;
-use crate::state::AppState;
-use crate::storage::{validate_content_type, validate_metadata};
-use crate::storage::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
+use crate::aws::s3::{validate_content_type, validate_metadata};
+use crate::aws::s3::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
+use crate::http::error::AppError;
+use crate::http::state::AppState;
 use crate::wire::Op;
 
 use super::{json_body, read_body_within, SMALL_BODY_COST, SMALL_BODY_LIMIT};

@@ -47,10 +47,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::gcs::{GcsClient, GcsError, GcsObject};
-use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
+use crate::aws::s3::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
+use crate::google::gcs::{GcsClient, GcsError, GcsObject};
+use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
-use crate::storage::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
 use crate::wire::{Delivery, OpTag, OrphanTask, SyncCommand, SyncPage, Task};
 
 /// The highest page number a token may carry (10 billion objects).
@@ -109,7 +109,7 @@ impl Position {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(ReplicateError::InvalidPageToken)?;
         let after_ok = p.after.as_deref().is_some_and(|a| {
-            !a.is_empty() && a.len() <= crate::storage::MAX_KEY_BYTES && a.starts_with(prefix)
+            !a.is_empty() && a.len() <= crate::aws::s3::MAX_KEY_BYTES && a.starts_with(prefix)
         });
         if !is_run_id(&p.run) || !(2..=MAX_PAGE).contains(&p.page) || !after_ok {
             return Err(ReplicateError::InvalidPageToken);
@@ -721,7 +721,7 @@ pub(crate) async fn delete_orphan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::AppError;
+    use crate::http::error::AppError;
 
     fn pos(page: u64, after: &str) -> Position {
         Position {

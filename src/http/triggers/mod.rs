@@ -2,10 +2,10 @@
 //! ([`cloudevents`]) and the `/v1` API ([`http_api`], [`sync_http`]).
 //! Pub/Sub push and CloudEvents decode a request into a
 //! [`crate::wire::OutsideCommand`] or [`crate::wire::Task`] and hand it to
-//! [`crate::command::execute`] or [`crate::command::execute_task`];
-//! the `/v1` API calls [`crate::storage::Storage`] (and `/v1/sync` the sync)
+//! [`crate::replication::command::execute`] or [`crate::replication::command::execute_task`];
+//! the `/v1` API calls [`crate::aws::s3::Storage`] (and `/v1/sync` the sync)
 //! directly, not through `Command`. Errors become statuses through
-//! [`crate::error::AppError`]: 2xx acks, anything else redelivers.
+//! [`crate::http::error::AppError`]: 2xx acks, anything else redelivers.
 
 pub mod cloudevents;
 pub(crate) mod http_api;
@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use crate::budget::{BudgetError, BufferBudget, Reservation};
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
 pub(crate) async fn read_body(

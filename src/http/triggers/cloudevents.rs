@@ -19,10 +19,10 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::command::execute;
-use crate::error::AppError;
-use crate::gcs::GcsObject;
-use crate::state::AppState;
+use crate::google::gcs::GcsObject;
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+use crate::replication::command::execute;
 use crate::wire::{Delivery, DoorRules, OutsideCommand, StorageChange};
 
 use super::pubsub::{message_json_error, message_to_command_with, PubsubMessage};
@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn binary_storage_event() {
         let body =
-            include_bytes!("../../tests/fixtures/cloudevents/StorageObjectData-complex.json");
+            include_bytes!("../../../tests/fixtures/cloudevents/StorageObjectData-complex.json");
         let ev = decode(
             &binary(
                 "google.cloud.storage.object.v1.finalized",
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn structured_pubsub_event() {
         let data: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/cloudevents/MessagePublishedData-duplicatedFields.json"
+            "../../../tests/fixtures/cloudevents/MessagePublishedData-duplicatedFields.json"
         ))
         .unwrap();
         let body = serde_json::json!({

@@ -16,10 +16,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::budget::Reservation;
-use crate::command::{execute, execute_task};
-use crate::error::AppError;
-use crate::gcs::GcsObject;
-use crate::state::AppState;
+use crate::google::gcs::GcsObject;
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+use crate::replication::command::{execute, execute_task};
 use crate::wire::{
     decode_outside_bytes, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
 };
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn emulator_body_with_twin_fields() {
-        let body = include_str!("../../tests/fixtures/pubsub/emulator-push.json");
+        let body = include_str!("../../../tests/fixtures/pubsub/emulator-push.json");
         let env: PushEnvelope = serde_json::from_str(body).unwrap();
         assert_eq!(env.message.id(), Some("1"));
         assert_eq!(env.message.published(), Some("2026-11-25T17:33:59.321Z"));
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn storage_notification() {
         let data = STANDARD.encode(include_str!(
-            "../../tests/fixtures/cloudevents/StorageObjectData-complex.json"
+            "../../../tests/fixtures/cloudevents/StorageObjectData-complex.json"
         ));
         let attrs: HashMap<String, String> = [
             ("eventType", "OBJECT_FINALIZE"),
