@@ -683,7 +683,7 @@ mod tests {
 
     fn code(r: Result<impl std::fmt::Debug, WireError>) -> (u16, &'static str) {
         let e = crate::http::error::AppError::from(r.unwrap_err());
-        (e.status().as_u16(), e.code())
+        (e.status().as_u16(), e.code().as_str())
     }
 
     fn all() -> DoorRules {

@@ -522,7 +522,7 @@ mod tests {
             AppError::from(self.clone()).status()
         }
         fn code(&self) -> &'static str {
-            AppError::from(self.clone()).code()
+            AppError::from(self.clone()).code().as_str()
         }
     }
     use std::sync::Mutex;

@@ -462,7 +462,10 @@ mod tests {
         );
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
         let app: crate::http::error::AppError = e.into();
-        assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
+        assert_eq!(
+            (app.status().as_u16(), app.code().as_str()),
+            (503, "publish_failed")
+        );
     }
 
     #[tokio::test]

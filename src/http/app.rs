@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::http::error::AppError;
+use crate::http::error::{AppError, Code};
 use crate::http::triggers::{cloudevents, http_api, pubsub};
 
 pub use crate::http::state::AppState;
@@ -106,7 +106,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             r = tokio::time::timeout(timeout, next.run(req)) => match r {
                 Ok(r) => r,
                 Err(_) => AppError::unavailable(
-                    "timeout",
+                    Code::Timeout,
                     "the request took too long; retry later",
                     format!("deadline of {timeout:?} passed"),
                 )
@@ -117,7 +117,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
                     std::future::pending::<()>().await;
                 }
             } => AppError::unavailable(
-                "shutting_down",
+                Code::ShuttingDown,
                 "the service is shutting down; retry later",
                 "the shutdown grace ended with the request in flight",
             )

@@ -5,6 +5,7 @@
 //! server for AWS SDKs ([`credential_server`]) and the router ([`app`]).
 
 pub mod app;
+pub(crate) mod auth_token;
 pub mod credential_server;
 pub mod error;
 pub mod server;

@@ -735,8 +735,11 @@ mod tests {
     fn page_tokens_round_trip_and_bad_ones_are_refused() {
         let t = pos(3, "p/a/b c/ü");
         assert_eq!(Position::from_token(&t.token(), "p/").unwrap(), t);
-        let bad =
-            |token: &str| AppError::from(Position::from_token(token, "p/").unwrap_err()).code();
+        let bad = |token: &str| {
+            AppError::from(Position::from_token(token, "p/").unwrap_err())
+                .code()
+                .as_str()
+        };
         assert_eq!(bad("***"), "invalid_page_token");
         assert_eq!(bad(&URL_SAFE_NO_PAD.encode("{}")), "invalid_page_token");
         // Out of range, outside the prefix, no run, too long.

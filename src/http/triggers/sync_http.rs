@@ -12,7 +12,7 @@ use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::http::error::AppError;
+use crate::http::error::{AppError, Code};
 use crate::http::state::AppState;
 use crate::wire::{Delivery, Op, SyncCommand, WireError};
 
@@ -56,7 +56,7 @@ pub(crate) async fn sync(
     }
     let bucket = b.bucket.ok_or_else(|| {
         AppError::bad_request(
-            "invalid_json",
+            Code::InvalidJson,
             r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#,
         )
     })?;

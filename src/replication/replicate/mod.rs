@@ -156,6 +156,18 @@ impl ReplicaOutcome {
     }
 }
 
+/// Why part tasks cannot replicate an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartsRefusal {
+    /// Over `MAX_OBJECT_BYTES`.
+    ObjectTooLarge,
+    /// A part that lets 10,000 parts cover the object is larger than the
+    /// buffer budget.
+    PartTooLarge,
+    /// Past the restarts a replicate may make after failed completions.
+    TooManyRestarts,
+}
+
 /// Why a replication or a replica delete did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicateError {
@@ -211,8 +223,8 @@ pub enum ReplicateError {
     /// before anything starts, so it goes to the dead-letter topic.
     #[error("{message}")]
     PartsRefused {
-        /// snake_case code.
-        code: &'static str,
+        /// Why.
+        refusal: PartsRefusal,
         /// For people.
         message: String,
     },
