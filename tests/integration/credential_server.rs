@@ -3,6 +3,7 @@
 //! gate checks the Google token and the trust policy.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
@@ -54,6 +55,7 @@ fn assert_clean_log(lines: &[String], secrets: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
+    require_rig!();
     let w = World::new("sidecar-roles").await;
     let token = random_token();
     let mut env = sidecar_env(&w);
@@ -230,6 +232,7 @@ async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_log() {
+    require_rig!();
     let w = World::new("sidecar-refused").await;
     let mc = w.metadata.config();
     w.trust_someone_else();
@@ -322,6 +325,7 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly() {
+    require_rig!();
     let w = World::new("sidecar-outage").await;
     let token = random_token();
     let mut env = sidecar_env(&w);
@@ -395,6 +399,7 @@ async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_file_is_read_again_when_it_changes() {
+    require_rig!();
     let w = World::new("sidecar-file").await;
     let dir = temp_dir("token-file");
     let path = dir.join("token");
@@ -435,6 +440,7 @@ async fn token_file_is_read_again_when_it_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_configuration_stops_the_server_with_one_line_per_problem() {
+    require_rig!();
     let w = World::new("sidecar-config").await;
     let mut env = sidecar_env(&w);
     env.push(("CREDENTIALS_ADDR".into(), "0.0.0.0:9911".into()));
@@ -486,6 +492,7 @@ fn cli_env(w: &World, cache: &std::path::Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_command_shares_one_sts_call_across_processes() {
+    require_rig!();
     let w = World::new("cli-cache").await;
     let cache = temp_dir("xdg-cache");
     let env = cli_env(&w, &cache);
@@ -610,6 +617,7 @@ fn cache_file(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_command_gives_up_a_lock_held_too_long() {
+    require_rig!();
     let w = World::new("cli-lock").await;
     let cache = temp_dir("xdg-lock");
     let env = cli_env(&w, &cache);
@@ -673,6 +681,7 @@ async fn credentials_command_gives_up_a_lock_held_too_long() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_command_follows_no_link_and_trusts_no_open_directory() {
+    require_rig!();
     let w = World::new("cli-links").await;
     let cache = temp_dir("xdg-links");
     let env = cli_env(&w, &cache);
@@ -729,6 +738,7 @@ async fn credentials_command_follows_no_link_and_trusts_no_open_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_aws_cli_commands_at_once_make_one_sts_call_through_credential_process() {
+    require_rig!();
     let w = World::new("cli-process").await;
     let python = tokio::task::spawn_blocking(rig_python).await.unwrap();
     let cache = temp_dir("aws-cli");

@@ -10,6 +10,7 @@
 //!   anything starts.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::BTreeMap;
 
@@ -92,6 +93,7 @@ fn page_of(t: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_page_delivered_again_publishes_each_later_page_once() {
+    require_rig!();
     // Two objects a page: six objects make three pages.
     let (w, gcs, bucket, sub) = world("synconce", &[("TEST_SYNC_PAGE_SIZE", "2")]).await;
     for i in 0..6 {
@@ -233,6 +235,7 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_it() {
+    require_rig!();
     let (w, gcs, bucket, sub) = world("oneupload", &[("PART_TASK_BYTES", "5242880")]).await;
     let data = bytes(12 * MIB, 3);
     let resource = gcs
@@ -291,6 +294,7 @@ async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_tasks_that_cannot_finish_are_refused_before_anything_starts() {
+    require_rig!();
     for (env, code) in [
         // No part of at least 5 MiB fits a 4 MiB budget.
         (("BUFFER_BUDGET_BYTES", "4194304"), "part_too_large"),
@@ -380,6 +384,7 @@ async fn record_upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_left_without_progress_is_started_again() {
+    require_rig!();
     let (w, gcs, bucket, sub) = world("stalled", &[("PART_TASK_BYTES", "5242880")]).await;
     let data = bytes(12 * MIB, 9);
     let resource = gcs.upload(&bucket, "big.bin", &data, json!({})).await;
@@ -419,6 +424,7 @@ async fn an_upload_left_without_progress_is_started_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
+    require_rig!();
     let (w, gcs, bucket, _sub) = world("starting", &[("PART_TASK_BYTES", "5242880")]).await;
     let resource = gcs
         .upload(&bucket, "big.bin", &bytes(12 * MIB, 4), json!({}))
@@ -451,6 +457,7 @@ async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_cut_short_by_the_deadline_leaves_no_upload() {
+    require_rig!();
     let (w, gcs, bucket, sub) = world(
         "cutshort",
         &[
