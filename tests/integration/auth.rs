@@ -7,7 +7,7 @@
 //! header-read timeout and h2c of the server.
 
 use crate::common;
-use crate::common::require_rig;
+use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant};
 
@@ -214,16 +214,16 @@ async fn google_certificates_unavailable() {
     w.metadata.clear_faults();
 
     // Wait out the failure backoff (5 s) with a probe, then the keys load.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body, _) = send(put("c.txt", &w.caller_token())).await;
-        if status == 201 {
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(Instant::now() < deadline, "the keys never loaded");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || "the keys never loaded".into(),
+        || async {
+            let (status, body, _) = send(put("c.txt", &w.caller_token())).await;
+            assert!(status == 201 || status == 503, "{status} {body}");
+            (status == 201).then_some(())
+        },
+    )
+    .await;
 
     // Keys cached, the endpoint goes down: the cached keys keep serving, and
     // a token with a kid they do not know is refused (401), not held up.

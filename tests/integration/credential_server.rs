@@ -3,7 +3,7 @@
 //! gate checks the Google token and the trust policy.
 
 use crate::common;
-use crate::common::require_rig;
+use crate::common::{eventually, require_rig};
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
@@ -216,17 +216,12 @@ async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = eventually(
+        Duration::from_secs(10),
+        || "no exit after SIGTERM".into(),
+        || std::future::ready(server.child.try_wait().unwrap()),
+    )
+    .await;
     assert!(status.success(), "{status}");
 }
 
@@ -383,16 +378,16 @@ async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly
 
     // Recovered: once the failure is forgotten, credentials.
     w.metadata.clear_faults();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body, _) = get().await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(std::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        || "never recovered".into(),
+        || async {
+            let (status, body, _) = get().await;
+            assert!(status == 200 || status == 503, "{status} {body}");
+            (status == 200).then_some(())
+        },
+    )
+    .await;
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_clean_log(&server.stdout.all(), &[&token]);
 }
@@ -635,21 +630,21 @@ async fn credentials_command_gives_up_a_lock_held_too_long() {
         .kill_on_drop(true)
         .spawn()
         .expect("sh and flock(1) from util-linux");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::process::Command::new("flock")
-        .arg("-n")
-        .arg(&lock)
-        .arg("true")
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "flock never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        || "flock never took the lock".into(),
+        || {
+            let free = std::process::Command::new("flock")
+                .arg("-n")
+                .arg(&lock)
+                .arg("true")
+                .status()
+                .unwrap()
+                .success();
+            std::future::ready((!free).then_some(()))
+        },
+    )
+    .await;
     let t = std::time::Instant::now();
     let out = run_bin(&["credentials"], &env).await;
     let took = t.elapsed();

@@ -5,7 +5,7 @@
 //! `AUTH_MODE`, graceful shutdown with a request in flight, and the logs.
 
 use crate::common;
-use crate::common::require_rig;
+use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1031,10 +1031,12 @@ async fn logs_are_structured_correlated_and_secret_free() {
     server.terminate();
     assert!(server.wait(Duration::from_secs(10)).await.success());
     // The capture threads drain the pipes after exit.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.stdout.text().contains("stopped") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        || format!("no \"stopped\" line:\n{}", server.stdout.text()),
+        || std::future::ready(server.stdout.text().contains("stopped").then_some(())),
+    )
+    .await;
 
     let lines = server.stdout.all();
     assert!(lines.len() >= 6, "{lines:#?}");

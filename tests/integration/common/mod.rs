@@ -60,6 +60,30 @@ pub fn caller_claims(overrides: serde_json::Value) -> serde_json::Value {
     claims
 }
 
+/// Polls `check` until it yields `Some`, within `limit` (every 10 ms at
+/// first, then less often, at most every 250 ms); panics with `what()` when
+/// the time is up. The one poll loop of the tests: a test waits on what it
+/// can observe, never on a fixed sleep.
+pub async fn eventually<T, F, Fut, W>(limit: Duration, what: W, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    W: FnOnce() -> String,
+{
+    let deadline = std::time::Instant::now() + limit;
+    let mut every = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("not within {limit:?}: {}", what());
+        }
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(Duration::from_millis(250));
+    }
+}
+
 /// Where the running rig describes itself: `$RIG_DIR/rig.env`, default
 /// `.run/rig.env`.
 fn rig_env_path() -> String {
