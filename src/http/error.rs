@@ -443,6 +443,11 @@ impl From<StorageError> for AppError {
             StorageError::Unavailable(m) => {
                 AppError::unavailable(Code::S3Unavailable, "S3 is unavailable; retry later", m)
             }
+            // An upload of this request's, aborted under it: a retry starts
+            // another.
+            StorageError::UploadGone(m) => {
+                AppError::unavailable(Code::S3Unavailable, "S3 is unavailable; retry later", m)
+            }
             StorageError::IntegrityMismatch(m) => AppError::unavailable(
                 Code::IntegrityMismatch,
                 "the bytes did not match their checksum; nothing was written",

@@ -6,6 +6,7 @@ mod copy;
 mod error;
 mod headers;
 mod key;
+mod multipart;
 mod range;
 mod upload;
 
@@ -22,11 +23,11 @@ pub(crate) use error::classify;
 pub use error::StorageError;
 pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
 pub use key::{is_reserved, list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES, RESERVED_PREFIX};
+pub use multipart::settle_aborts;
+pub(crate) use multipart::{AbortOnDrop, UploadedPart, WriteCondition};
 pub use range::{ByteRange, RangeError};
-pub(crate) use upload::{complete_conditionally, AbortOnDrop};
 pub use upload::{
-    crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
-    MULTIPART_THRESHOLD,
+    crc32c_base64, part_size_for, ByteSource, MAX_OBJECT, MAX_PART, MULTIPART_THRESHOLD,
 };
 
 use crate::aws::CredentialsExpiry;
