@@ -11,7 +11,7 @@
 //! - helpers: [`util`] (error chains, timestamps), `json_bounds` (JSON
 //!   maps bounded while they are read), [`retry`], [`jwt`],
 //!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`,
-//!   [`server`] (the listener), [`gcs`]'s object resource, then [`wire`]
+//!   `summary` (terminal summaries), [`server`] (the listener), [`gcs`]'s object resource, then [`wire`]
 //!   (the commands of the outside doors and the service's own tasks, as
 //!   they travel), [`config`] (typed settings, a group per module) and
 //!   [`telemetry`];
@@ -27,7 +27,8 @@
 //! - HTTP: `state` (`AppState`), [`error`] (the one map from
 //!   domain errors to statuses and codes), [`triggers`],
 //!   [`credential_server`], [`app`] (the router);
-//! - command line: [`cli`], [`sync_cli`].
+//! - command line: [`verify`] (replicas proven by listings and HEADs),
+//!   [`cli`], [`sync_cli`].
 //!
 //! Identity, STS, storage, Cloud Storage, replication, sync, commands,
 //! caller verification, publishing and whoami return their own errors;
@@ -54,9 +55,11 @@ pub mod server;
 pub mod source_buckets;
 pub(crate) mod state;
 pub mod storage;
+pub(crate) mod summary;
 pub mod sync;
 pub mod sync_cli;
 pub mod telemetry;
 pub mod triggers;
 pub mod util;
+pub mod verify;
 pub mod wire;
