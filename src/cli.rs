@@ -29,7 +29,7 @@ pub enum Mode {
     /// Sync a Cloud Storage bucket (see [`crate::sync_cli`]).
     Sync,
     /// Compare a Cloud Storage bucket with its replicas (see [`crate::verify`]).
-    Verify,
+    Verify(crate::verify::VerifyArgs),
     /// Print usage.
     Help,
     /// Print the version.
@@ -103,7 +103,7 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
         Some("credential-server") => no_more(Mode::CredentialServer),
         Some("whoami") => no_more(Mode::Whoami),
         Some("sync") => Ok(Mode::Sync),
-        Some("verify") => Ok(Mode::Verify),
+        Some("verify") => crate::verify::parse_verify_args(rest).map(Mode::Verify),
         Some("-h" | "--help" | "help") => Ok(Mode::Help),
         Some("-V" | "--version") => Ok(Mode::Version),
         Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
@@ -190,6 +190,10 @@ mod tests {
         assert!(parse(&["credentials", "--bogus"]).is_err());
         assert!(parse(&["credential-server", "x"]).is_err());
         assert!(parse(&["nope"]).is_err());
-        assert_eq!(parse(&["verify", "gs://b"]), Ok(Mode::Verify));
+        assert!(matches!(
+            parse(&["verify", "gs://bkt"]),
+            Ok(Mode::Verify(_))
+        ));
+        assert!(parse(&["verify", "gs://bkt", "--delete"]).is_err());
     }
 }

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             (Mode::Serve, _) => serve(config).await,
             (Mode::CredentialServer, Some(s)) => credential_server(config, s).await,
             (Mode::Sync, _) => sync(&args[1..], config).await,
-            (Mode::Verify, _) => verify(&args[1..], config).await,
+            (Mode::Verify(args), _) => verify(&args, config).await,
             (mode, _) => command(mode, config).await,
         }
     })
@@ -206,14 +206,7 @@ async fn sync(args: &[String], config: Config) -> ExitCode {
 
 /// `verify`: 0 when every object has its replica, 1 when something
 /// differs, 2 when nothing could be concluded (as `diff`).
-async fn verify(args: &[String], config: Config) -> ExitCode {
-    let args = match gcp_aws_bridge::verify::parse_verify_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+async fn verify(args: &gcp_aws_bridge::verify::VerifyArgs, config: Config) -> ExitCode {
     let ids = match cli_identity(&config) {
         Ok(ids) => ids,
         Err(_) => return ExitCode::from(2),
@@ -222,7 +215,7 @@ async fn verify(args: &[String], config: Config) -> ExitCode {
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let mut out = stdout.lock();
-    match gcp_aws_bridge::verify::run(&args, &config, &aws, &mut out, tty).await {
+    match gcp_aws_bridge::verify::run(args, &config, &aws, &mut out, tty).await {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {

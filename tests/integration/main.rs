@@ -24,3 +24,4 @@ mod sync;
 mod sync_bench;
 mod tasks;
 mod terraform_env;
+mod verify;
