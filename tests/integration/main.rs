@@ -25,3 +25,4 @@ mod sync_bench;
 mod tasks;
 mod terraform_env;
 mod verify;
+mod verify_bench;
