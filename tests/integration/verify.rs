@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
-use common::deployment::{bytes, Deployment};
+use common::deployment::{bytes, gzip_stored, Deployment};
 use common::*;
 use serde_json::{json, Value};
 
@@ -92,11 +92,17 @@ async fn verify_reports_each_difference_from_listings_and_heads_only() {
         let obj = d.gcs.upload(&d.bucket, name, &body, json!({})).await;
         generation.insert(name, obj["generation"].as_str().unwrap().to_owned());
     }
+    // A gzip-encoded object: replicated as stored, its CRC32C is of the
+    // stored bytes on both sides.
+    let gz = gzip_stored(&bytes(5000, 77));
+    let meta = json!({"contentType": "text/plain", "contentEncoding": "gzip"});
+    d.gcs.upload(&d.bucket, "w/gzip", &gz, meta).await;
+    let all = names.len() + 1;
 
     // The service's own sync writes the replicas.
     d.post_sync(json!({ "bucket": d.bucket })).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while d.replicas().await.len() < names.len() {
+    while d.replicas().await.len() < all {
         assert!(Instant::now() < deadline, "no replicas:\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -110,11 +116,11 @@ async fn verify_reports_each_difference_from_listings_and_heads_only() {
     assert_eq!(code, 0, "{out}\n{err}");
     let (diffs, totals) = parse(&out);
     assert!(diffs.is_empty(), "{diffs:?}");
-    assert_eq!(totals["objects"], names.len());
-    assert_eq!(totals["in_sync"]["count"], names.len());
+    assert_eq!(totals["objects"], all);
+    assert_eq!(totals["in_sync"]["count"], all);
     assert_eq!(
         totals["in_sync"]["bytes"],
-        100 * (1 + 2 + 3 + 4 + 5 + 6 + 7)
+        100 * (1 + 2 + 3 + 4 + 5 + 6 + 7) + gz.len()
     );
     assert_eq!(totals["differences"], 0);
     assert!(totals["pages"].as_u64().unwrap() >= 4, "{totals}");

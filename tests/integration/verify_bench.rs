@@ -121,34 +121,84 @@ async fn bench_verify_against_rclone_check() {
     // BENCH_BRIDGE_BIN: a release build, when bench/verify.sh made one.
     let bin = std::env::var("BENCH_BRIDGE_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gcp-aws-bridge").to_owned());
-    let t = Instant::now();
-    let out = tokio::process::Command::new(&bin)
-        .args(["verify", &format!("gs://{bucket}")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(w.env.iter().cloned())
-        .output()
-        .await
-        .unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let totals: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(totals["totals"]["in_sync"]["count"], objects, "{totals}");
+    let verify = |env: Vec<(String, String)>| {
+        let (bin, bucket) = (bin.clone(), bucket.clone());
+        async move {
+            let t = Instant::now();
+            let out = tokio::process::Command::new(&bin)
+                .args(["verify", &format!("gs://{bucket}")])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(env)
+                .output()
+                .await
+                .unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let totals: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+            assert_eq!(totals["totals"]["in_sync"]["count"], objects, "{totals}");
+            secs
+        }
+    };
+    // Straight to moto, as rclone goes.
+    let mut direct = w.env.clone();
+    direct.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    direct.push((
+        "AWS_ENDPOINT_URL".into(),
+        w.rig["RIG_MOTO_ENDPOINT"].clone(),
+    ));
+    let secs = verify(direct).await;
     figure(
         &format!("verify_{objects}_objects_per_s"),
         objects as f64 / secs,
         "objects/s",
     );
+    // Through the counting proxy: what it asks of S3.
+    w.proxy.reset_counts();
+    verify(w.env.clone()).await;
     figure(
         "verify_head_requests",
         w.proxy.count("HeadObject") as f64,
         "requests",
+    );
+    figure(
+        "verify_list_requests",
+        w.proxy.count("ListObjectsV2") as f64,
+        "requests",
+    );
+    figure(
+        "verify_get_requests",
+        w.proxy.count("GetObject") as f64,
+        "requests",
+    );
+    // The stand-in's own ceiling: HEADs of one replica from the admin
+    // client, as many at once as verify sends.
+    let n = 3000;
+    let key = w.full("d0/e0/obj-00000");
+    let t = Instant::now();
+    futures_util::stream::iter(0..n)
+        .for_each_concurrent(32, |_| {
+            let (s3, bucket, key) = (&s3, &w.bucket, &key);
+            async move {
+                s3.head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    figure(
+        "moto_head_requests_per_s",
+        n as f64 / t.elapsed().as_secs_f64(),
+        "requests/s",
     );
 
     let secs = rclone_check(&w.rig, &bucket, &w.prefix);
