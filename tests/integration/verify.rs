@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
+use bridge_testkit::ProxyFault;
 use common::deployment::{bytes, gzip_stored, Deployment};
 use common::*;
 use serde_json::{json, Value};
@@ -228,6 +229,21 @@ async fn verify_reports_each_difference_from_listings_and_heads_only() {
         d.gcs_proxy.count("GcsListObjects"),
         "{gcs:?}"
     );
+
+    // A HEAD that S3 refuses: no conclusion (exit 2), no totals line, the
+    // reason on stderr.
+    d.w.proxy.push_fault(
+        "HeadObject",
+        ProxyFault::AwsError {
+            status: 403,
+            code: "AccessDenied".into(),
+            message: "Access Denied".into(),
+        },
+    );
+    let (code, out, err) = run(&d, &["verify", &url], &[]).await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(!out.contains("totals"), "{out}");
+    assert!(err.contains("S3 denied access"), "{err}");
 
     // At a terminal: the summary, no JSON.
     let (code, screen) = run_on_pty(&d, &["verify", &url]);
