@@ -48,7 +48,7 @@
 //! configuration, or a listing or HEAD that failed), as `diff` does.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
 use futures_util::StreamExt;
@@ -303,6 +303,26 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// At a terminal, a progress line on stderr (when it is a terminal
+    /// too) after each page: a long walk is seen to move.
+    fn progress(&mut self) {
+        if self.tty && std::io::stderr().is_terminal() {
+            let t = &self.totals;
+            eprint!(
+                "\r{} objects checked, {} differences so far",
+                summary::grouped(t.objects.count),
+                summary::grouped(t.differences())
+            );
+        }
+    }
+
+    /// Clears the progress line.
+    fn progress_done(&mut self) {
+        if self.tty && std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
     fn record(&mut self, scope: &Scope, o: Outcome) -> std::io::Result<()> {
         self.totals.add(&o);
         if let Outcome::Differs(d) = o {
@@ -430,9 +450,13 @@ pub(crate) async fn verify(
             report.record(sc, o?).map_err(|e| e.to_string())?;
         }
         drop(outcomes);
+        report.progress();
         match page.end {
             Some(end) => after = Some(end),
-            None => return Ok(scope),
+            None => {
+                report.progress_done();
+                return Ok(scope);
+            }
         }
     }
 }

@@ -272,6 +272,11 @@ async fn verify_reports_each_difference_from_listings_and_heads_only() {
     assert!(screen.contains("Differences:"), "{screen}");
     assert!(screen.contains("missing     v/missing"), "{screen}");
     assert!(screen.contains("5 differences (exit status 1)"), "{screen}");
+    // The progress line on stderr, cleared before the summary.
+    assert!(
+        screen.contains("5 objects checked, 5 differences so far\r\x1b[2K"),
+        "{screen:?}"
+    );
     assert!(!screen.contains('{'), "{screen}");
 
     // sync --dry-run at a terminal: the plan as a summary.
