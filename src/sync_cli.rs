@@ -274,6 +274,61 @@ mod tests {
         parse_sync_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
+    fn dry_run_output(tty: bool) -> String {
+        let mut out = Vec::new();
+        let mut d = DryRun::new(&mut out, tty);
+        d.totals.pages = 2;
+        d.totals.listed = 14;
+        d.totals.in_sync = 1;
+        for i in 0..12 {
+            d.copy(2048, format!("copy gs://src/p/{i:02} 2048"))
+                .unwrap();
+        }
+        d.delete("delete s3://replicas/data/p/gone".into()).unwrap();
+        let req = args(&["gs://src/p/", "--delete", "--dry-run"])
+            .unwrap()
+            .request;
+        d.finish(&req, "s3://replicas/data/p/").unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_dry_run_prints_lines_for_programs_and_a_summary_for_people() {
+        let lines = dry_run_output(false);
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines.len(), 14);
+        assert_eq!(lines[0], "copy gs://src/p/00 2048");
+        assert_eq!(lines[12], "delete s3://replicas/data/p/gone");
+        let totals: serde_json::Value = serde_json::from_str(lines[13]).unwrap();
+        assert_eq!(totals["copy"], 12);
+        assert_eq!(totals["copy_bytes"], 12 * 2048);
+        assert_eq!(totals["delete"], 1);
+        assert_eq!(totals["published"], 0);
+
+        let screen = dry_run_output(true);
+        assert!(
+            screen.starts_with("sync --dry-run gs://src/p/ to s3://replicas/data/p/ --delete\n"),
+            "{screen}"
+        );
+        assert!(screen.contains("14 objects listed in 2 pages"), "{screen}");
+        let rows: Vec<String> = screen
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        for row in ["would copy 12 24.0 KiB", "would delete 1 -", "in sync 1 -"] {
+            assert!(rows.iter().any(|r| r == row), "{row:?} in\n{screen}");
+        }
+        assert!(
+            screen.contains("Would copy (the first 10 of 12):"),
+            "{screen}"
+        );
+        assert!(screen.contains("  copy gs://src/p/09 2048\n"), "{screen}");
+        assert!(!screen.contains("p/10"), "{screen}");
+        assert!(screen.contains("Would delete:\n  delete s3://replicas/data/p/gone"));
+        assert!(screen.ends_with("Dry run: nothing was copied, deleted or published.\n"));
+        assert!(!screen.contains('{'), "{screen}");
+    }
+
     #[test]
     fn sync_arguments() {
         let a = args(&["gs://b/p/q/", "--delete", "--dry-run"]).unwrap();
