@@ -413,7 +413,9 @@ pub async fn run(
     let gcs = GcsClient::new(config.replication.storage_emulator_host.as_deref());
     let mut report = Report::new(out, tty);
     let page_size = config.publisher.sync_page_size;
-    let scope = verify(&storage, &gcs, args, page_size, &mut report).await?;
+    let scope = verify(&storage, &gcs, args, page_size, &mut report).await;
+    report.progress_done();
+    let scope = scope?;
     let totals = report.finish(&scope).map_err(|e| e.to_string())?;
     Ok(totals.differences())
 }
@@ -453,10 +455,7 @@ pub(crate) async fn verify(
         report.progress();
         match page.end {
             Some(end) => after = Some(end),
-            None => {
-                report.progress_done();
-                return Ok(scope);
-            }
+            None => return Ok(scope),
         }
     }
 }
