@@ -25,3 +25,5 @@ mod sync_bench;
 mod tasks;
 mod terraform_env;
 mod terraform_monitoring;
+mod verify;
+mod verify_bench;
