@@ -215,15 +215,45 @@ impl GcsClient {
         name: &str,
         generation: i64,
     ) -> Result<reqwest::Response, GcsError> {
+        self.media(bucket, name, generation, None).await
+    }
+
+    /// Bytes `start..=end` of generation `generation`, as stored (a part
+    /// task's range).
+    pub(crate) async fn download_range(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        start: u64,
+        end: u64,
+    ) -> Result<reqwest::Response, GcsError> {
+        self.media(bucket, name, generation, Some((start, end)))
+            .await
+    }
+
+    /// A media read pinned to `generation` (`ifGenerationMatch`), whole or
+    /// one range.
+    async fn media(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        range: Option<(u64, u64)>,
+    ) -> Result<reqwest::Response, GcsError> {
         let generation = generation.to_string();
+        let range = range.map(|(start, end)| format!("bytes={start}-{end}"));
         self.backoff
             .retry(|| async {
-                let req = self
+                let mut req = self
                     .http
                     .get(self.object_url(bucket, name))
                     .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
                     // Serve gzip-encoded objects as stored, so bytes and CRC32C match.
                     .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+                if let Some(range) = &range {
+                    req = req.header(reqwest::header::RANGE, range.as_str());
+                }
                 self.send(req).await
             })
             .await
