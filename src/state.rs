@@ -70,7 +70,8 @@ impl AppState {
             aws.provider.expiry(),
         )
         .with_copy_multipart_threshold(config.s3.copy_multipart_threshold)
-        .with_limits(budget.clone(), config.limits.max_object_bytes);
+        .with_limits(budget.clone(), config.limits.max_object_bytes)
+        .with_unsigned_payload_over_tls(crate::aws::s3_over_tls(&config));
         let replicator = Replicator::new(
             storage.clone(),
             GcsClient::new(config.replication.storage_emulator_host.as_deref()),

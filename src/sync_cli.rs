@@ -100,7 +100,8 @@ pub async fn run(
         config.s3.bucket.clone(),
         config.s3.prefix.clone(),
         aws.provider.expiry(),
-    );
+    )
+    .with_unsigned_payload_over_tls(crate::aws::s3_over_tls(config));
     let replicator = Replicator::new(
         storage.clone(),
         GcsClient::new(config.replication.storage_emulator_host.as_deref()),

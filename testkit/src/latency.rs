@@ -1038,6 +1038,248 @@ mod tests {
         assert_eq!(percent_decode("%zz"), "%zz");
     }
 
+    fn crc_header(data: &[u8]) -> String {
+        crc32c_b64(data)
+    }
+
+    #[tokio::test]
+    async fn s3_conditional_writes_reads_and_listing() {
+        let latency = Duration::from_millis(30);
+        let s3 = LatencyS3::start(latency).await;
+        let http = reqwest::Client::new();
+        let url = |k: &str| format!("{}/b/{k}", s3.url());
+        let put = |k: &str, body: &'static [u8]| {
+            http.put(format!("{}?x-id=PutObject", url(k)))
+                .header("x-amz-checksum-crc32c", crc_header(body))
+                .header("x-amz-meta-generation", "7")
+                .header("content-type", "text/plain")
+                .body(body)
+        };
+        let t = std::time::Instant::now();
+        let r = put("p/a", b"one")
+            .header("if-none-match", "*")
+            .send()
+            .await
+            .unwrap();
+        assert!(t.elapsed() >= latency, "answered before the delay");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["x-amz-checksum-crc32c"],
+            crc_header(b"one").as_str()
+        );
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let r = put("p/a", b"two")
+            .header("if-none-match", "*")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 412);
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("<Code>PreconditionFailed</Code>"));
+        let r = put("p/a", b"two")
+            .header("if-match", "\"other\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 412);
+        let r = put("p/missing", b"two")
+            .header("if-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = put("p/a", b"two")
+            .header("if-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // A checksum that does not match the body is refused and stores nothing.
+        let r = http
+            .put(url("p/bad"))
+            .header("x-amz-checksum-crc32c", crc_header(b"else"))
+            .body("body")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(s3.get("b", "p/bad"), None);
+        assert_eq!(s3.get("b", "p/a").as_deref(), Some(&b"two"[..]));
+
+        let r = http.head(url("p/a")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-amz-meta-generation"], "7");
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        assert_eq!(r.headers()["content-length"], "3");
+        assert_eq!(http.head(url("p/none")).send().await.unwrap().status(), 404);
+        let r = http.get(url("p/a")).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "two");
+
+        put("p/b", b"b").send().await.unwrap();
+        put("q/c", b"c").send().await.unwrap();
+        let list = |extra: &str| {
+            http.get(format!(
+                "{}/b?list-type=2&prefix=p%2F&max-keys=1{extra}",
+                s3.url()
+            ))
+            .send()
+        };
+        let page = list("").await.unwrap().text().await.unwrap();
+        assert!(
+            page.contains("<Key>p/a</Key>") && !page.contains("p/b"),
+            "{page}"
+        );
+        assert!(page.contains("<IsTruncated>true</IsTruncated>"), "{page}");
+        assert!(
+            page.contains("<NextContinuationToken>p/a</NextContinuationToken>"),
+            "{page}"
+        );
+        let page = list("&continuation-token=p%2Fa")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("<Key>p/b</Key>"), "{page}");
+        assert!(page.contains("<IsTruncated>false</IsTruncated>"), "{page}");
+        assert_eq!(s3.keys("b", "p/"), ["p/a", "p/b"]);
+
+        let r = http.delete(url("p/a")).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(s3.keys("b", "p/"), ["p/b"]);
+        let r = http
+            .post(format!("{}/b?delete", s3.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 501);
+        let counts = s3.counts();
+        assert_eq!(counts["PutObject"], 8, "{counts:?}");
+        assert_eq!(counts["PutObject412"], 3, "{counts:?}");
+        assert_eq!(counts["HeadObject"], 2, "{counts:?}");
+        assert_eq!(counts["ListObjectsV2"], 2, "{counts:?}");
+        assert_eq!(counts["Unsupported"], 1, "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn gcs_uploads_reads_with_generations_and_lists() {
+        let gcs = LatencyGcs::start(Duration::from_millis(1)).await;
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{}/storage/v1/b", gcs.url()))
+            .json(&json!({"name": "src"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = b"--XX\r\nContent-Type: application/json\r\n\r\n{\"name\":\"d/one\",\"metadata\":{\"k\":\"v\"}}\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX--\r\n";
+        let r = http
+            .post(format!(
+                "{}/upload/storage/v1/b/src/o?uploadType=multipart",
+                gcs.url()
+            ))
+            .header("content-type", "multipart/related; boundary=XX")
+            .body(&body[..])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let obj: Value = r.json().await.unwrap();
+        assert_eq!(obj["size"], "5");
+        assert_eq!(obj["contentType"], "text/plain");
+        assert_eq!(obj["metadata"]["k"], "v");
+        assert_eq!(obj["crc32c"], crc_header(b"hello"));
+        let generation = obj["generation"].as_str().unwrap().to_owned();
+        let r = http
+            .post(format!(
+                "{}/upload/storage/v1/b/src/o?uploadType=media&name=d%2Ftwo",
+                gcs.url()
+            ))
+            .body("second")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+
+        let object = format!("{}/storage/v1/b/src/o/d%2Fone", gcs.url());
+        let r: Value = http
+            .get(&object)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["generation"], generation.as_str());
+        let r = http
+            .get(&object)
+            .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["x-goog-hash"],
+            format!("crc32c={}", crc_header(b"hello")).as_str()
+        );
+        assert_eq!(r.text().await.unwrap(), "hello");
+        let r = http
+            .get(&object)
+            .query(&[("alt", "media"), ("ifGenerationMatch", "1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 412);
+        let r = http
+            .get(&object)
+            .query(&[("generation", "1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+
+        let list = |token: Option<&str>| {
+            let mut q = vec![
+                ("maxResults", "1"),
+                ("prefix", "d/"),
+                (
+                    "fields",
+                    "items(name,size,generation,crc32c,updated),nextPageToken",
+                ),
+            ];
+            if let Some(t) = token {
+                q.push(("pageToken", t));
+            }
+            http.get(format!("{}/storage/v1/b/src/o", gcs.url()))
+                .query(&q)
+                .send()
+        };
+        let page: Value = list(None).await.unwrap().json().await.unwrap();
+        assert_eq!(page["items"][0]["name"], "d/one");
+        assert_eq!(page["items"][0]["size"], "5");
+        assert!(page["items"][0].get("contentType").is_none(), "{page}");
+        let token = page["nextPageToken"].as_str().unwrap().to_owned();
+        let page: Value = list(Some(&token)).await.unwrap().json().await.unwrap();
+        assert_eq!(page["items"][0]["name"], "d/two");
+        assert!(page.get("nextPageToken").is_none(), "{page}");
+        let r = http
+            .get(format!("{}/storage/v1/b/src/o", gcs.url()))
+            .query(&[("startOffset", "d/one\u{0}")])
+            .send()
+            .await
+            .unwrap();
+        let page: Value = r.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+        let counts = gcs.counts();
+        assert_eq!(counts["objects.insert"], 2, "{counts:?}");
+        assert_eq!(counts["objects.media"], 2, "{counts:?}");
+        assert_eq!(counts["objects.media412"], 1, "{counts:?}");
+        assert_eq!(counts["objects.list"], 3, "{counts:?}");
+    }
+
     #[test]
     fn fields() {
         let f = item_fields(Some(&"items(name,size),nextPageToken".to_owned())).unwrap();
