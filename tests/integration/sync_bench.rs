@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -52,40 +51,8 @@ fn rclone(
     prefix: &str,
     large: bool,
 ) -> f64 {
-    let gcs = Gcs::new(rig);
-    let mut cmd = Command::new("rclone");
-    // rclone's S3 client refuses a CA bundle with its own HTTP transport,
-    // and moto is plain http.
-    cmd.env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_SRC_TYPE", "google cloud storage")
-        .env("RCLONE_CONFIG_SRC_ANONYMOUS", "true")
-        .env(
-            "RCLONE_CONFIG_SRC_ENDPOINT",
-            format!("{}/storage/v1/", gcs.base),
-        )
-        .env("RCLONE_CONFIG_DST_TYPE", "s3")
-        .env("RCLONE_CONFIG_DST_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_DST_ENDPOINT", &rig["RIG_MOTO_ENDPOINT"])
-        .env(
-            "RCLONE_CONFIG_DST_ACCESS_KEY_ID",
-            &rig["RIG_ADMIN_ACCESS_KEY_ID"],
-        )
-        .env(
-            "RCLONE_CONFIG_DST_SECRET_ACCESS_KEY",
-            &rig["RIG_ADMIN_SECRET_ACCESS_KEY"],
-        )
-        .env("RCLONE_CONFIG_DST_REGION", "us-east-1")
-        .env("RCLONE_CONFIG_DST_FORCE_PATH_STYLE", "true")
-        .arg("copy")
-        .arg(format!("src:{bucket}"))
-        .arg(format!("dst:{}/{prefix}", rig["RIG_BUCKET"]))
-        .args([
-            "--config",
-            "/dev/null",
-            "--s3-no-check-bucket",
-            "--stats",
-            "0",
-        ]);
+    let mut cmd = crate::common::rclone(rig, "copy", bucket, prefix);
+    cmd.arg("--s3-no-check-bucket");
     if large {
         cmd.args([
             "--transfers",
