@@ -10,7 +10,8 @@
 //! list; `scripts/check-layers.py` checks it):
 //! - helpers: [`util`] (error chains, timestamps), `json_bounds` (JSON
 //!   maps bounded while they are read), [`retry`], [`jwt`],
-//!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`,
+//!   [`budget`] (buffer memory), [`metrics`] (the OTLP metrics and their
+//!   handles), [`source_buckets`], `s3_limits`,
 //!   [`server`] (the listener), [`gcs`]'s object resource, then [`wire`]
 //!   (the commands of the outside doors and the service's own tasks, as
 //!   they travel), [`config`] (typed settings, a group per module) and
@@ -46,6 +47,7 @@ pub mod gcs;
 pub mod identity;
 pub(crate) mod json_bounds;
 pub mod jwt;
+pub mod metrics;
 pub mod publisher;
 pub mod replicate;
 pub mod retry;

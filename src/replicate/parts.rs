@@ -704,6 +704,7 @@ pub(crate) async fn run_part(
     };
     let body = read_part(resp, task).await?;
     let crc = crc32c::crc32c(&body);
+    let part_len = body.len() as u64;
     let st = r.storage();
     let uploaded = st
         .client()
@@ -719,7 +720,7 @@ pub(crate) async fn run_part(
         .send()
         .await;
     match uploaded {
-        Ok(_) => {}
+        Ok(_) => crate::metrics::replication_bytes(part_len),
         Err(e) if is_no_such_upload(&e) => return Ok(upload_gone(&key, task)),
         Err(e) => return Err(classify("UploadPart", key.relative(), e).into()),
     }

@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use crate::budget::{BudgetError, BufferBudget, Reservation};
+use crate::command::{CommandError, Outcome};
 use crate::error::AppError;
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
@@ -167,4 +168,28 @@ pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(
 ) -> Result<T, AppError> {
     serde_json::from_slice(bytes)
         .map_err(|e| AppError::bad_request("invalid_json", format!("{what}: {e}")))
+}
+
+/// Counts what a replication did in `bridge.replication.objects` (a failure
+/// by the error code it answers; `replication` says whether the command was
+/// one) and turns a failure into its answer.
+pub(crate) fn counted(
+    replication: bool,
+    result: Result<Outcome, CommandError>,
+) -> Result<Outcome, AppError> {
+    match result {
+        Ok(outcome) => {
+            if let Some(r) = outcome.replication_result() {
+                crate::metrics::replication(r);
+            }
+            Ok(outcome)
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            if replication {
+                crate::metrics::replication_failed(e.code());
+            }
+            Err(e)
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! - [`push`]: the OIDC token Pub/Sub push and Eventarc add to deliveries.
 //! - [`keys`]: RSA signing keys and JWT helpers shared by both.
 //! - [`logs`]: log output captured in memory.
+//! - [`otlp`]: an OTLP/HTTP metrics receiver that keeps the data points.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
@@ -33,6 +34,7 @@ pub mod flags;
 pub mod keys;
 pub mod logs;
 pub mod metadata;
+pub mod otlp;
 pub mod proxy;
 pub mod push;
 pub mod ready;
