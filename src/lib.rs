@@ -19,7 +19,8 @@
 //!   the credential server, the router) and [`cli`] on top (`sync`, and
 //!   `verify`: replicas proven by listings and HEADs);
 //! - helpers below everything: [`util`], `json_bounds`, [`retry`], [`jwt`],
-//!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`, [`wire`]
+//!   [`budget`] (buffer memory), [`metrics`] (the OTLP metrics and their
+//!   handles), [`source_buckets`], `s3_limits`, [`wire`]
 //!   (the commands of the outside doors and the service's own tasks, as they
 //!   travel), [`config`] and [`telemetry`].
 //!
@@ -35,6 +36,7 @@ pub mod google;
 pub mod http;
 pub(crate) mod json_bounds;
 pub mod jwt;
+pub mod metrics;
 pub mod replication;
 pub mod retry;
 pub(crate) mod s3_limits;

@@ -1,5 +1,7 @@
-//! gcp-aws-bridge: read the configuration, start logging, serve until
-//! SIGTERM (finishing requests in flight for at most 8 s), or run a command.
+//! gcp-aws-bridge: read the configuration, start logging (and metrics
+//! when an OTLP endpoint is set), serve until SIGTERM (finishing requests
+//! in flight for at most 8 s, then exporting the metrics once more), or run
+//! a command.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -261,6 +263,14 @@ async fn serve(config: Config) -> ExitCode {
         config.telemetry.google_cloud_project.clone(),
     );
     warn_if_open(&config);
+    // Before anything records: instruments made earlier stay no-ops.
+    let metrics = match gcp_aws_bridge::metrics::init() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let port = config.server.port;
     let state = match AppState::new(config, AwsOptions::default()) {
         Ok(s) => s,
@@ -269,6 +279,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    gcp_aws_bridge::metrics::watch_budget(&state.budget);
     let signalled = shutdown_signal();
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(l) => l,
@@ -277,7 +288,12 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "listening");
+    tracing::info!(
+        port,
+        version = env!("CARGO_PKG_VERSION"),
+        metrics = metrics.is_on(),
+        "listening"
+    );
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let running = state.clone();
     // HTTP/1.1 and h2c, with a header-read timeout (src/http/server.rs).
@@ -309,6 +325,8 @@ async fn serve(config: Config) -> ExitCode {
             }
         }
     }
+    // The last figures, requests in flight included.
+    metrics.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

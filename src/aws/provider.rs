@@ -235,6 +235,7 @@ impl WebIdentityProvider {
     }
 
     async fn assume_once(&self, token: &IdToken) -> Result<Credentials, StsError> {
+        let started = std::time::Instant::now();
         let result = self
             .sts
             .assume_role_with_web_identity()
@@ -244,6 +245,7 @@ impl WebIdentityProvider {
             .duration_seconds(i32::try_from(self.duration.as_secs()).unwrap_or(3600))
             .send()
             .await;
+        crate::metrics::sts_assumed(started.elapsed());
         match result {
             Ok(out) => into_credentials(out),
             Err(e) => Err(classify(&e, token.claims(), token.secret().expose())),
@@ -264,6 +266,7 @@ impl WebIdentityProvider {
             Ok(c) => {
                 if let Some(t) = c.expiry() {
                     self.expiry.set(t);
+                    crate::metrics::credentials_expire_at(t);
                 }
                 tracing::info!(
                     role_arn = %self.role_arn,

@@ -60,6 +60,10 @@ pub struct GcsObject {
     /// Custom metadata, bounded while it is read (see [`CustomMetadata`]).
     #[serde(default)]
     pub(crate) metadata: CustomMetadata,
+    /// When the object's metadata last changed (RFC 3339): the start of
+    /// its replication lag.
+    #[serde(default)]
+    pub(crate) updated: Option<String>,
 }
 
 /// Why a Cloud Storage call failed.

@@ -180,9 +180,12 @@ impl Publisher {
     {
         let mut batch = Batch::new();
         let mut published = 0;
+        // Each task continues the trace of the request that publishes it.
+        let traceparent = crate::telemetry::current_traceparent();
+        let tp = traceparent.as_deref();
         for msg in messages {
             let data = STANDARD.encode(msg.as_ref());
-            let size = data.len() + 32;
+            let size = data.len() + 32 + tp.map_or(0, |t| t.len() + 32);
             if size > MAX_BATCH_BYTES {
                 return Err(PublishError::TooLarge(size));
             }
@@ -190,7 +193,7 @@ impl Publisher {
                 let full = std::mem::replace(&mut batch, Batch::new());
                 published += self.publish_batch(full).await?;
             }
-            batch.push(&data, size);
+            batch.push(&data, tp, size);
         }
         if batch.count > 0 {
             published += self.publish_batch(batch).await?;
@@ -270,7 +273,8 @@ impl Publisher {
 }
 
 /// The body of one `:publish` call, built as its messages come:
-/// `{"messages":[{"data":"<base64>"},…]}` (base64 needs no JSON escape).
+/// `{"messages":[{"data":"<base64>","attributes":{"traceparent":"…"}},…]}`
+/// (base64 and a checked `traceparent` need no JSON escape).
 struct Batch {
     body: Vec<u8>,
     count: usize,
@@ -289,14 +293,22 @@ impl Batch {
         }
     }
 
-    /// Adds a message whose data is `data` (base64), counted as `size`.
-    fn push(&mut self, data: &str, size: usize) {
+    /// Adds a message whose data is `data` (base64), with a `traceparent`
+    /// attribute when given (hex digits and dashes), counted as `size`.
+    fn push(&mut self, data: &str, traceparent: Option<&str>, size: usize) {
         if self.count > 0 {
             self.body.push(b',');
         }
         self.body.extend_from_slice(br#"{"data":""#);
         self.body.extend_from_slice(data.as_bytes());
-        self.body.extend_from_slice(br#""}"#);
+        self.body.push(b'"');
+        if let Some(tp) = traceparent {
+            self.body
+                .extend_from_slice(br#","attributes":{"traceparent":""#);
+            self.body.extend_from_slice(tp.as_bytes());
+            self.body.extend_from_slice(br#""}"#);
+        }
+        self.body.push(b'}');
         self.count += 1;
         self.bytes += size;
     }

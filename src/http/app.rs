@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -73,16 +73,29 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().to_string();
     let url = req.uri().path().to_owned();
     let user_agent = get("user-agent").unwrap_or("").to_owned();
-    let span = match &trace {
-        Some((t, s, sampled)) => tracing::info_span!(
-            "request",
-            trace_id = %t,
-            span_id = s.as_deref().unwrap_or(""),
-            trace_sampled = *sampled,
-            caller = tracing::field::Empty
-        ),
-        None => tracing::info_span!("request", caller = tracing::field::Empty),
-    };
+    // The trace may be replaced by a delivered task's (see
+    // `telemetry::continue_trace`) and the operation named by the work.
+    let empty = tracing::field::Empty;
+    let span = tracing::info_span!(
+        "request",
+        trace_id = empty,
+        span_id = empty,
+        trace_sampled = empty,
+        caller = empty,
+        operation = empty,
+        operation_first = empty,
+        operation_last = empty
+    );
+    if let Some((t, s, sampled)) = &trace {
+        span.record("trace_id", t.as_str());
+        if let Some(s) = s {
+            span.record("span_id", s.as_str());
+        }
+        span.record("trace_sampled", *sampled);
+    }
+    let route = RouteSlot::default();
+    let mut req = req;
+    req.extensions_mut().insert(route.clone());
     let timeout = state.config.server.request_timeout;
     let mut cancel = state.cancel.subscribe();
     let resp = async move {
@@ -128,6 +141,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     };
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if crate::metrics::enabled() {
+        let matched = route.0.get();
+        crate::metrics::request(matched.map_or("unmatched", |m| m.as_str()), status);
+    }
     span.in_scope(|| {
         let size = resp
             .headers()
@@ -143,6 +160,18 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         }
     });
     resp
+}
+
+/// The route template a request matched, filled in by [`remember_route`]
+/// (the request middleware runs before routing, so it cannot see it).
+#[derive(Clone, Default)]
+struct RouteSlot(std::sync::Arc<std::sync::OnceLock<MatchedPath>>);
+
+async fn remember_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    if let (Some(m), Some(slot)) = (matched, req.extensions().get::<RouteSlot>()) {
+        let _ = slot.0.set(m);
+    }
+    next.run(req).await
 }
 
 /// A response body cut at the request's deadline: past it, the body ends
@@ -234,6 +263,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(protected)
         .merge(inside)
+        .route_layer(middleware::from_fn(remember_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits; PUT /v1/objects streams.

@@ -29,6 +29,29 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// The `result` of `bridge.replication.objects` for a replication's
+    /// outcome, when it has one: a part task's counts when the upload
+    /// completes, and an outcome that changed nothing of the replica for
+    /// reasons of its own (the source generation gone) is not counted.
+    pub(crate) fn replication_result(&self) -> Option<&'static str> {
+        let Outcome::Replica(r) = self else {
+            return None;
+        };
+        match r {
+            ReplicaOutcome::Replicated { .. } | ReplicaOutcome::MetadataUpdated { .. } => {
+                Some("replicated")
+            }
+            ReplicaOutcome::UpToDate { .. } | ReplicaOutcome::ReplicaKept { .. } => {
+                Some("up_to_date")
+            }
+            ReplicaOutcome::ReplicaDeleted { .. } | ReplicaOutcome::NoReplica { .. } => {
+                Some("deleted")
+            }
+            ReplicaOutcome::NotAReplica { .. } => Some("not_a_replica"),
+            ReplicaOutcome::SourceGone { .. } | ReplicaOutcome::Parts(_) => None,
+        }
+    }
+
     /// A JSON summary for the trigger's answer.
     pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
@@ -97,17 +120,25 @@ pub(crate) async fn execute(
             Ok(Outcome::Written(storage.copy(&source, &dest).await?))
         }
         OutsideCommand::Replicate(obj) => {
-            Ok(Outcome::Replica(replicator.replicate(&obj, 0).await?))
+            object_operation(&obj);
+            Ok(Outcome::Replica(opens(
+                replicator.replicate(&obj, 0).await?,
+            )))
         }
         OutsideCommand::Sync(cmd) => Ok(Outcome::Sync(
             crate::replication::sync::start(replicator, &cmd, delivery).await?,
         )),
         OutsideCommand::Change(change, obj) => Ok(match change {
-            StorageChange::Finalized => Outcome::Replica(replicator.replicate(&obj, 0).await?),
+            StorageChange::Finalized => {
+                object_operation(&obj);
+                Outcome::Replica(opens(replicator.replicate(&obj, 0).await?))
+            }
             StorageChange::Deleted | StorageChange::Archived => {
+                object_operation(&obj);
                 Outcome::Replica(replicator.delete_replica(&obj).await?)
             }
             StorageChange::MetadataUpdated => {
+                object_operation(&obj);
                 Outcome::Replica(replicator.update_metadata(&obj).await?)
             }
         }),
@@ -132,13 +163,23 @@ pub(crate) async fn execute_task(
                 crc32c: t.crc32c,
                 ..GcsObject::default()
             };
-            Ok(Outcome::Replica(
+            object_operation(&obj);
+            Ok(Outcome::Replica(opens(
                 replicator.replicate(&obj, t.restarts).await?,
-            ))
+            )))
         }
         Task::ReplicatePart(task) => {
+            crate::telemetry::operation(
+                &format!(
+                    "replicate/{}/{}#{}",
+                    task.bucket, task.name, task.generation
+                ),
+                false,
+            );
             replicator.sources().check(&task.bucket)?;
-            Ok(Outcome::Replica(parts::run_part(replicator, &task).await?))
+            Ok(Outcome::Replica(opens(
+                parts::run_part(replicator, &task).await?,
+            )))
         }
         Task::DeleteReplica(t) => {
             let obj = GcsObject {
@@ -146,9 +187,37 @@ pub(crate) async fn execute_task(
                 name: t.name,
                 ..GcsObject::default()
             };
+            object_operation(&obj);
             Ok(Outcome::Replica(
                 crate::replication::sync::delete_orphan(replicator, &obj).await?,
             ))
         }
     }
+}
+
+/// Names the operation of one object's replication for the lines of the
+/// request: `replicate/{bucket}/{name}#{generation}` (without `#…` when the
+/// generation is the live one).
+fn object_operation(obj: &GcsObject) {
+    let id = match obj.generation {
+        Some(g) => format!("replicate/{}/{}#{g}", obj.bucket, obj.name),
+        None => format!("replicate/{}/{}", obj.bucket, obj.name),
+    };
+    crate::telemetry::operation(&id, true);
+}
+
+/// `outcome`, after saying whether the object's operation goes on in other
+/// requests (the part tasks of a large object).
+fn opens(outcome: ReplicaOutcome) -> ReplicaOutcome {
+    if matches!(
+        outcome,
+        ReplicaOutcome::Parts(
+            parts::PartsOutcome::Published { .. }
+                | parts::PartsOutcome::PartUploaded { .. }
+                | parts::PartsOutcome::Restarted { .. }
+        )
+    ) {
+        crate::telemetry::operation_continues();
+    }
+    outcome
 }

@@ -527,6 +527,7 @@ async fn run(
     pos: Position,
     delivery: &Delivery,
 ) -> Result<SyncOutcome, ReplicateError> {
+    crate::telemetry::operation(&format!("sync/{}", pos.run), pos.page == 1);
     scope.check(r)?;
     let publisher = r.fanout().publisher()?;
     let marker = PageMarker::key(r.storage(), &pos);
@@ -594,6 +595,10 @@ async fn run(
         published = out.published,
         "sync page"
     );
+    crate::metrics::sync_page(out.replicate, out.delete, out.in_sync);
+    if out.next_page {
+        crate::telemetry::operation_continues();
+    }
     Ok(out)
 }
 

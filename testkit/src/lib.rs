@@ -14,6 +14,7 @@
 //! - [`logs`]: log output captured in memory.
 //! - [`latency`]: in-memory S3 and Cloud Storage stand-ins answering after a
 //!   fixed delay, for scaling benchmarks.
+//! - [`otlp`]: an OTLP/HTTP metrics receiver that keeps the data points.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
@@ -36,6 +37,7 @@ pub mod keys;
 pub mod latency;
 pub mod logs;
 pub mod metadata;
+pub mod otlp;
 pub mod proxy;
 pub mod push;
 pub mod ready;

@@ -12,6 +12,7 @@ mod doors;
 mod faults;
 mod hostile;
 mod limits;
+mod metrics;
 mod pubsub_emulator;
 mod replication;
 mod retries;

@@ -308,7 +308,14 @@ pub(crate) async fn handle(
     .await?;
     let (cmd, delivery) = read_event(&headers, &bytes, &state.doors)?;
     drop(bytes);
-    let outcome = execute(&state.storage, &state.replicator, cmd, &delivery).await?;
+    let replication = matches!(
+        cmd,
+        OutsideCommand::Replicate(_) | OutsideCommand::Change(..)
+    );
+    let outcome = super::counted(
+        replication,
+        execute(&state.storage, &state.replicator, cmd, &delivery).await,
+    )?;
     Ok(Json(outcome.to_json()))
 }
 

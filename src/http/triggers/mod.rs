@@ -28,6 +28,7 @@ use http_body_util::BodyExt;
 
 use crate::budget::{BudgetError, BufferBudget, Reservation};
 use crate::http::error::{AppError, Code};
+use crate::replication::command::{CommandError, Outcome};
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
 pub(crate) async fn read_body(
@@ -167,4 +168,28 @@ pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(
 ) -> Result<T, AppError> {
     serde_json::from_slice(bytes)
         .map_err(|e| AppError::bad_request(Code::InvalidJson, format!("{what}: {e}")))
+}
+
+/// Counts what a replication did in `bridge.replication.objects` (a failure
+/// by the error code it answers; `replication` says whether the command was
+/// one) and turns a failure into its answer.
+pub(crate) fn counted(
+    replication: bool,
+    result: Result<Outcome, CommandError>,
+) -> Result<Outcome, AppError> {
+    match result {
+        Ok(outcome) => {
+            if let Some(r) = outcome.replication_result() {
+                crate::metrics::replication(r);
+            }
+            Ok(outcome)
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            if replication {
+                crate::metrics::replication_failed(e.code().as_str());
+            }
+            Err(e)
+        }
+    }
 }

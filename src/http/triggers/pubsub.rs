@@ -241,6 +241,11 @@ pub fn decode_push(body: &[u8]) -> Result<(Payload, Delivery), AppError> {
         delivery_attempt,
     } = envelope;
     let attrs = message.attributes.take();
+    // A task published by the service (or a message from a traced
+    // publisher) continues its publisher's trace.
+    if let Some(tp) = attrs.as_ref().and_then(|a| a.get("traceparent")) {
+        crate::telemetry::continue_trace(tp);
+    }
     let payload = decode_message(attrs, message.data.as_deref())?;
     let message_id = message.id();
     let subscription = subscription.as_deref().unwrap_or("");
@@ -292,7 +297,14 @@ pub(crate) async fn handle(
 ) -> Result<impl IntoResponse, AppError> {
     let (payload, delivery, _held) = read_push(&state, &headers, body).await?;
     let cmd = outside_command(payload, &state.doors)?;
-    let outcome = execute(&state.storage, &state.replicator, cmd, &delivery).await?;
+    let replication = matches!(
+        cmd,
+        OutsideCommand::Replicate(_) | OutsideCommand::Change(..)
+    );
+    let outcome = super::counted(
+        replication,
+        execute(&state.storage, &state.replicator, cmd, &delivery).await,
+    )?;
     Ok(Json(outcome.to_json()))
 }
 
@@ -314,7 +326,14 @@ pub(crate) async fn handle_task(
             .into())
         }
     };
-    let outcome = execute_task(&state.replicator, task, &delivery).await?;
+    let replication = matches!(
+        task,
+        Task::Replicate(_) | Task::ReplicatePart(_) | Task::DeleteReplica(_)
+    );
+    let outcome = super::counted(
+        replication,
+        execute_task(&state.replicator, task, &delivery).await,
+    )?;
     Ok(Json(outcome.to_json()))
 }
 

@@ -539,6 +539,7 @@ impl Replicator {
             size = content_length.unwrap_or(0),
             "replicated"
         );
+        crate::metrics::replica_committed(content_length.unwrap_or(0), live.updated.as_deref());
         Ok(ReplicaOutcome::Replicated {
             key: written.key,
             generation,

@@ -645,7 +645,7 @@ pub(crate) async fn run_part(
         )
         .await;
     match uploaded {
-        Ok(_) => {}
+        Ok(_) => crate::metrics::replication_bytes(len),
         Err(StorageError::UploadGone(_)) => return Ok(upload_gone(&key, task)),
         Err(e) => return Err(e.into()),
     }
