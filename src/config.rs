@@ -303,6 +303,16 @@ pub(crate) struct PublisherSettings {
         deserialize_with = "number::<_, _, 1, 1000>"
     )]
     pub(crate) sync_page_size: usize,
+    /// `SYNC_INLINE_BYTES`: objects smaller than this are copied by the sync
+    /// page itself (one Cloud Storage read, one S3 write, several at once
+    /// within the buffer budget), and an event's object smaller than this is
+    /// written without a check first (default 8 MiB; 0 to 64 MiB, 0 turns
+    /// inline copies off).
+    #[serde(
+        default = "default_sync_inline_bytes",
+        deserialize_with = "number::<_, _, 0, { MAX_SYNC_INLINE_BYTES }>"
+    )]
+    pub(crate) sync_inline_bytes: u64,
 }
 
 /// What the outside doors (`/pubsub`, `/events`, `/v1/*`) accept.
@@ -340,6 +350,10 @@ impl std::error::Error for ConfigError {}
 pub(crate) const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// Default `PART_TASK_BYTES`: 1 GiB.
 pub(crate) const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default `SYNC_INLINE_BYTES`: 8 MiB.
+pub(crate) const DEFAULT_SYNC_INLINE_BYTES: u64 = 8 * 1024 * 1024;
+/// The largest `SYNC_INLINE_BYTES`: one PutObject of bytes held whole.
+pub(crate) const MAX_SYNC_INLINE_BYTES: u64 = 64 * 1024 * 1024;
 /// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
 pub(crate) const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
 
@@ -375,6 +389,9 @@ fn default_buffer_wait() -> Duration {
 }
 fn default_sync_page_size() -> usize {
     1000
+}
+fn default_sync_inline_bytes() -> u64 {
+    DEFAULT_SYNC_INLINE_BYTES
 }
 fn default_command_ops() -> crate::wire::OpSet {
     crate::wire::OpSet::default()
@@ -1274,6 +1291,7 @@ mod tests {
         assert_eq!(publisher.commands_topic, None);
         assert_eq!(publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
         assert_eq!(publisher.sync_page_size, 1000);
+        assert_eq!(publisher.sync_inline_bytes, 8 << 20);
         let doors: DoorSettings = read_group(none, &mut errors);
         assert_eq!(doors.command_ops, crate::wire::OpSet::default());
         assert!(!doors.sync_delete);
@@ -1372,6 +1390,8 @@ mod tests {
             ("TEST_COPY_MULTIPART_THRESHOLD_BYTES", "5242880", "5242879"),
             ("PART_TASK_BYTES", "5242880", "5242879"),
             ("BUFFER_BUDGET_BYTES", "1", "0"),
+            ("SYNC_INLINE_BYTES", "67108864", "67108865"),
+            ("SYNC_INLINE_BYTES", "0", "-1"),
         ] {
             assert!(Config::from_iter(with(&[(var, ok)])).is_ok(), "{var}={ok}");
             let e = Config::from_iter(with(&[(var, bad)])).unwrap_err();

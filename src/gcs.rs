@@ -208,23 +208,40 @@ impl GcsClient {
             .await
     }
 
-    /// Starts the download of generation `generation`, bytes as stored.
+    /// Starts the download of generation `generation`, bytes as stored:
+    /// pinned to it (`generation=`) and only while it is the live one
+    /// (`ifGenerationMatch`). An answer whose `x-goog-generation` names
+    /// another generation counts as gone (412), as Cloud Storage's own
+    /// answer to the condition would.
     pub(crate) async fn download(
         &self,
         bucket: &str,
         name: &str,
         generation: i64,
     ) -> Result<reqwest::Response, GcsError> {
-        let generation = generation.to_string();
+        let wanted = generation.to_string();
         self.backoff
             .retry(|| async {
                 let req = self
                     .http
                     .get(self.object_url(bucket, name))
-                    .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
+                    .query(&[
+                        ("alt", "media"),
+                        ("generation", wanted.as_str()),
+                        ("ifGenerationMatch", wanted.as_str()),
+                    ])
                     // Serve gzip-encoded objects as stored, so bytes and CRC32C match.
                     .header(reqwest::header::ACCEPT_ENCODING, "gzip");
-                self.send(req).await
+                let resp = self.send(req).await?;
+                let served = resp
+                    .headers()
+                    .get("x-goog-generation")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok());
+                match served {
+                    Some(g) if g != generation => Err(GcsError::Gone(412)),
+                    _ => Ok(resp),
+                }
             })
             .await
     }

@@ -316,6 +316,12 @@ pub(crate) struct Fanout {
     pub(crate) part_task_bytes: u64,
     /// Objects per sync page.
     pub(crate) page_size: usize,
+    /// `SYNC_INLINE_BYTES`: objects smaller than this are copied by a sync
+    /// page itself, and an event's object is written without a check first.
+    pub(crate) inline_bytes: u64,
+    /// How long a sync page starts inline copies; the objects left then go
+    /// to replicate tasks, so a page ends well within its request's deadline.
+    pub(crate) inline_window: Duration,
     /// How long a sync page's claim holds before another delivery may take
     /// it over: longer than any request may run.
     pub(crate) lease: Duration,
@@ -328,6 +334,8 @@ impl Default for Fanout {
             tasks: None,
             part_task_bytes: crate::config::DEFAULT_PART_TASK_BYTES,
             page_size: 1000,
+            inline_bytes: crate::config::DEFAULT_SYNC_INLINE_BYTES,
+            inline_window: Duration::from_secs(300 / 2),
             lease: Duration::from_secs(300 + 30),
         }
     }
@@ -340,6 +348,8 @@ impl Fanout {
             tasks: Publisher::tasks(&config.publisher),
             part_task_bytes: config.publisher.part_task_bytes,
             page_size: config.publisher.sync_page_size,
+            inline_bytes: config.publisher.sync_inline_bytes,
+            inline_window: config.server.request_timeout / 2,
             lease: config.server.request_timeout + Duration::from_secs(30),
         }
     }

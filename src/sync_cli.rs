@@ -127,7 +127,7 @@ pub async fn run(
         pages += 1;
         listed += plan.listed;
         in_sync += plan.in_sync;
-        for o in &plan.replicate {
+        for o in plan.copies() {
             copy += 1;
             bytes += o.size.unwrap_or(0);
             writeln!(

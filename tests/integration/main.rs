@@ -22,5 +22,6 @@ mod service;
 mod smoke;
 mod sync;
 mod sync_bench;
+mod sync_inline;
 mod tasks;
 mod terraform_env;

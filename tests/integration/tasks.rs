@@ -92,8 +92,14 @@ fn page_of(t: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_page_delivered_again_publishes_each_later_page_once() {
-    // Two objects a page: six objects make three pages.
-    let (w, gcs, bucket, sub) = world("synconce", &[("TEST_SYNC_PAGE_SIZE", "2")]).await;
+    // Two objects a page: six objects make three pages. Inline copies off:
+    // each page publishes a replicate task per object, which shows what
+    // each delivery published.
+    let (w, gcs, bucket, sub) = world(
+        "synconce",
+        &[("TEST_SYNC_PAGE_SIZE", "2"), ("SYNC_INLINE_BYTES", "0")],
+    )
+    .await;
     for i in 0..6 {
         gcs.upload(&bucket, &format!("o-{i}"), b"x", json!({}))
             .await;
