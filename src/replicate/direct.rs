@@ -174,6 +174,10 @@ impl Replicator {
             Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {
                 Ok(ListedCopy::Redo("replica_changed"))
             }
+            // `If-Match` on a key removed since the listing.
+            Err(StorageError::NotFound(_)) if replica.is_some() => {
+                Ok(ListedCopy::Redo("replica_changed"))
+            }
             Err(StorageError::Body(m)) => Err(ReplicateError::SourceRead(m)),
             Err(e) => Err(e.into()),
         }
