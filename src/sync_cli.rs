@@ -113,6 +113,7 @@ pub async fn run(
     let mut pos = Position::first("0".repeat(32));
     let (mut pages, mut copy, mut bytes, mut delete, mut in_sync, mut listed) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut inline = 0u64;
     loop {
         let plan = plan_page(&replicator, &scope, &pos).await.map_err(|e| {
             match crate::error::AppError::from(e) {
@@ -127,6 +128,7 @@ pub async fn run(
         pages += 1;
         listed += plan.listed;
         in_sync += plan.in_sync;
+        inline += plan.inline.len() as u64;
         for o in plan.copies() {
             copy += 1;
             bytes += o.size.unwrap_or(0);
@@ -156,7 +158,7 @@ pub async fn run(
     let totals = serde_json::json!({
         "dry_run": true, "bucket": args.request.bucket, "prefix": args.request.prefix,
         "pages": pages, "listed": listed, "in_sync": in_sync,
-        "copy": copy, "copy_bytes": bytes, "delete": delete, "published": 0,
+        "copy": copy, "copy_bytes": bytes, "copy_inline": inline, "delete": delete, "published": 0,
     });
     writeln!(out, "{totals}").map_err(|e| e.to_string())?;
     Ok(())

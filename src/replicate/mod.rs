@@ -10,6 +10,12 @@
 //! objects larger than `PART_TASK_BYTES` are copied by part tasks
 //! ([`parts`]).
 //!
+//! Only what is not known is asked: an event or notification carries the
+//! object resource, so no metadata is read for it; an object under
+//! `SYNC_INLINE_BYTES` whose resource is known is read whole and written
+//! at once with `If-None-Match: *`, and checked (HEAD) only when that write
+//! is refused ([`direct`], which also makes a sync page's inline copies).
+//!
 //! The service removes only what it owns: a *replica* is an object that
 //! carries both `goog-bucket` and `goog-generation`, and a removal the
 //! service decides on (a deleted or archived generation, a sync orphan)
