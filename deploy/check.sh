@@ -5,7 +5,8 @@
 #   3. cloudbuild.yaml: every step has an id, versions sit in substitutions
 #   4. checkov on terraform/ (skips are justified in place)
 #   5. terraform validate of the AWS module, the provider-free service-env
-#      module and the moto fixture
+#      and monitoring modules and the moto fixture; the gcp module's use of
+#      the monitoring module's outputs (deploy/check_monitoring_wiring.py)
 #   6. terraform apply of the AWS module against moto (deploy/moto/), outputs
 #      written as JSON to $TF_OUTPUTS_FILE (default .run/tf-outputs.json)
 #   7. deploy/test_trust_policy.py against what was applied
@@ -148,6 +149,12 @@ validate_check() {
 }
 run "terraform validate terraform/modules/aws" validate_check terraform/modules/aws
 run "terraform validate terraform/modules/service-env" validate_check terraform/modules/service-env
+run "terraform validate terraform/modules/monitoring" validate_check terraform/modules/monitoring
+# The gcp module cannot be validated without Google's provider: its HCL is
+# read to check that the collector sidecar, its secret and role, the alert
+# policies and the dashboard come from modules/monitoring's outputs (which
+# tests/integration/terraform_monitoring.rs renders with metrics on and off).
+run "gcp module: monitoring from modules/monitoring" "$PY" deploy/check_monitoring_wiring.py
 run "terraform validate deploy/moto" validate_check deploy/moto
 
 # The credential-server sidecar's other shapes: the GKE manifest (a native

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Checks that the top-level modules of src/ form layers: no module depends,
-directly or through others, on a module that depends on it.
+"""Checks that the modules of src/ form layers: no unit depends, directly or
+through others, on a unit that depends on it. A top-level module is a unit;
+the public children of a folder module are units of their own
+(`google::gcs`, `aws::s3`). Between the two wings: nothing in `google`
+uses `aws`, and `aws` uses `google` only for `google::identity`.
 
 A dependency is any `crate::NAME` path in a module's code outside its
 `#[cfg(test)]` blocks, comments and string literals (lexed in one pass, so
@@ -103,25 +106,29 @@ def strip_cfg_test(text: str) -> str:
         i = k
 
 
-def top_names_of_group(group: str) -> set:
-    """The first segment of each path in the body of `crate::{...}`."""
-    names = set()
-    depth = 0
-    start = True
-    for tok in re.findall(IDENT + r"|[{},]|::", group):
+def use_paths(tokens: list, k: int, prefix: tuple, out: list) -> int:
+    """Reads one use-tree from tokens[k:] after `crate::`, appending each
+    path's first two segments (prefix included) to out; returns the index
+    after it."""
+    path = list(prefix)
+    while k < len(tokens):
+        tok = tokens[k]
         if tok == "{":
-            depth += 1
-        elif tok == "}":
-            depth -= 1
-        elif tok == ",":
-            if depth == 0:
-                start = True
-        elif tok == "::":
-            pass
-        elif start and depth == 0:
-            names.add(tok)
-            start = False
-    return names
+            k += 1
+            while k < len(tokens) and tokens[k] != "}":
+                if tokens[k] == ",":
+                    k += 1
+                    continue
+                k = use_paths(tokens, k, tuple(path), out)
+            return k + 1
+        if tok in ("}", ","):
+            break
+        if tok not in ("::", "self"):
+            path.append(tok)
+        k += 1
+    if path:
+        out.append(tuple(path[:2]))
+    return k
 
 
 def matching_brace(text: str, open_at: int) -> int:
@@ -137,29 +144,76 @@ def matching_brace(text: str, open_at: int) -> int:
 
 
 def dependencies(text: str) -> set:
+    """The paths `crate::a::b...` a module's code names, as (a, b) or (a,)
+    (grouped imports `use crate::{a, b::{c, d}}` included)."""
     deps = set()
     for m in re.finditer(r"\bcrate\s*::\s*(\{|" + IDENT + ")", text):
         if m.group(1) == "{":
             end = matching_brace(text, m.start(1))
-            deps |= top_names_of_group(text[m.start(1) + 1 : end])
+            tokens = re.findall(IDENT + r"|[{},]|::", text[m.start(1) : end + 1])
+            found = []
+            use_paths(tokens, 0, (), found)
+            deps |= {p for p in found if p}
         else:
-            deps.add(m.group(1))
+            rest = re.match(r"\s*::\s*(" + IDENT + ")", text[m.end(1) :])
+            deps.add((m.group(1), rest.group(1)) if rest else (m.group(1),))
     return deps
 
 
+def private_children(mod_rs: pathlib.Path) -> set:
+    """The children a folder module declares without `pub` (`mod x;`): they
+    belong to the folder's own unit."""
+    text = strip_comments_and_strings(mod_rs.read_text()) if mod_rs.exists() else ""
+    return set(re.findall(r"(?m)^\s*mod\s+(" + IDENT + r")\s*;", text))
+
+
 def modules(src: pathlib.Path) -> dict:
-    deps = {}
+    """The units of src/ and what each uses. A top-level module is a unit;
+    a folder module's public children are units of their own
+    (`google::gcs`), its private ones belong to it."""
+    files = {}
     for path in sorted(src.rglob("*.rs")):
         rel = path.relative_to(src)
         if rel.parts[0] in ("lib.rs", "main.rs", "bin"):
             continue
-        name = rel.parts[0].removesuffix(".rs")
+        top = rel.parts[0].removesuffix(".rs")
+        unit = top
+        if len(rel.parts) > 1 and rel.parts[1] != "mod.rs":
+            child = rel.parts[1].removesuffix(".rs")
+            if child not in private_children(src / top / "mod.rs"):
+                unit = f"{top}::{child}"
+        files[path] = unit
+    deps = {unit: set() for unit in files.values()}
+    for path, unit in files.items():
         text = strip_cfg_test(strip_comments_and_strings(path.read_text()))
-        deps.setdefault(name, set()).update(dependencies(text))
-    for name, d in deps.items():
-        d.discard(name)
-        d.intersection_update(deps.keys())
+        for p in dependencies(text):
+            if len(p) > 1 and f"{p[0]}::{p[1]}" in deps:
+                deps[unit].add(f"{p[0]}::{p[1]}")
+            elif p[0] in deps:
+                deps[unit].add(p[0])
+    for unit, d in deps.items():
+        d.discard(unit)
     return deps
+
+
+# The two wings: the Google wing never uses the AWS wing, and the AWS wing
+# uses the Google wing only for the ID token it presents to STS.
+WING_RULES = [
+    ("google", "aws", set()),
+    ("aws", "google", {"google::identity"}),
+]
+
+
+def wing_violations(deps: dict) -> list:
+    out = []
+    for wing, other, allowed in WING_RULES:
+        for unit, d in sorted(deps.items()):
+            if unit != wing and not unit.startswith(wing + "::"):
+                continue
+            for dep in sorted(d):
+                if (dep == other or dep.startswith(other + "::")) and dep not in allowed:
+                    out.append(f"{unit} -> {dep}")
+    return out
 
 
 def cycles(deps: dict) -> list:
@@ -213,6 +267,11 @@ def main() -> int:
             for v in comp:
                 inside = sorted(deps[v] & set(comp))
                 print(f"  {v} -> {', '.join(inside)}")
+        return 1
+    crossing = wing_violations(deps)
+    if crossing:
+        for line in crossing:
+            print("between the wings: " + line)
         return 1
     for n, layer in enumerate(layers(deps)):
         print(f"{n}: {' '.join(layer)}")

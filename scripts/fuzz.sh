@@ -87,7 +87,7 @@ seed() {
       ;;
     range)
       # The values the tests send, and the edges of the grammar.
-      grep -rhoE '"bytes=[^"]*"' "$root/tests" "$root/src/storage/range.rs" |
+      grep -rhoE '"bytes=[^"]*"' "$root/tests" "$root/src/aws/s3/range.rs" |
         tr -d '"' | sort -u | while read -r v; do
           printf '%s' "$v" >"$dir/$(printf '%s' "$v" | md5sum | cut -c1-12)"
         done

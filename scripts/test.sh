@@ -27,6 +27,8 @@ cd "$ROOT" || exit 2
 # A rig of its own, beside a developer's .run.
 export RIG_DIR="$ROOT/.run/test"
 export TF_OUTPUTS_FILE="$RIG_DIR/tf-outputs.json"
+# Tests that need the rig fail, rather than skip, when it is missing.
+export RIG_REQUIRED=1
 LOGS="$RIG_DIR/logs"
 mkdir -p "$LOGS"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -65,9 +65,41 @@ class CheckLayers(unittest.TestCase):
         self.assertEqual(check_layers.cycles(deps), [])
         self.assertEqual(check_layers.layers(deps), [["b", "c", "d"], ["a"]])
 
-    def test_the_tree_of_this_repository_has_no_cycle(self):
+    def test_public_children_of_a_folder_are_units_and_private_ones_are_not(self):
+        deps = tree(
+            {
+                "google/mod.rs": "pub mod gcs;\npub mod identity;\n",
+                "google/gcs.rs": "use crate::wire::Command;\n",
+                "google/identity.rs": "",
+                "aws/mod.rs": "mod provider;\npub mod s3;\n",
+                "aws/provider.rs": "use crate::google::identity::IdTokenSource;\n",
+                "aws/s3/mod.rs": "use crate::{util, google::{gcs::Object}};\n",
+                "wire.rs": "use crate::google::gcs::GcsObject;\n",
+                "util.rs": "",
+            }
+        )
+        self.assertEqual(deps["aws"], {"google::identity"})
+        self.assertEqual(deps["aws::s3"], {"util", "google::gcs"})
+        self.assertNotIn("aws::provider", deps)
+        self.assertEqual(check_layers.cycles(deps), [["google::gcs", "wire"]])
+        self.assertEqual(check_layers.wing_violations(deps), ["aws::s3 -> google::gcs"])
+
+    def test_the_google_wing_may_not_use_the_aws_wing(self):
+        deps = tree(
+            {
+                "google/mod.rs": "pub mod publisher;\n",
+                "google/publisher.rs": "fn f() { crate::aws::s3::put(); }\n",
+                "aws/mod.rs": "pub mod s3;\n",
+                "aws/s3.rs": "",
+            }
+        )
+        self.assertEqual(check_layers.cycles(deps), [])
+        self.assertEqual(check_layers.wing_violations(deps), ["google::publisher -> aws::s3"])
+
+    def test_the_tree_of_this_repository_has_no_cycle_and_keeps_the_wings_apart(self):
         deps = check_layers.modules(HERE.parent / "src")
         self.assertEqual(check_layers.cycles(deps), [])
+        self.assertEqual(check_layers.wing_violations(deps), [])
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use gcp_aws_bridge::app::{router, warn_if_open, AppState};
 use gcp_aws_bridge::aws::{AwsClients, AwsOptions, RoleProviders};
 use gcp_aws_bridge::cli::{self, Mode};
 use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
-use gcp_aws_bridge::credential_server::{self, ServerConfig, ServerState};
-use gcp_aws_bridge::identity::IdTokenSource;
-use gcp_aws_bridge::{server, telemetry};
+use gcp_aws_bridge::google::identity::IdTokenSource;
+use gcp_aws_bridge::http::app::{router, warn_if_open, AppState};
+use gcp_aws_bridge::http::credential_server::{self, ServerConfig, ServerState};
+use gcp_aws_bridge::http::server;
+use gcp_aws_bridge::telemetry;
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many
 /// small buffers across worker threads, where glibc spends about a fifth of
@@ -178,7 +179,7 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
 }
 
 async fn sync(args: &[String], config: Config) -> ExitCode {
-    let args = match gcp_aws_bridge::sync_cli::parse_sync_args(args) {
+    let args = match gcp_aws_bridge::cli::sync::parse_sync_args(args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
@@ -191,7 +192,7 @@ async fn sync(args: &[String], config: Config) -> ExitCode {
     };
     let aws = AwsClients::new(&config, ids, AwsOptions::default());
     let mut out = std::io::stdout().lock();
-    match gcp_aws_bridge::sync_cli::run(&args, &config, &aws, &mut out).await {
+    match gcp_aws_bridge::cli::sync::run(&args, &config, &aws, &mut out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
@@ -252,7 +253,7 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(port, version = env!("CARGO_PKG_VERSION"), "listening");
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let running = state.clone();
-    // HTTP/1.1 and h2c, with a header-read timeout (src/server.rs).
+    // HTTP/1.1 and h2c, with a header-read timeout (src/http/server.rs).
     let server = server::serve(
         listener,
         router(state),
@@ -276,7 +277,7 @@ async fn serve(config: Config) -> ExitCode {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting");
             // Their multipart uploads are aborted, not left behind.
             running.cancel_requests();
-            if !gcp_aws_bridge::storage::settle_aborts(ABORT_GRACE).await {
+            if !gcp_aws_bridge::aws::s3::settle_aborts(ABORT_GRACE).await {
                 tracing::warn!("aborts of multipart uploads still running after {ABORT_GRACE:?}");
             }
         }

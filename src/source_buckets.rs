@@ -170,19 +170,19 @@ mod tests {
 
     #[test]
     fn refusals_answer_400_for_a_bad_name_and_403_for_one_not_listed() {
-        use crate::error::AppError;
+        use crate::http::error::AppError;
         let list = |v: &str| SourceBuckets::parse(Some(v)).unwrap();
         let c = list("src-1,other");
         assert!(c.check("src-1").is_ok());
         let e = AppError::from(c.check("src-2").unwrap_err());
         assert_eq!(
-            (e.status().as_u16(), e.code()),
+            (e.status().as_u16(), e.code().as_str()),
             (403, "source_bucket_not_allowed")
         );
         for bad in ["UPPER", "a", "-x-", "a..b", "goog-x", "has space"] {
             let e = AppError::from(c.check(bad).unwrap_err());
             assert_eq!(
-                (e.status().as_u16(), e.code()),
+                (e.status().as_u16(), e.code().as_str()),
                 (400, "invalid_bucket"),
                 "{bad}"
             );
@@ -190,7 +190,9 @@ mod tests {
         assert!(list("*").check("any-bucket.example").is_ok());
         let off = SourceBuckets::parse(Some("")).unwrap();
         assert_eq!(
-            AppError::from(off.check("src-1").unwrap_err()).code(),
+            AppError::from(off.check("src-1").unwrap_err())
+                .code()
+                .as_str(),
             "source_bucket_not_allowed"
         );
     }
@@ -227,12 +229,12 @@ mod tests {
 
     #[test]
     fn refusals_map_to_400_and_403() {
-        use crate::error::AppError;
+        use crate::http::error::AppError;
         let e: AppError = SourceBuckets::Off.check("src-a").unwrap_err().into();
         assert_eq!(e.status(), 403);
-        assert_eq!(e.code(), "source_bucket_not_allowed");
+        assert_eq!(e.code().as_str(), "source_bucket_not_allowed");
         let e: AppError = SourceBuckets::Any.check("A").unwrap_err().into();
         assert_eq!(e.status(), 400);
-        assert_eq!(e.code(), "invalid_bucket");
+        assert_eq!(e.code().as_str(), "invalid_bucket");
     }
 }

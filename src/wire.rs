@@ -15,7 +15,7 @@
 //!
 //! Decoding reads the `op` first (the rest of the document skipped without
 //! building anything), then the one struct of that op, so no generic JSON
-//! tree is built. Running them is [`crate::command`]'s.
+//! tree is built. Running them is [`crate::replication::command`]'s.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::gcs::GcsObject;
+use crate::google::gcs::GcsObject;
 use crate::util::de_i64_opt;
 
 /// An op of the outside doors.
@@ -226,7 +226,7 @@ impl OutsideCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Task {
-    /// One page of a sync run (see [`crate::sync`]).
+    /// One page of a sync run (see [`crate::replication::sync`]).
     Sync(SyncPage),
     /// Replicate one object (published by a sync page, or again after a
     /// failed part-task completion).
@@ -682,8 +682,8 @@ mod tests {
     use super::*;
 
     fn code(r: Result<impl std::fmt::Debug, WireError>) -> (u16, &'static str) {
-        let e = crate::error::AppError::from(r.unwrap_err());
-        (e.status().as_u16(), e.code())
+        let e = crate::http::error::AppError::from(r.unwrap_err());
+        (e.status().as_u16(), e.code().as_str())
     }
 
     fn all() -> DoorRules {

@@ -28,6 +28,11 @@ module "gcp" {
   request_timeout_seconds   = var.request_timeout_seconds
   use_http2                 = var.use_http2
   labels                    = var.labels
+
+  metrics                     = var.metrics
+  metric_export_interval_ms   = var.metric_export_interval_ms
+  replication_lag_p99_seconds = var.replication_lag_p99_seconds
+  alert_notification_channels = var.alert_notification_channels
 }
 
 module "aws" {

@@ -57,3 +57,13 @@ output "s3_prefix" {
   description = "Key prefix the service is confined to."
   value       = module.aws.s3_prefix
 }
+
+output "alert_policies" {
+  description = "Alert policies by key (dead_letter_backlog, oldest_unacked, replication_lag_p99); empty without metrics."
+  value       = module.gcp.alert_policies
+}
+
+output "dashboard_id" {
+  description = "Id of the Cloud Monitoring dashboard; null without metrics."
+  value       = module.gcp.dashboard_id
+}

@@ -164,3 +164,27 @@ variable "use_http2" {
   type        = bool
   default     = true
 }
+
+variable "metrics" {
+  description = "Run the Google-Built OpenTelemetry Collector as a sidecar exporting the service's metrics to Managed Service for Prometheus, and create the alert policies and the Cloud Monitoring dashboard (modules/gcp, README \"Monitoring\")."
+  type        = bool
+  default     = false
+}
+
+variable "metric_export_interval_ms" {
+  description = "OTEL_METRIC_EXPORT_INTERVAL with metrics: milliseconds between two metric exports of the service."
+  type        = number
+  default     = 60000
+}
+
+variable "replication_lag_p99_seconds" {
+  description = "With metrics: alert when the p99 replication lag stays above this many seconds for 5 minutes."
+  type        = number
+  default     = 900
+}
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/PROJECT/notificationChannels/ID) the alert policies notify."
+  type        = list(string)
+  default     = []
+}

@@ -4,7 +4,7 @@
 //! the type the event names, then the command): never panics.
 #![no_main]
 
-use gcp_aws_bridge::triggers::cloudevents::decode_event;
+use gcp_aws_bridge::http::triggers::cloudevents::decode_event;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

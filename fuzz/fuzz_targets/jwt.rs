@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use gcp_aws_bridge::caller_auth::{signing_key_id, CallerAuth};
+use gcp_aws_bridge::google::caller_auth::{signing_key_id, CallerAuth};
 use gcp_aws_bridge::config::Config;
 use gcp_aws_bridge::jwt::decode_unverified;
 use libfuzzer_sys::fuzz_target;
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(token.split('.').count(), 3, "{token:?}");
             assert!(!token.ends_with(".SIGNATURE_REMOVED_BY_GOOGLE"));
         }
-        Err(e) => assert_eq!(gcp_aws_bridge::error::AppError::from(e).status(), 401),
+        Err(e) => assert_eq!(gcp_aws_bridge::http::error::AppError::from(e).status(), 401),
     }
     let claims = decode_unverified(token);
     if let Ok(c) = &claims {
@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
                 .is_some_and(|e| e.eq_ignore_ascii_case(EMAIL)));
         }
         Err(e) => {
-            let e = gcp_aws_bridge::error::AppError::from(e);
+            let e = gcp_aws_bridge::http::error::AppError::from(e);
             assert!(matches!(e.status().as_u16(), 401 | 403), "{e}");
             // An answer never carries the token.
             if token.len() >= 16 {

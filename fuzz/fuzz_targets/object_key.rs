@@ -3,7 +3,7 @@
 //! bytes, without control characters, and without `.` or `..` segments.
 #![no_main]
 
-use gcp_aws_bridge::storage::ObjectKey;
+use gcp_aws_bridge::aws::s3::ObjectKey;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

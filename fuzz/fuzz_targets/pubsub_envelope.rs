@@ -3,7 +3,7 @@
 //! whatever the bytes.
 #![no_main]
 
-use gcp_aws_bridge::triggers::pubsub::{decode_push, message_to_command, PushEnvelope};
+use gcp_aws_bridge::http::triggers::pubsub::{decode_push, message_to_command, PushEnvelope};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! range whose canonical form parses back to itself, and `START <= END`.
 #![no_main]
 
-use gcp_aws_bridge::storage::ByteRange;
+use gcp_aws_bridge::aws::s3::ByteRange;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

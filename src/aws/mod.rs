@@ -1,7 +1,12 @@
-//! AWS side: the STS-backed credentials provider and the one [`SdkConfig`]
-//! every AWS client shares, so that the SDK's lazy identity cache refreshes
+//! The AWS wing: everything that talks to AWS. The STS-backed credentials
+//! provider, its roles and `whoami`, and the one [`SdkConfig`] every AWS
+//! client shares, so that the SDK's lazy identity cache refreshes
 //! credentials before they expire and loads them once for all concurrent
-//! callers. This module talks to STS only.
+//! callers; S3 in [`s3`].
+//!
+//! The one rule between the wings: the provider presents the Google ID
+//! token of [`crate::google::identity`] to STS. Nothing else here uses the
+//! Google wing, and nothing in the Google wing uses this one.
 //!
 //! Environment: `AWS_REGION`, `AWS_ROLE_ARN`, `AWS_ROLE_SESSION_NAME`,
 //! `AWS_ROLE_DURATION_SECONDS`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_STS`,
@@ -9,6 +14,7 @@
 
 mod provider;
 mod roles;
+pub mod s3;
 mod whoami;
 
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::config::Config;
-use crate::identity::IdTokenSource;
+use crate::google::identity::IdTokenSource;
 
 pub(crate) use provider::find_sts_error;
 pub use provider::{

@@ -11,7 +11,7 @@ use aws_sdk_sts::operation::assume_role_with_web_identity::{
     AssumeRoleWithWebIdentityError, AssumeRoleWithWebIdentityOutput,
 };
 
-use crate::identity::{IdToken, IdTokenSource, IdentityError};
+use crate::google::identity::{IdToken, IdTokenSource, IdentityError};
 use crate::jwt::Claims;
 use crate::retry::{Backoff, Transient};
 

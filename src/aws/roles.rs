@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::identity::IdTokenSource;
+use crate::google::identity::IdTokenSource;
 
 use super::{anonymous_sts, http_client, AwsOptions, WebIdentityProvider};
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::identity::IdentityError;
+use crate::google::identity::IdentityError;
 use crate::jwt::Audience;
 use crate::util::{error_chain, rfc3339};
 

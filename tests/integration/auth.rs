@@ -7,6 +7,7 @@
 //! header-read timeout and h2c of the server.
 
 use crate::common;
+use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,7 @@ fn protected_routes(base: &str) -> Vec<(&'static str, reqwest::RequestBuilder)> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protected_route_refuses_a_missing_or_stripped_token() {
+    require_rig!();
     let w = World::new("routes401").await;
     let server = Server::start(&w.env).await;
     for (what, rb) in protected_routes(&server.url) {
@@ -122,6 +124,7 @@ async fn every_protected_route_refuses_a_missing_or_stripped_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_that_must_never_pass() {
+    require_rig!();
     let w = World::new("neverpass").await;
     let server = Server::start(&w.env).await;
     let google = w.metadata.signing_key();
@@ -181,6 +184,7 @@ async fn tokens_that_must_never_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_certificates_unavailable() {
+    require_rig!();
     let w = World::new("jwksdown").await;
     let server = Server::start(&w.env).await;
     let put = |key: &str, token: &str| {
@@ -210,16 +214,16 @@ async fn google_certificates_unavailable() {
     w.metadata.clear_faults();
 
     // Wait out the failure backoff (5 s) with a probe, then the keys load.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body, _) = send(put("c.txt", &w.caller_token())).await;
-        if status == 201 {
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(Instant::now() < deadline, "the keys never loaded");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || "the keys never loaded".into(),
+        || async {
+            let (status, body, _) = send(put("c.txt", &w.caller_token())).await;
+            assert!(status == 201 || status == 503, "{status} {body}");
+            (status == 201).then_some(())
+        },
+    )
+    .await;
 
     // Keys cached, the endpoint goes down: the cached keys keep serving, and
     // a token with a kid they do not know is refused (401), not held up.
@@ -245,6 +249,7 @@ async fn google_certificates_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_run_iam_reads_x_serverless_authorization_first() {
+    require_rig!();
     let mut w = World::new("xsa").await;
     w.set("AUTH_MODE", "cloud-run-iam");
     let server = Server::start(&w.env).await;
@@ -347,6 +352,7 @@ fn assert_leaks_nothing(body: &str, w: &World) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_readyz_says_not_ready_and_nothing_else() {
+    require_rig!();
     // The metadata server refuses.
     let w = World::new("readyleak").await;
     for _ in 0..10 {
@@ -376,11 +382,12 @@ async fn a_failing_readyz_says_not_ready_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stalls_in_its_headers_is_cut_off() {
-    use gcp_aws_bridge::server::{serve, ServeOptions, HEADER_READ_TIMEOUT};
+    require_rig!();
+    use gcp_aws_bridge::http::server::{serve, ServeOptions, HEADER_READ_TIMEOUT};
     assert_eq!(HEADER_READ_TIMEOUT, Duration::from_secs(30));
     let mut w = World::new("slowloris").await;
     w.set("AUTH_MODE", "none");
-    let state = gcp_aws_bridge::app::AppState::new(w.config(), Default::default()).unwrap();
+    let state = gcp_aws_bridge::http::app::AppState::new(w.config(), Default::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -390,7 +397,7 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off() {
     };
     let served = tokio::spawn(serve(
         listener,
-        gcp_aws_bridge::app::router(state),
+        gcp_aws_bridge::http::app::router(state),
         opts,
         async move {
             let _ = stopped.await;

@@ -5,6 +5,7 @@
 //! tokens those send.
 
 use crate::common;
+use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ async fn wait_for_keys(w: &World, want: usize, limit: Duration) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_push_and_eventarc_through_the_front_end() {
+    require_rig!();
     let mut w = World::new("crPush").await;
     deployed_env(&mut w);
     let front = start_front_end(front_end_config(&w), &w.env, 2).await;
@@ -93,6 +95,7 @@ async fn pubsub_push_and_eventarc_through_the_front_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_mode_behind_the_front_end_refuses_every_delivery() {
+    require_rig!();
     // The deployment the Terraform used to make: verify behind Cloud Run's
     // IAM check. Every push answers 401 signature_removed.
     let mut w = World::new("crVerify").await;
@@ -119,6 +122,7 @@ async fn verify_mode_behind_the_front_end_refuses_every_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_front_end_refuses_as_cloud_run_does() {
+    require_rig!();
     let mut w = World::new("crIam403").await;
     deployed_env(&mut w);
     // An invoker the service does not allow.
@@ -203,6 +207,7 @@ async fn the_front_end_refuses_as_cloud_run_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_uploads_need_http2_end_to_end() {
+    require_rig!();
     let mut w = World::new("crH2c").await;
     deployed_env(&mut w);
     let big = vec![b'z'; 40 * 1024 * 1024];
@@ -271,6 +276,7 @@ async fn large_uploads_need_http2_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_and_scale_down() {
+    require_rig!();
     let mut w = World::new("crTimeout").await;
     deployed_env(&mut w);
     let mut cfg = front_end_config(&w);
@@ -304,11 +310,12 @@ async fn request_timeout_and_scale_down() {
             .send()
             .await
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while w.proxy.count("PutObject") < 2 {
-        assert!(Instant::now() < deadline, "the PUT never reached S3");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || "the PUT never reached S3".into(),
+        || async { (w.proxy.count("PutObject") >= 2).then_some(()) },
+    )
+    .await;
     let stopped = front.scale_to(0).await.unwrap();
     let r = inflight.await.unwrap().unwrap();
     assert_eq!(r.status(), 201);

@@ -3,6 +3,7 @@
 //! gate checks the Google token and the trust policy.
 
 use crate::common;
+use crate::common::{eventually, require_rig};
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
@@ -54,6 +55,7 @@ fn assert_clean_log(lines: &[String], secrets: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
+    require_rig!();
     let w = World::new("sidecar-roles").await;
     let token = random_token();
     let mut env = sidecar_env(&w);
@@ -214,22 +216,18 @@ async fn serves_each_role_once_per_lifetime_to_the_token_holder_only() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = eventually(
+        Duration::from_secs(10),
+        || "no exit after SIGTERM".into(),
+        || std::future::ready(server.child.try_wait().unwrap()),
+    )
+    .await;
     assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_log() {
+    require_rig!();
     let w = World::new("sidecar-refused").await;
     let mc = w.metadata.config();
     w.trust_someone_else();
@@ -322,6 +320,7 @@ async fn sts_refusal_and_metadata_outage_answer_503_with_the_diagnostic_in_the_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly() {
+    require_rig!();
     let w = World::new("sidecar-outage").await;
     let token = random_token();
     let mut env = sidecar_env(&w);
@@ -379,22 +378,23 @@ async fn an_outage_is_one_attempt_for_concurrent_requests_and_remembered_briefly
 
     // Recovered: once the failure is forgotten, credentials.
     w.metadata.clear_faults();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body, _) = get().await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(std::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        || "never recovered".into(),
+        || async {
+            let (status, body, _) = get().await;
+            assert!(status == 200 || status == 503, "{status} {body}");
+            (status == 200).then_some(())
+        },
+    )
+    .await;
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_clean_log(&server.stdout.all(), &[&token]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_file_is_read_again_when_it_changes() {
+    require_rig!();
     let w = World::new("sidecar-file").await;
     let dir = temp_dir("token-file");
     let path = dir.join("token");
@@ -435,6 +435,7 @@ async fn token_file_is_read_again_when_it_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_configuration_stops_the_server_with_one_line_per_problem() {
+    require_rig!();
     let w = World::new("sidecar-config").await;
     let mut env = sidecar_env(&w);
     env.push(("CREDENTIALS_ADDR".into(), "0.0.0.0:9911".into()));
@@ -486,6 +487,7 @@ fn cli_env(w: &World, cache: &std::path::Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_command_shares_one_sts_call_across_processes() {
+    require_rig!();
     let w = World::new("cli-cache").await;
     let cache = temp_dir("xdg-cache");
     let env = cli_env(&w, &cache);
@@ -610,6 +612,7 @@ fn cache_file(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_command_gives_up_a_lock_held_too_long() {
+    require_rig!();
     let w = World::new("cli-lock").await;
     let cache = temp_dir("xdg-lock");
     let env = cli_env(&w, &cache);
@@ -627,21 +630,21 @@ async fn credentials_command_gives_up_a_lock_held_too_long() {
         .kill_on_drop(true)
         .spawn()
         .expect("sh and flock(1) from util-linux");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::process::Command::new("flock")
-        .arg("-n")
-        .arg(&lock)
-        .arg("true")
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "flock never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        || "flock never took the lock".into(),
+        || {
+            let free = std::process::Command::new("flock")
+                .arg("-n")
+                .arg(&lock)
+                .arg("true")
+                .status()
+                .unwrap()
+                .success();
+            std::future::ready((!free).then_some(()))
+        },
+    )
+    .await;
     let t = std::time::Instant::now();
     let out = run_bin(&["credentials"], &env).await;
     let took = t.elapsed();
@@ -673,6 +676,7 @@ async fn credentials_command_gives_up_a_lock_held_too_long() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_command_follows_no_link_and_trusts_no_open_directory() {
+    require_rig!();
     let w = World::new("cli-links").await;
     let cache = temp_dir("xdg-links");
     let env = cli_env(&w, &cache);
@@ -729,6 +733,7 @@ async fn credentials_command_follows_no_link_and_trusts_no_open_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_aws_cli_commands_at_once_make_one_sts_call_through_credential_process() {
+    require_rig!();
     let w = World::new("cli-process").await;
     let python = tokio::task::spawn_blocking(rig_python).await.unwrap();
     let cache = temp_dir("aws-cli");

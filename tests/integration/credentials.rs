@@ -4,6 +4,7 @@
 //! which checks tokens and the trust policy as real STS does.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use bridge_testkit::{
 use common::*;
 use gcp_aws_bridge::aws::{AwsClients, AwsOptions, StsError};
 use gcp_aws_bridge::config::Config;
-use gcp_aws_bridge::identity::{IdTokenSource, ServiceAccountKey};
+use gcp_aws_bridge::google::identity::{IdTokenSource, ServiceAccountKey};
 use gcp_aws_bridge::retry::Backoff;
 use serde_json::Value;
 use tracing::instrument::WithSubscriber as _;
@@ -85,6 +86,7 @@ fn signature_of(token: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_process_output_is_honoured_by_iam() {
+    require_rig!();
     let w = World::new("cred-process").await;
     let out = run_bin(&["credentials"], &w.env).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -154,6 +156,7 @@ async fn credential_process_output_is_honoured_by_iam() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_client_fetches_once_for_64_concurrent_calls() {
+    require_rig!();
     let w = World::new("single-flight").await;
     let config = w.config();
     let aws = AwsClients::new(&config, Arc::new(ids_for(&config)), AwsOptions::default());
@@ -233,6 +236,7 @@ fn shift_expiration(xml: &str, secs: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_replaced_before_expiry_without_a_failed_call() {
+    require_rig!();
     let mut w = World::new("refresh").await;
     let clock = TestClock::default();
     let sts = sts_on_clock(w.proxy.url(), clock.clone()).await;
@@ -353,6 +357,7 @@ fn assert_rejection_names_claims(e: &StsError, code: &str, uid: &str, email: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_rejections_explain_the_trust_policy_and_never_show_the_token() {
+    require_rig!();
     let w = World::new("rejected").await;
     let mc = w.metadata.config();
     // A trust policy that names someone else.
@@ -422,6 +427,7 @@ async fn sts_rejections_explain_the_trust_policy_and_never_show_the_token() {
 
 #[tokio::test]
 async fn debug_output_and_logs_never_show_token_or_secret() {
+    require_rig!();
     let w = World::new("redaction").await;
     let config = w.config();
     let logs = LogCapture::default();
@@ -487,6 +493,7 @@ async fn debug_output_and_logs_never_show_token_or_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_failures_are_retried_within_bounds() {
+    require_rig!();
     let w = World::new("md-faults").await;
     let config = w.config();
     let md = &w.metadata;
@@ -535,6 +542,7 @@ async fn metadata_failures_are_retried_within_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_file_mints_tokens_through_the_token_endpoint() {
+    require_rig!();
     let mut w = World::new("key-file").await;
     let mc = w.metadata.config();
     let path = temp_path("key.json");
@@ -601,6 +609,7 @@ async fn key_file_mints_tokens_through_the_token_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_names_every_variable() {
+    require_rig!();
     let mut w = World::new("bad-config").await;
     w.env.retain(|(k, _)| k != "TARGET_AUDIENCE");
     w.set("AWS_ROLE_DURATION_SECONDS", "60");
@@ -629,6 +638,7 @@ async fn bad_configuration_names_every_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_file_is_read_again_at_every_refresh() {
+    require_rig!();
     let mut w = World::new("token-file").await;
     let path = temp_path("id-token");
     let md = w.metadata.clone();

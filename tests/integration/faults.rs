@@ -9,6 +9,7 @@
 //! and of the S3 uploads fail, some halfway through the body.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ const MESSAGES: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
+    require_rig!();
     let mut w = World::new("faults").await;
     w.set("AUTH_MODE", "none");
     // The first two identity-token requests fail: one 503, one dropped.
@@ -176,6 +178,7 @@ fn object_bytes(i: usize, len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_survives_faults_mid_stream() {
+    require_rig!();
     let mut w = World::new("replfaults").await;
     w.set("AUTH_MODE", "none");
     let gcs = Gcs::new(&w.rig);

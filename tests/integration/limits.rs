@@ -8,13 +8,14 @@
 //! fault proxy, with the real binary or the router served in process.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::time::{Duration, Instant};
 
 use bridge_testkit::ProxyFault;
 use common::*;
-use gcp_aws_bridge::app::{router, AppState};
 use gcp_aws_bridge::aws::AwsOptions;
+use gcp_aws_bridge::http::app::{router, AppState};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -144,6 +145,7 @@ async fn stalled_put(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_content_length_answers_413_and_nothing_panics() {
+    require_rig!();
     let mut w = World::new("hugelen").await;
     w.set("MAX_OBJECT_BYTES", &(2 * MIB).to_string());
     let server = Server::start(&w.env).await;
@@ -204,6 +206,7 @@ async fn a_huge_content_length_answers_413_and_nothing_panics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_presign_bodies_are_at_most_64_kib() {
+    require_rig!();
     let w = World::new("smallbodies").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -240,6 +243,7 @@ async fn copy_and_presign_bodies_are_at_most_64_kib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_that_is_not_one_byte_range_answers_400() {
+    require_rig!();
     let w = World::new("ranges").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -275,6 +279,7 @@ async fn serve_in_process(w: &World, budget: usize, wait: Duration) -> (String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_budget_wait_then_answer_503() {
+    require_rig!();
     let mut w = World::new("budget").await;
     w.set("AUTH_MODE", "none");
     let wait = Duration::from_millis(1500);
@@ -361,6 +366,7 @@ fn tokio_stream_rx(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_at_half_an_upload_leaves_no_upload() {
+    require_rig!();
     let w = World::new("clientgone").await;
     let server = Server::start(&w.env).await;
     let total = 96 * MIB;
@@ -379,6 +385,7 @@ async fn a_client_gone_at_half_an_upload_leaves_no_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_shorter_than_the_upload_leaves_no_upload() {
+    require_rig!();
     let mut w = World::new("deadline").await;
     w.set("REQUEST_TIMEOUT_SECONDS", "5");
     let server = Server::start(&w.env).await;
@@ -397,6 +404,7 @@ async fn a_deadline_shorter_than_the_upload_leaves_no_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_the_shutdown_grace_leaves_no_upload() {
+    require_rig!();
     let w = World::new("gracend").await;
     let mut server = Server::start(&w.env).await;
     let conn = stalled_put(&w, &server.url, "cut.bin", 96 * MIB, 16 * MIB).await;
@@ -431,6 +439,7 @@ async fn an_s3_prefix_without_a_slash_stops_the_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_whose_body_outlasts_the_deadline_is_cut() {
+    require_rig!();
     let mut w = World::new("getdeadline").await;
     w.set("REQUEST_TIMEOUT_SECONDS", "3");
     let size = 4 * MIB;

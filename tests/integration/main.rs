@@ -25,3 +25,4 @@ mod sync_bench;
 mod sync_inline;
 mod tasks;
 mod terraform_env;
+mod terraform_monitoring;

@@ -4,6 +4,7 @@
 //! Authorization header, so the service runs with `AUTH_MODE=none`.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ const MESSAGES: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_pushed_puts_all_land() {
+    require_rig!();
     let mut w = World::new("emulator").await;
     w.set("AUTH_MODE", "none");
     let server = Server::start(&w.env).await;

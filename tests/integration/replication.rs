@@ -3,6 +3,7 @@
 //! idempotency by generation, deletes, integrity, and failures on either side.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -283,6 +284,7 @@ async fn round_trip(test: &str, name: &str, data: Vec<u8>, resource: Value) -> W
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_object_is_replicated() {
+    require_rig!();
     let w = round_trip(
         "empty",
         "empty.txt",
@@ -295,6 +297,7 @@ async fn empty_object_is_replicated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_object_keeps_bytes_and_metadata() {
+    require_rig!();
     let w = round_trip(
         "small",
         "dir/one-kib.bin",
@@ -314,6 +317,7 @@ async fn small_object_keeps_bytes_and_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_encoded_object_arrives_as_stored() {
+    require_rig!();
     // gzip of "hello, replicated world\n" x 4: the replica must hold these
     // bytes, not the text inside.
     let gz = vec![
@@ -337,6 +341,7 @@ async fn gzip_encoded_object_arrives_as_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_object_goes_up_in_parts() {
+    require_rig!();
     let data = bytes(100 * 1024 * 1024, 7);
     let w = round_trip(
         "large",
@@ -359,6 +364,7 @@ async fn large_object_goes_up_in_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_of_a_new_object_costs_one_read_and_one_write() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("tworequests").await;
     let small = gcs
         .upload(
@@ -433,6 +439,7 @@ async fn an_event_of_a_new_object_costs_one_read_and_one_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_older_generations_leave_the_replica_alone() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("redeliver").await;
     let name = "doc.txt";
     let old = gcs.upload(&bucket, name, b"first version", json!({})).await;
@@ -487,6 +494,7 @@ async fn redelivery_and_older_generations_leave_the_replica_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_generation_replicated_first_is_replaced_by_the_newer() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("catchup").await;
     let name = "doc.txt";
     let first = gcs.upload(&bucket, name, b"first version", json!({})).await;
@@ -515,6 +523,7 @@ async fn older_generation_replicated_first_is_replaced_by_the_newer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_event_removes_only_a_replica_not_newer_than_it() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("delete").await;
     let name = "gone.txt";
     let obj = gcs.upload(&bucket, name, b"to be deleted", json!({})).await;
@@ -547,6 +556,7 @@ async fn delete_event_removes_only_a_replica_not_newer_than_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("archive").await;
     let name = "arch/ived.txt";
     let obj = gcs
@@ -590,6 +600,7 @@ async fn archive_notification_removes_only_a_replica_not_newer_than_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crc32c_mismatch_leaves_no_replica() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("crc").await;
     let name = "checked.bin";
     let mut obj = gcs.upload(&bucket, name, &bytes(4096, 3), json!({})).await;
@@ -640,6 +651,7 @@ fn crc32c_of(b64: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_for_a_deleted_object_is_acknowledged_and_logged() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("gone").await;
     let name = "short-lived.txt";
     let obj = gcs.upload(&bucket, name, b"here and gone", json!({})).await;
@@ -657,6 +669,7 @@ async fn event_for_a_deleted_object_is_acknowledged_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_server_errors_answer_503_with_retry_after() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("gcs5xx").await;
     let name = "unlucky.txt";
     let obj = gcs
@@ -688,6 +701,7 @@ async fn gcs_server_errors_answer_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_connection_cut_mid_body_leaves_no_replica() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("gcscut").await;
     let name = "cut.bin";
     let data = bytes(256 * 1024, 5);
@@ -713,6 +727,7 @@ async fn gcs_connection_cut_mid_body_leaves_no_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("mpufail").await;
     let name = "parts.bin";
     let data = bytes(72 * 1024 * 1024, 11);
@@ -761,6 +776,7 @@ async fn s3_failure_mid_multipart_leaves_no_stray_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_source_buckets_are_read() {
+    require_rig!();
     let mut w = World::new("sources").await;
     let gcs = Gcs::new(&w.rig);
     let allowed = gcs.bucket("src-ok").await;
@@ -839,6 +855,7 @@ async fn only_allowed_source_buckets_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generations_are_compared_within_one_bucket() {
+    require_rig!();
     let mut w = World::new("twobuckets").await;
     let gcs = Gcs::new(&w.rig);
     let src = gcs.bucket("src").await;
@@ -897,6 +914,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("racewrite").await;
     let name = "raced.txt";
     let old = gcs
@@ -940,6 +958,7 @@ async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_after_the_check_loses_to_a_write_made_meanwhile() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("racecheck").await;
     let name = "replaced.txt";
     let one = gcs
@@ -997,6 +1016,7 @@ async fn a_replacement_after_the_check_loses_to_a_write_made_meanwhile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_a_newer_replica_leaves_it() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("racedelete").await;
     let name = "raced.txt";
     let old = gcs
@@ -1042,6 +1062,7 @@ async fn a_delete_racing_a_newer_replica_leaves_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("bigmeta").await;
     let name = "labelled.txt";
     let obj = gcs
@@ -1066,6 +1087,7 @@ async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_replacement_completes_only_over_the_replica_it_checked() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("racempu").await;
     let name = "grows.bin";
     let one = gcs.upload(&bucket, name, b"small first", json!({})).await;
@@ -1154,6 +1176,7 @@ async fn assert_user_object_kept(w: &World, server: &Server, a: &Answer, name: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_object_survives_a_deleted_event() {
+    require_rig!();
     let name = "mine/report.txt";
     let (w, server, bucket) = user_object_world("ownevent", name).await;
     let a = event(&w, &server, "deleted", &resource_of(&bucket, name, 7)).await;
@@ -1164,6 +1187,7 @@ async fn a_user_object_survives_a_deleted_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_object_survives_a_delete_notification() {
+    require_rig!();
     let name = "mine/report.txt";
     let (w, server, bucket) = user_object_world("ownnotif", name).await;
     let a = notification(&w, &server, "OBJECT_DELETE", &resource_of(&bucket, name, 7)).await;
@@ -1172,6 +1196,7 @@ async fn a_user_object_survives_a_delete_notification() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_object_survives_a_sync_orphan_removal() {
+    require_rig!();
     let name = "mine/report.txt";
     let (w, server, bucket) = user_object_world("ownorphan", name).await;
     let a = post_task(
@@ -1195,6 +1220,7 @@ async fn user_metadata(w: &World, name: &str) -> HashMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_a_replica_carries_no_replication_metadata() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("copyown").await;
     // Copies past 5 MiB go part by part (UploadPartCopy).
     w.set(
@@ -1282,6 +1308,7 @@ async fn a_copy_of_a_replica_carries_no_replication_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_removal_leaves_a_replica_written_after_its_check() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("orphanrace").await;
     let name = "orphan.txt";
     let obj = gcs
@@ -1402,6 +1429,7 @@ async fn assert_only_the_user_version_left(w: &World, name: &str, bucket: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removals_on_a_versioned_bucket_leave_no_replica_version_behind() {
+    require_rig!();
     let (w, gcs, bucket) = with_versioned_source_bucket("versioned").await;
     let server = Server::start(&w.env).await;
     for how in ["event", "notification", "orphan"] {
@@ -1441,6 +1469,7 @@ async fn removals_on_a_versioned_bucket_leave_no_replica_version_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_on_a_versioned_bucket_keeps_newer_replica_versions() {
+    require_rig!();
     let (w, gcs, bucket) = with_versioned_source_bucket("versionednewer").await;
     let server = Server::start(&w.env).await;
     let name = "doc.txt";
@@ -1497,6 +1526,7 @@ fn obj_bucket(obj: &Value) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_updates_in_order_leave_the_newest_metadata() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("metaorder").await;
     let name = "meta/doc.txt";
     let obj = gcs
@@ -1537,6 +1567,7 @@ async fn metadata_updates_in_order_leave_the_newest_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_updates_out_of_order_keep_the_newest_metadata() {
+    require_rig!();
     let (mut w, gcs, bucket) = with_source_bucket("metaooo").await;
     // Past 5 MiB the copy onto itself goes part by part.
     w.set(
@@ -1566,6 +1597,7 @@ async fn metadata_updates_out_of_order_keep_the_newest_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_update_of_an_older_generation_changes_nothing() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("metaold").await;
     let name = "meta/doc.txt";
     let one = gcs
@@ -1597,6 +1629,7 @@ async fn a_metadata_update_of_an_older_generation_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwrite_ends_with_the_new_replica_whatever_the_event_order() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("overwrite").await;
     let server = Server::start(&w.env).await;
     for (name, delete_first) in [("finalize-first.txt", false), ("delete-first.txt", true)] {
@@ -1627,6 +1660,7 @@ async fn an_overwrite_ends_with_the_new_replica_whatever_the_event_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_for_a_missing_key_is_resolved_by_a_listing() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("forbidden404").await;
     let name = "dir/new.txt";
     let obj = gcs.upload(&bucket, name, b"new object", json!({})).await;
@@ -1671,6 +1705,7 @@ async fn a_403_for_a_missing_key_is_resolved_by_a_listing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_of_a_generation_still_live_removes_nothing() {
+    require_rig!();
     let (w, gcs, bucket) = with_source_bucket("stilllive").await;
     let name = "live.txt";
     let obj = gcs.upload(&bucket, name, b"still here", json!({})).await;

@@ -4,13 +4,14 @@
 //! inside the S3 client).
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::sync::Arc;
 
 use bridge_testkit::{Endpoint, Fault, ProxyFault};
 use common::World;
 use gcp_aws_bridge::aws::{AwsClients, AwsOptions};
-use gcp_aws_bridge::identity::IdTokenSource;
+use gcp_aws_bridge::google::identity::IdTokenSource;
 
 async fn put_once(w: &World) -> bool {
     let config = w.config();
@@ -28,6 +29,7 @@ async fn put_once(w: &World) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_server_that_is_down_costs_at_most_four_requests() {
+    require_rig!();
     let w = World::new("retry-metadata").await;
     for _ in 0..64 {
         w.metadata
@@ -42,6 +44,7 @@ async fn a_metadata_server_that_is_down_costs_at_most_four_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sts_that_is_down_costs_at_most_four_requests() {
+    require_rig!();
     let w = World::new("retry-sts").await;
     for _ in 0..64 {
         w.proxy

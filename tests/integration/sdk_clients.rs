@@ -22,6 +22,7 @@
 //! The clients come from `scripts/test-clients.sh` (scripts/test.sh runs it).
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -255,6 +256,7 @@ async fn check_program(name: &str, p: Program, says_status: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_uses_the_credential_server() {
+    require_rig!();
     let python = tokio::task::spawn_blocking(rig_python).await.unwrap();
     check_program(
         "boto3",
@@ -270,6 +272,7 @@ async fn boto3_uses_the_credential_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_sdk_for_javascript_v3_uses_the_credential_server() {
+    require_rig!();
     let dir = format!("{ROOT}/tests/clients/js");
     assert!(
         std::path::Path::new(&format!("{dir}/node_modules/@aws-sdk/client-s3")).is_dir(),
@@ -291,6 +294,7 @@ async fn aws_sdk_for_javascript_v3_uses_the_credential_server() {
 /// server; the server asks STS once per credential lifetime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_cli_uses_the_credential_server() {
+    require_rig!();
     let python = tokio::task::spawn_blocking(rig_python).await.unwrap();
     let s = Stand::new("aws-cli").await;
     let server = s.sidecar().await;
@@ -368,6 +372,7 @@ async fn aws_cli_uses_the_credential_server() {
 /// `aws_s3_object`, applied against moto.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terraform_aws_provider_uses_the_credential_server() {
+    require_rig!();
     let s = Stand::new("terraform").await;
     let dir = s.home.join("tf");
     std::fs::create_dir_all(&dir).unwrap();

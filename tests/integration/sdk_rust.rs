@@ -10,6 +10,7 @@
 //! (`scripts/test.sh` installs it when it is missing).
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,7 @@ fn assert_all_from_server(w: &World, aws: &ExpiringAws) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_default_chain_uses_the_credential_server() {
+    require_rig!();
     let w = World::new("rust-sdk").await;
     let aws = ExpiringAws::start(&w.proxy.url()).await;
     let token = random_token();

@@ -5,6 +5,7 @@
 //! `AUTH_MODE`, graceful shutdown with a request in flight, and the logs.
 
 use crate::common;
+use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -146,6 +147,7 @@ fn now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness() {
+    require_rig!();
     let w = World::new("health").await;
     let server = Server::start(&w.env).await;
     // Server::start polled /healthz already: nothing went out for it.
@@ -168,6 +170,7 @@ async fn health_and_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_when_the_metadata_server_refuses() {
+    require_rig!();
     let w = World::new("notready").await;
     for _ in 0..10 {
         w.metadata
@@ -186,6 +189,7 @@ async fn not_ready_when_the_metadata_server_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_object_put_get_head_delete() {
+    require_rig!();
     let w = World::new("objects").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -268,6 +272,7 @@ async fn one_object_put_get_head_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_with_a_cursor() {
+    require_rig!();
     let w = World::new("list").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -324,6 +329,7 @@ async fn list_pages_with_a_cursor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_presign_buckets_whoami() {
+    require_rig!();
     let w = World::new("misc").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -434,6 +440,7 @@ async fn copy_presign_buckets_whoami() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_commands() {
+    require_rig!();
     let mut w = World::new("pubsub").await;
     // The bucket of the Storage notification fixture.
     w.set("GCS_SOURCE_BUCKETS", "sample-bucket");
@@ -500,6 +507,7 @@ async fn pubsub_commands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventarc_message_published_both_modes() {
+    require_rig!();
     let w = World::new("events").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -542,6 +550,7 @@ async fn eventarc_message_published_both_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_rejected_and_changes_nothing() {
+    require_rig!();
     let w = World::new("badinput").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -752,6 +761,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_answer_413() {
+    require_rig!();
     let mut w = World::new("toolarge").await;
     w.set("MAX_BODY_BYTES", "1024");
     let server = Server::start(&w.env).await;
@@ -792,6 +802,7 @@ async fn bodies_over_the_limit_answer_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_are_verified() {
+    require_rig!();
     let w = World::new("verify").await;
     let server = Server::start(&w.env).await;
     let kid = w.metadata.signing_key().kid().to_owned();
@@ -890,6 +901,7 @@ async fn callers_are_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_run_iam_mode_trusts_the_front_end() {
+    require_rig!();
     let mut w = World::new("crIam").await;
     w.set("AUTH_MODE", "cloud-run-iam");
     let server = Server::start(&w.env).await;
@@ -934,6 +946,7 @@ async fn cloud_run_iam_mode_trusts_the_front_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight() {
+    require_rig!();
     let w = World::new("sigterm").await;
     let mut server = Server::start(&w.env).await;
     w.proxy
@@ -965,6 +978,7 @@ async fn sigterm_finishes_the_request_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_when_idle_exits_at_once() {
+    require_rig!();
     let w = World::new("sigidle").await;
     let mut server = Server::start(&w.env).await;
     let t = Instant::now();
@@ -976,6 +990,7 @@ async fn sigterm_when_idle_exits_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_structured_correlated_and_secret_free() {
+    require_rig!();
     let w = World::new("logs").await;
     let mut server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -1016,10 +1031,12 @@ async fn logs_are_structured_correlated_and_secret_free() {
     server.terminate();
     assert!(server.wait(Duration::from_secs(10)).await.success());
     // The capture threads drain the pipes after exit.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.stdout.text().contains("stopped") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        || format!("no \"stopped\" line:\n{}", server.stdout.text()),
+        || std::future::ready(server.stdout.text().contains("stopped").then_some(())),
+    )
+    .await;
 
     let lines = server.stdout.all();
     assert!(lines.len() >= 6, "{lines:#?}");
@@ -1062,6 +1079,7 @@ async fn logs_are_structured_correlated_and_secret_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_auth_mode_warns_at_start() {
+    require_rig!();
     let mut w = World::new("noauth").await;
     w.set("AUTH_MODE", "none");
     let server = Server::start(&w.env).await;
@@ -1089,6 +1107,7 @@ async fn no_auth_mode_warns_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
+    require_rig!();
     let w = World::new("googmeta").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -1137,6 +1156,7 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_answer_4xx_and_change_nothing() {
+    require_rig!();
     let w = World::new("clienterr").await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
@@ -1202,6 +1222,7 @@ async fn client_errors_answer_4xx_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_over_the_threshold_go_part_by_part() {
+    require_rig!();
     let mut w = World::new("bigcopy").await;
     // 5 MiB stands for 5 GiB: the copy of 12 MiB takes the multipart path.
     w.set(

@@ -1,9 +1,11 @@
 use crate::common;
 
+use crate::common::require_rig;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_through_the_service() {
+    require_rig!();
     let w = World::new("smoke").await;
     let server = Server::start(&w.env).await;
     let client = reqwest::Client::new();
@@ -29,6 +31,7 @@ async fn put_through_the_service() {
 /// time: the handlers are in place before the listener opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_right_after_start_always_stops() {
+    require_rig!();
     let w = World::new("sigterm-start").await;
     for _ in 0..20 {
         let mut server = Server::start(&w.env).await;

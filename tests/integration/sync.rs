@@ -5,6 +5,7 @@
 //! fault proxy (tests/integration/common/deployment.rs).
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ fn object_size(i: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes_orphans() {
+    require_rig!();
     // The emulator's own push subscription delivers every command here (one
     // at a time); the part-task test below delivers several at once, as
     // Pub/Sub does, through a pull subscription and the push shim.
@@ -248,6 +250,7 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
+    require_rig!();
     let d = Deployment::start("syncrefuse", 1, &[]).await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/sync", d.front.url()))
@@ -306,6 +309,7 @@ async fn sync_refuses_buckets_outside_the_allow_list_and_bad_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_640_mib_object_in_part_tasks_over_two_instances_with_faults_and_a_kill() {
+    require_rig!();
     // Room for two 64 MiB parts per instance; the deliveries pushed at an
     // instance beyond that wait for the budget.
     let budget = 128 * MIB;
@@ -544,6 +548,7 @@ const UP_TO_DATE: &str = "replica already holds this generation or a newer one";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_task_completion_is_conditional_on_what_the_check_saw() {
+    require_rig!();
     // 6 MiB with PART_TASK_BYTES at 5 MiB: one part task, so exactly one
     // completion per upload.
     let d = Deployment::start(

@@ -5,6 +5,7 @@
 //! fake-gcs-server and moto (tests/integration/common/deployment.rs).
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -71,6 +72,7 @@ async fn settle(d: &Deployment, pages_before: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sync_of_300_new_small_objects_reads_and_writes_each_once() {
+    require_rig!();
     const N: usize = 300;
     let d = Deployment::start("inline300", 1, &[("TEST_SYNC_PAGE_SIZE", "100")]).await;
     let objects: Vec<(String, Vec<u8>, Value)> = (0..N)
@@ -227,6 +229,7 @@ async fn finalized(d: &Deployment, obj: &Value) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_inline_copy_that_loses_its_condition_leaves_the_newer_replica() {
+    require_rig!();
     let d = Deployment::start("inlinerace", 1, &[]).await;
     let name = "race/object.txt";
     let one = d
@@ -356,12 +359,14 @@ async fn inline_copies_within(objects: usize, budget: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inline_copies_stay_within_the_buffer_budget() {
+    require_rig!();
     inline_copies_within(48, 32 * MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: 1,000 objects of 4 MiB (INLINE_BUDGET_OBJECTS) under a 64 MiB budget"]
 async fn bench_a_page_of_4_mib_objects_within_the_buffer_budget() {
+    require_rig!();
     let objects = std::env::var("INLINE_BUDGET_OBJECTS")
         .ok()
         .and_then(|v| v.parse().ok())

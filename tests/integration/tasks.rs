@@ -11,6 +11,7 @@
 //!   anything starts.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::BTreeMap;
 
@@ -93,6 +94,7 @@ fn page_of(t: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_inline_copies_delivered_twice_copies_each_object_once() {
+    require_rig!();
     // Three objects a page, copied inline by the page.
     let (w, gcs, bucket, sub) = world("inlinetwice", &[("TEST_SYNC_PAGE_SIZE", "3")]).await;
     let mut data = BTreeMap::new();
@@ -156,6 +158,7 @@ async fn a_page_of_inline_copies_delivered_twice_copies_each_object_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_page_delivered_again_publishes_each_later_page_once() {
+    require_rig!();
     // Two objects a page: six objects make three pages. Inline copies off:
     // each page publishes a replicate task per object, which shows what
     // each delivery published.
@@ -303,6 +306,7 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_it() {
+    require_rig!();
     let (w, gcs, bucket, sub) = world("oneupload", &[("PART_TASK_BYTES", "5242880")]).await;
     let data = bytes(12 * MIB, 3);
     let resource = gcs
@@ -361,6 +365,7 @@ async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_tasks_that_cannot_finish_are_refused_before_anything_starts() {
+    require_rig!();
     for (env, code) in [
         // No part of at least 5 MiB fits a 4 MiB budget.
         (("BUFFER_BUDGET_BYTES", "4194304"), "part_too_large"),
@@ -450,6 +455,7 @@ async fn record_upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_left_without_progress_is_started_again() {
+    require_rig!();
     let (w, gcs, bucket, sub) = world("stalled", &[("PART_TASK_BYTES", "5242880")]).await;
     let data = bytes(12 * MIB, 9);
     let resource = gcs.upload(&bucket, "big.bin", &data, json!({})).await;
@@ -489,6 +495,7 @@ async fn an_upload_left_without_progress_is_started_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
+    require_rig!();
     let (w, gcs, bucket, _sub) = world("starting", &[("PART_TASK_BYTES", "5242880")]).await;
     let resource = gcs
         .upload(&bucket, "big.bin", &bytes(12 * MIB, 4), json!({}))
@@ -521,6 +528,7 @@ async fn an_upload_whose_tasks_are_not_yet_published_is_not_started_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_cut_short_by_the_deadline_leaves_no_upload() {
+    require_rig!();
     let (w, gcs, bucket, sub) = world(
         "cutshort",
         &[

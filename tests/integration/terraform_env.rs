@@ -67,16 +67,31 @@ fn aws_half() -> Option<AwsHalf> {
     })
 }
 
-/// `terraform apply` of the provider-free module into a scratch state;
-/// its outputs.
-fn render(vars: &[(&str, String)]) -> Value {
+/// `terraform apply` of the provider-free service-env module into a scratch
+/// state, from the fixture's variables plus `vars`; its outputs.
+pub(crate) fn render(vars: &[(&str, String)]) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let module = root.join("terraform/modules/service-env");
+    render_module(
+        "service-env",
+        Some(&root.join("tests/fixtures/terraform/service-env.tfvars")),
+        vars,
+    )
+}
+
+/// `terraform apply` of `terraform/modules/<module>` (a module without
+/// providers) into a scratch state; its outputs by name.
+pub(crate) fn render_module(
+    module: &str,
+    var_file: Option<&Path>,
+    vars: &[(&str, String)],
+) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let module = root.join("terraform/modules").join(module);
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let scratch = std::env::temp_dir().join(format!("bridge-tf-env-{n}"));
+    let scratch = std::env::temp_dir().join(format!("bridge-tf-env-{n}-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let tf = |args: &[String]| {
         let out = Command::new("terraform")
@@ -109,12 +124,10 @@ fn render(vars: &[(&str, String)]) -> Value {
         "-auto-approve".into(),
         "-no-color".into(),
         format!("-state={state}"),
-        format!(
-            "-var-file={}",
-            root.join("tests/fixtures/terraform/service-env.tfvars")
-                .display()
-        ),
     ];
+    if let Some(f) = var_file {
+        apply.push(format!("-var-file={}", f.display()));
+    }
     for (k, v) in vars {
         apply.push(format!("-var={k}={v}"));
     }

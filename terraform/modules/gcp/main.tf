@@ -36,6 +36,8 @@ module "env" {
   request_timeout_seconds   = var.request_timeout_seconds
   use_http2                 = var.use_http2
   extra_env                 = var.extra_env
+  metrics                   = var.metrics
+  metric_export_interval_ms = var.metric_export_interval_ms
 }
 
 locals {
@@ -45,14 +47,14 @@ locals {
   with_notification    = local.with_gcs_events && var.gcs_event_delivery == "notification"
   with_eventarc        = local.with_gcs_events && var.gcs_event_delivery == "eventarc"
 
-  apis = toset([
+  apis = toset(concat([
     "run.googleapis.com",
     "pubsub.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "eventarc.googleapis.com",
     "storage.googleapis.com",
-  ])
+  ], module.monitoring.apis))
 }
 
 resource "google_project_service" "apis" {
@@ -150,7 +152,12 @@ resource "google_cloud_run_v2_service" "this" {
     }
 
     containers {
-      image = var.image
+      # With metrics the service starts after the collector sidecar has
+      # passed its startup probe (monitoring.tf); a single container needs
+      # no name.
+      name       = module.monitoring.main_container_name
+      image      = var.image
+      depends_on = module.monitoring.main_depends_on
 
       # h2c: HTTP/2 end to end (the service serves h2c), so that PUT
       # /v1/objects is not cut at Cloud Run's 32 MiB HTTP/1 request limit.
@@ -164,7 +171,9 @@ resource "google_cloud_run_v2_service" "this" {
           cpu    = var.cpu
           memory = var.memory
         }
-        cpu_idle = true
+        # CPU only during requests, except with metrics: the collector and
+        # the service's periodic export run between requests.
+        cpu_idle = module.monitoring.cpu_idle
       }
 
       dynamic "env" {
@@ -195,6 +204,68 @@ resource "google_cloud_run_v2_service" "this" {
         timeout_seconds   = 2
       }
     }
+
+    # With metrics: the Google-Built OpenTelemetry Collector, receiving
+    # OTLP/HTTP on localhost:4318 and exporting to Managed Service for
+    # Prometheus as the runtime account. No port: the service's container
+    # is the only ingress.
+    dynamic "containers" {
+      for_each = module.monitoring.collector == null ? [] : [module.monitoring.collector]
+      content {
+        name  = containers.value.name
+        image = containers.value.image
+        args  = containers.value.args
+
+        resources {
+          limits = {
+            cpu    = containers.value.cpu
+            memory = containers.value.memory
+          }
+          cpu_idle = module.monitoring.cpu_idle
+        }
+
+        volume_mounts {
+          name       = containers.value.volume
+          mount_path = containers.value.config_dir
+        }
+
+        # The health_check extension; the service's container starts once
+        # this passes (depends_on above).
+        startup_probe {
+          http_get {
+            path = containers.value.health_path
+            port = containers.value.health_port
+          }
+          period_seconds    = 1
+          failure_threshold = 30
+          timeout_seconds   = 1
+        }
+
+        liveness_probe {
+          http_get {
+            path = containers.value.health_path
+            port = containers.value.health_port
+          }
+          period_seconds    = 30
+          failure_threshold = 3
+          timeout_seconds   = 2
+        }
+      }
+    }
+
+    dynamic "volumes" {
+      for_each = module.monitoring.collector == null ? [] : [module.monitoring.collector]
+      content {
+        name = volumes.value.volume
+        secret {
+          secret = google_secret_manager_secret.collector_config[0].secret_id
+          items {
+            version = google_secret_manager_secret_version.collector_config[0].version
+            path    = volumes.value.config_file
+          }
+        }
+      }
+    }
   }
 
   lifecycle {
@@ -207,7 +278,11 @@ resource "google_cloud_run_v2_service" "this" {
     ]
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.collector_config,
+    google_project_iam_member.runtime_monitoring,
+  ]
 }
 
 # No allUsers binding: every caller needs roles/run.invoker. The members

@@ -102,3 +102,13 @@ output "auth_allowed_emails" {
   description = "AUTH_ALLOWED_EMAILS given to the service."
   value       = split(",", module.env.env["AUTH_ALLOWED_EMAILS"])
 }
+
+output "alert_policies" {
+  description = "Names (projects/PROJECT/alertPolicies/ID) of the alert policies by key (dead_letter_backlog, oldest_unacked, replication_lag_p99); empty without metrics."
+  value       = { for k, p in google_monitoring_alert_policy.this : k => p.name }
+}
+
+output "dashboard_id" {
+  description = "Id of the Cloud Monitoring dashboard; null without metrics."
+  value       = one(google_monitoring_dashboard.this[*].id)
+}

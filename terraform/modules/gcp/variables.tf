@@ -418,3 +418,53 @@ variable "use_http2" {
   type        = bool
   default     = true
 }
+
+variable "metrics" {
+  description = "Run the Google-Built OpenTelemetry Collector as a sidecar that exports the service's metrics to Managed Service for Prometheus (the service gets OTEL_EXPORTER_OTLP_ENDPOINT, the runtime account roles/monitoring.metricWriter, CPU stays allocated between requests), and create the alert policies and the dashboard. false: none of it."
+  type        = bool
+  default     = false
+}
+
+variable "metric_export_interval_ms" {
+  description = "OTEL_METRIC_EXPORT_INTERVAL with metrics: milliseconds between two metric exports of the service."
+  type        = number
+  default     = 60000
+
+  validation {
+    condition     = var.metric_export_interval_ms >= 1000 && floor(var.metric_export_interval_ms) == var.metric_export_interval_ms
+    error_message = "metric_export_interval_ms must be a whole number of at least 1000."
+  }
+}
+
+variable "collector_image" {
+  description = "Image of the Google-Built OpenTelemetry Collector sidecar (with metrics)."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/otelcol-google:0.160.0"
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/[^\\s]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$", var.collector_image))
+    error_message = "collector_image must be a full image reference with a registry host and a tag or digest."
+  }
+}
+
+variable "replication_lag_p99_seconds" {
+  description = "With metrics: alert when the p99 replication lag (bridge.replication.lag over 5 minutes) stays above this many seconds for 5 minutes."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.replication_lag_p99_seconds > 0
+    error_message = "replication_lag_p99_seconds must be positive."
+  }
+}
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/PROJECT/notificationChannels/ID) the alert policies notify; empty: the alerts show in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "alert_notification_channels must be ids of the form projects/PROJECT/notificationChannels/ID."
+  }
+}

@@ -62,6 +62,8 @@ locals {
   gcs_events      = local.with_gcs_events ? local.gcs_event_types : {}
   gcs_events_path = var.gcs_event_delivery == "eventarc" ? "/events" : "/pubsub"
 
+  otlp_endpoint = "http://localhost:4318"
+
   additional_emails = [
     for m in var.additional_invokers : split(":", m)[1]
     if startswith(m, "serviceAccount:") || startswith(m, "user:")
@@ -106,5 +108,9 @@ locals {
     COMMAND_OPS               = join(",", var.command_ops)
     SYNC_DELETE               = tostring(var.sync_delete)
     PART_TASK_BYTES           = tostring(var.part_task_bytes)
+    # OTLP/HTTP to the collector sidecar (../monitoring), which shares the
+    # instance's loopback; unset without metrics (no export).
+    OTEL_EXPORTER_OTLP_ENDPOINT = var.metrics ? local.otlp_endpoint : ""
+    OTEL_METRIC_EXPORT_INTERVAL = var.metrics ? tostring(var.metric_export_interval_ms) : ""
   })
 }

@@ -169,3 +169,20 @@ variable "part_task_bytes" {
   type        = number
   default     = 1073741824
 }
+
+variable "metrics" {
+  description = "The OpenTelemetry collector runs as a sidecar: OTEL_EXPORTER_OTLP_ENDPOINT names it (http://localhost:4318) and OTEL_METRIC_EXPORT_INTERVAL is set. false: neither is set and the service exports no metrics."
+  type        = bool
+  default     = false
+}
+
+variable "metric_export_interval_ms" {
+  description = "OTEL_METRIC_EXPORT_INTERVAL with metrics: milliseconds between two metric exports."
+  type        = number
+  default     = 60000
+
+  validation {
+    condition     = var.metric_export_interval_ms >= 1000 && floor(var.metric_export_interval_ms) == var.metric_export_interval_ms
+    error_message = "metric_export_interval_ms must be a whole number of at least 1000."
+  }
+}

@@ -24,9 +24,9 @@ pub const PREFIX: &str = "p/";
 /// it. The one place that knows how the state is put together.
 pub fn service_router(env: &[(String, String)]) -> Router {
     let config = Config::from_iter(env.iter().cloned()).expect("test configuration");
-    let state = gcp_aws_bridge::app::AppState::new(config, AwsOptions::default())
+    let state = gcp_aws_bridge::http::app::AppState::new(config, AwsOptions::default())
         .expect("the service's state");
-    gcp_aws_bridge::app::router(state)
+    gcp_aws_bridge::http::app::router(state)
 }
 
 /// A URL on 127.0.0.1 where nothing listens: a connection is refused at once.

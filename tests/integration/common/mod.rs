@@ -60,11 +60,76 @@ pub fn caller_claims(overrides: serde_json::Value) -> serde_json::Value {
     claims
 }
 
-/// `rig.env` of the running rig: `$RIG_DIR/rig.env`, default `.run/rig.env`.
-pub fn rig() -> HashMap<String, String> {
+/// Polls `check` until it yields `Some`, within `limit` (every 10 ms at
+/// first, then less often, at most every 250 ms); panics with `what()` when
+/// the time is up. The one poll loop of the tests: a test waits on what it
+/// can observe, never on a fixed sleep.
+pub async fn eventually<T, F, Fut, W>(limit: Duration, what: W, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    W: FnOnce() -> String,
+{
+    let deadline = std::time::Instant::now() + limit;
+    let mut every = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("not within {limit:?}: {}", what());
+        }
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Where the running rig describes itself: `$RIG_DIR/rig.env`, default
+/// `.run/rig.env`.
+fn rig_env_path() -> String {
     let dir = std::env::var("RIG_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.run").to_owned());
-    let path = format!("{dir}/rig.env");
+    format!("{dir}/rig.env")
+}
+
+/// Whether a test that needs the rig may run. Without the rig it says so and
+/// the test returns early (skipped), unless the rig is required
+/// (`RIG_REQUIRED=1`, which `scripts/test.sh` sets, or `CI=true`): then the
+/// test goes on and fails on the missing rig.
+pub fn rig_is_up(test: &str) -> bool {
+    let path = rig_env_path();
+    if std::path::Path::new(&path).exists() {
+        return true;
+    }
+    let required = std::env::var("RIG_REQUIRED").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true");
+    if !required {
+        eprintln!(
+            "skipped {test}: it needs the local rig and {path} is missing; start it with \
+             scripts/rig-up.sh (scripts/test.sh does), or set RIG_REQUIRED=1 to fail instead"
+        );
+    }
+    required
+}
+
+/// Skips the calling test (returns) when the rig is not running and not
+/// required: see [`rig_is_up`].
+macro_rules! require_rig {
+    () => {
+        fn here() {}
+        let test = std::any::type_name_of_val(&here)
+            .trim_end_matches("::here")
+            .trim_end_matches("::{{closure}}");
+        if !$crate::common::rig_is_up(test) {
+            return;
+        }
+    };
+}
+pub(crate) use require_rig;
+
+/// `rig.env` of the running rig: `$RIG_DIR/rig.env`, default `.run/rig.env`.
+pub fn rig() -> HashMap<String, String> {
+    let path = rig_env_path();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!("{path}: {e}; start the stand-ins with scripts/rig-up.sh (scripts/test.sh does)")
     });

@@ -16,10 +16,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::budget::Reservation;
-use crate::command::{execute, execute_task};
-use crate::error::AppError;
-use crate::gcs::GcsObject;
-use crate::state::AppState;
+use crate::google::gcs::GcsObject;
+use crate::http::error::{AppError, Code};
+use crate::http::state::AppState;
+use crate::replication::command::{execute, execute_task};
 use crate::wire::{
     decode_outside_bytes, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
 };
@@ -96,14 +96,10 @@ pub struct PushEnvelope<'a> {
 
 /// A JSON error of a Pub/Sub message or envelope: 400, `invalid_attributes`
 /// when the attributes are over Pub/Sub's limits, else `code`.
-pub(crate) fn message_json_error(
-    e: &serde_json::Error,
-    code: &'static str,
-    what: &str,
-) -> AppError {
+pub(crate) fn message_json_error(e: &serde_json::Error, code: Code, what: &str) -> AppError {
     let message = e.to_string();
     if message.contains(crate::json_bounds::ATTRIBUTES_OVER) {
-        AppError::bad_request("invalid_attributes", message)
+        AppError::bad_request(Code::InvalidAttributes, message)
     } else {
         AppError::bad_request(code, format!("{what}: {message}"))
     }
@@ -114,7 +110,7 @@ fn decode_data(data: &str) -> Result<Vec<u8>, AppError> {
     STANDARD
         .decode(d)
         .or_else(|_| URL_SAFE.decode(d))
-        .map_err(|_| AppError::bad_request("invalid_base64", "message.data is not valid base64"))
+        .map_err(|_| AppError::bad_request(Code::InvalidBase64, "message.data is not valid base64"))
 }
 
 /// A message's payload, its base64 decoded once.
@@ -152,7 +148,7 @@ fn decode_message(
     }
     let data = data.filter(|d| !d.is_empty()).ok_or_else(|| {
         AppError::bad_request(
-            "invalid_message",
+            Code::InvalidMessage,
             "the message has no data: expected a JSON command or a Cloud Storage notification",
         )
     })?;
@@ -212,7 +208,7 @@ fn notification_to_command(
     }
     if obj.bucket.is_empty() || obj.name.is_empty() {
         return Err(AppError::bad_request(
-            "invalid_notification",
+            Code::InvalidNotification,
             "a Cloud Storage notification names bucketId and objectId",
         ));
     }
@@ -222,7 +218,7 @@ fn notification_to_command(
         "OBJECT_ARCHIVE" => StorageChange::Archived,
         "OBJECT_METADATA_UPDATE" => StorageChange::MetadataUpdated,
         other => return Err(AppError::bad_request(
-            "unknown_event_type",
+            Code::UnknownEventType,
             format!("unknown Cloud Storage eventType {other:?}; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"),
         )),
     };
@@ -235,7 +231,7 @@ pub fn decode_push(body: &[u8]) -> Result<(Payload, Delivery), AppError> {
     let envelope: PushEnvelope = serde_json::from_slice(body).map_err(|e| {
         message_json_error(
             &e,
-            "invalid_json",
+            Code::InvalidJson,
             "not a Pub/Sub push envelope {message:{data,attributes,messageId,publishTime},subscription}",
         )
     })?;
@@ -328,13 +324,13 @@ mod tests {
 
     #[test]
     fn emulator_body_with_twin_fields() {
-        let body = include_str!("../../tests/fixtures/pubsub/emulator-push.json");
+        let body = include_str!("../../../tests/fixtures/pubsub/emulator-push.json");
         let env: PushEnvelope = serde_json::from_str(body).unwrap();
         assert_eq!(env.message.id(), Some("1"));
         assert_eq!(env.message.published(), Some("2026-11-25T17:33:59.321Z"));
         // data is {"op":"put"}: a put without a key.
         assert_eq!(
-            message_to_command(env.message).unwrap_err().code(),
+            message_to_command(env.message).unwrap_err().code().as_str(),
             "invalid_command"
         );
         assert_eq!(
@@ -346,7 +342,7 @@ mod tests {
     #[test]
     fn storage_notification() {
         let data = STANDARD.encode(include_str!(
-            "../../tests/fixtures/cloudevents/StorageObjectData-complex.json"
+            "../../../tests/fixtures/cloudevents/StorageObjectData-complex.json"
         ));
         let attrs: HashMap<String, String> = [
             ("eventType", "OBJECT_FINALIZE"),
@@ -393,13 +389,16 @@ mod tests {
             r#"{{"message":{{"data":"e30=","attributes":{{{attrs}"z":""}},"messageId":"1"}},"subscription":"s"}}"#
         );
         let e = decode_push(body.as_bytes()).unwrap_err();
-        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_attributes"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (400, "invalid_attributes")
+        );
         let body = format!(
             r#"{{"message":{{"data":"e30=","attributes":{{"a":"{}"}}}}}}"#,
             "v".repeat(1025)
         );
         assert_eq!(
-            decode_push(body.as_bytes()).unwrap_err().code(),
+            decode_push(body.as_bytes()).unwrap_err().code().as_str(),
             "invalid_attributes"
         );
     }

@@ -6,7 +6,7 @@
 //! conditional on what the check of the replica saw (`If-None-Match: *` or
 //! `If-Match: <ETag>`), each delete removes only the version it checked; a
 //! lost race fails with [`ReplicateError::LostRace`] (503) and the
-//! redelivery decides again. Cloud Storage is read through [`crate::gcs`];
+//! redelivery decides again. Cloud Storage is read through [`crate::google::gcs`];
 //! objects larger than `PART_TASK_BYTES` are copied by part tasks
 //! ([`parts`]).
 //!
@@ -31,11 +31,11 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
-use crate::gcs::{decode_crc, goog_hash_crc, GcsClient, GcsError, GcsObject};
-use crate::source_buckets::{BucketRefusal, SourceBuckets};
-use crate::storage::{
+use crate::aws::s3::{
     metadata_name, ObjectHeaders, ObjectInfo, ObjectKey, PutOptions, Storage, StorageError,
 };
+use crate::google::gcs::{decode_crc, goog_hash_crc, GcsClient, GcsError, GcsObject};
+use crate::source_buckets::{BucketRefusal, SourceBuckets};
 
 /// The S3 user-metadata name holding the source generation.
 pub(crate) const GENERATION_META: &str = "goog-generation";
@@ -163,6 +163,18 @@ impl ReplicaOutcome {
     }
 }
 
+/// Why part tasks cannot replicate an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartsRefusal {
+    /// Over `MAX_OBJECT_BYTES`.
+    ObjectTooLarge,
+    /// A part that lets 10,000 parts cover the object is larger than the
+    /// buffer budget.
+    PartTooLarge,
+    /// Past the restarts a replicate may make after failed completions.
+    TooManyRestarts,
+}
+
 /// Why a replication or a replica delete did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicateError {
@@ -218,8 +230,8 @@ pub enum ReplicateError {
     /// before anything starts, so it goes to the dead-letter topic.
     #[error("{message}")]
     PartsRefused {
-        /// snake_case code.
-        code: &'static str,
+        /// Why.
+        refusal: PartsRefusal,
         /// For people.
         message: String,
     },
@@ -228,7 +240,7 @@ pub enum ReplicateError {
     Budget(#[from] crate::budget::BudgetError),
     /// Publishing further commands failed.
     #[error(transparent)]
-    Publish(#[from] crate::publisher::PublishError),
+    Publish(#[from] crate::google::publisher::PublishError),
     /// S3 answered in a way its API rules out.
     #[error("{0}")]
     Unexpected(&'static str),
@@ -257,7 +269,7 @@ pub(crate) struct Replicator {
     storage: Storage,
     gcs: GcsClient,
     sources: SourceBuckets,
-    fanout: Arc<crate::publisher::Fanout>,
+    fanout: Arc<crate::google::publisher::Fanout>,
 }
 
 /// What the check of the key saw: a replica, or an object replication did
@@ -340,12 +352,12 @@ impl Replicator {
             storage,
             gcs,
             sources: SourceBuckets::Off,
-            fanout: Arc::new(crate::publisher::Fanout::default()),
+            fanout: Arc::new(crate::google::publisher::Fanout::default()),
         }
     }
 
     /// Publishing of further commands (sync pages, part tasks).
-    pub(crate) fn with_fanout(mut self, fanout: crate::publisher::Fanout) -> Replicator {
+    pub(crate) fn with_fanout(mut self, fanout: crate::google::publisher::Fanout) -> Replicator {
         self.fanout = Arc::new(fanout);
         self
     }
@@ -358,7 +370,7 @@ impl Replicator {
         &self.gcs
     }
 
-    pub(crate) fn fanout(&self) -> &crate::publisher::Fanout {
+    pub(crate) fn fanout(&self) -> &crate::google::publisher::Fanout {
         &self.fanout
     }
 

@@ -12,12 +12,12 @@
 
 use std::io::Write;
 
+use crate::aws::s3::Storage;
 use crate::aws::AwsClients;
 use crate::config::Config;
-use crate::gcs::GcsClient;
-use crate::replicate::Replicator;
-use crate::storage::Storage;
-use crate::sync::{plan_page, Position, SyncScope};
+use crate::google::gcs::GcsClient;
+use crate::replication::replicate::Replicator;
+use crate::replication::sync::{plan_page, Position, SyncScope};
 use crate::wire::SyncCommand;
 
 /// The arguments of `sync`.
@@ -76,14 +76,14 @@ pub async fn run(
     if config.s3.bucket.is_empty() {
         return Err("S3_BUCKET: required for sync".into());
     }
-    let fanout = crate::publisher::Fanout::from_config(config);
+    let fanout = crate::google::publisher::Fanout::from_config(config);
     config
         .replication
         .source_buckets
         .check(&args.request.bucket)
         .map_err(|e| e.to_string())?;
     if !args.dry_run {
-        let publisher = crate::publisher::Publisher::commands(&config.publisher).ok_or(
+        let publisher = crate::google::publisher::Publisher::commands(&config.publisher).ok_or(
             "PUBSUB_TOPIC is not set: the commands topic the sync command is published to",
         )?;
         let n = publisher
@@ -116,8 +116,8 @@ pub async fn run(
     let mut inline = 0u64;
     loop {
         let plan = plan_page(&replicator, &scope, &pos).await.map_err(|e| {
-            match crate::error::AppError::from(e) {
-                crate::error::AppError::Unavailable {
+            match crate::http::error::AppError::from(e) {
+                crate::http::error::AppError::Unavailable {
                     message, detail, ..
                 } => {
                     format!("{message}: {detail}")

@@ -12,10 +12,10 @@ use axum::Json;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use crate::error::AppError;
-use crate::state::AppState;
-use crate::storage::{validate_content_type, validate_metadata};
-use crate::storage::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
+use crate::aws::s3::{validate_content_type, validate_metadata};
+use crate::aws::s3::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
+use crate::http::error::{AppError, Code};
+use crate::http::state::AppState;
 use crate::wire::Op;
 
 use super::{json_body, read_body_within, SMALL_BODY_COST, SMALL_BODY_LIMIT};
@@ -107,7 +107,7 @@ pub(crate) async fn put_object(
         Some("*") => true,
         Some(_) => {
             return Err(AppError::bad_request(
-                "invalid_precondition",
+                Code::InvalidPrecondition,
                 "only If-None-Match: * is supported",
             ))
         }
@@ -115,7 +115,7 @@ pub(crate) async fn put_object(
     let content_length = match header_str(&headers, header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            AppError::bad_request("invalid_content_length", "Content-Length is not a number")
+            AppError::bad_request(Code::InvalidContentLength, "Content-Length is not a number")
         })?),
     };
     let mut metadata = HashMap::new();
@@ -123,7 +123,7 @@ pub(crate) async fn put_object(
         if let Some(k) = name.as_str().strip_prefix("x-amz-meta-") {
             let v = value.to_str().map_err(|_| {
                 AppError::bad_request(
-                    "invalid_metadata",
+                    Code::InvalidMetadata,
                     "metadata values must be printable ASCII",
                 )
             })?;
@@ -222,7 +222,10 @@ pub(crate) async fn list_objects(
     let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
         None => None,
         Some(l) => Some(l.parse::<i32>().map_err(|_| {
-            AppError::bad_request("invalid_argument", "limit must be a number from 1 to 1000")
+            AppError::bad_request(
+                Code::InvalidArgument,
+                "limit must be a number from 1 to 1000",
+            )
         })?),
     };
     let page = state
@@ -287,7 +290,7 @@ pub(crate) async fn presign(
         Some("PUT") => PresignMethod::Put,
         Some(other) => {
             return Err(AppError::bad_request(
-                "invalid_argument",
+                Code::InvalidArgument,
                 format!("method {other:?} is not GET or PUT"),
             ))
         }
@@ -301,7 +304,7 @@ pub(crate) async fn presign(
         Some(s) if (1..=604_800).contains(&s) => s as u64,
         Some(_) => {
             return Err(AppError::bad_request(
-                "invalid_argument",
+                Code::InvalidArgument,
                 "expires_in must be from 1 to 604800 seconds",
             ))
         }

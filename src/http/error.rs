@@ -11,19 +11,208 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::aws::s3::{KeyError, StorageError};
 use crate::aws::{StsError, WhoamiError};
 use crate::budget::BudgetError;
-use crate::caller_auth::CallerError;
-use crate::command::CommandError;
-use crate::gcs::GcsError;
-use crate::publisher::PublishError;
-use crate::replicate::ReplicateError;
+use crate::google::caller_auth::CallerError;
+use crate::google::gcs::GcsError;
+use crate::google::publisher::PublishError;
+use crate::http::auth_token::TokenRefusal;
+use crate::replication::command::CommandError;
+use crate::replication::replicate::{PartsRefusal, ReplicateError};
 use crate::source_buckets::BucketRefusal;
-use crate::storage::{KeyError, StorageError};
 use crate::wire::WireError;
 
 /// How long a trigger should wait before redelivering after a transient fault.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Every error code the service answers with (`{"error":{"code":…}}`).
+/// The status goes with the [`AppError`] variant that carries the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// `buffer_budget_exhausted`
+    BufferBudgetExhausted,
+    /// `certs_unavailable`
+    CertsUnavailable,
+    /// `conflict`
+    Conflict,
+    /// `credentials_unavailable`
+    CredentialsUnavailable,
+    /// `forbidden`
+    Forbidden,
+    /// `gcs_not_yet_visible`
+    GcsNotYetVisible,
+    /// `gcs_request_refused`
+    GcsRequestRefused,
+    /// `gcs_unavailable`
+    GcsUnavailable,
+    /// `identity_unavailable`
+    IdentityUnavailable,
+    /// `integrity_mismatch`
+    IntegrityMismatch,
+    /// `internal`
+    Internal,
+    /// `invalid_argument`
+    InvalidArgument,
+    /// `invalid_attributes`
+    InvalidAttributes,
+    /// `invalid_base64`
+    InvalidBase64,
+    /// `invalid_bucket`
+    InvalidBucket,
+    /// `invalid_cloudevent`
+    InvalidCloudevent,
+    /// `invalid_command`
+    InvalidCommand,
+    /// `invalid_content_length`
+    InvalidContentLength,
+    /// `invalid_content_type`
+    InvalidContentType,
+    /// `invalid_event`
+    InvalidEvent,
+    /// `invalid_json`
+    InvalidJson,
+    /// `invalid_key`
+    InvalidKey,
+    /// `invalid_message`
+    InvalidMessage,
+    /// `invalid_metadata`
+    InvalidMetadata,
+    /// `invalid_notification`
+    InvalidNotification,
+    /// `invalid_page_token`
+    InvalidPageToken,
+    /// `invalid_precondition`
+    InvalidPrecondition,
+    /// `metadata_too_large`
+    MetadataTooLarge,
+    /// `method_not_allowed`
+    MethodNotAllowed,
+    /// `not_found`
+    NotFound,
+    /// `not_ready`
+    NotReady,
+    /// `object_too_large`
+    ObjectTooLarge,
+    /// `op_not_allowed`
+    OpNotAllowed,
+    /// `part_too_large`
+    PartTooLarge,
+    /// `payload_too_large`
+    PayloadTooLarge,
+    /// `precondition_failed`
+    PreconditionFailed,
+    /// `publish_failed`
+    PublishFailed,
+    /// `range_not_satisfiable`
+    RangeNotSatisfiable,
+    /// `replica_changed`
+    ReplicaChanged,
+    /// `s3_access_denied`
+    S3AccessDenied,
+    /// `s3_unavailable`
+    S3Unavailable,
+    /// `shutting_down`
+    ShuttingDown,
+    /// `signature_removed`
+    SignatureRemoved,
+    /// `source_bucket_not_allowed`
+    SourceBucketNotAllowed,
+    /// `sts_unavailable`
+    StsUnavailable,
+    /// `sync_page_in_progress`
+    SyncPageInProgress,
+    /// `tasks_not_configured`
+    TasksNotConfigured,
+    /// `throttled`
+    Throttled,
+    /// `timeout`
+    Timeout,
+    /// `token_unavailable`
+    TokenUnavailable,
+    /// `too_many_restarts`
+    TooManyRestarts,
+    /// `unauthenticated`
+    Unauthenticated,
+    /// `unknown_event_type`
+    UnknownEventType,
+    /// `unknown_op`
+    UnknownOp,
+    /// `unreadable_body`
+    UnreadableBody,
+    /// `upload_starting`
+    UploadStarting,
+}
+
+impl Code {
+    /// The snake_case code of the body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BufferBudgetExhausted => "buffer_budget_exhausted",
+            Code::CertsUnavailable => "certs_unavailable",
+            Code::Conflict => "conflict",
+            Code::CredentialsUnavailable => "credentials_unavailable",
+            Code::Forbidden => "forbidden",
+            Code::GcsNotYetVisible => "gcs_not_yet_visible",
+            Code::GcsRequestRefused => "gcs_request_refused",
+            Code::GcsUnavailable => "gcs_unavailable",
+            Code::IdentityUnavailable => "identity_unavailable",
+            Code::IntegrityMismatch => "integrity_mismatch",
+            Code::Internal => "internal",
+            Code::InvalidArgument => "invalid_argument",
+            Code::InvalidAttributes => "invalid_attributes",
+            Code::InvalidBase64 => "invalid_base64",
+            Code::InvalidBucket => "invalid_bucket",
+            Code::InvalidCloudevent => "invalid_cloudevent",
+            Code::InvalidCommand => "invalid_command",
+            Code::InvalidContentLength => "invalid_content_length",
+            Code::InvalidContentType => "invalid_content_type",
+            Code::InvalidEvent => "invalid_event",
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidKey => "invalid_key",
+            Code::InvalidMessage => "invalid_message",
+            Code::InvalidMetadata => "invalid_metadata",
+            Code::InvalidNotification => "invalid_notification",
+            Code::InvalidPageToken => "invalid_page_token",
+            Code::InvalidPrecondition => "invalid_precondition",
+            Code::MetadataTooLarge => "metadata_too_large",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::NotFound => "not_found",
+            Code::NotReady => "not_ready",
+            Code::ObjectTooLarge => "object_too_large",
+            Code::OpNotAllowed => "op_not_allowed",
+            Code::PartTooLarge => "part_too_large",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::PreconditionFailed => "precondition_failed",
+            Code::PublishFailed => "publish_failed",
+            Code::RangeNotSatisfiable => "range_not_satisfiable",
+            Code::ReplicaChanged => "replica_changed",
+            Code::S3AccessDenied => "s3_access_denied",
+            Code::S3Unavailable => "s3_unavailable",
+            Code::ShuttingDown => "shutting_down",
+            Code::SignatureRemoved => "signature_removed",
+            Code::SourceBucketNotAllowed => "source_bucket_not_allowed",
+            Code::StsUnavailable => "sts_unavailable",
+            Code::SyncPageInProgress => "sync_page_in_progress",
+            Code::TasksNotConfigured => "tasks_not_configured",
+            Code::Throttled => "throttled",
+            Code::Timeout => "timeout",
+            Code::TokenUnavailable => "token_unavailable",
+            Code::TooManyRestarts => "too_many_restarts",
+            Code::Unauthenticated => "unauthenticated",
+            Code::UnknownEventType => "unknown_event_type",
+            Code::UnknownOp => "unknown_op",
+            Code::UnreadableBody => "unreadable_body",
+            Code::UploadStarting => "upload_starting",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Every way a request can fail, each with its status.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +221,7 @@ pub enum AppError {
     #[error("{message}")]
     BadRequest {
         /// snake_case code.
-        code: &'static str,
+        code: Code,
         /// For people.
         message: String,
     },
@@ -52,7 +241,7 @@ pub enum AppError {
     #[error("{message}")]
     Refused {
         /// snake_case code.
-        code: &'static str,
+        code: Code,
         /// For people.
         message: String,
     },
@@ -83,7 +272,7 @@ pub enum AppError {
     #[error("{message}")]
     Unavailable {
         /// snake_case code.
-        code: &'static str,
+        code: Code,
         /// Safe for the response.
         message: String,
         /// For the log only.
@@ -96,7 +285,7 @@ pub enum AppError {
 
 impl AppError {
     /// 400 with a code.
-    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: Code, message: impl Into<String>) -> Self {
         AppError::BadRequest {
             code,
             message: message.into(),
@@ -105,7 +294,7 @@ impl AppError {
 
     /// 503 with a code; `detail` is logged, not answered.
     pub(crate) fn unavailable(
-        code: &'static str,
+        code: Code,
         message: impl Into<String>,
         detail: impl Into<String>,
     ) -> Self {
@@ -136,22 +325,22 @@ impl AppError {
     }
 
     /// The snake_case code of the body.
-    pub(crate) fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             AppError::BadRequest { code, .. }
             | AppError::Unavailable { code, .. }
-            | AppError::Refused { code, .. } => code,
-            AppError::Unauthenticated(_) => "unauthenticated",
-            AppError::SignatureRemoved => "signature_removed",
-            AppError::Forbidden(_) => "forbidden",
-            AppError::NotFound(_) => "not_found",
-            AppError::MethodNotAllowed => "method_not_allowed",
-            AppError::Conflict(_) => "conflict",
-            AppError::PreconditionFailed(_) => "precondition_failed",
-            AppError::PayloadTooLarge(_) => "payload_too_large",
-            AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
-            AppError::Throttled(_) => "throttled",
-            AppError::Internal(_) => "internal",
+            | AppError::Refused { code, .. } => *code,
+            AppError::Unauthenticated(_) => Code::Unauthenticated,
+            AppError::SignatureRemoved => Code::SignatureRemoved,
+            AppError::Forbidden(_) => Code::Forbidden,
+            AppError::NotFound(_) => Code::NotFound,
+            AppError::MethodNotAllowed => Code::MethodNotAllowed,
+            AppError::Conflict(_) => Code::Conflict,
+            AppError::PreconditionFailed(_) => Code::PreconditionFailed,
+            AppError::PayloadTooLarge(_) => Code::PayloadTooLarge,
+            AppError::RangeNotSatisfiable(_) => Code::RangeNotSatisfiable,
+            AppError::Throttled(_) => Code::Throttled,
+            AppError::Internal(_) => Code::Internal,
         }
     }
 
@@ -172,20 +361,20 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            AppError::Internal(detail) => tracing::error!(code = self.code(), "{detail}"),
+            AppError::Internal(detail) => tracing::error!(code = self.code().as_str(), "{detail}"),
             AppError::Unavailable {
                 detail, message, ..
             } => {
-                tracing::warn!(code = self.code(), detail = %detail, "{message}")
+                tracing::warn!(code = self.code().as_str(), detail = %detail, "{message}")
             }
-            AppError::Throttled(m) => tracing::warn!(code = self.code(), "{m}"),
+            AppError::Throttled(m) => tracing::warn!(code = self.code().as_str(), "{m}"),
             // A misconfiguration that refuses every caller: loud.
-            AppError::SignatureRemoved => tracing::error!(code = self.code(), "{self}"),
+            AppError::SignatureRemoved => tracing::error!(code = self.code().as_str(), "{self}"),
             // Client rejections are not errors of this service.
-            other => tracing::info!(code = other.code(), "request refused: {other}"),
+            other => tracing::info!(code = other.code().as_str(), "request refused: {other}"),
         }
         let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.public_message() }
+            "error": { "code": self.code().as_str(), "message": self.public_message() }
         });
         let mut resp = (status, Json(body)).into_response();
         if self.is_transient() {
@@ -223,7 +412,7 @@ pub(crate) fn not_ready() -> Response {
 
 impl From<KeyError> for AppError {
     fn from(e: KeyError) -> AppError {
-        AppError::bad_request("invalid_key", e.to_string())
+        AppError::bad_request(Code::InvalidKey, e.to_string())
     }
 }
 
@@ -231,34 +420,36 @@ impl From<StorageError> for AppError {
     fn from(e: StorageError) -> AppError {
         match e {
             StorageError::InvalidKey(k) => k.into(),
-            StorageError::InvalidArgument(m) => AppError::bad_request("invalid_argument", m),
-            StorageError::InvalidMetadata(m) => AppError::bad_request("invalid_metadata", m),
-            StorageError::InvalidContentType(m) => AppError::bad_request("invalid_content_type", m),
+            StorageError::InvalidArgument(m) => AppError::bad_request(Code::InvalidArgument, m),
+            StorageError::InvalidMetadata(m) => AppError::bad_request(Code::InvalidMetadata, m),
+            StorageError::InvalidContentType(m) => {
+                AppError::bad_request(Code::InvalidContentType, m)
+            }
             StorageError::NotFound(m) => AppError::NotFound(m),
             StorageError::PreconditionFailed(m) => AppError::PreconditionFailed(m),
             StorageError::Conflict(m) => AppError::Conflict(m),
             StorageError::InvalidRange(m) => AppError::RangeNotSatisfiable(m),
             StorageError::Throttled(m) => AppError::Throttled(format!("S3 is throttling: {m}")),
             StorageError::CredentialsUnavailable(sts) => AppError::unavailable(
-                "credentials_unavailable",
+                Code::CredentialsUnavailable,
                 "AWS credentials are unavailable; the request can succeed once they are",
                 sts.to_string(),
             ),
             StorageError::AccessDenied(m) => AppError::unavailable(
-                "s3_access_denied",
+                Code::S3AccessDenied,
                 "the AWS role may not do this; the request can succeed once its policy allows it",
                 m,
             ),
             StorageError::Unavailable(m) => {
-                AppError::unavailable("s3_unavailable", "S3 is unavailable; retry later", m)
+                AppError::unavailable(Code::S3Unavailable, "S3 is unavailable; retry later", m)
             }
             StorageError::IntegrityMismatch(m) => AppError::unavailable(
-                "integrity_mismatch",
+                Code::IntegrityMismatch,
                 "the bytes did not match their checksum; nothing was written",
                 m,
             ),
             StorageError::Body(m) => AppError::bad_request(
-                "unreadable_body",
+                Code::UnreadableBody,
                 format!("the request body could not be read: {m}"),
             ),
             StorageError::TooLarge(m) => AppError::PayloadTooLarge(m),
@@ -272,7 +463,7 @@ impl From<StorageError> for AppError {
 /// had within the wait (`BUFFER_BUDGET_BYTES` is spent by other requests).
 fn busy(detail: String) -> AppError {
     AppError::unavailable(
-        "buffer_budget_exhausted",
+        Code::BufferBudgetExhausted,
         "the service is busy with other requests' data; retry later",
         detail,
     )
@@ -292,9 +483,9 @@ impl From<BudgetError> for AppError {
 impl From<BucketRefusal> for AppError {
     fn from(e: BucketRefusal) -> AppError {
         match e {
-            BucketRefusal::Invalid(m) => AppError::bad_request("invalid_bucket", m),
+            BucketRefusal::Invalid(m) => AppError::bad_request(Code::InvalidBucket, m),
             BucketRefusal::NotAllowed(m) => AppError::Refused {
-                code: "source_bucket_not_allowed",
+                code: Code::SourceBucketNotAllowed,
                 message: m,
             },
         }
@@ -307,9 +498,9 @@ impl From<GcsError> for AppError {
             GcsError::Failed {
                 message,
                 transient: false,
-            } => AppError::bad_request("gcs_request_refused", message),
+            } => AppError::bad_request(Code::GcsRequestRefused, message),
             other => AppError::unavailable(
-                "gcs_unavailable",
+                Code::GcsUnavailable,
                 "Cloud Storage is unavailable; retry later",
                 other.to_string(),
             ),
@@ -324,7 +515,7 @@ impl From<CallerError> for AppError {
             CallerError::SignatureRemoved => AppError::SignatureRemoved,
             CallerError::Forbidden(m) => AppError::Forbidden(m),
             CallerError::CertsUnavailable(detail) => AppError::unavailable(
-                "certs_unavailable",
+                Code::CertsUnavailable,
                 "Google's signing certificates are unavailable; retry later",
                 detail,
             ),
@@ -336,57 +527,66 @@ impl From<ReplicateError> for AppError {
     fn from(e: ReplicateError) -> AppError {
         let message = e.to_string();
         match e {
-            ReplicateError::InvalidEvent(m) => AppError::bad_request("invalid_event", m),
+            ReplicateError::InvalidEvent(m) => AppError::bad_request(Code::InvalidEvent, m),
             ReplicateError::SourceBucket(e) => e.into(),
             ReplicateError::Storage(e) => e.into(),
             ReplicateError::Gcs(e) => e.into(),
             ReplicateError::NoGeneration(source) => AppError::unavailable(
-                "gcs_unavailable",
+                Code::GcsUnavailable,
                 "Cloud Storage answered without a generation",
                 source,
             ),
             ReplicateError::NotYetVisible(m) => AppError::unavailable(
-                "gcs_not_yet_visible",
+                Code::GcsNotYetVisible,
                 "the object generation is not visible in Cloud Storage yet",
                 m,
             ),
-            ReplicateError::UnreadableCrc(m) => {
-                AppError::unavailable("integrity_mismatch", "the object's CRC32C is unreadable", m)
-            }
+            ReplicateError::UnreadableCrc(m) => AppError::unavailable(
+                Code::IntegrityMismatch,
+                "the object's CRC32C is unreadable",
+                m,
+            ),
             ReplicateError::CrcMismatch(m) => AppError::unavailable(
-                "integrity_mismatch",
+                Code::IntegrityMismatch,
                 "the object's CRC32C values disagree; nothing was written",
                 m,
             ),
             ReplicateError::SourceRead(m) => AppError::unavailable(
-                "gcs_unavailable",
+                Code::GcsUnavailable,
                 "reading from Cloud Storage failed; retry later",
                 m,
             ),
             // 503, so the redelivery decides again.
             ReplicateError::LostRace(m) => AppError::unavailable(
-                "replica_changed",
+                Code::ReplicaChanged,
                 "the replica changed while this event was handled; retry later",
                 m,
             ),
-            ReplicateError::MetadataTooLarge(m) => AppError::bad_request("metadata_too_large", m),
-            ReplicateError::InvalidPartTask => AppError::bad_request("invalid_command", message),
+            ReplicateError::MetadataTooLarge(m) => AppError::bad_request(Code::MetadataTooLarge, m),
+            ReplicateError::InvalidPartTask => AppError::bad_request(Code::InvalidCommand, message),
             ReplicateError::InvalidPageToken => {
-                AppError::bad_request("invalid_page_token", message)
+                AppError::bad_request(Code::InvalidPageToken, message)
             }
             ReplicateError::Publish(e) => e.into(),
             ReplicateError::Budget(e) => e.into(),
             ReplicateError::PageInProgress(m) => AppError::unavailable(
-                "sync_page_in_progress",
+                Code::SyncPageInProgress,
                 "another delivery of this sync page is at work; retry later",
                 m,
             ),
             ReplicateError::UploadStarting(m) => AppError::unavailable(
-                "upload_starting",
+                Code::UploadStarting,
                 "another delivery is starting this object's upload; retry later",
                 m,
             ),
-            ReplicateError::PartsRefused { code, message } => AppError::bad_request(code, message),
+            ReplicateError::PartsRefused { refusal, message } => AppError::bad_request(
+                match refusal {
+                    PartsRefusal::ObjectTooLarge => Code::ObjectTooLarge,
+                    PartsRefusal::PartTooLarge => Code::PartTooLarge,
+                    PartsRefusal::TooManyRestarts => Code::TooManyRestarts,
+                },
+                message,
+            ),
             ReplicateError::Unexpected(_) => AppError::Internal(message),
         }
     }
@@ -396,13 +596,13 @@ impl From<WireError> for AppError {
     fn from(e: WireError) -> AppError {
         let message = e.to_string();
         match e {
-            WireError::NotJson(_) => AppError::bad_request("invalid_json", message),
-            WireError::Invalid(_) => AppError::bad_request("invalid_command", message),
-            WireError::UnknownOp(_) => AppError::bad_request("unknown_op", message),
-            WireError::InvalidBase64 => AppError::bad_request("invalid_base64", message),
-            WireError::InvalidMetadata(_) => AppError::bad_request("invalid_metadata", message),
+            WireError::NotJson(_) => AppError::bad_request(Code::InvalidJson, message),
+            WireError::Invalid(_) => AppError::bad_request(Code::InvalidCommand, message),
+            WireError::UnknownOp(_) => AppError::bad_request(Code::UnknownOp, message),
+            WireError::InvalidBase64 => AppError::bad_request(Code::InvalidBase64, message),
+            WireError::InvalidMetadata(_) => AppError::bad_request(Code::InvalidMetadata, message),
             WireError::NotAllowed(_) => AppError::Refused {
-                code: "op_not_allowed",
+                code: Code::OpNotAllowed,
                 message,
             },
         }
@@ -426,14 +626,14 @@ impl From<PublishError> for AppError {
             PublishError::TooLarge(_) => AppError::Internal(e.to_string()),
             // Succeeds once the operator sets TASKS_TOPIC: redeliver.
             PublishError::NoTopic => AppError::unavailable(
-                "tasks_not_configured",
+                Code::TasksNotConfigured,
                 "this work needs the service's tasks topic (TASKS_TOPIC); retry once it is set",
                 e.to_string(),
             ),
             // A missing topic or a refused publish is fixable by configuration
             // or a role binding: keep the message for redelivery.
             other => AppError::unavailable(
-                "publish_failed",
+                Code::PublishFailed,
                 "publishing further commands failed; retry later",
                 other.to_string(),
             ),
@@ -454,7 +654,22 @@ impl From<StsError> for AppError {
             StsError::Transient(_) => "STS is unavailable; retry later",
             StsError::Failed(_) => "STS AssumeRoleWithWebIdentity failed; see the log",
         };
-        AppError::unavailable("credentials_unavailable", message, e.to_string())
+        AppError::unavailable(Code::CredentialsUnavailable, message, e.to_string())
+    }
+}
+
+/// The credential server's own token, presented or not.
+impl From<TokenRefusal> for AppError {
+    fn from(e: TokenRefusal) -> AppError {
+        match e {
+            TokenRefusal::Missing => AppError::Unauthenticated(e.to_string()),
+            TokenRefusal::Wrong => AppError::Forbidden(e.to_string()),
+            TokenRefusal::Unavailable(detail) => AppError::unavailable(
+                Code::TokenUnavailable,
+                "the server's authorization token cannot be read; retry later",
+                detail,
+            ),
+        }
     }
 }
 
@@ -462,17 +677,17 @@ impl From<WhoamiError> for AppError {
     fn from(e: WhoamiError) -> AppError {
         match e {
             WhoamiError::Credentials(sts) => AppError::unavailable(
-                "credentials_unavailable",
+                Code::CredentialsUnavailable,
                 "AWS credentials are unavailable",
                 sts.to_string(),
             ),
             WhoamiError::Sts(detail) => AppError::unavailable(
-                "sts_unavailable",
+                Code::StsUnavailable,
                 "STS GetCallerIdentity failed; retry later",
                 detail,
             ),
             WhoamiError::Identity(e) => AppError::unavailable(
-                "identity_unavailable",
+                Code::IdentityUnavailable,
                 "the Google identity is unavailable",
                 e.to_string(),
             ),
@@ -494,14 +709,14 @@ mod tests {
 
     #[tokio::test]
     async fn status_table() {
-        let (s, retry, b) = body(AppError::bad_request("invalid_key", "bad key")).await;
+        let (s, retry, b) = body(AppError::bad_request(Code::InvalidKey, "bad key")).await;
         assert_eq!(s, 400);
         assert!(retry.is_none());
         assert_eq!(b["error"]["code"], "invalid_key");
         assert_eq!(b["error"]["message"], "bad key");
 
         let (s, retry, b) = body(AppError::unavailable(
-            "credentials_unavailable",
+            Code::CredentialsUnavailable,
             "AWS credentials are unavailable",
             "token aud=x",
         ))

@@ -170,7 +170,7 @@ impl CertCache {
     pub(crate) fn new(url: String) -> CertCache {
         CertCache::with_source(Source::Http {
             url,
-            http: crate::identity::reqwest_client(),
+            http: crate::google::identity::reqwest_client(),
         })
     }
 
@@ -506,7 +506,7 @@ pub(crate) fn log_mode(config: &CallerAuthSettings) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::AppError;
+    use crate::http::error::AppError;
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -522,7 +522,7 @@ mod tests {
             AppError::from(self.clone()).status()
         }
         fn code(&self) -> &'static str {
-            AppError::from(self.clone()).code()
+            AppError::from(self.clone()).code().as_str()
         }
     }
     use std::sync::Mutex;

@@ -12,8 +12,8 @@ use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::error::AppError;
-use crate::state::AppState;
+use crate::http::error::{AppError, Code};
+use crate::http::state::AppState;
 use crate::wire::{Delivery, Op, SyncCommand, WireError};
 
 use super::{json_body, read_body};
@@ -56,7 +56,7 @@ pub(crate) async fn sync(
     }
     let bucket = b.bucket.ok_or_else(|| {
         AppError::bad_request(
-            "invalid_json",
+            Code::InvalidJson,
             r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#,
         )
     })?;
@@ -68,6 +68,7 @@ pub(crate) async fn sync(
     };
     state.doors.allow(Op::Sync)?;
     state.doors.allow_sync_delete(cmd.delete)?;
-    let out = crate::sync::start(&state.replicator, &cmd, &Delivery::default()).await?;
+    let out =
+        crate::replication::sync::start(&state.replicator, &cmd, &Delivery::default()).await?;
     Ok((StatusCode::ACCEPTED, Json(out.to_json())))
 }

@@ -57,11 +57,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::gcs::{GcsClient, GcsError, GcsObject};
-use crate::replicate::direct::ListedCopy;
-use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
+use crate::aws::s3::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
+use crate::google::gcs::{GcsClient, GcsError, GcsObject};
+use crate::replication::replicate::direct::ListedCopy;
+use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
-use crate::storage::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
 use crate::wire::{Delivery, OpTag, OrphanTask, SyncCommand, SyncPage, Task};
 
 /// The highest page number a token may carry (10 billion objects).
@@ -125,7 +125,7 @@ impl Position {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(ReplicateError::InvalidPageToken)?;
         let after_ok = p.after.as_deref().is_some_and(|a| {
-            !a.is_empty() && a.len() <= crate::storage::MAX_KEY_BYTES && a.starts_with(prefix)
+            !a.is_empty() && a.len() <= crate::aws::s3::MAX_KEY_BYTES && a.starts_with(prefix)
         });
         if !is_run_id(&p.run) || !(2..=MAX_PAGE).contains(&p.page) || !after_ok {
             return Err(ReplicateError::InvalidPageToken);
@@ -920,7 +920,7 @@ pub(crate) async fn delete_orphan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::AppError;
+    use crate::http::error::AppError;
 
     fn pos(page: u64, after: &str) -> Position {
         Position {
@@ -934,8 +934,11 @@ mod tests {
     fn page_tokens_round_trip_and_bad_ones_are_refused() {
         let t = pos(3, "p/a/b c/ü");
         assert_eq!(Position::from_token(&t.token(), "p/").unwrap(), t);
-        let bad =
-            |token: &str| AppError::from(Position::from_token(token, "p/").unwrap_err()).code();
+        let bad = |token: &str| {
+            AppError::from(Position::from_token(token, "p/").unwrap_err())
+                .code()
+                .as_str()
+        };
         assert_eq!(bad("***"), "invalid_page_token");
         assert_eq!(bad(&URL_SAFE_NO_PAD.encode("{}")), "invalid_page_token");
         // Out of range, outside the prefix, no run, too long.
@@ -1184,8 +1187,8 @@ mod tests {
         assert_eq!(o.content_disposition.as_deref(), Some("inline"));
         assert_eq!(o.cache_control.as_deref(), Some("no-cache"));
         assert_eq!(o.content_language.as_deref(), Some("en"));
-        assert!(crate::replicate::direct::is_resource(&o));
-        let m = crate::replicate::replica_metadata(&o, &o, 9).unwrap();
+        assert!(crate::replication::replicate::direct::is_resource(&o));
+        let m = crate::replication::replicate::replica_metadata(&o, &o, 9).unwrap();
         assert_eq!(m["team"], "blue");
         assert_eq!(m["goog-generation"], "9");
         assert_eq!(m["goog-metageneration"], "2");

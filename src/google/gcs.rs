@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn object_resource_accepts_strings_and_numbers() {
         let o: GcsObject = serde_json::from_str(include_str!(
-            "../tests/fixtures/cloudevents/StorageObjectData-complex.json"
+            "../../tests/fixtures/cloudevents/StorageObjectData-complex.json"
         ))
         .unwrap();
         assert_eq!(o.generation, Some(96883251));

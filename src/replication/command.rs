@@ -2,14 +2,14 @@
 //! commands of the outside doors, [`execute_task`] for the service's own
 //! tasks, each handed to storage, replication or sync.
 
-use crate::gcs::GcsObject;
-use crate::replicate::parts;
-use crate::replicate::{ReplicaOutcome, ReplicateError, Replicator};
-use crate::source_buckets::BucketRefusal;
-use crate::storage::StorageError;
-use crate::storage::{
+use crate::aws::s3::StorageError;
+use crate::aws::s3::{
     validate_content_type, validate_metadata, ObjectHeaders, PutOptions, PutResult, Storage,
 };
+use crate::google::gcs::GcsObject;
+use crate::replication::replicate::parts;
+use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
+use crate::source_buckets::BucketRefusal;
 use crate::wire::{Delivery, OutsideCommand, StorageChange, Task, WireError};
 
 /// What a command or task did.
@@ -25,7 +25,7 @@ pub(crate) enum Outcome {
     /// Replication result.
     Replica(ReplicaOutcome),
     /// A sync page published its tasks.
-    Sync(crate::sync::SyncOutcome),
+    Sync(crate::replication::sync::SyncOutcome),
 }
 
 impl Outcome {
@@ -100,7 +100,7 @@ pub(crate) async fn execute(
             Ok(Outcome::Replica(replicator.replicate(&obj, 0).await?))
         }
         OutsideCommand::Sync(cmd) => Ok(Outcome::Sync(
-            crate::sync::start(replicator, &cmd, delivery).await?,
+            crate::replication::sync::start(replicator, &cmd, delivery).await?,
         )),
         OutsideCommand::Change(change, obj) => Ok(match change {
             StorageChange::Finalized => Outcome::Replica(replicator.replicate(&obj, 0).await?),
@@ -122,7 +122,7 @@ pub(crate) async fn execute_task(
 ) -> Result<Outcome, CommandError> {
     match task {
         Task::Sync(page) => Ok(Outcome::Sync(
-            crate::sync::run_page(replicator, &page, delivery).await?,
+            crate::replication::sync::run_page(replicator, &page, delivery).await?,
         )),
         Task::Replicate(t) => {
             let obj = GcsObject {
@@ -147,7 +147,7 @@ pub(crate) async fn execute_task(
                 ..GcsObject::default()
             };
             Ok(Outcome::Replica(
-                crate::sync::delete_orphan(replicator, &obj).await?,
+                crate::replication::sync::delete_orphan(replicator, &obj).await?,
             ))
         }
     }

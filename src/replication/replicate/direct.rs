@@ -16,9 +16,9 @@ use super::{
     expected_crc, gone, replica_headers, replica_metadata, ReplicaOutcome, ReplicateError,
     Replicator,
 };
+use crate::aws::s3::{ObjectHeaders, ObjectKey, PutOptions, PutResult, StorageError};
 use crate::budget::{BudgetError, Reservation};
-use crate::gcs::{GcsError, GcsObject};
-use crate::storage::{ObjectHeaders, ObjectKey, PutOptions, PutResult, StorageError};
+use crate::google::gcs::{GcsError, GcsObject};
 
 /// A generation read whole, with the budget it holds.
 pub(crate) struct Fetched {

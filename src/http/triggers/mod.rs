@@ -2,10 +2,10 @@
 //! ([`cloudevents`]) and the `/v1` API ([`http_api`], [`sync_http`]).
 //! Pub/Sub push and CloudEvents decode a request into a
 //! [`crate::wire::OutsideCommand`] or [`crate::wire::Task`] and hand it to
-//! [`crate::command::execute`] or [`crate::command::execute_task`];
-//! the `/v1` API calls [`crate::storage::Storage`] (and `/v1/sync` the sync)
+//! [`crate::replication::command::execute`] or [`crate::replication::command::execute_task`];
+//! the `/v1` API calls [`crate::aws::s3::Storage`] (and `/v1/sync` the sync)
 //! directly, not through `Command`. Errors become statuses through
-//! [`crate::error::AppError`]: 2xx acks, anything else redelivers.
+//! [`crate::http::error::AppError`]: 2xx acks, anything else redelivers.
 
 pub mod cloudevents;
 pub(crate) mod http_api;
@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use crate::budget::{BudgetError, BufferBudget, Reservation};
-use crate::error::AppError;
+use crate::http::error::{AppError, Code};
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
 pub(crate) async fn read_body(
@@ -49,7 +49,7 @@ pub(crate) async fn read_body(
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(AppError::bad_request(
-            "unreadable_body",
+            Code::UnreadableBody,
             format!("the request body could not be read: {e}"),
         )),
     }
@@ -107,7 +107,7 @@ pub(crate) async fn read_body_within(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             AppError::bad_request(
-                "unreadable_body",
+                Code::UnreadableBody,
                 format!("the request body could not be read: {e}"),
             )
         })?;
@@ -166,5 +166,5 @@ pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(
     what: &str,
 ) -> Result<T, AppError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| AppError::bad_request("invalid_json", format!("{what}: {e}")))
+        .map_err(|e| AppError::bad_request(Code::InvalidJson, format!("{what}: {e}")))
 }

@@ -12,10 +12,10 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::error::AppError;
-use crate::triggers::{cloudevents, http_api, pubsub};
+use crate::http::error::{AppError, Code};
+use crate::http::triggers::{cloudevents, http_api, pubsub};
 
-pub use crate::state::AppState;
+pub use crate::http::state::AppState;
 
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
@@ -48,7 +48,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             // The reason names the metadata URL, the audience and, after a
             // trust-policy refusal, the service account: for the log only.
             tracing::warn!(reason = %reason, "not ready");
-            crate::error::not_ready()
+            crate::http::error::not_ready()
         }
     }
 }
@@ -62,7 +62,11 @@ async fn authenticate_tasks(State(state): State<AppState>, req: Request, next: N
     admit(&state.tasks_auth, req, next).await
 }
 
-async fn admit(auth: &crate::caller_auth::CallerAuth, mut req: Request, next: Next) -> Response {
+async fn admit(
+    auth: &crate::google::caller_auth::CallerAuth,
+    mut req: Request,
+    next: Next,
+) -> Response {
     match auth.check(req.headers()).await {
         Ok(caller) => {
             if let Some(email) = &caller.email {
@@ -102,7 +106,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             r = tokio::time::timeout(timeout, next.run(req)) => match r {
                 Ok(r) => r,
                 Err(_) => AppError::unavailable(
-                    "timeout",
+                    Code::Timeout,
                     "the request took too long; retry later",
                     format!("deadline of {timeout:?} passed"),
                 )
@@ -113,7 +117,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
                     std::future::pending::<()>().await;
                 }
             } => AppError::unavailable(
-                "shutting_down",
+                Code::ShuttingDown,
                 "the service is shutting down; retry later",
                 "the shutdown grace ended with the request in flight",
             )
@@ -204,7 +208,7 @@ impl http_body::Body for Deadline {
 
 /// `/v1/objects/` names the empty key, refused (400) like any bad key.
 async fn empty_key() -> AppError {
-    crate::storage::KeyError::Empty.into()
+    crate::aws::s3::KeyError::Empty.into()
 }
 
 async fn not_found() -> AppError {
@@ -231,7 +235,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/objects", get(http_api::list_objects))
         .route("/v1/copy", post(http_api::copy))
         .route("/v1/presign", post(http_api::presign))
-        .route("/v1/sync", post(crate::triggers::sync_http::sync))
+        .route("/v1/sync", post(crate::http::triggers::sync_http::sync))
         .route("/v1/buckets", get(http_api::buckets))
         .route("/v1/whoami", get(http_api::whoami))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -257,7 +261,7 @@ pub fn router(state: AppState) -> Router {
 /// Says at start how callers are checked: a warning when they are not, and
 /// in `cloud-run-iam` mode that the service relies on Cloud Run's IAM check.
 pub fn warn_if_open(config: &Config) {
-    crate::caller_auth::log_mode(&config.caller_auth);
+    crate::google::caller_auth::log_mode(&config.caller_auth);
     let auth = &config.caller_auth;
     if auth.mode == crate::config::AuthMode::None {
         return;

@@ -1,6 +1,6 @@
 //! The command line: `serve` (the default), `credentials` (JSON for an AWS
 //! `credential_process`, cached across processes), `credential-server` (the
-//! AWS container-credentials endpoint, see [`crate::credential_server`]) and
+//! AWS container-credentials endpoint, see [`crate::http::credential_server`]) and
 //! `whoami`.
 //!
 //! ```text
@@ -8,11 +8,15 @@
 //! credential_process = gcp-aws-bridge credentials
 //! ```
 
+pub mod sync;
+
 use std::time::SystemTime;
 
 use crate::aws::{RoleProviders, StsError};
 use crate::config::Config;
-use crate::credential_server::file_cache::{cache_dir, entry_name, CachedCredentials, FileCache};
+use crate::http::credential_server::file_cache::{
+    cache_dir, entry_name, CachedCredentials, FileCache,
+};
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +29,7 @@ pub enum Mode {
     CredentialServer,
     /// Print who this is, on both clouds.
     Whoami,
-    /// Sync a Cloud Storage bucket (see [`crate::sync_cli`]).
+    /// Sync a Cloud Storage bucket (see [`crate::cli::sync`]).
     Sync,
     /// Print usage.
     Help,
@@ -114,7 +118,7 @@ pub enum CredentialsError {
 
 /// The credential_process document for a role, from the cache shared by
 /// the user's processes unless `--no-cache` (see
-/// [`crate::credential_server::file_cache`]). `xdg_cache_home` and `home` are
+/// [`crate::http::credential_server::file_cache`]). `xdg_cache_home` and `home` are
 /// `$XDG_CACHE_HOME` and `$HOME`.
 pub async fn cached_credentials_json(
     config: &Config,

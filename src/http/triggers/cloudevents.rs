@@ -19,10 +19,10 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::command::execute;
-use crate::error::AppError;
-use crate::gcs::GcsObject;
-use crate::state::AppState;
+use crate::google::gcs::GcsObject;
+use crate::http::error::{AppError, Code};
+use crate::http::state::AppState;
+use crate::replication::command::execute;
 use crate::wire::{Delivery, DoorRules, OutsideCommand, StorageChange};
 
 use super::pubsub::{message_json_error, message_to_command_with, PubsubMessage};
@@ -92,7 +92,7 @@ struct Published<'a> {
 
 fn missing(attr: &str) -> AppError {
     AppError::bad_request(
-        "invalid_cloudevent",
+        Code::InvalidCloudevent,
         format!("not a CloudEvent: {attr} is missing (binary mode needs ce-specversion, ce-id, ce-type and ce-source headers; structured mode a application/cloudevents+json body)"),
     )
 }
@@ -101,7 +101,7 @@ fn check_version(v: Option<&str>) -> Result<(), AppError> {
     match v {
         Some("1.0") => Ok(()),
         Some(other) => Err(AppError::bad_request(
-            "invalid_cloudevent",
+            Code::InvalidCloudevent,
             format!("unsupported CloudEvents specversion {other:?}; 1.0 is supported"),
         )),
         None => Err(missing("specversion")),
@@ -109,7 +109,10 @@ fn check_version(v: Option<&str>) -> Result<(), AppError> {
 }
 
 fn not_json(e: serde_json::Error) -> AppError {
-    AppError::bad_request("invalid_json", format!("the event data is not JSON: {e}"))
+    AppError::bad_request(
+        Code::InvalidJson,
+        format!("the event data is not JSON: {e}"),
+    )
 }
 
 /// Decodes a CloudEvent from headers and body, either mode; its data stays
@@ -127,11 +130,11 @@ pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>,
             (Some(d), _) => Some(Cow::Borrowed(d)),
             (None, Some(b64)) => {
                 let bytes = STANDARD.decode(b64.trim()).map_err(|_| {
-                    AppError::bad_request("invalid_base64", "data_base64 is not valid base64")
+                    AppError::bad_request(Code::InvalidBase64, "data_base64 is not valid base64")
                 })?;
                 let text = String::from_utf8(bytes).map_err(|e| {
                     AppError::bad_request(
-                        "invalid_json",
+                        Code::InvalidJson,
                         format!("the event data is not JSON: {e}"),
                     )
                 })?;
@@ -186,7 +189,7 @@ pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>,
 fn storage_object(ev: &CloudEvent<'_>) -> Result<GcsObject, AppError> {
     let mut obj: GcsObject = serde_json::from_str(ev.data_json()).map_err(|e| {
         AppError::bad_request(
-            "invalid_event",
+            Code::InvalidEvent,
             format!("the event data is not a Cloud Storage object: {e}"),
         )
     })?;
@@ -208,7 +211,7 @@ fn storage_object(ev: &CloudEvent<'_>) -> Result<GcsObject, AppError> {
     }
     if obj.bucket.is_empty() || obj.name.is_empty() {
         return Err(AppError::bad_request(
-            "invalid_event",
+            Code::InvalidEvent,
             "a Cloud Storage event names its bucket and object",
         ));
     }
@@ -236,7 +239,7 @@ pub(crate) fn event_to_command_with(
             let published: Published = serde_json::from_str(ev.data_json()).map_err(|e| {
                 message_json_error(
                     &e,
-                    "invalid_event",
+                    Code::InvalidEvent,
                     "the event data is not a Pub/Sub message",
                 )
             })?;
@@ -254,7 +257,7 @@ pub(crate) fn event_to_command_with(
             change_command(StorageChange::MetadataUpdated, ev)
         }
         other => Err(AppError::bad_request(
-            "unknown_event_type",
+            Code::UnknownEventType,
             format!("unknown CloudEvent type {other:?}; accepted: {ACCEPTED_TYPES}"),
         )),
     }?;
@@ -334,7 +337,7 @@ mod tests {
     #[test]
     fn binary_storage_event() {
         let body =
-            include_bytes!("../../tests/fixtures/cloudevents/StorageObjectData-complex.json");
+            include_bytes!("../../../tests/fixtures/cloudevents/StorageObjectData-complex.json");
         let ev = decode(
             &binary(
                 "google.cloud.storage.object.v1.finalized",
@@ -355,7 +358,7 @@ mod tests {
     #[test]
     fn structured_pubsub_event() {
         let data: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/cloudevents/MessagePublishedData-duplicatedFields.json"
+            "../../../tests/fixtures/cloudevents/MessagePublishedData-duplicatedFields.json"
         ))
         .unwrap();
         let body = serde_json::json!({
@@ -372,7 +375,10 @@ mod tests {
         let body = body.to_string();
         let ev = decode(&h, body.as_bytes()).unwrap();
         // The sample's data is the bytes 01 02 03 04: not a command.
-        assert_eq!(event_to_command(&ev).unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            event_to_command(&ev).unwrap_err().code().as_str(),
+            "invalid_json"
+        );
         // The same message bare, and in data_base64.
         let bare = serde_json::json!({
             "specversion": "1.0", "id": "1", "type": "google.cloud.pubsub.topic.v1.messagePublished",
@@ -380,7 +386,10 @@ mod tests {
         })
         .to_string();
         let ev = decode(&h, bare.as_bytes()).unwrap();
-        assert_eq!(event_to_command(&ev).unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            event_to_command(&ev).unwrap_err().code().as_str(),
+            "invalid_json"
+        );
         let put = STANDARD.encode(r#"{"op":"put","key":"k","body":"hi"}"#);
         let bare = serde_json::json!({
             "specversion": "1.0", "id": "1", "type": "google.cloud.pubsub.topic.v1.messagePublished",
@@ -403,7 +412,10 @@ mod tests {
         );
         let zeros = format!("[{}0]", "0,".repeat(100_000));
         let e = decode_event(&h, zeros.as_bytes()).unwrap_err();
-        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_event"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (400, "invalid_event")
+        );
         let mut s = HeaderMap::new();
         s.insert(
             "content-type",
@@ -413,27 +425,36 @@ mod tests {
             r#"{{"specversion":"1.0","id":"1","type":"google.cloud.storage.object.v1.finalized","source":"//storage.googleapis.com/projects/_/buckets/b","subject":"objects/o","data":{zeros}}}"#
         );
         let e = decode_event(&s, structured.as_bytes()).unwrap_err();
-        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_event"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (400, "invalid_event")
+        );
         let e = decode_event(&h, b"{not json").unwrap_err();
-        assert_eq!(e.code(), "invalid_json");
+        assert_eq!(e.code().as_str(), "invalid_json");
         // No data at all: not an object either.
         let e = decode_event(&h, b"").unwrap_err();
-        assert_eq!(e.code(), "invalid_event");
+        assert_eq!(e.code().as_str(), "invalid_event");
         let mut p = binary("google.cloud.pubsub.topic.v1.messagePublished", None);
         p.insert("ce-id", "2".parse().unwrap());
         let e = decode_event(&p, zeros.as_bytes()).unwrap_err();
-        assert_eq!((e.status().as_u16(), e.code()), (400, "invalid_event"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (400, "invalid_event")
+        );
     }
 
     #[test]
     fn missing_headers_and_unknown_types() {
         let mut h = binary("google.cloud.storage.object.v1.finalized", None);
         h.remove("ce-id");
-        assert_eq!(decode(&h, b"{}").unwrap_err().code(), "invalid_cloudevent");
+        assert_eq!(
+            decode(&h, b"{}").unwrap_err().code().as_str(),
+            "invalid_cloudevent"
+        );
         let h = binary("com.example.unknown", None);
         let ev = decode(&h, b"{}").unwrap();
         assert_eq!(
-            event_to_command(&ev).unwrap_err().code(),
+            event_to_command(&ev).unwrap_err().code().as_str(),
             "unknown_event_type"
         );
     }

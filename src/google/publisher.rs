@@ -471,8 +471,11 @@ mod tests {
             "{e}"
         );
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
-        let app: crate::error::AppError = e.into();
-        assert_eq!((app.status().as_u16(), app.code()), (503, "publish_failed"));
+        let app: crate::http::error::AppError = e.into();
+        assert_eq!(
+            (app.status().as_u16(), app.code().as_str()),
+            (503, "publish_failed")
+        );
     }
 
     #[tokio::test]

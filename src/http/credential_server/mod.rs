@@ -26,7 +26,6 @@
 
 pub(crate) mod cache;
 pub(crate) mod file_cache;
-pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,11 +41,11 @@ use serde::Deserialize;
 
 use crate::aws::{RoleProviders, WebIdentityProvider};
 use crate::config::{present, read_group, ConfigError};
-use crate::error::AppError;
+use crate::http::error::AppError;
 use crate::util::rfc3339;
 
+pub(crate) use crate::http::auth_token::AuthToken;
 pub(crate) use cache::RoleCache;
-pub(crate) use token::{AuthToken, TokenRefusal};
 
 /// Default `CREDENTIALS_ADDR`.
 pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:9911";
@@ -240,7 +239,7 @@ async fn readyz(State(s): State<ServerState>) -> Response {
         Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
         // The reason is in the log (the provider logged it); the answer says
         // nothing more than not_ready.
-        Err(_) => AppError::unavailable("not_ready", "not_ready", "").into_response(),
+        Err(_) => crate::http::error::not_ready(),
     }
 }
 
@@ -248,15 +247,7 @@ fn authorize(s: &ServerState, headers: &HeaderMap) -> Result<(), AppError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    s.token.check(presented).map_err(|e| match e {
-        TokenRefusal::Missing => AppError::Unauthenticated(e.to_string()),
-        TokenRefusal::Wrong => AppError::Forbidden(e.to_string()),
-        TokenRefusal::Unavailable(detail) => AppError::unavailable(
-            "token_unavailable",
-            "the server's authorization token cannot be read; retry later",
-            detail,
-        ),
-    })
+    Ok(s.token.check(presented)?)
 }
 
 async fn answer(cache: &RoleCache) -> Result<Response, AppError> {
@@ -408,7 +399,7 @@ mod tests {
             ("GCE_METADATA_HOST", "127.0.0.1:9"),
         ]))
         .unwrap();
-        let ids = Arc::new(crate::identity::IdTokenSource::from_config(&config).unwrap());
+        let ids = Arc::new(crate::google::identity::IdTokenSource::from_config(&config).unwrap());
         let roles = RoleProviders::new(&config, ids, &crate::aws::AwsOptions::default());
         let state = ServerState::new(
             AuthToken::value("s3cr3t-t0ken"),

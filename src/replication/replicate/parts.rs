@@ -47,13 +47,15 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
-use crate::replicate::{gone, race_lost, up_to_date, ReplicaOutcome, ReplicateError, Replicator};
-use crate::retry::Backoff;
-use crate::storage::{
+use crate::aws::s3::{
     classify, complete_conditionally, crc32c_base64, part_size_for, AbortOnDrop, ObjectHeaders,
     ObjectKey, PutOptions, Storage, StorageError, MAX_PART,
 };
+use crate::google::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
+use crate::replication::replicate::{
+    gone, race_lost, up_to_date, PartsRefusal, ReplicaOutcome, ReplicateError, Replicator,
+};
+use crate::retry::Backoff;
 use crate::util::now_secs;
 use crate::wire::{OpTag, PartTask, Task};
 
@@ -69,7 +71,7 @@ const MAX_PARTS: u64 = 10_000;
 pub(crate) fn check_restarts(obj: &GcsObject, restarts: u32) -> Result<(), ReplicateError> {
     if restarts > MAX_RESTARTS {
         return Err(ReplicateError::PartsRefused {
-            code: "too_many_restarts",
+            refusal: PartsRefusal::TooManyRestarts,
             message: format!(
                 "gs://{}/{}: its part uploads failed to complete {restarts} times; given up",
                 obj.bucket, obj.name
@@ -138,10 +140,10 @@ impl PartPlan {
 
     /// Refuses a plan that cannot finish here.
     fn check(&self, st: &Storage, source: &str) -> Result<(), ReplicateError> {
-        let refuse = |code, message| Err(ReplicateError::PartsRefused { code, message });
+        let refuse = |refusal, message| Err(ReplicateError::PartsRefused { refusal, message });
         if self.size > st.max_object_bytes() {
             return refuse(
-                "object_too_large",
+                PartsRefusal::ObjectTooLarge,
                 format!(
                     "{source}: {} bytes, over MAX_OBJECT_BYTES ({})",
                     self.size,
@@ -152,7 +154,7 @@ impl PartPlan {
         let budget = st.budget().total();
         if self.part_size > budget {
             return refuse(
-                "part_too_large",
+                PartsRefusal::PartTooLarge,
                 format!(
                     "{source}: its parts of {} bytes (at most 10,000 parts) cannot fit the buffer budget of {budget} bytes (BUFFER_BUDGET_BYTES)",
                     self.part_size
@@ -905,7 +907,7 @@ async fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::AppError;
+    use crate::http::error::AppError;
 
     const MIB: u64 = 1024 * 1024;
 
@@ -966,7 +968,7 @@ mod tests {
         let mut forged = v.clone();
         forged["key"] = serde_json::json!("elsewhere");
         let e = Task::decode(forged.to_string().as_bytes(), &rules).unwrap_err();
-        assert_eq!(AppError::from(e).code(), "invalid_command");
+        assert_eq!(AppError::from(e).code().as_str(), "invalid_command");
         // Ranges and sizes that no plan makes.
         for bad in [
             PartTask {
@@ -1022,7 +1024,10 @@ mod tests {
         };
         assert!(check_restarts(&obj, MAX_RESTARTS).is_ok());
         let e = AppError::from(check_restarts(&obj, MAX_RESTARTS + 1).unwrap_err());
-        assert_eq!((e.status().as_u16(), e.code()), (400, "too_many_restarts"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (400, "too_many_restarts")
+        );
     }
 
     /// A replicator whose S3 and Cloud Storage are never reached: a part
@@ -1034,13 +1039,13 @@ mod tests {
                 .region(aws_sdk_s3::config::Region::new("us-east-1"))
                 .build(),
         );
-        let storage = crate::storage::Storage::new(
+        let storage = crate::aws::s3::Storage::new(
             s3,
             "bucket".into(),
             String::new(),
             crate::aws::CredentialsExpiry::default(),
         )
-        .with_limits(budget, crate::storage::MAX_OBJECT);
+        .with_limits(budget, crate::aws::s3::MAX_OBJECT);
         Replicator::new(storage, GcsClient::new(Some("127.0.0.1:9")))
             .with_source_buckets(crate::source_buckets::SourceBuckets::Any)
     }
@@ -1073,14 +1078,17 @@ mod tests {
 
         // Larger than the whole budget: 400 (dead letter), nothing read.
         let e = AppError::from(run_part(&r, &task(32 * MIB)).await.unwrap_err());
-        assert_eq!((e.status().as_u16(), e.code()), (400, "part_too_large"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (400, "part_too_large")
+        );
 
         // The budget is held by others: 503 after the wait, nothing read
         // (a read would fail with gcs_unavailable instead).
         let held = budget.reserve(16 * MIB).await.unwrap();
         let e = AppError::from(run_part(&r, &task(8 * MIB)).await.unwrap_err());
         assert_eq!(
-            (e.status().as_u16(), e.code()),
+            (e.status().as_u16(), e.code().as_str()),
             (503, "buffer_budget_exhausted"),
             "{e:?}"
         );

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::aws::s3::Storage;
 use crate::aws::{AwsClients, AwsOptions};
 use crate::budget::BufferBudget;
-use crate::caller_auth::CallerAuth;
 use crate::config::Config;
-use crate::gcs::GcsClient;
-use crate::identity::{IdTokenSource, IdentityError};
-use crate::replicate::Replicator;
-use crate::storage::Storage;
+use crate::google::caller_auth::CallerAuth;
+use crate::google::gcs::GcsClient;
+use crate::google::identity::{IdTokenSource, IdentityError};
+use crate::replication::replicate::Replicator;
 use crate::wire::DoorRules;
 
 /// Everything a request needs, shared.
@@ -76,7 +76,7 @@ impl AppState {
             GcsClient::new(config.replication.storage_emulator_host.as_deref()),
         )
         .with_source_buckets(config.replication.source_buckets.clone())
-        .with_fanout(crate::publisher::Fanout::from_config(&config));
+        .with_fanout(crate::google::publisher::Fanout::from_config(&config));
         let caller_auth = CallerAuth::from_config(&config.caller_auth);
         let tasks_auth = CallerAuth::for_tasks(&config.caller_auth);
         let doors = DoorRules {
