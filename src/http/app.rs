@@ -12,13 +12,13 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::http::error::{AppError, Code};
+use crate::http::error::{AppError, Code, StatusBody};
 use crate::http::triggers::{cloudevents, http_api, pubsub};
 
 pub use crate::http::state::AppState;
 
 async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+    Json(StatusBody { status: "ok" })
 }
 
 /// 200 when AWS credentials can be had: resolving them for a presigned
@@ -26,25 +26,9 @@ async fn healthz() -> impl IntoResponse {
 /// failure answers 503 `not_ready` and nothing more (the endpoint is open);
 /// the reason goes to the log.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let conf = match aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)) {
-        Ok(c) => c,
-        Err(e) => return AppError::Internal(e.to_string()).into_response(),
-    };
-    let probe = state
-        .aws
-        .s3
-        .get_object()
-        .bucket(state.storage.bucket())
-        .key(format!("{}readyz", state.storage.prefix()))
-        .presigned(conf)
-        .await;
-    match probe {
-        Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(e) => {
-            let reason = match crate::aws::find_sts_error(&e) {
-                Some(sts) => sts.to_string(),
-                None => crate::util::error_chain(&e),
-            };
+    match state.storage.credentials_ready().await {
+        Ok(()) => Json(StatusBody { status: "ready" }).into_response(),
+        Err(reason) => {
             // The reason names the metadata URL, the audience and, after a
             // trust-policy refusal, the service account: for the log only.
             tracing::warn!(reason = %reason, "not ready");

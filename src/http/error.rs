@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 
 use crate::aws::s3::{KeyError, StorageError};
 use crate::aws::{StsError, WhoamiError};
@@ -22,6 +23,27 @@ use crate::replication::command::CommandError;
 use crate::replication::replicate::{PartsRefusal, ReplicateError};
 use crate::source_buckets::BucketRefusal;
 use crate::wire::WireError;
+
+/// An error's body: `{"error":{"code":"snake_case","message":"…"}}`, with
+/// `status` beside it for `/readyz`.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    message: String,
+}
+
+/// The body of `/healthz` and of a ready `/readyz`: `{"status":"ok"}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct StatusBody {
+    pub(crate) status: &'static str,
+}
 
 /// How long a trigger should wait before redelivering after a transient fault.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -373,9 +395,13 @@ impl IntoResponse for AppError {
             // Client rejections are not errors of this service.
             other => tracing::info!(code = other.code().as_str(), "request refused: {other}"),
         }
-        let body = serde_json::json!({
-            "error": { "code": self.code().as_str(), "message": self.public_message() }
-        });
+        let body = ErrorBody {
+            status: None,
+            error: ErrorDetail {
+                code: self.code().as_str(),
+                message: self.public_message(),
+            },
+        };
         let mut resp = (status, Json(body)).into_response();
         if self.is_transient() {
             resp.headers_mut().insert(
@@ -398,10 +424,13 @@ impl IntoResponse for AppError {
 /// a body that says only `not_ready` (the endpoint is open; the reason goes
 /// to the log).
 pub(crate) fn not_ready() -> Response {
-    let body = serde_json::json!({
-        "status": "not_ready",
-        "error": { "code": "not_ready", "message": "not_ready" }
-    });
+    let body = ErrorBody {
+        status: Some("not_ready"),
+        error: ErrorDetail {
+            code: Code::NotReady.as_str(),
+            message: "not_ready".to_owned(),
+        },
+    };
     let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     r.headers_mut().insert(
         header::RETRY_AFTER,
@@ -441,6 +470,11 @@ impl From<StorageError> for AppError {
                 m,
             ),
             StorageError::Unavailable(m) => {
+                AppError::unavailable(Code::S3Unavailable, "S3 is unavailable; retry later", m)
+            }
+            // An upload of this request's, aborted under it: a retry starts
+            // another.
+            StorageError::UploadGone(m) => {
                 AppError::unavailable(Code::S3Unavailable, "S3 is unavailable; retry later", m)
             }
             StorageError::IntegrityMismatch(m) => AppError::unavailable(

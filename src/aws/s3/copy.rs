@@ -2,11 +2,12 @@
 //! multipart copy (`UploadPartCopy`, byte ranges of the source, S3 moves
 //! the bytes) beyond it, up to S3's 5 TiB object limit.
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::MetadataDirective;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::error::classify;
 use super::headers::RESERVED_METADATA_PREFIX;
+use super::multipart::{Multipart, UploadedPart, WriteCondition};
 use super::upload::{part_size_for, KEY_ENCODE};
 use super::{ObjectHeaders, ObjectInfo, ObjectKey, PutResult, Storage, StorageError};
 
@@ -158,26 +159,10 @@ async fn copy_in_parts(
     h: ObjectHeaders,
     onto: Option<Option<String>>,
 ) -> Result<PutResult, StorageError> {
-    let created = st
-        .s3
-        .create_multipart_upload()
-        .bucket(&st.bucket)
-        .key(dest.full())
-        .set_content_type(h.content_type)
-        .set_content_encoding(h.content_encoding)
-        .set_content_disposition(h.content_disposition)
-        .set_cache_control(h.cache_control)
-        .set_content_language(h.content_language)
-        .set_metadata((!h.metadata.is_empty()).then_some(h.metadata))
-        .send()
-        .await
-        .map_err(|e| classify("CreateMultipartUpload", dest.relative(), e))?;
-    let upload_id = created.upload_id.ok_or_else(|| {
-        StorageError::Internal("CreateMultipartUpload without an upload id".into())
-    })?;
-    let result = copy_parts(st, source, dest, copy_source, info, &upload_id, onto).await;
+    let upload = st.create_multipart(dest, &h, false).await?;
+    let result = copy_parts(st, source, copy_source, info, &upload, onto).await;
     if result.is_err() {
-        abort(st, dest, &upload_id).await;
+        upload.abort().await;
     }
     result
 }
@@ -185,92 +170,36 @@ async fn copy_in_parts(
 async fn copy_parts(
     st: &Storage,
     source: &ObjectKey,
-    dest: &ObjectKey,
     copy_source: &str,
     info: &ObjectInfo,
-    upload_id: &str,
+    upload: &Multipart,
     onto: Option<Option<String>>,
 ) -> Result<PutResult, StorageError> {
     let onto_itself = onto.is_some();
     let ranges = part_ranges(info.size, st.copy_threshold);
-    let mut parts: Vec<CompletedPart> =
-        futures_util::stream::iter(ranges.into_iter().enumerate().map(|(i, (a, b))| {
+    let parts: Vec<UploadedPart> =
+        futures_util::stream::iter(ranges.into_iter().enumerate().map(|(i, range)| {
             let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
             // Every part from the version that was looked at.
-            let req = st
-                .s3
-                .upload_part_copy()
-                .bucket(&st.bucket)
-                .key(dest.full())
-                .upload_id(upload_id)
-                .part_number(number)
-                .copy_source(copy_source)
-                .copy_source_range(format!("bytes={a}-{b}"))
-                .set_copy_source_if_match(info.etag.clone());
+            let copied = upload.copy_part(number, copy_source, range, info.etag.clone(), source);
             async move {
-                let out = req.send().await.map_err(|e| {
-                    let e = classify("UploadPartCopy", source.relative(), e);
+                copied.await.map_err(|e| {
                     if onto_itself {
                         e
                     } else {
                         source_error(e, source)
                     }
-                })?;
-                Ok::<_, StorageError>(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.copy_part_result.and_then(|r| r.e_tag))
-                        .build(),
-                )
+                })
             }
         }))
         .buffer_unordered(PARTS_IN_FLIGHT)
         .try_collect()
         .await?;
-    parts.sort_by_key(|p| p.part_number);
-    let out = st
-        .s3
-        .complete_multipart_upload()
-        .bucket(&st.bucket)
-        .key(dest.full())
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .set_if_match(onto.flatten())
-        .send()
-        .await
-        .map_err(|e| classify("CompleteMultipartUpload", dest.relative(), e))?;
-    Ok(PutResult {
-        key: dest.relative().to_owned(),
-        etag: out.e_tag,
-        version_id: out.version_id,
-    })
-}
-
-/// Aborts a failed multipart copy so no parts linger; a failure is logged.
-async fn abort(st: &Storage, key: &ObjectKey, upload_id: &str) {
-    for attempt in 1..=3 {
-        match st
-            .s3
-            .abort_multipart_upload()
-            .bucket(&st.bucket)
-            .key(key.full())
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => return,
-            Err(e) => match classify("AbortMultipartUpload", key.relative(), e) {
-                StorageError::NotFound(_) => return,
-                e => {
-                    tracing::warn!(key = %key, upload_id, attempt, "abort of a failed multipart copy failed: {e}")
-                }
-            },
-        }
-    }
+    let condition = WriteCondition {
+        if_none_match: false,
+        if_match: onto.flatten(),
+    };
+    upload.complete(parts, None, &condition).await
 }
 
 #[cfg(test)]

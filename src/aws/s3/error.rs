@@ -59,6 +59,9 @@ pub enum StorageError {
     /// service's buffer budget is spent): transient.
     #[error("{0}")]
     Busy(String),
+    /// The multipart upload named is gone (completed or aborted).
+    #[error("{0}")]
+    UploadGone(String),
     /// Anything else: a bug or an unexpected answer.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +86,9 @@ where
             let msg = se.err().message().unwrap_or("").to_owned();
             let detail = format!("{what} {key}: HTTP {status} {code} {msg}");
             match (status, code.as_str()) {
+                (_, "NoSuchUpload") => {
+                    StorageError::UploadGone(format!("{what} {key}: the upload is gone"))
+                }
                 (_, "NoSuchKey") | (404, "NotFound") | (404, "") => {
                     StorageError::NotFound(format!("no such object: {key}"))
                 }

@@ -6,6 +6,7 @@ mod copy;
 mod error;
 mod headers;
 mod key;
+mod multipart;
 mod range;
 mod upload;
 
@@ -22,11 +23,11 @@ pub(crate) use error::classify;
 pub use error::StorageError;
 pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
 pub use key::{is_reserved, list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES, RESERVED_PREFIX};
+pub use multipart::settle_aborts;
+pub(crate) use multipart::{AbortOnDrop, UploadedPart, WriteCondition};
 pub use range::{ByteRange, RangeError};
-pub(crate) use upload::{complete_conditionally, AbortOnDrop};
 pub use upload::{
-    crc32c_base64, part_size_for, settle_aborts, ByteSource, MAX_OBJECT, MAX_PART,
-    MULTIPART_THRESHOLD,
+    crc32c_base64, part_size_for, ByteSource, MAX_OBJECT, MAX_PART, MULTIPART_THRESHOLD,
 };
 
 use crate::aws::CredentialsExpiry;
@@ -714,6 +715,27 @@ impl Storage {
     }
 
     /// Buckets of the account (the role needs s3:ListAllMyBuckets).
+    /// Whether AWS credentials can be had now: presigning a request
+    /// resolves them through the identity cache and calls nothing but STS.
+    /// The error is the reason, for the log only (it names the metadata
+    /// URL, the audience and, after a trust-policy refusal, the service
+    /// account).
+    pub(crate) async fn credentials_ready(&self) -> Result<(), String> {
+        let conf = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+        self.s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("{}readyz", self.prefix))
+            .presigned(conf)
+            .await
+            .map(drop)
+            .map_err(|e| match crate::aws::find_sts_error(&e) {
+                Some(sts) => sts.to_string(),
+                None => crate::util::error_chain(&e),
+            })
+    }
+
     pub(crate) async fn list_buckets(&self) -> Result<Vec<BucketInfo>, StorageError> {
         let out = self
             .s3

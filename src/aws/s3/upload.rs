@@ -9,14 +9,10 @@
 //! client that went away or at shutdown) is aborted.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::body::SdkBody;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -27,6 +23,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use tokio::task::JoinSet;
 
 use super::error::classify;
+use super::multipart::{AbortOnDrop, Multipart, UploadedPart, WriteCondition};
 use super::{checksum_algorithm, ObjectKey, PutOptions, PutResult, Storage, StorageError};
 use crate::budget::{BudgetError, BufferBudget, Reservation};
 
@@ -462,37 +459,12 @@ async fn multipart(
         return put;
     }
 
-    let created = st
-        .s3
-        .create_multipart_upload()
-        .bucket(&st.bucket)
-        .key(key.full())
-        .checksum_algorithm(checksum_algorithm())
-        // S3 checks the assembled object against the whole-object CRC32C
-        // given at completion, not only each part.
-        .checksum_type(ChecksumType::FullObject);
-    let created = with_headers!(created, &opts.headers)
-        .send()
-        .await
-        .map_err(|e| classify("CreateMultipartUpload", key.relative(), e))?;
-    let upload_id = created.upload_id.ok_or_else(|| {
-        StorageError::Internal("CreateMultipartUpload without an upload id".into())
-    })?;
+    let upload = st.create_multipart(key, &opts.headers, true).await?;
     // From here on, a request dropped at any await aborts the upload.
-    let guard = AbortOnDrop::new(st, key, &upload_id);
-
-    let result = upload_parts(
-        st,
-        key,
-        &upload_id,
-        reader,
-        (first, first_held),
-        part_size,
-        &opts,
-    )
-    .await;
+    let guard = AbortOnDrop::new(&upload);
+    let result = upload_parts(st, &upload, reader, (first, first_held), part_size, &opts).await;
     if result.is_err() {
-        abort(&st.s3, &st.bucket, key, &upload_id).await;
+        upload.abort().await;
     }
     guard.disarm();
     result
@@ -500,15 +472,15 @@ async fn multipart(
 
 async fn upload_parts(
     st: &Storage,
-    key: &ObjectKey,
-    upload_id: &str,
+    upload: &Multipart,
     mut reader: PartReader,
     first: (Part, Reservation),
     part_size: u64,
     opts: &PutOptions,
 ) -> Result<PutResult, StorageError> {
+    let key = upload.key();
     let part_usize = first.0.len;
-    let mut inflight: JoinSet<Result<CompletedPart, StorageError>> = JoinSet::new();
+    let mut inflight: JoinSet<Result<UploadedPart, StorageError>> = JoinSet::new();
     let mut parts = Vec::new();
     let (mut next, mut held) = first;
     let mut number: i32 = 0;
@@ -521,32 +493,14 @@ async fn upload_parts(
             )));
         }
         let crc = next.crc();
-        let req = st
-            .s3
-            .upload_part()
-            .bucket(&st.bucket)
-            .key(key.full())
-            .upload_id(upload_id)
-            .part_number(number)
-            .content_length(next.len as i64)
-            .checksum_algorithm(checksum_algorithm())
-            .checksum_crc32_c(crc32c_base64(crc))
-            .body(next.body());
-        let rel = key.relative().to_owned();
+        let send = upload.upload_part(number, next.body(), next.len as u64, crc);
         // The part's buffers and their reservation go with the task and are
         // given back when its upload ends.
         let part_held = (std::mem::take(&mut next), held);
         inflight.spawn(async move {
-            let out = req
-                .send()
-                .await
-                .map_err(|e| classify("UploadPart", &rel, e))?;
+            let part = send.await?;
             drop(part_held);
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(out.e_tag)
-                .set_checksum_crc32_c(out.checksum_crc32_c.or(Some(crc32c_base64(crc))))
-                .build())
+            Ok(part)
         });
         while inflight.len() >= PARTS_IN_FLIGHT {
             parts.push(join_one(&mut inflight).await?);
@@ -579,44 +533,18 @@ async fn upload_parts(
     }
     debug_assert_eq!(reader.consumed(), reader.total);
     check_end(key, opts, reader.crc, reader.total)?;
-    parts.sort_by_key(|p| p.part_number);
-    let req = st
-        .s3
-        .complete_multipart_upload()
-        .bucket(&st.bucket)
-        .key(key.full())
-        .upload_id(upload_id)
-        .checksum_type(ChecksumType::FullObject)
-        .checksum_crc32_c(crc32c_base64(reader.crc))
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        );
-    let out = complete_conditionally(req, opts)
-        .send()
+    let condition = WriteCondition {
+        if_none_match: opts.if_none_match,
+        if_match: opts.if_match.clone(),
+    };
+    upload
+        .complete(parts, Some(crc32c_base64(reader.crc)), &condition)
         .await
-        .map_err(|e| classify("CompleteMultipartUpload", key.relative(), e))?;
-    Ok(PutResult {
-        key: key.relative().to_owned(),
-        etag: out.e_tag,
-        version_id: out.version_id,
-    })
-}
-
-/// The write conditions of `opts` (`If-None-Match: *`, `If-Match`) on a
-/// CompleteMultipartUpload: the object appears only over what the check saw.
-pub(crate) fn complete_conditionally(
-    req: CompleteMultipartUploadFluentBuilder,
-    opts: &PutOptions,
-) -> CompleteMultipartUploadFluentBuilder {
-    req.set_if_none_match(opts.if_none_match.then(|| "*".to_owned()))
-        .set_if_match(opts.if_match.clone())
 }
 
 async fn join_one(
-    set: &mut JoinSet<Result<CompletedPart, StorageError>>,
-) -> Result<CompletedPart, StorageError> {
+    set: &mut JoinSet<Result<UploadedPart, StorageError>>,
+) -> Result<UploadedPart, StorageError> {
     match set.join_next().await {
         Some(Ok(Ok(p))) => Ok(p),
         Some(Ok(Err(e))) => {
@@ -628,103 +556,6 @@ async fn join_one(
             Err(StorageError::Internal(format!("part upload task: {e}")))
         }
         None => Err(StorageError::Internal("no part upload in flight".into())),
-    }
-}
-
-/// Aborts a multipart upload so no parts linger; a failure is logged.
-async fn abort(s3: &aws_sdk_s3::Client, bucket: &str, key: &ObjectKey, upload_id: &str) {
-    for attempt in 1..=3 {
-        match s3
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key.full())
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => return,
-            Err(e) => {
-                let e = classify("AbortMultipartUpload", key.relative(), e);
-                if matches!(e, StorageError::NotFound(_)) {
-                    return;
-                }
-                tracing::warn!(key = %key, upload_id, attempt, "abort of a failed multipart upload failed: {e}");
-            }
-        }
-    }
-}
-
-/// Multipart uploads created and not yet completed or aborted.
-static UPLOADS_OPEN: AtomicUsize = AtomicUsize::new(0);
-static UPLOAD_CLOSED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-fn upload_closed() {
-    UPLOADS_OPEN.fetch_sub(1, Ordering::SeqCst);
-    UPLOAD_CLOSED.notify_waiters();
-}
-
-/// Aborts a multipart upload when dropped armed: the request that owns it
-/// was dropped (deadline, client gone, shutdown) before it completed or
-/// aborted. The abort runs as a task of its own on the current runtime;
-/// [`settle_aborts`] waits for such tasks.
-pub(crate) struct AbortOnDrop {
-    armed: Option<(aws_sdk_s3::Client, String, ObjectKey, String)>,
-}
-
-impl AbortOnDrop {
-    pub(crate) fn new(st: &Storage, key: &ObjectKey, upload_id: &str) -> Self {
-        UPLOADS_OPEN.fetch_add(1, Ordering::SeqCst);
-        AbortOnDrop {
-            armed: Some((
-                st.s3.clone(),
-                st.bucket.clone(),
-                key.clone(),
-                upload_id.to_owned(),
-            )),
-        }
-    }
-
-    /// The upload completed or was aborted: nothing to do on drop.
-    pub(crate) fn disarm(mut self) {
-        if self.armed.take().is_some() {
-            upload_closed();
-        }
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some((s3, bucket, key, upload_id)) = self.armed.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %key, upload_id, "multipart upload left behind: no runtime to abort it");
-            upload_closed();
-            return;
-        };
-        tracing::info!(key = %key, upload_id, "request ended before its upload completed; aborting the upload");
-        runtime.spawn(async move {
-            abort(&s3, &bucket, &key, &upload_id).await;
-            upload_closed();
-        });
-    }
-}
-
-/// Waits, at most `limit`, until every multipart upload this process
-/// created has completed or been aborted (the requests that own them having
-/// been cancelled); true when none is left open. For shutdown.
-pub async fn settle_aborts(limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let closed = UPLOAD_CLOSED.notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
-        if UPLOADS_OPEN.load(Ordering::SeqCst) == 0 {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, closed).await.is_err() {
-            return UPLOADS_OPEN.load(Ordering::SeqCst) == 0;
-        }
     }
 }
 

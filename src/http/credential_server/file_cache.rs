@@ -125,13 +125,23 @@ impl CachedCredentials {
     /// The credential_process output: `{"Version":1,"AccessKeyId",
     /// "SecretAccessKey","SessionToken","Expiration"}`.
     pub(crate) fn process_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "Version": 1,
-            "AccessKeyId": self.access_key_id,
-            "SecretAccessKey": self.secret_access_key,
-            "SessionToken": self.session_token,
-            "Expiration": self.expiration,
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Process<'a> {
+            version: u8,
+            access_key_id: &'a str,
+            secret_access_key: &'a str,
+            session_token: &'a str,
+            expiration: &'a str,
+        }
+        serde_json::to_value(Process {
+            version: 1,
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            session_token: &self.session_token,
+            expiration: &self.expiration,
         })
+        .expect("credentials serialize")
     }
 
     /// Life left at `now`.

@@ -41,7 +41,7 @@ use serde::Deserialize;
 
 use crate::aws::{RoleProviders, WebIdentityProvider};
 use crate::config::{present, read_group, ConfigError};
-use crate::http::error::AppError;
+use crate::http::error::{AppError, StatusBody};
 use crate::util::rfc3339;
 
 pub(crate) use crate::http::auth_token::AuthToken;
@@ -236,7 +236,7 @@ async fn not_found() -> AppError {
 
 async fn readyz(State(s): State<ServerState>) -> Response {
     match s.default_role.credentials().await {
-        Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(_) => Json(StatusBody { status: "ready" }).into_response(),
         // The reason is in the log (the provider logged it); the answer says
         // nothing more than not_ready.
         Err(_) => crate::http::error::not_ready(),
@@ -250,15 +250,26 @@ fn authorize(s: &ServerState, headers: &HeaderMap) -> Result<(), AppError> {
     Ok(s.token.check(presented)?)
 }
 
+/// The container-credentials answer the AWS SDKs read.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerCredentials<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: Option<&'a str>,
+    expiration: Option<String>,
+    role_arn: &'a str,
+}
+
 async fn answer(cache: &RoleCache) -> Result<Response, AppError> {
     let c = cache.credentials().await?;
-    let body = serde_json::json!({
-        "AccessKeyId": c.access_key_id(),
-        "SecretAccessKey": c.secret_access_key(),
-        "Token": c.session_token(),
-        "Expiration": c.expiry().map(rfc3339),
-        "RoleArn": cache.role_arn(),
-    });
+    let body = ContainerCredentials {
+        access_key_id: c.access_key_id(),
+        secret_access_key: c.secret_access_key(),
+        token: c.session_token(),
+        expiration: c.expiry().map(rfc3339),
+        role_arn: cache.role_arn(),
+    };
     let mut resp = Json(body).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

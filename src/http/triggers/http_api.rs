@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use serde::Deserialize;
 
 use crate::aws::s3::{validate_content_type, validate_metadata};
-use crate::aws::s3::{GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
+use crate::aws::s3::{BucketInfo, GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
 use crate::http::error::{AppError, Code};
 use crate::http::state::AppState;
 use crate::wire::Op;
@@ -325,7 +325,11 @@ pub(crate) async fn presign(
 /// `GET /v1/buckets`: STS-credentialed ListBuckets.
 pub(crate) async fn buckets(State(state): State<AppState>) -> Result<Response, AppError> {
     let buckets = state.storage.list_buckets().await?;
-    Ok(Json(serde_json::json!({ "buckets": buckets })).into_response())
+    #[derive(serde::Serialize)]
+    struct Buckets {
+        buckets: Vec<BucketInfo>,
+    }
+    Ok(Json(Buckets { buckets }).into_response())
 }
 
 /// `GET /v1/whoami`.

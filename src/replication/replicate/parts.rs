@@ -40,16 +40,14 @@
 //! upload starts), so a part command holds one part: 64 MiB, or more for
 //! objects over 640 GiB (S3's 10,000-part limit).
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::s3::{
-    classify, complete_conditionally, crc32c_base64, part_size_for, AbortOnDrop, ObjectHeaders,
-    ObjectKey, PutOptions, Storage, StorageError, MAX_PART,
+    part_size_for, AbortOnDrop, ObjectHeaders, ObjectKey, Storage, StorageError, UploadedPart,
+    WriteCondition, MAX_PART,
 };
 use crate::google::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
 use crate::replication::replicate::{
@@ -199,11 +197,10 @@ impl PartTask {
     }
 
     /// The completion's write condition.
-    fn condition(&self) -> PutOptions {
-        PutOptions {
+    fn condition(&self) -> WriteCondition {
+        WriteCondition {
             if_none_match: self.if_none_match,
             if_match: self.if_match.clone(),
-            ..PutOptions::default()
         }
     }
 }
@@ -288,14 +285,6 @@ impl PartsOutcome {
     }
 }
 
-fn is_no_such_upload<E: ProvideErrorMetadata>(
-    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "NoSuchUpload")
-}
-
 /// Creates the multipart upload of `live` and publishes its part tasks,
 /// which complete it on `condition` (`(If-None-Match: *, If-Match)`, what
 /// the check of the replica saw). A replicate of an object generation whose
@@ -376,28 +365,11 @@ pub(crate) async fn start(
             }
         }
     }
-    let created = st
-        .client()
-        .create_multipart_upload()
-        .bucket(st.bucket())
-        .key(key.full())
-        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-        .checksum_type(ChecksumType::FullObject)
-        .set_content_type(h.content_type)
-        .set_content_encoding(h.content_encoding)
-        .set_content_disposition(h.content_disposition)
-        .set_cache_control(h.cache_control)
-        .set_content_language(h.content_language)
-        .set_metadata(Some(h.metadata))
-        .send()
-        .await
-        .map_err(|e| classify("CreateMultipartUpload", key.relative(), e))?;
-    let upload_id = created.upload_id.ok_or({
-        ReplicateError::Unexpected("CreateMultipartUpload answered without an upload id")
-    })?;
+    let upload = st.create_multipart(key, &h, true).await?;
+    let upload_id = upload.upload_id().to_owned();
     // Until its tasks are published, a request cut short (deadline,
     // shutdown) aborts the upload.
-    let guard = AbortOnDrop::new(st, key, &upload_id);
+    let guard = AbortOnDrop::new(&upload);
     // Record the upload, on the condition that nobody recorded another
     // since the read: a concurrent delivery of the same replicate loses here.
     let mut rec = UploadRecord {
@@ -578,25 +550,7 @@ impl UploadRecord {
 }
 
 async fn abort(r: &Replicator, key: &ObjectKey, upload_id: &str) {
-    let st = r.storage();
-    for attempt in 1..=3 {
-        match st
-            .client()
-            .abort_multipart_upload()
-            .bucket(st.bucket())
-            .key(key.full())
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => return,
-            Err(e) if is_no_such_upload(&e) => return,
-            Err(e) => {
-                let e = classify("AbortMultipartUpload", key.relative(), e);
-                tracing::warn!(key = %key, upload_id, attempt, "abort of a multipart upload failed: {e}");
-            }
-        }
-    }
+    r.storage().multipart(key, upload_id).abort().await;
 }
 
 impl GcsClient {
@@ -706,24 +660,21 @@ pub(crate) async fn run_part(
     };
     let body = read_part(resp, task).await?;
     let crc = crc32c::crc32c(&body);
+    let len = body.len() as u64;
     let st = r.storage();
     let uploaded = st
-        .client()
-        .upload_part()
-        .bucket(st.bucket())
-        .key(key.full())
-        .upload_id(&task.upload_id)
-        .part_number(i32::try_from(task.part_number).unwrap_or(i32::MAX))
-        .content_length(body.len() as i64)
-        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-        .checksum_crc32_c(crc32c_base64(crc))
-        .body(ByteStream::from(body))
-        .send()
+        .multipart(&key, &task.upload_id)
+        .upload_part(
+            i32::try_from(task.part_number).unwrap_or(i32::MAX),
+            ByteStream::from(body),
+            len,
+            crc,
+        )
         .await;
     match uploaded {
         Ok(_) => {}
-        Err(e) if is_no_such_upload(&e) => return Ok(upload_gone(&key, task)),
-        Err(e) => return Err(classify("UploadPart", key.relative(), e).into()),
+        Err(StorageError::UploadGone(_)) => return Ok(upload_gone(&key, task)),
+        Err(e) => return Err(e.into()),
     }
     let present = match list_parts(r, &key, &task.upload_id).await? {
         Some(p) => p,
@@ -755,51 +706,19 @@ async fn list_parts(
     r: &Replicator,
     key: &ObjectKey,
     upload_id: &str,
-) -> Result<Option<Vec<CompletedPart>>, ReplicateError> {
-    let st = r.storage();
-    let mut parts = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = st
-            .client()
-            .list_parts()
-            .bucket(st.bucket())
-            .key(key.full())
-            .upload_id(upload_id)
-            .set_part_number_marker(marker.clone())
-            .send()
-            .await;
-        let out = match out {
-            Ok(o) => o,
-            Err(e) if is_no_such_upload(&e) => return Ok(None),
-            Err(e) => return Err(classify("ListParts", key.relative(), e).into()),
-        };
-        for p in out.parts() {
-            parts.push(
-                CompletedPart::builder()
-                    .set_part_number(p.part_number())
-                    .set_e_tag(p.e_tag().map(str::to_owned))
-                    .set_checksum_crc32_c(p.checksum_crc32_c().map(str::to_owned))
-                    .build(),
-            );
-        }
-        let next = out.next_part_number_marker().map(str::to_owned);
-        if out.is_truncated() == Some(true) && next.is_some() && next != marker {
-            marker = next;
-        } else {
-            break;
-        }
+) -> Result<Option<Vec<UploadedPart>>, ReplicateError> {
+    match r.storage().multipart(key, upload_id).list_parts().await {
+        Ok(parts) => Ok(Some(parts)),
+        Err(StorageError::UploadGone(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    parts.sort_by_key(|p| p.part_number());
-    parts.dedup_by_key(|p| p.part_number());
-    Ok(Some(parts))
 }
 
 async fn complete(
     r: &Replicator,
     key: &ObjectKey,
     task: &PartTask,
-    parts: Vec<CompletedPart>,
+    parts: Vec<UploadedPart>,
 ) -> Result<ReplicaOutcome, ReplicateError> {
     // Idempotent: a replica of this generation (an earlier upload of the
     // same replicate, delivered twice) or a newer one wins.
@@ -809,21 +728,11 @@ async fn complete(
             return Ok(up_to_date(key, replica, task.generation));
         }
     }
-    let st = r.storage();
-    let req = st
-        .client()
-        .complete_multipart_upload()
-        .bucket(st.bucket())
-        .key(key.full())
-        .upload_id(&task.upload_id)
-        .checksum_type(ChecksumType::FullObject)
-        .checksum_crc32_c(&task.crc32c)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        );
-    let out = complete_conditionally(req, &task.condition()).send().await;
+    let out = r
+        .storage()
+        .multipart(key, &task.upload_id)
+        .complete(parts, Some(task.crc32c.clone()), &task.condition())
+        .await;
     let err = match out {
         Ok(_) => {
             tracing::info!(
@@ -840,8 +749,8 @@ async fn complete(
                 size: task.size,
             });
         }
-        Err(e) if is_no_such_upload(&e) => return Ok(upload_gone(key, task)),
-        Err(e) => classify("CompleteMultipartUpload", key.relative(), e),
+        Err(StorageError::UploadGone(_)) => return Ok(upload_gone(key, task)),
+        Err(e) => e,
     };
     // The replica was written or removed since the replicate command's
     // check: that command decides again.
