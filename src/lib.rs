@@ -16,7 +16,8 @@
 //! - [`replication`]: the rules between them (one object, part tasks, sync,
 //!   the running of commands), reaching each cloud only through its wing;
 //! - [`http`] (the listener, the doors, the one map from errors to answers,
-//!   the credential server, the router) and [`cli`] on top;
+//!   the credential server, the router) and [`cli`] on top (`sync`, and
+//!   `verify`: replicas proven by listings and HEADs);
 //! - helpers below everything: [`util`], `json_bounds`, [`retry`], [`jwt`],
 //!   [`budget`] (buffer memory), [`source_buckets`], `s3_limits`, [`wire`]
 //!   (the commands of the outside doors and the service's own tasks, as they

@@ -1,6 +1,7 @@
 //! gcp-aws-bridge: read the configuration, start logging, serve until
 //! SIGTERM (finishing requests in flight for at most 8 s), or run a command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
             (Mode::Serve, _) => serve(config).await,
             (Mode::CredentialServer, Some(s)) => credential_server(config, s).await,
             (Mode::Sync, _) => sync(&args[1..], config).await,
+            (Mode::Verify(args), _) => verify(&args, config).await,
             (mode, _) => command(mode, config).await,
         }
     })
@@ -191,12 +193,35 @@ async fn sync(args: &[String], config: Config) -> ExitCode {
         Err(code) => return code,
     };
     let aws = AwsClients::new(&config, ids, AwsOptions::default());
-    let mut out = std::io::stdout().lock();
-    match gcp_aws_bridge::cli::sync::run(&args, &config, &aws, &mut out).await {
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let mut out = stdout.lock();
+    match gcp_aws_bridge::cli::sync::run(&args, &config, &aws, &mut out, tty).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `verify`: 0 when every object has its replica, 1 when something
+/// differs, 2 when nothing could be concluded (as `diff`).
+async fn verify(args: &gcp_aws_bridge::cli::verify::VerifyArgs, config: Config) -> ExitCode {
+    let ids = match cli_identity(&config) {
+        Ok(ids) => ids,
+        Err(_) => return ExitCode::from(2),
+    };
+    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let mut out = stdout.lock();
+    match gcp_aws_bridge::cli::verify::run(args, &config, &aws, &mut out, tty).await {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("verify: {e}");
+            ExitCode::from(2)
         }
     }
 }

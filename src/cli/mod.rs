@@ -1,14 +1,16 @@
 //! The command line: `serve` (the default), `credentials` (JSON for an AWS
 //! `credential_process`, cached across processes), `credential-server` (the
-//! AWS container-credentials endpoint, see [`crate::http::credential_server`]) and
-//! `whoami`.
+//! AWS container-credentials endpoint, see [`crate::http::credential_server`]),
+//! `whoami`, `sync` (see [`sync`]) and `verify` (see [`verify`]).
 //!
 //! ```text
 //! [profile gcp]
 //! credential_process = gcp-aws-bridge credentials
 //! ```
 
+pub(crate) mod summary;
 pub mod sync;
+pub mod verify;
 
 use std::time::SystemTime;
 
@@ -31,6 +33,8 @@ pub enum Mode {
     Whoami,
     /// Sync a Cloud Storage bucket (see [`crate::cli::sync`]).
     Sync,
+    /// Compare a Cloud Storage bucket with its replicas (see [`crate::cli::verify`]).
+    Verify(crate::cli::verify::VerifyArgs),
     /// Print usage.
     Help,
     /// Print the version.
@@ -48,7 +52,7 @@ pub struct CredentialsArgs {
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-server|whoami|sync|--help|--version]
+usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-server|whoami|sync|verify|--help|--version]
 
   serve              run the HTTP service on 0.0.0.0:$PORT (the default)
   credentials        print AWS credentials for credential_process:
@@ -65,6 +69,11 @@ usage: gcp-aws-bridge [serve|credentials [--role NAME] [--no-cache]|credential-s
                      works through the pages); --dry-run lists every page here,
                      prints what would be copied and deleted with totals, and
                      publishes nothing
+  verify gs://BUCKET[/PREFIX]
+                     compare every object with its replica by size, generation
+                     and CRC32C (listings and HEADs only, no object read); one
+                     JSON line per difference and a totals line (a summary at a
+                     terminal); exit 0 in sync, 1 differences, 2 no conclusion
 
 Configuration is read from the environment (TARGET_AUDIENCE, AWS_ROLE_ARN,
 AWS_REGION, ...); see the README.";
@@ -99,6 +108,7 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
         Some("credential-server") => no_more(Mode::CredentialServer),
         Some("whoami") => no_more(Mode::Whoami),
         Some("sync") => Ok(Mode::Sync),
+        Some("verify") => crate::cli::verify::parse_verify_args(rest).map(Mode::Verify),
         Some("-h" | "--help" | "help") => Ok(Mode::Help),
         Some("-V" | "--version") => Ok(Mode::Version),
         Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
@@ -185,5 +195,10 @@ mod tests {
         assert!(parse(&["credentials", "--bogus"]).is_err());
         assert!(parse(&["credential-server", "x"]).is_err());
         assert!(parse(&["nope"]).is_err());
+        assert!(matches!(
+            parse(&["verify", "gs://bkt"]),
+            Ok(Mode::Verify(_))
+        ));
+        assert!(parse(&["verify", "gs://bkt", "--delete"]).is_err());
     }
 }

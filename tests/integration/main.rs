@@ -26,3 +26,5 @@ mod sync_inline;
 mod tasks;
 mod terraform_env;
 mod terraform_monitoring;
+mod verify;
+mod verify_bench;
