@@ -208,21 +208,48 @@ impl GcsClient {
             .await
     }
 
-    /// Starts the download of generation `generation`, bytes as stored:
-    /// pinned to it (`generation=`) and only while it is the live one
-    /// (`ifGenerationMatch`). An answer whose `x-goog-generation` names
-    /// another generation counts as gone (412), as Cloud Storage's own
-    /// answer to the condition would.
+    /// Starts the download of generation `generation`, bytes as stored (see
+    /// [`GcsClient::media`]).
     pub(crate) async fn download(
         &self,
         bucket: &str,
         name: &str,
         generation: i64,
     ) -> Result<reqwest::Response, GcsError> {
+        self.media(bucket, name, generation, None).await
+    }
+
+    /// Bytes `start..=end` of generation `generation`, as stored (a part
+    /// task's range).
+    pub(crate) async fn download_range(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        start: u64,
+        end: u64,
+    ) -> Result<reqwest::Response, GcsError> {
+        self.media(bucket, name, generation, Some((start, end)))
+            .await
+    }
+
+    /// A media read pinned to `generation` (`generation=`, and
+    /// `ifGenerationMatch`: only while it is the live one), whole or one
+    /// range. An answer whose `x-goog-generation` names another generation
+    /// counts as gone (412), as Cloud Storage's own answer to the condition
+    /// would.
+    async fn media(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        range: Option<(u64, u64)>,
+    ) -> Result<reqwest::Response, GcsError> {
         let wanted = generation.to_string();
+        let range = range.map(|(start, end)| format!("bytes={start}-{end}"));
         self.backoff
             .retry(|| async {
-                let req = self
+                let mut req = self
                     .http
                     .get(self.object_url(bucket, name))
                     .query(&[
@@ -232,6 +259,9 @@ impl GcsClient {
                     ])
                     // Serve gzip-encoded objects as stored, so bytes and CRC32C match.
                     .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+                if let Some(range) = &range {
+                    req = req.header(reqwest::header::RANGE, range.as_str());
+                }
                 let resp = self.send(req).await?;
                 let served = resp
                     .headers()

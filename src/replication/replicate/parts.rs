@@ -49,11 +49,10 @@ use crate::aws::s3::{
     part_size_for, AbortOnDrop, ObjectHeaders, ObjectKey, Storage, StorageError, UploadedPart,
     WriteCondition, MAX_PART,
 };
-use crate::google::gcs::{decode_crc, GcsClient, GcsError, GcsObject};
+use crate::google::gcs::{decode_crc, GcsError, GcsObject};
 use crate::replication::replicate::{
     gone, race_lost, up_to_date, PartsRefusal, ReplicaOutcome, ReplicateError, Replicator,
 };
-use crate::retry::Backoff;
 use crate::util::now_secs;
 use crate::wire::{OpTag, PartTask, Task};
 
@@ -553,32 +552,6 @@ async fn abort(r: &Replicator, key: &ObjectKey, upload_id: &str) {
     r.storage().multipart(key, upload_id).abort().await;
 }
 
-impl GcsClient {
-    /// Bytes `start..=end` of generation `generation`, as stored.
-    pub(crate) async fn download_range(
-        &self,
-        bucket: &str,
-        name: &str,
-        generation: i64,
-        start: u64,
-        end: u64,
-    ) -> Result<reqwest::Response, GcsError> {
-        let generation = generation.to_string();
-        let range = format!("bytes={start}-{end}");
-        Backoff::default()
-            .retry(|| async {
-                let req = self
-                    .http
-                    .get(self.object_url(bucket, name))
-                    .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
-                    .header(reqwest::header::ACCEPT_ENCODING, "gzip")
-                    .header(reqwest::header::RANGE, range.as_str());
-                self.send(req).await
-            })
-            .await
-    }
-}
-
 /// Reads the whole range; a short or long read is transient.
 async fn read_part(
     resp: reqwest::Response,
@@ -955,8 +928,11 @@ mod tests {
             crate::aws::CredentialsExpiry::default(),
         )
         .with_limits(budget, crate::aws::s3::MAX_OBJECT);
-        Replicator::new(storage, GcsClient::new(Some("127.0.0.1:9")))
-            .with_source_buckets(crate::source_buckets::SourceBuckets::Any)
+        Replicator::new(
+            storage,
+            crate::google::gcs::GcsClient::new(Some("127.0.0.1:9")),
+        )
+        .with_source_buckets(crate::source_buckets::SourceBuckets::Any)
     }
 
     fn task(bytes: u64) -> PartTask {
