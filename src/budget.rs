@@ -15,6 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::settings::number;
+use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes per permit.
@@ -177,6 +179,48 @@ pub(crate) fn default_budget_from(memory_max: Option<&str>) -> u64 {
 /// The default budget of this container (cgroup v2 `memory.max`).
 pub(crate) fn default_budget() -> u64 {
     default_budget_from(std::fs::read_to_string(CGROUP_MEMORY_MAX).ok().as_deref())
+}
+
+/// Bounded resources (`budget`, the triggers' body limits).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LimitSettings {
+    /// `MAX_BODY_BYTES`: request body limit except for streamed object PUTs
+    /// (default 32 MiB).
+    #[serde(
+        default = "default_max_body",
+        deserialize_with = "number::<_, _, 1, { u64::MAX }>"
+    )]
+    pub(crate) max_body_bytes: usize,
+    /// `MAX_OBJECT_BYTES`: largest object a PUT may write (default and most
+    /// 5 TiB, S3's limit).
+    #[serde(
+        default = "default_max_object",
+        deserialize_with = "number::<_, _, 1, { crate::s3_limits::MAX_OBJECT }>"
+    )]
+    pub(crate) max_object_bytes: u64,
+    /// `BUFFER_BUDGET_BYTES`: bytes all requests together may hold in buffers
+    /// (default half the cgroup `memory.max`, else 256 MiB).
+    #[serde(
+        default = "crate::budget::default_budget",
+        deserialize_with = "number::<_, _, 1, { u64::MAX / 2 }>"
+    )]
+    pub buffer_budget_bytes: u64,
+    /// How long a request waits for buffers before answering 503 (10 s; not
+    /// read from the environment, tests shorten it).
+    #[serde(skip_deserializing, default = "default_buffer_wait")]
+    pub buffer_wait: Duration,
+}
+
+fn default_max_body() -> usize {
+    32 * 1024 * 1024
+}
+
+fn default_max_object() -> u64 {
+    crate::s3_limits::MAX_OBJECT
+}
+
+fn default_buffer_wait() -> Duration {
+    crate::budget::DEFAULT_WAIT
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub mod jwt;
 pub mod replication;
 pub mod retry;
 pub(crate) mod s3_limits;
+pub mod services;
+pub(crate) mod settings;
 pub mod source_buckets;
 pub mod telemetry;
 pub mod util;

@@ -5,14 +5,16 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use gcp_aws_bridge::aws::{AwsClients, AwsOptions, RoleProviders};
+use gcp_aws_bridge::aws::AwsOptions;
 use gcp_aws_bridge::cli::{self, Mode};
-use gcp_aws_bridge::config::{Config, ConfigError, LogFormat};
+use gcp_aws_bridge::config::{Config, ConfigError};
 use gcp_aws_bridge::google::identity::IdTokenSource;
 use gcp_aws_bridge::http::app::{router, warn_if_open, AppState};
 use gcp_aws_bridge::http::credential_server::{self, ServerConfig, ServerState};
 use gcp_aws_bridge::http::server;
+use gcp_aws_bridge::services;
 use gcp_aws_bridge::telemetry;
+use gcp_aws_bridge::telemetry::LogFormat;
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many
 /// small buffers across worker threads, where glibc spends about a fifth of
@@ -92,14 +94,14 @@ async fn credential_server(config: Config, server: ServerConfig) -> ExitCode {
         config.telemetry.log_format,
         config.telemetry.google_cloud_project.clone(),
     );
-    let ids = match IdTokenSource::from_config(&config) {
+    let ids = match IdTokenSource::from_settings(&config.identity) {
         Ok(i) => std::sync::Arc::new(i),
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(2);
         }
     };
-    let roles = RoleProviders::new(&config, ids, &AwsOptions::default());
+    let roles = services::roles(&config, ids, &AwsOptions::default());
     let ServerConfig {
         addr,
         health_addr,
@@ -127,7 +129,7 @@ fn cli_identity(config: &Config) -> Result<std::sync::Arc<IdTokenSource>, ExitCo
         .with_ansi(false)
         .with_max_level(tracing::Level::WARN)
         .try_init();
-    IdTokenSource::from_config(config)
+    IdTokenSource::from_settings(&config.identity)
         .map(std::sync::Arc::new)
         .map_err(|e| {
             eprintln!("{e}");
@@ -141,7 +143,7 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
         Err(code) => return code,
     };
     if let Mode::Credentials(args) = &mode {
-        let roles = RoleProviders::new(&config, ids, &AwsOptions::default());
+        let roles = services::roles(&config, ids, &AwsOptions::default());
         let xdg = std::env::var("XDG_CACHE_HOME").ok();
         let home = std::env::var("HOME").ok();
         return match cli::cached_credentials_json(
@@ -167,7 +169,7 @@ async fn command(mode: Mode, config: Config) -> ExitCode {
             }
         };
     }
-    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let aws = services::aws(&config, ids, AwsOptions::default());
     match gcp_aws_bridge::aws::whoami(&aws).await {
         Ok(who) => {
             println!("{}", serde_json::json!(who));
@@ -192,7 +194,7 @@ async fn sync(args: &[String], config: Config) -> ExitCode {
         Ok(ids) => ids,
         Err(code) => return code,
     };
-    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let aws = services::aws(&config, ids, AwsOptions::default());
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let mut out = stdout.lock();
@@ -212,7 +214,7 @@ async fn verify(args: &gcp_aws_bridge::cli::verify::VerifyArgs, config: Config) 
         Ok(ids) => ids,
         Err(_) => return ExitCode::from(2),
     };
-    let aws = AwsClients::new(&config, ids, AwsOptions::default());
+    let aws = services::aws(&config, ids, AwsOptions::default());
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let mut out = stdout.lock();

@@ -19,8 +19,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
 use crate::util::rfc3339;
+use serde::Deserialize;
 
 /// Installs the global subscriber writing to stdout.
 pub fn init(format: LogFormat, project: Option<String>) {
@@ -229,6 +229,27 @@ pub(crate) fn parse_trace_context(
         }
     }
     None
+}
+
+/// Log line format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Cloud Logging structured JSON, one object a line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Log lines (`telemetry`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TelemetrySettings {
+    /// `LOG_FORMAT`: json (default) | text.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `GOOGLE_CLOUD_PROJECT`: project id for trace correlation.
+    pub google_cloud_project: Option<String>,
 }
 
 #[cfg(test)]

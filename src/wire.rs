@@ -27,7 +27,9 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::google::gcs::GcsObject;
+use crate::settings::flag;
 use crate::util::de_i64_opt;
+use serde::de::Error as _;
 
 /// An op of the outside doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -675,6 +677,35 @@ impl Task {
 pub struct Delivery {
     /// `subscription/messageId` of a push, else `None`.
     pub(crate) id: Option<String>,
+}
+
+/// What the outside doors (`/pubsub`, `/events`, `/v1/*`) accept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DoorSettings {
+    /// `COMMAND_OPS`: the ops the outside doors accept, comma-separated
+    /// (default `put,copy,delete,replicate,sync`; these five are the only
+    /// ones allowed). `replicate` also covers Cloud Storage events and
+    /// notifications.
+    #[serde(
+        rename = "command_ops",
+        default = "default_command_ops",
+        deserialize_with = "command_ops"
+    )]
+    pub(crate) command_ops: crate::wire::OpSet,
+    /// `SYNC_DELETE`: whether a sync may delete replicas whose object is
+    /// gone (`"delete":true`; default false).
+    #[serde(rename = "sync_delete", default, deserialize_with = "flag")]
+    pub(crate) sync_delete: bool,
+}
+
+fn default_command_ops() -> crate::wire::OpSet {
+    crate::wire::OpSet::default()
+}
+
+/// `COMMAND_OPS`: outside ops, comma-separated; one line per unknown op.
+fn command_ops<'de, D: Deserializer<'de>>(d: D) -> Result<crate::wire::OpSet, D::Error> {
+    crate::wire::OpSet::parse(&String::deserialize(d)?)
+        .map_err(|lines| D::Error::custom(lines.join("\n")))
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ use aws_smithy_runtime_api::client::identity::SharedIdentityCache;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
-use crate::config::Config;
 use crate::google::identity::IdTokenSource;
+use crate::settings::{flag, host_name, is_role_arn, roles, sanitize_session_name, seconds, url};
+use serde::Deserialize;
 
 pub(crate) use provider::find_sts_error;
 pub use provider::{
@@ -81,13 +82,13 @@ pub fn http_client() -> SharedHttpClient {
 }
 
 fn base_config(
-    config: &Config,
+    config: &AwsSettings,
     http: SharedHttpClient,
     opts: &AwsOptions,
 ) -> aws_types::sdk_config::Builder {
     let mut b = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(config.aws.region.clone()))
+        .region(Region::new(config.region.clone()))
         .http_client(http)
         .sleep_impl(default_async_sleep().expect("the tokio sleep implementation"))
         .time_source(opts.time_source.clone())
@@ -98,7 +99,7 @@ fn base_config(
                 .read_timeout(Duration::from_secs(60))
                 .build(),
         );
-    if let Some(url) = &config.aws.endpoint_url {
+    if let Some(url) = &config.endpoint_url {
         b = b.endpoint_url(url);
     }
     b
@@ -107,7 +108,7 @@ fn base_config(
 /// The STS client that assumes roles. It carries no credentials:
 /// AssumeRoleWithWebIdentity is an unsigned call.
 pub(crate) fn anonymous_sts(
-    config: &Config,
+    config: &AwsSettings,
     http: SharedHttpClient,
     opts: &AwsOptions,
 ) -> aws_sdk_sts::Client {
@@ -115,7 +116,7 @@ pub(crate) fn anonymous_sts(
     let mut sts_conf = aws_sdk_sts::config::Builder::from(&anonymous)
         // The provider retries on its own, knowing which STS errors are transient.
         .retry_config(RetryConfig::disabled());
-    if let Some(url) = &config.aws.endpoint_url_sts {
+    if let Some(url) = &config.endpoint_url_sts {
         sts_conf = sts_conf.endpoint_url(url);
     }
     aws_sdk_sts::Client::from_conf(sts_conf.build())
@@ -123,15 +124,15 @@ pub(crate) fn anonymous_sts(
 
 impl AwsClients {
     /// Builds the clients. Makes no network call: credentials load on first use.
-    pub fn new(config: &Config, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AwsClients {
+    pub fn new(config: &AwsSettings, ids: Arc<IdTokenSource>, opts: AwsOptions) -> AwsClients {
         let http = http_client();
         let anonymous_sts = anonymous_sts(config, http.clone(), &opts);
         let provider = Arc::new(WebIdentityProvider::new(
             anonymous_sts,
             ids,
-            config.aws.role_arn.clone(),
-            config.aws.role_session_name.clone(),
-            config.aws.role_duration,
+            config.role_arn.clone(),
+            config.role_session_name.clone(),
+            config.role_duration,
         ));
 
         let cache = SharedIdentityCache::new(
@@ -148,7 +149,7 @@ impl AwsClients {
             .build();
 
         let mut s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.aws.s3_force_path_style)
+            .force_path_style(config.s3_force_path_style)
             // Checksums are computed by this service where it knows them
             // (CRC32C), not as aws-chunked trailers on streamed bodies.
             .request_checksum_calculation(
@@ -157,13 +158,13 @@ impl AwsClients {
             .response_checksum_validation(
                 aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
             );
-        if let Some(url) = &config.aws.endpoint_url_s3 {
+        if let Some(url) = &config.endpoint_url_s3 {
             s3_conf = s3_conf.endpoint_url(url);
         }
         let s3 = aws_sdk_s3::Client::from_conf(s3_conf.build());
 
         let mut sts_conf = aws_sdk_sts::config::Builder::from(&sdk);
-        if let Some(url) = &config.aws.endpoint_url_sts {
+        if let Some(url) = &config.endpoint_url_sts {
             sts_conf = sts_conf.endpoint_url(url);
         }
         let sts = aws_sdk_sts::Client::from_conf(sts_conf.build());
@@ -172,6 +173,99 @@ impl AwsClients {
             s3,
             sts,
             provider,
+        }
+    }
+}
+
+/// The roles assumed and the AWS endpoints (`aws`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AwsSettings {
+    /// `AWS_ROLE_ARN`: the role to assume.
+    #[serde(rename = "aws_role_arn", default)]
+    pub(crate) role_arn: String,
+    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION`, else the host
+    /// name; cut to STS rules.
+    #[serde(rename = "aws_role_session_name", default)]
+    pub(crate) role_session_name: String,
+    /// `AWS_ROLE_DURATION_SECONDS`: 900–43200 (default 3600).
+    #[serde(
+        rename = "aws_role_duration_seconds",
+        default = "default_role_duration",
+        deserialize_with = "seconds::<_, 900, 43200>"
+    )]
+    pub(crate) role_duration: Duration,
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`): region of STS and S3.
+    #[serde(rename = "aws_region", default)]
+    pub(crate) region: String,
+    /// `AWS_ENDPOINT_URL`: endpoint for every AWS service.
+    #[serde(rename = "aws_endpoint_url", default, deserialize_with = "url")]
+    pub(crate) endpoint_url: Option<String>,
+    /// `AWS_ENDPOINT_URL_STS`.
+    #[serde(rename = "aws_endpoint_url_sts", default, deserialize_with = "url")]
+    pub(crate) endpoint_url_sts: Option<String>,
+    /// `AWS_ENDPOINT_URL_S3`.
+    #[serde(rename = "aws_endpoint_url_s3", default, deserialize_with = "url")]
+    pub(crate) endpoint_url_s3: Option<String>,
+    /// `S3_FORCE_PATH_STYLE`: path-style S3 addressing, for emulators (default false).
+    #[serde(default, deserialize_with = "flag")]
+    pub(crate) s3_force_path_style: bool,
+    /// `AWS_ROLES`: further roles by name, `name=arn,name2=arn2` (credential
+    /// server routes `/v1/credentials/{name}`, `credentials --role NAME`).
+    #[serde(rename = "aws_roles", default, deserialize_with = "roles")]
+    pub(crate) roles: Vec<(String, String)>,
+    #[serde(default)]
+    aws_default_region: String,
+    #[serde(default)]
+    k_service: String,
+    #[serde(default)]
+    k_revision: String,
+    #[serde(default)]
+    hostname: String,
+}
+
+fn default_role_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl AwsSettings {
+    /// Checks the role and the region, falls back to `AWS_DEFAULT_REGION`,
+    /// and settles the session name.
+    pub(crate) fn validate(&mut self, errors: &mut Vec<String>) {
+        if self.role_arn.is_empty() {
+            errors.push("AWS_ROLE_ARN: required".into());
+        } else if !is_role_arn(&self.role_arn) {
+            errors.push(format!(
+                "AWS_ROLE_ARN: {:?} is not a role ARN (arn:aws:iam::123456789012:role/NAME)",
+                self.role_arn
+            ));
+        }
+        if self.region.is_empty() {
+            self.region = std::mem::take(&mut self.aws_default_region);
+        }
+        if self.region.is_empty() {
+            errors.push("AWS_REGION: required (the region of STS and the bucket)".into());
+        }
+        self.role_session_name = sanitize_session_name(&self.session_name());
+    }
+
+    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION` (the revision
+    /// alone when it starts with the service), else the host name.
+    fn session_name(&self) -> String {
+        let (service, revision) = (&self.k_service, &self.k_revision);
+        if !self.role_session_name.is_empty() {
+            self.role_session_name.clone()
+        } else if !service.is_empty() && !revision.is_empty() {
+            if revision.starts_with(service.as_str()) {
+                revision.clone()
+            } else {
+                format!("{service}-{revision}")
+            }
+        } else if !service.is_empty() {
+            service.clone()
+        } else if !self.hostname.is_empty() {
+            self.hostname.clone()
+        } else {
+            host_name().unwrap_or_else(|| "gcp-aws-bridge".to_owned())
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::aws::AwsSettings;
 use crate::google::identity::IdTokenSource;
 
 use super::{anonymous_sts, http_client, AwsOptions, WebIdentityProvider};
@@ -20,21 +20,20 @@ pub struct RoleProviders {
 
 impl RoleProviders {
     /// Builds the providers. Makes no network call.
-    pub fn new(config: &Config, ids: Arc<IdTokenSource>, opts: &AwsOptions) -> RoleProviders {
+    pub fn new(config: &AwsSettings, ids: Arc<IdTokenSource>, opts: &AwsOptions) -> RoleProviders {
         let sts = anonymous_sts(config, http_client(), opts);
         let provider = |arn: &str| {
             Arc::new(WebIdentityProvider::new(
                 sts.clone(),
                 ids.clone(),
                 arn.to_owned(),
-                config.aws.role_session_name.clone(),
-                config.aws.role_duration,
+                config.role_session_name.clone(),
+                config.role_duration,
             ))
         };
         RoleProviders {
-            default: provider(&config.aws.role_arn),
+            default: provider(&config.role_arn),
             named: config
-                .aws
                 .roles
                 .iter()
                 .map(|(name, arn)| (name.clone(), provider(arn)))
@@ -61,6 +60,7 @@ impl RoleProviders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn each_role_has_its_provider_and_they_share_the_identity() {
@@ -78,8 +78,8 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         )
         .unwrap();
-        let ids = Arc::new(IdTokenSource::from_config(&config).unwrap());
-        let roles = RoleProviders::new(&config, ids.clone(), &AwsOptions::default());
+        let ids = Arc::new(IdTokenSource::from_settings(&config.identity).unwrap());
+        let roles = RoleProviders::new(&config.aws, ids.clone(), &AwsOptions::default());
         assert_eq!(
             roles.default_role().role_arn(),
             "arn:aws:iam::123456789012:role/main"

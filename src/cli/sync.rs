@@ -13,13 +13,11 @@
 
 use std::io::Write;
 
-use crate::aws::s3::Storage;
 use crate::aws::AwsClients;
 use crate::cli::summary::{self, Examples, Row};
 use crate::config::Config;
-use crate::google::gcs::GcsClient;
-use crate::replication::replicate::Replicator;
 use crate::replication::sync::{plan_page, Position, SyncScope};
+use crate::services;
 use crate::wire::SyncCommand;
 
 /// The arguments of `sync`.
@@ -80,7 +78,6 @@ pub async fn run(
     if config.s3.bucket.is_empty() {
         return Err("S3_BUCKET: required for sync".into());
     }
-    let fanout = crate::google::publisher::Fanout::from_config(config);
     config
         .replication
         .source_buckets
@@ -99,18 +96,8 @@ pub async fn run(
         writeln!(out, "{line}").map_err(|e| e.to_string())?;
         return Ok(());
     }
-    let storage = Storage::new(
-        aws.s3.clone(),
-        config.s3.bucket.clone(),
-        config.s3.prefix.clone(),
-        aws.provider.expiry(),
-    );
-    let replicator = Replicator::new(
-        storage.clone(),
-        GcsClient::new(config.replication.storage_emulator_host.as_deref()),
-    )
-    .with_source_buckets(config.replication.source_buckets.clone())
-    .with_fanout(fanout);
+    let storage = services::storage(config, aws, &services::budget(config));
+    let replicator = services::replicator(config, &storage);
     let req = &args.request;
     let scope = SyncScope::of(&req.bucket, req.prefix.as_deref(), req.delete);
     // The dry run writes no claims: any run id does.

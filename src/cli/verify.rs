@@ -404,12 +404,7 @@ pub async fn run(
     if config.s3.bucket.is_empty() {
         return Err("S3_BUCKET: required for verify".into());
     }
-    let storage = Storage::new(
-        aws.s3.clone(),
-        config.s3.bucket.clone(),
-        config.s3.prefix.clone(),
-        aws.provider.expiry(),
-    );
+    let storage = crate::services::storage(config, aws, &crate::services::budget(config));
     let gcs = GcsClient::new(config.replication.storage_emulator_host.as_deref());
     let mut report = Report::new(out, tty);
     let page_size = config.publisher.sync_page_size;

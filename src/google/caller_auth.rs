@@ -40,8 +40,9 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::time::Instant;
 
-use crate::config::{AuthMode, CallerAuthSettings};
 use crate::jwt::{decode_unverified, Claims};
+use crate::settings::{comma_list, email, emails, url};
+use serde::Deserialize;
 
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
 pub(crate) const LEEWAY_SECS: u64 = 60;
@@ -500,6 +501,68 @@ pub(crate) fn log_mode(config: &CallerAuthSettings) {
             audiences = %config.audiences.join(","),
             "AUTH_MODE=verify: callers' token signatures are checked against Google's certificates"
         ),
+    }
+}
+
+/// How callers of the HTTP surface are checked (`AUTH_MODE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Verify the RS256 signature against Google's certificates, and the claims.
+    #[default]
+    Verify,
+    /// Cloud Run checked the signature it replaced by `SIGNATURE_REMOVED_BY_GOOGLE`;
+    /// check the header and the claims (any other signature is verified).
+    CloudRunIam,
+    /// No check: local use only.
+    None,
+}
+
+/// How callers of the HTTP surface are checked (`auth`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CallerAuthSettings {
+    /// `AUTH_MODE`: verify (default) | cloud-run-iam | none.
+    #[serde(rename = "auth_mode", default)]
+    pub(crate) mode: AuthMode,
+    /// `AUTH_AUDIENCES`: comma-separated accepted `aud` values of callers' tokens.
+    #[serde(rename = "auth_audiences", default, deserialize_with = "comma_list")]
+    pub(crate) audiences: Vec<String>,
+    /// `AUTH_ALLOWED_EMAILS`: comma-separated caller emails allowed, kept in
+    /// lower case.
+    #[serde(rename = "auth_allowed_emails", default, deserialize_with = "emails")]
+    pub(crate) allowed_emails: Vec<String>,
+    /// `GOOGLE_CERTS_URL`: Google's JWKS (default [`GOOGLE_CERTS_URL`]).
+    #[serde(default = "default_certs_url", deserialize_with = "url")]
+    pub(crate) google_certs_url: String,
+    /// `TASKS_PUSH_EMAIL`: the push identity of the tasks subscription, the
+    /// only caller `POST /tasks` accepts (in lower case).
+    #[serde(rename = "tasks_push_email", default, deserialize_with = "email")]
+    pub(crate) tasks_push_email: Option<String>,
+}
+
+/// Default Google certificate (JWKS) URL.
+pub(crate) const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+
+fn default_certs_url() -> String {
+    GOOGLE_CERTS_URL.to_owned()
+}
+
+impl CallerAuthSettings {
+    pub(crate) fn validate(&self, service: bool, errors: &mut Vec<String>) {
+        if !service || self.mode == AuthMode::None {
+            return;
+        }
+        if self.audiences.is_empty() {
+            errors.push(
+                "AUTH_AUDIENCES: required unless AUTH_MODE=none (comma-separated audiences of callers' tokens, e.g. the service URL)".into(),
+            );
+        }
+        if self.allowed_emails.is_empty() {
+            errors.push(
+                "AUTH_ALLOWED_EMAILS: required unless AUTH_MODE=none (comma-separated caller emails)"
+                    .into(),
+            );
+        }
     }
 }
 

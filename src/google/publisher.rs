@@ -20,10 +20,11 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use crate::config::{Config, PublisherSettings};
 use crate::retry::{is_transient_status, Backoff};
+use crate::settings::number;
 use crate::util::{error_chain, error_text, read_limited, AccessTokens};
 use crate::wire::Task;
+use serde::Deserialize;
 
 const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
@@ -332,9 +333,9 @@ impl Default for Fanout {
     fn default() -> Fanout {
         Fanout {
             tasks: None,
-            part_task_bytes: crate::config::DEFAULT_PART_TASK_BYTES,
+            part_task_bytes: DEFAULT_PART_TASK_BYTES,
             page_size: 1000,
-            inline_bytes: crate::config::DEFAULT_SYNC_INLINE_BYTES,
+            inline_bytes: DEFAULT_SYNC_INLINE_BYTES,
             inline_window: Duration::from_secs(300 / 2),
             lease: Duration::from_secs(300 + 30),
         }
@@ -342,15 +343,17 @@ impl Default for Fanout {
 }
 
 impl Fanout {
-    /// From the configuration; no outbound call.
-    pub(crate) fn from_config(config: &Config) -> Fanout {
+    /// From the publisher's settings; a claim of work is taken over after
+    /// `request_timeout` and 30 s more (no request lives longer). No
+    /// outbound call.
+    pub(crate) fn new(settings: &PublisherSettings, request_timeout: Duration) -> Fanout {
         Fanout {
-            tasks: Publisher::tasks(&config.publisher),
-            part_task_bytes: config.publisher.part_task_bytes,
-            page_size: config.publisher.sync_page_size,
-            inline_bytes: config.publisher.sync_inline_bytes,
-            inline_window: config.server.request_timeout / 2,
-            lease: config.server.request_timeout + Duration::from_secs(30),
+            tasks: Publisher::tasks(settings),
+            part_task_bytes: settings.part_task_bytes,
+            page_size: settings.sync_page_size,
+            inline_bytes: settings.sync_inline_bytes,
+            inline_window: request_timeout / 2,
+            lease: request_timeout + Duration::from_secs(30),
         }
     }
 
@@ -358,6 +361,111 @@ impl Fanout {
     pub(crate) fn publisher(&self) -> Result<&Publisher, PublishError> {
         self.tasks.as_ref().ok_or(PublishError::NoTopic)
     }
+}
+
+/// Pub/Sub topics: the service's own tasks and the commands topic the
+/// command line publishes to (`publisher`, `parts`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PublisherSettings {
+    /// `TASKS_TOPIC`: the topic of the service's own tasks
+    /// (`projects/P/topics/T`): sync pages, replicate tasks, part tasks and
+    /// orphan removals. Its push subscription delivers to `POST /tasks`.
+    #[serde(rename = "tasks_topic")]
+    pub(crate) tasks_topic: Option<String>,
+    /// `PUBSUB_TOPIC`: the commands topic (the outside door) that
+    /// `gcp-aws-bridge sync` publishes its sync command to. The service
+    /// itself publishes only to `TASKS_TOPIC`.
+    #[serde(rename = "pubsub_topic")]
+    pub(crate) commands_topic: Option<String>,
+    /// `PUBSUB_EMULATOR_HOST`: Pub/Sub endpoint override (`host:port`, plain
+    /// http); no token is sent then.
+    #[serde(rename = "pubsub_emulator_host")]
+    pub(crate) emulator_host: Option<String>,
+    /// `PART_TASK_BYTES`: objects of at least this size are replicated in
+    /// parts, one task per part (default 1 GiB, at least 5 MiB).
+    #[serde(
+        default = "default_part_task_bytes",
+        deserialize_with = "number::<_, _, MIN_PART_TASK_BYTES, { u64::MAX }>"
+    )]
+    pub(crate) part_task_bytes: u64,
+    /// `TEST_SYNC_PAGE_SIZE` (tests only): objects per sync page (default and
+    /// most 1,000, Cloud Storage's and S3's page size).
+    #[serde(
+        rename = "test_sync_page_size",
+        default = "default_sync_page_size",
+        deserialize_with = "number::<_, _, 1, 1000>"
+    )]
+    pub(crate) sync_page_size: usize,
+    /// `SYNC_INLINE_BYTES`: objects smaller than this are copied by the sync
+    /// page itself (one Cloud Storage read, one S3 write, several at once
+    /// within the buffer budget), and an event's object smaller than this is
+    /// written without a check first (default 8 MiB; 0 to 64 MiB, 0 turns
+    /// inline copies off).
+    #[serde(
+        default = "default_sync_inline_bytes",
+        deserialize_with = "number::<_, _, 0, { MAX_SYNC_INLINE_BYTES }>"
+    )]
+    pub(crate) sync_inline_bytes: u64,
+}
+
+/// Default `PART_TASK_BYTES`: 1 GiB.
+pub(crate) const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Default `SYNC_INLINE_BYTES`: 8 MiB.
+pub(crate) const DEFAULT_SYNC_INLINE_BYTES: u64 = 8 * 1024 * 1024;
+/// The largest `SYNC_INLINE_BYTES`: one PutObject of bytes held whole.
+pub(crate) const MAX_SYNC_INLINE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
+pub(crate) const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
+
+fn default_sync_page_size() -> usize {
+    1000
+}
+
+fn default_sync_inline_bytes() -> u64 {
+    DEFAULT_SYNC_INLINE_BYTES
+}
+
+fn default_part_task_bytes() -> u64 {
+    DEFAULT_PART_TASK_BYTES
+}
+
+impl PublisherSettings {
+    pub(crate) fn validate(&self, errors: &mut Vec<String>) {
+        for (name, topic) in [
+            ("TASKS_TOPIC", &self.tasks_topic),
+            ("PUBSUB_TOPIC", &self.commands_topic),
+        ] {
+            if let Some(t) = topic {
+                if !is_topic_name(t) {
+                    errors.push(format!(
+                        "{name}: {t:?} is not a topic name (projects/PROJECT/topics/TOPIC)"
+                    ));
+                }
+            }
+        }
+        if let (Some(tasks), Some(commands)) = (&self.tasks_topic, &self.commands_topic) {
+            if tasks == commands {
+                errors.push(format!(
+                    "TASKS_TOPIC: {tasks:?} is also PUBSUB_TOPIC; the service's own tasks need a topic of their own, pushed to /tasks"
+                ));
+            }
+        }
+    }
+}
+
+/// Whether `topic` has the form `projects/P/topics/T`.
+pub(crate) fn is_topic_name(topic: &str) -> bool {
+    let parts: Vec<&str> = topic.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == "topics"
+        && !parts[1].is_empty()
+        && !parts[3].is_empty()
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~+%".contains(&b))
 }
 
 #[cfg(test)]

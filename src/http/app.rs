@@ -247,7 +247,7 @@ pub fn router(state: AppState) -> Router {
 pub fn warn_if_open(config: &Config) {
     crate::google::caller_auth::log_mode(&config.caller_auth);
     let auth = &config.caller_auth;
-    if auth.mode == crate::config::AuthMode::None {
+    if auth.mode == crate::google::caller_auth::AuthMode::None {
         return;
     }
     match &auth.tasks_push_email {

@@ -27,10 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::settings::{number, seconds};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -258,6 +260,33 @@ async fn drive<C>(
     if let Err(e) = ended {
         tracing::debug!("connection ended: {e}");
     }
+}
+
+/// The HTTP listener (`server`, `app`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ServerSettings {
+    /// `PORT`: listen port on 0.0.0.0 (default 8080).
+    #[serde(
+        default = "default_port",
+        deserialize_with = "number::<_, _, 0, 65535>"
+    )]
+    pub port: u16,
+    /// `REQUEST_TIMEOUT_SECONDS`: per-request deadline, 1–3600 (default 300,
+    /// Cloud Run's default).
+    #[serde(
+        rename = "request_timeout_seconds",
+        default = "default_request_timeout",
+        deserialize_with = "seconds::<_, 1, 3600>"
+    )]
+    pub(crate) request_timeout: Duration,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use crate::aws::{AwsClients, AwsOptions};
 use crate::budget::BufferBudget;
 use crate::config::Config;
 use crate::google::caller_auth::CallerAuth;
-use crate::google::gcs::GcsClient;
 use crate::google::identity::{IdTokenSource, IdentityError};
 use crate::replication::replicate::Replicator;
+use crate::services;
 use crate::wire::DoorRules;
 
 /// Everything a request needs, shared.
@@ -46,11 +46,9 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the services. No outbound call.
+    /// Builds the services ([`crate::services`]). No outbound call.
     pub fn new(config: Config, opts: AwsOptions) -> Result<AppState, IdentityError> {
-        let ids = Arc::new(
-            IdTokenSource::from_config(&config)?.with_time_source(opts.time_source.clone()),
-        );
+        let ids = services::identity(&config, &opts)?;
         Ok(AppState::with_identity(config, ids, opts))
     }
 
@@ -60,29 +58,12 @@ impl AppState {
         ids: Arc<IdTokenSource>,
         opts: AwsOptions,
     ) -> AppState {
-        let aws = AwsClients::new(&config, ids, opts);
-        let budget =
-            BufferBudget::new(config.limits.buffer_budget_bytes, config.limits.buffer_wait);
-        let storage = Storage::new(
-            aws.s3.clone(),
-            config.s3.bucket.clone(),
-            config.s3.prefix.clone(),
-            aws.provider.expiry(),
-        )
-        .with_copy_multipart_threshold(config.s3.copy_multipart_threshold)
-        .with_limits(budget.clone(), config.limits.max_object_bytes);
-        let replicator = Replicator::new(
-            storage.clone(),
-            GcsClient::new(config.replication.storage_emulator_host.as_deref()),
-        )
-        .with_source_buckets(config.replication.source_buckets.clone())
-        .with_fanout(crate::google::publisher::Fanout::from_config(&config));
-        let caller_auth = CallerAuth::from_config(&config.caller_auth);
-        let tasks_auth = CallerAuth::for_tasks(&config.caller_auth);
-        let doors = DoorRules {
-            ops: config.doors.command_ops,
-            sync_delete: config.doors.sync_delete,
-        };
+        let aws = services::aws(&config, ids, opts);
+        let budget = services::budget(&config);
+        let storage = services::storage(&config, &aws, &budget);
+        let replicator = services::replicator(&config, &storage);
+        let (caller_auth, tasks_auth) = services::caller_auth(&config);
+        let doors = services::doors(&config);
         AppState(Arc::new(Services {
             config,
             aws,

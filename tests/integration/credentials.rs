@@ -56,7 +56,7 @@ fn fast_backoff() -> Backoff {
 }
 
 fn ids_for(config: &Config) -> IdTokenSource {
-    IdTokenSource::from_config(config)
+    IdTokenSource::from_settings(&config.identity)
         .expect("identity source")
         .with_backoff(fast_backoff())
 }
@@ -159,7 +159,11 @@ async fn cold_client_fetches_once_for_64_concurrent_calls() {
     require_rig!();
     let w = World::new("single-flight").await;
     let config = w.config();
-    let aws = AwsClients::new(&config, Arc::new(ids_for(&config)), AwsOptions::default());
+    let aws = AwsClients::new(
+        &config.aws,
+        Arc::new(ids_for(&config)),
+        AwsOptions::default(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64 {
         let s3 = aws.s3.clone();
@@ -247,7 +251,7 @@ async fn credentials_are_replaced_before_expiry_without_a_failed_call() {
     let config = w.config();
     let ids = Arc::new(ids_for(&config).with_time_source(clock.shared()));
     let aws = AwsClients::new(
-        &config,
+        &config.aws,
         ids.clone(),
         AwsOptions {
             time_source: clock.shared(),
@@ -363,7 +367,11 @@ async fn sts_rejections_explain_the_trust_policy_and_never_show_the_token() {
     // A trust policy that names someone else.
     w.trust_someone_else();
     let config = w.config();
-    let aws = AwsClients::new(&config, Arc::new(ids_for(&config)), AwsOptions::default());
+    let aws = AwsClients::new(
+        &config.aws,
+        Arc::new(ids_for(&config)),
+        AwsOptions::default(),
+    );
     let e = aws.provider.credentials().await.expect_err("STS refuses");
     let token = aws.provider.identity().token().await.unwrap();
     let token = token.secret().expose().to_owned();
@@ -438,7 +446,11 @@ async fn debug_output_and_logs_never_show_token_or_secret() {
             .with_writer(logs.clone())
             .finish(),
     );
-    let aws = AwsClients::new(&config, Arc::new(ids_for(&config)), AwsOptions::default());
+    let aws = AwsClients::new(
+        &config.aws,
+        Arc::new(ids_for(&config)),
+        AwsOptions::default(),
+    );
     let (creds, token) = async {
         let creds = aws.provider.credentials().await.expect("credentials");
         let through_sdk = aws
@@ -567,7 +579,7 @@ async fn key_file_mints_tokens_through_the_token_endpoint() {
     assert_eq!(w.metadata.calls(Endpoint::Identity), 0);
 
     // The default trust policy (azp = unique id) refuses it, and says why.
-    let aws = AwsClients::new(&config, ids.clone(), AwsOptions::default());
+    let aws = AwsClients::new(&config.aws, ids.clone(), AwsOptions::default());
     let e = aws
         .provider
         .credentials()

@@ -15,8 +15,8 @@ use gcp_aws_bridge::google::identity::IdTokenSource;
 
 async fn put_once(w: &World) -> bool {
     let config = w.config();
-    let ids = IdTokenSource::from_config(&config).expect("identity source");
-    let aws = AwsClients::new(&config, Arc::new(ids), AwsOptions::default());
+    let ids = IdTokenSource::from_settings(&config.identity).expect("identity source");
+    let aws = AwsClients::new(&config.aws, Arc::new(ids), AwsOptions::default());
     aws.s3
         .put_object()
         .bucket(&w.bucket)

@@ -32,6 +32,8 @@ pub use upload::{
 
 use crate::aws::CredentialsExpiry;
 use crate::budget::BufferBudget;
+use crate::settings::number;
+use serde::Deserialize;
 
 /// The longest a presigned URL may live (SigV4's limit).
 pub(crate) const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -757,4 +759,48 @@ impl Storage {
 
 pub(crate) fn checksum_algorithm() -> ChecksumAlgorithm {
     ChecksumAlgorithm::Crc32C
+}
+
+/// The one bucket and prefix every S3 operation is confined to (`storage`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct S3Settings {
+    /// `S3_BUCKET`: required by the service, not by the commands.
+    #[serde(rename = "s3_bucket", default)]
+    pub(crate) bucket: String,
+    /// `S3_PREFIX`: keys are confined under this prefix (default empty); empty
+    /// or ending with `/`.
+    #[serde(rename = "s3_prefix", default)]
+    pub(crate) prefix: String,
+    /// `TEST_COPY_MULTIPART_THRESHOLD_BYTES` (tests only): copies larger than
+    /// this go part by part (default 5 GiB, S3's CopyObject limit; at least 5 MiB).
+    #[serde(
+        rename = "test_copy_multipart_threshold_bytes",
+        default = "default_copy_threshold",
+        deserialize_with = "number::<_, _, { crate::s3_limits::MIN_PART }, { crate::s3_limits::COPY_MULTIPART_THRESHOLD }>"
+    )]
+    pub(crate) copy_multipart_threshold: u64,
+}
+
+fn default_copy_threshold() -> u64 {
+    crate::s3_limits::COPY_MULTIPART_THRESHOLD
+}
+
+impl S3Settings {
+    pub(crate) fn validate(&self, service: bool, errors: &mut Vec<String>) {
+        if service && self.bucket.is_empty() {
+            errors.push("S3_BUCKET: required".into());
+        }
+        let prefix = &self.prefix;
+        if prefix.starts_with('/') {
+            errors.push(format!("S3_PREFIX: {prefix:?} must not start with '/'"));
+        } else if !prefix.is_empty() && !prefix.ends_with('/') {
+            // "data" would also reach "data-x/" and "database/".
+            errors.push(format!(
+                "S3_PREFIX: {prefix:?} must end with '/' (e.g. {:?}); a prefix without it also reaches keys beside it",
+                format!("{prefix}/")
+            ));
+        } else if prefix.len() >= 1024 || prefix.chars().any(char::is_control) {
+            errors.push("S3_PREFIX: too long or has a control character".into());
+        }
+    }
 }

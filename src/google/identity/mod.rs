@@ -24,10 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_smithy_async::time::{SharedTimeSource, SystemTimeSource};
 
-use crate::config::{Config, IdTokenSourceKind};
 use crate::jwt::{decode_unverified, Claims, SecretToken};
 use crate::retry::{is_transient_status, Backoff, Transient};
+use crate::settings::url;
 use crate::util::error_chain;
+use serde::Deserialize;
 
 pub use key_file::ServiceAccountKey;
 
@@ -236,8 +237,7 @@ impl IdTokenSource {
     /// `GOOGLE_ID_TOKEN_FILE`, then `IMPERSONATE_SERVICE_ACCOUNT`, then a
     /// `service_account` key in `GOOGLE_APPLICATION_CREDENTIALS`, else the
     /// metadata server. Reads a key file, makes no network call.
-    pub fn from_config(config: &Config) -> Result<IdTokenSource, IdentityError> {
-        let config = &config.identity;
+    pub fn from_settings(config: &IdentitySettings) -> Result<IdTokenSource, IdentityError> {
         let client = reqwest_client();
         let kind = match config.source {
             IdTokenSourceKind::Auto => {
@@ -359,6 +359,86 @@ impl IdTokenSource {
                         format!("no answer within {limit:?}"),
                     ))
                 }),
+        }
+    }
+}
+
+/// Where the Google ID token comes from (`ID_TOKEN_SOURCE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdTokenSourceKind {
+    /// Pick from the environment: file, impersonate, key file, metadata.
+    #[default]
+    Auto,
+    /// The GCE / Cloud Run metadata server.
+    Metadata,
+    /// A service-account key file in `GOOGLE_APPLICATION_CREDENTIALS`.
+    ServiceAccountKey,
+    /// IAM Credentials `generateIdToken` for `IMPERSONATE_SERVICE_ACCOUNT`.
+    Impersonate,
+    /// A JWT in `GOOGLE_ID_TOKEN_FILE`, read again at every refresh.
+    File,
+}
+
+/// Our own Google ID token (`identity`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IdentitySettings {
+    /// `TARGET_AUDIENCE`: the `aud` of the Google ID token presented to STS.
+    #[serde(default)]
+    pub(crate) target_audience: String,
+    /// `ID_TOKEN_SOURCE`: auto | metadata | service-account-key | impersonate | file.
+    #[serde(rename = "id_token_source", default)]
+    pub(crate) source: IdTokenSourceKind,
+    /// `GCE_METADATA_HOST`: metadata server `host:port` (default metadata.google.internal).
+    #[serde(rename = "gce_metadata_host", default = "default_metadata_host")]
+    pub(crate) metadata_host: String,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`: a key file path.
+    pub(crate) google_application_credentials: Option<String>,
+    /// `IMPERSONATE_SERVICE_ACCOUNT`: service account email to mint ID tokens for.
+    pub(crate) impersonate_service_account: Option<String>,
+    /// `IAM_CREDENTIALS_ENDPOINT`: IAM Credentials API base URL (default
+    /// https://iamcredentials.googleapis.com).
+    #[serde(default = "default_iam_credentials_endpoint", deserialize_with = "url")]
+    pub(crate) iam_credentials_endpoint: String,
+    /// `GOOGLE_ID_TOKEN_FILE`: a file holding a JWT.
+    pub(crate) google_id_token_file: Option<String>,
+}
+
+fn default_metadata_host() -> String {
+    "metadata.google.internal".to_owned()
+}
+
+fn default_iam_credentials_endpoint() -> String {
+    "https://iamcredentials.googleapis.com".to_owned()
+}
+
+impl IdentitySettings {
+    pub(crate) fn validate(&self, errors: &mut Vec<String>) {
+        if self.target_audience.is_empty() {
+            errors.push("TARGET_AUDIENCE: required".into());
+        }
+        match self.source {
+            IdTokenSourceKind::ServiceAccountKey if self.google_application_credentials.is_none() => {
+                errors.push(
+                    "GOOGLE_APPLICATION_CREDENTIALS: required when ID_TOKEN_SOURCE=service-account-key"
+                        .into(),
+                )
+            }
+            IdTokenSourceKind::Impersonate if self.impersonate_service_account.is_none() => errors
+                .push(
+                    "IMPERSONATE_SERVICE_ACCOUNT: required when ID_TOKEN_SOURCE=impersonate".into(),
+                ),
+            IdTokenSourceKind::File if self.google_id_token_file.is_none() => {
+                errors.push("GOOGLE_ID_TOKEN_FILE: required when ID_TOKEN_SOURCE=file".into())
+            }
+            _ => {}
+        }
+        if let Some(sa) = &self.impersonate_service_account {
+            if !sa.contains('@') {
+                errors.push(format!(
+                    "IMPERSONATE_SERVICE_ACCOUNT: {sa:?} is not a service account email"
+                ));
+            }
         }
     }
 }

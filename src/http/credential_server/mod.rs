@@ -40,8 +40,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::aws::{RoleProviders, WebIdentityProvider};
-use crate::config::{present, read_group, ConfigError};
+use crate::config::ConfigError;
 use crate::http::error::{AppError, StatusBody};
+use crate::settings::{present, read_group};
 use crate::util::rfc3339;
 
 pub(crate) use crate::http::auth_token::AuthToken;
@@ -410,8 +411,10 @@ mod tests {
             ("GCE_METADATA_HOST", "127.0.0.1:9"),
         ]))
         .unwrap();
-        let ids = Arc::new(crate::google::identity::IdTokenSource::from_config(&config).unwrap());
-        let roles = RoleProviders::new(&config, ids, &crate::aws::AwsOptions::default());
+        let ids = Arc::new(
+            crate::google::identity::IdTokenSource::from_settings(&config.identity).unwrap(),
+        );
+        let roles = RoleProviders::new(&config.aws, ids, &crate::aws::AwsOptions::default());
         let state = ServerState::new(
             AuthToken::value("s3cr3t-t0ken"),
             &roles,

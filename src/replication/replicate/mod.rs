@@ -35,7 +35,9 @@ use crate::aws::s3::{
     metadata_name, ObjectHeaders, ObjectInfo, ObjectKey, PutOptions, Storage, StorageError,
 };
 use crate::google::gcs::{decode_crc, goog_hash_crc, GcsClient, GcsError, GcsObject};
+use crate::settings::source_buckets;
 use crate::source_buckets::{BucketRefusal, SourceBuckets};
+use serde::Deserialize;
 
 /// The S3 user-metadata name holding the source generation.
 pub(crate) const GENERATION_META: &str = "goog-generation";
@@ -964,6 +966,21 @@ pub(crate) fn gone(obj: &GcsObject, status: u16) -> ReplicaOutcome {
         name: obj.name.clone(),
         generation: obj.generation,
     }
+}
+
+/// Replication from Cloud Storage (`replicate`, `sync`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReplicationSettings {
+    /// `GCS_SOURCE_BUCKETS`: comma-separated buckets replication may read,
+    /// `*` for any; unset: off.
+    #[serde(
+        rename = "gcs_source_buckets",
+        default,
+        deserialize_with = "source_buckets"
+    )]
+    pub(crate) source_buckets: SourceBuckets,
+    /// `STORAGE_EMULATOR_HOST`: Cloud Storage endpoint override; no token is sent then.
+    pub(crate) storage_emulator_host: Option<String>,
 }
 
 #[cfg(test)]
