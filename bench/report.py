@@ -266,6 +266,15 @@ lower than on a dedicated host.
   grown), then the {f['LOAD_SECS']} s run; RSS and open fds sampled every 5 s, and 3 s after the
   run (fd growth allowed: {margin}).
 """
+    # The CPU profile section (bench/profile-put.sh, written by hand) is kept
+    # across runs.
+    try:
+        previous = open(out_path).read()
+    except OSError:
+        previous = ""
+    kept = previous.find("\n## CPU per PUT")
+    if kept >= 0:
+        doc += previous[kept:]
     with open(out_path, "w") as fh:
         fh.write(doc)
     failed = []

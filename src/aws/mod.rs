@@ -72,6 +72,16 @@ impl Default for AwsOptions {
     }
 }
 
+/// Whether S3 is reached over TLS: the AWS endpoint (no override) or an
+/// `https://` one (`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`).
+pub(crate) fn s3_over_tls(config: &AwsSettings) -> bool {
+    config
+        .endpoint_url_s3
+        .as_deref()
+        .or(config.endpoint_url.as_deref())
+        .is_none_or(|url| url.starts_with("https://"))
+}
+
 /// One HTTP client (hyper + rustls with ring) for every AWS call.
 pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
@@ -267,5 +277,50 @@ impl AwsSettings {
         } else {
             host_name().unwrap_or_else(|| "gcp-aws-bridge".to_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn config(extra: &[(&str, &str)]) -> AwsSettings {
+        let base = [
+            ("TARGET_AUDIENCE", "https://sts.amazonaws.com"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/bridge"),
+            ("AWS_REGION", "eu-west-1"),
+            ("S3_BUCKET", "b"),
+            ("AUTH_MODE", "none"),
+        ];
+        Config::from_iter(
+            base.iter()
+                .chain(extra)
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap()
+        .aws
+    }
+
+    #[test]
+    fn payloads_go_unsigned_only_over_tls() {
+        assert!(s3_over_tls(&config(&[])));
+        assert!(s3_over_tls(&config(&[(
+            "AWS_ENDPOINT_URL_S3",
+            "https://s3.example.com"
+        )])));
+        assert!(!s3_over_tls(&config(&[(
+            "AWS_ENDPOINT_URL_S3",
+            "http://127.0.0.1:9000"
+        )])));
+        assert!(!s3_over_tls(&config(&[(
+            "AWS_ENDPOINT_URL",
+            "http://127.0.0.1:9000"
+        )])));
+        // The S3 endpoint wins over the general one.
+        assert!(s3_over_tls(&config(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ENDPOINT_URL_S3", "https://s3.example.com"),
+        ])));
     }
 }

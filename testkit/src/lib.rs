@@ -12,6 +12,8 @@
 //! - [`push`]: the OIDC token Pub/Sub push and Eventarc add to deliveries.
 //! - [`keys`]: RSA signing keys and JWT helpers shared by both.
 //! - [`logs`]: log output captured in memory.
+//! - [`latency`]: in-memory S3 and Cloud Storage stand-ins answering after a
+//!   fixed delay, for scaling benchmarks.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
@@ -31,6 +33,7 @@
 pub mod cloudrun;
 pub mod flags;
 pub mod keys;
+pub mod latency;
 pub mod logs;
 pub mod metadata;
 pub mod proxy;
@@ -40,6 +43,7 @@ mod server;
 
 pub use cloudrun::{CloudRunConfig, CloudRunEmulator, Container, Output, Stopped};
 pub use keys::SigningKey;
+pub use latency::{LatencyGcs, LatencyS3};
 pub use logs::LogCapture;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
 pub use proxy::{FaultPlan, FaultProxy, Hold, ProxyFault, StsGate};

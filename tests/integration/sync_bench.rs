@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -53,40 +52,8 @@ fn rclone(
     prefix: &str,
     large: bool,
 ) -> f64 {
-    let gcs = Gcs::new(rig);
-    let mut cmd = Command::new("rclone");
-    // rclone's S3 client refuses a CA bundle with its own HTTP transport,
-    // and moto is plain http.
-    cmd.env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_SRC_TYPE", "google cloud storage")
-        .env("RCLONE_CONFIG_SRC_ANONYMOUS", "true")
-        .env(
-            "RCLONE_CONFIG_SRC_ENDPOINT",
-            format!("{}/storage/v1/", gcs.base),
-        )
-        .env("RCLONE_CONFIG_DST_TYPE", "s3")
-        .env("RCLONE_CONFIG_DST_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_DST_ENDPOINT", &rig["RIG_MOTO_ENDPOINT"])
-        .env(
-            "RCLONE_CONFIG_DST_ACCESS_KEY_ID",
-            &rig["RIG_ADMIN_ACCESS_KEY_ID"],
-        )
-        .env(
-            "RCLONE_CONFIG_DST_SECRET_ACCESS_KEY",
-            &rig["RIG_ADMIN_SECRET_ACCESS_KEY"],
-        )
-        .env("RCLONE_CONFIG_DST_REGION", "us-east-1")
-        .env("RCLONE_CONFIG_DST_FORCE_PATH_STYLE", "true")
-        .arg("copy")
-        .arg(format!("src:{bucket}"))
-        .arg(format!("dst:{}/{prefix}", rig["RIG_BUCKET"]))
-        .args([
-            "--config",
-            "/dev/null",
-            "--s3-no-check-bucket",
-            "--stats",
-            "0",
-        ]);
+    let mut cmd = crate::common::rclone(rig, "copy", bucket, prefix);
+    cmd.arg("--s3-no-check-bucket");
     if large {
         cmd.args([
             "--transfers",
@@ -264,4 +231,129 @@ async fn bench_large_object_part_tasks() {
     let prefix = unique_prefix("rclone-large");
     let secs = rclone(&rig, &bucket, &prefix, true);
     figure("rclone_copy_large_MB_per_s", mb / secs, "MB/s");
+}
+
+/// Figures per operation: the requests a stand-in answered during a run,
+/// per object synced.
+fn per_object(
+    name: &str,
+    service: &str,
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    objects: usize,
+) {
+    for (op, n) in after {
+        let d = n - before.get(op).copied().unwrap_or(0);
+        if d > 0 {
+            println!(
+                "BENCH {name}_{service}_{op}_per_object {:.3} requests",
+                d as f64 / objects as f64
+            );
+        }
+    }
+}
+
+/// Sync against in-memory S3 and Cloud Storage stand-ins that answer every
+/// request after `BENCH_LATENCY_MS` (20 ms by default) and are never the
+/// limit themselves (the test kit's `latency` module): how sync scales with
+/// instances when each request costs a round trip, not the stand-ins' own
+/// work. Tasks reach the instances through the Pub/Sub emulator, pulled and
+/// pushed `PUSH_CONCURRENCY` at a time; STS is moto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: bench/sync.sh"]
+async fn bench_sync_fixed_latency() {
+    use bridge_testkit::latency::{latency_from_env, LatencyGcs, LatencyS3};
+
+    let objects = env_usize("BENCH_OBJECTS", 10_000);
+    let size = env_usize("BENCH_OBJECT_BYTES", 1024);
+    let latency = latency_from_env();
+    let ms = latency.as_millis();
+    let s3 = LatencyS3::start(latency).await;
+    let gcs = LatencyGcs::start(latency).await;
+    let bucket = "bench-latency";
+    for i in 0..objects {
+        let name = format!("d{}/e{}/obj-{i:05}", i % 10, i % 7);
+        gcs.insert(
+            bucket,
+            &name,
+            bytes(size, i as u64).into(),
+            "application/octet-stream",
+        );
+    }
+    figure("sync_fixed_latency_ms", ms as f64, "ms");
+    for instances in [1, 2, 4] {
+        let d = Deployment::start_pushing(
+            &format!("latency{instances}"),
+            instances,
+            &[
+                ("RUST_LOG", "info"),
+                ("AWS_ENDPOINT_URL_S3", &s3.url()),
+                ("S3_FORCE_PATH_STYLE", "true"),
+                ("STORAGE_EMULATOR_HOST", &gcs.url()),
+            ],
+            Some(bucket),
+            Push::Concurrent(PUSH_CONCURRENCY),
+        )
+        .await;
+        let (s3_before, gcs_before) = (s3.counts(), gcs.counts());
+        let t = Instant::now();
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/sync", d.front.url()))
+            .bearer_auth(d.w.caller_token())
+            .json(&json!({ "bucket": bucket }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            status,
+            202,
+            "{text}\nS3 stand-in: {:?}\n{}",
+            s3.counts(),
+            d.log_text()
+        );
+        let deadline = t + Duration::from_secs(1200);
+        let replicas = || {
+            s3.keys(&d.w.bucket, &d.w.prefix)
+                .iter()
+                .filter(|k| !k[d.w.prefix.len()..].starts_with(".gcp-aws-bridge/"))
+                .count()
+        };
+        while replicas() < objects {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {objects} replicas after 1200 s:\n{}",
+                replicas(),
+                d.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let (s3_after, gcs_after) = (s3.counts(), gcs.counts());
+        let name = format!("sync_fixed_latency_{ms}ms_{objects}_objects_{instances}_instances");
+        figure(
+            &format!("{name}_objects_per_s"),
+            objects as f64 / secs,
+            "objects/s",
+        );
+        figure(
+            &format!("{name}_peak_requests_in_flight"),
+            d.front.peak_in_flight() as f64,
+            "requests",
+        );
+        per_object(&name, "s3", &s3_before, &s3_after, objects);
+        per_object(&name, "gcs", &gcs_before, &gcs_after, objects);
+        assert_eq!(s3_after.get("Unsupported"), None, "{s3_after:?}");
+        assert_eq!(gcs_after.get("unsupported"), None, "{gcs_after:?}");
+        // Every replica holds its source's bytes.
+        let k = format!("{}d3/e3/obj-00003", d.w.prefix);
+        if objects > 3 {
+            assert_eq!(
+                s3.get(&d.w.bucket, &k).as_deref(),
+                Some(&bytes(size, 3)[..]),
+                "{k}"
+            );
+        }
+    }
 }

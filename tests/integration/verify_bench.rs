@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Instant;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -34,42 +33,8 @@ fn rclone_check(
     bucket: &str,
     prefix: &str,
 ) -> f64 {
-    let gcs = Gcs::new(rig);
-    let mut cmd = Command::new("rclone");
-    // rclone's S3 client refuses a CA bundle with its own HTTP transport,
-    // and moto is plain http.
-    cmd.env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_SRC_TYPE", "google cloud storage")
-        .env("RCLONE_CONFIG_SRC_ANONYMOUS", "true")
-        .env(
-            "RCLONE_CONFIG_SRC_ENDPOINT",
-            format!("{}/storage/v1/", gcs.base),
-        )
-        .env("RCLONE_CONFIG_DST_TYPE", "s3")
-        .env("RCLONE_CONFIG_DST_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_DST_ENDPOINT", &rig["RIG_MOTO_ENDPOINT"])
-        .env(
-            "RCLONE_CONFIG_DST_ACCESS_KEY_ID",
-            &rig["RIG_ADMIN_ACCESS_KEY_ID"],
-        )
-        .env(
-            "RCLONE_CONFIG_DST_SECRET_ACCESS_KEY",
-            &rig["RIG_ADMIN_SECRET_ACCESS_KEY"],
-        )
-        .env("RCLONE_CONFIG_DST_REGION", "us-east-1")
-        .env("RCLONE_CONFIG_DST_FORCE_PATH_STYLE", "true")
-        .arg("check")
-        .arg(format!("src:{bucket}"))
-        .arg(format!("dst:{}/{prefix}", rig["RIG_BUCKET"]))
-        .args([
-            "--config",
-            "/dev/null",
-            "--checkers",
-            "64",
-            "--fast-list",
-            "--stats",
-            "0",
-        ]);
+    let mut cmd = crate::common::rclone(rig, "check", bucket, prefix);
+    cmd.args(["--checkers", "64", "--fast-list"]);
     let t = Instant::now();
     let out = cmd.output().expect("rclone (bench/verify.sh installs it)");
     let secs = t.elapsed().as_secs_f64();

@@ -192,6 +192,11 @@ pub(crate) struct Storage {
     budget: BufferBudget,
     /// Uploads larger than this are refused (`MAX_OBJECT_BYTES`).
     max_object_bytes: u64,
+    /// PutObject bodies held in memory are sent with `UNSIGNED-PAYLOAD`
+    /// instead of their SHA-256 in the signature: only over TLS, where TLS
+    /// guards the bytes in transit, and S3 still verifies the CRC32C sent
+    /// with them (a signed header). Over plain HTTP the payload is signed.
+    unsigned_payload: bool,
 }
 
 impl Storage {
@@ -210,7 +215,17 @@ impl Storage {
             copy_threshold: COPY_MULTIPART_THRESHOLD,
             budget: BufferBudget::unbounded(),
             max_object_bytes: MAX_OBJECT,
+            unsigned_payload: false,
         }
+    }
+
+    /// Sends in-memory PutObject bodies unsigned (`UNSIGNED-PAYLOAD`, the
+    /// CRC32C still sent and verified by S3) when `over_tls`, which saves
+    /// hashing every byte for the signature; streamed bodies are unsigned
+    /// already. Pass [`crate::aws::s3_over_tls`].
+    pub(crate) fn with_unsigned_payload_over_tls(mut self, over_tls: bool) -> Storage {
+        self.unsigned_payload = over_tls;
+        self
     }
 
     /// Copies larger than `bytes` go part by part (`UploadPartCopy`); the

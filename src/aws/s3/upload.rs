@@ -200,10 +200,12 @@ pub(super) async fn put_object(
     if let Some(etag) = &opts.if_match {
         req = req.if_match(etag);
     }
-    let out = req
-        .send()
-        .await
-        .map_err(|e| classify("PutObject", key.relative(), e))?;
+    let sent = if st.unsigned_payload {
+        req.customize().disable_payload_signing().send().await
+    } else {
+        req.send().await
+    };
+    let out = sent.map_err(|e| classify("PutObject", key.relative(), e))?;
     Ok(PutResult {
         key: key.relative().to_owned(),
         etag: out.e_tag,

@@ -127,6 +127,41 @@ macro_rules! require_rig {
 }
 pub(crate) use require_rig;
 
+/// `rclone VERB src:BUCKET dst:RIG_BUCKET/PREFIX` between the rig's
+/// fake-gcs-server (anonymous) and moto (the admin keys), configured in the
+/// environment only (`--config /dev/null`), without statistics.
+pub fn rclone(rig: &HashMap<String, String>, verb: &str, bucket: &str, prefix: &str) -> Command {
+    let gcs = gcs::Gcs::new(rig);
+    let mut cmd = Command::new("rclone");
+    // rclone's S3 client refuses a CA bundle with its own HTTP transport,
+    // and moto is plain http.
+    cmd.env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_SRC_TYPE", "google cloud storage")
+        .env("RCLONE_CONFIG_SRC_ANONYMOUS", "true")
+        .env(
+            "RCLONE_CONFIG_SRC_ENDPOINT",
+            format!("{}/storage/v1/", gcs.base),
+        )
+        .env("RCLONE_CONFIG_DST_TYPE", "s3")
+        .env("RCLONE_CONFIG_DST_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_DST_ENDPOINT", &rig["RIG_MOTO_ENDPOINT"])
+        .env(
+            "RCLONE_CONFIG_DST_ACCESS_KEY_ID",
+            &rig["RIG_ADMIN_ACCESS_KEY_ID"],
+        )
+        .env(
+            "RCLONE_CONFIG_DST_SECRET_ACCESS_KEY",
+            &rig["RIG_ADMIN_SECRET_ACCESS_KEY"],
+        )
+        .env("RCLONE_CONFIG_DST_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_DST_FORCE_PATH_STYLE", "true")
+        .arg(verb)
+        .arg(format!("src:{bucket}"))
+        .arg(format!("dst:{}/{prefix}", rig["RIG_BUCKET"]))
+        .args(["--config", "/dev/null", "--stats", "0"]);
+    cmd
+}
+
 /// `rig.env` of the running rig: `$RIG_DIR/rig.env`, default `.run/rig.env`.
 pub fn rig() -> HashMap<String, String> {
     let path = rig_env_path();
