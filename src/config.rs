@@ -573,6 +573,7 @@ mod tests {
         assert_eq!(publisher.commands_topic, None);
         assert_eq!(publisher.part_task_bytes, DEFAULT_PART_TASK_BYTES);
         assert_eq!(publisher.sync_page_size, 1000);
+        assert_eq!(publisher.sync_inline_bytes, 8 << 20);
         let doors: DoorSettings = read_group(none, &mut errors);
         assert_eq!(doors.command_ops, crate::wire::OpSet::default());
         assert!(!doors.sync_delete);
@@ -671,6 +672,8 @@ mod tests {
             ("TEST_COPY_MULTIPART_THRESHOLD_BYTES", "5242880", "5242879"),
             ("PART_TASK_BYTES", "5242880", "5242879"),
             ("BUFFER_BUDGET_BYTES", "1", "0"),
+            ("SYNC_INLINE_BYTES", "67108864", "67108865"),
+            ("SYNC_INLINE_BYTES", "0", "-1"),
         ] {
             assert!(Config::from_iter(with(&[(var, ok)])).is_ok(), "{var}={ok}");
             let e = Config::from_iter(with(&[(var, bad)])).unwrap_err();

@@ -117,7 +117,8 @@ pub async fn run(
         plan_out.totals.pages += 1;
         plan_out.totals.listed += plan.listed;
         plan_out.totals.in_sync += plan.in_sync;
-        for o in &plan.replicate {
+        plan_out.totals.copy_inline += plan.inline.len() as u64;
+        for o in plan.copies() {
             let line = format!(
                 "copy gs://{}/{} {}",
                 req.bucket,
@@ -152,6 +153,8 @@ struct DryRunTotals {
     in_sync: u64,
     copy: u64,
     copy_bytes: u64,
+    /// The copies the pages would make themselves (`SYNC_INLINE_BYTES`).
+    copy_inline: u64,
     delete: u64,
 }
 
@@ -205,7 +208,8 @@ impl<'a> DryRun<'a> {
             let totals = serde_json::json!({
                 "dry_run": true, "bucket": req.bucket, "prefix": req.prefix,
                 "pages": t.pages, "listed": t.listed, "in_sync": t.in_sync,
-                "copy": t.copy, "copy_bytes": t.copy_bytes, "delete": t.delete, "published": 0,
+                "copy": t.copy, "copy_bytes": t.copy_bytes, "copy_inline": t.copy_inline,
+                "delete": t.delete, "published": 0,
             });
             return writeln!(self.out, "{totals}").map_err(|e| e.to_string());
         }

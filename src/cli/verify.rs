@@ -959,7 +959,7 @@ mod tests {
             size: Some(size),
             generation: Some(generation),
             crc32c: Some(crc32c.into()),
-            updated: None,
+            ..ListedSource::default()
         }
     }
 

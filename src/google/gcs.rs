@@ -212,7 +212,8 @@ impl GcsClient {
             .await
     }
 
-    /// Starts the download of generation `generation`, bytes as stored.
+    /// Starts the download of generation `generation`, bytes as stored (see
+    /// [`GcsClient::media`]).
     pub(crate) async fn download(
         &self,
         bucket: &str,
@@ -236,8 +237,11 @@ impl GcsClient {
             .await
     }
 
-    /// A media read pinned to `generation` (`ifGenerationMatch`), whole or
-    /// one range.
+    /// A media read pinned to `generation` (`generation=`, and
+    /// `ifGenerationMatch`: only while it is the live one), whole or one
+    /// range. An answer whose `x-goog-generation` names another generation
+    /// counts as gone (412), as Cloud Storage's own answer to the condition
+    /// would.
     async fn media(
         &self,
         bucket: &str,
@@ -245,20 +249,33 @@ impl GcsClient {
         generation: i64,
         range: Option<(u64, u64)>,
     ) -> Result<reqwest::Response, GcsError> {
-        let generation = generation.to_string();
+        let wanted = generation.to_string();
         let range = range.map(|(start, end)| format!("bytes={start}-{end}"));
         self.backoff
             .retry(|| async {
                 let mut req = self
                     .http
                     .get(self.object_url(bucket, name))
-                    .query(&[("alt", "media"), ("ifGenerationMatch", generation.as_str())])
+                    .query(&[
+                        ("alt", "media"),
+                        ("generation", wanted.as_str()),
+                        ("ifGenerationMatch", wanted.as_str()),
+                    ])
                     // Serve gzip-encoded objects as stored, so bytes and CRC32C match.
                     .header(reqwest::header::ACCEPT_ENCODING, "gzip");
                 if let Some(range) = &range {
                     req = req.header(reqwest::header::RANGE, range.as_str());
                 }
-                self.send(req).await
+                let resp = self.send(req).await?;
+                let served = resp
+                    .headers()
+                    .get("x-goog-generation")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok());
+                match served {
+                    Some(g) if g != generation => Err(GcsError::Gone(412)),
+                    _ => Ok(resp),
+                }
             })
             .await
     }

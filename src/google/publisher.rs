@@ -329,6 +329,12 @@ pub(crate) struct Fanout {
     pub(crate) part_task_bytes: u64,
     /// Objects per sync page.
     pub(crate) page_size: usize,
+    /// `SYNC_INLINE_BYTES`: objects smaller than this are copied by a sync
+    /// page itself, and an event's object is written without a check first.
+    pub(crate) inline_bytes: u64,
+    /// How long a sync page starts inline copies; the objects left then go
+    /// to replicate tasks, so a page ends well within its request's deadline.
+    pub(crate) inline_window: Duration,
     /// How long a sync page's claim holds before another delivery may take
     /// it over: longer than any request may run.
     pub(crate) lease: Duration,
@@ -341,6 +347,8 @@ impl Default for Fanout {
             tasks: None,
             part_task_bytes: DEFAULT_PART_TASK_BYTES,
             page_size: 1000,
+            inline_bytes: DEFAULT_SYNC_INLINE_BYTES,
+            inline_window: Duration::from_secs(300 / 2),
             lease: Duration::from_secs(300 + 30),
         }
     }
@@ -355,6 +363,8 @@ impl Fanout {
             tasks: Publisher::tasks(settings),
             part_task_bytes: settings.part_task_bytes,
             page_size: settings.sync_page_size,
+            inline_bytes: settings.sync_inline_bytes,
+            inline_window: request_timeout / 2,
             lease: request_timeout + Duration::from_secs(30),
         }
     }
@@ -398,16 +408,35 @@ pub struct PublisherSettings {
         deserialize_with = "number::<_, _, 1, 1000>"
     )]
     pub(crate) sync_page_size: usize,
+    /// `SYNC_INLINE_BYTES`: objects smaller than this are copied by the sync
+    /// page itself (one Cloud Storage read, one S3 write, several at once
+    /// within the buffer budget), and an event's object smaller than this is
+    /// written without a check first (default 8 MiB; 0 to 64 MiB, 0 turns
+    /// inline copies off).
+    #[serde(
+        default = "default_sync_inline_bytes",
+        deserialize_with = "number::<_, _, 0, { MAX_SYNC_INLINE_BYTES }>"
+    )]
+    pub(crate) sync_inline_bytes: u64,
 }
 
 /// Default `PART_TASK_BYTES`: 1 GiB.
 pub(crate) const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Default `SYNC_INLINE_BYTES`: 8 MiB.
+pub(crate) const DEFAULT_SYNC_INLINE_BYTES: u64 = 8 * 1024 * 1024;
+/// The largest `SYNC_INLINE_BYTES`: one PutObject of bytes held whole.
+pub(crate) const MAX_SYNC_INLINE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
 pub(crate) const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
 
 fn default_sync_page_size() -> usize {
     1000
+}
+
+fn default_sync_inline_bytes() -> u64 {
+    DEFAULT_SYNC_INLINE_BYTES
 }
 
 fn default_part_task_bytes() -> u64 {

@@ -11,16 +11,25 @@
 //! to the smaller last name of the two listings that were cut short, or to
 //! the end when neither was: every name falls in exactly one page, so an
 //! orphan between two pages or after the last one is found exactly once.
-//! For the names of the page it publishes
-//! - a `replicate` task for each object missing from S3, of another size,
-//!   or whose replica is older than the object's `updated` time;
+//! An object of the page is copied when it is missing from S3, of another
+//! size, or its replica is older than the object's `updated` time; the
+//! others cost no request. For the names of the page it publishes
+//! - a `replicate` task for each object to copy of at least
+//!   `SYNC_INLINE_BYTES` (or that the listings do not describe enough);
 //! - with `delete` (`SYNC_DELETE=true`), a `delete_replica` task for each
 //!   key whose object is not listed (it removes only a replica of the
 //!   bucket, and only once Cloud Storage confirms the object is gone);
 //! - the task of the next page,
 //!
-//! and answers once they are published. Keys under the reserved
-//! `.gcp-aws-bridge/` prefix are never listed as replicas.
+//! then copies the smaller objects itself, [`INLINE_CONCURRENCY`] at once,
+//! each holding its size of the buffer budget: one read of the listed
+//! generation, checked against the listed size and CRC32C, and one S3
+//! write conditional on what the S3 listing showed at the key (its ETag,
+//! or nothing). A copy whose condition S3 refuses, whose generation is gone,
+//! or that fails, becomes a `replicate` task, as does every copy not started
+//! within half the request deadline; the page answers once those are
+//! published. Keys under the reserved `.gcp-aws-bridge/` prefix are never
+//! listed as replicas.
 //!
 //! **A run is traversed once.** Each run has an id (from the Pub/Sub message
 //! that started it, so that message delivered again is the same run; random
@@ -38,7 +47,8 @@
 //! start outside the sync's prefix answers 400.
 //!
 //! A bucket already in sync costs the two listing calls and two marker
-//! writes per page. One log line per page says what it found.
+//! writes per page. One log line per page says what it found and did, and
+//! one per object copied inline (`"replicated"`).
 
 use crate::util::now_secs;
 use std::collections::{HashMap, HashSet};
@@ -49,6 +59,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::s3::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
 use crate::google::gcs::{GcsClient, GcsError, GcsObject};
+use crate::replication::replicate::direct::ListedCopy;
 use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::retry::Backoff;
 use crate::wire::{Delivery, OpTag, OrphanTask, SyncCommand, SyncPage, Task};
@@ -61,12 +72,17 @@ const MAX_TOKEN_CHARS: usize = 4096;
 const MAX_MARKER_BYTES: usize = 4096;
 /// Listing pages with no object but a next page token followed in a row.
 const MAX_EMPTY_LISTINGS: usize = 16;
-/// The fields of a listing that sync reads; Cloud Storage sends only these
-/// (an emulator may send whole resources).
-const LISTING_FIELDS: &str = "items(name,size,generation,crc32c,updated),nextPageToken";
+/// The fields of a listing that sync reads (what an inline copy writes as
+/// the replica's headers and metadata among them); Cloud Storage sends
+/// only these (an emulator may send whole resources).
+const LISTING_FIELDS: &str = "items(name,size,generation,metageneration,crc32c,updated,contentType,contentEncoding,contentDisposition,cacheControl,contentLanguage,metadata),nextPageToken";
 /// The bytes a listing may take per object asked for: a name of at most
-/// 1,024 bytes (more if escaped) and the four other fields.
-const LISTING_BYTES_PER_OBJECT: usize = 8 * 1024;
+/// 1,024 bytes (more if escaped), custom metadata of at most 8 KiB and the
+/// other fields.
+const LISTING_BYTES_PER_OBJECT: usize = 16 * 1024;
+/// Inline copies of one page in flight at once (each also holds its size
+/// of the buffer budget, which bounds them further).
+pub(crate) const INLINE_CONCURRENCY: usize = 32;
 /// The bytes of a listing beyond its objects.
 const LISTING_BYTES_BASE: usize = 64 * 1024;
 
@@ -181,6 +197,104 @@ pub(crate) struct ListedSource {
     /// Last change of data or metadata, RFC 3339.
     #[serde(default)]
     pub(crate) updated: Option<String>,
+    /// Metageneration.
+    #[serde(default, deserialize_with = "crate::util::de_i64_opt")]
+    pub(crate) metageneration: Option<i64>,
+    #[serde(default)]
+    pub(crate) content_type: Option<String>,
+    #[serde(default)]
+    pub(crate) content_encoding: Option<String>,
+    #[serde(default)]
+    pub(crate) content_disposition: Option<String>,
+    #[serde(default)]
+    pub(crate) cache_control: Option<String>,
+    #[serde(default)]
+    pub(crate) content_language: Option<String>,
+    /// Custom metadata, bounded while it is read.
+    #[serde(default)]
+    pub(crate) metadata: crate::json_bounds::CustomMetadata,
+}
+
+impl ListedSource {
+    /// The object resource the listing gave, of `bucket`.
+    pub(crate) fn resource(&self, bucket: &str) -> GcsObject {
+        GcsObject {
+            bucket: bucket.to_owned(),
+            name: self.name.clone(),
+            generation: self.generation,
+            metageneration: self.metageneration,
+            crc32c: self.crc32c.clone(),
+            size: self.size,
+            content_type: self.content_type.clone(),
+            content_encoding: self.content_encoding.clone(),
+            content_disposition: self.content_disposition.clone(),
+            cache_control: self.cache_control.clone(),
+            content_language: self.content_language.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// A key of the S3 listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ListedReplica {
+    /// Size in bytes.
+    pub(crate) size: i64,
+    /// Last modified, whole seconds since the epoch.
+    pub(crate) modified: Option<i64>,
+    /// ETag.
+    pub(crate) etag: Option<String>,
+}
+
+/// What a page does with a listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// The replica is up to date: no request.
+    InSync,
+    /// The page copies it, conditional on the key holding the object with
+    /// this ETag (`None`: nothing).
+    Inline(Option<String>),
+    /// A replicate task copies it.
+    Task,
+}
+
+/// What to do with listed object `o` whose key holds `replica`: nothing
+/// when the replica has its size and is not older than its `updated` time
+/// (whole seconds: S3 listings have no finer precision); else an inline
+/// copy when it is smaller than `inline_bytes` and the listings say all a
+/// copy needs (generation, metageneration, CRC32C, the replica's ETag);
+/// else a task.
+pub(crate) fn action(
+    o: &ListedSource,
+    replica: Option<&ListedReplica>,
+    inline_bytes: u64,
+) -> Action {
+    let stale = match replica {
+        None => true,
+        Some(r) => {
+            let size_differs = o.size.and_then(|s| i64::try_from(s).ok()) != Some(r.size);
+            let older = match (o.updated.as_deref().and_then(rfc3339_secs), r.modified) {
+                (Some(updated), Some(m)) => m < updated,
+                _ => false,
+            };
+            size_differs || older
+        }
+    };
+    if !stale {
+        return Action::InSync;
+    }
+    let small = o.size.is_some_and(|s| s < inline_bytes);
+    let described = o.generation.is_some() && o.metageneration.is_some() && o.crc32c.is_some();
+    if !small || !described {
+        return Action::Task;
+    }
+    match replica {
+        None => Action::Inline(None),
+        Some(ListedReplica {
+            etag: Some(etag), ..
+        }) => Action::Inline(Some(etag.clone())),
+        Some(_) => Action::Task,
+    }
 }
 
 fn de_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -277,8 +391,11 @@ pub(crate) struct PagePlan {
     pub(crate) listed: u64,
     /// Objects whose replica is up to date.
     pub(crate) in_sync: u64,
-    /// Objects to replicate.
+    /// Objects a replicate task copies.
     pub(crate) replicate: Vec<ListedSource>,
+    /// Objects the page copies itself, with the ETag the S3 listing showed
+    /// at their key (`None`: nothing).
+    pub(crate) inline: Vec<(ListedSource, Option<String>)>,
     /// Relative keys whose object is gone (with `delete`).
     pub(crate) delete: Vec<String>,
     /// Names that cannot be S3 keys here (logged, skipped).
@@ -288,9 +405,16 @@ pub(crate) struct PagePlan {
 }
 
 impl PagePlan {
-    /// Bytes of the objects to replicate.
+    /// Bytes of the objects replicate tasks copy.
     pub(crate) fn replicate_bytes(&self) -> u64 {
         self.replicate.iter().filter_map(|o| o.size).sum()
+    }
+
+    /// Every object to copy, inline or by a task.
+    pub(crate) fn copies(&self) -> impl Iterator<Item = &ListedSource> {
+        self.replicate
+            .iter()
+            .chain(self.inline.iter().map(|(o, _)| o))
     }
 }
 
@@ -365,14 +489,19 @@ pub(crate) async fn plan_page(
     let s3 = s3.map_err(|e| classify("ListObjectsV2", &scope.prefix, e))?;
     let s3_more = s3.is_truncated() == Some(true);
     // Relative name, size, last modified (whole seconds: S3 listings have
-    // no finer precision, so `updated` is compared in whole seconds too).
-    let listed_keys: Vec<(String, i64, Option<i64>)> = s3
+    // no finer precision, so `updated` is compared in whole seconds too),
+    // ETag.
+    let listed_keys: Vec<(String, ListedReplica)> = s3
         .contents()
         .iter()
         .filter_map(|o| {
             let rel = o.key()?.strip_prefix(st.prefix())?.to_owned();
-            let modified = o.last_modified().map(|t| t.secs());
-            Some((rel, o.size().unwrap_or(-1), modified))
+            let replica = ListedReplica {
+                size: o.size().unwrap_or(-1),
+                modified: o.last_modified().map(|t| t.secs()),
+                etag: o.e_tag().map(str::to_owned),
+            };
+            Some((rel, replica))
         })
         .collect();
 
@@ -383,7 +512,7 @@ pub(crate) async fn plan_page(
         end = objects.last().map(|o| o.name.clone());
     }
     if s3_more {
-        if let Some((last, _, _)) = listed_keys.last() {
+        if let Some((last, _)) = listed_keys.last() {
             if end.as_ref().is_none_or(|e| last < e) {
                 end = Some(last.clone());
             }
@@ -391,15 +520,14 @@ pub(crate) async fn plan_page(
     }
     let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
     // The service's own bookkeeping is no replica.
-    let replicas: Vec<&(String, i64, Option<i64>)> = listed_keys
+    let replicas: Vec<&(String, ListedReplica)> = listed_keys
         .iter()
-        .filter(|(n, _, _)| !is_reserved(n))
+        .filter(|(n, _)| !is_reserved(n))
         .collect();
 
-    let by_name: HashMap<&str, (i64, Option<i64>)> = replicas
-        .iter()
-        .map(|(n, s, m)| (n.as_str(), (*s, *m)))
-        .collect();
+    let by_name: HashMap<&str, &ListedReplica> =
+        replicas.iter().map(|(n, r)| (n.as_str(), r)).collect();
+    let inline_bytes = r.fanout().inline_bytes;
     let mut plan = PagePlan {
         page: pos.page,
         ..PagePlan::default()
@@ -412,32 +540,80 @@ pub(crate) async fn plan_page(
             plan.skipped.push(o.name);
             continue;
         }
-        let stale = match by_name.get(o.name.as_str()) {
-            None => true,
-            Some((size, modified)) => {
-                let size_differs = o.size.map(|s| s as i64) != Some(*size);
-                let older = match (o.updated.as_deref().and_then(rfc3339_secs), modified) {
-                    (Some(updated), Some(m)) => *m < updated,
-                    _ => false,
-                };
-                size_differs || older
-            }
-        };
-        if stale {
-            plan.replicate.push(o);
-        } else {
-            plan.in_sync += 1;
+        match action(&o, by_name.get(o.name.as_str()).copied(), inline_bytes) {
+            Action::InSync => plan.in_sync += 1,
+            Action::Inline(etag) => plan.inline.push((o, etag)),
+            Action::Task => plan.replicate.push(o),
         }
     }
     if scope.delete {
         plan.delete = replicas
             .iter()
-            .filter(|(n, _, _)| in_page(n) && !names.contains(n))
-            .map(|(n, _, _)| n.clone())
+            .filter(|(n, _)| in_page(n) && !names.contains(n))
+            .map(|(n, _)| n.clone())
             .collect();
     }
     plan.next = end.map(|after| pos.next(after)).transpose()?;
     Ok(plan)
+}
+
+fn replicate_task(scope: &SyncScope, o: &ListedSource) -> Task {
+    Task::replicate(&scope.bucket, &o.name, o.generation, o.crc32c.clone(), 0)
+}
+
+/// What the inline copies of a page did.
+#[derive(Debug, Default)]
+struct InlineDone {
+    /// Objects copied.
+    copied: u64,
+    /// Their bytes.
+    bytes: u64,
+    /// Objects left to replicate tasks.
+    redo: Vec<ListedSource>,
+}
+
+/// Copies the page's small objects, [`INLINE_CONCURRENCY`] at once (and
+/// as the buffer budget allows); a copy that does not happen, or that does
+/// not start within the page's window, is left to a replicate task.
+async fn copy_inline(
+    r: &Replicator,
+    scope: &SyncScope,
+    copies: Vec<(ListedSource, Option<String>)>,
+) -> InlineDone {
+    use futures_util::StreamExt;
+    let until = tokio::time::Instant::now() + r.fanout().inline_window;
+    let results: Vec<(ListedSource, Result<ListedCopy, ReplicateError>)> =
+        futures_util::stream::iter(copies)
+            .map(|(o, etag)| async move {
+                if tokio::time::Instant::now() >= until {
+                    return (o, Ok(ListedCopy::Redo("page_time_spent")));
+                }
+                let out = r
+                    .copy_listed(&o.resource(&scope.bucket), etag.as_deref())
+                    .await;
+                (o, out)
+            })
+            .buffer_unordered(INLINE_CONCURRENCY)
+            .collect()
+            .await;
+    let mut done = InlineDone::default();
+    for (o, out) in results {
+        match out {
+            Ok(ListedCopy::Copied(size)) => {
+                done.copied += 1;
+                done.bytes += size;
+            }
+            Ok(ListedCopy::Redo(reason)) => {
+                tracing::info!(bucket = %scope.bucket, name = %o.name, reason, "inline copy left to a replicate task");
+                done.redo.push(o);
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %scope.bucket, name = %o.name, error = %e, "inline copy failed; left to a replicate task");
+                done.redo.push(o);
+            }
+        }
+    }
+    done
 }
 
 /// The tasks a page publishes: replicates, removals, then the next page.
@@ -445,7 +621,7 @@ pub(crate) fn page_tasks(scope: &SyncScope, plan: &PagePlan) -> Vec<Task> {
     let mut out: Vec<Task> = plan
         .replicate
         .iter()
-        .map(|o| Task::replicate(&scope.bucket, &o.name, o.generation, o.crc32c.clone(), 0))
+        .map(|o| replicate_task(scope, o))
         .collect();
     out.extend(plan.delete.iter().map(|name| {
         Task::DeleteReplica(OrphanTask {
@@ -473,10 +649,15 @@ pub(crate) struct SyncOutcome {
     pub(crate) published: u64,
     /// Page number.
     pub(crate) page: u64,
-    /// Replicate tasks.
+    /// Replicate tasks (of large objects, and of inline copies that did
+    /// not happen).
     pub(crate) replicate: u64,
     /// Their bytes.
     pub(crate) replicate_bytes: u64,
+    /// Objects the page copied itself.
+    pub(crate) copied: u64,
+    /// Their bytes.
+    pub(crate) copied_bytes: u64,
     /// Removal tasks.
     pub(crate) delete: u64,
     /// Objects already in sync.
@@ -492,7 +673,8 @@ impl SyncOutcome {
             "status": self.status,
             "run": self.run,
             "published": self.published, "page": self.page, "replicate": self.replicate,
-            "replicate_bytes": self.replicate_bytes, "delete": self.delete,
+            "replicate_bytes": self.replicate_bytes,
+            "copied": self.copied, "copied_bytes": self.copied_bytes, "delete": self.delete,
             "in_sync": self.in_sync, "next_page": self.next_page,
         })
     }
@@ -546,19 +728,31 @@ async fn run(
                 page: pos.page,
                 replicate: 0,
                 replicate_bytes: 0,
+                copied: 0,
+                copied_bytes: 0,
                 delete: 0,
                 in_sync: 0,
                 next_page: false,
             });
         }
     };
-    let plan = plan_page(r, scope, &pos).await?;
+    let mut plan = plan_page(r, scope, &pos).await?;
+    // The next page goes first, so that it runs while this one copies.
     let tasks = page_tasks(scope, &plan);
-    let published = if tasks.is_empty() {
+    let mut published = if tasks.is_empty() {
         0
     } else {
         publisher.publish_tasks(&tasks).await?
     };
+    let inline = copy_inline(r, scope, std::mem::take(&mut plan.inline)).await;
+    if !inline.redo.is_empty() {
+        let redo: Vec<Task> = inline
+            .redo
+            .iter()
+            .map(|o| replicate_task(scope, o))
+            .collect();
+        published += publisher.publish_tasks(&redo).await?;
+    }
     PageMarker::done(delivery)
         .write(r.storage(), &marker, Some(etag))
         .await?;
@@ -570,8 +764,11 @@ async fn run(
         status: "published",
         published: published as u64,
         page: plan.page,
-        replicate: plan.replicate.len() as u64,
-        replicate_bytes: plan.replicate_bytes(),
+        replicate: (plan.replicate.len() + inline.redo.len()) as u64,
+        replicate_bytes: plan.replicate_bytes()
+            + inline.redo.iter().filter_map(|o| o.size).sum::<u64>(),
+        copied: inline.copied,
+        copied_bytes: inline.bytes,
         delete: plan.delete.len() as u64,
         in_sync: plan.in_sync,
         next_page: plan.next.is_some(),
@@ -589,6 +786,8 @@ async fn run(
         in_sync = out.in_sync,
         replicate = out.replicate,
         replicate_bytes = out.replicate_bytes,
+        copied = out.copied,
+        copied_bytes = out.copied_bytes,
         delete_replicas = out.delete,
         skipped = plan.skipped.len(),
         next_page = out.next_page,
@@ -883,6 +1082,124 @@ mod tests {
         assert!(is_run_id(&run_id(&scope, &none)));
     }
 
+    fn listed(size: u64, updated: &str) -> ListedSource {
+        ListedSource {
+            name: "p/a".into(),
+            size: Some(size),
+            generation: Some(7),
+            metageneration: Some(1),
+            crc32c: Some("AAAAAA==".into()),
+            updated: Some(updated.into()),
+            ..ListedSource::default()
+        }
+    }
+
+    fn replica(size: i64, modified: &str, etag: Option<&str>) -> ListedReplica {
+        ListedReplica {
+            size,
+            modified: rfc3339_secs(modified),
+            etag: etag.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn what_a_page_does_with_each_object() {
+        const MIB: u64 = 1024 * 1024;
+        let at = "2026-12-01T10:00:00.250Z";
+        let inline = 8 * MIB;
+        let small = listed(3, at);
+        // Missing: copied inline on the condition that nothing is there.
+        assert_eq!(action(&small, None, inline), Action::Inline(None));
+        // In sync: same size, written in the same second or later. No
+        // request at all.
+        for modified in ["2026-12-01T10:00:00Z", "2026-12-02T00:00:00Z"] {
+            let r = replica(3, modified, Some("\"e\""));
+            assert_eq!(
+                action(&small, Some(&r), inline),
+                Action::InSync,
+                "{modified}"
+            );
+        }
+        // Another size, or older than `updated`: replaced inline, on the
+        // condition of the ETag the listing showed.
+        for r in [
+            replica(4, "2026-12-02T00:00:00Z", Some("\"e\"")),
+            replica(3, "2026-12-01T09:59:59Z", Some("\"e\"")),
+        ] {
+            assert_eq!(
+                action(&small, Some(&r), inline),
+                Action::Inline(Some("\"e\"".into())),
+                "{r:?}"
+            );
+        }
+        // Without an ETag to make the write conditional on: a task.
+        let no_etag = replica(4, "2026-12-02T00:00:00Z", None);
+        assert_eq!(action(&small, Some(&no_etag), inline), Action::Task);
+        // At or over SYNC_INLINE_BYTES: a task; 0 turns inline copies off.
+        assert_eq!(
+            action(&listed(inline - 1, at), None, inline),
+            Action::Inline(None)
+        );
+        assert_eq!(action(&listed(inline, at), None, inline), Action::Task);
+        assert_eq!(action(&listed(0, at), None, 0), Action::Task);
+        // Empty objects are copied inline too.
+        assert_eq!(action(&listed(0, at), None, inline), Action::Inline(None));
+        // A listing that does not say all a copy writes: a task.
+        for o in [
+            ListedSource {
+                generation: None,
+                ..small.clone()
+            },
+            ListedSource {
+                metageneration: None,
+                ..small.clone()
+            },
+            ListedSource {
+                crc32c: None,
+                ..small.clone()
+            },
+            ListedSource {
+                size: None,
+                ..small.clone()
+            },
+        ] {
+            assert_eq!(action(&o, None, inline), Action::Task, "{o:?}");
+        }
+        // A replica of unknown age is judged by its size alone.
+        let undated = ListedSource {
+            updated: None,
+            ..small.clone()
+        };
+        let r = replica(3, "2020-01-01T00:00:00Z", Some("\"e\""));
+        assert_eq!(action(&undated, Some(&r), inline), Action::InSync);
+    }
+
+    #[test]
+    fn a_listed_resource_carries_what_a_replica_is_written_with() {
+        let body = r#"{"items":[{"name":"p/a","size":"5","generation":"9","metageneration":"2",
+            "crc32c":"AAAAAA==","updated":"2026-12-01T10:00:00Z","contentType":"text/plain",
+            "contentEncoding":"gzip","contentDisposition":"inline","cacheControl":"no-cache",
+            "contentLanguage":"en","metadata":{"team":"blue"}}]}"#;
+        let answer: ListAnswer = serde_json::from_str(body).unwrap();
+        let o = answer.items[0].resource("src");
+        assert_eq!((o.bucket.as_str(), o.name.as_str()), ("src", "p/a"));
+        assert_eq!(
+            (o.generation, o.metageneration, o.size),
+            (Some(9), Some(2), Some(5))
+        );
+        assert_eq!(o.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(o.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(o.content_disposition.as_deref(), Some("inline"));
+        assert_eq!(o.cache_control.as_deref(), Some("no-cache"));
+        assert_eq!(o.content_language.as_deref(), Some("en"));
+        assert!(crate::replication::replicate::direct::is_resource(&o));
+        let m = crate::replication::replicate::replica_metadata(&o, &o, 9).unwrap();
+        assert_eq!(m["team"], "blue");
+        assert_eq!(m["goog-generation"], "9");
+        assert_eq!(m["goog-metageneration"], "2");
+        assert_eq!(m["goog-bucket"], "src");
+    }
+
     #[test]
     fn tasks_of_a_page() {
         let scope = SyncScope::of("src", Some("p/"), true);
@@ -893,7 +1210,7 @@ mod tests {
                 size: Some(3),
                 generation: Some(7),
                 crc32c: Some("AAAAAA==".into()),
-                updated: None,
+                ..ListedSource::default()
             }],
             delete: vec!["p/gone".into()],
             next: Some(pos(2, "p/z")),

@@ -23,6 +23,7 @@ mod service;
 mod smoke;
 mod sync;
 mod sync_bench;
+mod sync_inline;
 mod tasks;
 mod terraform_env;
 mod terraform_monitoring;

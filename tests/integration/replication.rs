@@ -363,6 +363,81 @@ async fn large_object_goes_up_in_parts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_a_new_object_costs_one_read_and_one_write() {
+    require_rig!();
+    let (mut w, gcs, bucket) = with_source_bucket("tworequests").await;
+    let small = gcs
+        .upload(
+            &bucket,
+            "new/small.txt",
+            b"a new object",
+            json!({"contentType": "text/plain", "metadata": {"team": "blue"}}),
+        )
+        .await;
+    let notified = gcs
+        .upload(&bucket, "new/notified.bin", &bytes(300_000, 9), json!({}))
+        .await;
+    // At SYNC_INLINE_BYTES (here 1 MiB) and above, a wasted upload costs
+    // more than a HEAD: the replica is checked first.
+    let large = gcs
+        .upload(&bucket, "new/large.bin", &bytes(1024 * 1024, 10), json!({}))
+        .await;
+    w.set("SYNC_INLINE_BYTES", &(1024 * 1024).to_string());
+    let gproxy = gcs_proxy(&mut w).await;
+    let server = Server::start(&w.env).await;
+
+    // The event carries the object resource: no metadata read, and no
+    // HEAD for an object that has no replica yet.
+    let a = event(&w, &server, "finalized", &small).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    let a = notification(&w, &server, "OBJECT_FINALIZE", &notified).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    assert_eq!(
+        gproxy.counts().get("GcsGetMedia"),
+        Some(&2),
+        "{:?}",
+        gproxy.counts()
+    );
+    assert_eq!(gproxy.total(), 2, "{:?}", gproxy.counts());
+    let s3 = w.proxy.counts();
+    assert_eq!(s3.get("PutObject"), Some(&2), "{s3:?}");
+    assert_eq!(s3.get("HeadObject"), None, "{s3:?}");
+    assert_replica(&w, "new/small.txt", b"a new object", &small).await;
+    assert_replica(&w, "new/notified.bin", &bytes(300_000, 9), &notified).await;
+    let h = head(&w, "new/small.txt").await.unwrap();
+    assert_eq!(h.content_type(), Some("text/plain"));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("team")).map(String::as_str),
+        Some("blue")
+    );
+
+    gproxy.reset_counts();
+    w.proxy.reset_counts();
+    let a = event(&w, &server, "finalized", &large).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    assert_eq!(gproxy.total(), 1, "{:?}", gproxy.counts());
+    assert_eq!(w.proxy.count("HeadObject"), 1);
+    assert_eq!(w.proxy.count("PutObject"), 1);
+    assert_replica(&w, "new/large.bin", &bytes(1024 * 1024, 10), &large).await;
+
+    // A command names only the bucket and the object: its resource is read.
+    gproxy.reset_counts();
+    let a = command(
+        &w,
+        &server,
+        json!({"op": "replicate", "bucket": bucket, "name": "new/small.txt"}),
+    )
+    .await;
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_eq!(
+        gproxy.counts().get("GcsGetObject"),
+        Some(&1),
+        "{:?}",
+        gproxy.counts()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_older_generations_leave_the_replica_alone() {
     require_rig!();
     let (w, gcs, bucket) = with_source_bucket("redeliver").await;
@@ -378,15 +453,24 @@ async fn redelivery_and_older_generations_leave_the_replica_alone() {
     assert_2xx(&a, &server);
     assert_eq!(w.proxy.count("PutObject"), 1);
 
-    // The same event again: acknowledged, nothing written.
+    // The first write of a small object carries `If-None-Match: *` and no
+    // check: one Cloud Storage read, one S3 write.
+    assert_eq!(w.proxy.count("HeadObject"), 0);
+
+    // The same event again: acknowledged, nothing written. Its write
+    // (`If-None-Match: *`) is refused, and the check that follows finds
+    // the generation replicated.
     let a = event(&w, &server, "finalized", &new).await;
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "up_to_date", "{a:?}");
-    assert_eq!(w.proxy.count("PutObject"), 1);
+    assert_eq!(w.proxy.count("PutObject"), 2);
+    assert_eq!(w.proxy.count("HeadObject"), 1);
 
-    // The same generation through a Pub/Sub notification and a command.
+    // The same generation through a Pub/Sub notification (one more refused
+    // write) and a command (a check, no write).
     let a = notification(&w, &server, "OBJECT_FINALIZE", &new).await;
     assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
     let a = command(
         &w,
         &server,
@@ -394,14 +478,17 @@ async fn redelivery_and_older_generations_leave_the_replica_alone() {
     )
     .await;
     assert_2xx(&a, &server);
-    assert_eq!(w.proxy.count("PutObject"), 1);
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_eq!(w.proxy.count("PutObject"), 3);
 
-    // The older generation's event, late: the newer replica stays.
+    // The older generation's event, late: its pinned read is refused, and
+    // the newer replica stays.
     let a = event(&w, &server, "finalized", &old).await;
     assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "source_gone", "{a:?}");
     let a = notification(&w, &server, "OBJECT_FINALIZE", &old).await;
     assert_2xx(&a, &server);
-    assert_eq!(w.proxy.count("PutObject"), 1);
+    assert_eq!(w.proxy.count("PutObject"), 3);
     assert_replica(&w, name, b"second version", &new).await;
 }
 
@@ -423,10 +510,14 @@ async fn older_generation_replicated_first_is_replaced_by_the_newer() {
     assert_2xx(&a, &server);
     assert_eq!(w.proxy.count("PutObject"), 1);
 
+    // Its write without a check (`If-None-Match: *`) is refused; the check
+    // finds the older replica, which the bytes already read replace
+    // (`If-Match` on its ETag).
     let a = event(&w, &server, "finalized", &second).await;
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replicated", "{a:?}");
-    assert_eq!(w.proxy.count("PutObject"), 2);
+    assert_eq!(w.proxy.count("PutObject"), 3);
+    assert_eq!(w.proxy.count("HeadObject"), 1);
     assert_replica(&w, name, b"second version", &second).await;
 }
 
@@ -529,14 +620,15 @@ async fn crc32c_mismatch_leaves_no_replica() {
 
     // Every declared CRC32C agrees, but a byte changes on the way: only the
     // CRC32C computed over the streamed bytes can catch it.
+    // The event carries the object resource: the media read is the first
+    // request to Cloud Storage.
     obj["crc32c"] = json!(real);
-    gproxy.push_fault("*", ProxyFault::Delay(Duration::ZERO));
     gproxy.push_fault("*", ProxyFault::CorruptBody);
     let a = event(&w, &server, "finalized", &obj).await;
     assert_eq!(a.status, 503, "{a:?}");
     assert!(a.retry_after.is_some(), "{a:?}");
     assert_eq!(a.body["error"]["code"], "integrity_mismatch", "{a:?}");
-    assert_eq!(gproxy.faults_injected(), 2);
+    assert_eq!(gproxy.faults_injected(), 1);
     let line = logged(&server, "did not match their checksum").await;
     let detail = line["detail"].as_str().unwrap_or_default();
     assert!(
@@ -615,15 +707,15 @@ async fn gcs_connection_cut_mid_body_leaves_no_replica() {
     let data = bytes(256 * 1024, 5);
     let obj = gcs.upload(&bucket, name, &data, json!({})).await;
     let gproxy = gcs_proxy(&mut w).await;
-    // The object resource read passes; the media download is cut halfway.
-    gproxy.push_fault("*", ProxyFault::Delay(Duration::ZERO));
+    // The event carries the object resource, so the media download is the
+    // first request; it is cut halfway.
     gproxy.push_fault("*", ProxyFault::DropMidBody);
     let server = Server::start(&w.env).await;
 
     let a = event(&w, &server, "finalized", &obj).await;
     assert_eq!(a.status, 503, "{a:?}");
     assert!(a.retry_after.is_some(), "{a:?}");
-    assert_eq!(gproxy.faults_injected(), 2);
+    assert_eq!(gproxy.faults_injected(), 1);
     assert_eq!(a.body["error"]["code"], "gcs_unavailable", "{a:?}");
     assert!(head(&w, name).await.is_none());
     assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
@@ -849,18 +941,77 @@ async fn a_slow_write_of_an_older_generation_loses_to_a_newer_one() {
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "replicated", "{a:?}");
 
-    // The held write goes on: its condition (no replica) no longer holds.
+    // The held write goes on: its condition (no replica) no longer holds,
+    // and the check that follows finds the newer replica and leaves it.
     hold.release();
+    let a = slow.await.unwrap();
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_replica(&w, name, b"generation two", &new).await;
+
+    // A redelivery: the generation is gone now, its pinned read is refused.
+    let a = event(&w, &server, "finalized", &old).await;
+    assert_2xx(&a, &server);
+    assert_eq!(a.body["status"], "source_gone", "{a:?}");
+    assert_replica(&w, name, b"generation two", &new).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_after_the_check_loses_to_a_write_made_meanwhile() {
+    require_rig!();
+    let (w, gcs, bucket) = with_source_bucket("racecheck").await;
+    let name = "replaced.txt";
+    let one = gcs
+        .upload(&bucket, name, b"generation one", json!({}))
+        .await;
+    let server = std::sync::Arc::new(Server::start(&w.env).await);
+    let a = event(&w, &server, "finalized", &one).await;
+    assert_eq!(a.body["status"], "replicated", "{a:?}");
+    let two = gcs
+        .upload(&bucket, name, b"generation two", json!({}))
+        .await;
+    let w = std::sync::Arc::new(w);
+
+    // Generation two's first write (`If-None-Match: *`) is refused; its
+    // second, over the replica the check saw (`If-Match`), is held while
+    // another replica is written.
+    let first = w.proxy.hold_next("PutObject");
+    let mut second = w.proxy.hold_next("PutObject");
+    let slow = {
+        let (w, server, two) = (w.clone(), server.clone(), two.clone());
+        spawn(async move { event(&w, &server, "finalized", &two).await })
+    };
+    first.release();
+    tokio::time::timeout(Duration::from_secs(20), second.arrived())
+        .await
+        .expect("the write after the check reached S3");
+    assert_eq!(w.proxy.count("HeadObject"), 1);
+    let newer = (generation(&two) + 1).to_string();
+    admin_s3()
+        .put_object()
+        .bucket(&w.bucket)
+        .key(w.full(name))
+        .metadata("goog-generation", &newer)
+        .metadata("goog-bucket", &bucket)
+        .body(b"written meanwhile".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    second.release();
     let a = slow.await.unwrap();
     assert_eq!(a.status, 503, "{a:?}");
     assert_eq!(a.body["error"]["code"], "replica_changed", "{a:?}");
     assert!(a.retry_after.is_some());
-    assert_replica(&w, name, b"generation two", &new).await;
+    assert_eq!(
+        w.stored(name).await.as_deref(),
+        Some(&b"written meanwhile"[..])
+    );
 
     // Its redelivery decides again: the replica is newer.
-    let a = event(&w, &server, "finalized", &old).await;
+    let a = event(&w, &server, "finalized", &two).await;
     assert_2xx(&a, &server);
     assert_eq!(a.body["status"], "up_to_date", "{a:?}");
+    assert_eq!(replica_generation(&w, name).await, Some(newer));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -928,8 +1079,8 @@ async fn metadata_over_the_s3_limit_is_refused_before_any_byte_is_read() {
     let a = event(&w, &server, "finalized", &obj).await;
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(a.body["error"]["code"], "metadata_too_large", "{a:?}");
-    // The object resource was read, the bytes were not.
-    assert_eq!(gproxy.total(), 1, "{:?}", gproxy.counts());
+    // The event carries the object resource: nothing was read.
+    assert_eq!(gproxy.total(), 0, "{:?}", gproxy.counts());
     assert_eq!(w.proxy.count("PutObject"), 0);
     assert!(head(&w, name).await.is_none());
 }
@@ -1187,7 +1338,8 @@ async fn an_orphan_removal_leaves_a_replica_written_after_its_check() {
     tokio::time::timeout(Duration::from_secs(20), hold.arrived())
         .await
         .expect("the Cloud Storage check");
-    assert_eq!(w.proxy.count("HeadObject"), 2, "{:?}", w.proxy.counts());
+    // The finalize wrote without a check; the removal read the replica.
+    assert_eq!(w.proxy.count("HeadObject"), 1, "{:?}", w.proxy.counts());
 
     // A newer replica is written meanwhile.
     admin_s3()
@@ -1517,8 +1669,14 @@ async fn a_403_for_a_missing_key_is_resolved_by_a_listing() {
     // s3:ListBucket for it.
     let missing = ProxyFault::RewriteStatus { from: 404, to: 403 };
 
+    // (A command: an event of a small object writes without a check.)
     w.proxy.push_fault("HeadObject", missing.clone());
-    let a = event(&w, &server, "finalized", &obj).await;
+    let a = command(
+        &w,
+        &server,
+        json!({ "op": "replicate", "bucket": bucket, "name": name }),
+    )
+    .await;
     assert_eq!(a.body["status"], "replicated", "{a:?}");
     assert_eq!(w.proxy.faults_injected(), 1);
     assert_eq!(w.proxy.count("ListObjectsV2"), 1);

@@ -98,6 +98,8 @@ async fn sync_copies_two_thousand_objects_then_costs_list_calls_only_and_deletes
     assert_eq!(copies, OBJECTS, "{err}");
     let totals: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(totals["copy"], OBJECTS);
+    // Every object is under SYNC_INLINE_BYTES: the pages would copy them.
+    assert_eq!(totals["copy_inline"], OBJECTS);
     assert_eq!(totals["published"], 0);
     assert_eq!(
         totals["copy_bytes"],

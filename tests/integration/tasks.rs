@@ -4,7 +4,8 @@
 //! the test wants (duplicates, redeliveries with the same message id,
 //! several at once).
 //! - A sync run is traversed once: each later page is published once,
-//!   however often a page is delivered.
+//!   however often a page is delivered, and its inline copies are made
+//!   once.
 //! - A large object's replicate starts one upload per generation, however
 //!   often it is delivered; what part tasks cannot finish is refused before
 //!   anything starts.
@@ -92,10 +93,80 @@ fn page_of(t: &Value) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_inline_copies_delivered_twice_copies_each_object_once() {
+    require_rig!();
+    // Three objects a page, copied inline by the page.
+    let (w, gcs, bucket, sub) = world("inlinetwice", &[("TEST_SYNC_PAGE_SIZE", "3")]).await;
+    let mut data = BTreeMap::new();
+    for i in 0..6 {
+        let body = bytes(1000 + i * 100, i as u64);
+        gcs.upload(&bucket, &format!("o-{i}"), &body, json!({}))
+            .await;
+        data.insert(format!("o-{i}"), body);
+    }
+    let server = Server::start(&w.env).await;
+    let start = json!({"op": "sync", "bucket": bucket});
+    let (s, first) = command(&w, &server, &start, "m-1").await;
+    assert_eq!((s, first["copied"].as_u64()), (200, Some(3)), "{first}");
+    let published = pull_all(&w, &sub).await;
+    // Only the next page: the page copied its objects itself.
+    assert_eq!(published.len(), 1, "{published:?}");
+    let page2 = published[0].clone();
+    assert_eq!(page_of(&page2), 2);
+
+    // Page 2 twice at once, then again: one delivery copies, the others
+    // find the page held or done.
+    let (a, b) = tokio::join!(
+        task(&w, &server, &page2, "p2-a"),
+        task(&w, &server, &page2, "p2-b")
+    );
+    let copied: Vec<u64> = [&a, &b]
+        .iter()
+        .filter(|(s, v)| *s == 200 && v["status"] == "published")
+        .map(|(_, v)| v["copied"].as_u64().unwrap())
+        .collect();
+    assert_eq!(copied, vec![3], "{a:?} {b:?}");
+    let (s, v) = task(&w, &server, &page2, "p2-a").await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (200, Some("already_done")),
+        "{v}"
+    );
+    assert!(pull_all(&w, &sub).await.is_empty());
+
+    // Each object was written once: six copies; the rest are claims (each
+    // page's started and done, and a refused claim per extra delivery).
+    let replicated = server
+        .stdout
+        .all()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "replicated")
+        .count();
+    assert_eq!(replicated, 6);
+    assert_eq!(
+        w.proxy.count("PutObject"),
+        6 + 2 * 2 + 2,
+        "{:?}",
+        w.proxy.counts()
+    );
+    assert_eq!(w.proxy.count("HeadObject"), 0, "{:?}", w.proxy.counts());
+    for (name, body) in &data {
+        assert_eq!(w.stored(name).await.as_ref(), Some(body), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_page_delivered_again_publishes_each_later_page_once() {
     require_rig!();
-    // Two objects a page: six objects make three pages.
-    let (w, gcs, bucket, sub) = world("synconce", &[("TEST_SYNC_PAGE_SIZE", "2")]).await;
+    // Two objects a page: six objects make three pages. Inline copies off:
+    // each page publishes a replicate task per object, which shows what
+    // each delivery published.
+    let (w, gcs, bucket, sub) = world(
+        "synconce",
+        &[("TEST_SYNC_PAGE_SIZE", "2"), ("SYNC_INLINE_BYTES", "0")],
+    )
+    .await;
     for i in 0..6 {
         gcs.upload(&bucket, &format!("o-{i}"), b"x", json!({}))
             .await;

@@ -10,6 +10,12 @@
 //! objects larger than `PART_TASK_BYTES` are copied by part tasks
 //! ([`parts`]).
 //!
+//! Only what is not known is asked: an event or notification carries the
+//! object resource, so no metadata is read for it; an object under
+//! `SYNC_INLINE_BYTES` whose resource is known is read whole and written
+//! at once with `If-None-Match: *`, and checked (HEAD) only when that write
+//! is refused ([`direct`], which also makes a sync page's inline copies).
+//!
 //! The service removes only what it owns: a *replica* is an object that
 //! carries both `goog-bucket` and `goog-generation`, and a removal the
 //! service decides on (a deleted or archived generation, a sync orphan)
@@ -17,6 +23,7 @@
 //! also removes the older versions that are replicas of that bucket, so
 //! none comes back.
 
+pub(crate) mod direct;
 pub mod parts;
 
 use std::collections::HashMap;
@@ -410,6 +417,9 @@ impl Replicator {
         restarts: u32,
     ) -> Result<ReplicaOutcome, ReplicateError> {
         parts::check_restarts(obj, restarts)?;
+        if let Some(outcome) = self.replicate_small(obj).await? {
+            return Ok(outcome);
+        }
         let plan = match self.decide(obj).await? {
             Decision::Done(outcome) => return Ok(outcome),
             Decision::Copy(plan) => plan,
@@ -434,7 +444,8 @@ impl Replicator {
     }
 
     /// The checks before a copy: the request, the bucket, the replica (when
-    /// the generation is known), the live generation, the replica again
+    /// the generation is known), the live generation (unless the request
+    /// carries the whole object resource, as events do), the replica again
     /// (when it was not), the metadata.
     async fn decide(&self, obj: &GcsObject) -> Result<Decision, ReplicateError> {
         if obj.bucket.is_empty() || obj.name.is_empty() {
@@ -452,13 +463,19 @@ impl Replicator {
                 Err(up_to_date) => return Ok(Decision::Done(up_to_date)),
             }
         }
-        let live = match self.gcs.metadata(&obj.bucket, &obj.name).await {
-            Err(GcsError::Gone(status)) => return Ok(Decision::Done(gone(obj, status))),
-            other => other?,
-        };
-        let generation = match live_generation(obj, &live)? {
-            Some(g) => g,
-            None => return Ok(Decision::Done(gone(obj, 412))),
+        let (live, generation) = match obj.generation {
+            // The event said it all; a generation that is gone shows at the read.
+            Some(g) if direct::is_resource(obj) => (obj.clone(), g),
+            _ => {
+                let live = match self.gcs.metadata(&obj.bucket, &obj.name).await {
+                    Err(GcsError::Gone(status)) => return Ok(Decision::Done(gone(obj, status))),
+                    other => other?,
+                };
+                match live_generation(obj, &live)? {
+                    Some(g) => (live, g),
+                    None => return Ok(Decision::Done(gone(obj, 412))),
+                }
+            }
         };
         let seen = match seen {
             Some(s) => s,
@@ -509,6 +526,9 @@ impl Replicator {
             metadata,
         } = plan;
         let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {
+            Err(GcsError::Gone(status)) if direct::is_resource(obj) => {
+                return self.gone_or_not_yet(obj, status).await
+            }
             Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
             other => other?,
         };
