@@ -223,6 +223,7 @@ impl ListedSource {
             name: self.name.clone(),
             generation: self.generation,
             metageneration: self.metageneration,
+            updated: self.updated.clone(),
             crc32c: self.crc32c.clone(),
             size: self.size,
             content_type: self.content_type.clone(),
@@ -794,7 +795,7 @@ async fn run(
         published = out.published,
         "sync page"
     );
-    crate::metrics::sync_page(out.replicate, out.delete, out.in_sync);
+    crate::metrics::sync_page(out.copied + out.replicate, out.delete, out.in_sync);
     if out.next_page {
         crate::telemetry::operation_continues();
     }

@@ -169,6 +169,8 @@ impl Replicator {
                     inline = true,
                     "replicated"
                 );
+                crate::metrics::replica_committed(size_u64(size), listed.updated.as_deref());
+                crate::metrics::replication("replicated");
                 Ok(ListedCopy::Copied(size))
             }
             Err(StorageError::PreconditionFailed(_) | StorageError::Conflict(_)) => {
@@ -244,6 +246,7 @@ impl Replicator {
             size,
             "replicated"
         );
+        crate::metrics::replica_committed(size_u64(size), obj.updated.as_deref());
         Ok(Some(ReplicaOutcome::Replicated {
             key: written.key,
             generation,
@@ -271,4 +274,9 @@ impl Replicator {
             ))),
         }
     }
+}
+
+/// A listed or announced size as bytes (negative sizes are none).
+fn size_u64<T: TryInto<u64>>(size: T) -> u64 {
+    size.try_into().unwrap_or(0)
 }
