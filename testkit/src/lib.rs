@@ -12,6 +12,7 @@
 //! - [`push`]: the OIDC token Pub/Sub push and Eventarc add to deliveries.
 //! - [`keys`]: RSA signing keys and JWT helpers shared by both.
 //! - [`logs`]: log output captured in memory.
+//! - [`s3_fake`]: an in-memory path-style S3 for unit tests, with scripted faults.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
@@ -36,6 +37,7 @@ pub mod metadata;
 pub mod proxy;
 pub mod push;
 pub mod ready;
+pub mod s3_fake;
 mod server;
 
 pub use cloudrun::{CloudRunConfig, CloudRunEmulator, Container, Output, Stopped};
@@ -44,3 +46,4 @@ pub use logs::LogCapture;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
 pub use proxy::{FaultPlan, FaultProxy, Hold, ProxyFault, StsGate};
 pub use push::{PushConfig, PushShim};
+pub use s3_fake::{FakeObject, S3Fake};

@@ -758,3 +758,6 @@ impl Storage {
 pub(crate) fn checksum_algorithm() -> ChecksumAlgorithm {
     ChecksumAlgorithm::Crc32C
 }
+
+#[cfg(test)]
+mod tests;
