@@ -760,4 +760,4 @@ pub(crate) fn checksum_algorithm() -> ChecksumAlgorithm {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

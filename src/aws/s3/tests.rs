@@ -8,13 +8,18 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bridge_testkit::S3Fake;
 
-const BUCKET: &str = "b";
-const PREFIX: &str = "p/";
+pub(crate) const BUCKET: &str = "b";
+pub(crate) const PREFIX: &str = "p/";
 
-/// A storage confined to `b` and `p/` at the fake, retries off so that one
-/// scripted fault is the answer.
+/// A storage confined to `b` and `p/` at a new fake.
 async fn storage() -> (Storage, S3Fake) {
     let fake = S3Fake::start().await;
+    (storage_at(&fake), fake)
+}
+
+/// A storage confined to `b` and `p/` at `fake`, retries off so that one
+/// scripted fault is the answer.
+pub(crate) fn storage_at(fake: &S3Fake) -> Storage {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -26,13 +31,12 @@ async fn storage() -> (Storage, S3Fake) {
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
         .build();
-    let st = Storage::new(
+    Storage::new(
         aws_sdk_s3::Client::from_conf(conf),
         BUCKET.into(),
         PREFIX.into(),
         CredentialsExpiry::default(),
-    );
-    (st, fake)
+    )
 }
 
 async fn put(st: &Storage, key: &str, body: &str) -> PutResult {

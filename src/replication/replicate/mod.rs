@@ -1045,3 +1045,7 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod rules_tests;
