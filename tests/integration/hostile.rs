@@ -6,6 +6,7 @@
 //! `scripts/measure-hostile.sh`, not here.
 
 use crate::common;
+use crate::common::answer::send;
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,6 @@ use common::in_process::InProcess;
 use gcp_aws_bridge::aws::AwsOptions;
 use gcp_aws_bridge::config::Config;
 use gcp_aws_bridge::http::app::{router, AppState};
-use http_body_util::BodyExt;
-use serde_json::Value;
-use tower::ServiceExt;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -34,21 +32,6 @@ async fn service(budget: u64, wait: Duration) -> (Router, AppState, InProcess) {
     config.limits.buffer_wait = wait;
     let state = AppState::new(config, AwsOptions::default()).expect("the service's state");
     (router(state.clone()), state, p)
-}
-
-/// Status, `Retry-After` and error code of an answer.
-async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Option<String>, String) {
-    let resp = router.clone().oneshot(req).await.expect("an answer");
-    let status = resp.status();
-    let retry = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let code = v["error"]["code"].as_str().unwrap_or("").to_owned();
-    (status, retry, code)
 }
 
 /// A POST of `body` to `path` with `Content-Length` (as Pub/Sub and
@@ -94,7 +77,7 @@ async fn still_alive(router: &Router) {
         .uri("/healthz")
         .body(Body::empty())
         .expect("a request");
-    assert_eq!(send(router, req).await.0, StatusCode::OK);
+    assert_eq!(send(router, req).await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +86,7 @@ async fn a_32_mb_array_as_event_data_answers_400() {
     let array = zeros(32_000_000);
     let a = send(&router, post("/events", BINARY_FINALIZED, array.clone())).await;
     assert_eq!(
-        (a.0, a.2.as_str()),
+        (a.status, a.code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_event")
     );
     let mut structured = br#"{"specversion":"1.0","id":"1","type":"google.cloud.storage.object.v1.finalized","source":"//storage.googleapis.com/projects/_/buckets/in-process-bucket","subject":"objects/o","data":"#.to_vec();
@@ -111,7 +94,7 @@ async fn a_32_mb_array_as_event_data_answers_400() {
     structured.push(b'}');
     let a = send(&router, post("/events", STRUCTURED, structured)).await;
     assert_eq!(
-        (a.0, a.2.as_str()),
+        (a.status, a.code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_event")
     );
     // A messagePublished event whose data is the array: not a message.
@@ -119,7 +102,7 @@ async fn a_32_mb_array_as_event_data_answers_400() {
     published[3] = ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished");
     let a = send(&router, post("/events", &published, array)).await;
     assert_eq!(
-        (a.0, a.2.as_str()),
+        (a.status, a.code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_event")
     );
     assert_eq!(state.budget.available(), 128 * MIB, "all given back");
@@ -149,7 +132,7 @@ async fn a_put_with_720000_metadata_entries_answers_400() {
     )
     .await;
     assert_eq!(
-        (a.0, a.2.as_str()),
+        (a.status, a.code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_metadata")
     );
     still_alive(&router).await;
@@ -175,7 +158,7 @@ async fn a_push_with_100000_attributes_answers_400() {
     )
     .await;
     assert_eq!(
-        (a.0, a.2.as_str()),
+        (a.status, a.code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_attributes")
     );
     still_alive(&router).await;
@@ -208,8 +191,8 @@ async fn one_reservation_per_request_no_hold_and_wait() {
         send(&router, post("/events", &headers, body.clone())),
         send(&router, post("/events", &headers, body.clone())),
     );
-    assert_eq!(a.2, "unknown_event_type", "{a:?}");
-    assert_eq!(b.2, "unknown_event_type", "{b:?}");
+    assert_eq!(a.code(), "unknown_event_type", "{a:?}");
+    assert_eq!(b.code(), "unknown_event_type", "{b:?}");
     assert_eq!(state.budget.available(), budget);
 
     // One holds the whole budget while its body is slow to come: a second
@@ -239,9 +222,9 @@ async fn one_reservation_per_request_no_hold_and_wait() {
     let t = Instant::now();
     let second = send(&router, post("/events", &headers, body.clone())).await;
     let waited = t.elapsed();
-    assert_eq!(second.0, StatusCode::SERVICE_UNAVAILABLE, "{second:?}");
-    assert_eq!(second.1.as_deref(), Some("10"));
-    assert_eq!(second.2, "buffer_budget_exhausted");
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE, "{second:?}");
+    assert_eq!(second.header("retry-after"), Some("10"));
+    assert_eq!(second.code(), "buffer_budget_exhausted");
     assert!(waited >= wait, "answered after {waited:?}");
     // A body without Content-Length waits for its first step the same way.
     let (ctx, mut crx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
@@ -257,7 +240,7 @@ async fn one_reservation_per_request_no_hold_and_wait() {
         )))
         .expect("a request");
     let c = send(&router, chunked).await;
-    assert_eq!(c.0, StatusCode::SERVICE_UNAVAILABLE, "{c:?}");
+    assert_eq!(c.status, StatusCode::SERVICE_UNAVAILABLE, "{c:?}");
 
     // The first goes on once its body is complete.
     tx.send(Ok(Bytes::copy_from_slice(&body[1000..])))
@@ -265,7 +248,7 @@ async fn one_reservation_per_request_no_hold_and_wait() {
         .unwrap();
     drop(tx);
     let first = slow.await.unwrap();
-    assert_eq!(first.2, "unknown_event_type", "{first:?}");
+    assert_eq!(first.code(), "unknown_event_type", "{first:?}");
     assert_eq!(state.budget.available(), budget);
 }
 
@@ -287,9 +270,9 @@ async fn a_body_without_content_length_reserves_as_it_arrives() {
     };
     // 2 MiB: three times that fits.
     let a = send(&router, chunked(unknown_event(2 * MIB as usize).1)).await;
-    assert_eq!(a.2, "unknown_event_type", "{a:?}");
+    assert_eq!(a.code(), "unknown_event_type", "{a:?}");
     // 3 MiB: three times that never fits this budget: 413, not 503.
     let a = send(&router, chunked(unknown_event(3 * MIB as usize).1)).await;
-    assert_eq!(a.0, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
     assert_eq!(state.budget.available(), budget);
 }

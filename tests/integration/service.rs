@@ -5,6 +5,7 @@
 //! `AUTH_MODE`, graceful shutdown with a request in flight, and the logs.
 
 use crate::common;
+use crate::common::answer::{send_http, Answer};
 use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant, SystemTime};
@@ -14,69 +15,7 @@ use base64::Engine;
 use bridge_testkit::{Endpoint, Fault, ProxyFault, SigningKey};
 use common::*;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-
-/// A response, read whole.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the status and the `{"error":{"code","message"}}` shape;
-    /// returns the code.
-    fn error(&self, status: u16) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        let v = self.json();
-        let err = v["error"].as_object().expect("an error object");
-        let code = err["code"].as_str().expect("error.code is a string");
-        assert!(
-            !code.is_empty()
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-            "error.code is snake_case: {code:?}"
-        );
-        assert!(
-            !err["message"].as_str().expect("error.message").is_empty(),
-            "error.message is set"
-        );
-        code.to_owned()
-    }
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> Answer {
-    let r = rb.send().await.expect("request sent");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.bytes().await.expect("body read").to_vec();
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -89,7 +28,7 @@ async fn put_object(
     key: &str,
     body: impl Into<reqwest::Body>,
 ) -> Answer {
-    send(
+    send_http(
         server
             .put(&format!("/v1/objects/{key}"))
             .bearer_auth(tok)
@@ -100,7 +39,7 @@ async fn put_object(
 
 /// `POST` of a JSON body with a caller token.
 async fn post_json(server: &Server, path: &str, tok: &str, body: &Value) -> Answer {
-    send(server.post(path).bearer_auth(tok).json(body)).await
+    send_http(server.post(path).bearer_auth(tok).json(body)).await
 }
 
 /// A key as one URL path segment (every `/` and `.` encoded).
@@ -152,7 +91,7 @@ async fn health_and_readiness() {
     let server = Server::start(&w.env).await;
     // Server::start polled /healthz already: nothing went out for it.
     for _ in 0..3 {
-        let a = send(server.get("/healthz")).await;
+        let a = send_http(server.get("/healthz")).await;
         assert_eq!(a.status, 200);
     }
     assert_eq!(w.proxy.total(), 0, "{:?}", w.proxy.counts());
@@ -160,10 +99,10 @@ async fn health_and_readiness() {
     assert_eq!(w.metadata.calls(Endpoint::Token), 0);
 
     // /readyz needs no token and resolves credentials through STS once.
-    let a = send(server.get("/readyz")).await;
+    let a = send_http(server.get("/readyz")).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
-    let a = send(server.get("/readyz")).await;
+    let a = send_http(server.get("/readyz")).await;
     assert_eq!(a.status, 200);
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1, "cached");
 }
@@ -177,7 +116,7 @@ async fn not_ready_when_the_metadata_server_refuses() {
             .push_fault(Endpoint::Identity, Fault::Status(403));
     }
     let server = Server::start(&w.env).await;
-    let a = send(server.get("/readyz")).await;
+    let a = send_http(server.get("/readyz")).await;
     assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
     let v = a.json();
     let reason = v["error"]["message"].as_str().expect("a reason");
@@ -195,7 +134,7 @@ async fn one_object_put_get_head_delete() {
     let tok = w.caller_token();
     let url = format!("{}/v1/objects/docs/hello.txt", server.url);
 
-    let a = send(
+    let a = send_http(
         client()
             .put(&url)
             .bearer_auth(&tok)
@@ -213,7 +152,7 @@ async fn one_object_put_get_head_delete() {
     assert_eq!(w.stored("docs/hello.txt").await.unwrap(), b"0123456789");
 
     // If-None-Match: * on an existing key: 412, and the object is unchanged.
-    let a = send(
+    let a = send_http(
         client()
             .put(&url)
             .bearer_auth(&tok)
@@ -224,7 +163,7 @@ async fn one_object_put_get_head_delete() {
     a.error(412);
     assert_eq!(w.stored("docs/hello.txt").await.unwrap(), b"0123456789");
     // ...and on a new key it writes.
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/docs/new.txt")
             .bearer_auth(&tok)
@@ -234,14 +173,14 @@ async fn one_object_put_get_head_delete() {
     .await;
     assert_eq!(a.status, 201);
 
-    let a = send(client().get(&url).bearer_auth(&tok)).await;
+    let a = send_http(client().get(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body, b"0123456789");
     assert_eq!(a.header("content-type"), Some("text/plain"));
     assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
     assert_eq!(a.header("cache-control"), Some("max-age=60"));
 
-    let a = send(
+    let a = send_http(
         client()
             .get(&url)
             .bearer_auth(&tok)
@@ -252,21 +191,23 @@ async fn one_object_put_get_head_delete() {
     assert_eq!(a.body, b"2345");
     assert_eq!(a.header("content-range"), Some("bytes 2-5/10"));
 
-    let a = send(client().head(&url).bearer_auth(&tok)).await;
+    let a = send_http(client().head(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("content-length"), Some("10"));
     assert_eq!(a.header("content-type"), Some("text/plain"));
     assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
     assert!(a.header("etag").is_some());
 
-    let a = send(client().delete(&url).bearer_auth(&tok)).await;
+    let a = send_http(client().delete(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 204);
     assert_eq!(w.stored("docs/hello.txt").await, None);
-    let a = send(client().delete(&url).bearer_auth(&tok)).await;
+    let a = send_http(client().delete(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 204, "DELETE of a missing key");
 
-    send(client().get(&url).bearer_auth(&tok)).await.error(404);
-    let a = send(client().head(&url).bearer_auth(&tok)).await;
+    send_http(client().get(&url).bearer_auth(&tok))
+        .await
+        .error(404);
+    let a = send_http(client().head(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 404);
 }
 
@@ -294,7 +235,7 @@ async fn list_pages_with_a_cursor() {
         if let Some(c) = &cursor {
             q.push(("cursor", c.clone()));
         }
-        let a = send(server.get("/v1/objects").query(&q).bearer_auth(&tok)).await;
+        let a = send_http(server.get("/v1/objects").query(&q).bearer_auth(&tok)).await;
         assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
         let v = a.json();
         let objs = v["objects"].as_array().expect("objects");
@@ -316,7 +257,7 @@ async fn list_pages_with_a_cursor() {
     assert_eq!(pages, 3);
 
     // Without a prefix: everything under the service's prefix, still relative.
-    let a = send(server.get("/v1/objects").bearer_auth(&tok)).await;
+    let a = send_http(server.get("/v1/objects").bearer_auth(&tok)).await;
     let listed: Vec<String> = a.json()["objects"]
         .as_array()
         .unwrap()
@@ -361,7 +302,7 @@ async fn copy_presign_buckets_whoami() {
     assert_eq!(w.stored("copies/none.bin").await, None);
 
     // whoami: the service's own identity.
-    let a = send(server.get("/v1/whoami").bearer_auth(&tok)).await;
+    let a = send_http(server.get("/v1/whoami").bearer_auth(&tok)).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let who = a.json();
     let unique_id = w.metadata.config().unique_id;
@@ -427,7 +368,7 @@ async fn copy_presign_buckets_whoami() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"source bytes");
 
     // Buckets.
-    let a = send(server.get("/v1/buckets").bearer_auth(&tok)).await;
+    let a = send_http(server.get("/v1/buckets").bearer_auth(&tok)).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let names: Vec<String> = a.json()["buckets"]
         .as_array()
@@ -448,7 +389,7 @@ async fn pubsub_commands() {
     let tok = w.caller_token();
     let post = |body: Value| server.post("/pubsub").bearer_auth(&tok).json(&body);
 
-    let a = send(post(push_command(&json!({
+    let a = send_http(post(push_command(&json!({
         "op": "put", "key": "ps/a.json", "body": "{\"n\":1}",
         "content_type": "application/json", "metadata": {"source": "pubsub"}
     }))))
@@ -464,28 +405,28 @@ async fn pubsub_commands() {
         Some("pubsub")
     );
 
-    let a = send(post(push_command(&json!({
+    let a = send_http(post(push_command(&json!({
         "op": "put", "key": "ps/b.bin", "body_base64": STANDARD.encode([0u8, 1, 2, 255])
     }))))
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(w.stored("ps/b.bin").await.unwrap(), [0u8, 1, 2, 255]);
 
-    let a = send(post(push_command(&json!({
+    let a = send_http(post(push_command(&json!({
         "op": "copy", "source_key": "ps/a.json", "key": "ps/c.json"
     }))))
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(w.stored("ps/c.json").await.unwrap(), b"{\"n\":1}");
 
-    let a = send(post(push_command(
+    let a = send_http(post(push_command(
         &json!({"op": "delete", "key": "ps/a.json"}),
     )))
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(w.stored("ps/a.json").await, None);
     // A redelivered delete is done already.
-    let a = send(post(push_command(
+    let a = send_http(post(push_command(
         &json!({"op": "delete", "key": "ps/a.json"}),
     )))
     .await;
@@ -497,7 +438,7 @@ async fn pubsub_commands() {
         "../fixtures/pubsub/storage-notification-push.json"
     ))
     .unwrap();
-    let a = send(post(notification)).await;
+    let a = send_http(post(notification)).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
 
     let mut keys = admin_list(&w.bucket, &w.prefix).await;
@@ -521,7 +462,7 @@ async fn eventarc_message_published_both_modes() {
     for (k, v) in binary["headers"].as_object().unwrap() {
         rb = rb.header(k.as_str(), v.as_str().unwrap());
     }
-    let a = send(rb.body(binary["body"].to_string())).await;
+    let a = send_http(rb.body(binary["body"].to_string())).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(
         w.stored("events/binary.txt").await.unwrap(),
@@ -530,7 +471,7 @@ async fn eventarc_message_published_both_modes() {
 
     // Structured mode.
     let structured = include_str!("../fixtures/cloudevents/structured-messagePublished-put.json");
-    let a = send(
+    let a = send_http(
         server
             .post("/events")
             .bearer_auth(&tok)
@@ -591,7 +532,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         ),
     ];
     for (what, body) in cases {
-        let a = send(pubsub(body)).await;
+        let a = send_http(pubsub(body)).await;
         assert_eq!(
             a.status,
             400,
@@ -622,7 +563,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
             json!({"op": "delete", "key": key}),
             json!({"op": "copy", "source_key": "keep.txt", "key": key}),
         ] {
-            let a = send(pubsub(push_command(&cmd).to_string())).await;
+            let a = send_http(pubsub(push_command(&cmd).to_string())).await;
             assert_eq!(a.status, 400, "{cmd}: {}", String::from_utf8_lossy(&a.body));
             a.error(400);
         }
@@ -631,7 +572,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
             // before it is sent; "a/.." covers it.
             continue;
         }
-        let a = send(
+        let a = send_http(
             client()
                 .put(format!("{}/v1/objects/{}", server.url, enc(key)))
                 .bearer_auth(&tok)
@@ -652,7 +593,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         reqwest::Method::GET,
         reqwest::Method::DELETE,
     ] {
-        let a = send(
+        let a = send_http(
             client()
                 .request(method.clone(), format!("{}/v1/objects/", server.url))
                 .bearer_auth(&tok)
@@ -662,15 +603,17 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         assert_eq!(a.error(400), "invalid_key", "{method}");
     }
     // ...and it is still guarded.
-    send(server.put("/v1/objects/").body("x")).await.error(401);
+    send_http(server.put("/v1/objects/").body("x"))
+        .await
+        .error(401);
     // The longest allowed key is fine (and shows the limit is exactly 1024).
     let ok_key = "a".repeat(1024 - w.prefix.len());
-    let a = send(pubsub(
+    let a = send_http(pubsub(
         push_command(&json!({"op": "put", "key": ok_key, "body": "edge"})).to_string(),
     ))
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    send(
+    send_http(
         server
             .delete(&format!("/v1/objects/{ok_key}"))
             .bearer_auth(&tok),
@@ -690,7 +633,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     };
     let put_msg = json!({"message": {"data": STANDARD.encode(
         json!({"op": "put", "key": "ev.txt", "body": "x"}).to_string())}});
-    let a = send(
+    let a = send_http(
         ev_headers(
             server.post("/events").bearer_auth(&tok),
             "com.example.unknown",
@@ -700,7 +643,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     .await;
     a.error(400);
     // No ce-* headers at all, and each one missing in turn.
-    let a = send(
+    let a = send_http(
         server
             .post("/events")
             .bearer_auth(&tok)
@@ -727,12 +670,12 @@ async fn bad_input_is_rejected_and_changes_nothing() {
                 rb = rb.header(k, v);
             }
         }
-        let a = send(rb.body(put_msg.to_string())).await;
+        let a = send_http(rb.body(put_msg.to_string())).await;
         assert_eq!(a.status, 400, "without {missing}");
         a.error(400);
     }
     // Structured mode with a body that is not JSON.
-    send(
+    send_http(
         server
             .post("/events")
             .bearer_auth(&tok)
@@ -743,7 +686,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     .error(400);
 
     // /v1 bodies.
-    send(server.post("/v1/copy").bearer_auth(&tok).body("not json"))
+    send_http(server.post("/v1/copy").bearer_auth(&tok).body("not json"))
         .await
         .error(400);
     post_json(
@@ -771,7 +714,7 @@ async fn bodies_over_the_limit_answer_413() {
     a.error(413);
     // Without a Content-Length (chunked), the limit holds while reading.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(big.to_string().into_bytes())];
-    let a = send(
+    let a = send_http(
         server
             .post("/pubsub")
             .bearer_auth(&tok)
@@ -782,7 +725,7 @@ async fn bodies_over_the_limit_answer_413() {
     )
     .await;
     a.error(413);
-    let a = send(
+    let a = send_http(
         server
             .post("/events")
             .bearer_auth(&tok)
@@ -855,7 +798,7 @@ async fn callers_are_verified() {
         if let Some(t) = &token {
             rb = rb.bearer_auth(t);
         }
-        let a = send(rb).await;
+        let a = send_http(rb).await;
         assert_eq!(
             a.status,
             status,
@@ -871,14 +814,14 @@ async fn callers_are_verified() {
         if let Some(t) = &token {
             rb = rb.bearer_auth(t);
         }
-        assert_eq!(send(rb).await.status, status, "{what} on /pubsub");
+        assert_eq!(send_http(rb).await.status, status, "{what} on /pubsub");
     }
     assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
     assert_eq!(w.proxy.count("PutObject"), 0);
 
     // aud as an array, one of them accepted.
     let t = w.caller_token_with(json!({"aud": ["https://other.test", SERVICE_AUDIENCE]}));
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/array-aud.txt")
             .bearer_auth(&t)
@@ -887,7 +830,7 @@ async fn callers_are_verified() {
     .await;
     assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
     // X-Serverless-Authorization is read as well.
-    let a = send(server.get("/v1/objects/array-aud.txt").header(
+    let a = send_http(server.get("/v1/objects/array-aud.txt").header(
         "x-serverless-authorization",
         format!("Bearer {}", w.caller_token()),
     ))
@@ -895,8 +838,8 @@ async fn callers_are_verified() {
     assert_eq!(a.status, 200);
 
     // Open routes.
-    assert_eq!(send(server.get("/healthz")).await.status, 200);
-    assert_eq!(send(server.get("/readyz")).await.status, 200);
+    assert_eq!(send_http(server.get("/healthz")).await.status, 200);
+    assert_eq!(send_http(server.get("/readyz")).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,27 +858,27 @@ async fn cloud_run_iam_mode_trusts_the_front_end() {
             .bearer_auth(token)
             .body("via cloud run")
     };
-    let a = send(put("ok.txt", strip(w.caller_token()))).await;
+    let a = send_http(put("ok.txt", strip(w.caller_token()))).await;
     assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
-    let a = send(put(
+    let a = send_http(put(
         "aud.txt",
         strip(w.caller_token_with(json!({"aud": "https://elsewhere.test"}))),
     ))
     .await;
     a.error(401);
-    let a = send(put(
+    let a = send_http(put(
         "expired.txt",
         strip(w.caller_token_with(json!({"iat": now() - 3 * 3600, "exp": now() - 2 * 3600}))),
     ))
     .await;
     a.error(401);
-    let a = send(put(
+    let a = send_http(put(
         "email.txt",
         strip(w.caller_token_with(json!({"email": "someone@else.iam.gserviceaccount.com"}))),
     ))
     .await;
     a.error(403);
-    send(server.put("/v1/objects/none.txt").body("x"))
+    send_http(server.put("/v1/objects/none.txt").body("x"))
         .await
         .error(401);
     assert_eq!(
@@ -954,7 +897,7 @@ async fn sigterm_finishes_the_request_in_flight() {
     let url = format!("{}/v1/objects/slow.txt", server.url);
     let tok = w.caller_token();
     let inflight = tokio::spawn(async move {
-        send(client().put(url).bearer_auth(tok).body("slow but sure")).await
+        send_http(client().put(url).bearer_auth(tok).body("slow but sure")).await
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while w.proxy.count("PutObject") == 0 {
@@ -994,7 +937,7 @@ async fn logs_are_structured_correlated_and_secret_free() {
     let w = World::new("logs").await;
     let mut server = Server::start(&w.env).await;
     let tok = w.caller_token();
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/traced.txt")
             .bearer_auth(&tok)
@@ -1024,10 +967,10 @@ async fn logs_are_structured_correlated_and_secret_free() {
     assert!(session_token.len() > 16);
     // Failures log too: a rejected token, a bad command, a missing object.
     let forged = format!("{}x", tok);
-    send(server.get("/v1/whoami").bearer_auth(&forged)).await;
+    send_http(server.get("/v1/whoami").bearer_auth(&forged)).await;
     post_json(&server, "/pubsub", &tok, &push_body("%%%")).await;
-    send(server.get("/v1/objects/missing.txt").bearer_auth(&tok)).await;
-    send(server.get("/v1/whoami").bearer_auth(&tok)).await;
+    send_http(server.get("/v1/objects/missing.txt").bearer_auth(&tok)).await;
+    send_http(server.get("/v1/whoami").bearer_auth(&tok)).await;
     server.terminate();
     assert!(server.wait(Duration::from_secs(10)).await.success());
     // The capture threads drain the pipes after exit.
@@ -1083,7 +1026,7 @@ async fn no_auth_mode_warns_at_start() {
     let mut w = World::new("noauth").await;
     w.set("AUTH_MODE", "none");
     let server = Server::start(&w.env).await;
-    let a = send(server.put("/v1/objects/open.txt").body("open")).await;
+    let a = send_http(server.put("/v1/objects/open.txt").body("open")).await;
     assert_eq!(a.status, 201);
     let warned = server.stdout.all().into_iter().any(|l| {
         serde_json::from_str::<Value>(&l).is_ok_and(|v| {
@@ -1116,7 +1059,7 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
         "X-Amz-Meta-Goog-Bucket",
         "x-amz-meta-GOOG-anything",
     ] {
-        let a = send(
+        let a = send_http(
             server
                 .put("/v1/objects/pinned.txt")
                 .bearer_auth(&tok)
@@ -1143,7 +1086,7 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
     assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
 
     // Other names starting with "goog" are the user's.
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/fine.txt")
             .bearer_auth(&tok)
@@ -1170,12 +1113,12 @@ async fn client_errors_answer_4xx_and_change_nothing() {
 
     // A listing prefix may not climb out of the service's prefix.
     for prefix in ["../", "..", "d/../../", "./d", "/d"] {
-        let a = send(list(vec![("prefix", prefix.to_owned())])).await;
+        let a = send_http(list(vec![("prefix", prefix.to_owned())])).await;
         assert_eq!(a.error(400), "invalid_key", "prefix {prefix:?}");
     }
 
     // A cursor the service never gave out: 400, not 500 or 503.
-    let a = send(list(vec![("limit", "1".to_owned())])).await;
+    let a = send_http(list(vec![("limit", "1".to_owned())])).await;
     assert_eq!(a.status, 200);
     let cursor = a.json()["next_cursor"]
         .as_str()
@@ -1191,10 +1134,10 @@ async fn client_errors_answer_4xx_and_change_nothing() {
         "bm90LWEtdG9rZW4=".to_owned(),
         "a\u{1}b".to_owned(),
     ] {
-        let a = send(list(vec![("cursor", bad.clone())])).await;
+        let a = send_http(list(vec![("cursor", bad.clone())])).await;
         assert_eq!(a.error(400), "invalid_argument", "cursor {bad:?}");
     }
-    let a = send(list(vec![("cursor", cursor)])).await;
+    let a = send_http(list(vec![("cursor", cursor)])).await;
     assert_eq!(a.status, 200, "the real cursor still works");
 
     // Copies with a bad source key.
@@ -1234,7 +1177,7 @@ async fn copies_over_the_threshold_go_part_by_part() {
     let data: Vec<u8> = (0..12 * 1024 * 1024 + 7)
         .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/big/src.bin")
             .bearer_auth(&tok)

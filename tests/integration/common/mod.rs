@@ -5,6 +5,7 @@
 //! landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod answer;
 pub mod cloud_run;
 pub mod deployment;
 pub mod expiring;
