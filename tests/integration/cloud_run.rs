@@ -22,14 +22,15 @@ fn client() -> reqwest::Client {
 }
 
 async fn wait_for_keys(w: &World, want: usize, limit: Duration) -> Vec<String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let keys = admin_list(&w.bucket, &w.prefix).await;
-        if keys.len() >= want || Instant::now() > deadline {
-            return keys;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        limit,
+        || format!("fewer than {want} objects landed"),
+        || async {
+            let keys = admin_list(&w.bucket, &w.prefix).await;
+            (keys.len() >= want).then_some(keys)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

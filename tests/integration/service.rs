@@ -899,12 +899,15 @@ async fn sigterm_finishes_the_request_in_flight() {
     let inflight = tokio::spawn(async move {
         send_http(client().put(url).bearer_auth(tok).body("slow but sure")).await
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while w.proxy.count("PutObject") == 0 {
-        assert!(Instant::now() < deadline, "the PUT never reached S3");
-        assert!(!inflight.is_finished(), "the PUT ended early");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || "the PUT never reached S3".into(),
+        || async {
+            assert!(!inflight.is_finished(), "the PUT ended early");
+            (w.proxy.count("PutObject") > 0).then_some(())
+        },
+    )
+    .await;
     let signalled = Instant::now();
     server.terminate();
     let a = inflight.await.unwrap();

@@ -30,18 +30,12 @@ fn figure(name: &str, value: f64, unit: &str) {
 }
 
 async fn wait_for_replicas(d: &Deployment, n: usize, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if admin_list(&d.w.bucket, &d.w.prefix).await.len() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas missing:\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        limit,
+        || format!("replicas missing:\n{}", d.log_text()),
+        || async { (admin_list(&d.w.bucket, &d.w.prefix).await.len() >= n).then_some(()) },
+    )
+    .await;
 }
 
 /// `rclone copy` from `gs://bucket` to `s3://RIG_BUCKET/prefix` with its
