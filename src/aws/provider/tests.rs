@@ -129,11 +129,15 @@ fn config(sts_url: &str, name: &str) -> (Config, String) {
     (Config::from_iter(env).expect("test configuration"), token)
 }
 
+/// The identity source of `config`: the token file.
+fn ids(config: &Config) -> Arc<IdTokenSource> {
+    Arc::new(IdTokenSource::from_config(config).unwrap())
+}
+
 fn provider(config: &Config) -> WebIdentityProvider {
-    let ids = Arc::new(IdTokenSource::from_config(config).unwrap());
     WebIdentityProvider::new(
         anonymous_sts(config, http_client(), &AwsOptions::default()),
-        ids,
+        ids(config),
         config.aws.role_arn.clone(),
         "session".into(),
         Duration::from_secs(3600),
@@ -149,8 +153,7 @@ fn provider(config: &Config) -> WebIdentityProvider {
 async fn credentials_are_assumed_once_and_then_cached_by_the_sdk() {
     let stand_in = sts(vec![Reply::Ok]).await;
     let (config, token) = config(&stand_in.url, "cached");
-    let ids = Arc::new(IdTokenSource::from_config(&config).unwrap());
-    let clients = AwsClients::new(&config, ids, AwsOptions::default());
+    let clients = AwsClients::new(&config, ids(&config), AwsOptions::default());
     for _ in 0..3 {
         let url = clients
             .s3

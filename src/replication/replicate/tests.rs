@@ -160,6 +160,22 @@ impl World {
         );
     }
 
+    /// Replicates generation `generation` of `name` (the live one when `None`).
+    async fn replicate(&self, name: &str, generation: Option<i64>) -> ReplicaOutcome {
+        self.replicator
+            .replicate(&event(name, generation), 0)
+            .await
+            .unwrap()
+    }
+
+    /// The delete (or archive) of generation `generation` of `name`.
+    async fn delete(&self, name: &str, generation: i64) -> ReplicaOutcome {
+        self.replicator
+            .delete_replica(&event(name, Some(generation)))
+            .await
+            .unwrap()
+    }
+
     fn stored(&self, name: &str) -> Option<bridge_testkit::FakeObject> {
         self.s3.object(BUCKET, &format!("{PREFIX}{name}"))
     }
@@ -169,11 +185,7 @@ impl World {
 async fn a_finalize_writes_a_replica_marked_with_bucket_and_generation() {
     let w = world().await;
     w.gcs.put("a.txt", 5, 1, "hello");
-    let out = w
-        .replicator
-        .replicate(&event("a.txt", Some(5)), 0)
-        .await
-        .unwrap();
+    let out = w.replicate("a.txt", Some(5)).await;
     assert_eq!(
         out,
         ReplicaOutcome::Replicated {
@@ -191,11 +203,7 @@ async fn a_finalize_writes_a_replica_marked_with_bucket_and_generation() {
     assert_eq!(o.metadata["team"], "blue");
     // A redelivery is recognised from the replica alone.
     let asked = w.gcs.requests();
-    let again = w
-        .replicator
-        .replicate(&event("a.txt", Some(5)), 0)
-        .await
-        .unwrap();
+    let again = w.replicate("a.txt", Some(5)).await;
     assert!(matches!(
         again,
         ReplicaOutcome::UpToDate {
@@ -211,11 +219,7 @@ async fn an_older_generation_never_replaces_a_newer_replica() {
     let w = world().await;
     w.replica("a.txt", SOURCE, Some(9), "newer");
     w.gcs.put("a.txt", 9, 1, "newer");
-    let out = w
-        .replicator
-        .replicate(&event("a.txt", Some(5)), 0)
-        .await
-        .unwrap();
+    let out = w.replicate("a.txt", Some(5)).await;
     assert_eq!(
         out,
         ReplicaOutcome::UpToDate {
@@ -233,11 +237,7 @@ async fn generations_are_compared_within_one_source_bucket() {
     let w = world().await;
     w.replica("a.txt", "other-bucket", Some(9), "from elsewhere");
     w.gcs.put("a.txt", 5, 1, "hello");
-    let out = w
-        .replicator
-        .replicate(&event("a.txt", Some(5)), 0)
-        .await
-        .unwrap();
+    let out = w.replicate("a.txt", Some(5)).await;
     assert!(
         matches!(out, ReplicaOutcome::Replicated { generation: 5, .. }),
         "{out:?}"
@@ -250,11 +250,7 @@ async fn the_live_generation_decides_what_is_copied() {
     let w = world().await;
     // The event's generation is gone: a newer one has its own event.
     w.gcs.put("a.txt", 7, 1, "seven");
-    let out = w
-        .replicator
-        .replicate(&event("a.txt", Some(5)), 0)
-        .await
-        .unwrap();
+    let out = w.replicate("a.txt", Some(5)).await;
     assert!(
         matches!(
             out,
@@ -274,22 +270,14 @@ async fn the_live_generation_decides_what_is_copied() {
         .unwrap_err();
     assert!(matches!(e, ReplicateError::NotYetVisible(_)), "{e:?}");
     // No generation named: the live one.
-    let out = w
-        .replicator
-        .replicate(&event("a.txt", None), 0)
-        .await
-        .unwrap();
+    let out = w.replicate("a.txt", None).await;
     assert!(
         matches!(out, ReplicaOutcome::Replicated { generation: 7, .. }),
         "{out:?}"
     );
     // The object is gone altogether.
     w.gcs.remove("a.txt");
-    let out = w
-        .replicator
-        .replicate(&event("b.txt", Some(1)), 0)
-        .await
-        .unwrap();
+    let out = w.replicate("b.txt", Some(1)).await;
     assert!(matches!(out, ReplicaOutcome::SourceGone { .. }), "{out:?}");
 }
 
@@ -317,11 +305,7 @@ async fn a_delete_removes_only_a_replica_of_that_generation_or_older() {
     let w = world().await;
     // Gone from Cloud Storage: removed.
     w.replica("gone.txt", SOURCE, Some(5), "x");
-    let out = w
-        .replicator
-        .delete_replica(&event("gone.txt", Some(5)))
-        .await
-        .unwrap();
+    let out = w.delete("gone.txt", 5).await;
     assert_eq!(
         out,
         ReplicaOutcome::ReplicaDeleted {
@@ -331,21 +315,13 @@ async fn a_delete_removes_only_a_replica_of_that_generation_or_older() {
     assert!(w.stored("gone.txt").is_none());
     // A newer replica stays.
     w.replica("newer.txt", SOURCE, Some(9), "x");
-    let out = w
-        .replicator
-        .delete_replica(&event("newer.txt", Some(5)))
-        .await
-        .unwrap();
+    let out = w.delete("newer.txt", 5).await;
     assert!(matches!(out, ReplicaOutcome::ReplicaKept { .. }), "{out:?}");
     assert!(w.stored("newer.txt").is_some());
     // Its generation is still live: no delete happened.
     w.replica("live.txt", SOURCE, Some(5), "x");
     w.gcs.put("live.txt", 5, 1, "x");
-    let out = w
-        .replicator
-        .delete_replica(&event("live.txt", Some(5)))
-        .await
-        .unwrap();
+    let out = w.delete("live.txt", 5).await;
     assert!(matches!(out, ReplicaOutcome::ReplicaKept { .. }), "{out:?}");
     assert!(w.stored("live.txt").is_some());
 }
@@ -354,11 +330,7 @@ async fn a_delete_removes_only_a_replica_of_that_generation_or_older() {
 async fn a_delete_leaves_what_replication_does_not_own() {
     let w = world().await;
     w.replica("user.txt", SOURCE, None, "mine");
-    let out = w
-        .replicator
-        .delete_replica(&event("user.txt", Some(5)))
-        .await
-        .unwrap();
+    let out = w.delete("user.txt", 5).await;
     assert_eq!(
         out,
         ReplicaOutcome::NotAReplica {
@@ -366,17 +338,9 @@ async fn a_delete_leaves_what_replication_does_not_own() {
         }
     );
     w.replica("elsewhere.txt", "other-bucket", Some(5), "theirs");
-    let out = w
-        .replicator
-        .delete_replica(&event("elsewhere.txt", Some(5)))
-        .await
-        .unwrap();
+    let out = w.delete("elsewhere.txt", 5).await;
     assert!(matches!(out, ReplicaOutcome::ReplicaKept { .. }), "{out:?}");
-    let out = w
-        .replicator
-        .delete_replica(&event("absent.txt", Some(5)))
-        .await
-        .unwrap();
+    let out = w.delete("absent.txt", 5).await;
     assert_eq!(
         out,
         ReplicaOutcome::NoReplica {
@@ -416,10 +380,7 @@ async fn an_orphan_is_removed_only_when_its_object_is_gone() {
 async fn a_metadata_update_applies_only_a_newer_metageneration_of_the_same_generation() {
     let w = world().await;
     w.gcs.put("a.txt", 5, 1, "hello");
-    w.replicator
-        .replicate(&event("a.txt", Some(5)), 0)
-        .await
-        .unwrap();
+    w.replicate("a.txt", Some(5)).await;
     let update = |generation: i64, metageneration: i64, team: &str| GcsObject {
         metageneration: Some(metageneration),
         content_type: Some("text/csv".into()),
