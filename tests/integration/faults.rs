@@ -85,18 +85,17 @@ async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
         topic.publish(chunk).await;
     }
 
-    let mut landed = eventually(
+    let mut landed = objects_landed(
+        &w.bucket,
+        &w.prefix,
+        MESSAGES,
         Duration::from_secs(120),
         || {
             format!(
-                "not all {MESSAGES} objects landed; faults injected {}; answers {:?}",
+                "faults injected {}; answers {:?}",
                 w.proxy.faults_injected(),
                 tally(&pubsub_statuses(&server)),
             )
-        },
-        || async {
-            let landed = admin_list(&w.bucket, &w.prefix).await;
-            (landed.len() >= MESSAGES).then_some(landed)
         },
     )
     .await;

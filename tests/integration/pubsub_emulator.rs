@@ -42,18 +42,12 @@ async fn fifty_pushed_puts_all_land() {
         topic.publish(chunk).await;
     }
 
-    let mut landed = eventually(
+    let mut landed = objects_landed(
+        &w.bucket,
+        &w.prefix,
+        MESSAGES,
         Duration::from_secs(90),
-        || {
-            format!(
-                "not all {MESSAGES} objects landed; service log:\n{}",
-                server.stdout.text()
-            )
-        },
-        || async {
-            let landed = admin_list(&w.bucket, &w.prefix).await;
-            (landed.len() >= MESSAGES).then_some(landed)
-        },
+        || format!("service log:\n{}", server.stdout.text()),
     )
     .await;
     landed.sort();

@@ -30,11 +30,9 @@ fn figure(name: &str, value: f64, unit: &str) {
 }
 
 async fn wait_for_replicas(d: &Deployment, n: usize, limit: Duration) {
-    eventually(
-        limit,
-        || format!("replicas missing:\n{}", d.log_text()),
-        || async { (admin_list(&d.w.bucket, &d.w.prefix).await.len() >= n).then_some(()) },
-    )
+    objects_landed(&d.w.bucket, &d.w.prefix, n, limit, || {
+        format!("replicas missing:\n{}", d.log_text())
+    })
     .await;
 }
 

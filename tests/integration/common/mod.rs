@@ -244,6 +244,27 @@ pub async fn admin_head(
         .unwrap_or_else(|e| panic!("HEAD {key}: {:?}", e.into_service_error()))
 }
 
+/// Waits until at least `n` objects are under `prefix` (admin view), at
+/// most `limit`; their keys. `more` tells what else to show when they are
+/// not.
+pub async fn objects_landed(
+    bucket: &str,
+    prefix: &str,
+    n: usize,
+    limit: Duration,
+    more: impl FnOnce() -> String,
+) -> Vec<String> {
+    eventually(
+        limit,
+        || format!("fewer than {n} objects under {prefix}; {}", more()),
+        || async {
+            let keys = admin_list(bucket, prefix).await;
+            (keys.len() >= n).then_some(keys)
+        },
+    )
+    .await
+}
+
 /// Keys under `prefix`, admin view.
 pub async fn admin_list(bucket: &str, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
