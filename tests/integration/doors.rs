@@ -113,13 +113,7 @@ fn tasks() -> Vec<Value> {
 }
 
 async fn assert_status(router: &Router, req: Request<Body>, status: u16, code: &str, what: &str) {
-    let a = send(router, req).await;
-    assert_eq!(
-        (a.status.as_u16(), a.code().as_str()),
-        (status, code),
-        "{what}: {}",
-        a.text()
-    );
+    send(router, req).await.assert_code(status, code, what);
 }
 
 fn service(

@@ -157,23 +157,13 @@ fn push(token: Option<&str>, data: &[u8]) -> Request<Body> {
 const PAST_THE_CALLER_CHECK: &str = "/v1/objects/";
 
 async fn assert_passes(router: &Router, req: Request<Body>, what: &str) {
-    let a = send(router, req).await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_key"),
-        "{what}: {}",
-        a.text()
-    );
+    send(router, req)
+        .await
+        .assert_code(400, "invalid_key", what);
 }
 
 async fn assert_refused(router: &Router, req: Request<Body>, status: u16, code: &str, what: &str) {
-    let a = send(router, req).await;
-    assert_eq!(
-        (a.status.as_u16(), a.code().as_str()),
-        (status, code),
-        "{what}: {}",
-        a.text()
-    );
+    send(router, req).await.assert_code(status, code, what);
 }
 
 #[tokio::test]

@@ -47,6 +47,17 @@ impl Answer {
             .unwrap_or_default()
     }
 
+    /// Asserts the status and the error code, showing the body and `what`
+    /// when they differ.
+    pub fn assert_code(&self, status: u16, code: &str, what: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.code().as_str()),
+            (status, code),
+            "{what}: {}",
+            self.text()
+        );
+    }
+
     /// Asserts the status and the `{"error":{"code","message"}}` shape
     /// (code in snake_case, a message); returns the code.
     pub fn error(&self, status: u16) -> String {
