@@ -47,6 +47,15 @@ fn post(path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Body> {
     b.body(Body::from(body)).expect("a request")
 }
 
+/// A Pub/Sub push of the envelope `push`.
+fn pubsub(push: String) -> Request<Body> {
+    post(
+        "/pubsub",
+        &[("content-type", "application/json")],
+        push.into_bytes(),
+    )
+}
+
 const BINARY_FINALIZED: &[(&str, &str)] = &[
     ("content-type", "application/json"),
     ("ce-specversion", "1.0"),
@@ -85,26 +94,17 @@ async fn a_32_mb_array_as_event_data_answers_400() {
     let (router, state, _p) = service(128 * MIB, Duration::from_secs(10)).await;
     let array = zeros(32_000_000);
     let a = send(&router, post("/events", BINARY_FINALIZED, array.clone())).await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_event")
-    );
+    a.assert_code(400, "invalid_event", "binary event");
     let mut structured = br#"{"specversion":"1.0","id":"1","type":"google.cloud.storage.object.v1.finalized","source":"//storage.googleapis.com/projects/_/buckets/in-process-bucket","subject":"objects/o","data":"#.to_vec();
     structured.extend_from_slice(&zeros(32_000_000 - structured.len() - 1));
     structured.push(b'}');
     let a = send(&router, post("/events", STRUCTURED, structured)).await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_event")
-    );
+    a.assert_code(400, "invalid_event", "structured event");
     // A messagePublished event whose data is the array: not a message.
     let mut published: Vec<(&str, &str)> = BINARY_FINALIZED.to_vec();
     published[3] = ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished");
     let a = send(&router, post("/events", &published, array)).await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_event")
-    );
+    a.assert_code(400, "invalid_event", "messagePublished event");
     assert_eq!(state.budget.available(), 128 * MIB, "all given back");
     still_alive(&router).await;
 }
@@ -122,19 +122,8 @@ async fn a_put_with_720000_metadata_entries_answers_400() {
         STANDARD.encode(&command)
     );
     assert!(push.len() > 11_000_000, "{}", push.len());
-    let a = send(
-        &router,
-        post(
-            "/pubsub",
-            &[("content-type", "application/json")],
-            push.into(),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_metadata")
-    );
+    let a = send(&router, pubsub(push)).await;
+    a.assert_code(400, "invalid_metadata", "720000 metadata entries");
     still_alive(&router).await;
 }
 
@@ -148,19 +137,8 @@ async fn a_push_with_100000_attributes_answers_400() {
     let push = format!(
         r#"{{"message":{{"data":"e30=","attributes":{{{attrs}"eventType":"OBJECT_FINALIZE"}},"messageId":"1"}},"subscription":"s"}}"#
     );
-    let a = send(
-        &router,
-        post(
-            "/pubsub",
-            &[("content-type", "application/json")],
-            push.into(),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_attributes")
-    );
+    let a = send(&router, pubsub(push)).await;
+    a.assert_code(400, "invalid_attributes", "100000 attributes");
     still_alive(&router).await;
 }
 
