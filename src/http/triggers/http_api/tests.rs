@@ -51,6 +51,15 @@ async fn code_of(app: &axum::Router, req: Request<Body>) -> (StatusCode, String)
     (status, code)
 }
 
+/// Asserts that `req` answers 400 with `code`.
+async fn assert_bad(app: &axum::Router, req: Request<Body>, code: &str, what: &str) {
+    assert_eq!(
+        code_of(app, req).await,
+        (StatusCode::BAD_REQUEST, code.into()),
+        "{what}"
+    );
+}
+
 fn request(method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
@@ -65,11 +74,7 @@ async fn bad_keys_are_invalid_key_on_every_object_route() {
     for key in ["%2Fabs", "a/../b", "./a", ".gcp-aws-bridge/run", "a%07b"] {
         for method in [Method::PUT, Method::GET, Method::DELETE] {
             let req = request(method.clone(), &format!("/v1/objects/{key}"), &[], "x");
-            assert_eq!(
-                code_of(&app, req).await,
-                (StatusCode::BAD_REQUEST, "invalid_key".into()),
-                "{method} {key}"
-            );
+            assert_bad(&app, req, "invalid_key", &format!("{method} {key}")).await;
         }
     }
     let req = request(Method::GET, "/v1/objects/", &[], "");
@@ -149,11 +154,7 @@ async fn listing_arguments_are_checked() {
         ("prefix=.gcp-aws-bridge%2F", "invalid_key"),
     ] {
         let req = request(Method::GET, &format!("/v1/objects?{query}"), &[], "");
-        assert_eq!(
-            code_of(&app, req).await,
-            (StatusCode::BAD_REQUEST, code.into()),
-            "{query}"
-        );
+        assert_bad(&app, req, code, query).await;
     }
 }
 
@@ -197,11 +198,7 @@ async fn copy_and_presign_bodies_are_checked() {
         ("/v1/presign", r#"{"key":"a/./b"}"#, "invalid_key"),
     ] {
         let req = request(Method::POST, path, &json, body);
-        assert_eq!(
-            code_of(&app, req).await,
-            (StatusCode::BAD_REQUEST, code.into()),
-            "{path} {body}"
-        );
+        assert_bad(&app, req, code, &format!("{path} {body}")).await;
     }
 }
 
