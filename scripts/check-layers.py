@@ -6,7 +6,8 @@ the public children of a folder module are units of their own
 uses `aws`, and `aws` uses `google` only for `google::identity`.
 
 A dependency is any `crate::NAME` path in a module's code outside its
-`#[cfg(test)]` blocks, comments and string literals (lexed in one pass, so
+`#[cfg(test)]` blocks (and files named `tests.rs`, the `#[cfg(test)] mod
+tests;` of their parent), comments and string literals (lexed in one pass, so
 that `"https://..."` hides nothing), grouped imports included
 (`use crate::{a, b::{c}}` depends on `a` and `b`). src/lib.rs and
 src/main.rs are not modules of their own.
@@ -174,7 +175,7 @@ def modules(src: pathlib.Path) -> dict:
     files = {}
     for path in sorted(src.rglob("*.rs")):
         rel = path.relative_to(src)
-        if rel.parts[0] in ("lib.rs", "main.rs", "bin"):
+        if rel.parts[0] in ("lib.rs", "main.rs", "bin") or rel.name == "tests.rs":
             continue
         top = rel.parts[0].removesuffix(".rs")
         unit = top

@@ -219,6 +219,13 @@ impl WebIdentityProvider {
         }
     }
 
+    /// The same provider retrying STS with `backoff`.
+    #[cfg(test)]
+    fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
     /// The identity source behind this provider.
     pub fn identity(&self) -> &Arc<IdTokenSource> {
         &self.ids
@@ -318,3 +325,6 @@ impl ProvideCredentials for SdkCredentialsProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@
 //! - [`latency`]: in-memory S3 and Cloud Storage stand-ins answering after a
 //!   fixed delay, for scaling benchmarks.
 //! - [`otlp`]: an OTLP/HTTP metrics receiver that keeps the data points.
+//! - [`s3_fake`]: an in-memory path-style S3 for unit tests, with scripted faults.
 //!
 //! Every server binds `127.0.0.1:0` and runs on the caller's tokio runtime until its
 //! handle (and every clone of it) is dropped or shut down.
@@ -41,6 +42,7 @@ pub mod otlp;
 pub mod proxy;
 pub mod push;
 pub mod ready;
+pub mod s3_fake;
 mod server;
 
 pub use cloudrun::{CloudRunConfig, CloudRunEmulator, Container, Output, Stopped};
@@ -50,3 +52,4 @@ pub use logs::LogCapture;
 pub use metadata::{Endpoint, Fault, MetadataConfig, MetadataEmulator};
 pub use proxy::{FaultPlan, FaultProxy, Hold, ProxyFault, StsGate};
 pub use push::{PushConfig, PushShim};
+pub use s3_fake::{FakeObject, S3Fake};

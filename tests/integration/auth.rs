@@ -7,6 +7,7 @@
 //! header-read timeout and h2c of the server.
 
 use crate::common;
+use crate::common::answer::send_http;
 use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant};
@@ -26,12 +27,10 @@ fn now() -> i64 {
     bridge_testkit::keys::now_secs()
 }
 
-/// Status, body text.
+/// Status, body text and headers of an answer, for destructuring.
 async fn send(rb: reqwest::RequestBuilder) -> (u16, String, reqwest::header::HeaderMap) {
-    let r = rb.send().await.expect("request sent");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, r.text().await.unwrap(), headers)
+    let a = send_http(rb).await;
+    (a.status.as_u16(), a.text(), a.headers)
 }
 
 fn code(body: &str) -> String {

@@ -21,17 +21,6 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn wait_for_keys(w: &World, want: usize, limit: Duration) -> Vec<String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let keys = admin_list(&w.bucket, &w.prefix).await;
-        if keys.len() >= want || Instant::now() > deadline {
-            return keys;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_push_and_eventarc_through_the_front_end() {
     require_rig!();
@@ -68,7 +57,10 @@ async fn pubsub_push_and_eventarc_through_the_front_end() {
     let status = r.status();
     assert!(status.is_success(), "{status}: {}", r.text().await.unwrap());
 
-    let keys = wait_for_keys(&w, 7, Duration::from_secs(60)).await;
+    let keys = objects_landed(&w.bucket, &w.prefix, 7, Duration::from_secs(60), || {
+        front.all_output()
+    })
+    .await;
     assert_eq!(keys.len(), 7, "{keys:?}\n{}", front.all_output());
     assert_eq!(
         w.stored("push-3.txt").await.as_deref(),

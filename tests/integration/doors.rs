@@ -6,26 +6,15 @@
 //! everywhere; forged tasks answer 400 before anything is read.
 
 use crate::common;
+use crate::common::answer::send;
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, Method, Request};
 use axum::Router;
 use base64::Engine;
 use common::in_process::InProcess;
 use common::{CALLER_EMAIL, TASKS_EMAIL};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = router.clone().oneshot(req).await.expect("an answer");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 fn request(method: Method, path: &str, token: &str, body: Body) -> Request<Body> {
     Request::builder()
@@ -124,12 +113,7 @@ fn tasks() -> Vec<Value> {
 }
 
 async fn assert_status(router: &Router, req: Request<Body>, status: u16, code: &str, what: &str) {
-    let (s, body) = send(router, req).await;
-    assert_eq!(
-        (s.as_u16(), body["error"]["code"].as_str().unwrap_or("")),
-        (status, code),
-        "{what}: {body}"
-    );
+    send(router, req).await.assert_code(status, code, what);
 }
 
 fn service(
@@ -229,14 +213,15 @@ async fn the_tasks_door_takes_only_its_push_identity_and_only_tasks() {
             &format!("{mode}: {CALLER_EMAIL} at /tasks"),
         )
         .await;
-        let (status, _) = send(
+        let status = send(
             &router,
             Request::post("/tasks")
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(envelope(&forged_page, json!({})).to_string()))
                 .expect("a request"),
         )
-        .await;
+        .await
+        .status;
         assert_eq!(status, 401, "{mode}: no token at /tasks");
         // ... and the tasks identity is no caller of the outside doors.
         assert_status(

@@ -12,7 +12,7 @@ use crate::common;
 use crate::common::require_rig;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -85,19 +85,20 @@ async fn five_hundred_puts_survive_s3_sts_and_metadata_faults() {
         topic.publish(chunk).await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut landed = Vec::new();
-    while landed.len() < MESSAGES {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {MESSAGES} objects landed; faults injected {}; answers {:?}",
-            landed.len(),
-            w.proxy.faults_injected(),
-            tally(&pubsub_statuses(&server)),
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        landed = admin_list(&w.bucket, &w.prefix).await;
-    }
+    let mut landed = objects_landed(
+        &w.bucket,
+        &w.prefix,
+        MESSAGES,
+        Duration::from_secs(120),
+        || {
+            format!(
+                "faults injected {}; answers {:?}",
+                w.proxy.faults_injected(),
+                tally(&pubsub_statuses(&server)),
+            )
+        },
+    )
+    .await;
     landed.sort();
     assert_eq!(landed, expected.keys().cloned().collect::<Vec<_>>());
     for (key, body) in &expected {
@@ -256,28 +257,34 @@ async fn replication_survives_faults_mid_stream() {
     let topic = PushTopic::create(&w, "replfaults", &format!("{}/pubsub", server.url)).await;
     topic.publish(&messages).await;
 
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut pending: Vec<String> = expected.keys().cloned().collect();
-    while !pending.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} replicas missing or wrong; answers {:?}",
-            pending.len(),
-            expected.len(),
-            tally(&pubsub_statuses(&server)),
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let listed = admin_list(&w.bucket, &w.prefix).await;
-        let mut still = Vec::new();
-        for key in pending {
-            if !listed.contains(&key)
-                || admin_get(&w.bucket, &key).await.as_ref() != expected.get(&key)
-            {
-                still.push(key);
+    let pending = std::sync::Mutex::new(expected.keys().cloned().collect::<Vec<String>>());
+    eventually(
+        Duration::from_secs(180),
+        || {
+            format!(
+                "{} of {} replicas missing or wrong; answers {:?}",
+                pending.lock().unwrap().len(),
+                expected.len(),
+                tally(&pubsub_statuses(&server)),
+            )
+        },
+        || async {
+            let listed = admin_list(&w.bucket, &w.prefix).await;
+            let mut still = Vec::new();
+            let keys = pending.lock().unwrap().clone();
+            for key in keys {
+                if !listed.contains(&key)
+                    || admin_get(&w.bucket, &key).await.as_ref() != expected.get(&key)
+                {
+                    still.push(key);
+                }
             }
-        }
-        pending = still;
-    }
+            let done = still.is_empty();
+            *pending.lock().unwrap() = still;
+            done.then_some(())
+        },
+    )
+    .await;
 
     let counts = tally(&pubsub_statuses(&server));
     eprintln!(

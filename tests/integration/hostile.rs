@@ -6,6 +6,7 @@
 //! `scripts/measure-hostile.sh`, not here.
 
 use crate::common;
+use crate::common::answer::send;
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,6 @@ use common::in_process::InProcess;
 use gcp_aws_bridge::aws::AwsOptions;
 use gcp_aws_bridge::config::Config;
 use gcp_aws_bridge::http::app::{router, AppState};
-use http_body_util::BodyExt;
-use serde_json::Value;
-use tower::ServiceExt;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -36,21 +34,6 @@ async fn service(budget: u64, wait: Duration) -> (Router, AppState, InProcess) {
     (router(state.clone()), state, p)
 }
 
-/// Status, `Retry-After` and error code of an answer.
-async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Option<String>, String) {
-    let resp = router.clone().oneshot(req).await.expect("an answer");
-    let status = resp.status();
-    let retry = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let code = v["error"]["code"].as_str().unwrap_or("").to_owned();
-    (status, retry, code)
-}
-
 /// A POST of `body` to `path` with `Content-Length` (as Pub/Sub and
 /// Eventarc send it) and `headers`.
 fn post(path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Body> {
@@ -62,6 +45,15 @@ fn post(path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Body> {
         b = b.header(*k, *v);
     }
     b.body(Body::from(body)).expect("a request")
+}
+
+/// A Pub/Sub push of the envelope `push`.
+fn pubsub(push: String) -> Request<Body> {
+    post(
+        "/pubsub",
+        &[("content-type", "application/json")],
+        push.into_bytes(),
+    )
 }
 
 const BINARY_FINALIZED: &[(&str, &str)] = &[
@@ -94,7 +86,7 @@ async fn still_alive(router: &Router) {
         .uri("/healthz")
         .body(Body::empty())
         .expect("a request");
-    assert_eq!(send(router, req).await.0, StatusCode::OK);
+    assert_eq!(send(router, req).await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,26 +94,17 @@ async fn a_32_mb_array_as_event_data_answers_400() {
     let (router, state, _p) = service(128 * MIB, Duration::from_secs(10)).await;
     let array = zeros(32_000_000);
     let a = send(&router, post("/events", BINARY_FINALIZED, array.clone())).await;
-    assert_eq!(
-        (a.0, a.2.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_event")
-    );
+    a.assert_code(400, "invalid_event", "binary event");
     let mut structured = br#"{"specversion":"1.0","id":"1","type":"google.cloud.storage.object.v1.finalized","source":"//storage.googleapis.com/projects/_/buckets/in-process-bucket","subject":"objects/o","data":"#.to_vec();
     structured.extend_from_slice(&zeros(32_000_000 - structured.len() - 1));
     structured.push(b'}');
     let a = send(&router, post("/events", STRUCTURED, structured)).await;
-    assert_eq!(
-        (a.0, a.2.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_event")
-    );
+    a.assert_code(400, "invalid_event", "structured event");
     // A messagePublished event whose data is the array: not a message.
     let mut published: Vec<(&str, &str)> = BINARY_FINALIZED.to_vec();
     published[3] = ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished");
     let a = send(&router, post("/events", &published, array)).await;
-    assert_eq!(
-        (a.0, a.2.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_event")
-    );
+    a.assert_code(400, "invalid_event", "messagePublished event");
     assert_eq!(state.budget.available(), 128 * MIB, "all given back");
     still_alive(&router).await;
 }
@@ -139,19 +122,8 @@ async fn a_put_with_720000_metadata_entries_answers_400() {
         STANDARD.encode(&command)
     );
     assert!(push.len() > 11_000_000, "{}", push.len());
-    let a = send(
-        &router,
-        post(
-            "/pubsub",
-            &[("content-type", "application/json")],
-            push.into(),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (a.0, a.2.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_metadata")
-    );
+    let a = send(&router, pubsub(push)).await;
+    a.assert_code(400, "invalid_metadata", "720000 metadata entries");
     still_alive(&router).await;
 }
 
@@ -165,19 +137,8 @@ async fn a_push_with_100000_attributes_answers_400() {
     let push = format!(
         r#"{{"message":{{"data":"e30=","attributes":{{{attrs}"eventType":"OBJECT_FINALIZE"}},"messageId":"1"}},"subscription":"s"}}"#
     );
-    let a = send(
-        &router,
-        post(
-            "/pubsub",
-            &[("content-type", "application/json")],
-            push.into(),
-        ),
-    )
-    .await;
-    assert_eq!(
-        (a.0, a.2.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_attributes")
-    );
+    let a = send(&router, pubsub(push)).await;
+    a.assert_code(400, "invalid_attributes", "100000 attributes");
     still_alive(&router).await;
 }
 
@@ -208,8 +169,8 @@ async fn one_reservation_per_request_no_hold_and_wait() {
         send(&router, post("/events", &headers, body.clone())),
         send(&router, post("/events", &headers, body.clone())),
     );
-    assert_eq!(a.2, "unknown_event_type", "{a:?}");
-    assert_eq!(b.2, "unknown_event_type", "{b:?}");
+    assert_eq!(a.code(), "unknown_event_type", "{a:?}");
+    assert_eq!(b.code(), "unknown_event_type", "{b:?}");
     assert_eq!(state.budget.available(), budget);
 
     // One holds the whole budget while its body is slow to come: a second
@@ -239,9 +200,9 @@ async fn one_reservation_per_request_no_hold_and_wait() {
     let t = Instant::now();
     let second = send(&router, post("/events", &headers, body.clone())).await;
     let waited = t.elapsed();
-    assert_eq!(second.0, StatusCode::SERVICE_UNAVAILABLE, "{second:?}");
-    assert_eq!(second.1.as_deref(), Some("10"));
-    assert_eq!(second.2, "buffer_budget_exhausted");
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE, "{second:?}");
+    assert_eq!(second.header("retry-after"), Some("10"));
+    assert_eq!(second.code(), "buffer_budget_exhausted");
     assert!(waited >= wait, "answered after {waited:?}");
     // A body without Content-Length waits for its first step the same way.
     let (ctx, mut crx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
@@ -257,7 +218,7 @@ async fn one_reservation_per_request_no_hold_and_wait() {
         )))
         .expect("a request");
     let c = send(&router, chunked).await;
-    assert_eq!(c.0, StatusCode::SERVICE_UNAVAILABLE, "{c:?}");
+    assert_eq!(c.status, StatusCode::SERVICE_UNAVAILABLE, "{c:?}");
 
     // The first goes on once its body is complete.
     tx.send(Ok(Bytes::copy_from_slice(&body[1000..])))
@@ -265,7 +226,7 @@ async fn one_reservation_per_request_no_hold_and_wait() {
         .unwrap();
     drop(tx);
     let first = slow.await.unwrap();
-    assert_eq!(first.2, "unknown_event_type", "{first:?}");
+    assert_eq!(first.code(), "unknown_event_type", "{first:?}");
     assert_eq!(state.budget.available(), budget);
 }
 
@@ -287,9 +248,9 @@ async fn a_body_without_content_length_reserves_as_it_arrives() {
     };
     // 2 MiB: three times that fits.
     let a = send(&router, chunked(unknown_event(2 * MIB as usize).1)).await;
-    assert_eq!(a.2, "unknown_event_type", "{a:?}");
+    assert_eq!(a.code(), "unknown_event_type", "{a:?}");
     // 3 MiB: three times that never fits this budget: 413, not 503.
     let a = send(&router, chunked(unknown_event(3 * MIB as usize).1)).await;
-    assert_eq!(a.0, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
     assert_eq!(state.budget.available(), budget);
 }

@@ -89,33 +89,29 @@ fn error_code(body: &str) -> String {
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
-/// Multipart uploads open under the world's prefix.
-async fn open_uploads(w: &World) -> usize {
-    w.uploads_left().await.len()
-}
-
-/// Polls until no multipart upload is open under the prefix; the time it
+/// Waits until no multipart upload is open under the prefix; the time it
 /// took from `since`.
 async fn until_no_upload(w: &World, since: Instant, limit: Duration) -> Duration {
-    loop {
-        if open_uploads(w).await == 0 {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < limit,
-            "a multipart upload is still open after {limit:?}; S3 calls {:?}",
-            w.proxy.counts()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(
+        limit.saturating_sub(since.elapsed()),
+        || {
+            format!(
+                "a multipart upload is still open after {limit:?}; S3 calls {:?}",
+                w.proxy.counts()
+            )
+        },
+        || async { w.uploads_left().await.is_empty().then(|| since.elapsed()) },
+    )
+    .await
 }
 
 async fn until_created(w: &World, limit: Duration) {
-    let t = Instant::now();
-    while w.proxy.count("CreateMultipartUpload") == 0 {
-        assert!(t.elapsed() < limit, "no multipart upload was created");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        limit,
+        || "no multipart upload was created".to_owned(),
+        || async { (w.proxy.count("CreateMultipartUpload") > 0).then_some(()) },
+    )
+    .await;
 }
 
 /// Starts a PUT of `declared` bytes, sends `sent` of them and leaves the
@@ -350,7 +346,7 @@ async fn requests_over_the_budget_wait_then_answer_503() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(w.stored("slow.bin").await.unwrap().len(), 9 * MIB);
-    assert_eq!(open_uploads(&w).await, 0);
+    w.assert_no_upload_left().await;
 }
 
 fn base64_of(v: &Value) -> String {
@@ -412,7 +408,12 @@ async fn the_end_of_the_shutdown_grace_leaves_no_upload() {
     let status = server.wait(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
     assert!(w.proxy.count("AbortMultipartUpload") >= 1);
-    assert_eq!(open_uploads(&w).await, 0, "{}", server.stdout.text());
+    assert_eq!(
+        w.uploads_left().await,
+        Vec::<String>::new(),
+        "{}",
+        server.stdout.text()
+    );
     drop(conn);
 }
 

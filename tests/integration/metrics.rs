@@ -4,6 +4,7 @@
 //! trace of a request carried by the tasks it publishes.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::time::Duration;
 
@@ -93,6 +94,7 @@ fn json_lines(server: &Server) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_workload_is_counted_exported_and_its_lines_grouped() {
+    require_rig!();
     let rx = OtlpReceiver::start().await;
     let (w, gcs, bucket) = world("metrics", &rx, 500).await;
     let sizes = [100usize, 2000, 5];
@@ -208,6 +210,7 @@ async fn a_known_workload_is_counted_exported_and_its_lines_grouped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exports_what_was_counted_since_the_last_export() {
+    require_rig!();
     let rx = OtlpReceiver::start().await;
     // An interval no test waits for: only the export at shutdown comes.
     let (w, gcs, bucket) = world("metrics-stop", &rx, 600_000).await;
@@ -237,6 +240,7 @@ async fn sigterm_exports_what_was_counted_since_the_last_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported() {
+    require_rig!();
     // Where an exporter would send with the endpoint variables unset: the
     // OTLP default, localhost:4318.
     let Some(rx) = OtlpReceiver::start_on(4318).await else {
@@ -299,6 +303,7 @@ async fn pull_messages(w: &World, sub: &str) -> Vec<(Value, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_published_by_a_sync_carry_its_trace_to_the_lines_that_run_them() {
+    require_rig!();
     let mut w = World::new("trace-tasks").await;
     let gcs = Gcs::new(&w.rig);
     let bucket = gcs.bucket("trace-tasks").await;

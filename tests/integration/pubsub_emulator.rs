@@ -7,7 +7,7 @@ use crate::common;
 use crate::common::require_rig;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -42,18 +42,14 @@ async fn fifty_pushed_puts_all_land() {
         topic.publish(chunk).await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut landed = Vec::new();
-    while landed.len() < MESSAGES {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {MESSAGES} objects landed; service log:\n{}",
-            landed.len(),
-            server.stdout.text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        landed = admin_list(&w.bucket, &w.prefix).await;
-    }
+    let mut landed = objects_landed(
+        &w.bucket,
+        &w.prefix,
+        MESSAGES,
+        Duration::from_secs(90),
+        || format!("service log:\n{}", server.stdout.text()),
+    )
+    .await;
     landed.sort();
     assert_eq!(landed, expected.keys().cloned().collect::<Vec<_>>());
     for (key, body) in &expected {

@@ -5,6 +5,7 @@
 //! out credentials and refuses every S3 request.
 
 use crate::common;
+use crate::common::answer::Answer;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
@@ -14,24 +15,7 @@ use bridge_testkit::SigningKey;
 use common::in_process::{
     FakeAws, InProcess, FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, FAKE_SESSION_TOKEN,
 };
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-/// An answer: status, headers, body bytes and the body as JSON (Null when
-/// it is not JSON).
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
-    json: Value,
-}
-
-impl Answer {
-    fn code(&self) -> &str {
-        self.json["error"]["code"].as_str().unwrap_or("")
-    }
-}
 
 /// Sends one request and checks what every answer must hold: an error
 /// answer but to HEAD has the error body (`{"error":{"code","message"}}`,
@@ -47,17 +31,8 @@ async fn send(router: &Router, req: Request<Body>) -> Answer {
         .collect::<Vec<_>>();
     let what = format!("{} {}", req.method(), req.uri());
     let head = req.method() == Method::HEAD;
-    let resp = router.clone().oneshot(req).await.expect("an answer");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("the body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let a = common::answer::send(router, req).await;
+    let text = a.text();
     for t in token.iter().filter(|t| t.len() > 8) {
         assert!(
             !text.contains(t.as_str()),
@@ -74,16 +49,12 @@ async fn send(router: &Router, req: Request<Body>) -> Answer {
         }
     }
     if head {
-        assert!(bytes.is_empty(), "{what}: a body: {text}");
-    } else if !status.is_success() {
-        assert_error_body(&what, status, &headers, &json, &text);
+        assert!(a.body.is_empty(), "{what}: a body: {text}");
+    } else if !a.status.is_success() {
+        let json: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+        assert_error_body(&what, a.status, &a.headers, &json, &text);
     }
-    Answer {
-        status,
-        headers,
-        text,
-        json,
-    }
+    a
 }
 
 fn assert_error_body(
@@ -186,23 +157,13 @@ fn push(token: Option<&str>, data: &[u8]) -> Request<Body> {
 const PAST_THE_CALLER_CHECK: &str = "/v1/objects/";
 
 async fn assert_passes(router: &Router, req: Request<Body>, what: &str) {
-    let a = send(router, req).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::BAD_REQUEST, "invalid_key"),
-        "{what}: {}",
-        a.text
-    );
+    send(router, req)
+        .await
+        .assert_code(400, "invalid_key", what);
 }
 
 async fn assert_refused(router: &Router, req: Request<Body>, status: u16, code: &str, what: &str) {
-    let a = send(router, req).await;
-    assert_eq!(
-        (a.status.as_u16(), a.code()),
-        (status, code),
-        "{what}: {}",
-        a.text
-    );
+    send(router, req).await.assert_code(status, code, what);
 }
 
 #[tokio::test]
@@ -211,12 +172,12 @@ async fn health_is_open_and_readiness_without_sts_says_not_ready_and_nothing_mor
     let router = s.router();
     let a = send(&router, get("/healthz")).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.json, json!({"status": "ok"}));
+    assert_eq!(a.json(), json!({"status": "ok"}));
 
     let a = send(&router, get("/readyz")).await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(
-        a.json,
+        a.json(),
         json!({"status": "not_ready", "error": {"code": "not_ready", "message": "not_ready"}})
     );
     assert!(a.headers.contains_key(header::RETRY_AFTER));
@@ -326,10 +287,10 @@ async fn verify_mode_checks_signature_claims_and_allow_list() {
     let stripped = format!("{rest}.SIGNATURE_REMOVED_BY_GOOGLE");
     let a = send(&router, with(&stripped)).await;
     assert_eq!(
-        (a.status, a.code()),
+        (a.status, a.code().as_str()),
         (StatusCode::UNAUTHORIZED, "signature_removed")
     );
-    assert!(a.text.contains("AUTH_MODE=cloud-run-iam"), "{}", a.text);
+    assert!(a.text().contains("AUTH_MODE=cloud-run-iam"), "{}", a.text());
 
     let forbidden = [
         (
@@ -509,9 +470,9 @@ async fn bad_keys_answer_400_before_any_call_to_aws() {
         for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
             let what = format!("{method} {path}");
             let a = send(&router, request(method.clone(), path, None, Body::empty())).await;
-            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{what}: {}", a.text);
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{what}: {}", a.text());
             if method != Method::HEAD {
-                assert_eq!(a.code(), "invalid_key", "{what}: {}", a.text);
+                assert_eq!(a.code(), "invalid_key", "{what}: {}", a.text());
             }
         }
     }
@@ -551,7 +512,7 @@ async fn bad_keys_answer_400_before_any_call_to_aws() {
         ),
     )
     .await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
 }
 
 #[tokio::test]
@@ -675,7 +636,7 @@ async fn deliveries_that_can_never_succeed_answer_400_and_others_403() {
             StatusCode::BAD_REQUEST,
             "{}: {}",
             String::from_utf8_lossy(data),
-            a.text
+            a.text()
         );
     }
     // Metadata names under goog- are replication's.
@@ -721,7 +682,7 @@ async fn aws_out_of_reach_answers_503_with_retry_after() {
             a.status,
             StatusCode::SERVICE_UNAVAILABLE,
             "{what}: {}",
-            a.text
+            a.text()
         );
     }
 }
@@ -739,15 +700,15 @@ async fn no_token_or_secret_in_any_body() {
         a.status,
         StatusCode::OK,
         "credentials from the stand-in: {}",
-        a.text
+        a.text()
     );
     let a = send(
         &router,
         request(Method::GET, "/v1/whoami", t, Body::empty()),
     )
     .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    assert_eq!(a.json["aws"]["account"], "123456789012", "{}", a.text);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["aws"]["account"], "123456789012", "{}", a.text());
 
     let requests = vec![
         request(Method::GET, "/v1/whoami", t, Body::empty()),
@@ -775,17 +736,25 @@ async fn no_token_or_secret_in_any_body() {
         let a = send(&router, req).await;
         statuses.push(a.status.as_u16() / 100);
         assert!(
-            !a.text.contains(FAKE_SECRET_ACCESS_KEY),
+            !a.text().contains(FAKE_SECRET_ACCESS_KEY),
             "{what}: the AWS secret in {}",
-            a.text
+            a.text()
         );
         // The service's own ID token (a JWT: base64url of `{"`).
-        assert!(!a.text.contains("eyJ"), "{what}: a JWT in {}", a.text);
+        assert!(!a.text().contains("eyJ"), "{what}: a JWT in {}", a.text());
         // A presigned URL carries the session token by design, and nothing
         // else does.
         if !presign {
-            assert!(!a.text.contains(FAKE_SESSION_TOKEN), "{what}: {}", a.text);
-            assert!(!a.text.contains(FAKE_ACCESS_KEY_ID), "{what}: {}", a.text);
+            assert!(
+                !a.text().contains(FAKE_SESSION_TOKEN),
+                "{what}: {}",
+                a.text()
+            );
+            assert!(
+                !a.text().contains(FAKE_ACCESS_KEY_ID),
+                "{what}: {}",
+                a.text()
+            );
         }
         let logged = a
             .headers

@@ -5,6 +5,7 @@
 //! `AUTH_MODE`, graceful shutdown with a request in flight, and the logs.
 
 use crate::common;
+use crate::common::answer::{send_http, Answer};
 use crate::common::{eventually, require_rig};
 
 use std::time::{Duration, Instant, SystemTime};
@@ -14,69 +15,7 @@ use base64::Engine;
 use bridge_testkit::{Endpoint, Fault, ProxyFault, SigningKey};
 use common::*;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-
-/// A response, read whole.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the status and the `{"error":{"code","message"}}` shape;
-    /// returns the code.
-    fn error(&self, status: u16) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        let v = self.json();
-        let err = v["error"].as_object().expect("an error object");
-        let code = err["code"].as_str().expect("error.code is a string");
-        assert!(
-            !code.is_empty()
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-            "error.code is snake_case: {code:?}"
-        );
-        assert!(
-            !err["message"].as_str().expect("error.message").is_empty(),
-            "error.message is set"
-        );
-        code.to_owned()
-    }
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> Answer {
-    let r = rb.send().await.expect("request sent");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.bytes().await.expect("body read").to_vec();
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -89,7 +28,7 @@ async fn put_object(
     key: &str,
     body: impl Into<reqwest::Body>,
 ) -> Answer {
-    send(
+    send_http(
         server
             .put(&format!("/v1/objects/{key}"))
             .bearer_auth(tok)
@@ -100,7 +39,7 @@ async fn put_object(
 
 /// `POST` of a JSON body with a caller token.
 async fn post_json(server: &Server, path: &str, tok: &str, body: &Value) -> Answer {
-    send(server.post(path).bearer_auth(tok).json(body)).await
+    send_http(server.post(path).bearer_auth(tok).json(body)).await
 }
 
 /// A key as one URL path segment (every `/` and `.` encoded).
@@ -152,7 +91,7 @@ async fn health_and_readiness() {
     let server = Server::start(&w.env).await;
     // Server::start polled /healthz already: nothing went out for it.
     for _ in 0..3 {
-        let a = send(server.get("/healthz")).await;
+        let a = send_http(server.get("/healthz")).await;
         assert_eq!(a.status, 200);
     }
     assert_eq!(w.proxy.total(), 0, "{:?}", w.proxy.counts());
@@ -160,10 +99,10 @@ async fn health_and_readiness() {
     assert_eq!(w.metadata.calls(Endpoint::Token), 0);
 
     // /readyz needs no token and resolves credentials through STS once.
-    let a = send(server.get("/readyz")).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let a = send_http(server.get("/readyz")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1);
-    let a = send(server.get("/readyz")).await;
+    let a = send_http(server.get("/readyz")).await;
     assert_eq!(a.status, 200);
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 1, "cached");
 }
@@ -177,8 +116,8 @@ async fn not_ready_when_the_metadata_server_refuses() {
             .push_fault(Endpoint::Identity, Fault::Status(403));
     }
     let server = Server::start(&w.env).await;
-    let a = send(server.get("/readyz")).await;
-    assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
+    let a = send_http(server.get("/readyz")).await;
+    assert_eq!(a.status, 503, "{}", a.text());
     let v = a.json();
     let reason = v["error"]["message"].as_str().expect("a reason");
     assert!(!reason.is_empty());
@@ -187,15 +126,15 @@ async fn not_ready_when_the_metadata_server_refuses() {
     assert_eq!(w.proxy.count("AssumeRoleWithWebIdentity"), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_object_put_get_head_delete() {
-    require_rig!();
-    let w = World::new("objects").await;
+/// A service holding `docs/hello.txt` (`0123456789`, text/plain,
+/// `x-amz-meta-color: blue`, `cache-control: max-age=60`) written by a PUT
+/// whose answer is checked; the caller token and the object's URL.
+async fn with_hello(name: &str) -> (World, Server, String, String) {
+    let w = World::new(name).await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
     let url = format!("{}/v1/objects/docs/hello.txt", server.url);
-
-    let a = send(
+    let a = send_http(
         client()
             .put(&url)
             .bearer_auth(&tok)
@@ -205,15 +144,40 @@ async fn one_object_put_get_head_delete() {
             .body("0123456789"),
     )
     .await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
     let v = a.json();
     assert_eq!(v["key"], "docs/hello.txt");
     assert!(v["etag"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     assert!(v.as_object().unwrap().contains_key("version_id"), "{v}");
     assert_eq!(w.stored("docs/hello.txt").await.unwrap(), b"0123456789");
+    (w, server, tok, url)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_head_answer_the_bytes_and_headers_put() {
+    require_rig!();
+    let (_w, _server, tok, url) = with_hello("objects").await;
+    let a = send_http(client().get(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, b"0123456789");
+    assert_eq!(a.header("content-type"), Some("text/plain"));
+    assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
+    assert_eq!(a.header("cache-control"), Some("max-age=60"));
+
+    let a = send_http(client().head(&url).bearer_auth(&tok)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-length"), Some("10"));
+    assert_eq!(a.header("content-type"), Some("text/plain"));
+    assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
+    assert!(a.header("etag").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_none_match_refuses_an_overwrite_and_writes_a_new_key() {
+    require_rig!();
+    let (w, server, tok, url) = with_hello("ifnonematch").await;
     // If-None-Match: * on an existing key: 412, and the object is unchanged.
-    let a = send(
+    let a = send_http(
         client()
             .put(&url)
             .bearer_auth(&tok)
@@ -224,7 +188,7 @@ async fn one_object_put_get_head_delete() {
     a.error(412);
     assert_eq!(w.stored("docs/hello.txt").await.unwrap(), b"0123456789");
     // ...and on a new key it writes.
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/docs/new.txt")
             .bearer_auth(&tok)
@@ -233,15 +197,13 @@ async fn one_object_put_get_head_delete() {
     )
     .await;
     assert_eq!(a.status, 201);
+}
 
-    let a = send(client().get(&url).bearer_auth(&tok)).await;
-    assert_eq!(a.status, 200);
-    assert_eq!(a.body, b"0123456789");
-    assert_eq!(a.header("content-type"), Some("text/plain"));
-    assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
-    assert_eq!(a.header("cache-control"), Some("max-age=60"));
-
-    let a = send(
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_get_answers_206_with_the_range() {
+    require_rig!();
+    let (_w, _server, tok, url) = with_hello("range").await;
+    let a = send_http(
         client()
             .get(&url)
             .bearer_auth(&tok)
@@ -251,22 +213,22 @@ async fn one_object_put_get_head_delete() {
     assert_eq!(a.status, 206);
     assert_eq!(a.body, b"2345");
     assert_eq!(a.header("content-range"), Some("bytes 2-5/10"));
+}
 
-    let a = send(client().head(&url).bearer_auth(&tok)).await;
-    assert_eq!(a.status, 200);
-    assert_eq!(a.header("content-length"), Some("10"));
-    assert_eq!(a.header("content-type"), Some("text/plain"));
-    assert_eq!(a.header("x-amz-meta-color"), Some("blue"));
-    assert!(a.header("etag").is_some());
-
-    let a = send(client().delete(&url).bearer_auth(&tok)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_the_object_and_a_missing_key_is_204_then_404() {
+    require_rig!();
+    let (w, _server, tok, url) = with_hello("delete").await;
+    let a = send_http(client().delete(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 204);
     assert_eq!(w.stored("docs/hello.txt").await, None);
-    let a = send(client().delete(&url).bearer_auth(&tok)).await;
+    let a = send_http(client().delete(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 204, "DELETE of a missing key");
 
-    send(client().get(&url).bearer_auth(&tok)).await.error(404);
-    let a = send(client().head(&url).bearer_auth(&tok)).await;
+    send_http(client().get(&url).bearer_auth(&tok))
+        .await
+        .error(404);
+    let a = send_http(client().head(&url).bearer_auth(&tok)).await;
     assert_eq!(a.status, 404);
 }
 
@@ -294,8 +256,8 @@ async fn list_pages_with_a_cursor() {
         if let Some(c) = &cursor {
             q.push(("cursor", c.clone()));
         }
-        let a = send(server.get("/v1/objects").query(&q).bearer_auth(&tok)).await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let a = send_http(server.get("/v1/objects").query(&q).bearer_auth(&tok)).await;
+        assert_eq!(a.status, 200, "{}", a.text());
         let v = a.json();
         let objs = v["objects"].as_array().expect("objects");
         assert!(objs.len() <= 2, "{v}");
@@ -316,7 +278,7 @@ async fn list_pages_with_a_cursor() {
     assert_eq!(pages, 3);
 
     // Without a prefix: everything under the service's prefix, still relative.
-    let a = send(server.get("/v1/objects").bearer_auth(&tok)).await;
+    let a = send_http(server.get("/v1/objects").bearer_auth(&tok)).await;
     let listed: Vec<String> = a.json()["objects"]
         .as_array()
         .unwrap()
@@ -327,16 +289,27 @@ async fn list_pages_with_a_cursor() {
     assert!(listed.contains(&"other.txt".to_owned()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_presign_buckets_whoami() {
-    require_rig!();
-    let w = World::new("misc").await;
+/// A service with the object `src.bin` (`source bytes`), and a caller token.
+async fn with_source(name: &str) -> (World, Server, String) {
+    let w = World::new(name).await;
     let server = Server::start(&w.env).await;
     let tok = w.caller_token();
     let a = put_object(&server, &tok, "src.bin", "source bytes").await;
     assert_eq!(a.status, 201);
+    (w, server, tok)
+}
 
-    // Copy.
+/// `GET /v1/whoami`, answered 200.
+async fn whoami(server: &Server, tok: &str) -> Value {
+    let a = send_http(server.get("/v1/whoami").bearer_auth(tok)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_writes_the_bytes_and_a_missing_source_is_404() {
+    require_rig!();
+    let (w, server, tok) = with_source("copy").await;
     let a = post_json(
         &server,
         "/v1/copy",
@@ -344,7 +317,7 @@ async fn copy_presign_buckets_whoami() {
         &json!({"source_key": "src.bin", "key": "copies/dst.bin"}),
     )
     .await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
     let copied = a.json();
     assert_eq!(copied["key"], "copies/dst.bin");
     assert!(copied["etag"].is_string(), "{copied}");
@@ -359,11 +332,14 @@ async fn copy_presign_buckets_whoami() {
     .await
     .error(404);
     assert_eq!(w.stored("copies/none.bin").await, None);
+}
 
-    // whoami: the service's own identity.
-    let a = send(server.get("/v1/whoami").bearer_auth(&tok)).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    let who = a.json();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_names_the_google_and_aws_identities() {
+    require_rig!();
+    let w = World::new("whoami").await;
+    let server = Server::start(&w.env).await;
+    let who = whoami(&server, &w.caller_token()).await;
     let unique_id = w.metadata.config().unique_id;
     assert_eq!(who["google"]["azp"], unique_id.as_str());
     assert_eq!(who["google"]["sub"], unique_id.as_str());
@@ -373,16 +349,21 @@ async fn copy_presign_buckets_whoami() {
     let creds_expiry = parse_time(who["credentials_expire_at"].as_str().expect("expiry"));
     assert!(creds_expiry > SystemTime::now());
     assert!(!who.to_string().contains("eyJ"), "no token in whoami");
+}
 
-    // Presign PUT: a plain PUT to the URL stores the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_put_stores_the_object() {
+    require_rig!();
+    let w = World::new("presignput").await;
+    let server = Server::start(&w.env).await;
     let a = post_json(
         &server,
         "/v1/presign",
-        &tok,
+        &w.caller_token(),
         &json!({"key": "signed/up.txt", "method": "PUT", "expires_in": 600}),
     )
     .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 200, "{}", a.text());
     let p = a.json();
     assert_eq!(p["method"], "PUT");
     let expires_at = parse_time(p["expires_at"].as_str().unwrap());
@@ -400,8 +381,18 @@ async fn copy_presign_buckets_whoami() {
         w.stored("signed/up.txt").await.unwrap(),
         b"via presigned PUT"
     );
+}
 
-    // Presign GET, asking for more than the credentials' life: capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_get_lives_no_longer_than_the_credentials() {
+    require_rig!();
+    let (_w, server, tok) = with_source("presignget").await;
+    let creds_expiry = parse_time(
+        whoami(&server, &tok).await["credentials_expire_at"]
+            .as_str()
+            .expect("expiry"),
+    );
+    // Asking for more than the credentials' life: capped.
     let a = post_json(
         &server,
         "/v1/presign",
@@ -409,7 +400,7 @@ async fn copy_presign_buckets_whoami() {
         &json!({"key": "src.bin", "method": "GET", "expires_in": 604800}),
     )
     .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 200, "{}", a.text());
     let p = a.json();
     assert_eq!(p["method"], "GET");
     let expires_at = parse_time(p["expires_at"].as_str().unwrap());
@@ -425,10 +416,15 @@ async fn copy_presign_buckets_whoami() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"source bytes");
+}
 
-    // Buckets.
-    let a = send(server.get("/v1/buckets").bearer_auth(&tok)).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_lists_the_bucket() {
+    require_rig!();
+    let w = World::new("buckets").await;
+    let server = Server::start(&w.env).await;
+    let a = send_http(server.get("/v1/buckets").bearer_auth(w.caller_token())).await;
+    assert_eq!(a.status, 200, "{}", a.text());
     let names: Vec<String> = a.json()["buckets"]
         .as_array()
         .expect("buckets")
@@ -448,12 +444,12 @@ async fn pubsub_commands() {
     let tok = w.caller_token();
     let post = |body: Value| server.post("/pubsub").bearer_auth(&tok).json(&body);
 
-    let a = send(post(push_command(&json!({
+    let a = send_http(post(push_command(&json!({
         "op": "put", "key": "ps/a.json", "body": "{\"n\":1}",
         "content_type": "application/json", "metadata": {"source": "pubsub"}
     }))))
     .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(w.stored("ps/a.json").await.unwrap(), b"{\"n\":1}");
     let head = admin_head(&w.bucket, &w.full("ps/a.json")).await;
     assert_eq!(head.content_type(), Some("application/json"));
@@ -464,28 +460,28 @@ async fn pubsub_commands() {
         Some("pubsub")
     );
 
-    let a = send(post(push_command(&json!({
+    let a = send_http(post(push_command(&json!({
         "op": "put", "key": "ps/b.bin", "body_base64": STANDARD.encode([0u8, 1, 2, 255])
     }))))
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(w.stored("ps/b.bin").await.unwrap(), [0u8, 1, 2, 255]);
 
-    let a = send(post(push_command(&json!({
+    let a = send_http(post(push_command(&json!({
         "op": "copy", "source_key": "ps/a.json", "key": "ps/c.json"
     }))))
     .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(w.stored("ps/c.json").await.unwrap(), b"{\"n\":1}");
 
-    let a = send(post(push_command(
+    let a = send_http(post(push_command(
         &json!({"op": "delete", "key": "ps/a.json"}),
     )))
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(w.stored("ps/a.json").await, None);
     // A redelivered delete is done already.
-    let a = send(post(push_command(
+    let a = send_http(post(push_command(
         &json!({"op": "delete", "key": "ps/a.json"}),
     )))
     .await;
@@ -497,8 +493,8 @@ async fn pubsub_commands() {
         "../fixtures/pubsub/storage-notification-push.json"
     ))
     .unwrap();
-    let a = send(post(notification)).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let a = send_http(post(notification)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
 
     let mut keys = admin_list(&w.bucket, &w.prefix).await;
     keys.sort();
@@ -521,8 +517,8 @@ async fn eventarc_message_published_both_modes() {
     for (k, v) in binary["headers"].as_object().unwrap() {
         rb = rb.header(k.as_str(), v.as_str().unwrap());
     }
-    let a = send(rb.body(binary["body"].to_string())).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let a = send_http(rb.body(binary["body"].to_string())).await;
+    assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(
         w.stored("events/binary.txt").await.unwrap(),
         b"from a binary-mode CloudEvent"
@@ -530,7 +526,7 @@ async fn eventarc_message_published_both_modes() {
 
     // Structured mode.
     let structured = include_str!("../fixtures/cloudevents/structured-messagePublished-put.json");
-    let a = send(
+    let a = send_http(
         server
             .post("/events")
             .bearer_auth(&tok)
@@ -541,34 +537,62 @@ async fn eventarc_message_published_both_modes() {
             .body(structured),
     )
     .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(
         w.stored("events/structured.txt").await.unwrap(),
         b"from a structured-mode CloudEvent"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_rejected_and_changes_nothing() {
-    require_rig!();
-    let w = World::new("badinput").await;
-    let server = Server::start(&w.env).await;
-    let tok = w.caller_token();
-    // Something to compare against, and to catch deletes or overwrites.
-    let a = put_object(&server, &tok, "keep.txt", "keep").await;
-    assert_eq!(a.status, 201);
-    let before = admin_list(&w.bucket, &w.prefix).await;
-    assert_eq!(before, vec![w.full("keep.txt")]);
+/// A service with one object, `keep.txt`, to catch deletes or overwrites
+/// by input that must be refused.
+struct Guarded {
+    w: World,
+    server: Server,
+    tok: String,
+    before: Vec<String>,
+}
 
-    let pubsub = |body: String| {
-        server
+impl Guarded {
+    async fn start(name: &str) -> Guarded {
+        let w = World::new(name).await;
+        let server = Server::start(&w.env).await;
+        let tok = w.caller_token();
+        let a = put_object(&server, &tok, "keep.txt", "keep").await;
+        assert_eq!(a.status, 201);
+        let before = admin_list(&w.bucket, &w.prefix).await;
+        assert_eq!(before, vec![w.full("keep.txt")]);
+        Guarded {
+            w,
+            server,
+            tok,
+            before,
+        }
+    }
+
+    /// A push of `body` to `/pubsub` with the caller's token.
+    fn pubsub(&self, body: String) -> reqwest::RequestBuilder {
+        self.server
             .post("/pubsub")
-            .bearer_auth(&tok)
+            .bearer_auth(&self.tok)
             .header("content-type", "application/json")
             .body(body)
-    };
+    }
 
-    // Envelopes and data.
+    /// Nothing was written, overwritten or deleted.
+    async fn assert_unchanged(&self) {
+        assert_eq!(
+            admin_list(&self.w.bucket, &self.w.prefix).await,
+            self.before
+        );
+        assert_eq!(self.w.stored("keep.txt").await.unwrap(), b"keep");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_envelopes_and_commands_answer_400_and_change_nothing() {
+    require_rig!();
+    let g = Guarded::start("badenvelope").await;
     let cases: Vec<(&str, String)> = vec![
         ("not json", "this is not JSON".to_owned()),
         ("no message", json!({"subscription": "s"}).to_string()),
@@ -591,18 +615,18 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         ),
     ];
     for (what, body) in cases {
-        let a = send(pubsub(body)).await;
-        assert_eq!(
-            a.status,
-            400,
-            "{what}: {}",
-            String::from_utf8_lossy(&a.body)
-        );
+        let a = send_http(g.pubsub(body)).await;
+        assert_eq!(a.status, 400, "{what}: {}", a.text());
         a.error(400);
     }
+    g.assert_unchanged().await;
+}
 
-    // Every bad key form, through a command and through PUT /v1/objects.
-    let long = "a".repeat(1025 - w.prefix.len());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_answer_400_through_commands_and_put_and_change_nothing() {
+    require_rig!();
+    let g = Guarded::start("badkeys").await;
+    let long = "a".repeat(1025 - g.w.prefix.len());
     let bad_keys = [
         "",
         long.as_str(),
@@ -622,8 +646,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
             json!({"op": "delete", "key": key}),
             json!({"op": "copy", "source_key": "keep.txt", "key": key}),
         ] {
-            let a = send(pubsub(push_command(&cmd).to_string())).await;
-            assert_eq!(a.status, 400, "{cmd}: {}", String::from_utf8_lossy(&a.body));
+            let a = send_http(g.pubsub(push_command(&cmd).to_string())).await;
+            assert_eq!(a.status, 400, "{cmd}: {}", a.text());
             a.error(400);
         }
         if key == ".." {
@@ -631,79 +655,94 @@ async fn bad_input_is_rejected_and_changes_nothing() {
             // before it is sent; "a/.." covers it.
             continue;
         }
-        let a = send(
+        let a = send_http(
             client()
-                .put(format!("{}/v1/objects/{}", server.url, enc(key)))
-                .bearer_auth(&tok)
+                .put(format!("{}/v1/objects/{}", g.server.url, enc(key)))
+                .bearer_auth(&g.tok)
                 .body("x"),
         )
         .await;
-        assert_eq!(
-            a.status,
-            400,
-            "PUT {key:?}: {}",
-            String::from_utf8_lossy(&a.body)
-        );
+        assert_eq!(a.status, 400, "PUT {key:?}: {}", a.text());
         a.error(400);
     }
+    g.assert_unchanged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_empty_key_is_invalid_and_still_guarded() {
+    require_rig!();
+    let g = Guarded::start("emptykey").await;
     // The empty key through HTTP: `/v1/objects/`.
     for method in [
         reqwest::Method::PUT,
         reqwest::Method::GET,
         reqwest::Method::DELETE,
     ] {
-        let a = send(
+        let a = send_http(
             client()
-                .request(method.clone(), format!("{}/v1/objects/", server.url))
-                .bearer_auth(&tok)
+                .request(method.clone(), format!("{}/v1/objects/", g.server.url))
+                .bearer_auth(&g.tok)
                 .body("x"),
         )
         .await;
         assert_eq!(a.error(400), "invalid_key", "{method}");
     }
     // ...and it is still guarded.
-    send(server.put("/v1/objects/").body("x")).await.error(401);
+    send_http(g.server.put("/v1/objects/").body("x"))
+        .await
+        .error(401);
+    g.assert_unchanged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_allowed_key_is_accepted() {
+    require_rig!();
+    let g = Guarded::start("longkey").await;
     // The longest allowed key is fine (and shows the limit is exactly 1024).
-    let ok_key = "a".repeat(1024 - w.prefix.len());
-    let a = send(pubsub(
-        push_command(&json!({"op": "put", "key": ok_key, "body": "edge"})).to_string(),
-    ))
-    .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    send(
-        server
-            .delete(&format!("/v1/objects/{ok_key}"))
-            .bearer_auth(&tok),
+    let ok_key = "a".repeat(1024 - g.w.prefix.len());
+    let a = send_http(
+        g.pubsub(push_command(&json!({"op": "put", "key": ok_key, "body": "edge"})).to_string()),
     )
     .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(g.w.stored(&ok_key).await.unwrap(), b"edge");
+    send_http(
+        g.server
+            .delete(&format!("/v1/objects/{ok_key}"))
+            .bearer_auth(&g.tok),
+    )
+    .await;
+    g.assert_unchanged().await;
+}
 
-    // CloudEvents.
-    let ev_headers = |rb: reqwest::RequestBuilder, ty: &str| {
-        rb.header("ce-specversion", "1.0")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cloudevents_answer_400_and_change_nothing() {
+    require_rig!();
+    let g = Guarded::start("badevents").await;
+    let (server, tok) = (&g.server, &g.tok);
+    let put_msg = json!({"message": {"data": STANDARD.encode(
+        json!({"op": "put", "key": "ev.txt", "body": "x"}).to_string())}});
+    let a = send_http(
+        server
+            .post("/events")
+            .bearer_auth(tok)
+            .header("ce-specversion", "1.0")
             .header("ce-id", "1")
-            .header("ce-type", ty)
+            .header("ce-type", "com.example.unknown")
             .header(
                 "ce-source",
                 "//pubsub.googleapis.com/projects/bridge-test/topics/t",
             )
             .header("content-type", "application/json")
-    };
-    let put_msg = json!({"message": {"data": STANDARD.encode(
-        json!({"op": "put", "key": "ev.txt", "body": "x"}).to_string())}});
-    let a = send(
-        ev_headers(
-            server.post("/events").bearer_auth(&tok),
-            "com.example.unknown",
-        )
-        .body(put_msg.to_string()),
+            .body(put_msg.to_string()),
     )
     .await;
     a.error(400);
     // No ce-* headers at all, and each one missing in turn.
-    let a = send(
+    let a = send_http(
         server
             .post("/events")
-            .bearer_auth(&tok)
+            .bearer_auth(tok)
             .header("content-type", "application/json")
             .body(put_msg.to_string()),
     )
@@ -712,7 +751,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     for missing in ["ce-specversion", "ce-id", "ce-type", "ce-source"] {
         let mut rb = server
             .post("/events")
-            .bearer_auth(&tok)
+            .bearer_auth(tok)
             .header("content-type", "application/json");
         for (k, v) in [
             ("ce-specversion", "1.0"),
@@ -727,36 +766,44 @@ async fn bad_input_is_rejected_and_changes_nothing() {
                 rb = rb.header(k, v);
             }
         }
-        let a = send(rb.body(put_msg.to_string())).await;
+        let a = send_http(rb.body(put_msg.to_string())).await;
         assert_eq!(a.status, 400, "without {missing}");
         a.error(400);
     }
     // Structured mode with a body that is not JSON.
-    send(
+    send_http(
         server
             .post("/events")
-            .bearer_auth(&tok)
+            .bearer_auth(tok)
             .header("content-type", "application/cloudevents+json")
             .body("{nope"),
     )
     .await
     .error(400);
+    g.assert_unchanged().await;
+}
 
-    // /v1 bodies.
-    send(server.post("/v1/copy").bearer_auth(&tok).body("not json"))
-        .await
-        .error(400);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_v1_bodies_answer_400_and_change_nothing() {
+    require_rig!();
+    let g = Guarded::start("badv1").await;
+    send_http(
+        g.server
+            .post("/v1/copy")
+            .bearer_auth(&g.tok)
+            .body("not json"),
+    )
+    .await
+    .error(400);
     post_json(
-        &server,
+        &g.server,
         "/v1/presign",
-        &tok,
+        &g.tok,
         &json!({"key": "/abs", "method": "GET"}),
     )
     .await
     .error(400);
-
-    assert_eq!(admin_list(&w.bucket, &w.prefix).await, before);
-    assert_eq!(w.stored("keep.txt").await.unwrap(), b"keep");
+    g.assert_unchanged().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,7 +818,7 @@ async fn bodies_over_the_limit_answer_413() {
     a.error(413);
     // Without a Content-Length (chunked), the limit holds while reading.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(big.to_string().into_bytes())];
-    let a = send(
+    let a = send_http(
         server
             .post("/pubsub")
             .bearer_auth(&tok)
@@ -782,7 +829,7 @@ async fn bodies_over_the_limit_answer_413() {
     )
     .await;
     a.error(413);
-    let a = send(
+    let a = send_http(
         server
             .post("/events")
             .bearer_auth(&tok)
@@ -801,7 +848,7 @@ async fn bodies_over_the_limit_answer_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callers_are_verified() {
+async fn callers_with_a_bad_token_are_refused_and_nothing_lands() {
     require_rig!();
     let w = World::new("verify").await;
     let server = Server::start(&w.env).await;
@@ -855,15 +902,10 @@ async fn callers_are_verified() {
         if let Some(t) = &token {
             rb = rb.bearer_auth(t);
         }
-        let a = send(rb).await;
-        assert_eq!(
-            a.status,
-            status,
-            "{what}: {}",
-            String::from_utf8_lossy(&a.body)
-        );
+        let a = send_http(rb).await;
+        assert_eq!(a.status, status, "{what}: {}", a.text());
         a.error(status);
-        assert!(!String::from_utf8_lossy(&a.body).contains("eyJ"), "{what}");
+        assert!(!a.text().contains("eyJ"), "{what}");
         // Pub/Sub push is guarded the same way.
         let mut rb = server.post("/pubsub").json(&push_command(
             &json!({"op": "put", "key": key, "body": "x"}),
@@ -871,23 +913,29 @@ async fn callers_are_verified() {
         if let Some(t) = &token {
             rb = rb.bearer_auth(t);
         }
-        assert_eq!(send(rb).await.status, status, "{what} on /pubsub");
+        assert_eq!(send_http(rb).await.status, status, "{what} on /pubsub");
     }
     assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
     assert_eq!(w.proxy.count("PutObject"), 0);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_with_a_good_token_pass_and_open_routes_need_none() {
+    require_rig!();
+    let w = World::new("verifyok").await;
+    let server = Server::start(&w.env).await;
     // aud as an array, one of them accepted.
     let t = w.caller_token_with(json!({"aud": ["https://other.test", SERVICE_AUDIENCE]}));
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/array-aud.txt")
             .bearer_auth(&t)
             .body("ok"),
     )
     .await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
     // X-Serverless-Authorization is read as well.
-    let a = send(server.get("/v1/objects/array-aud.txt").header(
+    let a = send_http(server.get("/v1/objects/array-aud.txt").header(
         "x-serverless-authorization",
         format!("Bearer {}", w.caller_token()),
     ))
@@ -895,8 +943,8 @@ async fn callers_are_verified() {
     assert_eq!(a.status, 200);
 
     // Open routes.
-    assert_eq!(send(server.get("/healthz")).await.status, 200);
-    assert_eq!(send(server.get("/readyz")).await.status, 200);
+    assert_eq!(send_http(server.get("/healthz")).await.status, 200);
+    assert_eq!(send_http(server.get("/readyz")).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,27 +963,27 @@ async fn cloud_run_iam_mode_trusts_the_front_end() {
             .bearer_auth(token)
             .body("via cloud run")
     };
-    let a = send(put("ok.txt", strip(w.caller_token()))).await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
-    let a = send(put(
+    let a = send_http(put("ok.txt", strip(w.caller_token()))).await;
+    assert_eq!(a.status, 201, "{}", a.text());
+    let a = send_http(put(
         "aud.txt",
         strip(w.caller_token_with(json!({"aud": "https://elsewhere.test"}))),
     ))
     .await;
     a.error(401);
-    let a = send(put(
+    let a = send_http(put(
         "expired.txt",
         strip(w.caller_token_with(json!({"iat": now() - 3 * 3600, "exp": now() - 2 * 3600}))),
     ))
     .await;
     a.error(401);
-    let a = send(put(
+    let a = send_http(put(
         "email.txt",
         strip(w.caller_token_with(json!({"email": "someone@else.iam.gserviceaccount.com"}))),
     ))
     .await;
     a.error(403);
-    send(server.put("/v1/objects/none.txt").body("x"))
+    send_http(server.put("/v1/objects/none.txt").body("x"))
         .await
         .error(401);
     assert_eq!(
@@ -954,18 +1002,21 @@ async fn sigterm_finishes_the_request_in_flight() {
     let url = format!("{}/v1/objects/slow.txt", server.url);
     let tok = w.caller_token();
     let inflight = tokio::spawn(async move {
-        send(client().put(url).bearer_auth(tok).body("slow but sure")).await
+        send_http(client().put(url).bearer_auth(tok).body("slow but sure")).await
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while w.proxy.count("PutObject") == 0 {
-        assert!(Instant::now() < deadline, "the PUT never reached S3");
-        assert!(!inflight.is_finished(), "the PUT ended early");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || "the PUT never reached S3".into(),
+        || async {
+            assert!(!inflight.is_finished(), "the PUT ended early");
+            (w.proxy.count("PutObject") > 0).then_some(())
+        },
+    )
+    .await;
     let signalled = Instant::now();
     server.terminate();
     let a = inflight.await.unwrap();
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
     let status = server.wait(Duration::from_secs(10)).await;
     assert!(
         status.success(),
@@ -994,7 +1045,7 @@ async fn logs_are_structured_correlated_and_secret_free() {
     let w = World::new("logs").await;
     let mut server = Server::start(&w.env).await;
     let tok = w.caller_token();
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/traced.txt")
             .bearer_auth(&tok)
@@ -1024,10 +1075,10 @@ async fn logs_are_structured_correlated_and_secret_free() {
     assert!(session_token.len() > 16);
     // Failures log too: a rejected token, a bad command, a missing object.
     let forged = format!("{}x", tok);
-    send(server.get("/v1/whoami").bearer_auth(&forged)).await;
+    send_http(server.get("/v1/whoami").bearer_auth(&forged)).await;
     post_json(&server, "/pubsub", &tok, &push_body("%%%")).await;
-    send(server.get("/v1/objects/missing.txt").bearer_auth(&tok)).await;
-    send(server.get("/v1/whoami").bearer_auth(&tok)).await;
+    send_http(server.get("/v1/objects/missing.txt").bearer_auth(&tok)).await;
+    send_http(server.get("/v1/whoami").bearer_auth(&tok)).await;
     server.terminate();
     assert!(server.wait(Duration::from_secs(10)).await.success());
     // The capture threads drain the pipes after exit.
@@ -1083,7 +1134,7 @@ async fn no_auth_mode_warns_at_start() {
     let mut w = World::new("noauth").await;
     w.set("AUTH_MODE", "none");
     let server = Server::start(&w.env).await;
-    let a = send(server.put("/v1/objects/open.txt").body("open")).await;
+    let a = send_http(server.put("/v1/objects/open.txt").body("open")).await;
     assert_eq!(a.status, 201);
     let warned = server.stdout.all().into_iter().any(|l| {
         serde_json::from_str::<Value>(&l).is_ok_and(|v| {
@@ -1116,7 +1167,7 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
         "X-Amz-Meta-Goog-Bucket",
         "x-amz-meta-GOOG-anything",
     ] {
-        let a = send(
+        let a = send_http(
             server
                 .put("/v1/objects/pinned.txt")
                 .bearer_auth(&tok)
@@ -1143,7 +1194,7 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
     assert!(admin_list(&w.bucket, &w.prefix).await.is_empty());
 
     // Other names starting with "goog" are the user's.
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/fine.txt")
             .bearer_auth(&tok)
@@ -1151,7 +1202,7 @@ async fn reserved_goog_metadata_is_refused_and_nothing_is_written() {
             .body("fine"),
     )
     .await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1170,12 +1221,12 @@ async fn client_errors_answer_4xx_and_change_nothing() {
 
     // A listing prefix may not climb out of the service's prefix.
     for prefix in ["../", "..", "d/../../", "./d", "/d"] {
-        let a = send(list(vec![("prefix", prefix.to_owned())])).await;
+        let a = send_http(list(vec![("prefix", prefix.to_owned())])).await;
         assert_eq!(a.error(400), "invalid_key", "prefix {prefix:?}");
     }
 
     // A cursor the service never gave out: 400, not 500 or 503.
-    let a = send(list(vec![("limit", "1".to_owned())])).await;
+    let a = send_http(list(vec![("limit", "1".to_owned())])).await;
     assert_eq!(a.status, 200);
     let cursor = a.json()["next_cursor"]
         .as_str()
@@ -1191,10 +1242,10 @@ async fn client_errors_answer_4xx_and_change_nothing() {
         "bm90LWEtdG9rZW4=".to_owned(),
         "a\u{1}b".to_owned(),
     ] {
-        let a = send(list(vec![("cursor", bad.clone())])).await;
+        let a = send_http(list(vec![("cursor", bad.clone())])).await;
         assert_eq!(a.error(400), "invalid_argument", "cursor {bad:?}");
     }
-    let a = send(list(vec![("cursor", cursor)])).await;
+    let a = send_http(list(vec![("cursor", cursor)])).await;
     assert_eq!(a.status, 200, "the real cursor still works");
 
     // Copies with a bad source key.
@@ -1234,7 +1285,7 @@ async fn copies_over_the_threshold_go_part_by_part() {
     let data: Vec<u8> = (0..12 * 1024 * 1024 + 7)
         .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let a = send(
+    let a = send_http(
         server
             .put("/v1/objects/big/src.bin")
             .bearer_auth(&tok)
@@ -1244,7 +1295,7 @@ async fn copies_over_the_threshold_go_part_by_part() {
             .body(data.clone()),
     )
     .await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
     w.proxy.reset_counts();
 
     let a = post_json(
@@ -1254,7 +1305,7 @@ async fn copies_over_the_threshold_go_part_by_part() {
         &json!({"source_key": "big/src.bin", "key": "big/copy.bin"}),
     )
     .await;
-    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.status, 201, "{}", a.text());
     let v = a.json();
     assert_eq!(v["key"], "big/copy.bin");
     assert!(v["etag"].as_str().is_some_and(|e| e.contains('-')), "{v}");

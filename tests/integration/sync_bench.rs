@@ -4,6 +4,7 @@
 //! installs rclone), one figure per line on stdout as `BENCH name value`.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::time::{Duration, Instant};
 
@@ -29,19 +30,15 @@ fn figure(name: &str, value: f64, unit: &str) {
 }
 
 async fn wait_for_replicas(d: &Deployment, n: usize, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        // The run's own bookkeeping (`.gcp-aws-bridge/`) is no replica.
-        if d.replicas().await.len() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas missing:\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        limit,
+        || format!("replicas missing:\n{}", d.log_text()),
+        || async {
+            // The run's own bookkeeping (`.gcp-aws-bridge/`) is no replica.
+            (d.replicas().await.len() >= n).then_some(())
+        },
+    )
+    .await;
 }
 
 /// `rclone copy` from `gs://bucket` to `s3://RIG_BUCKET/prefix` with its
@@ -81,6 +78,7 @@ fn rclone(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: bench/sync.sh"]
 async fn bench_sync_small_objects() {
+    require_rig!();
     let objects = env_usize("BENCH_OBJECTS", 10_000);
     let size = env_usize("BENCH_OBJECT_BYTES", 1024);
     let rig = rig();
@@ -164,6 +162,7 @@ async fn bench_sync_small_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: bench/sync.sh"]
 async fn bench_large_object_part_tasks() {
+    require_rig!();
     let size = env_usize("BENCH_LARGE_MIB", 2048) * MIB;
     let rig = rig();
     let gcs = Gcs::new(&rig);
@@ -262,6 +261,7 @@ fn per_object(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: bench/sync.sh"]
 async fn bench_sync_fixed_latency() {
+    require_rig!();
     use bridge_testkit::latency::{latency_from_env, LatencyGcs, LatencyS3};
 
     let objects = env_usize("BENCH_OBJECTS", 10_000);

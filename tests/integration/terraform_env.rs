@@ -24,7 +24,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -468,27 +468,25 @@ async fn the_terraform_environment_behind_the_front_end() {
     assert_eq!(front.requests_per_instance()[0], served + 1);
 
     // What landed: the push, the replica, the two HTTP puts.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let want = [
+    let want: Vec<String> = [
         "custom-aud.txt",
         "from-gcs.txt",
         "from-http.txt",
         "from-pubsub.txt",
-    ];
-    loop {
-        let mut keys = admin_list(&d.bucket, &prefix).await;
-        keys.sort();
-        let want: Vec<String> = want.iter().map(|k| format!("{prefix}{k}")).collect();
-        if keys == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{keys:?} != {want:?}\n{}",
-            front.all_output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ]
+    .iter()
+    .map(|k| format!("{prefix}{k}"))
+    .collect();
+    eventually(
+        Duration::from_secs(60),
+        || format!("not {want:?}\n{}", front.all_output()),
+        || async {
+            let mut keys = admin_list(&d.bucket, &prefix).await;
+            keys.sort();
+            (keys == want).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         admin_get(&d.bucket, &format!("{prefix}from-gcs.txt"))
             .await

@@ -6,9 +6,10 @@
 //! pty).
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
@@ -77,6 +78,7 @@ async fn put_replica(d: &Deployment, name: &str, body: Vec<u8>, meta: &[(&str, &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_each_difference_from_listings_and_heads_only() {
+    require_rig!();
     let d = Deployment::start("verify", 1, &[]).await;
     let names = [
         "v/checksum",
@@ -102,11 +104,12 @@ async fn verify_reports_each_difference_from_listings_and_heads_only() {
 
     // The service's own sync writes the replicas.
     d.post_sync(json!({ "bucket": d.bucket })).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while d.replicas().await.len() < all {
-        assert!(Instant::now() < deadline, "no replicas:\n{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(120),
+        || format!("no replicas:\n{}", d.log_text()),
+        || async { (d.replicas().await.len() >= all).then_some(()) },
+    )
+    .await;
     d.sync_done(0).await;
     d.quiet().await;
 

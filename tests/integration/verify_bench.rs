@@ -4,6 +4,7 @@
 //! unit`.
 
 use crate::common;
+use crate::common::require_rig;
 
 use std::time::Instant;
 
@@ -49,6 +50,7 @@ fn rclone_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: bench/verify.sh"]
 async fn bench_verify_against_rclone_check() {
+    require_rig!();
     let objects = env_usize("BENCH_OBJECTS", 10_000);
     let size = env_usize("BENCH_OBJECT_BYTES", 1024);
     let w = World::new("bench-verify").await;

@@ -819,3 +819,6 @@ impl S3Settings {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

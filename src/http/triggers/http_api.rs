@@ -336,3 +336,6 @@ pub(crate) async fn buckets(State(state): State<AppState>) -> Result<Response, A
 pub(crate) async fn whoami(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(Json(crate::aws::whoami(&state.aws).await?).into_response())
 }
+
+#[cfg(test)]
+mod tests;

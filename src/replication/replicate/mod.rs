@@ -1083,3 +1083,7 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod rules_tests;

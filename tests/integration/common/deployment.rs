@@ -253,39 +253,36 @@ impl Deployment {
     /// Waits until neither proxy has seen a request for a while: the
     /// commands in flight are done.
     pub async fn quiet(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
         let mut last = (usize::MAX, usize::MAX);
         let mut since = Instant::now();
-        loop {
-            let now = (self.w.proxy.total(), self.gcs_proxy.total());
-            if now != last {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() > Duration::from_millis(2500) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the deployment never went quiet");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::eventually(
+            Duration::from_secs(120),
+            || "the deployment never went quiet".into(),
+            || {
+                let now = (self.w.proxy.total(), self.gcs_proxy.total());
+                if now != last {
+                    last = now;
+                    since = Instant::now();
+                }
+                std::future::ready((since.elapsed() > Duration::from_millis(2500)).then_some(()))
+            },
+        )
+        .await
     }
 
     /// Waits until the sync pages logged number `pages` with the last one
     /// saying there is no next page.
     pub async fn sync_done(&self, pages_before: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let pages = self.logged("sync page");
-            let new: Vec<Value> = pages.into_iter().skip(pages_before).collect();
-            if new.iter().any(|p| p["next_page"] == false) {
-                return new;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sync did not reach its last page:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::eventually(
+            Duration::from_secs(120),
+            || format!("the sync did not reach its last page:\n{}", self.log_text()),
+            || {
+                let pages = self.logged("sync page");
+                let new: Vec<Value> = pages.into_iter().skip(pages_before).collect();
+                std::future::ready(new.iter().any(|p| p["next_page"] == false).then_some(new))
+            },
+        )
+        .await
     }
 
     pub async fn replicas(&self) -> BTreeSet<String> {

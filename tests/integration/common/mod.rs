@@ -5,6 +5,7 @@
 //! landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod answer;
 pub mod cloud_run;
 pub mod deployment;
 pub mod expiring;
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bridge_testkit::{FaultProxy, MetadataConfig, MetadataEmulator, StsGate};
@@ -278,20 +279,25 @@ pub async fn admin_head(
         .unwrap_or_else(|e| panic!("HEAD {key}: {:?}", e.into_service_error()))
 }
 
-/// Multipart uploads under `prefix` that were started and neither completed
-/// nor aborted, admin view.
-pub async fn admin_uploads_left(bucket: &str, prefix: &str) -> Vec<String> {
-    let out = admin_s3()
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .prefix(prefix)
-        .send()
-        .await
-        .unwrap();
-    out.uploads()
-        .iter()
-        .filter_map(|u| u.key().map(str::to_owned))
-        .collect()
+/// Waits until at least `n` objects are under `prefix` (admin view), at
+/// most `limit`; their keys. `more` tells what else to show when they are
+/// not.
+pub async fn objects_landed(
+    bucket: &str,
+    prefix: &str,
+    n: usize,
+    limit: Duration,
+    more: impl FnOnce() -> String,
+) -> Vec<String> {
+    eventually(
+        limit,
+        || format!("fewer than {n} objects under {prefix}; {}", more()),
+        || async {
+            let keys = admin_list(bucket, prefix).await;
+            (keys.len() >= n).then_some(keys)
+        },
+    )
+    .await
 }
 
 /// Keys under `prefix`, admin view.
@@ -486,7 +492,17 @@ impl World {
     /// Keys of the multipart uploads under the prefix that were started and
     /// neither completed nor aborted.
     pub async fn uploads_left(&self) -> Vec<String> {
-        admin_uploads_left(&self.bucket, &self.prefix).await
+        let out = admin_s3()
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .send()
+            .await
+            .unwrap();
+        out.uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_owned))
+            .collect()
     }
 
     /// No multipart upload is left behind under the prefix.
@@ -516,18 +532,12 @@ impl Lines {
     /// process to write it (its output is read on another thread, so a line
     /// logged before a response may arrive after it).
     pub async fn wait_for(&self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self.all().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no line with {needle:?} in 10 s:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(10),
+            || format!("no line with {needle:?}:\n{}", self.text()),
+            || std::future::ready(self.all().into_iter().find(|l| l.contains(needle))),
+        )
+        .await
     }
 }
 
@@ -571,23 +581,26 @@ pub async fn spawn_until_healthy(what: &str, mut cmd: Command, url: &str) -> (Ch
     let stdout = capture(child.stdout.take().unwrap());
     let stderr = capture(child.stderr.take().unwrap());
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited with {status}:\n{}\n{}",
-                stdout.text(),
-                stderr.text()
-            );
-        }
-        if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
-            if r.status() == 200 {
-                break;
+    let child = std::sync::Mutex::new(child);
+    eventually(
+        Duration::from_secs(20),
+        || format!("{what} did not answer /healthz"),
+        || async {
+            if let Ok(Some(status)) = child.lock().unwrap().try_wait() {
+                panic!(
+                    "{what} exited with {status}:\n{}\n{}",
+                    stdout.text(),
+                    stderr.text()
+                );
             }
-        }
-        assert!(Instant::now() < deadline, "{what} did not answer /healthz");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            match client.get(format!("{url}/healthz")).send().await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let child = child.into_inner().unwrap();
     (child, stdout, stderr)
 }
 
@@ -649,17 +662,12 @@ impl Server {
 
     /// Waits for the process to exit (bounded).
     pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gcp-aws-bridge did not exit in {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            limit,
+            || "gcp-aws-bridge did not exit".into(),
+            || std::future::ready(self.child.try_wait().unwrap()),
+        )
+        .await
     }
 }
 
