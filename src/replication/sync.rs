@@ -36,7 +36,7 @@
 //! for `POST /v1/sync`), carried in the page token with the page number and
 //! the last name of the previous page. A page claims itself before it works:
 //! a conditional write (`If-None-Match: *`) of
-//! `{S3_PREFIX}.gcp-aws-bridge/sync/{run}/{page}` saying "started", and
+//! `{S3_PREFIX}.gcp-aws-bridge/sync/{run}/{page}-{start}` saying "started", and
 //! after publishing, "done". A page whose marker says done does nothing (a
 //! duplicate, or a redelivery after a lost answer); one that another
 //! delivery has started answers 503 until that one is done, unless the
@@ -291,9 +291,22 @@ pub(crate) fn action(
     }
     match replica {
         None => Action::Inline(None),
+        // Only over a replica the listings show older than the object: a
+        // key that is not (another size, no time to compare) may hold a
+        // newer generation written since the Cloud Storage listing, which
+        // a replicate task decides from the replica's own metadata.
         Some(ListedReplica {
-            etag: Some(etag), ..
-        }) => Action::Inline(Some(etag.clone())),
+            etag: Some(etag),
+            modified: Some(m),
+            ..
+        }) if o
+            .updated
+            .as_deref()
+            .and_then(rfc3339_secs)
+            .is_some_and(|updated| *m < updated) =>
+        {
+            Action::Inline(Some(etag.clone()))
+        }
         Some(_) => Action::Task,
     }
 }
@@ -802,7 +815,21 @@ async fn run(
     Ok(out)
 }
 
-/// A page's claim: `{S3_PREFIX}.gcp-aws-bridge/sync/{run}/{page}`.
+/// `sync/{run}/{page}-{where it starts}` (the start as 16 hex digits of
+/// its SHA-256; none for the first page).
+fn claim_name(pos: &Position) -> String {
+    use sha2::Digest;
+    match pos.after.as_deref() {
+        None => format!("sync/{}/{:010}", pos.run, pos.page),
+        Some(after) => {
+            let h = sha2::Sha256::digest(after.as_bytes());
+            let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("sync/{}/{:010}-{hex}", pos.run, pos.page)
+        }
+    }
+}
+
+/// A page's claim: `{S3_PREFIX}.gcp-aws-bridge/sync/{run}/{page}-{start}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PageMarker {
     /// `started` or `done`.
@@ -827,8 +854,13 @@ enum Claim {
 }
 
 impl PageMarker {
+    /// The claim of the page at `pos`: its run, its number and where it
+    /// starts. A page started again after its first attempt died may end
+    /// elsewhere (the listings changed meanwhile): its next page then starts
+    /// elsewhere too and claims a key of its own, so the names between the
+    /// two ends are traversed (twice at worst) rather than skipped.
     fn key(st: &Storage, pos: &Position) -> ObjectKey {
-        ObjectKey::reserved(st.prefix(), &format!("sync/{}/{:010}", pos.run, pos.page))
+        ObjectKey::reserved(st.prefix(), &claim_name(pos))
     }
 
     fn started(delivery: &Delivery) -> PageMarker {
@@ -1104,6 +1136,32 @@ mod tests {
     }
 
     #[test]
+    fn a_page_started_elsewhere_claims_a_key_of_its_own() {
+        let at = |after: Option<&str>, page| Position {
+            run: "0".repeat(32),
+            page,
+            after: after.map(str::to_owned),
+        };
+        assert_eq!(
+            claim_name(&at(None, 1)),
+            format!("sync/{}/0000000001", "0".repeat(32))
+        );
+        // The same page delivered again: the same claim.
+        assert_eq!(
+            claim_name(&at(Some("p/b"), 2)),
+            claim_name(&at(Some("p/b"), 2))
+        );
+        // A page 2 that starts elsewhere (its page 1 was run again and
+        // ended elsewhere) is a page of its own: it is not taken for done.
+        assert_ne!(
+            claim_name(&at(Some("p/b"), 2)),
+            claim_name(&at(Some("p/a"), 2))
+        );
+        assert!(claim_name(&at(Some("p/b"), 2))
+            .starts_with(&format!("sync/{}/0000000002-", "0".repeat(32))));
+    }
+
+    #[test]
     fn what_a_page_does_with_each_object() {
         const MIB: u64 = 1024 * 1024;
         let at = "2026-12-01T10:00:00.250Z";
@@ -1121,10 +1179,10 @@ mod tests {
                 "{modified}"
             );
         }
-        // Another size, or older than `updated`: replaced inline, on the
+        // Older than `updated` (whatever its size): replaced inline, on the
         // condition of the ETag the listing showed.
         for r in [
-            replica(4, "2026-12-02T00:00:00Z", Some("\"e\"")),
+            replica(4, "2026-12-01T09:59:59Z", Some("\"e\"")),
             replica(3, "2026-12-01T09:59:59Z", Some("\"e\"")),
         ] {
             assert_eq!(
@@ -1133,6 +1191,12 @@ mod tests {
                 "{r:?}"
             );
         }
+        // Another size but not older: the key may hold a newer generation
+        // written since the Cloud Storage listing (its event was faster):
+        // a task decides from the replica's own metadata, never a blind
+        // overwrite with the listed (older) generation.
+        let newer = replica(4, "2026-12-02T00:00:00Z", Some("\"e\""));
+        assert_eq!(action(&small, Some(&newer), inline), Action::Task);
         // Without an ETag to make the write conditional on: a task.
         let no_etag = replica(4, "2026-12-02T00:00:00Z", None);
         assert_eq!(action(&small, Some(&no_etag), inline), Action::Task);
