@@ -586,26 +586,45 @@ struct InlineDone {
     redo: Vec<ListedSource>,
 }
 
-/// Copies the page's small objects, [`INLINE_CONCURRENCY`] at once (and
-/// as the buffer budget allows); a copy that does not happen, or that does
-/// not start within the page's window, is left to a replicate task.
+/// Copies the page's small objects, [`INLINE_CONCURRENCY`] at once and
+/// within a quarter of the buffer budget. A copy that does not happen, that
+/// does not start within the page's window, or that is not done within
+/// three quarters of the request's time is left to a replicate task.
 async fn copy_inline(
     r: &Replicator,
     scope: &SyncScope,
     copies: Vec<(ListedSource, Option<String>)>,
 ) -> InlineDone {
     use futures_util::StreamExt;
-    let until = tokio::time::Instant::now() + r.fanout().inline_window;
+    let window = r.fanout().inline_window;
+    let until = tokio::time::Instant::now() + window;
+    // A copy still running this long after the last may start is left to
+    // a task, so that the page answers within its request's deadline.
+    let finish_by = until + window / 2;
+    // A page holds at most a quarter of the buffer budget (in KiB), so that
+    // the requests of other callers are not queued behind its copies.
+    let share_kib =
+        u32::try_from((r.storage().budget().total() / 4 / 1024).max(1)).unwrap_or(u32::MAX);
+    let share = tokio::sync::Semaphore::new(share_kib as usize);
+    let share = &share;
     let results: Vec<(ListedSource, Result<ListedCopy, ReplicateError>)> =
         futures_util::stream::iter(copies)
             .map(|(o, etag)| async move {
+                let kib = u32::try_from(o.size.unwrap_or(0).div_ceil(1024))
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, share_kib);
+                let Ok(_share) = share.acquire_many(kib).await else {
+                    return (o, Ok(ListedCopy::Redo("page_time_spent")));
+                };
                 if tokio::time::Instant::now() >= until {
                     return (o, Ok(ListedCopy::Redo("page_time_spent")));
                 }
-                let out = r
-                    .copy_listed(&o.resource(&scope.bucket), etag.as_deref())
-                    .await;
-                (o, out)
+                let resource = o.resource(&scope.bucket);
+                let copy = r.copy_listed(&resource, etag.as_deref());
+                match tokio::time::timeout_at(finish_by, copy).await {
+                    Ok(out) => (o, out),
+                    Err(_) => (o, Ok(ListedCopy::Redo("page_time_spent"))),
+                }
             })
             .buffer_unordered(INLINE_CONCURRENCY)
             .collect()

@@ -399,6 +399,46 @@ async fn a_deadline_shorter_than_the_upload_leaves_no_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_parts_cut_short_by_the_deadline_leaves_no_upload() {
+    require_rig!();
+    let mut w = World::new("copydeadline").await;
+    w.set("REQUEST_TIMEOUT_SECONDS", "3");
+    w.set(
+        "TEST_COPY_MULTIPART_THRESHOLD_BYTES",
+        &(5 * MIB).to_string(),
+    );
+    let server = Server::start(&w.env).await;
+    let tok = w.caller_token();
+    let put = server
+        .put("/v1/objects/big.bin")
+        .bearer_auth(&tok)
+        .body(vec![7u8; 12 * MIB])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    // The copy's first part is held at S3 past the request's deadline.
+    let mut hold = w.proxy.hold_next("UploadPartCopy");
+    let copy = server
+        .post("/v1/copy")
+        .bearer_auth(&tok)
+        .json(&json!({"source_key": "big.bin", "key": "copies/big.bin"}))
+        .send();
+    let copy = tokio::spawn(copy);
+    tokio::time::timeout(Duration::from_secs(20), hold.arrived())
+        .await
+        .expect("the copy reached S3");
+    let answer = copy.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 503);
+    let answered = Instant::now();
+    hold.release();
+    let took = until_no_upload(&w, answered, Duration::from_secs(30)).await;
+    eprintln!("copy cut short: no multipart upload left {took:?} after the 503");
+    assert!(w.proxy.count("AbortMultipartUpload") >= 1);
+    assert_eq!(w.stored("copies/big.bin").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_the_shutdown_grace_leaves_no_upload() {
     require_rig!();
     let w = World::new("gracend").await;

@@ -7,7 +7,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::error::classify;
 use super::headers::RESERVED_METADATA_PREFIX;
-use super::multipart::{Multipart, UploadedPart, WriteCondition};
+use super::multipart::{AbortOnDrop, Multipart, UploadedPart, WriteCondition};
 use super::upload::{part_size_for, KEY_ENCODE};
 use super::{ObjectHeaders, ObjectInfo, ObjectKey, PutResult, Storage, StorageError};
 
@@ -160,10 +160,13 @@ async fn copy_in_parts(
     onto: Option<Option<String>>,
 ) -> Result<PutResult, StorageError> {
     let upload = st.create_multipart(dest, &h, false).await?;
+    // From here on, a request dropped at any await aborts the upload.
+    let guard = AbortOnDrop::new(&upload);
     let result = copy_parts(st, source, copy_source, info, &upload, onto).await;
     if result.is_err() {
         upload.abort().await;
     }
+    guard.disarm();
     result
 }
 
