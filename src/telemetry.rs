@@ -440,7 +440,15 @@ pub(crate) fn parse_trace_context(
 ) -> Option<(String, Option<String>, bool)> {
     if let Some(tp) = traceparent {
         let parts: Vec<&str> = tp.trim().split('-').collect();
-        if parts.len() >= 4
+        // W3C: version 00 has exactly four fields; a later version may add
+        // fields after them; ff is invalid. Zero ids are invalid.
+        let version_ok = parts[0].len() == 2
+            && parts[0].bytes().all(|b| b.is_ascii_hexdigit())
+            && !parts[0].eq_ignore_ascii_case("ff")
+            && (parts.len() == 4 || (parts.len() > 4 && parts[0] != "00"));
+        if version_ok
+            && parts[3].len() == 2
+            && parts[2] != "0000000000000000"
             && parts[1].len() == 32
             && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
             && parts[1] != "00000000000000000000000000000000"
@@ -653,6 +661,17 @@ mod tests {
                 assert_eq!(current_traceparent(), None);
                 continue_trace("garbage");
                 assert_eq!(current_traceparent(), None);
+                // Not W3C: an invalid version, a zero span id, extra fields
+                // after version 00, a long flags field.
+                for forged in [
+                    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0101",
+                ] {
+                    continue_trace(forged);
+                    assert_eq!(current_traceparent(), None, "{forged}");
+                }
                 continue_trace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
                 tracing::info!("continued");
                 let inner = tracing::info_span!("inner");
