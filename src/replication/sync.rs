@@ -179,60 +179,15 @@ pub(crate) fn run_id(scope: &SyncScope, delivery: &Delivery) -> String {
     }
 }
 
-/// An object of a Cloud Storage listing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ListedSource {
-    /// Name.
-    pub(crate) name: String,
-    /// Size in bytes.
-    #[serde(default, deserialize_with = "de_u64")]
-    pub(crate) size: Option<u64>,
-    /// Generation.
-    #[serde(default, deserialize_with = "crate::util::de_i64_opt")]
-    pub(crate) generation: Option<i64>,
-    /// CRC32C, base64.
-    #[serde(default)]
-    pub(crate) crc32c: Option<String>,
-    /// Last change of data or metadata, RFC 3339.
-    #[serde(default)]
-    pub(crate) updated: Option<String>,
-    /// Metageneration.
-    #[serde(default, deserialize_with = "crate::util::de_i64_opt")]
-    pub(crate) metageneration: Option<i64>,
-    #[serde(default)]
-    pub(crate) content_type: Option<String>,
-    #[serde(default)]
-    pub(crate) content_encoding: Option<String>,
-    #[serde(default)]
-    pub(crate) content_disposition: Option<String>,
-    #[serde(default)]
-    pub(crate) cache_control: Option<String>,
-    #[serde(default)]
-    pub(crate) content_language: Option<String>,
-    /// Custom metadata, bounded while it is read.
-    #[serde(default)]
-    pub(crate) metadata: crate::json_bounds::CustomMetadata,
-}
+/// An object of a Cloud Storage listing: the object resource, as far as
+/// the listing's fields go (its `bucket` may be left out).
+pub(crate) type ListedSource = GcsObject;
 
-impl ListedSource {
-    /// The object resource the listing gave, of `bucket`.
-    pub(crate) fn resource(&self, bucket: &str) -> GcsObject {
-        GcsObject {
-            bucket: bucket.to_owned(),
-            name: self.name.clone(),
-            generation: self.generation,
-            metageneration: self.metageneration,
-            updated: self.updated.clone(),
-            crc32c: self.crc32c.clone(),
-            size: self.size,
-            content_type: self.content_type.clone(),
-            content_encoding: self.content_encoding.clone(),
-            content_disposition: self.content_disposition.clone(),
-            cache_control: self.cache_control.clone(),
-            content_language: self.content_language.clone(),
-            metadata: self.metadata.clone(),
-        }
+/// The object resource the listing gave, of `bucket`.
+pub(crate) fn resource(o: &ListedSource, bucket: &str) -> GcsObject {
+    GcsObject {
+        bucket: bucket.to_owned(),
+        ..o.clone()
     }
 }
 
@@ -309,10 +264,6 @@ pub(crate) fn action(
         }
         Some(_) => Action::Task,
     }
-}
-
-fn de_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(crate::util::de_i64_opt(d)?.and_then(|v| u64::try_from(v).ok()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -619,7 +570,7 @@ async fn copy_inline(
                 if tokio::time::Instant::now() >= until {
                     return (o, Ok(ListedCopy::Redo("page_time_spent")));
                 }
-                let resource = o.resource(&scope.bucket);
+                let resource = resource(&o, &scope.bucket);
                 let copy = r.copy_listed(&resource, etag.as_deref());
                 match tokio::time::timeout_at(finish_by, copy).await {
                     Ok(out) => (o, out),
@@ -1265,7 +1216,7 @@ mod tests {
             "contentEncoding":"gzip","contentDisposition":"inline","cacheControl":"no-cache",
             "contentLanguage":"en","metadata":{"team":"blue"}}]}"#;
         let answer: ListAnswer = serde_json::from_str(body).unwrap();
-        let o = answer.items[0].resource("src");
+        let o = resource(&answer.items[0], "src");
         assert_eq!((o.bucket.as_str(), o.name.as_str()), ("src", "p/a"));
         assert_eq!(
             (o.generation, o.metageneration, o.size),
