@@ -157,7 +157,7 @@ impl DoorRules {
 /// A change to a Cloud Storage object, as notifications and CloudEvents
 /// name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageChange {
+pub enum GcsChange {
     /// A generation was written (`OBJECT_FINALIZE`, `.finalized`).
     Finalized,
     /// The live generation was deleted (`OBJECT_DELETE`, `.deleted`).
@@ -197,7 +197,7 @@ pub enum OutsideCommand {
     /// Start a sync of a Cloud Storage bucket (its first page).
     Sync(SyncCommand),
     /// A Cloud Storage notification or CloudEvent.
-    Change(StorageChange, GcsObject),
+    Change(GcsChange, GcsObject),
 }
 
 impl OutsideCommand {

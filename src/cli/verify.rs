@@ -50,11 +50,11 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 
-use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
+use aws_sdk_s3::types::ChecksumType;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::aws::s3::{classify, is_reserved, list_prefix, Storage, StorageError};
+use crate::aws::s3::{is_reserved, list_prefix, Storage};
 use crate::aws::AwsClients;
 use crate::cli::summary::{self, Examples, Row};
 use crate::config::Config;
@@ -526,39 +526,15 @@ async fn list_page(
     page_size: usize,
 ) -> Result<Page, String> {
     let listing = gcs.list_after(&scope.bucket, &scope.prefix, after, page_size);
-    let s3 = st
-        .client()
-        .list_objects_v2()
-        .bucket(st.bucket())
-        .prefix(&scope.s3_prefix)
-        .set_start_after(after.map(|a| format!("{}{a}", st.prefix())))
-        .max_keys(i32::try_from(page_size).unwrap_or(1000))
-        .send();
+    let s3 = st.list_range(&scope.s3_prefix, after, page_size);
     let (listing, s3) = tokio::join!(listing, s3);
     let (objects, gcs_more) = listing.map_err(|e| e.to_string())?;
-    let s3 = s3.map_err(|e| classify("ListObjectsV2", &scope.s3_prefix, e).to_string())?;
-    let s3_more = s3.is_truncated() == Some(true);
-    let listed: Vec<(String, i64)> = s3
-        .contents()
-        .iter()
-        .filter_map(|o| {
-            let rel = o.key()?.strip_prefix(st.prefix())?.to_owned();
-            Some((rel, o.size().unwrap_or(-1)))
-        })
-        .collect();
-    // The page ends at the smaller last name of the listings cut short
-    // (reserved keys count here, so that the next page starts after them).
-    let mut end: Option<String> = None;
-    if gcs_more {
-        end = objects.last().map(|o| o.name.clone());
-    }
-    if s3_more {
-        if let Some((last, _)) = listed.last() {
-            if end.as_ref().is_none_or(|e| last < e) {
-                end = Some(last.clone());
-            }
-        }
-    }
+    let (keys, s3_more) = s3.map_err(|e| e.to_string())?;
+    let listed: Vec<(String, i64)> = keys.into_iter().map(|k| (k.key, k.size)).collect();
+    let end = crate::replication::sync::page_end(
+        objects.last().map(|o| o.name.as_str()).filter(|_| gcs_more),
+        listed.last().map(|(k, _)| k.as_str()).filter(|_| s3_more),
+    );
     let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
     Ok(Page {
         objects: objects.into_iter().filter(|o| in_page(&o.name)).collect(),
@@ -571,15 +547,7 @@ async fn list_page(
 }
 
 /// A replica's HEAD, as far as verify reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ReplicaHead {
-    pub(crate) size: u64,
-    pub(crate) metadata: HashMap<String, String>,
-    /// `x-amz-checksum-crc32c`.
-    pub(crate) crc32c: Option<String>,
-    /// `x-amz-checksum-type`.
-    pub(crate) checksum_type: Option<ChecksumType>,
-}
+pub(crate) type ReplicaHead = crate::aws::s3::ChecksumHead;
 
 impl ReplicaHead {
     /// The replica's generation when it is a replica of `bucket`, else
@@ -611,30 +579,8 @@ impl ReplicaHead {
 }
 
 /// HEADs a key with its checksum; `None` when it is gone.
-async fn head(st: &Storage, rel: &str, full: &str) -> Result<Option<ReplicaHead>, String> {
-    let out = st
-        .client()
-        .head_object()
-        .bucket(st.bucket())
-        .key(full)
-        .checksum_mode(ChecksumMode::Enabled)
-        .send()
-        .await;
-    match out {
-        Ok(out) => Ok(Some(ReplicaHead {
-            size: out
-                .content_length()
-                .and_then(|l| u64::try_from(l).ok())
-                .unwrap_or(0),
-            crc32c: out.checksum_crc32_c().map(str::to_owned),
-            checksum_type: out.checksum_type().cloned(),
-            metadata: out.metadata.unwrap_or_default(),
-        })),
-        Err(e) => match classify("HeadObject", rel, e) {
-            StorageError::NotFound(_) => Ok(None),
-            other => Err(other.to_string()),
-        },
-    }
+async fn head(st: &Storage, rel: &str) -> Result<Option<ReplicaHead>, String> {
+    st.head_checksum(rel).await.map_err(|e| e.to_string())
 }
 
 async fn check(st: &Storage, scope: &Scope, c: Check) -> Result<Outcome, String> {
@@ -644,12 +590,12 @@ async fn check(st: &Storage, scope: &Scope, c: Check) -> Result<Outcome, String>
         Check::Missing(o) => Outcome::Differs(missing(&o, full(&o.name), None)),
         Check::Replica(o) => {
             let key = full(&o.name);
-            let h = head(st, &o.name, &key).await?;
+            let h = head(st, &o.name).await?;
             compare(&scope.bucket, &o, key, h.as_ref())
         }
         Check::Extra(rel) => {
             let key = full(&rel);
-            match head(st, &rel, &key).await? {
+            match head(st, &rel).await? {
                 None => Outcome::Gone,
                 Some(h) => match h.generation_of(&scope.bucket) {
                     Ok(g) => Outcome::Differs(Difference {

@@ -10,7 +10,7 @@ use crate::google::gcs::GcsObject;
 use crate::replication::replicate::parts;
 use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::source_buckets::BucketRefusal;
-use crate::wire::{Delivery, OutsideCommand, StorageChange, Task, WireError};
+use crate::wire::{Delivery, GcsChange, OutsideCommand, Task, WireError};
 
 /// What a command or task did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,15 +129,15 @@ pub(crate) async fn execute(
             crate::replication::sync::start(replicator, &cmd, delivery).await?,
         )),
         OutsideCommand::Change(change, obj) => Ok(match change {
-            StorageChange::Finalized => {
+            GcsChange::Finalized => {
                 object_operation(&obj);
                 Outcome::Replica(opens(replicator.replicate(&obj, 0).await?))
             }
-            StorageChange::Deleted | StorageChange::Archived => {
+            GcsChange::Deleted | GcsChange::Archived => {
                 object_operation(&obj);
                 Outcome::Replica(replicator.delete_replica(&obj).await?)
             }
-            StorageChange::MetadataUpdated => {
+            GcsChange::MetadataUpdated => {
                 object_operation(&obj);
                 Outcome::Replica(replicator.update_metadata(&obj).await?)
             }

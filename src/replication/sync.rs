@@ -57,7 +57,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::s3::{classify, is_reserved, list_prefix, ObjectKey, Storage, StorageError};
+use crate::aws::s3::{is_reserved, list_prefix, ObjectKey, Storage, StorageError};
 use crate::google::gcs::{GcsClient, GcsError, GcsObject};
 use crate::replication::replicate::direct::ListedCopy;
 use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
@@ -427,6 +427,18 @@ impl SyncScope {
     }
 }
 
+/// Where a page ends: at the smaller of the last names of the listings cut
+/// short (`None` for a listing that was not), or nowhere (the rest of the
+/// range) when neither was. Reserved keys count here, so that the next page
+/// starts after them.
+pub(crate) fn page_end(gcs_last: Option<&str>, s3_last: Option<&str>) -> Option<String> {
+    match (gcs_last, s3_last) {
+        (Some(g), Some(k)) => Some(g.min(k).to_owned()),
+        (Some(one), None) | (None, Some(one)) => Some(one.to_owned()),
+        (None, None) => None,
+    }
+}
+
 /// Lists one page of the source and of S3 and decides what to publish.
 pub(crate) async fn plan_page(
     r: &Replicator,
@@ -441,48 +453,28 @@ pub(crate) async fn plan_page(
     let gcs = r
         .gcs()
         .list_after(&scope.bucket, &scope.prefix, after, page_size);
-    let s3 = st
-        .client()
-        .list_objects_v2()
-        .bucket(st.bucket())
-        .prefix(&s3_prefix)
-        .set_start_after(after.map(|a| format!("{}{a}", st.prefix())))
-        .max_keys(i32::try_from(page_size).unwrap_or(1000))
-        .send();
+    let s3 = st.list_range(&s3_prefix, after, page_size);
     let (gcs, s3) = tokio::join!(gcs, s3);
     let (objects, gcs_more) = gcs?;
-    let s3 = s3.map_err(|e| classify("ListObjectsV2", &scope.prefix, e))?;
-    let s3_more = s3.is_truncated() == Some(true);
-    // Relative name, size, last modified (whole seconds: S3 listings have
-    // no finer precision, so `updated` is compared in whole seconds too),
-    // ETag.
-    let listed_keys: Vec<(String, ListedReplica)> = s3
-        .contents()
-        .iter()
-        .filter_map(|o| {
-            let rel = o.key()?.strip_prefix(st.prefix())?.to_owned();
+    let (s3_keys, s3_more) = s3?;
+    let listed_keys: Vec<(String, ListedReplica)> = s3_keys
+        .into_iter()
+        .map(|k| {
             let replica = ListedReplica {
-                size: o.size().unwrap_or(-1),
-                modified: o.last_modified().map(|t| t.secs()),
-                etag: o.e_tag().map(str::to_owned),
+                size: k.size,
+                modified: k.modified,
+                etag: k.etag,
             };
-            Some((rel, replica))
+            (k.key, replica)
         })
         .collect();
-
-    // The page ends at the smaller last name of the listings cut short
-    // (reserved keys count here, so that the next page starts after them).
-    let mut end: Option<String> = None;
-    if gcs_more {
-        end = objects.last().map(|o| o.name.clone());
-    }
-    if s3_more {
-        if let Some((last, _)) = listed_keys.last() {
-            if end.as_ref().is_none_or(|e| last < e) {
-                end = Some(last.clone());
-            }
-        }
-    }
+    let end = page_end(
+        objects.last().map(|o| o.name.as_str()).filter(|_| gcs_more),
+        listed_keys
+            .last()
+            .map(|(k, _)| k.as_str())
+            .filter(|_| s3_more),
+    );
     let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
     // The service's own bookkeeping is no replica.
     let replicas: Vec<&(String, ListedReplica)> = listed_keys

@@ -19,7 +19,6 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
 pub(crate) use copy::COPY_MULTIPART_THRESHOLD;
-pub(crate) use error::classify;
 pub use error::StorageError;
 pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
 pub use key::{is_reserved, list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES, RESERVED_PREFIX};
@@ -127,6 +126,31 @@ pub(crate) struct ListedObject {
     pub(crate) etag: Option<String>,
     /// RFC 3339.
     pub(crate) last_modified: Option<String>,
+}
+
+/// A key of a range listing ([`Storage::list_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RangeKey {
+    /// Relative to the storage's prefix.
+    pub(crate) key: String,
+    /// Size in bytes.
+    pub(crate) size: i64,
+    /// Last modified, whole seconds since the epoch (S3 listings have no
+    /// finer precision).
+    pub(crate) modified: Option<i64>,
+    /// ETag.
+    pub(crate) etag: Option<String>,
+}
+
+/// An object's HEAD with its stored checksum ([`Storage::head_checksum`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChecksumHead {
+    pub(crate) size: u64,
+    pub(crate) metadata: HashMap<String, String>,
+    /// `x-amz-checksum-crc32c`.
+    pub(crate) crc32c: Option<String>,
+    /// `x-amz-checksum-type`.
+    pub(crate) checksum_type: Option<aws_sdk_s3::types::ChecksumType>,
 }
 
 /// A bucket of the account.
@@ -268,11 +292,6 @@ impl Storage {
     /// The prefix.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The S3 client.
-    pub(crate) fn client(&self) -> &aws_sdk_s3::Client {
-        &self.s3
     }
 
     /// Writes bytes held in memory, with their CRC32C for S3 to verify.
@@ -732,6 +751,74 @@ impl Storage {
     }
 
     /// Buckets of the account (the role needs s3:ListAllMyBuckets).
+    /// Up to `max` keys under `full_prefix` (a prefix under this storage's,
+    /// as [`list_prefix`] makes it) after the relative name `after`, in
+    /// order, relative to the storage's prefix; and whether S3 holds more.
+    /// For sync and verify, which walk a name range page by page.
+    pub(crate) async fn list_range(
+        &self,
+        full_prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<RangeKey>, bool), StorageError> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(full_prefix)
+            .set_start_after(after.map(|a| format!("{}{a}", self.prefix)))
+            .max_keys(i32::try_from(max).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(|e| error::classify("ListObjectsV2", full_prefix, e))?;
+        let more = out.is_truncated() == Some(true);
+        let keys = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(RangeKey {
+                    key: o.key()?.strip_prefix(&self.prefix)?.to_owned(),
+                    size: o.size().unwrap_or(-1),
+                    modified: o.last_modified().map(|t| t.secs()),
+                    etag: o.e_tag().map(str::to_owned),
+                })
+            })
+            .collect();
+        Ok((keys, more))
+    }
+
+    /// The HEAD of relative key `rel` with its stored checksum
+    /// (`ChecksumMode=ENABLED`); `None` when nothing is there. No body is
+    /// read.
+    pub(crate) async fn head_checksum(
+        &self,
+        rel: &str,
+    ) -> Result<Option<ChecksumHead>, StorageError> {
+        let out = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{rel}", self.prefix))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(Some(ChecksumHead {
+                size: out
+                    .content_length()
+                    .and_then(|l| u64::try_from(l).ok())
+                    .unwrap_or(0),
+                crc32c: out.checksum_crc32_c().map(str::to_owned),
+                checksum_type: out.checksum_type().cloned(),
+                metadata: out.metadata.unwrap_or_default(),
+            })),
+            Err(e) => match error::classify("HeadObject", rel, e) {
+                StorageError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Whether AWS credentials can be had now: presigning a request
     /// resolves them through the identity cache and calls nothing but STS.
     /// The error is the reason, for the log only (it names the metadata

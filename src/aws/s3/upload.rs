@@ -31,7 +31,7 @@ use crate::budget::{BudgetError, BufferBudget, Reservation};
 const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
 /// Objects larger than this go up in parts.
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
-const MIN_PART: u64 = 8 * 1024 * 1024;
+const MIN_UPLOAD_PART: u64 = 8 * 1024 * 1024;
 pub use crate::s3_limits::{MAX_OBJECT, MAX_PART};
 /// S3's largest number of parts.
 const MAX_PARTS: u64 = 10_000;
@@ -62,10 +62,10 @@ pub fn crc32c_base64(crc: u32) -> String {
 pub fn part_size_for(len: Option<u64>) -> u64 {
     let mib = 1024 * 1024;
     match len {
-        None => MIN_PART,
+        None => MIN_UPLOAD_PART,
         Some(len) => {
             let needed = len.div_ceil(MAX_PARTS).div_ceil(mib) * mib;
-            needed.clamp(MIN_PART, MAX_PART)
+            needed.clamp(MIN_UPLOAD_PART, MAX_PART)
         }
     }
 }

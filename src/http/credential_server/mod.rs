@@ -66,7 +66,7 @@ pub struct ServerConfig {
 /// token.
 #[derive(Deserialize)]
 #[serde(default)]
-struct ServerSettings {
+struct CredentialServerSettings {
     #[serde(deserialize_with = "loopback_addr")]
     credentials_addr: SocketAddr,
     #[serde(deserialize_with = "health_addr")]
@@ -75,9 +75,9 @@ struct ServerSettings {
     aws_container_authorization_token_file: Option<std::path::PathBuf>,
 }
 
-impl Default for ServerSettings {
-    fn default() -> ServerSettings {
-        ServerSettings {
+impl Default for CredentialServerSettings {
+    fn default() -> CredentialServerSettings {
+        CredentialServerSettings {
             credentials_addr: DEFAULT_ADDR.parse().expect("the default address parses"),
             credentials_health_addr: None,
             aws_container_authorization_token: None,
@@ -133,7 +133,7 @@ impl ServerConfig {
                 )
             })
             .collect();
-        let settings: ServerSettings = read_group(&vars, &mut errors);
+        let settings: CredentialServerSettings = read_group(&vars, &mut errors);
         let addr_ok = !errors.iter().any(|e| e.starts_with("CREDENTIALS_ADDR:"));
         let (a, health_addr) = (settings.credentials_addr, settings.credentials_health_addr);
         if let Some(h) = health_addr {

@@ -23,7 +23,7 @@ use crate::google::gcs::GcsObject;
 use crate::http::error::{AppError, Code};
 use crate::http::state::AppState;
 use crate::replication::command::execute;
-use crate::wire::{Delivery, DoorRules, OutsideCommand, StorageChange};
+use crate::wire::{Delivery, DoorRules, GcsChange, OutsideCommand};
 
 use super::pubsub::{message_json_error, message_to_command_with, PubsubMessage};
 use super::{json_body, read_body_within};
@@ -218,7 +218,7 @@ fn storage_object(ev: &CloudEvent<'_>) -> Result<GcsObject, AppError> {
     Ok(obj)
 }
 
-fn change_command(change: StorageChange, ev: &CloudEvent<'_>) -> Result<OutsideCommand, AppError> {
+fn change_command(change: GcsChange, ev: &CloudEvent<'_>) -> Result<OutsideCommand, AppError> {
     Ok(OutsideCommand::Change(change, storage_object(ev)?))
 }
 
@@ -250,11 +250,11 @@ pub(crate) fn event_to_command_with(
             });
             return message_to_command_with(msg, rules);
         }
-        "google.cloud.storage.object.v1.finalized" => change_command(StorageChange::Finalized, ev),
-        "google.cloud.storage.object.v1.deleted" => change_command(StorageChange::Deleted, ev),
-        "google.cloud.storage.object.v1.archived" => change_command(StorageChange::Archived, ev),
+        "google.cloud.storage.object.v1.finalized" => change_command(GcsChange::Finalized, ev),
+        "google.cloud.storage.object.v1.deleted" => change_command(GcsChange::Deleted, ev),
+        "google.cloud.storage.object.v1.archived" => change_command(GcsChange::Archived, ev),
         "google.cloud.storage.object.v1.metadataUpdated" => {
-            change_command(StorageChange::MetadataUpdated, ev)
+            change_command(GcsChange::MetadataUpdated, ev)
         }
         other => Err(AppError::bad_request(
             Code::UnknownEventType,
@@ -354,7 +354,7 @@ mod tests {
         )
         .unwrap();
         match event_to_command(&ev).unwrap() {
-            OutsideCommand::Change(StorageChange::Finalized, o) => {
+            OutsideCommand::Change(GcsChange::Finalized, o) => {
                 assert_eq!(o.bucket, "sample-bucket");
                 assert_eq!(o.name, "MyFile");
             }

@@ -21,7 +21,7 @@ use crate::http::error::{AppError, Code};
 use crate::http::state::AppState;
 use crate::replication::command::{execute, execute_task};
 use crate::wire::{
-    decode_outside_bytes, Delivery, DoorRules, OutsideCommand, StorageChange, Task, WireError,
+    decode_outside_bytes, Delivery, DoorRules, GcsChange, OutsideCommand, Task, WireError,
 };
 
 use super::{json_body, read_body_within};
@@ -213,10 +213,10 @@ fn notification_to_command(
         ));
     }
     let change = match event_type {
-        "OBJECT_FINALIZE" => StorageChange::Finalized,
-        "OBJECT_DELETE" => StorageChange::Deleted,
-        "OBJECT_ARCHIVE" => StorageChange::Archived,
-        "OBJECT_METADATA_UPDATE" => StorageChange::MetadataUpdated,
+        "OBJECT_FINALIZE" => GcsChange::Finalized,
+        "OBJECT_DELETE" => GcsChange::Deleted,
+        "OBJECT_ARCHIVE" => GcsChange::Archived,
+        "OBJECT_METADATA_UPDATE" => GcsChange::MetadataUpdated,
         other => return Err(AppError::bad_request(
             Code::UnknownEventType,
             format!("unknown Cloud Storage eventType {other:?}; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"),
@@ -379,7 +379,7 @@ mod tests {
             ..Default::default()
         };
         match message_to_command(msg).unwrap() {
-            OutsideCommand::Change(StorageChange::Finalized, o) => {
+            OutsideCommand::Change(GcsChange::Finalized, o) => {
                 assert_eq!(o.name, "MyFile");
                 assert_eq!(o.generation, Some(96883251));
             }
@@ -394,7 +394,7 @@ mod tests {
         };
         assert!(matches!(
             message_to_command(msg).unwrap(),
-            OutsideCommand::Change(StorageChange::Deleted, _)
+            OutsideCommand::Change(GcsChange::Deleted, _)
         ));
     }
 

@@ -235,7 +235,7 @@ impl Replicator {
                 };
                 self.write_whole(&key, &fetched, headers, &expect)
                     .await
-                    .map_err(|e| super::lost_race(&key, e))?
+                    .map_err(|e| super::replica_write_error(&key, e))?
             }
             Err(e) => return Err(e.into()),
         };

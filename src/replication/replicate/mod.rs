@@ -250,13 +250,13 @@ pub enum ReplicateError {
 
 /// A failed write or delete of the replica: a lost race when the replica
 /// changed since its check, else the storage error.
-fn lost_race(key: &ObjectKey, e: StorageError) -> ReplicateError {
-    race_lost(key, &e).unwrap_or_else(|| e.into())
+fn replica_write_error(key: &ObjectKey, e: StorageError) -> ReplicateError {
+    changed_since_check(key, &e).unwrap_or_else(|| e.into())
 }
 
 /// [`ReplicateError::LostRace`] when `e` says the replica changed since its
 /// check (precondition failed, conflict, or gone).
-pub(crate) fn race_lost(key: &ObjectKey, e: &StorageError) -> Option<ReplicateError> {
+pub(crate) fn changed_since_check(key: &ObjectKey, e: &StorageError) -> Option<ReplicateError> {
     match e {
         StorageError::PreconditionFailed(m)
         | StorageError::Conflict(m)
@@ -550,7 +550,7 @@ impl Replicator {
             .map_err(|e| match e {
                 // A failed read from Cloud Storage is transient.
                 StorageError::Body(m) => ReplicateError::SourceRead(m),
-                other => lost_race(&key, other),
+                other => replica_write_error(&key, other),
             })?;
         tracing::info!(
             source = %format!("gs://{}/{}", obj.bucket, obj.name),
@@ -746,7 +746,7 @@ impl Replicator {
             .await
             .map_err(|e| match e {
                 StorageError::PreconditionFailed(_) | StorageError::Conflict(_) => {
-                    lost_race(key, e)
+                    replica_write_error(key, e)
                 }
                 other => other.into(),
             })
@@ -820,7 +820,7 @@ impl Replicator {
         self.storage
             .replace_headers(&key, &seen.info, headers)
             .await
-            .map_err(|e| lost_race(&key, e))?;
+            .map_err(|e| replica_write_error(&key, e))?;
         tracing::info!(key = %key, generation, metageneration, "replica metadata updated");
         Ok(ReplicaOutcome::MetadataUpdated {
             key: key.relative().to_owned(),

@@ -51,7 +51,7 @@ use crate::aws::s3::{
 };
 use crate::google::gcs::{decode_crc, GcsError, GcsObject};
 use crate::replication::replicate::{
-    gone, race_lost, up_to_date, PartsRefusal, ReplicaOutcome, ReplicateError, Replicator,
+    changed_since_check, gone, up_to_date, PartsRefusal, ReplicaOutcome, ReplicateError, Replicator,
 };
 use crate::util::now_secs;
 use crate::wire::{OpTag, PartTask, Task};
@@ -727,7 +727,7 @@ async fn complete(
     };
     // The replica was written or removed since the replicate command's
     // check: that command decides again.
-    let lost = race_lost(key, &err);
+    let lost = changed_since_check(key, &err);
     let refused = lost.is_some()
         || matches!(
             err,
