@@ -613,7 +613,7 @@ pub(crate) fn page_tasks(scope: &SyncScope, plan: &PagePlan) -> Vec<Task> {
 }
 
 /// What a page did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct SyncOutcome {
     /// The run id.
     pub(crate) run: String,
@@ -645,14 +645,7 @@ pub(crate) struct SyncOutcome {
 impl SyncOutcome {
     /// JSON summary for the answer.
     pub(crate) fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "status": self.status,
-            "run": self.run,
-            "published": self.published, "page": self.page, "replicate": self.replicate,
-            "replicate_bytes": self.replicate_bytes,
-            "copied": self.copied, "copied_bytes": self.copied_bytes, "delete": self.delete,
-            "in_sync": self.in_sync, "next_page": self.next_page,
-        })
+        serde_json::to_value(self).expect("a sync outcome serializes")
     }
 }
 
