@@ -173,3 +173,17 @@ pub(crate) fn read_file_limited(path: &std::path::Path, max: usize) -> std::io::
     }
     Ok(body)
 }
+
+/// Serializes a number as its decimal text (Cloud Storage's generations
+/// travel as strings in JSON).
+pub(crate) fn as_text<S: serde::Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
+}
+
+/// As [`as_text`], for a number that may be absent (`null`).
+pub(crate) fn opt_as_text<S: serde::Serializer>(n: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match n {
+        Some(n) => s.collect_str(n),
+        None => s.serialize_none(),
+    }
+}

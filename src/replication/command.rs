@@ -12,8 +12,10 @@ use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
 use crate::source_buckets::BucketRefusal;
 use crate::wire::{Delivery, GcsChange, OutsideCommand, Task, WireError};
 
-/// What a command or task did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a command or task did; its answer is `{"status":…}` with the
+/// outcome's fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub(crate) enum Outcome {
     /// An object was written.
     Written(PutResult),
@@ -23,8 +25,10 @@ pub(crate) enum Outcome {
         key: String,
     },
     /// Replication result.
+    #[serde(untagged)]
     Replica(ReplicaOutcome),
     /// A sync page published its tasks.
+    #[serde(untagged)]
     Sync(crate::replication::sync::SyncOutcome),
 }
 
@@ -54,14 +58,7 @@ impl Outcome {
 
     /// A JSON summary for the trigger's answer.
     pub(crate) fn to_json(&self) -> serde_json::Value {
-        match self {
-            Outcome::Written(r) => serde_json::json!({
-                "status": "written", "key": r.key, "etag": r.etag, "version_id": r.version_id
-            }),
-            Outcome::Deleted { key } => serde_json::json!({ "status": "deleted", "key": key }),
-            Outcome::Replica(r) => r.to_json(),
-            Outcome::Sync(s) => s.to_json(),
-        }
+        serde_json::to_value(self).expect("an outcome serializes")
     }
 }
 
@@ -220,4 +217,134 @@ fn opens(outcome: ReplicaOutcome) -> ReplicaOutcome {
         crate::telemetry::operation_continues();
     }
     outcome
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use crate::aws::s3::PutResult;
+    use crate::replication::replicate::parts::PartsOutcome;
+    use serde_json::json;
+
+    /// Every outcome answers as it did when the answers were built by hand.
+    #[test]
+    fn outcomes_answer_status_and_fields() {
+        let cases: Vec<(Outcome, serde_json::Value)> = vec![
+            (
+                Outcome::Written(PutResult {
+                    key: "k".into(),
+                    etag: Some("\"e\"".into()),
+                    version_id: None,
+                }),
+                json!({"status": "written", "key": "k", "etag": "\"e\"", "version_id": null}),
+            ),
+            (
+                Outcome::Deleted { key: "k".into() },
+                json!({"status": "deleted", "key": "k"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::Replicated {
+                    key: "k".into(),
+                    generation: 1700000000000001,
+                    size: 3,
+                }),
+                json!({"status": "replicated", "key": "k", "generation": "1700000000000001", "size": 3}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::UpToDate {
+                    key: "k".into(),
+                    replica_generation: 2,
+                    generation: 1,
+                }),
+                json!({"status": "up_to_date", "key": "k", "replica_generation": "2", "generation": "1"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::SourceGone {
+                    bucket: "b".into(),
+                    name: "n".into(),
+                    generation: None,
+                }),
+                json!({"status": "source_gone", "bucket": "b", "name": "n", "generation": null}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::SourceGone {
+                    bucket: "b".into(),
+                    name: "n".into(),
+                    generation: Some(5),
+                }),
+                json!({"status": "source_gone", "bucket": "b", "name": "n", "generation": "5"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::ReplicaDeleted { key: "k".into() }),
+                json!({"status": "replica_deleted", "key": "k"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::NoReplica {
+                    key: "k".into(),
+                    reason: "no replica",
+                }),
+                json!({"status": "replica_kept", "key": "k", "reason": "no replica"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::NotAReplica { key: "k".into() }),
+                json!({"status": "not_a_replica", "key": "k"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::MetadataUpdated {
+                    key: "k".into(),
+                    generation: 7,
+                    metageneration: 3,
+                }),
+                json!({"status": "metadata_updated", "key": "k", "generation": "7", "metageneration": "3"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::ReplicaKept {
+                    key: "k".into(),
+                    reason: "newer".into(),
+                }),
+                json!({"status": "replica_kept", "key": "k", "reason": "newer"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::Parts(PartsOutcome::Published {
+                    key: "k".into(),
+                    upload_id: "u".into(),
+                    parts: 4,
+                })),
+                json!({"status": "parts_published", "key": "k", "upload_id": "u", "parts": 4}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::Parts(PartsOutcome::PartUploaded {
+                    key: "k".into(),
+                    part_number: 2,
+                    present: 3,
+                    parts: 4,
+                })),
+                json!({"status": "part_uploaded", "key": "k", "part_number": 2, "present": 3, "parts": 4}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::Parts(PartsOutcome::InProgress {
+                    key: "k".into(),
+                    upload_id: "u".into(),
+                })),
+                json!({"status": "upload_in_progress", "key": "k", "upload_id": "u"}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::Parts(PartsOutcome::UploadGone {
+                    key: "k".into(),
+                    part_number: 2,
+                })),
+                json!({"status": "upload_gone", "key": "k", "part_number": 2}),
+            ),
+            (
+                Outcome::Replica(ReplicaOutcome::Parts(PartsOutcome::Restarted {
+                    key: "k".into(),
+                    reason: "r".into(),
+                })),
+                json!({"status": "restarted", "key": "k", "reason": "r"}),
+            ),
+        ];
+        for (outcome, want) in cases {
+            assert_eq!(outcome.to_json(), want, "{outcome:?}");
+        }
+    }
 }

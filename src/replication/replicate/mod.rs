@@ -47,14 +47,18 @@ pub(crate) const METAGENERATION_META: &str = "goog-metageneration";
 /// S3's limit on user metadata: names and values, in bytes.
 const S3_METADATA_LIMIT: usize = 2048;
 
-/// What replication did; every outcome is a success for the trigger.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What replication did; every outcome is a success for the trigger. Its
+/// answer is `{"status":…}` with the variant's fields (generations as
+/// text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub(crate) enum ReplicaOutcome {
     /// The generation was copied.
     Replicated {
         /// Relative key.
         key: String,
         /// Source generation.
+        #[serde(serialize_with = "crate::util::as_text")]
         generation: i64,
         size: u64,
     },
@@ -63,8 +67,10 @@ pub(crate) enum ReplicaOutcome {
         /// Relative key.
         key: String,
         /// The replica's generation.
+        #[serde(serialize_with = "crate::util::as_text")]
         replica_generation: i64,
         /// The event's generation.
+        #[serde(serialize_with = "crate::util::as_text")]
         generation: i64,
     },
     /// The generation no longer exists in Cloud Storage; a newer one has its
@@ -73,6 +79,7 @@ pub(crate) enum ReplicaOutcome {
         bucket: String,
         name: String,
         /// Generation asked for.
+        #[serde(serialize_with = "crate::util::opt_as_text")]
         generation: Option<i64>,
     },
     /// The replica was deleted.
@@ -81,9 +88,12 @@ pub(crate) enum ReplicaOutcome {
         key: String,
     },
     /// A delete found no replica to remove.
+    #[serde(rename = "replica_kept")]
     NoReplica {
         /// Relative key.
         key: String,
+        /// `no replica`.
+        reason: &'static str,
     },
     /// A removal found an object replication did not write (no
     /// `goog-bucket` and `goog-generation`): it is left.
@@ -96,7 +106,9 @@ pub(crate) enum ReplicaOutcome {
     MetadataUpdated {
         /// Relative key.
         key: String,
+        #[serde(serialize_with = "crate::util::as_text")]
         generation: i64,
+        #[serde(serialize_with = "crate::util::as_text")]
         metageneration: i64,
     },
     /// A delete kept the replica: it is newer, of another bucket, or its
@@ -110,59 +122,8 @@ pub(crate) enum ReplicaOutcome {
     /// A large object's multipart upload was created and one
     /// `replicate_part` command per part published (see [`parts`]),
     /// or a part command did its share.
+    #[serde(untagged)]
     Parts(parts::PartsOutcome),
-}
-
-impl ReplicaOutcome {
-    /// JSON summary for the answer.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        match self {
-            ReplicaOutcome::Replicated {
-                key,
-                generation,
-                size,
-            } => serde_json::json!({
-                "status": "replicated", "key": key, "generation": generation.to_string(), "size": size
-            }),
-            ReplicaOutcome::UpToDate {
-                key,
-                replica_generation,
-                generation,
-            } => serde_json::json!({
-                "status": "up_to_date", "key": key,
-                "replica_generation": replica_generation.to_string(), "generation": generation.to_string()
-            }),
-            ReplicaOutcome::SourceGone {
-                bucket,
-                name,
-                generation,
-            } => serde_json::json!({
-                "status": "source_gone", "bucket": bucket, "name": name,
-                "generation": generation.map(|g| g.to_string())
-            }),
-            ReplicaOutcome::ReplicaDeleted { key } => {
-                serde_json::json!({ "status": "replica_deleted", "key": key })
-            }
-            ReplicaOutcome::NoReplica { key } => serde_json::json!({
-                "status": "replica_kept", "key": key, "reason": "no replica"
-            }),
-            ReplicaOutcome::NotAReplica { key } => serde_json::json!({
-                "status": "not_a_replica", "key": key
-            }),
-            ReplicaOutcome::MetadataUpdated {
-                key,
-                generation,
-                metageneration,
-            } => serde_json::json!({
-                "status": "metadata_updated", "key": key,
-                "generation": generation.to_string(), "metageneration": metageneration.to_string()
-            }),
-            ReplicaOutcome::ReplicaKept { key, reason } => serde_json::json!({
-                "status": "replica_kept", "key": key, "reason": reason
-            }),
-            ReplicaOutcome::Parts(p) => p.to_json(),
-        }
-    }
 }
 
 /// Why part tasks cannot replicate an object.
@@ -658,7 +619,10 @@ impl Replicator {
         let key = self.storage.key(&obj.name)?;
         let relative = key.relative().to_owned();
         let Some(seen) = self.replica(&key).await? else {
-            return Ok(Err(ReplicaOutcome::NoReplica { key: relative }));
+            return Ok(Err(ReplicaOutcome::NoReplica {
+                key: relative,
+                reason: "no replica",
+            }));
         };
         match seen.source() {
             None => {

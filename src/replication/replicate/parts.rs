@@ -204,10 +204,13 @@ impl PartTask {
     }
 }
 
-/// What a part task (or the start of one) did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a part task (or the start of one) did; its answer is
+/// `{"status":…}` with the variant's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status")]
 pub(crate) enum PartsOutcome {
     /// The upload was created and its part commands published.
+    #[serde(rename = "parts_published")]
     Published {
         /// Relative key.
         key: String,
@@ -217,6 +220,7 @@ pub(crate) enum PartsOutcome {
         parts: u64,
     },
     /// A part was uploaded; other parts are still missing.
+    #[serde(rename = "part_uploaded")]
     PartUploaded {
         /// Relative key.
         key: String,
@@ -228,6 +232,7 @@ pub(crate) enum PartsOutcome {
         parts: u64,
     },
     /// An upload of this object generation is in progress: none started.
+    #[serde(rename = "upload_in_progress")]
     InProgress {
         /// Relative key.
         key: String,
@@ -235,6 +240,7 @@ pub(crate) enum PartsOutcome {
         upload_id: String,
     },
     /// The upload is gone (completed or aborted by another command).
+    #[serde(rename = "upload_gone")]
     UploadGone {
         /// Relative key.
         key: String,
@@ -243,45 +249,13 @@ pub(crate) enum PartsOutcome {
     },
     /// Completion was refused; the upload was aborted and the replicate
     /// command published again.
+    #[serde(rename = "restarted")]
     Restarted {
         /// Relative key.
         key: String,
         /// Why.
         reason: String,
     },
-}
-
-impl PartsOutcome {
-    /// JSON summary for the answer.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        match self {
-            PartsOutcome::Published {
-                key,
-                upload_id,
-                parts,
-            } => serde_json::json!({
-                "status": "parts_published", "key": key, "upload_id": upload_id, "parts": parts
-            }),
-            PartsOutcome::PartUploaded {
-                key,
-                part_number,
-                present,
-                parts,
-            } => serde_json::json!({
-                "status": "part_uploaded", "key": key, "part_number": part_number,
-                "present": present, "parts": parts
-            }),
-            PartsOutcome::InProgress { key, upload_id } => serde_json::json!({
-                "status": "upload_in_progress", "key": key, "upload_id": upload_id
-            }),
-            PartsOutcome::UploadGone { key, part_number } => serde_json::json!({
-                "status": "upload_gone", "key": key, "part_number": part_number
-            }),
-            PartsOutcome::Restarted { key, reason } => serde_json::json!({
-                "status": "restarted", "key": key, "reason": reason
-            }),
-        }
-    }
 }
 
 /// Creates the multipart upload of `live` and publishes its part tasks,

@@ -344,7 +344,8 @@ async fn a_delete_leaves_what_replication_does_not_own() {
     assert_eq!(
         out,
         ReplicaOutcome::NoReplica {
-            key: "absent.txt".into()
+            key: "absent.txt".into(),
+            reason: "no replica",
         }
     );
     assert_eq!(w.s3.keys(BUCKET).len(), 2);
