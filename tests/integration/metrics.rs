@@ -29,23 +29,9 @@ fn unique() -> String {
 /// A Cloud Storage CloudEvent (binary mode) of `kind` for `obj`, with a
 /// `traceparent` header of [`TRACE`]; the status.
 async fn event(w: &World, server: &Server, kind: &str, obj: &Value) -> u16 {
-    let bucket = obj["bucket"].as_str().unwrap();
-    let name = obj["name"].as_str().unwrap();
-    server
-        .post("/events")
+    crate::common::storage_event(server.post("/events"), &unique(), kind, obj)
         .bearer_auth(w.caller_token())
         .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", unique())
-        .header("ce-type", format!("google.cloud.storage.object.v1.{kind}"))
-        .header(
-            "ce-source",
-            format!("//storage.googleapis.com/projects/_/buckets/{bucket}"),
-        )
-        .header("ce-subject", format!("objects/{name}"))
-        .header("ce-time", "2026-01-01T00:00:00Z")
-        .header("content-type", "application/json")
-        .body(obj.to_string())
         .send()
         .await
         .unwrap()
@@ -262,45 +248,6 @@ async fn without_an_endpoint_nothing_is_exported() {
     assert_eq!(rx.requests(), 0);
 }
 
-/// The messages waiting on a pull subscription (data decoded as JSON,
-/// attributes as sent), acknowledged.
-async fn pull_messages(w: &World, sub: &str) -> Vec<(Value, Value)> {
-    let host = &w.rig["PUBSUB_EMULATOR_HOST"];
-    let http = reqwest::Client::new();
-    let v: Value = http
-        .post(format!("http://{host}/v1/{sub}:pull"))
-        .json(&json!({ "maxMessages": 100, "returnImmediately": true }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let msgs = v["receivedMessages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
-    if !ids.is_empty() {
-        http.post(format!("http://{host}/v1/{sub}:acknowledge"))
-            .json(&json!({ "ackIds": ids }))
-            .send()
-            .await
-            .unwrap();
-    }
-    msgs.into_iter()
-        .map(|m| {
-            let data = STANDARD
-                .decode(m["message"]["data"].as_str().unwrap_or(""))
-                .unwrap();
-            (
-                serde_json::from_slice(&data).unwrap(),
-                m["message"]["attributes"].clone(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_published_by_a_sync_carry_its_trace_to_the_lines_that_run_them() {
     require_rig!();
@@ -332,7 +279,7 @@ async fn tasks_published_by_a_sync_carry_its_trace_to_the_lines_that_run_them() 
         .unwrap();
     assert_eq!(r.status(), 202, "{}", server.stdout.text());
 
-    let tasks = pull_messages(&w, &sub).await;
+    let tasks = crate::common::pubsub::pull_with_attributes(&w, &sub).await;
     assert!(!tasks.is_empty(), "no task published");
     for (_, attrs) in &tasks {
         let tp = attrs["traceparent"]

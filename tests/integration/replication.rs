@@ -77,23 +77,9 @@ async fn answer(r: reqwest::Response) -> Answer {
 /// A Cloud Storage CloudEvent in binary mode: `ce-*` headers, the object
 /// resource as the body.
 async fn event(w: &World, server: &Server, kind: &str, obj: &Value) -> Answer {
-    let bucket = obj["bucket"].as_str().unwrap();
-    let name = obj["name"].as_str().unwrap();
     let id = format!("{}-{kind}-{}", generation(obj), rand_id());
-    let r = server
-        .post("/events")
+    let r = storage_event(server.post("/events"), &id, kind, obj)
         .bearer_auth(w.caller_token())
-        .header("ce-specversion", "1.0")
-        .header("ce-id", id)
-        .header("ce-type", format!("google.cloud.storage.object.v1.{kind}"))
-        .header(
-            "ce-source",
-            format!("//storage.googleapis.com/projects/_/buckets/{bucket}"),
-        )
-        .header("ce-subject", format!("objects/{name}"))
-        .header("ce-time", "2026-01-01T00:00:00Z")
-        .header("content-type", "application/json")
-        .body(obj.to_string())
         .send()
         .await
         .unwrap();

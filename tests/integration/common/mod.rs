@@ -128,6 +128,30 @@ macro_rules! require_rig {
 }
 pub(crate) use require_rig;
 
+/// A Cloud Storage CloudEvent in binary mode on `rb`: the `ce-*` headers
+/// of event `id` of `kind` (`finalized`, `deleted`, …) for object resource
+/// `obj`, which is the body.
+pub fn storage_event(
+    rb: reqwest::RequestBuilder,
+    id: &str,
+    kind: &str,
+    obj: &serde_json::Value,
+) -> reqwest::RequestBuilder {
+    let bucket = obj["bucket"].as_str().unwrap();
+    let name = obj["name"].as_str().unwrap();
+    rb.header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-type", format!("google.cloud.storage.object.v1.{kind}"))
+        .header(
+            "ce-source",
+            format!("//storage.googleapis.com/projects/_/buckets/{bucket}"),
+        )
+        .header("ce-subject", format!("objects/{name}"))
+        .header("ce-time", "2026-01-01T00:00:00Z")
+        .header("content-type", "application/json")
+        .body(obj.to_string())
+}
+
 /// `rclone VERB src:BUCKET dst:RIG_BUCKET/PREFIX` between the rig's
 /// fake-gcs-server (anonymous) and moto (the admin keys), configured in the
 /// environment only (`--config /dev/null`), without statistics.

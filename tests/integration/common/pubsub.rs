@@ -168,6 +168,16 @@ pub async fn pull_topic(w: &World, name: &str) -> (String, String) {
 /// The data (as JSON) of the messages waiting on a pull subscription,
 /// acknowledged.
 pub async fn pull_all(w: &World, sub: &str) -> Vec<Value> {
+    pull_with_attributes(w, sub)
+        .await
+        .into_iter()
+        .map(|(data, _)| data)
+        .collect()
+}
+
+/// The messages waiting on a pull subscription, acknowledged: each its data
+/// (as JSON) and its attributes as sent.
+pub async fn pull_with_attributes(w: &World, sub: &str) -> Vec<(Value, Value)> {
     use base64::Engine;
     let host = &w.rig["PUBSUB_EMULATOR_HOST"];
     let http = reqwest::Client::new();
@@ -194,7 +204,10 @@ pub async fn pull_all(w: &World, sub: &str) -> Vec<Value> {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(m["message"]["data"].as_str().unwrap_or(""))
                 .unwrap();
-            out.push(serde_json::from_slice(&data).unwrap());
+            out.push((
+                serde_json::from_slice(&data).unwrap(),
+                m["message"]["attributes"].clone(),
+            ));
         }
         http.post(format!("http://{host}/v1/{sub}:acknowledge"))
             .json(&json!({ "ackIds": ids }))
