@@ -54,7 +54,7 @@ use aws_sdk_s3::types::ChecksumType;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::aws::s3::{is_reserved, list_prefix, Storage};
+use crate::aws::s3::{list_prefix, Storage};
 use crate::aws::AwsClients;
 use crate::cli::summary::{self, Examples, Row};
 use crate::config::Config;
@@ -525,24 +525,20 @@ async fn list_page(
     after: Option<&str>,
     page_size: usize,
 ) -> Result<Page, String> {
-    let listing = gcs.list_after(&scope.bucket, &scope.prefix, after, page_size);
-    let s3 = st.list_range(&scope.s3_prefix, after, page_size);
-    let (listing, s3) = tokio::join!(listing, s3);
-    let (objects, gcs_more) = listing.map_err(|e| e.to_string())?;
-    let (keys, s3_more) = s3.map_err(|e| e.to_string())?;
-    let listed: Vec<(String, i64)> = keys.into_iter().map(|k| (k.key, k.size)).collect();
-    let end = crate::replication::sync::page_end(
-        objects.last().map(|o| o.name.as_str()).filter(|_| gcs_more),
-        listed.last().map(|(k, _)| k.as_str()).filter(|_| s3_more),
-    );
-    let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
+    let pair = crate::replication::sync::list_pair(
+        st,
+        gcs,
+        (&scope.bucket, &scope.prefix),
+        &scope.s3_prefix,
+        after,
+        page_size,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(Page {
-        objects: objects.into_iter().filter(|o| in_page(&o.name)).collect(),
-        keys: listed
-            .into_iter()
-            .filter(|(k, _)| in_page(k) && !is_reserved(k))
-            .collect(),
-        end,
+        objects: pair.objects,
+        keys: pair.keys.into_iter().map(|k| (k.key, k.size)).collect(),
+        end: pair.end,
     })
 }
 

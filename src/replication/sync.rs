@@ -57,7 +57,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::s3::{is_reserved, list_prefix, ObjectKey, Storage, StorageError};
+use crate::aws::s3::{is_reserved, list_prefix, ObjectKey, RangeKey, Storage, StorageError};
 use crate::google::gcs::{GcsClient, GcsError, GcsObject};
 use crate::replication::replicate::direct::ListedCopy;
 use crate::replication::replicate::{ReplicaOutcome, ReplicateError, Replicator};
@@ -427,11 +427,50 @@ impl SyncScope {
     }
 }
 
+/// One page of a name range on both sides: the Cloud Storage objects and
+/// the S3 keys up to where the page ends (the service's own bookkeeping
+/// left out of the keys), and that end when another page follows.
+pub(crate) struct PagePair {
+    pub(crate) objects: Vec<ListedSource>,
+    pub(crate) keys: Vec<RangeKey>,
+    pub(crate) end: Option<String>,
+}
+
+/// Lists the page after `after` of `gs://{bucket}/{prefix}` and of the S3
+/// keys under `s3_prefix` together: sync and verify walk a bucket with it.
+pub(crate) async fn list_pair(
+    st: &Storage,
+    gcs: &GcsClient,
+    (bucket, prefix): (&str, &str),
+    s3_prefix: &str,
+    after: Option<&str>,
+    page_size: usize,
+) -> Result<PagePair, ReplicateError> {
+    let listing = gcs.list_after(bucket, prefix, after, page_size);
+    let s3 = st.list_range(s3_prefix, after, page_size);
+    let (listing, s3) = tokio::join!(listing, s3);
+    let (objects, gcs_more) = listing?;
+    let (keys, s3_more) = s3?;
+    let end = page_end(
+        objects.last().map(|o| o.name.as_str()).filter(|_| gcs_more),
+        keys.last().map(|k| k.key.as_str()).filter(|_| s3_more),
+    );
+    let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
+    Ok(PagePair {
+        objects: objects.into_iter().filter(|o| in_page(&o.name)).collect(),
+        keys: keys
+            .into_iter()
+            .filter(|k| in_page(&k.key) && !is_reserved(&k.key))
+            .collect(),
+        end,
+    })
+}
+
 /// Where a page ends: at the smaller of the last names of the listings cut
 /// short (`None` for a listing that was not), or nowhere (the rest of the
 /// range) when neither was. Reserved keys count here, so that the next page
 /// starts after them.
-pub(crate) fn page_end(gcs_last: Option<&str>, s3_last: Option<&str>) -> Option<String> {
+fn page_end(gcs_last: Option<&str>, s3_last: Option<&str>) -> Option<String> {
     match (gcs_last, s3_last) {
         (Some(g), Some(k)) => Some(g.min(k).to_owned()),
         (Some(one), None) | (None, Some(one)) => Some(one.to_owned()),
@@ -450,14 +489,16 @@ pub(crate) async fn plan_page(
     let st = r.storage();
     let after = pos.after.as_deref();
 
-    let gcs = r
-        .gcs()
-        .list_after(&scope.bucket, &scope.prefix, after, page_size);
-    let s3 = st.list_range(&s3_prefix, after, page_size);
-    let (gcs, s3) = tokio::join!(gcs, s3);
-    let (objects, gcs_more) = gcs?;
-    let (s3_keys, s3_more) = s3?;
-    let listed_keys: Vec<(String, ListedReplica)> = s3_keys
+    let PagePair { objects, keys, end } = list_pair(
+        st,
+        r.gcs(),
+        (&scope.bucket, &scope.prefix),
+        &s3_prefix,
+        after,
+        page_size,
+    )
+    .await?;
+    let replicas: Vec<(String, ListedReplica)> = keys
         .into_iter()
         .map(|k| {
             let replica = ListedReplica {
@@ -468,20 +509,6 @@ pub(crate) async fn plan_page(
             (k.key, replica)
         })
         .collect();
-    let end = page_end(
-        objects.last().map(|o| o.name.as_str()).filter(|_| gcs_more),
-        listed_keys
-            .last()
-            .map(|(k, _)| k.as_str())
-            .filter(|_| s3_more),
-    );
-    let in_page = |name: &str| end.as_deref().is_none_or(|e| name <= e);
-    // The service's own bookkeeping is no replica.
-    let replicas: Vec<&(String, ListedReplica)> = listed_keys
-        .iter()
-        .filter(|(n, _)| !is_reserved(n))
-        .collect();
-
     let by_name: HashMap<&str, &ListedReplica> =
         replicas.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let inline_bytes = r.fanout().inline_bytes;
@@ -490,7 +517,7 @@ pub(crate) async fn plan_page(
         ..PagePlan::default()
     };
     let mut names = HashSet::new();
-    for o in objects.into_iter().filter(|o| in_page(&o.name)) {
+    for o in objects {
         plan.listed += 1;
         names.insert(o.name.clone());
         if st.key(&o.name).is_err() {
@@ -506,7 +533,7 @@ pub(crate) async fn plan_page(
     if scope.delete {
         plan.delete = replicas
             .iter()
-            .filter(|(n, _)| in_page(n) && !names.contains(n))
+            .filter(|(n, _)| !names.contains(n))
             .map(|(n, _)| n.clone())
             .collect();
     }
