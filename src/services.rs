@@ -51,6 +51,10 @@ pub(crate) fn storage(config: &Config, aws: &AwsClients, budget: &BufferBudget) 
     .with_copy_multipart_threshold(config.s3.copy_multipart_threshold)
     .with_limits(budget.clone(), config.limits.max_object_bytes)
     .with_unsigned_payload_over_tls(crate::aws::s3_over_tls(&config.aws))
+    .with_direct_put(
+        &crate::aws::s3_endpoint(&config.aws),
+        aws.sdk.credentials_provider(),
+    )
 }
 
 /// Cloud Storage → S3, with the source buckets allowed and the service's

@@ -82,6 +82,18 @@ pub(crate) fn s3_over_tls(config: &AwsSettings) -> bool {
         .is_none_or(|url| url.starts_with("https://"))
 }
 
+/// Where S3 is: `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS's
+/// own endpoint for the region; `S3_FORCE_PATH_STYLE`.
+pub(crate) fn s3_endpoint(config: &AwsSettings) -> s3::S3Endpoint {
+    s3::S3Endpoint {
+        url: config
+            .endpoint_url_s3
+            .clone()
+            .or_else(|| config.endpoint_url.clone()),
+        force_path_style: config.s3_force_path_style,
+    }
+}
+
 /// One HTTP client (hyper + rustls with ring) for every AWS call.
 pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()

@@ -80,59 +80,68 @@ where
         return StorageError::CredentialsUnavailable(sts.clone());
     }
     match &e {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let code = se.err().code().unwrap_or("").to_owned();
-            let msg = se.err().message().unwrap_or("").to_owned();
-            let detail = format!("{what} {key}: HTTP {status} {code} {msg}");
-            match (status, code.as_str()) {
-                (_, "NoSuchUpload") => {
-                    StorageError::UploadGone(format!("{what} {key}: the upload is gone"))
-                }
-                (_, "NoSuchKey") | (404, "NotFound") | (404, "") => {
-                    StorageError::NotFound(format!("no such object: {key}"))
-                }
-                (_, "PreconditionFailed") | (412, _) => {
-                    StorageError::PreconditionFailed(format!("precondition failed for {key}"))
-                }
-                (_, "ConditionalRequestConflict") | (_, "OperationAborted") | (409, _) => {
-                    StorageError::Conflict(format!(
-                        "a concurrent change to {key} conflicted; try again"
-                    ))
-                }
-                (_, "InvalidRange") | (416, _) => {
-                    StorageError::InvalidRange(format!("the range cannot be satisfied for {key}"))
-                }
-                (_, "BadDigest") | (_, "InvalidDigest") | (_, "XAmzContentChecksumMismatch") => {
-                    StorageError::IntegrityMismatch(detail)
-                }
-                (_, "AccessDenied") | (403, _) => StorageError::AccessDenied(detail),
-                (_, "ExpiredToken") | (_, "InvalidToken") | (_, "TokenRefreshRequired") => {
-                    StorageError::Unavailable(detail)
-                }
-                (_, "NoSuchBucket") => StorageError::Unavailable(detail),
-                (_, "EntityTooLarge") => {
-                    StorageError::TooLarge(format!("{key} is too large for S3"))
-                }
-                (429, _) | (_, "TooManyRequests") => StorageError::Throttled(detail),
-                (s, _) if s >= 500 => StorageError::Unavailable(detail),
-                // S3 waited too long for the body: the next attempt may pass.
-                (_, "RequestTimeout") => StorageError::Unavailable(detail),
-                (_, "MetadataTooLarge") => StorageError::InvalidArgument(format!(
-                    "the metadata of {key} is over S3's 2 KB limit"
-                )),
-                // Any other 400 (InvalidArgument, KeyTooLongError, ...): the
-                // request can never succeed as it is.
-                (400, _) => {
-                    StorageError::InvalidArgument(format!("S3 refused {what} {key}: {code} {msg}"))
-                }
-                _ => StorageError::Internal(detail),
-            }
-        }
+        SdkError::ServiceError(se) => classify_status(
+            what,
+            key,
+            se.raw().status().as_u16(),
+            se.err().code().unwrap_or(""),
+            se.err().message().unwrap_or(""),
+        ),
         SdkError::TimeoutError(_) => StorageError::Unavailable(format!("{what} {key}: timed out")),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             StorageError::Unavailable(format!("{what} {key}: {}", error_chain(&e)))
         }
         _ => StorageError::Internal(format!("{what} {key}: {}", error_chain(&e))),
+    }
+}
+
+/// Classifies S3's answer `status` with error `code` and `msg` to operation
+/// `what` on `key`.
+pub(crate) fn classify_status(
+    what: &str,
+    key: &str,
+    status: u16,
+    code: &str,
+    msg: &str,
+) -> StorageError {
+    let detail = format!("{what} {key}: HTTP {status} {code} {msg}");
+    match (status, code) {
+        (_, "NoSuchUpload") => {
+            StorageError::UploadGone(format!("{what} {key}: the upload is gone"))
+        }
+        (_, "NoSuchKey") | (404, "NotFound") | (404, "") => {
+            StorageError::NotFound(format!("no such object: {key}"))
+        }
+        (_, "PreconditionFailed") | (412, _) => {
+            StorageError::PreconditionFailed(format!("precondition failed for {key}"))
+        }
+        (_, "ConditionalRequestConflict") | (_, "OperationAborted") | (409, _) => {
+            StorageError::Conflict(format!(
+                "a concurrent change to {key} conflicted; try again"
+            ))
+        }
+        (_, "InvalidRange") | (416, _) => {
+            StorageError::InvalidRange(format!("the range cannot be satisfied for {key}"))
+        }
+        (_, "BadDigest") | (_, "InvalidDigest") | (_, "XAmzContentChecksumMismatch") => {
+            StorageError::IntegrityMismatch(detail)
+        }
+        (_, "AccessDenied") | (403, _) => StorageError::AccessDenied(detail),
+        (_, "ExpiredToken") | (_, "InvalidToken") | (_, "TokenRefreshRequired") => {
+            StorageError::Unavailable(detail)
+        }
+        (_, "NoSuchBucket") => StorageError::Unavailable(detail),
+        (_, "EntityTooLarge") => StorageError::TooLarge(format!("{key} is too large for S3")),
+        (429, _) | (_, "TooManyRequests") => StorageError::Throttled(detail),
+        (s, _) if s >= 500 => StorageError::Unavailable(detail),
+        // S3 waited too long for the body: the next attempt may pass.
+        (_, "RequestTimeout") => StorageError::Unavailable(detail),
+        (_, "MetadataTooLarge") => {
+            StorageError::InvalidArgument(format!("the metadata of {key} is over S3's 2 KB limit"))
+        }
+        // Any other 400 (InvalidArgument, KeyTooLongError, ...): the
+        // request can never succeed as it is.
+        (400, _) => StorageError::InvalidArgument(format!("S3 refused {what} {key}: {code} {msg}")),
+        _ => StorageError::Internal(detail),
     }
 }

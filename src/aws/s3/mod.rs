@@ -3,6 +3,7 @@
 //! the prefix. This module knows nothing of HTTP routes or status codes.
 
 mod copy;
+mod direct;
 mod error;
 mod headers;
 mod key;
@@ -19,6 +20,7 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
 
 pub(crate) use copy::COPY_MULTIPART_THRESHOLD;
+pub(crate) use direct::S3Endpoint;
 pub use error::StorageError;
 pub(crate) use headers::{metadata_name, validate_content_type, validate_metadata};
 pub use key::{is_reserved, list_prefix, KeyError, ObjectKey, MAX_KEY_BYTES, RESERVED_PREFIX};
@@ -221,6 +223,9 @@ pub(crate) struct Storage {
     /// guards the bytes in transit, and S3 still verifies the CRC32C sent
     /// with them (a signed header). Over plain HTTP the payload is signed.
     unsigned_payload: bool,
+    /// PutObject of bodies in memory without the SDK's orchestration; the
+    /// SDK does them when this is `None`.
+    direct: Option<std::sync::Arc<direct::DirectPut>>,
 }
 
 impl Storage {
@@ -240,7 +245,25 @@ impl Storage {
             budget: BufferBudget::unbounded(),
             max_object_bytes: MAX_OBJECT,
             unsigned_payload: false,
+            direct: None,
         }
+    }
+
+    /// Sends PutObject of bodies in memory through [`direct::DirectPut`]
+    /// (same endpoint, credentials, connections, retries and errors as the
+    /// SDK, a fraction of its CPU) when the endpoint allows it. Call after
+    /// [`Storage::with_unsigned_payload_over_tls`].
+    pub(crate) fn with_direct_put(
+        mut self,
+        endpoint: &S3Endpoint,
+        credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    ) -> Storage {
+        self.direct = credentials
+            .and_then(|c| {
+                direct::DirectPut::new(&self.s3, c, &self.bucket, endpoint, self.unsigned_payload)
+            })
+            .map(std::sync::Arc::new);
+        self
     }
 
     /// Sends in-memory PutObject bodies unsigned (`UNSIGNED-PAYLOAD`, the
@@ -309,7 +332,8 @@ impl Storage {
                 )));
             }
         }
-        upload::put_object(self, key, ByteStream::from(body), Some(crc), &opts, None).await
+        let len = body.len() as u64;
+        upload::put_in_memory(self, key, &[body], len, crc, &opts).await
     }
 
     /// Writes a stream: one streamed PUT when the length is known and at most

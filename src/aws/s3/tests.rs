@@ -4,6 +4,7 @@
 
 use super::*;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bridge_testkit::S3Fake;
@@ -18,25 +19,63 @@ async fn storage() -> (Storage, S3Fake) {
 }
 
 /// A storage confined to `b` and `p/` at `fake`, retries off so that one
-/// scripted fault is the answer.
+/// scripted fault is the answer; in-memory writes take the direct path, as
+/// in the service.
 pub(crate) fn storage_at(fake: &S3Fake) -> Storage {
-    let conf = aws_sdk_s3::config::Builder::new()
+    storage_with(fake, RetryConfig::disabled(), fake_credentials(), true)
+}
+
+/// The same storage with every write through the SDK.
+fn sdk_storage_at(fake: &S3Fake) -> Storage {
+    storage_with(fake, RetryConfig::disabled(), fake_credentials(), false)
+}
+
+fn fake_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new("AKIDFAKE", "fake-secret", None, None, "t"))
+}
+
+/// A storage at `fake` built as the service builds it: one shared
+/// configuration (credentials, lazy identity cache) for the S3 client and
+/// the direct path (`direct`).
+fn storage_with(
+    fake: &S3Fake,
+    retry: RetryConfig,
+    credentials: SharedCredentialsProvider,
+    direct: bool,
+) -> Storage {
+    let sdk = aws_types::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDFAKE", "fake-secret", None, None, "t"))
+        .credentials_provider(credentials)
+        .identity_cache(aws_config::identity::IdentityCache::lazy().build())
         .http_client(crate::aws::http_client())
+        .retry_config(retry)
+        .build();
+    let conf = aws_sdk_s3::config::Builder::from(&sdk)
         .endpoint_url(fake.url())
         .force_path_style(true)
-        .retry_config(RetryConfig::disabled())
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
         .build();
-    Storage::new(
+    let st = Storage::new(
         aws_sdk_s3::Client::from_conf(conf),
         BUCKET.into(),
         PREFIX.into(),
         CredentialsExpiry::default(),
-    )
+    );
+    if !direct {
+        return st;
+    }
+    let endpoint = S3Endpoint {
+        url: Some(fake.url()),
+        force_path_style: true,
+    };
+    let st = st.with_direct_put(&endpoint, sdk.credentials_provider());
+    assert!(
+        st.direct.is_some(),
+        "the fake's endpoint takes the direct path"
+    );
+    st
 }
 
 async fn put(st: &Storage, key: &str, body: &str) -> PutResult {
@@ -73,7 +112,13 @@ async fn keys_are_confined_under_the_prefix() {
 
 #[tokio::test]
 async fn put_then_get_head_and_range() {
-    let (st, fake) = storage().await;
+    let fake = S3Fake::start().await;
+    for st in [storage_at(&fake), sdk_storage_at(&fake)] {
+        put_then_get_head_and_range_by(&st, &fake).await;
+    }
+}
+
+async fn put_then_get_head_and_range_by(st: &Storage, fake: &S3Fake) {
     let k = st.key("obj").unwrap();
     let mut metadata = HashMap::new();
     metadata.insert("team".to_owned(), "x".to_owned());
@@ -161,7 +206,13 @@ async fn a_head_refused_with_403_is_settled_by_a_listing() {
 
 #[tokio::test]
 async fn s3_errors_are_classified() {
-    let (st, fake) = storage().await;
+    let fake = S3Fake::start().await;
+    for st in [storage_at(&fake), sdk_storage_at(&fake)] {
+        s3_errors_are_classified_by(&st, &fake).await;
+    }
+}
+
+async fn s3_errors_are_classified_by(st: &Storage, fake: &S3Fake) {
     let k = st.key("obj").unwrap();
     let unavailable = || StorageError::Unavailable(String::new());
     let table = [
@@ -407,4 +458,177 @@ async fn headers_are_replaced_only_on_the_object_seen() {
     // `seen` is stale now.
     let e = st.replace_headers(&k, &seen, headers).await.unwrap_err();
     assert!(matches!(e, StorageError::PreconditionFailed(_)), "{e:?}");
+}
+
+/// A credentials provider that counts its loads.
+#[derive(Debug, Default, Clone)]
+struct CountingCredentials(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_credential_types::provider::ProvideCredentials for CountingCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let expiry = SystemTime::now() + Duration::from_secs(3600);
+        aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+            "AKIDFAKE",
+            "fake-secret",
+            Some("token".into()),
+            Some(expiry),
+            "t",
+        )))
+    }
+}
+
+#[tokio::test]
+async fn direct_writes_and_sdk_calls_share_one_credential_load() {
+    let fake = S3Fake::start().await;
+    let counting = CountingCredentials::default();
+    let st = storage_with(
+        &fake,
+        RetryConfig::disabled(),
+        SharedCredentialsProvider::new(counting.clone()),
+        true,
+    );
+    let k = st.key("shared").unwrap();
+    let writes =
+        (0..8).map(|i| st.put_bytes(&k, Bytes::from(format!("body {i}")), PutOptions::default()));
+    for w in futures_util::future::join_all(writes).await {
+        w.unwrap();
+    }
+    st.head(&k).await.unwrap();
+    st.put_bytes(&k, Bytes::from_static(b"last"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        counting.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one load serves the direct path and the SDK"
+    );
+    assert_eq!(fake.object(BUCKET, "p/shared").unwrap().body, b"last");
+}
+
+#[tokio::test]
+async fn direct_writes_carry_headers_conditions_and_odd_keys() {
+    let fake = S3Fake::start().await;
+    let st = storage_at(&fake);
+    let key = "dir/a b+c%d/\u{e9}~(1)&=?#.txt";
+    let k = st.key(key).unwrap();
+    let mut metadata = HashMap::new();
+    metadata.insert("Team".to_owned(), "data eng".to_owned());
+    metadata.insert("goog-generation".to_owned(), "17".to_owned());
+    let opts = PutOptions {
+        headers: ObjectHeaders {
+            content_type: Some("text/plain; charset=utf-8".into()),
+            metadata,
+            ..ObjectHeaders::default()
+        },
+        if_none_match: true,
+        ..PutOptions::default()
+    };
+    let written = st
+        .put_bytes(&k, Bytes::from_static(b"first"), opts.clone())
+        .await
+        .unwrap();
+    let stored = fake.object(BUCKET, &format!("p/{key}")).unwrap();
+    assert_eq!(stored.body, b"first");
+    assert_eq!(written.etag.as_deref(), Some(stored.etag.as_str()));
+    assert_eq!(
+        stored.content_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(stored.metadata["team"], "data eng");
+    assert_eq!(stored.metadata["goog-generation"], "17");
+    assert_eq!(st.head(&k).await.unwrap().size, 5, "the SDK finds the key");
+
+    // If-None-Match: * over an object: refused, nothing changed.
+    let e = st
+        .put_bytes(&k, Bytes::from_static(b"second"), opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::PreconditionFailed(_)), "{e:?}");
+    // If-Match on another ETag: refused; on the stored one: written.
+    let on = |etag: &str| PutOptions {
+        if_match: Some(etag.to_owned()),
+        ..PutOptions::default()
+    };
+    let e = st
+        .put_bytes(&k, Bytes::from_static(b"third"), on("\"other\""))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::PreconditionFailed(_)), "{e:?}");
+    assert_eq!(
+        fake.object(BUCKET, &format!("p/{key}")).unwrap().body,
+        b"first"
+    );
+    st.put_bytes(&k, Bytes::from_static(b"fourth"), on(&stored.etag))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.object(BUCKET, &format!("p/{key}")).unwrap().body,
+        b"fourth"
+    );
+}
+
+#[tokio::test]
+async fn direct_writes_retry_transient_answers_as_the_sdk_does() {
+    let fake = S3Fake::start().await;
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    let st = storage_with(&fake, retry, fake_credentials(), true);
+    let k = st.key("r").unwrap();
+    let puts = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.starts_with("PUT /b/p/r"))
+            .count()
+    };
+    // Two transient answers, then success on the third attempt.
+    fake.fail_next(503, "SlowDown");
+    fake.fail_next(500, "InternalError");
+    st.put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(puts(), 3);
+    // Three: the last one is the answer.
+    for _ in 0..3 {
+        fake.fail_next(503, "SlowDown");
+    }
+    let e = st
+        .put_bytes(&k, Bytes::from_static(b"y"), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+    assert_eq!(puts(), 6);
+    // A refusal is not retried.
+    fake.fail_next(403, "AccessDenied");
+    let e = st
+        .put_bytes(&k, Bytes::from_static(b"z"), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::AccessDenied(_)), "{e:?}");
+    assert_eq!(puts(), 7);
+    assert_eq!(fake.object(BUCKET, "p/r").unwrap().body, b"x");
+}
+
+#[tokio::test]
+async fn direct_write_errors_hold_no_secret() {
+    let fake = S3Fake::start().await;
+    let st = storage_at(&fake);
+    fake.fail_next(400, "InvalidArgument");
+    let e = st
+        .put_bytes(
+            &st.key("k").unwrap(),
+            Bytes::from_static(b"x"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    let shown = format!("{e:?} {e} {st:?}");
+    assert!(shown.contains("DirectPut"), "the direct path was taken");
+    assert!(!shown.contains("fake-secret"), "{shown}");
 }

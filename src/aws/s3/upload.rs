@@ -351,7 +351,30 @@ async fn in_memory(
     // the length check.
     let body = reader.next_part(size).await?;
     check_end(key, opts, reader.crc, reader.total)?;
-    put_object(st, key, body.body(), Some(reader.crc), opts, Some(len)).await
+    put_in_memory(st, key, &body.blocks, len, reader.crc, opts).await
+}
+
+/// PutObject of `len` bytes held in memory (`blocks`, in order) whose
+/// CRC32C is `crc`: through the storage's direct path when it has one,
+/// else through the SDK.
+pub(super) async fn put_in_memory(
+    st: &Storage,
+    key: &ObjectKey,
+    blocks: &[Bytes],
+    len: u64,
+    crc: u32,
+    opts: &PutOptions,
+) -> Result<PutResult, StorageError> {
+    if let Some(direct) = &st.direct {
+        if let Some(done) = direct.put(key, blocks, len, crc, opts).await {
+            return done;
+        }
+    }
+    let part = Part {
+        blocks: blocks.into(),
+        len: usize::try_from(len).unwrap_or(usize::MAX),
+    };
+    put_object(st, key, part.body(), Some(crc), opts, Some(len)).await
 }
 
 /// One PUT whose body is the stream itself. The last chunk is held back
@@ -456,7 +479,7 @@ async fn multipart(
         check_end(key, &opts, reader.crc, reader.total)?;
         let crc = reader.crc;
         let len = first.len as u64;
-        let put = put_object(st, key, first.body(), Some(crc), &opts, Some(len)).await;
+        let put = put_in_memory(st, key, &first.blocks, len, crc, &opts).await;
         drop(first_held);
         return put;
     }

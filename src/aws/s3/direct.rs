@@ -1,0 +1,496 @@
+//! PutObject of a body held in memory, signed here with `aws-sigv4` and
+//! sent through the SDK's own HTTP connector, without the SDK's operation
+//! orchestration (its interceptors, layered configuration and serialisers
+//! cost several times the HTTP exchange itself for a small object).
+//!
+//! What stays the SDK's: the endpoint (resolved once by `aws-sdk-s3`'s own
+//! rules for the bucket), the credentials (the one lazy identity cache every
+//! AWS client shares, so nothing is assumed twice), the connection pool and
+//! its timeouts (the same connector, cached by the HTTP client for these
+//! settings). What is done here as the SDK does it: the request's headers
+//! (system and user metadata, `x-amz-checksum-crc32c`, the conditions), the
+//! SigV4 signature (payload signed over plain HTTP, `UNSIGNED-PAYLOAD` over
+//! TLS when the storage asks for it), the client's retry configuration
+//! (standard mode: 3 attempts, exponential backoff with full jitter, for
+//! connection failures, timeouts, 5xx and throttling), and the error's classification
+//! ([`super::error::classify_status`]).
+//!
+//! An endpoint this path does not sign for (SigV4a, S3 Express, endpoint
+//! headers) leaves every PutObject to the SDK.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_smithy_async::rt::sleep::default_async_sleep;
+use aws_smithy_runtime::client::auth::no_auth::NoAuthScheme;
+use aws_smithy_runtime::client::retries::strategy::NeverRetryStrategy;
+use aws_smithy_runtime_api::client::auth::static_resolver::StaticAuthSchemeOptionResolver;
+use aws_smithy_runtime_api::client::auth::AuthSchemeId;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::identity::{
+    ResolveCachedIdentity, SharedIdentityCache, SharedIdentityResolver,
+};
+use aws_smithy_runtime_api::client::runtime_components::{
+    RuntimeComponents, RuntimeComponentsBuilder,
+};
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::Document;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+
+use super::error::{classify_status, StorageError};
+use super::key::ObjectKey;
+use super::upload::crc32c_base64;
+use super::{PutOptions, PutResult};
+use crate::aws::find_sts_error;
+use crate::util::error_chain;
+
+/// Error bodies are read up to this many bytes.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Everything of a key but the unreserved characters and `/` is
+/// percent-encoded in the path (S3's and the SDK's greedy label).
+const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Where S3 is, as the SDK's configuration says (`AWS_ENDPOINT_URL_S3` or
+/// `AWS_ENDPOINT_URL`, `S3_FORCE_PATH_STYLE`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct S3Endpoint {
+    pub(crate) url: Option<String>,
+    pub(crate) force_path_style: bool,
+}
+
+/// The PutObject path for bodies in memory.
+pub(crate) struct DirectPut {
+    /// The bucket's endpoint, no trailing `/` (e.g.
+    /// `https://b.s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:9000/b`).
+    base: String,
+    region: String,
+    signing_name: String,
+    /// `UNSIGNED-PAYLOAD` instead of the body's SHA-256.
+    unsigned_payload: bool,
+    /// The client's retry configuration: attempts and backoff.
+    retry: RetryConfig,
+    connector: SharedHttpConnector,
+    cache: SharedIdentityCache,
+    resolver: SharedIdentityResolver,
+    components: RuntimeComponents,
+}
+
+impl fmt::Debug for DirectPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectPut")
+            .field("base", &self.base)
+            .field("region", &self.region)
+            .field("unsigned_payload", &self.unsigned_payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt's failure: whether another attempt may do better.
+enum Failure {
+    Retry(StorageError),
+    Final(StorageError),
+}
+
+impl DirectPut {
+    /// The path for `bucket` through `client`'s configuration, with the
+    /// credentials of `provider` (the shared configuration's, so that its
+    /// cache entry is the one the SDK's calls use), or `None` when the
+    /// endpoint needs a signature or header this path does not make (then
+    /// the SDK does every PutObject).
+    pub(crate) fn new(
+        client: &aws_sdk_s3::Client,
+        provider: SharedCredentialsProvider,
+        bucket: &str,
+        endpoint: &S3Endpoint,
+        unsigned_payload: bool,
+    ) -> Option<DirectPut> {
+        match DirectPut::build(client, provider, bucket, endpoint, unsigned_payload) {
+            Ok(direct) => Some(direct),
+            Err(why) => {
+                tracing::info!("PutObject goes through the AWS SDK only: {why}");
+                None
+            }
+        }
+    }
+
+    fn build(
+        client: &aws_sdk_s3::Client,
+        provider: SharedCredentialsProvider,
+        bucket: &str,
+        endpoint: &S3Endpoint,
+        unsigned_payload: bool,
+    ) -> Result<DirectPut, String> {
+        let conf = client.config();
+        let region = conf.region().ok_or("no region")?.to_string();
+        let params = Params::builder()
+            .bucket(bucket)
+            .region(region.clone())
+            .force_path_style(endpoint.force_path_style)
+            .set_endpoint(endpoint.url.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The SDK's own rules (the service sets no resolver of its own).
+        let rules = DefaultResolver::new();
+        let resolved = rules
+            .resolve_endpoint(&params)
+            .now_or_never()
+            .ok_or("the endpoint rules did not answer at once")?
+            .map_err(|e| format!("no endpoint: {e}"))?;
+        if resolved.headers().next().is_some() {
+            return Err("the endpoint adds headers".into());
+        }
+        let (signing_region, signing_name) = sigv4_scheme(resolved.properties().get("authSchemes"))
+            .ok_or("the endpoint signs with another scheme than SigV4")?;
+        let http = conf.http_client().ok_or("no HTTP client")?;
+        let cache = conf.identity_cache().ok_or("no identity cache")?;
+        let resolver = SharedIdentityResolver::new(provider);
+        // Only what the identity cache and the HTTP client use is real here:
+        // the time source, the sleep, the client itself. The rest completes
+        // the set the builder requires; nothing here signs or retries
+        // through it.
+        let sigv4 = AuthSchemeId::new("sigv4");
+        let components = RuntimeComponentsBuilder::new("direct_put")
+            .with_http_client(Some(http.clone()))
+            .with_endpoint_resolver(Some(rules.into_shared_resolver()))
+            .with_auth_scheme_option_resolver(Some(StaticAuthSchemeOptionResolver::new(vec![
+                sigv4.clone(),
+            ])))
+            .with_auth_scheme(NoAuthScheme::new())
+            .with_identity_cache(Some(cache.clone()))
+            .with_identity_resolver(sigv4, resolver.clone())
+            .with_retry_strategy(Some(NeverRetryStrategy::new()))
+            .with_time_source(Some(conf.time_source().unwrap_or_default()))
+            .with_sleep_impl(conf.sleep_impl().or_else(default_async_sleep))
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The same settings as the SDK's (`TimeoutConfig` of the shared
+        // configuration): the HTTP client hands out the same cached
+        // connector, so both share one connection pool.
+        let timeouts = conf.timeout_config();
+        let mut settings = HttpConnectorSettings::builder();
+        if let Some(t) = timeouts.and_then(|t| t.connect_timeout()) {
+            settings = settings.connect_timeout(t);
+        }
+        if let Some(t) = timeouts.and_then(|t| t.read_timeout()) {
+            settings = settings.read_timeout(t);
+        }
+        let connector = http.http_connector(&settings.build(), &components);
+        Ok(DirectPut {
+            base: resolved.url().trim_end_matches('/').to_owned(),
+            region: signing_region.unwrap_or(region),
+            signing_name: signing_name.unwrap_or_else(|| "s3".to_owned()),
+            unsigned_payload,
+            retry: conf
+                .retry_config()
+                .cloned()
+                .unwrap_or_else(RetryConfig::standard),
+            connector,
+            cache,
+            resolver,
+            components,
+        })
+    }
+
+    /// The SDK's standard backoff after attempt `attempt` (1-based): full
+    /// jitter over `initial × 2^(attempt-1)`, capped at the maximum.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry
+            .initial_backoff()
+            .saturating_mul(1 << (attempt - 1).min(16));
+        exp.min(self.retry.max_backoff()).mul_f64(fastrand::f64())
+    }
+
+    /// The URL of `key` (its full key, prefix included).
+    fn url(&self, key: &ObjectKey) -> String {
+        let encoded = utf8_percent_encode(key.full(), KEY_ENCODE);
+        format!("{}/{encoded}", self.base)
+    }
+
+    /// Writes `blocks` (in order, `len` bytes in all) as `key`, with their
+    /// CRC32C `crc` for S3 to verify. `None` when the options carry a header
+    /// value HTTP cannot send as text: the SDK then does this one.
+    pub(crate) async fn put(
+        &self,
+        key: &ObjectKey,
+        blocks: &[Bytes],
+        len: u64,
+        crc: u32,
+        opts: &PutOptions,
+    ) -> Option<Result<PutResult, StorageError>> {
+        let headers = request_headers(len, crc, opts)?;
+        let url = self.url(key);
+        let payload_hash = if self.unsigned_payload {
+            None
+        } else {
+            let mut h = Sha256::new();
+            for b in blocks {
+                h.update(b);
+            }
+            Some(hex(&h.finalize()))
+        };
+        let mut attempt = 1;
+        loop {
+            let failure = match self
+                .attempt(key, &url, &headers, payload_hash.as_deref(), blocks)
+                .await
+            {
+                Ok(put) => return Some(Ok(put)),
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Retry(e) if attempt < self.retry.max_attempts() => {
+                    tracing::debug!(key = %key.relative(), attempt, "PutObject retried: {e}");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Failure::Retry(e) | Failure::Final(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        key: &ObjectKey,
+        url: &str,
+        headers: &[Header<'_>],
+        payload_hash: Option<&str>,
+        blocks: &[Bytes],
+    ) -> Result<PutResult, Failure> {
+        let what = |e: String| format!("PutObject {}: {e}", key.relative());
+        let identity = self
+            .cache
+            .resolve_cached_identity(self.resolver.clone(), &self.components, &ConfigBag::base())
+            .await
+            .map_err(|e| match find_sts_error(e.as_ref()) {
+                Some(sts) => Failure::Final(StorageError::CredentialsUnavailable(sts.clone())),
+                None => Failure::Retry(StorageError::Unavailable(what(error_chain(e.as_ref())))),
+            })?;
+        let now = self.components.time_source().map(|t| t.now());
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(&self.signing_name)
+            .time(now.unwrap_or_else(std::time::SystemTime::now))
+            .settings(settings)
+            .build()
+            .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?
+            .into();
+        let body = match payload_hash {
+            Some(h) => SignableBody::Precomputed(h.to_owned()),
+            None => SignableBody::UnsignedPayload,
+        };
+        let signable = SignableRequest::new(
+            "PUT",
+            url,
+            headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
+            body,
+        )
+        .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?
+            .into_parts();
+        let mut req = http::Request::builder().method("PUT").uri(url);
+        for (n, v) in headers {
+            req = req.header(n.as_ref(), v.as_ref());
+        }
+        let mut req = req
+            .body(request_body(blocks))
+            .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
+        instructions.apply_to_request_http1x(&mut req);
+        let req = req
+            .try_into()
+            .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
+                Failure::Final(StorageError::Internal(what(e.to_string())))
+            })?;
+        let resp = self.connector.call(req).await.map_err(|e| {
+            let message = what(error_chain(&e));
+            if e.is_timeout() {
+                Failure::Retry(StorageError::Unavailable(what("timed out".into())))
+            } else if e.is_io() {
+                Failure::Retry(StorageError::Unavailable(message))
+            } else {
+                Failure::Final(StorageError::Unavailable(message))
+            }
+        })?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            let header = |n: &str| resp.headers().get(n).map(str::to_owned);
+            return Ok(PutResult {
+                key: key.relative().to_owned(),
+                etag: header("etag"),
+                version_id: header("x-amz-version-id"),
+            });
+        }
+        let body = read_limited(resp.into_body()).await;
+        let (code, message) = error_fields(&body);
+        let e = classify_status("PutObject", key.relative(), status, code, message);
+        Err(if retryable(status, code) {
+            Failure::Retry(e)
+        } else {
+            Failure::Final(e)
+        })
+    }
+}
+
+/// The signing region and name of the endpoint's SigV4 scheme (`None`s when
+/// it names none), or `None` when its first scheme is another (SigV4a, S3
+/// Express).
+#[allow(clippy::type_complexity)]
+fn sigv4_scheme(schemes: Option<&Document>) -> Option<(Option<String>, Option<String>)> {
+    let Some(Document::Array(schemes)) = schemes else {
+        return Some((None, None));
+    };
+    let Some(Document::Object(first)) = schemes.first() else {
+        return Some((None, None));
+    };
+    let text = |k: &str| match first.get(k) {
+        Some(Document::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    (text("name").as_deref() == Some("sigv4")).then(|| (text("signingRegion"), text("signingName")))
+}
+
+/// A header of the request: name (lower-case) and value.
+type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// The headers of the PutObject, names lower-case (all signed), or `None`
+/// when a value is not text that goes into a header unchanged.
+fn request_headers(len: u64, crc: u32, opts: &PutOptions) -> Option<Vec<Header<'_>>> {
+    let h = &opts.headers;
+    let mut out: Vec<Header<'_>> = vec![
+        ("content-length".into(), len.to_string().into()),
+        ("x-amz-checksum-crc32c".into(), crc32c_base64(crc).into()),
+        ("x-amz-sdk-checksum-algorithm".into(), "CRC32C".into()),
+    ];
+    let system = [
+        ("content-type", &h.content_type),
+        ("content-encoding", &h.content_encoding),
+        ("content-disposition", &h.content_disposition),
+        ("cache-control", &h.cache_control),
+        ("content-language", &h.content_language),
+    ];
+    for (name, value) in system {
+        if let Some(v) = value {
+            out.push((name.into(), v.as_str().into()));
+        }
+    }
+    if opts.if_none_match {
+        out.push(("if-none-match".into(), "*".into()));
+    }
+    if let Some(etag) = &opts.if_match {
+        out.push(("if-match".into(), etag.as_str().into()));
+    }
+    for (name, value) in &h.metadata {
+        let name = format!("x-amz-meta-{}", name.to_ascii_lowercase());
+        if !http::HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| n.as_str() == name) {
+            return None;
+        }
+        out.push((name.into(), value.as_str().into()));
+    }
+    out.iter().all(|(_, v)| sendable(v)).then_some(out)
+}
+
+/// True when `v` goes into a header as it is: visible ASCII and spaces,
+/// no leading or trailing space (which signing would trim).
+fn sendable(v: &str) -> bool {
+    v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) && v.trim() == v && !v.contains("  ")
+}
+
+/// The body of one attempt.
+fn request_body(blocks: &[Bytes]) -> SdkBody {
+    match blocks {
+        [] => SdkBody::from(Bytes::new()),
+        [one] => SdkBody::from(one.clone()),
+        many => {
+            let mut all = bytes::BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            for b in many {
+                all.extend_from_slice(b);
+            }
+            SdkBody::from(all.freeze())
+        }
+    }
+}
+
+/// Whether the SDK's standard retry mode tries again after this answer:
+/// 5xx, 429 and the throttling and transient error codes.
+fn retryable(status: u16, code: &str) -> bool {
+    matches!(status, 500 | 502 | 503 | 504 | 429)
+        || matches!(
+            code,
+            "Throttling"
+                | "ThrottlingException"
+                | "ThrottledException"
+                | "RequestThrottledException"
+                | "TooManyRequestsException"
+                | "ProvisionedThroughputExceededException"
+                | "TransactionInProgressException"
+                | "RequestLimitExceeded"
+                | "BandwidthLimitExceeded"
+                | "LimitExceededException"
+                | "RequestThrottled"
+                | "SlowDown"
+                | "PriorRequestNotComplete"
+                | "EC2ThrottledException"
+                | "RequestTimeout"
+                | "RequestTimeoutException"
+                | "InternalError"
+        )
+}
+
+async fn read_limited(body: SdkBody) -> Bytes {
+    let limited = http_body_util::Limited::new(body, MAX_ERROR_BODY);
+    limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
+/// `Code` and `Message` of an S3 error document (empty when absent).
+fn error_fields(body: &[u8]) -> (&str, &str) {
+    let text = std::str::from_utf8(body).unwrap_or("");
+    (element(text, "Code"), element(text, "Message"))
+}
+
+fn element<'a>(xml: &'a str, name: &str) -> &'a str {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    xml.find(&open)
+        .map(|i| &xml[i + open.len()..])
+        .and_then(|rest| rest.find(&close).map(|j| &rest[..j]))
+        .unwrap_or("")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
