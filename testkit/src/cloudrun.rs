@@ -39,7 +39,8 @@
 //! conditions and groups (invokers are listed emails), custom domains, the
 //! 32 MiB *response* limit of HTTP/1 (none here), concurrency limits and
 //! queueing, autoscaling on load (instances change only when asked), cold
-//! start CPU throttling, CPU allocation outside requests, liveness probes,
+//! start CPU throttling (an instance's vCPUs are limited only when
+//! [`CloudRunConfig::cpu`] is set), CPU allocation outside requests, liveness probes,
 //! request logs in Cloud Logging, the other reserved paths ending in `z`
 //! (Cloud Run does not list them), the decoding of some percent-encoded
 //! characters in the path, the refusal of `TRACE` and `CONNECT`, and the
@@ -110,6 +111,11 @@ pub struct CloudRunConfig {
     pub startup_probe: Option<String>,
     /// How long an instance may take to become ready.
     pub startup_timeout: Duration,
+    /// vCPUs of each instance (Cloud Run's `--cpu`), enforced with a CFS
+    /// quota on the instance's own cgroup (cgroup v2 `cpu.max` or v1
+    /// `cpu.cfs_quota_us`); an instance cannot start when the quota cannot
+    /// be set. `None`: as many as the machine has, shared by all instances.
+    pub cpu: Option<f64>,
 }
 
 impl Default for CloudRunConfig {
@@ -126,6 +132,7 @@ impl Default for CloudRunConfig {
             shutdown_grace: Duration::from_secs(10),
             startup_probe: None,
             startup_timeout: Duration::from_secs(30),
+            cpu: None,
         }
     }
 }
@@ -498,6 +505,15 @@ impl CloudRunEmulator {
         let mut child = cmd.spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("{}: {e}", container.program.display()))
         })?;
+        if let (Some(cpu), Some(pid)) = (cfg.cpu, child.id()) {
+            if let Err(e) = cpu_limit::apply(pid, cpu) {
+                let _ = child.start_kill();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("the instance's CPU limit of {cpu} vCPU: {e}"),
+                ));
+            }
+        }
         if let Some(out) = child.stdout.take() {
             capture(out, output.clone());
         }
@@ -541,6 +557,53 @@ impl CloudRunEmulator {
         }
         self.push_instance(addr, Some(child), output);
         Ok(())
+    }
+}
+
+/// An instance's CPU quota, as Cloud Run gives each instance its own vCPUs.
+mod cpu_limit {
+    use std::path::{Path, PathBuf};
+
+    /// The CFS period the quota is a share of.
+    const PERIOD_US: u64 = 100_000;
+    const PREFIX: &str = "bridge-cloudrun-";
+
+    /// Moves process `pid` into a cgroup of its own limited to `cpu` CPUs.
+    pub(super) fn apply(pid: u32, cpu: f64) -> std::io::Result<()> {
+        if !(cpu > 0.0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the limit must be above 0",
+            ));
+        }
+        let quota = ((cpu * PERIOD_US as f64).round() as u64).max(1_000);
+        let v2 = Path::new("/sys/fs/cgroup");
+        if v2.join("cgroup.controllers").exists() {
+            let dir = fresh(v2, pid)?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota} {PERIOD_US}"))?;
+            return std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+        }
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let dir = fresh(v1, pid)?;
+        std::fs::write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+    }
+
+    /// A new cgroup under `root` for `pid`, after removing the empty ones
+    /// earlier instances left.
+    fn fresh(root: &Path, pid: u32) -> std::io::Result<PathBuf> {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(PREFIX) {
+                    // Fails, and is left, while a process is in it.
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let dir = root.join(format!("{PREFIX}{pid}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 }
 
@@ -1050,5 +1113,60 @@ impl HttpBody for DeadlineBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU time (user + system) of `pid` so far.
+    fn cpu_time(pid: u32) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 14th and 15th of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    #[tokio::test]
+    async fn an_instance_gets_only_its_vcpus() {
+        let probe = std::path::Path::new("/sys/fs/cgroup");
+        let writable = std::fs::create_dir(probe.join("cpu/bridge-cloudrun-probe"))
+            .and_then(|()| std::fs::remove_dir(probe.join("cpu/bridge-cloudrun-probe")))
+            .is_ok()
+            || probe.join("cgroup.controllers").exists();
+        if !writable {
+            eprintln!("skipped: no writable cgroup cpu controller here");
+            return;
+        }
+        // A container that listens on $PORT and spins two threads.
+        let script = "import os, socket, threading\n\
+            s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n\
+            def spin():\n    while True: pass\n\
+            [threading.Thread(target=spin, daemon=True).start() for _ in range(2)]\n\
+            while True: s.accept()[0].close()\n";
+        let mut container = Container::new("python3", Vec::new());
+        container.args = vec!["-c".into(), script.into()];
+        let cfg = CloudRunConfig {
+            cpu: Some(0.1),
+            ..CloudRunConfig::default()
+        };
+        let emu = CloudRunEmulator::start(cfg, container, 1).await.unwrap();
+        let (_, pid) = emu.instance_pids()[0];
+        let (t0, c0) = (Instant::now(), cpu_time(pid));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = cpu_time(pid) - c0;
+        let wall = t0.elapsed();
+        // Unlimited, the two threads would use up to 2 CPUs (GIL: about
+        // one); at 0.1 vCPU, about a tenth of the wall time.
+        assert!(
+            used < wall / 4,
+            "{used:?} of CPU in {wall:?} at a 0.1 vCPU limit"
+        );
+        emu.scale_to(0).await.unwrap();
     }
 }

@@ -148,8 +148,15 @@ impl Deployment {
         }
         // Part commands move 64 MiB each: a request timeout like the
         // Terraform's rather than the front end's default.
+        // The benchmarks may give each instance its own vCPUs, as Cloud Run
+        // does (BENCH_INSTANCE_CPU); otherwise all share the machine's.
+        let cpu = std::env::var("BENCH_INSTANCE_CPU").ok().map(|v| {
+            v.parse::<f64>()
+                .expect("BENCH_INSTANCE_CPU is a number of vCPUs")
+        });
         let cfg = CloudRunConfig {
             request_timeout: Duration::from_secs(3600),
+            cpu,
             ..front_end_config(&w)
         };
         // The push shim and the topic come first (the instances publish to
