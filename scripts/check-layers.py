@@ -12,8 +12,15 @@ that `"https://..."` hides nothing), grouped imports included
 (`use crate::{a, b::{c}}` depends on `a` and `b`). src/lib.rs and
 src/main.rs are not modules of their own.
 
+Statuses and error codes are chosen in src/http/error.rs alone: no other
+file's code (tests left out as above) names `Code::…` or an `AppError`
+variant or constructor (`AppError::NotFound`, `AppError::bad_request`);
+elsewhere a typed error becomes an `AppError` by `AppError::from`, `.into()`
+or `?`.
+
 Prints the modules in layer order (each uses only those above it) and exits
-0, or prints every cycle and exits 1.
+0, or prints every cycle, every use across the wings and every status chosen
+outside src/http/error.rs, and exits 1.
 
     scripts/check-layers.py [SRC_DIR]
 """
@@ -29,7 +36,8 @@ def strip_comments_and_strings(text: str) -> str:
     """Rust source with its comments removed and every string, byte string,
     raw string and char literal emptied, lexed in one pass: a `//` inside a
     string (`"https://..."`) is no comment, and a quote inside a comment
-    starts no string. Lifetimes (`'a`) are kept."""
+    starts no string. Lifetimes (`'a`) are kept, and so is every line break
+    (what is left stays on its line)."""
     out = []
     i, n = 0, len(text)
     while i < n:
@@ -39,7 +47,7 @@ def strip_comments_and_strings(text: str) -> str:
             j = text.find("\n", i)
             i = n if j < 0 else j
         elif c == "/" and nxt == "*":
-            depth, i = 1, i + 2
+            start, depth, i = i, 1, i + 2
             while i < n and depth:
                 if text.startswith("/*", i):
                     depth, i = depth + 1, i + 2
@@ -47,19 +55,20 @@ def strip_comments_and_strings(text: str) -> str:
                     depth, i = depth - 1, i + 2
                 else:
                     i += 1
+            out.append("\n" * text.count("\n", start, i))
         elif c == "r" and re.match(r'r#*"', text[i:]) and not _ident_char(text, i - 1):
             hashes = len(re.match(r"r(#*)", text[i:]).group(1))
             end = text.find('"' + "#" * hashes, i + 2 + hashes)
-            out.append('""')
-            i = n if end < 0 else end + 1 + hashes
+            start, i = i, n if end < 0 else end + 1 + hashes
+            out.append('""' + "\n" * text.count("\n", start, i))
         elif c == "b" and nxt in "\"'" and not _ident_char(text, i - 1):
             i += 1
         elif c == '"':
-            i += 1
+            start, i = i, i + 1
             while i < n and text[i] != '"':
                 i += 2 if text[i] == "\\" else 1
-            out.append('""')
             i += 1
+            out.append('""' + "\n" * text.count("\n", start, i))
         elif c == "'":
             m = re.match(r"'(\\.[^']*|[^'\\])'", text[i:])
             if m:
@@ -80,7 +89,7 @@ def _ident_char(text: str, k: int) -> bool:
 
 def strip_cfg_test(text: str) -> str:
     """Removes each item that follows `#[cfg(test)]` (to its closing brace,
-    or its semicolon)."""
+    or its semicolon), keeping its line breaks."""
     out = []
     i = 0
     while True:
@@ -104,6 +113,7 @@ def strip_cfg_test(text: str) -> str:
                 k += 1
                 break
             k += 1
+        out.append("\n" * text.count("\n", j, k))
         i = k
 
 
@@ -217,6 +227,30 @@ def wing_violations(deps: dict) -> list:
     return out
 
 
+# The one file that chooses statuses and error codes, and what choosing one
+# looks like: a `Code::…`, or an `AppError::…` other than `AppError::from`.
+ERROR_MAP = "http/error.rs"
+CHOOSES_STATUS = re.compile(
+    r"\bCode\s*::\s*(?:" + IDENT + r"|\*|\{)|\bAppError\s*::\s*(?!from\b)" + IDENT
+)
+
+
+def status_choices(src: pathlib.Path) -> list:
+    """Every place outside src/http/error.rs whose code (tests left out)
+    names a `Code` or an `AppError` variant or constructor, as
+    `path:line: text`."""
+    out = []
+    for path in sorted(src.rglob("*.rs")):
+        rel = path.relative_to(src).as_posix()
+        if rel == ERROR_MAP or path.name == "tests.rs":
+            continue
+        text = strip_cfg_test(strip_comments_and_strings(path.read_text()))
+        for m in CHOOSES_STATUS.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            out.append(f"{rel}:{line}: {m.group(0)}")
+    return out
+
+
 def cycles(deps: dict) -> list:
     """The strongly connected components of more than one module (Tarjan)."""
     index, low, stack, on, out = {}, {}, [], set(), []
@@ -273,6 +307,11 @@ def main() -> int:
     if crossing:
         for line in crossing:
             print("between the wings: " + line)
+        return 1
+    chosen = status_choices(src)
+    if chosen:
+        for line in chosen:
+            print(f"a status chosen outside src/{ERROR_MAP}: {line}")
         return 1
     for n, layer in enumerate(layers(deps)):
         print(f"{n}: {' '.join(layer)}")

@@ -104,16 +104,9 @@ pub async fn run(
     let mut pos = Position::first("0".repeat(32));
     let mut plan_out = DryRun::new(out, tty);
     loop {
-        let plan = plan_page(&replicator, &scope, &pos).await.map_err(|e| {
-            match crate::http::error::AppError::from(e) {
-                crate::http::error::AppError::Unavailable {
-                    message, detail, ..
-                } => {
-                    format!("{message}: {detail}")
-                }
-                other => other.to_string(),
-            }
-        })?;
+        let plan = plan_page(&replicator, &scope, &pos)
+            .await
+            .map_err(|e| crate::http::error::AppError::from(e).message_with_detail())?;
         plan_out.totals.pages += 1;
         plan_out.totals.listed += plan.listed;
         plan_out.totals.in_sync += plan.in_sync;

@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::http::error::{AppError, Code, StatusBody};
+use crate::http::edge::{Interrupted, RouteError};
+use crate::http::error::{AppError, StatusBody};
 use crate::http::triggers::{cloudevents, http_api, pubsub};
 
 pub use crate::http::state::AppState;
@@ -102,23 +103,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         tokio::select! {
             r = tokio::time::timeout(timeout, next.run(req)) => match r {
                 Ok(r) => r,
-                Err(_) => AppError::unavailable(
-                    Code::Timeout,
-                    "the request took too long; retry later",
-                    format!("deadline of {timeout:?} passed"),
-                )
-                .into_response(),
+                Err(_) => AppError::from(Interrupted::Deadline(timeout)).into_response(),
             },
             _ = async {
                 if cancel.wait_for(|stop| *stop).await.is_err() {
                     std::future::pending::<()>().await;
                 }
-            } => AppError::unavailable(
-                Code::ShuttingDown,
-                "the service is shutting down; retry later",
-                "the shutdown grace ended with the request in flight",
-            )
-            .into_response(),
+            } => AppError::from(Interrupted::ShuttingDown).into_response(),
         }
     }
     .instrument(span.clone())
@@ -225,11 +216,11 @@ async fn empty_key() -> AppError {
 }
 
 async fn not_found() -> AppError {
-    AppError::NotFound("no such route".into())
+    RouteError::NoSuchRoute.into()
 }
 
 async fn method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed
+    RouteError::MethodNotAllowed.into()
 }
 
 /// The service's routes.

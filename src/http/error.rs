@@ -1,7 +1,10 @@
 //! [`AppError`]: the one place that knows status codes. Each domain error
 //! (storage, keys, buffer budget, source buckets, Cloud Storage,
-//! replication, commands, publishing, whoami) has one `From` here that picks
-//! its status and snake_case code. Bodies are
+//! replication, commands, publishing, whoami) and each refusal of the HTTP
+//! edge itself ([`crate::http::edge`]: bodies, push envelopes, CloudEvents,
+//! `/v1` requests, routes, deadlines) has one `From` here that picks its
+//! status and snake_case code; nothing else names a [`Code`] or builds an
+//! [`AppError`] variant (`scripts/check-layers.py` checks it). Bodies are
 //! `{"error":{"code":"snake_case","message":"…"}}`; 5xx bodies are generic
 //! and the detail goes to the log; nothing here ever holds a token or key.
 
@@ -19,6 +22,9 @@ use crate::google::caller_auth::CallerError;
 use crate::google::gcs::GcsError;
 use crate::google::publisher::PublishError;
 use crate::http::auth_token::TokenRefusal;
+use crate::http::edge::{
+    ApiRequestError, BodyError, CloudEventError, Interrupted, MessageError, RouteError,
+};
 use crate::replication::command::CommandError;
 use crate::replication::replicate::{PartsRefusal, ReplicateError};
 use crate::source_buckets::BucketRefusal;
@@ -307,7 +313,7 @@ pub enum AppError {
 
 impl AppError {
     /// 400 with a code.
-    pub(crate) fn bad_request(code: Code, message: impl Into<String>) -> Self {
+    fn bad_request(code: Code, message: impl Into<String>) -> Self {
         AppError::BadRequest {
             code,
             message: message.into(),
@@ -315,11 +321,7 @@ impl AppError {
     }
 
     /// 503 with a code; `detail` is logged, not answered.
-    pub(crate) fn unavailable(
-        code: Code,
-        message: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
+    fn unavailable(code: Code, message: impl Into<String>, detail: impl Into<String>) -> Self {
         AppError::Unavailable {
             code,
             message: message.into(),
@@ -369,6 +371,17 @@ impl AppError {
     /// True for 429 and 503: the trigger should redeliver.
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, AppError::Throttled(_) | AppError::Unavailable { .. })
+    }
+
+    /// The message, and for a 503 the detail the log gets beside it: what
+    /// a command line prints.
+    pub(crate) fn message_with_detail(&self) -> String {
+        match self {
+            AppError::Unavailable {
+                message, detail, ..
+            } => format!("{message}: {detail}"),
+            other => other.to_string(),
+        }
     }
 
     fn public_message(&self) -> String {
@@ -729,6 +742,104 @@ impl From<WhoamiError> for AppError {
     }
 }
 
+impl From<BodyError> for AppError {
+    fn from(e: BodyError) -> AppError {
+        let message = e.to_string();
+        match e {
+            BodyError::Unreadable(_) => AppError::bad_request(Code::UnreadableBody, message),
+            BodyError::OverLimit { .. } => AppError::PayloadTooLarge(message),
+            BodyError::NotJson { .. } => AppError::bad_request(Code::InvalidJson, message),
+        }
+    }
+}
+
+impl From<MessageError> for AppError {
+    fn from(e: MessageError) -> AppError {
+        let message = e.to_string();
+        let code = match e {
+            MessageError::NotEnvelope(_) => Code::InvalidJson,
+            MessageError::AttributesOverLimits(_) => Code::InvalidAttributes,
+            MessageError::InvalidBase64 => Code::InvalidBase64,
+            MessageError::NoData => Code::InvalidMessage,
+            MessageError::UnnamedObject => Code::InvalidNotification,
+            MessageError::UnknownEventType(_) => Code::UnknownEventType,
+        };
+        AppError::bad_request(code, message)
+    }
+}
+
+impl From<CloudEventError> for AppError {
+    fn from(e: CloudEventError) -> AppError {
+        let message = e.to_string();
+        let code = match e {
+            CloudEventError::Missing(_) | CloudEventError::UnsupportedVersion(_) => {
+                Code::InvalidCloudevent
+            }
+            CloudEventError::InvalidBase64 => Code::InvalidBase64,
+            CloudEventError::DataNotJson(_) => Code::InvalidJson,
+            CloudEventError::NotStorageObject(_)
+            | CloudEventError::UnnamedObject
+            | CloudEventError::NotMessage(_) => Code::InvalidEvent,
+            CloudEventError::UnknownType(_) => Code::UnknownEventType,
+        };
+        AppError::bad_request(code, message)
+    }
+}
+
+impl From<ApiRequestError> for AppError {
+    fn from(e: ApiRequestError) -> AppError {
+        let message = e.to_string();
+        match e {
+            ApiRequestError::OverMaxObject { .. } => AppError::PayloadTooLarge(message),
+            ApiRequestError::UnsupportedIfNoneMatch => {
+                AppError::bad_request(Code::InvalidPrecondition, message)
+            }
+            ApiRequestError::ContentLengthNotANumber => {
+                AppError::bad_request(Code::InvalidContentLength, message)
+            }
+            ApiRequestError::MetadataNotAscii => {
+                AppError::bad_request(Code::InvalidMetadata, message)
+            }
+            ApiRequestError::InvalidLimit
+            | ApiRequestError::PresignMethod(_)
+            | ApiRequestError::ExpiresInOutOfRange => {
+                AppError::bad_request(Code::InvalidArgument, message)
+            }
+            ApiRequestError::SyncWithoutBucket => AppError::bad_request(Code::InvalidJson, message),
+        }
+    }
+}
+
+impl From<RouteError> for AppError {
+    fn from(e: RouteError) -> AppError {
+        match e {
+            RouteError::NoSuchRoute | RouteError::NoSuchRole(_) => {
+                AppError::NotFound(e.to_string())
+            }
+            RouteError::MethodNotAllowed => AppError::MethodNotAllowed,
+        }
+    }
+}
+
+/// 503 with `Retry-After`: the deadline or the shutdown ended the request.
+impl From<Interrupted> for AppError {
+    fn from(e: Interrupted) -> AppError {
+        let message = e.to_string();
+        match e {
+            Interrupted::Deadline(timeout) => AppError::unavailable(
+                Code::Timeout,
+                message,
+                format!("deadline of {timeout:?} passed"),
+            ),
+            Interrupted::ShuttingDown => AppError::unavailable(
+                Code::ShuttingDown,
+                message,
+                "the shutdown grace ended with the request in flight",
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,6 +850,225 @@ mod tests {
         let retry = r.headers().get(header::RETRY_AFTER).cloned();
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
         (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Every refusal of the HTTP edge: its status, code and message, a
+    /// `Retry-After` exactly when it is transient, and a 503's detail in
+    /// the log line only.
+    #[tokio::test]
+    async fn edge_refusals_answer_their_status_code_and_message() {
+        let cases: Vec<(AppError, u16, &str, &str)> = vec![
+            (
+                BodyError::Unreadable("connection reset".into()).into(),
+                400,
+                "unreadable_body",
+                "the request body could not be read: connection reset",
+            ),
+            (
+                BodyError::OverLimit { limit: 1024 }.into(),
+                413,
+                "payload_too_large",
+                "the request body is over 1024 bytes",
+            ),
+            (
+                BodyError::NotJson {
+                    what: r#"expected {"source_key","key"}"#,
+                    reason: "EOF while parsing a value at line 1 column 0".into(),
+                }
+                .into(),
+                400,
+                "invalid_json",
+                r#"expected {"source_key","key"}: EOF while parsing a value at line 1 column 0"#,
+            ),
+            (
+                MessageError::NotEnvelope("expected value at line 1 column 1".into()).into(),
+                400,
+                "invalid_json",
+                "not a Pub/Sub push envelope {message:{data,attributes,messageId,publishTime},subscription}: expected value at line 1 column 1",
+            ),
+            (
+                MessageError::AttributesOverLimits("over 100 attributes".into()).into(),
+                400,
+                "invalid_attributes",
+                "over 100 attributes",
+            ),
+            (
+                MessageError::InvalidBase64.into(),
+                400,
+                "invalid_base64",
+                "message.data is not valid base64",
+            ),
+            (
+                MessageError::NoData.into(),
+                400,
+                "invalid_message",
+                "the message has no data: expected a JSON command or a Cloud Storage notification",
+            ),
+            (
+                MessageError::UnnamedObject.into(),
+                400,
+                "invalid_notification",
+                "a Cloud Storage notification names bucketId and objectId",
+            ),
+            (
+                MessageError::UnknownEventType("OBJECT_X".into()).into(),
+                400,
+                "unknown_event_type",
+                r#"unknown Cloud Storage eventType "OBJECT_X"; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"#,
+            ),
+            (
+                CloudEventError::Missing("ce-id").into(),
+                400,
+                "invalid_cloudevent",
+                "not a CloudEvent: ce-id is missing (binary mode needs ce-specversion, ce-id, ce-type and ce-source headers; structured mode a application/cloudevents+json body)",
+            ),
+            (
+                CloudEventError::UnsupportedVersion("0.3".into()).into(),
+                400,
+                "invalid_cloudevent",
+                r#"unsupported CloudEvents specversion "0.3"; 1.0 is supported"#,
+            ),
+            (
+                CloudEventError::InvalidBase64.into(),
+                400,
+                "invalid_base64",
+                "data_base64 is not valid base64",
+            ),
+            (
+                CloudEventError::DataNotJson("expected value".into()).into(),
+                400,
+                "invalid_json",
+                "the event data is not JSON: expected value",
+            ),
+            (
+                CloudEventError::NotStorageObject("invalid type".into()).into(),
+                400,
+                "invalid_event",
+                "the event data is not a Cloud Storage object: invalid type",
+            ),
+            (
+                CloudEventError::UnnamedObject.into(),
+                400,
+                "invalid_event",
+                "a Cloud Storage event names its bucket and object",
+            ),
+            (
+                CloudEventError::NotMessage("invalid type".into()).into(),
+                400,
+                "invalid_event",
+                "the event data is not a Pub/Sub message: invalid type",
+            ),
+            (
+                CloudEventError::UnknownType("com.example.x".into()).into(),
+                400,
+                "unknown_event_type",
+                r#"unknown CloudEvent type "com.example.x"; accepted: google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated"#,
+            ),
+            (
+                ApiRequestError::OverMaxObject { len: 11, max: 10 }.into(),
+                413,
+                "payload_too_large",
+                "11 bytes is over the largest object of 10 bytes (MAX_OBJECT_BYTES)",
+            ),
+            (
+                ApiRequestError::UnsupportedIfNoneMatch.into(),
+                400,
+                "invalid_precondition",
+                "only If-None-Match: * is supported",
+            ),
+            (
+                ApiRequestError::ContentLengthNotANumber.into(),
+                400,
+                "invalid_content_length",
+                "Content-Length is not a number",
+            ),
+            (
+                ApiRequestError::MetadataNotAscii.into(),
+                400,
+                "invalid_metadata",
+                "metadata values must be printable ASCII",
+            ),
+            (
+                ApiRequestError::InvalidLimit.into(),
+                400,
+                "invalid_argument",
+                "limit must be a number from 1 to 1000",
+            ),
+            (
+                ApiRequestError::PresignMethod("POST".into()).into(),
+                400,
+                "invalid_argument",
+                r#"method "POST" is not GET or PUT"#,
+            ),
+            (
+                ApiRequestError::ExpiresInOutOfRange.into(),
+                400,
+                "invalid_argument",
+                "expires_in must be from 1 to 604800 seconds",
+            ),
+            (
+                ApiRequestError::SyncWithoutBucket.into(),
+                400,
+                "invalid_json",
+                r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#,
+            ),
+            (
+                RouteError::NoSuchRoute.into(),
+                404,
+                "not_found",
+                "no such route",
+            ),
+            (
+                RouteError::MethodNotAllowed.into(),
+                405,
+                "method_not_allowed",
+                "method not allowed",
+            ),
+            (
+                RouteError::NoSuchRole("reader".into()).into(),
+                404,
+                "not_found",
+                r#"no role named "reader" in AWS_ROLES"#,
+            ),
+            (
+                Interrupted::Deadline(Duration::from_secs(2)).into(),
+                503,
+                "timeout",
+                "the request took too long; retry later",
+            ),
+            (
+                Interrupted::ShuttingDown.into(),
+                503,
+                "shutting_down",
+                "the service is shutting down; retry later",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            let shown = format!("{e:?}");
+            let (s, retry, b) = body(e).await;
+            assert_eq!(s.as_u16(), status, "{shown}");
+            assert_eq!(b["error"]["code"], code, "{shown}");
+            assert_eq!(b["error"]["message"], message, "{shown}");
+            assert_eq!(b.as_object().map(|o| o.len()), Some(1), "{shown}: {b}");
+            assert_eq!(retry.is_some(), status == 503, "{shown}");
+        }
+
+        let deadline = AppError::from(Interrupted::Deadline(Duration::from_secs(2)));
+        assert_eq!(
+            deadline.message_with_detail(),
+            "the request took too long; retry later: deadline of 2s passed"
+        );
+        let (_, retry, b) = body(deadline).await;
+        assert_eq!(retry.unwrap(), "10");
+        assert!(!b.to_string().contains("deadline of"), "{b}");
+        assert_eq!(
+            AppError::from(Interrupted::ShuttingDown).message_with_detail(),
+            "the service is shutting down; retry later: the shutdown grace ended with the request in flight"
+        );
+        assert_eq!(
+            AppError::from(RouteError::NoSuchRoute).message_with_detail(),
+            "no such route"
+        );
     }
 
     #[tokio::test]

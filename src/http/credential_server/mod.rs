@@ -41,6 +41,7 @@ use serde::Deserialize;
 
 use crate::aws::{RoleProviders, WebIdentityProvider};
 use crate::config::ConfigError;
+use crate::http::edge::RouteError;
 use crate::http::error::{AppError, StatusBody};
 use crate::settings::{present, read_group};
 use crate::util::rfc3339;
@@ -232,7 +233,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn not_found() -> AppError {
-    AppError::NotFound("no such route".into())
+    RouteError::NoSuchRoute.into()
 }
 
 async fn readyz(State(s): State<ServerState>) -> Response {
@@ -294,7 +295,7 @@ async fn named_credentials(
     let cache = s
         .named
         .get(&name)
-        .ok_or_else(|| AppError::NotFound(format!("no role named {name:?} in AWS_ROLES")))?;
+        .ok_or_else(|| RouteError::NoSuchRole(name.clone()))?;
     answer(cache).await
 }
 

@@ -20,16 +20,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::google::gcs::GcsObject;
-use crate::http::error::{AppError, Code};
+use crate::http::edge::CloudEventError;
+use crate::http::error::AppError;
 use crate::http::state::AppState;
 use crate::replication::command::execute;
 use crate::wire::{Delivery, DoorRules, GcsChange, OutsideCommand};
 
 use super::pubsub::{message_json_error, message_to_command_with, PubsubMessage};
 use super::{json_body, read_body_within};
-
-/// The accepted event types.
-pub(crate) const ACCEPTED_TYPES: &str = "google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated";
 
 /// What an event costs, in bodies, reserved once before the body is read:
 /// the body, held until the command is built (the event's data is
@@ -90,29 +88,16 @@ struct Published<'a> {
     attributes: Option<HashMap<String, String>>,
 }
 
-fn missing(attr: &str) -> AppError {
-    AppError::bad_request(
-        Code::InvalidCloudevent,
-        format!("not a CloudEvent: {attr} is missing (binary mode needs ce-specversion, ce-id, ce-type and ce-source headers; structured mode a application/cloudevents+json body)"),
-    )
-}
-
-fn check_version(v: Option<&str>) -> Result<(), AppError> {
+fn check_version(v: Option<&str>) -> Result<(), CloudEventError> {
     match v {
         Some("1.0") => Ok(()),
-        Some(other) => Err(AppError::bad_request(
-            Code::InvalidCloudevent,
-            format!("unsupported CloudEvents specversion {other:?}; 1.0 is supported"),
-        )),
-        None => Err(missing("specversion")),
+        Some(other) => Err(CloudEventError::UnsupportedVersion(other.to_owned())),
+        None => Err(CloudEventError::Missing("specversion")),
     }
 }
 
-fn not_json(e: serde_json::Error) -> AppError {
-    AppError::bad_request(
-        Code::InvalidJson,
-        format!("the event data is not JSON: {e}"),
-    )
+fn not_json(e: impl std::fmt::Display) -> CloudEventError {
+    CloudEventError::DataNotJson(e.to_string())
 }
 
 /// Decodes a CloudEvent from headers and body, either mode; its data stays
@@ -129,15 +114,10 @@ pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>,
         let data = match (s.data, s.data_base64) {
             (Some(d), _) => Some(Cow::Borrowed(d)),
             (None, Some(b64)) => {
-                let bytes = STANDARD.decode(b64.trim()).map_err(|_| {
-                    AppError::bad_request(Code::InvalidBase64, "data_base64 is not valid base64")
-                })?;
-                let text = String::from_utf8(bytes).map_err(|e| {
-                    AppError::bad_request(
-                        Code::InvalidJson,
-                        format!("the event data is not JSON: {e}"),
-                    )
-                })?;
+                let bytes = STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| CloudEventError::InvalidBase64)?;
+                let text = String::from_utf8(bytes).map_err(not_json)?;
                 Some(Cow::Owned(RawValue::from_string(text).map_err(not_json)?))
             }
             (None, None) => None,
@@ -146,15 +126,15 @@ pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>,
             id: s
                 .id
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| missing("id"))?,
+                .ok_or(CloudEventError::Missing("id"))?,
             event_type: s
                 .event_type
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| missing("type"))?,
+                .ok_or(CloudEventError::Missing("type"))?,
             source: s
                 .source
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| missing("source"))?,
+                .ok_or(CloudEventError::Missing("source"))?,
             subject: s.subject,
             data,
         });
@@ -176,9 +156,9 @@ pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>,
         ))
     };
     Ok(CloudEvent {
-        id: h("ce-id").ok_or_else(|| missing("ce-id"))?,
-        event_type: h("ce-type").ok_or_else(|| missing("ce-type"))?,
-        source: h("ce-source").ok_or_else(|| missing("ce-source"))?,
+        id: h("ce-id").ok_or(CloudEventError::Missing("ce-id"))?,
+        event_type: h("ce-type").ok_or(CloudEventError::Missing("ce-type"))?,
+        source: h("ce-source").ok_or(CloudEventError::Missing("ce-source"))?,
         subject: h("ce-subject"),
         data,
     })
@@ -187,12 +167,8 @@ pub fn decode<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<CloudEvent<'a>,
 /// The Cloud Storage object resource an event's data is, read straight
 /// from its JSON text (its metadata bounded while it is read).
 fn storage_object(ev: &CloudEvent<'_>) -> Result<GcsObject, AppError> {
-    let mut obj: GcsObject = serde_json::from_str(ev.data_json()).map_err(|e| {
-        AppError::bad_request(
-            Code::InvalidEvent,
-            format!("the event data is not a Cloud Storage object: {e}"),
-        )
-    })?;
+    let mut obj: GcsObject = serde_json::from_str(ev.data_json())
+        .map_err(|e| CloudEventError::NotStorageObject(e.to_string()))?;
     if obj.bucket.is_empty() {
         // ce-source: //storage.googleapis.com/projects/_/buckets/B
         obj.bucket = ev
@@ -210,10 +186,7 @@ fn storage_object(ev: &CloudEvent<'_>) -> Result<GcsObject, AppError> {
             .to_owned();
     }
     if obj.bucket.is_empty() || obj.name.is_empty() {
-        return Err(AppError::bad_request(
-            Code::InvalidEvent,
-            "a Cloud Storage event names its bucket and object",
-        ));
+        return Err(CloudEventError::UnnamedObject.into());
     }
     Ok(obj)
 }
@@ -236,13 +209,8 @@ pub(crate) fn event_to_command_with(
     let cmd = match ev.event_type.as_str() {
         "google.cloud.pubsub.topic.v1.messagePublished" => {
             // data is {message:{...},subscription}; a bare message is accepted too.
-            let published: Published = serde_json::from_str(ev.data_json()).map_err(|e| {
-                message_json_error(
-                    &e,
-                    Code::InvalidEvent,
-                    "the event data is not a Pub/Sub message",
-                )
-            })?;
+            let published: Published = serde_json::from_str(ev.data_json())
+                .map_err(|e| message_json_error(&e, CloudEventError::NotMessage))?;
             let msg = published.message.unwrap_or(PubsubMessage {
                 data: published.data,
                 attributes: published.attributes,
@@ -256,10 +224,7 @@ pub(crate) fn event_to_command_with(
         "google.cloud.storage.object.v1.metadataUpdated" => {
             change_command(GcsChange::MetadataUpdated, ev)
         }
-        other => Err(AppError::bad_request(
-            Code::UnknownEventType,
-            format!("unknown CloudEvent type {other:?}; accepted: {ACCEPTED_TYPES}"),
-        )),
+        other => Err(CloudEventError::UnknownType(other.to_owned()).into()),
     }?;
     cmd.check(rules)?;
     Ok(cmd)

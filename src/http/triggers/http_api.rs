@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use crate::aws::s3::{validate_content_type, validate_metadata};
 use crate::aws::s3::{BucketInfo, GetResult, ObjectHeaders, ObjectInfo, PresignMethod, PutOptions};
-use crate::http::error::{AppError, Code};
+use crate::http::edge::ApiRequestError;
+use crate::http::error::AppError;
 use crate::http::state::AppState;
 use crate::wire::Op;
 
@@ -97,36 +98,30 @@ pub(crate) async fn put_object(
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&len| len > state.config.limits.max_object_bytes)
     {
-        return Err(AppError::PayloadTooLarge(format!(
-            "{len} bytes is over the largest object of {} bytes (MAX_OBJECT_BYTES)",
-            state.config.limits.max_object_bytes
-        )));
+        return Err(ApiRequestError::OverMaxObject {
+            len,
+            max: state.config.limits.max_object_bytes,
+        }
+        .into());
     }
     let if_none_match = match header_str(&headers, header::IF_NONE_MATCH).as_deref() {
         None => false,
         Some("*") => true,
-        Some(_) => {
-            return Err(AppError::bad_request(
-                Code::InvalidPrecondition,
-                "only If-None-Match: * is supported",
-            ))
-        }
+        Some(_) => return Err(ApiRequestError::UnsupportedIfNoneMatch.into()),
     };
     let content_length = match header_str(&headers, header::CONTENT_LENGTH) {
         None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            AppError::bad_request(Code::InvalidContentLength, "Content-Length is not a number")
-        })?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiRequestError::ContentLengthNotANumber)?,
+        ),
     };
     let mut metadata = HashMap::new();
     for (name, value) in &headers {
         if let Some(k) = name.as_str().strip_prefix("x-amz-meta-") {
-            let v = value.to_str().map_err(|_| {
-                AppError::bad_request(
-                    Code::InvalidMetadata,
-                    "metadata values must be printable ASCII",
-                )
-            })?;
+            let v = value
+                .to_str()
+                .map_err(|_| ApiRequestError::MetadataNotAscii)?;
             metadata.insert(k.to_owned(), v.to_owned());
         }
     }
@@ -221,12 +216,10 @@ pub(crate) async fn list_objects(
 ) -> Result<Response, AppError> {
     let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
         None => None,
-        Some(l) => Some(l.parse::<i32>().map_err(|_| {
-            AppError::bad_request(
-                Code::InvalidArgument,
-                "limit must be a number from 1 to 1000",
-            )
-        })?),
+        Some(l) => Some(
+            l.parse::<i32>()
+                .map_err(|_| ApiRequestError::InvalidLimit)?,
+        ),
     };
     let page = state
         .storage
@@ -288,12 +281,7 @@ pub(crate) async fn presign(
     {
         None | Some("GET") => PresignMethod::Get,
         Some("PUT") => PresignMethod::Put,
-        Some(other) => {
-            return Err(AppError::bad_request(
-                Code::InvalidArgument,
-                format!("method {other:?} is not GET or PUT"),
-            ))
-        }
+        Some(other) => return Err(ApiRequestError::PresignMethod(other.to_owned()).into()),
     };
     // A URL to upload with is a put by other means.
     if method == PresignMethod::Put {
@@ -302,12 +290,7 @@ pub(crate) async fn presign(
     let expires_in = match req.expires_in {
         None => 3600,
         Some(s) if (1..=604_800).contains(&s) => s as u64,
-        Some(_) => {
-            return Err(AppError::bad_request(
-                Code::InvalidArgument,
-                "expires_in must be from 1 to 604800 seconds",
-            ))
-        }
+        Some(_) => return Err(ApiRequestError::ExpiresInOutOfRange.into()),
     };
     let key = state.storage.key(&req.key)?;
     let signed = state

@@ -27,7 +27,8 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use crate::budget::{BudgetError, BufferBudget, Reservation};
-use crate::http::error::{AppError, Code};
+use crate::http::edge::BodyError;
+use crate::http::error::AppError;
 use crate::replication::command::{CommandError, Outcome};
 
 /// Reads a whole body of at most `limit` bytes; over it answers 413.
@@ -49,10 +50,7 @@ pub(crate) async fn read_body(
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(AppError::bad_request(
-            Code::UnreadableBody,
-            format!("the request body could not be read: {e}"),
-        )),
+        Err(e) => Err(BodyError::Unreadable(e.to_string()).into()),
     }
 }
 
@@ -106,12 +104,7 @@ pub(crate) async fn read_body_within(
     let mut len = 0u64;
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            AppError::bad_request(
-                Code::UnreadableBody,
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
+        let frame = frame.map_err(|e| BodyError::Unreadable(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -158,16 +151,19 @@ pub(crate) async fn read_body_within(
 }
 
 fn too_large(limit: usize) -> AppError {
-    AppError::PayloadTooLarge(format!("the request body is over {limit} bytes"))
+    BodyError::OverLimit { limit }.into()
 }
 
-/// Parses a JSON body into `T`, answering 400 `invalid_json` otherwise.
+/// Parses a JSON body into `T`; else [`BodyError::NotJson`] saying `what`
+/// was expected.
 pub(crate) fn json_body<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
-    what: &str,
-) -> Result<T, AppError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| AppError::bad_request(Code::InvalidJson, format!("{what}: {e}")))
+    what: &'static str,
+) -> Result<T, BodyError> {
+    serde_json::from_slice(bytes).map_err(|e| BodyError::NotJson {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// Counts what a replication did in `bridge.replication.objects` (a failure

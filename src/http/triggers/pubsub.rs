@@ -17,7 +17,8 @@ use serde::Deserialize;
 
 use crate::budget::Reservation;
 use crate::google::gcs::GcsObject;
-use crate::http::error::{AppError, Code};
+use crate::http::edge::MessageError;
+use crate::http::error::AppError;
 use crate::http::state::AppState;
 use crate::replication::command::{execute, execute_task};
 use crate::wire::{
@@ -94,23 +95,27 @@ pub struct PushEnvelope<'a> {
     pub delivery_attempt: Option<i64>,
 }
 
-/// A JSON error of a Pub/Sub message or envelope: 400, `invalid_attributes`
-/// when the attributes are over Pub/Sub's limits, else `code`.
-pub(crate) fn message_json_error(e: &serde_json::Error, code: Code, what: &str) -> AppError {
+/// A JSON error of a Pub/Sub message or envelope:
+/// [`MessageError::AttributesOverLimits`] when the attributes are over
+/// Pub/Sub's limits, else what `otherwise` makes of the parser's words.
+pub(crate) fn message_json_error<E: Into<AppError>>(
+    e: &serde_json::Error,
+    otherwise: impl FnOnce(String) -> E,
+) -> AppError {
     let message = e.to_string();
     if message.contains(crate::json_bounds::ATTRIBUTES_OVER) {
-        AppError::bad_request(Code::InvalidAttributes, message)
+        MessageError::AttributesOverLimits(message).into()
     } else {
-        AppError::bad_request(code, format!("{what}: {message}"))
+        otherwise(message).into()
     }
 }
 
-fn decode_data(data: &str) -> Result<Vec<u8>, AppError> {
+fn decode_data(data: &str) -> Result<Vec<u8>, MessageError> {
     let d = data.trim();
     STANDARD
         .decode(d)
         .or_else(|_| URL_SAFE.decode(d))
-        .map_err(|_| AppError::bad_request(Code::InvalidBase64, "message.data is not valid base64"))
+        .map_err(|_| MessageError::InvalidBase64)
 }
 
 /// A message's payload, its base64 decoded once.
@@ -146,12 +151,7 @@ fn decode_message(
             });
         }
     }
-    let data = data.filter(|d| !d.is_empty()).ok_or_else(|| {
-        AppError::bad_request(
-            Code::InvalidMessage,
-            "the message has no data: expected a JSON command or a Cloud Storage notification",
-        )
-    })?;
+    let data = data.filter(|d| !d.is_empty()).ok_or(MessageError::NoData)?;
     Ok(Payload::Command(Bytes::from(decode_data(data)?)))
 }
 
@@ -207,20 +207,14 @@ fn notification_to_command(
         obj.generation = attrs.get("objectGeneration").and_then(|g| g.parse().ok());
     }
     if obj.bucket.is_empty() || obj.name.is_empty() {
-        return Err(AppError::bad_request(
-            Code::InvalidNotification,
-            "a Cloud Storage notification names bucketId and objectId",
-        ));
+        return Err(MessageError::UnnamedObject.into());
     }
     let change = match event_type {
         "OBJECT_FINALIZE" => GcsChange::Finalized,
         "OBJECT_DELETE" => GcsChange::Deleted,
         "OBJECT_ARCHIVE" => GcsChange::Archived,
         "OBJECT_METADATA_UPDATE" => GcsChange::MetadataUpdated,
-        other => return Err(AppError::bad_request(
-            Code::UnknownEventType,
-            format!("unknown Cloud Storage eventType {other:?}; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"),
-        )),
+        other => return Err(MessageError::UnknownEventType(other.to_owned()).into()),
     };
     Ok(OutsideCommand::Change(change, obj))
 }
@@ -228,13 +222,8 @@ fn notification_to_command(
 /// Reads a push body: the envelope, borrowed from the body, and its data
 /// decoded once. The handlers' parser, public for the fuzz target.
 pub fn decode_push(body: &[u8]) -> Result<(Payload, Delivery), AppError> {
-    let envelope: PushEnvelope = serde_json::from_slice(body).map_err(|e| {
-        message_json_error(
-            &e,
-            Code::InvalidJson,
-            "not a Pub/Sub push envelope {message:{data,attributes,messageId,publishTime},subscription}",
-        )
-    })?;
+    let envelope: PushEnvelope = serde_json::from_slice(body)
+        .map_err(|e| message_json_error(&e, MessageError::NotEnvelope))?;
     let PushEnvelope {
         mut message,
         subscription,

@@ -12,7 +12,8 @@ use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::http::error::{AppError, Code};
+use crate::http::edge::ApiRequestError;
+use crate::http::error::AppError;
 use crate::http::state::AppState;
 use crate::wire::{Delivery, Op, SyncCommand, WireError};
 
@@ -54,12 +55,7 @@ pub(crate) async fn sync(
         )
         .into());
     }
-    let bucket = b.bucket.ok_or_else(|| {
-        AppError::bad_request(
-            Code::InvalidJson,
-            r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#,
-        )
-    })?;
+    let bucket = b.bucket.ok_or(ApiRequestError::SyncWithoutBucket)?;
     let cmd = SyncCommand {
         bucket,
         prefix: b.prefix,

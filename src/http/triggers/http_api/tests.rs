@@ -230,3 +230,296 @@ async fn ops_the_doors_do_not_allow_are_forbidden() {
         );
     }
 }
+
+/// What an answer says: its status, code and message, and whether it
+/// carries `Retry-After` and `WWW-Authenticate`.
+async fn answer_of(app: &axum::Router, req: Request<Body>) -> (u16, String, String, bool, bool) {
+    let what = format!("{} {}", req.method(), req.uri());
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp.headers().contains_key("retry-after");
+    let challenge = resp.headers().contains_key("www-authenticate");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{what}: {status} {e}: {bytes:?}"));
+    let text = |k: &str| v["error"][k].as_str().unwrap_or_default().to_owned();
+    (status, text("code"), text("message"), retry, challenge)
+}
+
+/// The refusals the doors and the router decide on their own, through the
+/// router: each answers its status, code and whole message, none with
+/// `Retry-After` or `WWW-Authenticate`.
+#[tokio::test]
+async fn edge_refusals_answer_their_status_code_and_message() {
+    let app = app("put,copy,delete,replicate,sync");
+    let json = [("content-type", "application/json")];
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let notification = |attrs: &str| format!(r#"{{"message":{{"attributes":{attrs}}}}}"#);
+    let ce = |ty: &str| {
+        vec![
+            ("ce-specversion", "1.0".to_owned()),
+            ("ce-id", "1".to_owned()),
+            ("ce-type", ty.to_owned()),
+            (
+                "ce-source",
+                "//storage.googleapis.com/projects/_/buckets/b".to_owned(),
+            ),
+        ]
+    };
+    let events = |headers: Vec<(&str, String)>, body: &str| {
+        let mut b = Request::builder().method(Method::POST).uri("/events");
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        b.body(Body::from(body.to_owned())).unwrap()
+    };
+    let finalized = "google.cloud.storage.object.v1.finalized";
+    let cases: Vec<(Request<Body>, u16, &str, String)> = vec![
+        (
+            request(Method::GET, "/nowhere", &[], ""),
+            404,
+            "not_found",
+            "no such route".into(),
+        ),
+        (
+            request(Method::DELETE, "/healthz", &[], ""),
+            405,
+            "method_not_allowed",
+            "method not allowed".into(),
+        ),
+        (
+            request(Method::PUT, "/v1/objects/k", &[("content-length", "101")], "x"),
+            413,
+            "payload_too_large",
+            "101 bytes is over the largest object of 100 bytes (MAX_OBJECT_BYTES)".into(),
+        ),
+        (
+            request(Method::PUT, "/v1/objects/k", &[("if-none-match", "\"e\"")], "x"),
+            400,
+            "invalid_precondition",
+            "only If-None-Match: * is supported".into(),
+        ),
+        (
+            request(Method::PUT, "/v1/objects/k", &[("content-length", "one")], "x"),
+            400,
+            "invalid_content_length",
+            "Content-Length is not a number".into(),
+        ),
+        (
+            Request::builder()
+                .method(Method::PUT)
+                .uri("/v1/objects/k")
+                .header(
+                    "x-amz-meta-a",
+                    axum::http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+                )
+                .body(Body::from("x"))
+                .unwrap(),
+            400,
+            "invalid_metadata",
+            "metadata values must be printable ASCII".into(),
+        ),
+        (
+            request(Method::GET, "/v1/objects?limit=ten", &[], ""),
+            400,
+            "invalid_argument",
+            "limit must be a number from 1 to 1000".into(),
+        ),
+        (
+            request(
+                Method::POST,
+                "/v1/presign",
+                &json,
+                r#"{"key":"a","method":"post"}"#,
+            ),
+            400,
+            "invalid_argument",
+            r#"method "POST" is not GET or PUT"#.into(),
+        ),
+        (
+            request(
+                Method::POST,
+                "/v1/presign",
+                &json,
+                r#"{"key":"a","expires_in":0}"#,
+            ),
+            400,
+            "invalid_argument",
+            "expires_in must be from 1 to 604800 seconds".into(),
+        ),
+        (
+            request(Method::POST, "/v1/copy", &json, "not json"),
+            400,
+            "invalid_json",
+            r#"expected {"source_key","key"}: expected ident at line 1 column 2"#.into(),
+        ),
+        (
+            request(
+                Method::POST,
+                "/v1/copy",
+                &[("content-length", "65537")],
+                "",
+            ),
+            413,
+            "payload_too_large",
+            "the request body is over 65536 bytes".into(),
+        ),
+        (
+            request(Method::POST, "/v1/sync", &json, r#"{"prefix":"a/"}"#),
+            400,
+            "invalid_json",
+            r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#.into(),
+        ),
+        (
+            request(Method::POST, "/pubsub", &json, "[]"),
+            400,
+            "invalid_json",
+            "not a Pub/Sub push envelope {message:{data,attributes,messageId,publishTime},subscription}: invalid length 0, expected struct PushEnvelope with 3 elements at line 1 column 2".into(),
+        ),
+        (
+            request(Method::POST, "/pubsub", &json, r#"{"message":{}}"#),
+            400,
+            "invalid_message",
+            "the message has no data: expected a JSON command or a Cloud Storage notification"
+                .into(),
+        ),
+        (
+            request(
+                Method::POST,
+                "/pubsub",
+                &json,
+                r#"{"message":{"data":"!!"}}"#,
+            ),
+            400,
+            "invalid_base64",
+            "message.data is not valid base64".into(),
+        ),
+        (
+            request(
+                Method::POST,
+                "/pubsub",
+                &json,
+                &notification(r#"{"eventType":"OBJECT_FINALIZE"}"#),
+            ),
+            400,
+            "invalid_notification",
+            "a Cloud Storage notification names bucketId and objectId".into(),
+        ),
+        (
+            request(
+                Method::POST,
+                "/pubsub",
+                &json,
+                &notification(r#"{"eventType":"OBJECT_X","bucketId":"b","objectId":"o"}"#),
+            ),
+            400,
+            "unknown_event_type",
+            r#"unknown Cloud Storage eventType "OBJECT_X"; accepted: OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE"#.into(),
+        ),
+        (
+            events(vec![], "{}"),
+            400,
+            "invalid_cloudevent",
+            "not a CloudEvent: specversion is missing (binary mode needs ce-specversion, ce-id, ce-type and ce-source headers; structured mode a application/cloudevents+json body)".into(),
+        ),
+        (
+            events(
+                vec![("ce-specversion", "1.0".into()), ("ce-id", "1".into())],
+                "{}",
+            ),
+            400,
+            "invalid_cloudevent",
+            "not a CloudEvent: ce-type is missing (binary mode needs ce-specversion, ce-id, ce-type and ce-source headers; structured mode a application/cloudevents+json body)".into(),
+        ),
+        (
+            events(vec![("ce-specversion", "0.3".into())], "{}"),
+            400,
+            "invalid_cloudevent",
+            r#"unsupported CloudEvents specversion "0.3"; 1.0 is supported"#.into(),
+        ),
+        (
+            events(
+                vec![("content-type", "application/cloudevents+json".into())],
+                r#"{"specversion":"1.0","id":"1","type":"t","source":"s","data_base64":"!!"}"#,
+            ),
+            400,
+            "invalid_base64",
+            "data_base64 is not valid base64".into(),
+        ),
+        (
+            events(
+                vec![("content-type", "application/cloudevents+json".into())],
+                &format!(
+                    r#"{{"specversion":"1.0","id":"1","type":"t","source":"s","data_base64":"{}"}}"#,
+                    b64("{not")
+                ),
+            ),
+            400,
+            "invalid_json",
+            "the event data is not JSON: key must be a string at line 1 column 2".into(),
+        ),
+        (
+            events(
+                vec![("content-type", "application/cloudevents+json".into())],
+                r#"{"specversion":"1.0","id":"1","type":"t"}"#,
+            ),
+            400,
+            "invalid_cloudevent",
+            "not a CloudEvent: source is missing (binary mode needs ce-specversion, ce-id, ce-type and ce-source headers; structured mode a application/cloudevents+json body)".into(),
+        ),
+        (
+            events(
+                vec![("content-type", "application/cloudevents+json".into())],
+                "[1]",
+            ),
+            400,
+            "invalid_json",
+            "not a structured CloudEvent: invalid type: integer `1`, expected a string at line 1 column 2".into(),
+        ),
+        (
+            events(ce(finalized), "{not"),
+            400,
+            "invalid_json",
+            "the event data is not JSON: key must be a string at line 1 column 2".into(),
+        ),
+        (
+            events(ce(finalized), r#"{"size":[]}"#),
+            400,
+            "invalid_event",
+            "the event data is not a Cloud Storage object: data did not match any variant of untagged enum Raw at line 1 column 11".into(),
+        ),
+        (
+            events(ce(finalized), "{}"),
+            400,
+            "invalid_event",
+            "a Cloud Storage event names its bucket and object".into(),
+        ),
+        (
+            events(ce("google.cloud.pubsub.topic.v1.messagePublished"), "1"),
+            400,
+            "invalid_event",
+            "the event data is not a Pub/Sub message: invalid type: integer `1`, expected struct Published at line 1 column 1".into(),
+        ),
+        (
+            events(ce("com.example.x"), "{}"),
+            400,
+            "unknown_event_type",
+            r#"unknown CloudEvent type "com.example.x"; accepted: google.cloud.pubsub.topic.v1.messagePublished, google.cloud.storage.object.v1.finalized, google.cloud.storage.object.v1.deleted, google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.metadataUpdated"#.into(),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (req, status, code, message) in cases {
+        let what = format!("{} {} {:?}", req.method(), req.uri(), req.headers());
+        let expected = (status, code.to_owned(), message, false, false);
+        let got = answer_of(&app, req).await;
+        if got != expected {
+            wrong.push(format!(
+                "{what}:\n  got      {got:?}\n  expected {expected:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
