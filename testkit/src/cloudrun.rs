@@ -570,10 +570,10 @@ mod cpu_limit {
 
     /// Moves process `pid` into a cgroup of its own limited to `cpu` CPUs.
     pub(super) fn apply(pid: u32, cpu: f64) -> std::io::Result<()> {
-        if !(cpu > 0.0) {
+        if !cpu.is_finite() || cpu <= 0.0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "the limit must be above 0",
+                "the limit must be a number above 0",
             ));
         }
         let quota = ((cpu * PERIOD_US as f64).round() as u64).max(1_000);
