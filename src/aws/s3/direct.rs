@@ -332,7 +332,10 @@ impl DirectPut {
             let message = what(error_chain(&e));
             if e.is_timeout() {
                 Failure::Retry(StorageError::Unavailable(what("timed out".into())))
-            } else if e.is_io() {
+            } else if e.is_io() || e.as_other().is_some() {
+                // As the SDK's transient classifier: an I/O failure, or one
+                // the connector names retryable (the connection closed
+                // before the answer came, hyper's `IncompleteMessage`).
                 Failure::Retry(StorageError::Unavailable(message))
             } else {
                 Failure::Final(StorageError::Unavailable(message))

@@ -43,6 +43,16 @@ fn storage_with(
     credentials: SharedCredentialsProvider,
     direct: bool,
 ) -> Storage {
+    storage_for(&fake.url(), retry, credentials, direct)
+}
+
+/// The same storage at an S3 stand-in at `url` (path style).
+fn storage_for(
+    url: &str,
+    retry: RetryConfig,
+    credentials: SharedCredentialsProvider,
+    direct: bool,
+) -> Storage {
     let sdk = aws_types::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -52,7 +62,7 @@ fn storage_with(
         .retry_config(retry)
         .build();
     let conf = aws_sdk_s3::config::Builder::from(&sdk)
-        .endpoint_url(fake.url())
+        .endpoint_url(url)
         .force_path_style(true)
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
@@ -67,13 +77,13 @@ fn storage_with(
         return st;
     }
     let endpoint = S3Endpoint {
-        url: Some(fake.url()),
+        url: Some(url.to_owned()),
         force_path_style: true,
     };
     let st = st.with_direct_put(&endpoint, sdk.credentials_provider());
     assert!(
         st.direct.is_some(),
-        "the fake's endpoint takes the direct path"
+        "the stand-in's endpoint takes the direct path"
     );
     st
 }
@@ -631,4 +641,85 @@ async fn direct_write_errors_hold_no_secret() {
     let shown = format!("{e:?} {e} {st:?}");
     assert!(shown.contains("DirectPut"), "the direct path was taken");
     assert!(!shown.contains("fake-secret"), "{shown}");
+}
+
+/// An S3 stand-in on 127.0.0.1 that reads each request whole, then closes
+/// the connection without an answer for the first `drops` requests and
+/// answers 200 with an ETag after that. Returns its URL and the bodies it
+/// read, in order.
+async fn s3_closing_before_the_answer(
+    drops: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Some(body) = read_request(&mut conn).await else {
+                    return;
+                };
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(body);
+                    seen.len()
+                };
+                if n > drops {
+                    let answer = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// The body of one HTTP/1.1 request with a Content-Length, read whole.
+async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return Some(buf[end + 4..end + 4 + len].to_vec());
+            }
+        }
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_is_retried_as_the_sdk_does() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for direct in [false, true] {
+        let (url, bodies) = s3_closing_before_the_answer(1).await;
+        let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
+        let k = st.key("closed").unwrap();
+        let written = st
+            .put_bytes(&k, Bytes::from_static(b"sent twice"), PutOptions::default())
+            .await;
+        let written = written.unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+        assert_eq!(written.etag.as_deref(), Some("\"e\""));
+        let bodies = bodies.lock().unwrap().clone();
+        assert_eq!(
+            bodies,
+            [b"sent twice".to_vec(), b"sent twice".to_vec()],
+            "direct {direct}: the same body sent again"
+        );
+    }
 }
