@@ -441,9 +441,11 @@ fn request_body(blocks: &[Bytes]) -> SdkBody {
 }
 
 /// Whether the SDK's standard retry mode tries again after this answer:
-/// 5xx, 429 and the throttling and transient error codes.
+/// 500, 502, 503, 504, and the throttling and transient error codes
+/// (PutObject's list adds `InternalError`). A 429 is retried by its code,
+/// not by its status.
 fn retryable(status: u16, code: &str) -> bool {
-    matches!(status, 500 | 502 | 503 | 504 | 429)
+    matches!(status, 500 | 502 | 503 | 504)
         || matches!(
             code,
             "Throttling"

@@ -723,3 +723,35 @@ async fn a_connection_closed_before_the_answer_is_retried_as_the_sdk_does() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_429_is_retried_only_when_its_code_names_throttling_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for direct in [false, true] {
+        let fake = S3Fake::start().await;
+        let st = storage_with(&fake, retry.clone(), fake_credentials(), direct);
+        let k = st.key("busy").unwrap();
+        let puts = || {
+            fake.requests()
+                .iter()
+                .filter(|r| r.starts_with("PUT /b/p/busy"))
+                .count()
+        };
+        // A status alone is not a throttling code: one attempt.
+        fake.fail_next(429, "TooManyRequests");
+        let e = st
+            .put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .expect_err(&format!("direct {direct}: not retried"));
+        assert!(matches!(e, StorageError::Throttled(_)), "{e:?}");
+        assert_eq!(puts(), 1, "direct {direct}");
+        // A throttling code is retried.
+        fake.fail_next(429, "SlowDown");
+        st.put_bytes(&k, Bytes::from_static(b"y"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(puts(), 3, "direct {direct}");
+    }
+}
