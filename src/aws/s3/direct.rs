@@ -283,9 +283,11 @@ impl DirectPut {
             .cache
             .resolve_cached_identity(self.resolver.clone(), &self.components, &ConfigBag::base())
             .await
+            // Never retried here, as the SDK does not retry a failed
+            // identity (the cache's own load timeout bounds the wait).
             .map_err(|e| match find_sts_error(e.as_ref()) {
                 Some(sts) => Failure::Final(StorageError::CredentialsUnavailable(sts.clone())),
-                None => Failure::Retry(StorageError::Unavailable(what(error_chain(e.as_ref())))),
+                None => Failure::Final(StorageError::Unavailable(what(error_chain(e.as_ref())))),
             })?;
         let now = self.components.time_source().map(|t| t.now());
         let mut settings = SigningSettings::default();

@@ -755,3 +755,67 @@ async fn a_429_is_retried_only_when_its_code_names_throttling_as_by_the_sdk() {
         assert_eq!(puts(), 3, "direct {direct}");
     }
 }
+
+/// A credentials provider that fails every load (with an `StsError` or
+/// with another error) and counts its loads.
+#[derive(Debug, Clone)]
+struct FailingCredentials {
+    loads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sts: bool,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for FailingCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        use aws_credential_types::provider::error::CredentialsError;
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let e = if self.sts {
+            CredentialsError::provider_error(crate::aws::StsError::Transient("STS 503".into()))
+        } else {
+            CredentialsError::provider_error("the identity could not be had")
+        };
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(e))
+    }
+}
+
+#[tokio::test]
+async fn credential_failures_are_classified_and_not_retried_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for sts in [true, false] {
+        for direct in [false, true] {
+            let fake = S3Fake::start().await;
+            let failing = FailingCredentials {
+                loads: Default::default(),
+                sts,
+            };
+            let provider = SharedCredentialsProvider::new(failing.clone());
+            let st = storage_with(&fake, retry.clone(), provider, direct);
+            let e = st
+                .put_bytes(
+                    &st.key("k").unwrap(),
+                    Bytes::from_static(b"x"),
+                    PutOptions::default(),
+                )
+                .await
+                .unwrap_err();
+            let case = format!("sts {sts}, direct {direct}: {e:?}");
+            if sts {
+                assert!(
+                    matches!(&e, StorageError::CredentialsUnavailable(s) if s.to_string().contains("STS 503")),
+                    "{case}"
+                );
+            } else {
+                assert!(matches!(e, StorageError::Unavailable(_)), "{case}");
+            }
+            let loads = failing.loads.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(loads, 1, "{case}: one load, no retry");
+            assert!(fake.requests().is_empty(), "{case}: nothing sent");
+        }
+    }
+}
