@@ -427,18 +427,15 @@ fn sendable(v: &str) -> bool {
     v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) && v.trim() == v && !v.contains("  ")
 }
 
-/// The body of one attempt.
-fn request_body(blocks: &[Bytes]) -> SdkBody {
+/// The body of one attempt: the blocks themselves, in order (no copy: a
+/// body held in blocks, up to `SYNC_INLINE_BYTES` or a whole first part,
+/// is reserved once from the buffer budget, and a joined copy would be
+/// outside it).
+pub(super) fn request_body(blocks: &[Bytes]) -> SdkBody {
     match blocks {
         [] => SdkBody::from(Bytes::new()),
         [one] => SdkBody::from(one.clone()),
-        many => {
-            let mut all = bytes::BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-            for b in many {
-                all.extend_from_slice(b);
-            }
-            SdkBody::from(all.freeze())
-        }
+        many => super::upload::blocks_body(many),
     }
 }
 

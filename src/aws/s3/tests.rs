@@ -819,3 +819,40 @@ async fn credential_failures_are_classified_and_not_retried_as_by_the_sdk() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_direct_body_of_many_blocks_is_sent_as_they_are_without_a_copy() {
+    use http_body_util::BodyExt;
+    let blocks: Vec<Bytes> = (0..4u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 256 * 1024 + usize::from(i)]))
+        .collect();
+    let len: usize = blocks.iter().map(Bytes::len).sum();
+    let mut body = direct::request_body(&blocks);
+    assert_eq!(body.content_length(), Some(len as u64));
+    let mut sent = Vec::new();
+    while let Some(frame) = body.frame().await {
+        sent.push(frame.unwrap().into_data().unwrap());
+    }
+    assert_eq!(sent.len(), blocks.len(), "one frame per block");
+    for (s, b) in sent.iter().zip(&blocks) {
+        assert_eq!(
+            (s.as_ptr(), s.len()),
+            (b.as_ptr(), b.len()),
+            "the block itself, not a copy"
+        );
+    }
+    // Written whole through the direct path.
+    let fake = S3Fake::start().await;
+    let st = storage_at(&fake);
+    let k = st.key("blocks").unwrap();
+    let crc = blocks
+        .iter()
+        .fold(0, |crc, b| crc32c::crc32c_append(crc, b));
+    upload::put_in_memory(&st, &k, &blocks, len as u64, crc, &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.object(BUCKET, "p/blocks").unwrap().body,
+        blocks.concat()
+    );
+}
