@@ -12,7 +12,9 @@
 //! SigV4 signature (payload signed over plain HTTP, `UNSIGNED-PAYLOAD` over
 //! TLS when the storage asks for it), the client's retry configuration
 //! (standard mode: 3 attempts, exponential backoff with full jitter, for
-//! connection failures, timeouts, 5xx and throttling), and the error's classification
+//! connection failures, timeouts, 5xx and throttling; a signature refused
+//! while S3's `Date` is minutes away from this clock is signed again at S3's
+//! time, which later requests keep), and the error's classification
 //! ([`super::error::classify_status`]).
 //!
 //! An endpoint this path does not sign for (SigV4a, S3 Express, endpoint
@@ -20,7 +22,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
@@ -44,6 +47,7 @@ use aws_smithy_runtime_api::client::runtime_components::{
 };
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::date_time::{DateTime, Format};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::Document;
 use bytes::Bytes;
@@ -61,6 +65,23 @@ use crate::util::error_chain;
 
 /// Error bodies are read up to this many bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// An answer whose `Date` is this far from this clock makes a signature
+/// refusal retryable, signed at S3's time (the SDK's clock skew
+/// correction).
+const SKEW_DETECTION_THRESHOLD: Duration = Duration::from_secs(4 * 60);
+
+/// A round trip longer than this measures no skew.
+const MAX_TRUSTED_REQUEST_DURATION: Duration = Duration::from_secs(15 * 60);
+
+/// The error codes of a refusal that a skewed clock may cause.
+const CLOCK_SKEW_ERROR_CODES: &[&str] = &[
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestTimeTooSkewed",
+    "AccessDeniedException",
+];
 
 /// Everything of a key but the unreserved characters and `/` is
 /// percent-encoded in the path (S3's and the SDK's greedy label).
@@ -94,6 +115,9 @@ pub(crate) struct DirectPut {
     cache: SharedIdentityCache,
     resolver: SharedIdentityResolver,
     components: RuntimeComponents,
+    /// How far S3's clock is ahead of this one, in milliseconds, as the
+    /// `Date` of its last answer said: added to the signing time.
+    skew_ms: AtomicI64,
 }
 
 impl fmt::Debug for DirectPut {
@@ -209,7 +233,55 @@ impl DirectPut {
             cache,
             resolver,
             components,
+            skew_ms: AtomicI64::new(0),
         })
+    }
+
+    /// This clock (the client's time source).
+    fn now(&self) -> SystemTime {
+        self.components
+            .time_source()
+            .map_or_else(SystemTime::now, |t| t.now())
+    }
+
+    /// Records the skew of S3's clock that answer `resp` (sent at `sent`)
+    /// shows, and returns it; `None` when it shows none (no `Date`, a
+    /// cached answer, a round trip too long to measure).
+    fn measure_skew(
+        &self,
+        resp: &aws_smithy_runtime_api::http::Response,
+        sent: SystemTime,
+    ) -> Option<i64> {
+        let received = self.now();
+        if resp.headers().get("age").is_some() {
+            return None;
+        }
+        let date = DateTime::from_str(resp.headers().get("date")?, Format::HttpDate).ok()?;
+        let server = SystemTime::try_from(date).ok()?;
+        let elapsed = received.duration_since(sent).unwrap_or_default();
+        if elapsed > MAX_TRUSTED_REQUEST_DURATION {
+            return None;
+        }
+        let midpoint = sent + elapsed / 2;
+        let skew = match server.duration_since(midpoint) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        self.skew_ms.store(skew, Ordering::Relaxed);
+        Some(skew)
+    }
+
+    /// The time to sign at: this clock moved by the skew last seen.
+    fn signing_time(&self) -> SystemTime {
+        let now = self.now();
+        let skew = self.skew_ms.load(Ordering::Relaxed);
+        let by = Duration::from_millis(skew.unsigned_abs());
+        if skew >= 0 {
+            now.checked_add(by)
+        } else {
+            now.checked_sub(by)
+        }
+        .unwrap_or(now)
     }
 
     /// The SDK's standard backoff after attempt `attempt` (1-based): full
@@ -289,7 +361,6 @@ impl DirectPut {
                 Some(sts) => Failure::Final(StorageError::CredentialsUnavailable(sts.clone())),
                 None => Failure::Final(StorageError::Unavailable(what(error_chain(e.as_ref())))),
             })?;
-        let now = self.components.time_source().map(|t| t.now());
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -298,7 +369,7 @@ impl DirectPut {
             .identity(&identity)
             .region(&self.region)
             .name(&self.signing_name)
-            .time(now.unwrap_or_else(std::time::SystemTime::now))
+            .time(self.signing_time())
             .settings(settings)
             .build()
             .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?
@@ -330,6 +401,7 @@ impl DirectPut {
             .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
                 Failure::Final(StorageError::Internal(what(e.to_string())))
             })?;
+        let sent = self.now();
         let resp = self.connector.call(req).await.map_err(|e| {
             let message = what(error_chain(&e));
             if e.is_timeout() {
@@ -343,6 +415,7 @@ impl DirectPut {
                 Failure::Final(StorageError::Unavailable(message))
             }
         })?;
+        let skew = self.measure_skew(&resp, sent);
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             let header = |n: &str| resp.headers().get(n).map(str::to_owned);
@@ -355,7 +428,12 @@ impl DirectPut {
         let body = read_limited(resp.into_body()).await;
         let (code, message) = error_fields(&body);
         let e = classify_status("PutObject", key.relative(), status, code, message);
-        Err(if retryable(status, code) {
+        // A signature refused while S3's clock is far from this one: the
+        // next attempt signs at S3's time, as the SDK's does.
+        let skewed = skew
+            .is_some_and(|s| s.unsigned_abs() > SKEW_DETECTION_THRESHOLD.as_millis() as u64)
+            && CLOCK_SKEW_ERROR_CODES.contains(&code);
+        Err(if retryable(status, code) || skewed {
             Failure::Retry(e)
         } else {
             Failure::Final(e)

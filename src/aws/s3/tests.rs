@@ -679,6 +679,12 @@ async fn s3_closing_before_the_answer(
 
 /// The body of one HTTP/1.1 request with a Content-Length, read whole.
 async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    read_request_head(conn).await.map(|(_, body)| body)
+}
+
+/// The head (lower-case) and body of one HTTP/1.1 request with a
+/// Content-Length, read whole.
+async fn read_request_head(conn: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -690,7 +696,7 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .map_or(0, |v| v.trim().parse().unwrap());
             if buf.len() >= end + 4 + len {
-                return Some(buf[end + 4..end + 4 + len].to_vec());
+                return Some((text[..end].to_owned(), buf[end + 4..end + 4 + len].to_vec()));
             }
         }
         let n = conn.read(&mut chunk).await.ok()?;
@@ -855,4 +861,90 @@ async fn a_direct_body_of_many_blocks_is_sent_as_they_are_without_a_copy() {
         fake.object(BUCKET, "p/blocks").unwrap().body,
         blocks.concat()
     );
+}
+
+/// An S3 stand-in on 127.0.0.1 whose clock is `ahead` of this one: it
+/// refuses a request signed more than 15 minutes away from its own time
+/// with 403 `RequestTimeTooSkewed`, as S3 does, and dates every answer.
+/// Returns its URL and the number of requests it read.
+async fn s3_with_a_clock_ahead(
+    ahead: Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use aws_smithy_types::date_time::{DateTime, Format};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Some((head, _)) = read_request_head(&mut conn).await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let server_now = SystemTime::now() + ahead;
+                // x-amz-date: 20260102T030405Z
+                let d = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-amz-date:"))
+                    .unwrap()
+                    .trim()
+                    .to_ascii_uppercase();
+                let signed = format!(
+                    "{}-{}-{}T{}:{}:{}Z",
+                    &d[0..4],
+                    &d[4..6],
+                    &d[6..8],
+                    &d[9..11],
+                    &d[11..13],
+                    &d[13..15]
+                );
+                let signed =
+                    SystemTime::try_from(DateTime::from_str(&signed, Format::DateTime).unwrap())
+                        .unwrap();
+                let off = server_now
+                    .duration_since(signed)
+                    .unwrap_or_else(|e| e.duration());
+                let date = DateTime::from(server_now).fmt(Format::HttpDate).unwrap();
+                let answer = if off > Duration::from_secs(15 * 60) {
+                    let body = "<Error><Code>RequestTimeTooSkewed</Code><Message>The difference between the request time and the current time is too large.</Message></Error>";
+                    format!(
+                        "HTTP/1.1 403 Forbidden\r\nDate: {date}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    format!("HTTP/1.1 200 OK\r\nDate: {date}\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                };
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_clock_skew_refusal_is_retried_at_s3s_time_and_remembered_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for direct in [false, true] {
+        let (url, seen) = s3_with_a_clock_ahead(Duration::from_secs(3600)).await;
+        let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
+        let k = st.key("skewed").unwrap();
+        let count = || seen.load(std::sync::atomic::Ordering::SeqCst);
+        st.put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+        assert_eq!(
+            count(),
+            2,
+            "direct {direct}: refused, then signed at S3's time"
+        );
+        st.put_bytes(&k, Bytes::from_static(b"y"), PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+        assert_eq!(count(), 3, "direct {direct}: the skew is remembered");
+    }
 }
