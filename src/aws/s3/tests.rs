@@ -948,3 +948,38 @@ async fn a_clock_skew_refusal_is_retried_at_s3s_time_and_remembered_as_by_the_sd
         assert_eq!(count(), 3, "direct {direct}: the skew is remembered");
     }
 }
+
+#[tokio::test]
+async fn direct_writes_encode_every_key_character_as_the_sdk_does() {
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect();
+    let keys = [
+        format!("all {ascii} end"),
+        "a//b/c/".to_owned(),
+        "%2F%25+plus/\u{e9}\u{20ac}\u{1f600}\u{fffd}".to_owned(),
+        format!(
+            "{}/",
+            "\u{e9}".repeat((MAX_KEY_BYTES - PREFIX.len() - 1) / 2)
+        ),
+    ];
+    let fake = S3Fake::start().await;
+    let (direct, sdk) = (storage_at(&fake), sdk_storage_at(&fake));
+    let last_put_path = || {
+        let r = fake.requests();
+        let line = r.iter().rev().find(|r| r.starts_with("PUT ")).unwrap();
+        line.split('?').next().unwrap().to_owned()
+    };
+    for key in keys {
+        let k = direct.key(&key).unwrap();
+        direct
+            .put_bytes(&k, Bytes::from_static(b"d"), PutOptions::default())
+            .await
+            .unwrap();
+        let by_direct = last_put_path();
+        assert_eq!(fake.object(BUCKET, k.full()).unwrap().body, b"d");
+        sdk.put_bytes(&k, Bytes::from_static(b"s"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(by_direct, last_put_path(), "{key:?}");
+        assert_eq!(fake.object(BUCKET, k.full()).unwrap().body, b"s");
+    }
+}
