@@ -12,7 +12,8 @@
 //! SigV4 signature (payload signed over plain HTTP, `UNSIGNED-PAYLOAD` over
 //! TLS when the storage asks for it), the client's retry configuration
 //! (standard mode: 3 attempts, exponential backoff with full jitter, for
-//! connection failures, timeouts, 5xx and throttling; a signature refused
+//! connection failures, timeouts, 5xx and throttling, the connection of a
+//! transient error not used again; a signature refused
 //! while S3's `Date` is minutes away from this clock is signed again at S3's
 //! time, which later requests keep), and the error's classification
 //! ([`super::error::classify_status`]).
@@ -36,6 +37,7 @@ use aws_smithy_runtime::client::auth::no_auth::NoAuthScheme;
 use aws_smithy_runtime::client::retries::strategy::NeverRetryStrategy;
 use aws_smithy_runtime_api::client::auth::static_resolver::StaticAuthSchemeOptionResolver;
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
+use aws_smithy_runtime_api::client::connection::CaptureSmithyConnection;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorSettings, SharedHttpConnector,
 };
@@ -48,7 +50,7 @@ use aws_smithy_runtime_api::client::runtime_components::{
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::date_time::{DateTime, Format};
-use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig, RetrySpec};
 use aws_smithy_types::Document;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -237,6 +239,16 @@ impl DirectPut {
         })
     }
 
+    /// Whether a transient error closes its connection (the retry
+    /// configuration's reconnect mode; retry behaviour 2.1 keeps them).
+    fn reconnect_on_transient_error(&self) -> bool {
+        let keeps = self
+            .retry
+            .retry_spec()
+            .is_some_and(|s| s.is_at_least(RetrySpec::V2_1));
+        !keeps && self.retry.reconnect_mode() == ReconnectMode::ReconnectOnTransientError
+    }
+
     /// This clock (the client's time source).
     fn now(&self) -> SystemTime {
         self.components
@@ -396,11 +408,15 @@ impl DirectPut {
             .body(request_body(blocks))
             .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
         instructions.apply_to_request_http1x(&mut req);
-        let req = req
-            .try_into()
-            .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
-                Failure::Final(StorageError::Internal(what(e.to_string())))
-            })?;
+        let mut req: aws_smithy_runtime_api::http::Request =
+            req.try_into()
+                .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
+                    Failure::Final(StorageError::Internal(what(e.to_string())))
+                })?;
+        // The connection the answer came on, closed after a transient
+        // error (the SDK's connection poisoning).
+        let connection = CaptureSmithyConnection::new();
+        req.add_extension(connection.clone());
         let sent = self.now();
         let resp = self.connector.call(req).await.map_err(|e| {
             let message = what(error_chain(&e));
@@ -433,6 +449,11 @@ impl DirectPut {
         let skewed = skew
             .is_some_and(|s| s.unsigned_abs() > SKEW_DETECTION_THRESHOLD.as_millis() as u64)
             && CLOCK_SKEW_ERROR_CODES.contains(&code);
+        if !skewed && transient(status, code) && self.reconnect_on_transient_error() {
+            if let Some(c) = connection.get() {
+                c.poison();
+            }
+        }
         Err(if retryable(status, code) || skewed {
             Failure::Retry(e)
         } else {
@@ -517,32 +538,42 @@ pub(super) fn request_body(blocks: &[Bytes]) -> SdkBody {
     }
 }
 
+/// The error codes the SDK's classifiers name throttling.
+const THROTTLING_ERRORS: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// The error codes the SDK's classifiers name transient (PutObject's list
+/// adds `InternalError`).
+const TRANSIENT_ERRORS: &[&str] = &["RequestTimeout", "RequestTimeoutException", "InternalError"];
+
 /// Whether the SDK's standard retry mode tries again after this answer:
-/// 500, 502, 503, 504, and the throttling and transient error codes
-/// (PutObject's list adds `InternalError`). A 429 is retried by its code,
-/// not by its status.
+/// 500, 502, 503, 504, and the throttling and transient error codes. A 429
+/// is retried by its code, not by its status.
 fn retryable(status: u16, code: &str) -> bool {
     matches!(status, 500 | 502 | 503 | 504)
-        || matches!(
-            code,
-            "Throttling"
-                | "ThrottlingException"
-                | "ThrottledException"
-                | "RequestThrottledException"
-                | "TooManyRequestsException"
-                | "ProvisionedThroughputExceededException"
-                | "TransactionInProgressException"
-                | "RequestLimitExceeded"
-                | "BandwidthLimitExceeded"
-                | "LimitExceededException"
-                | "RequestThrottled"
-                | "SlowDown"
-                | "PriorRequestNotComplete"
-                | "EC2ThrottledException"
-                | "RequestTimeout"
-                | "RequestTimeoutException"
-                | "InternalError"
-        )
+        || THROTTLING_ERRORS.contains(&code)
+        || TRANSIENT_ERRORS.contains(&code)
+}
+
+/// Whether the SDK names this answer a transient error (not throttling),
+/// after which it does not use the connection again.
+fn transient(status: u16, code: &str) -> bool {
+    !THROTTLING_ERRORS.contains(&code)
+        && (matches!(status, 500 | 502 | 503 | 504) || TRANSIENT_ERRORS.contains(&code))
 }
 
 async fn read_limited(body: SdkBody) -> Bytes {

@@ -983,3 +983,76 @@ async fn direct_writes_encode_every_key_character_as_the_sdk_does() {
         assert_eq!(fake.object(BUCKET, k.full()).unwrap().body, b"s");
     }
 }
+
+/// An S3 stand-in on 127.0.0.1 that keeps connections open, answers the
+/// first `fail` requests with `status` and error `code`, then 200. Returns
+/// its URL and, per request, the number of the connection it came on.
+async fn s3_keeping_connections(
+    fail: usize,
+    status: u16,
+    code: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<usize>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut conns = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            conns += 1;
+            let (log, n) = (log.clone(), conns);
+            tokio::spawn(async move {
+                while read_request(&mut conn).await.is_some() {
+                    let count = {
+                        let mut log = log.lock().unwrap();
+                        log.push(n);
+                        log.len()
+                    };
+                    let answer = if count <= fail {
+                        let body =
+                            format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+                        format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n".to_owned()
+                    };
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_transient_answer_is_retried_on_a_new_connection_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    // A transient answer closes its connection; a throttling one keeps it.
+    for (status, code, connections) in [
+        (500, "InternalError", [1, 2]),
+        (503, "ServiceUnavailable", [1, 2]),
+        (400, "RequestTimeout", [1, 2]),
+        (503, "SlowDown", [1, 1]),
+    ] {
+        for direct in [false, true] {
+            let (url, seen) = s3_keeping_connections(1, status, code).await;
+            let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
+            let k = st.key("again").unwrap();
+            st.put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+            assert_eq!(
+                *seen.lock().unwrap(),
+                connections,
+                "{status} {code}, direct {direct}"
+            );
+        }
+    }
+}
