@@ -51,6 +51,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::date_time::{DateTime, Format};
 use aws_smithy_types::retry::{ReconnectMode, RetryConfig, RetrySpec};
+use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::Document;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -211,14 +212,18 @@ impl DirectPut {
             .build()
             .map_err(|e| e.to_string())?;
         // The same settings as the SDK's (`TimeoutConfig` of the shared
-        // configuration): the HTTP client hands out the same cached
-        // connector, so both share one connection pool.
-        let timeouts = conf.timeout_config();
+        // configuration over the SDK's defaults): the HTTP client hands out
+        // the same cached connector, so both share one connection pool.
+        let mut timeouts = conf
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(|| TimeoutConfig::builder().build());
+        timeouts.take_defaults_from(&sdk_default_timeouts());
         let mut settings = HttpConnectorSettings::builder();
-        if let Some(t) = timeouts.and_then(|t| t.connect_timeout()) {
+        if let Some(t) = timeouts.connect_timeout() {
             settings = settings.connect_timeout(t);
         }
-        if let Some(t) = timeouts.and_then(|t| t.read_timeout()) {
+        if let Some(t) = timeouts.read_timeout() {
             settings = settings.read_timeout(t);
         }
         let connector = http.http_connector(&settings.build(), &components);
@@ -460,6 +465,15 @@ impl DirectPut {
             Failure::Final(e)
         })
     }
+}
+
+/// The timeouts the SDK sets where the configuration sets none: a connect
+/// timeout of 3.1 s for behaviour versions from 2026-01-12 on (the service
+/// uses the latest).
+fn sdk_default_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(3100))
+        .build()
 }
 
 /// The signing region and name of the endpoint's SigV4 scheme (`None`s when

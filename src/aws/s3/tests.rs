@@ -1056,3 +1056,20 @@ async fn a_transient_answer_is_retried_on_a_new_connection_as_by_the_sdk() {
         }
     }
 }
+
+#[tokio::test]
+async fn direct_writes_and_sdk_calls_share_one_connection_pool() {
+    let (url, seen) = s3_keeping_connections(0, 500, "InternalError").await;
+    let st = storage_for(&url, RetryConfig::disabled(), fake_credentials(), true);
+    let k = st.key("reused").unwrap();
+    for body in ["a", "b", "c"] {
+        st.put_bytes(&k, Bytes::from(body), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    st.head(&k).await.unwrap();
+    st.put_bytes(&k, Bytes::from("d"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [1, 1, 1, 1, 1]);
+}
