@@ -12,10 +12,11 @@
 //! SigV4 signature (payload signed over plain HTTP, `UNSIGNED-PAYLOAD` over
 //! TLS when the storage asks for it), the client's retry configuration
 //! (standard mode: 3 attempts, exponential backoff with full jitter, for
-//! connection failures, timeouts, 5xx and throttling, the connection of a
-//! transient error not used again; a signature refused
-//! while S3's `Date` is minutes away from this clock is signed again at S3's
-//! time, which later requests keep), and the error's classification
+//! connection failures, timeouts, 5xx and throttling; the connection of a
+//! transient error is not used again; a signature refused while S3's `Date`
+//! is minutes away from this clock is signed again at S3's time, which later
+//! requests keep), the connector's timeouts (the SDK's default connect
+//! timeout where none is set), and the error's classification
 //! ([`super::error::classify_status`]).
 //!
 //! An endpoint this path does not sign for (SigV4a, S3 Express, endpoint
