@@ -12,7 +12,11 @@
 //! SigV4 signature (payload signed over plain HTTP, `UNSIGNED-PAYLOAD` over
 //! TLS when the storage asks for it), the client's retry configuration
 //! (standard mode: 3 attempts, exponential backoff with full jitter, for
-//! connection failures, timeouts, 5xx and throttling), and the error's classification
+//! connection failures, timeouts, 5xx and throttling; the connection of a
+//! transient error is not used again; a signature refused while S3's `Date`
+//! is minutes away from this clock is signed again at S3's time, which later
+//! requests keep), the connector's timeouts (the SDK's default connect
+//! timeout where none is set), and the error's classification
 //! ([`super::error::classify_status`]).
 //!
 //! An endpoint this path does not sign for (SigV4a, S3 Express, endpoint
@@ -20,7 +24,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
@@ -33,6 +38,7 @@ use aws_smithy_runtime::client::auth::no_auth::NoAuthScheme;
 use aws_smithy_runtime::client::retries::strategy::NeverRetryStrategy;
 use aws_smithy_runtime_api::client::auth::static_resolver::StaticAuthSchemeOptionResolver;
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
+use aws_smithy_runtime_api::client::connection::CaptureSmithyConnection;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorSettings, SharedHttpConnector,
 };
@@ -44,7 +50,9 @@ use aws_smithy_runtime_api::client::runtime_components::{
 };
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::date_time::{DateTime, Format};
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig, RetrySpec};
+use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::Document;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -61,6 +69,23 @@ use crate::util::error_chain;
 
 /// Error bodies are read up to this many bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// An answer whose `Date` is this far from this clock makes a signature
+/// refusal retryable, signed at S3's time (the SDK's clock skew
+/// correction).
+const SKEW_DETECTION_THRESHOLD: Duration = Duration::from_secs(4 * 60);
+
+/// A round trip longer than this measures no skew.
+const MAX_TRUSTED_REQUEST_DURATION: Duration = Duration::from_secs(15 * 60);
+
+/// The error codes of a refusal that a skewed clock may cause.
+const CLOCK_SKEW_ERROR_CODES: &[&str] = &[
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestTimeTooSkewed",
+    "AccessDeniedException",
+];
 
 /// Everything of a key but the unreserved characters and `/` is
 /// percent-encoded in the path (S3's and the SDK's greedy label).
@@ -94,6 +119,9 @@ pub(crate) struct DirectPut {
     cache: SharedIdentityCache,
     resolver: SharedIdentityResolver,
     components: RuntimeComponents,
+    /// How far S3's clock is ahead of this one, in milliseconds, as the
+    /// `Date` of its last answer said: added to the signing time.
+    skew_ms: AtomicI64,
 }
 
 impl fmt::Debug for DirectPut {
@@ -185,14 +213,18 @@ impl DirectPut {
             .build()
             .map_err(|e| e.to_string())?;
         // The same settings as the SDK's (`TimeoutConfig` of the shared
-        // configuration): the HTTP client hands out the same cached
-        // connector, so both share one connection pool.
-        let timeouts = conf.timeout_config();
+        // configuration over the SDK's defaults): the HTTP client hands out
+        // the same cached connector, so both share one connection pool.
+        let mut timeouts = conf
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(|| TimeoutConfig::builder().build());
+        timeouts.take_defaults_from(&sdk_default_timeouts());
         let mut settings = HttpConnectorSettings::builder();
-        if let Some(t) = timeouts.and_then(|t| t.connect_timeout()) {
+        if let Some(t) = timeouts.connect_timeout() {
             settings = settings.connect_timeout(t);
         }
-        if let Some(t) = timeouts.and_then(|t| t.read_timeout()) {
+        if let Some(t) = timeouts.read_timeout() {
             settings = settings.read_timeout(t);
         }
         let connector = http.http_connector(&settings.build(), &components);
@@ -209,7 +241,65 @@ impl DirectPut {
             cache,
             resolver,
             components,
+            skew_ms: AtomicI64::new(0),
         })
+    }
+
+    /// Whether a transient error closes its connection (the retry
+    /// configuration's reconnect mode; retry behaviour 2.1 keeps them).
+    fn reconnect_on_transient_error(&self) -> bool {
+        let keeps = self
+            .retry
+            .retry_spec()
+            .is_some_and(|s| s.is_at_least(RetrySpec::V2_1));
+        !keeps && self.retry.reconnect_mode() == ReconnectMode::ReconnectOnTransientError
+    }
+
+    /// This clock (the client's time source).
+    fn now(&self) -> SystemTime {
+        self.components
+            .time_source()
+            .map_or_else(SystemTime::now, |t| t.now())
+    }
+
+    /// Records the skew of S3's clock that answer `resp` (sent at `sent`)
+    /// shows, and returns it; `None` when it shows none (no `Date`, a
+    /// cached answer, a round trip too long to measure).
+    fn measure_skew(
+        &self,
+        resp: &aws_smithy_runtime_api::http::Response,
+        sent: SystemTime,
+    ) -> Option<i64> {
+        let received = self.now();
+        if resp.headers().get("age").is_some() {
+            return None;
+        }
+        let date = DateTime::from_str(resp.headers().get("date")?, Format::HttpDate).ok()?;
+        let server = SystemTime::try_from(date).ok()?;
+        let elapsed = received.duration_since(sent).unwrap_or_default();
+        if elapsed > MAX_TRUSTED_REQUEST_DURATION {
+            return None;
+        }
+        let midpoint = sent + elapsed / 2;
+        let skew = match server.duration_since(midpoint) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        self.skew_ms.store(skew, Ordering::Relaxed);
+        Some(skew)
+    }
+
+    /// The time to sign at: this clock moved by the skew last seen.
+    fn signing_time(&self) -> SystemTime {
+        let now = self.now();
+        let skew = self.skew_ms.load(Ordering::Relaxed);
+        let by = Duration::from_millis(skew.unsigned_abs());
+        if skew >= 0 {
+            now.checked_add(by)
+        } else {
+            now.checked_sub(by)
+        }
+        .unwrap_or(now)
     }
 
     /// The SDK's standard backoff after attempt `attempt` (1-based): full
@@ -283,11 +373,12 @@ impl DirectPut {
             .cache
             .resolve_cached_identity(self.resolver.clone(), &self.components, &ConfigBag::base())
             .await
+            // Never retried here, as the SDK does not retry a failed
+            // identity (the cache's own load timeout bounds the wait).
             .map_err(|e| match find_sts_error(e.as_ref()) {
                 Some(sts) => Failure::Final(StorageError::CredentialsUnavailable(sts.clone())),
-                None => Failure::Retry(StorageError::Unavailable(what(error_chain(e.as_ref())))),
+                None => Failure::Final(StorageError::Unavailable(what(error_chain(e.as_ref())))),
             })?;
-        let now = self.components.time_source().map(|t| t.now());
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -296,7 +387,7 @@ impl DirectPut {
             .identity(&identity)
             .region(&self.region)
             .name(&self.signing_name)
-            .time(now.unwrap_or_else(std::time::SystemTime::now))
+            .time(self.signing_time())
             .settings(settings)
             .build()
             .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?
@@ -323,21 +414,30 @@ impl DirectPut {
             .body(request_body(blocks))
             .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
         instructions.apply_to_request_http1x(&mut req);
-        let req = req
-            .try_into()
-            .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
-                Failure::Final(StorageError::Internal(what(e.to_string())))
-            })?;
+        let mut req: aws_smithy_runtime_api::http::Request =
+            req.try_into()
+                .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
+                    Failure::Final(StorageError::Internal(what(e.to_string())))
+                })?;
+        // The connection the answer came on, closed after a transient
+        // error (the SDK's connection poisoning).
+        let connection = CaptureSmithyConnection::new();
+        req.add_extension(connection.clone());
+        let sent = self.now();
         let resp = self.connector.call(req).await.map_err(|e| {
             let message = what(error_chain(&e));
             if e.is_timeout() {
                 Failure::Retry(StorageError::Unavailable(what("timed out".into())))
-            } else if e.is_io() {
+            } else if e.is_io() || e.as_other().is_some() {
+                // As the SDK's transient classifier: an I/O failure, or one
+                // the connector names retryable (the connection closed
+                // before the answer came, hyper's `IncompleteMessage`).
                 Failure::Retry(StorageError::Unavailable(message))
             } else {
                 Failure::Final(StorageError::Unavailable(message))
             }
         })?;
+        let skew = self.measure_skew(&resp, sent);
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             let header = |n: &str| resp.headers().get(n).map(str::to_owned);
@@ -350,12 +450,31 @@ impl DirectPut {
         let body = read_limited(resp.into_body()).await;
         let (code, message) = error_fields(&body);
         let e = classify_status("PutObject", key.relative(), status, code, message);
-        Err(if retryable(status, code) {
+        // A signature refused while S3's clock is far from this one: the
+        // next attempt signs at S3's time, as the SDK's does.
+        let skewed = skew
+            .is_some_and(|s| s.unsigned_abs() > SKEW_DETECTION_THRESHOLD.as_millis() as u64)
+            && CLOCK_SKEW_ERROR_CODES.contains(&code);
+        if !skewed && transient(status, code) && self.reconnect_on_transient_error() {
+            if let Some(c) = connection.get() {
+                c.poison();
+            }
+        }
+        Err(if retryable(status, code) || skewed {
             Failure::Retry(e)
         } else {
             Failure::Final(e)
         })
     }
+}
+
+/// The timeouts the SDK sets where the configuration sets none: a connect
+/// timeout of 3.1 s for behaviour versions from 2026-01-12 on (the service
+/// uses the latest).
+fn sdk_default_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(3100))
+        .build()
 }
 
 /// The signing region and name of the endpoint's SigV4 scheme (`None`s when
@@ -422,45 +541,54 @@ fn sendable(v: &str) -> bool {
     v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) && v.trim() == v && !v.contains("  ")
 }
 
-/// The body of one attempt.
-fn request_body(blocks: &[Bytes]) -> SdkBody {
+/// The body of one attempt: the blocks themselves, in order (no copy: a
+/// body held in blocks, up to `SYNC_INLINE_BYTES` or a whole first part,
+/// is reserved once from the buffer budget, and a joined copy would be
+/// outside it).
+pub(super) fn request_body(blocks: &[Bytes]) -> SdkBody {
     match blocks {
         [] => SdkBody::from(Bytes::new()),
         [one] => SdkBody::from(one.clone()),
-        many => {
-            let mut all = bytes::BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-            for b in many {
-                all.extend_from_slice(b);
-            }
-            SdkBody::from(all.freeze())
-        }
+        many => super::upload::blocks_body(many),
     }
 }
 
+/// The error codes the SDK's classifiers name throttling.
+const THROTTLING_ERRORS: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// The error codes the SDK's classifiers name transient (PutObject's list
+/// adds `InternalError`).
+const TRANSIENT_ERRORS: &[&str] = &["RequestTimeout", "RequestTimeoutException", "InternalError"];
+
 /// Whether the SDK's standard retry mode tries again after this answer:
-/// 5xx, 429 and the throttling and transient error codes.
+/// 500, 502, 503, 504, and the throttling and transient error codes. A 429
+/// is retried by its code, not by its status.
 fn retryable(status: u16, code: &str) -> bool {
-    matches!(status, 500 | 502 | 503 | 504 | 429)
-        || matches!(
-            code,
-            "Throttling"
-                | "ThrottlingException"
-                | "ThrottledException"
-                | "RequestThrottledException"
-                | "TooManyRequestsException"
-                | "ProvisionedThroughputExceededException"
-                | "TransactionInProgressException"
-                | "RequestLimitExceeded"
-                | "BandwidthLimitExceeded"
-                | "LimitExceededException"
-                | "RequestThrottled"
-                | "SlowDown"
-                | "PriorRequestNotComplete"
-                | "EC2ThrottledException"
-                | "RequestTimeout"
-                | "RequestTimeoutException"
-                | "InternalError"
-        )
+    matches!(status, 500 | 502 | 503 | 504)
+        || THROTTLING_ERRORS.contains(&code)
+        || TRANSIENT_ERRORS.contains(&code)
+}
+
+/// Whether the SDK names this answer a transient error (not throttling),
+/// after which it does not use the connection again.
+fn transient(status: u16, code: &str) -> bool {
+    !THROTTLING_ERRORS.contains(&code)
+        && (matches!(status, 500 | 502 | 503 | 504) || TRANSIENT_ERRORS.contains(&code))
 }
 
 async fn read_limited(body: SdkBody) -> Bytes {

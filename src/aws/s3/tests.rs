@@ -43,6 +43,16 @@ fn storage_with(
     credentials: SharedCredentialsProvider,
     direct: bool,
 ) -> Storage {
+    storage_for(&fake.url(), retry, credentials, direct)
+}
+
+/// The same storage at an S3 stand-in at `url` (path style).
+fn storage_for(
+    url: &str,
+    retry: RetryConfig,
+    credentials: SharedCredentialsProvider,
+    direct: bool,
+) -> Storage {
     let sdk = aws_types::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -52,7 +62,7 @@ fn storage_with(
         .retry_config(retry)
         .build();
     let conf = aws_sdk_s3::config::Builder::from(&sdk)
-        .endpoint_url(fake.url())
+        .endpoint_url(url)
         .force_path_style(true)
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
@@ -67,13 +77,13 @@ fn storage_with(
         return st;
     }
     let endpoint = S3Endpoint {
-        url: Some(fake.url()),
+        url: Some(url.to_owned()),
         force_path_style: true,
     };
     let st = st.with_direct_put(&endpoint, sdk.credentials_provider());
     assert!(
         st.direct.is_some(),
-        "the fake's endpoint takes the direct path"
+        "the stand-in's endpoint takes the direct path"
     );
     st
 }
@@ -631,4 +641,435 @@ async fn direct_write_errors_hold_no_secret() {
     let shown = format!("{e:?} {e} {st:?}");
     assert!(shown.contains("DirectPut"), "the direct path was taken");
     assert!(!shown.contains("fake-secret"), "{shown}");
+}
+
+/// An S3 stand-in on 127.0.0.1 that reads each request whole, then closes
+/// the connection without an answer for the first `drops` requests and
+/// answers 200 with an ETag after that. Returns its URL and the bodies it
+/// read, in order.
+async fn s3_closing_before_the_answer(
+    drops: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Some(body) = read_request(&mut conn).await else {
+                    return;
+                };
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(body);
+                    seen.len()
+                };
+                if n > drops {
+                    let answer = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// The body of one HTTP/1.1 request with a Content-Length, read whole.
+async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    read_request_head(conn).await.map(|(_, body)| body)
+}
+
+/// The head (lower-case) and body of one HTTP/1.1 request with a
+/// Content-Length, read whole.
+async fn read_request_head(conn: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return Some((text[..end].to_owned(), buf[end + 4..end + 4 + len].to_vec()));
+            }
+        }
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_is_retried_as_the_sdk_does() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for direct in [false, true] {
+        let (url, bodies) = s3_closing_before_the_answer(1).await;
+        let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
+        let k = st.key("closed").unwrap();
+        let written = st
+            .put_bytes(&k, Bytes::from_static(b"sent twice"), PutOptions::default())
+            .await;
+        let written = written.unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+        assert_eq!(written.etag.as_deref(), Some("\"e\""));
+        let bodies = bodies.lock().unwrap().clone();
+        assert_eq!(
+            bodies,
+            [b"sent twice".to_vec(), b"sent twice".to_vec()],
+            "direct {direct}: the same body sent again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_429_is_retried_only_when_its_code_names_throttling_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for direct in [false, true] {
+        let fake = S3Fake::start().await;
+        let st = storage_with(&fake, retry.clone(), fake_credentials(), direct);
+        let k = st.key("busy").unwrap();
+        let puts = || {
+            fake.requests()
+                .iter()
+                .filter(|r| r.starts_with("PUT /b/p/busy"))
+                .count()
+        };
+        // A status alone is not a throttling code: one attempt.
+        fake.fail_next(429, "TooManyRequests");
+        let e = st
+            .put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .expect_err(&format!("direct {direct}: not retried"));
+        assert!(matches!(e, StorageError::Throttled(_)), "{e:?}");
+        assert_eq!(puts(), 1, "direct {direct}");
+        // A throttling code is retried.
+        fake.fail_next(429, "SlowDown");
+        st.put_bytes(&k, Bytes::from_static(b"y"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(puts(), 3, "direct {direct}");
+    }
+}
+
+/// A credentials provider that fails every load (with an `StsError` or
+/// with another error) and counts its loads.
+#[derive(Debug, Clone)]
+struct FailingCredentials {
+    loads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sts: bool,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for FailingCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        use aws_credential_types::provider::error::CredentialsError;
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let e = if self.sts {
+            CredentialsError::provider_error(crate::aws::StsError::Transient("STS 503".into()))
+        } else {
+            CredentialsError::provider_error("the identity could not be had")
+        };
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(e))
+    }
+}
+
+#[tokio::test]
+async fn credential_failures_are_classified_and_not_retried_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for sts in [true, false] {
+        for direct in [false, true] {
+            let fake = S3Fake::start().await;
+            let failing = FailingCredentials {
+                loads: Default::default(),
+                sts,
+            };
+            let provider = SharedCredentialsProvider::new(failing.clone());
+            let st = storage_with(&fake, retry.clone(), provider, direct);
+            let e = st
+                .put_bytes(
+                    &st.key("k").unwrap(),
+                    Bytes::from_static(b"x"),
+                    PutOptions::default(),
+                )
+                .await
+                .unwrap_err();
+            let case = format!("sts {sts}, direct {direct}: {e:?}");
+            if sts {
+                assert!(
+                    matches!(&e, StorageError::CredentialsUnavailable(s) if s.to_string().contains("STS 503")),
+                    "{case}"
+                );
+            } else {
+                assert!(matches!(e, StorageError::Unavailable(_)), "{case}");
+            }
+            let loads = failing.loads.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(loads, 1, "{case}: one load, no retry");
+            assert!(fake.requests().is_empty(), "{case}: nothing sent");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_direct_body_of_many_blocks_is_sent_as_they_are_without_a_copy() {
+    use http_body_util::BodyExt;
+    let blocks: Vec<Bytes> = (0..4u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 256 * 1024 + usize::from(i)]))
+        .collect();
+    let len: usize = blocks.iter().map(Bytes::len).sum();
+    let mut body = direct::request_body(&blocks);
+    assert_eq!(body.content_length(), Some(len as u64));
+    let mut sent = Vec::new();
+    while let Some(frame) = body.frame().await {
+        sent.push(frame.unwrap().into_data().unwrap());
+    }
+    assert_eq!(sent.len(), blocks.len(), "one frame per block");
+    for (s, b) in sent.iter().zip(&blocks) {
+        assert_eq!(
+            (s.as_ptr(), s.len()),
+            (b.as_ptr(), b.len()),
+            "the block itself, not a copy"
+        );
+    }
+    // Written whole through the direct path.
+    let fake = S3Fake::start().await;
+    let st = storage_at(&fake);
+    let k = st.key("blocks").unwrap();
+    let crc = blocks
+        .iter()
+        .fold(0, |crc, b| crc32c::crc32c_append(crc, b));
+    upload::put_in_memory(&st, &k, &blocks, len as u64, crc, &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.object(BUCKET, "p/blocks").unwrap().body,
+        blocks.concat()
+    );
+}
+
+/// An S3 stand-in on 127.0.0.1 whose clock is `ahead` of this one: it
+/// refuses a request signed more than 15 minutes away from its own time
+/// with 403 `RequestTimeTooSkewed`, as S3 does, and dates every answer.
+/// Returns its URL and the number of requests it read.
+async fn s3_with_a_clock_ahead(
+    ahead: Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use aws_smithy_types::date_time::{DateTime, Format};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Some((head, _)) = read_request_head(&mut conn).await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let server_now = SystemTime::now() + ahead;
+                // x-amz-date: 20260102T030405Z
+                let d = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-amz-date:"))
+                    .unwrap()
+                    .trim()
+                    .to_ascii_uppercase();
+                let signed = format!(
+                    "{}-{}-{}T{}:{}:{}Z",
+                    &d[0..4],
+                    &d[4..6],
+                    &d[6..8],
+                    &d[9..11],
+                    &d[11..13],
+                    &d[13..15]
+                );
+                let signed =
+                    SystemTime::try_from(DateTime::from_str(&signed, Format::DateTime).unwrap())
+                        .unwrap();
+                let off = server_now
+                    .duration_since(signed)
+                    .unwrap_or_else(|e| e.duration());
+                let date = DateTime::from(server_now).fmt(Format::HttpDate).unwrap();
+                let answer = if off > Duration::from_secs(15 * 60) {
+                    let body = "<Error><Code>RequestTimeTooSkewed</Code><Message>The difference between the request time and the current time is too large.</Message></Error>";
+                    format!(
+                        "HTTP/1.1 403 Forbidden\r\nDate: {date}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    format!("HTTP/1.1 200 OK\r\nDate: {date}\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                };
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_clock_skew_refusal_is_retried_at_s3s_time_and_remembered_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    for direct in [false, true] {
+        let (url, seen) = s3_with_a_clock_ahead(Duration::from_secs(3600)).await;
+        let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
+        let k = st.key("skewed").unwrap();
+        let count = || seen.load(std::sync::atomic::Ordering::SeqCst);
+        st.put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+        assert_eq!(
+            count(),
+            2,
+            "direct {direct}: refused, then signed at S3's time"
+        );
+        st.put_bytes(&k, Bytes::from_static(b"y"), PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+        assert_eq!(count(), 3, "direct {direct}: the skew is remembered");
+    }
+}
+
+#[tokio::test]
+async fn direct_writes_encode_every_key_character_as_the_sdk_does() {
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect();
+    let keys = [
+        format!("all {ascii} end"),
+        "a//b/c/".to_owned(),
+        "%2F%25+plus/\u{e9}\u{20ac}\u{1f600}\u{fffd}".to_owned(),
+        format!(
+            "{}/",
+            "\u{e9}".repeat((MAX_KEY_BYTES - PREFIX.len() - 1) / 2)
+        ),
+    ];
+    let fake = S3Fake::start().await;
+    let (direct, sdk) = (storage_at(&fake), sdk_storage_at(&fake));
+    let last_put_path = || {
+        let r = fake.requests();
+        let line = r.iter().rev().find(|r| r.starts_with("PUT ")).unwrap();
+        line.split('?').next().unwrap().to_owned()
+    };
+    for key in keys {
+        let k = direct.key(&key).unwrap();
+        direct
+            .put_bytes(&k, Bytes::from_static(b"d"), PutOptions::default())
+            .await
+            .unwrap();
+        let by_direct = last_put_path();
+        assert_eq!(fake.object(BUCKET, k.full()).unwrap().body, b"d");
+        sdk.put_bytes(&k, Bytes::from_static(b"s"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(by_direct, last_put_path(), "{key:?}");
+        assert_eq!(fake.object(BUCKET, k.full()).unwrap().body, b"s");
+    }
+}
+
+/// An S3 stand-in on 127.0.0.1 that keeps connections open, answers the
+/// first `fail` requests with `status` and error `code`, then 200. Returns
+/// its URL and, per request, the number of the connection it came on.
+async fn s3_keeping_connections(
+    fail: usize,
+    status: u16,
+    code: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<usize>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut conns = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            conns += 1;
+            let (log, n) = (log.clone(), conns);
+            tokio::spawn(async move {
+                while read_request(&mut conn).await.is_some() {
+                    let count = {
+                        let mut log = log.lock().unwrap();
+                        log.push(n);
+                        log.len()
+                    };
+                    let answer = if count <= fail {
+                        let body =
+                            format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+                        format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n".to_owned()
+                    };
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_transient_answer_is_retried_on_a_new_connection_as_by_the_sdk() {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1));
+    // A transient answer closes its connection; a throttling one keeps it.
+    for (status, code, connections) in [
+        (500, "InternalError", [1, 2]),
+        (503, "ServiceUnavailable", [1, 2]),
+        (400, "RequestTimeout", [1, 2]),
+        (503, "SlowDown", [1, 1]),
+    ] {
+        for direct in [false, true] {
+            let (url, seen) = s3_keeping_connections(1, status, code).await;
+            let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
+            let k = st.key("again").unwrap();
+            st.put_bytes(&k, Bytes::from_static(b"x"), PutOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("direct {direct}: {e:?}"));
+            assert_eq!(
+                *seen.lock().unwrap(),
+                connections,
+                "{status} {code}, direct {direct}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn direct_writes_and_sdk_calls_share_one_connection_pool() {
+    let (url, seen) = s3_keeping_connections(0, 500, "InternalError").await;
+    let st = storage_for(&url, RetryConfig::disabled(), fake_credentials(), true);
+    let k = st.key("reused").unwrap();
+    for body in ["a", "b", "c"] {
+        st.put_bytes(&k, Bytes::from(body), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    st.head(&k).await.unwrap();
+    st.put_bytes(&k, Bytes::from("d"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [1, 1, 1, 1, 1]);
 }

@@ -124,6 +124,16 @@ impl Part {
     }
 }
 
+/// `blocks` as one request body, one frame each, in order, without
+/// copying them.
+pub(super) fn blocks_body(blocks: &[Bytes]) -> SdkBody {
+    SdkBody::from_body_1_x(PartBody {
+        blocks: blocks.into(),
+        next: 0,
+        remaining: blocks.iter().map(|b| b.len() as u64).sum(),
+    })
+}
+
 /// The blocks of a [`Part`], one frame each, with an exact length.
 struct PartBody {
     blocks: Arc<[Bytes]>,
