@@ -28,11 +28,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
 use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
 use aws_smithy_async::rt::sleep::default_async_sleep;
 use aws_smithy_runtime::client::auth::no_auth::NoAuthScheme;
 use aws_smithy_runtime::client::retries::strategy::NeverRetryStrategy;
@@ -62,6 +59,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{classify_status, StorageError};
 use super::key::ObjectKey;
+use super::sigv4::{self, Signer};
 use super::upload::crc32c_base64;
 use super::{PutOptions, PutResult};
 use crate::aws::find_sts_error;
@@ -109,8 +107,12 @@ pub(crate) struct DirectPut {
     /// The bucket's endpoint, no trailing `/` (e.g.
     /// `https://b.s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:9000/b`).
     base: String,
+    /// `Host` of the endpoint, without a default port (as signed and sent).
+    host: String,
+    /// The endpoint's path (`/b` path-style, empty virtual-hosted).
+    base_path: String,
     region: String,
-    signing_name: String,
+    signer: Signer,
     /// `UNSIGNED-PAYLOAD` instead of the body's SHA-256.
     unsigned_payload: bool,
     /// The client's retry configuration: attempts and backoff.
@@ -228,10 +230,32 @@ impl DirectPut {
             settings = settings.read_timeout(t);
         }
         let connector = http.http_connector(&settings.build(), &components);
+        let base = resolved.url().trim_end_matches('/').to_owned();
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|e| format!("the endpoint {base:?}: {e}"))?;
+        let authority = uri.authority().ok_or("the endpoint has no host")?;
+        let default_port = match uri.scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => return Err("the endpoint is neither http nor https".into()),
+        };
+        let host = if authority.port_u16().is_some() && authority.port_u16() == default_port {
+            authority.host().to_owned()
+        } else {
+            authority.as_str().to_owned()
+        };
+        if uri.query().is_some() || authority.as_str().contains('@') {
+            return Err("the endpoint has a query or user information".into());
+        }
+        let region = signing_region.unwrap_or(region);
+        let signing_name = signing_name.unwrap_or_else(|| "s3".to_owned());
         Ok(DirectPut {
-            base: resolved.url().trim_end_matches('/').to_owned(),
-            region: signing_region.unwrap_or(region),
-            signing_name: signing_name.unwrap_or_else(|| "s3".to_owned()),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            host,
+            base,
+            signer: Signer::new(&region, &signing_name),
+            region,
             unsigned_payload,
             retry: conf
                 .retry_config()
@@ -312,10 +336,11 @@ impl DirectPut {
         exp.min(self.retry.max_backoff()).mul_f64(fastrand::f64())
     }
 
-    /// The URL of `key` (its full key, prefix included).
-    fn url(&self, key: &ObjectKey) -> String {
+    /// The path of `key` (its full key, prefix included), as sent and
+    /// signed.
+    fn path(&self, key: &ObjectKey) -> String {
         let encoded = utf8_percent_encode(key.full(), KEY_ENCODE);
-        format!("{}/{encoded}", self.base)
+        format!("{}/{encoded}", self.base_path)
     }
 
     /// Writes `blocks` (in order, `len` bytes in all) as `key`, with their
@@ -330,7 +355,8 @@ impl DirectPut {
         opts: &PutOptions,
     ) -> Option<Result<PutResult, StorageError>> {
         let headers = request_headers(len, crc, opts)?;
-        let url = self.url(key);
+        let path = self.path(key);
+        let url = format!("{}{}", self.base, &path[self.base_path.len()..]);
         let payload_hash = if self.unsigned_payload {
             None
         } else {
@@ -338,12 +364,20 @@ impl DirectPut {
             for b in blocks {
                 h.update(b);
             }
-            Some(hex(&h.finalize()))
+            let mut hex = String::with_capacity(64);
+            sigv4::push_hex(&mut hex, &h.finalize());
+            Some(hex)
         };
         let mut attempt = 1;
         loop {
             let failure = match self
-                .attempt(key, &url, &headers, payload_hash.as_deref(), blocks)
+                .attempt(
+                    key,
+                    (&url, &path),
+                    &headers,
+                    payload_hash.as_deref(),
+                    blocks,
+                )
                 .await
             {
                 Ok(put) => return Some(Ok(put)),
@@ -363,7 +397,7 @@ impl DirectPut {
     async fn attempt(
         &self,
         key: &ObjectKey,
-        url: &str,
+        (url, path): (&str, &str),
         headers: &[Header<'_>],
         payload_hash: Option<&str>,
         blocks: &[Bytes],
@@ -379,41 +413,42 @@ impl DirectPut {
                 Some(sts) => Failure::Final(StorageError::CredentialsUnavailable(sts.clone())),
                 None => Failure::Final(StorageError::Unavailable(what(error_chain(e.as_ref())))),
             })?;
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(&self.signing_name)
-            .time(self.signing_time())
-            .settings(settings)
-            .build()
-            .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?
-            .into();
-        let body = match payload_hash {
-            Some(h) => SignableBody::Precomputed(h.to_owned()),
-            None => SignableBody::UnsignedPayload,
-        };
-        let signable = SignableRequest::new(
-            "PUT",
-            url,
-            headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
-            body,
-        )
-        .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?
-            .into_parts();
+        let creds = identity.data::<Credentials>().ok_or_else(|| {
+            Failure::Final(StorageError::Internal(what(
+                "the identity is not AWS credentials".into(),
+            )))
+        })?;
+        let payload_hash = payload_hash.unwrap_or("UNSIGNED-PAYLOAD");
+        let named: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .collect();
+        let signed = self.signer.sign(
+            &sigv4::Request {
+                method: "PUT",
+                host: &self.host,
+                path,
+                headers: &named,
+                payload_hash,
+            },
+            self.signing_time(),
+            creds,
+        );
         let mut req = http::Request::builder().method("PUT").uri(url);
-        for (n, v) in headers {
-            req = req.header(n.as_ref(), v.as_ref());
+        for (n, v) in &named {
+            req = req.header(*n, *v);
         }
-        let mut req = req
+        req = req
+            .header(http::header::HOST, &self.host)
+            .header("x-amz-content-sha256", payload_hash)
+            .header("x-amz-date", &signed.amz_date)
+            .header(http::header::AUTHORIZATION, &signed.authorization);
+        if let Some(token) = creds.session_token() {
+            req = req.header("x-amz-security-token", token);
+        }
+        let req = req
             .body(request_body(blocks))
             .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
-        instructions.apply_to_request_http1x(&mut req);
         let mut req: aws_smithy_runtime_api::http::Request =
             req.try_into()
                 .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
@@ -613,12 +648,4 @@ fn element<'a>(xml: &'a str, name: &str) -> &'a str {
         .map(|i| &xml[i + open.len()..])
         .and_then(|rest| rest.find(&close).map(|j| &rest[..j]))
         .unwrap_or("")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -9,6 +9,7 @@ mod headers;
 mod key;
 mod multipart;
 mod range;
+mod sigv4;
 mod upload;
 
 use std::collections::HashMap;

@@ -583,20 +583,29 @@ async fn direct_writes_carry_headers_conditions_and_odd_keys() {
     );
 }
 
+/// The standard retry mode's three attempts, with millisecond backoffs.
+fn quick_retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+/// How many PUTs `fake` received for the relative key `key` (and the keys
+/// it begins).
+fn puts_of(fake: &S3Fake, key: &str) -> usize {
+    let line = format!("PUT /{BUCKET}/{PREFIX}{key}");
+    fake.requests()
+        .iter()
+        .filter(|r| r.starts_with(&line))
+        .count()
+}
+
 #[tokio::test]
 async fn direct_writes_retry_transient_answers_as_the_sdk_does() {
     let fake = S3Fake::start().await;
-    let retry = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1));
-    let st = storage_with(&fake, retry, fake_credentials(), true);
+    let st = storage_with(&fake, quick_retries(), fake_credentials(), true);
     let k = st.key("r").unwrap();
-    let puts = || {
-        fake.requests()
-            .iter()
-            .filter(|r| r.starts_with("PUT /b/p/r"))
-            .count()
-    };
+    let puts = || puts_of(&fake, "r");
     // Two transient answers, then success on the third attempt.
     fake.fail_next(503, "SlowDown");
     fake.fail_next(500, "InternalError");
@@ -709,9 +718,7 @@ async fn read_request_head(conn: &mut tokio::net::TcpStream) -> Option<(String, 
 
 #[tokio::test]
 async fn a_connection_closed_before_the_answer_is_retried_as_the_sdk_does() {
-    let retry = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1));
+    let retry = quick_retries();
     for direct in [false, true] {
         let (url, bodies) = s3_closing_before_the_answer(1).await;
         let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
@@ -732,19 +739,11 @@ async fn a_connection_closed_before_the_answer_is_retried_as_the_sdk_does() {
 
 #[tokio::test]
 async fn a_429_is_retried_only_when_its_code_names_throttling_as_by_the_sdk() {
-    let retry = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1));
     for direct in [false, true] {
         let fake = S3Fake::start().await;
-        let st = storage_with(&fake, retry.clone(), fake_credentials(), direct);
+        let st = storage_with(&fake, quick_retries(), fake_credentials(), direct);
         let k = st.key("busy").unwrap();
-        let puts = || {
-            fake.requests()
-                .iter()
-                .filter(|r| r.starts_with("PUT /b/p/busy"))
-                .count()
-        };
+        let puts = || puts_of(&fake, "busy");
         // A status alone is not a throttling code: one attempt.
         fake.fail_next(429, "TooManyRequests");
         let e = st
@@ -790,9 +789,7 @@ impl aws_credential_types::provider::ProvideCredentials for FailingCredentials {
 
 #[tokio::test]
 async fn credential_failures_are_classified_and_not_retried_as_by_the_sdk() {
-    let retry = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1));
+    let retry = quick_retries();
     for sts in [true, false] {
         for direct in [false, true] {
             let fake = S3Fake::start().await;
@@ -926,9 +923,7 @@ async fn s3_with_a_clock_ahead(
 
 #[tokio::test]
 async fn a_clock_skew_refusal_is_retried_at_s3s_time_and_remembered_as_by_the_sdk() {
-    let retry = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1));
+    let retry = quick_retries();
     for direct in [false, true] {
         let (url, seen) = s3_with_a_clock_ahead(Duration::from_secs(3600)).await;
         let st = storage_for(&url, retry.clone(), fake_credentials(), direct);
@@ -1031,9 +1026,7 @@ async fn s3_keeping_connections(
 
 #[tokio::test]
 async fn a_transient_answer_is_retried_on_a_new_connection_as_by_the_sdk() {
-    let retry = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1));
+    let retry = quick_retries();
     // A transient answer closes its connection; a throttling one keeps it.
     for (status, code, connections) in [
         (500, "InternalError", [1, 2]),
