@@ -53,6 +53,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::Document;
 use bytes::Bytes;
 use futures_util::FutureExt;
+use http::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
@@ -421,7 +422,7 @@ impl DirectPut {
         let payload_hash = payload_hash.unwrap_or("UNSIGNED-PAYLOAD");
         let named: Vec<(&str, &str)> = headers
             .iter()
-            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .map(|(n, v)| (n.as_str(), v.as_ref()))
             .collect();
         let signed = self.signer.sign(
             &sigv4::Request {
@@ -434,21 +435,25 @@ impl DirectPut {
             self.signing_time(),
             creds,
         );
-        let mut req = http::Request::builder().method("PUT").uri(url);
-        for (n, v) in &named {
-            req = req.header(*n, *v);
+        let internal = |e: String| Failure::Final(StorageError::Internal(what(e)));
+        let value = |v: &str| HeaderValue::from_str(v).map_err(|e| internal(e.to_string()));
+        let mut map = http::HeaderMap::with_capacity(headers.len() + 5);
+        for (n, v) in headers {
+            map.append(n.clone(), value(v)?);
         }
-        req = req
-            .header(http::header::HOST, &self.host)
-            .header("x-amz-content-sha256", payload_hash)
-            .header("x-amz-date", &signed.amz_date)
-            .header(http::header::AUTHORIZATION, &signed.authorization);
+        map.append(http::header::HOST, value(&self.host)?);
+        map.append(X_AMZ_CONTENT_SHA256, value(payload_hash)?);
+        map.append(X_AMZ_DATE, value(&signed.amz_date)?);
+        map.append(http::header::AUTHORIZATION, value(&signed.authorization)?);
         if let Some(token) = creds.session_token() {
-            req = req.header("x-amz-security-token", token);
+            map.append(X_AMZ_SECURITY_TOKEN, value(token)?);
         }
-        let req = req
-            .body(request_body(blocks))
-            .map_err(|e| Failure::Final(StorageError::Internal(what(e.to_string()))))?;
+        let mut req = http::Request::new(request_body(blocks));
+        *req.method_mut() = http::Method::PUT;
+        *req.uri_mut() = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| internal(e.to_string()))?;
+        *req.headers_mut() = map;
         let mut req: aws_smithy_runtime_api::http::Request =
             req.try_into()
                 .map_err(|e: aws_smithy_runtime_api::http::HttpError| {
@@ -531,41 +536,49 @@ fn sigv4_scheme(schemes: Option<&Document>) -> Option<(Option<String>, Option<St
 }
 
 /// A header of the request: name (lower-case) and value.
-type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
+type Header<'a> = (HeaderName, Cow<'a, str>);
 
-/// The headers of the PutObject, names lower-case (all signed), or `None`
-/// when a value is not text that goes into a header unchanged.
+const X_AMZ_CHECKSUM_CRC32C: HeaderName = HeaderName::from_static("x-amz-checksum-crc32c");
+const X_AMZ_SDK_CHECKSUM_ALGORITHM: HeaderName =
+    HeaderName::from_static("x-amz-sdk-checksum-algorithm");
+const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+
+/// The headers of the PutObject (all signed), or `None` when a value is
+/// not text that goes into a header unchanged.
 fn request_headers(len: u64, crc: u32, opts: &PutOptions) -> Option<Vec<Header<'_>>> {
+    use http::header;
     let h = &opts.headers;
-    let mut out: Vec<Header<'_>> = vec![
-        ("content-length".into(), len.to_string().into()),
-        ("x-amz-checksum-crc32c".into(), crc32c_base64(crc).into()),
-        ("x-amz-sdk-checksum-algorithm".into(), "CRC32C".into()),
-    ];
+    let mut out: Vec<Header<'_>> = Vec::with_capacity(8 + h.metadata.len());
+    out.push((header::CONTENT_LENGTH, len.to_string().into()));
+    out.push((X_AMZ_CHECKSUM_CRC32C, crc32c_base64(crc).into()));
+    out.push((X_AMZ_SDK_CHECKSUM_ALGORITHM, "CRC32C".into()));
     let system = [
-        ("content-type", &h.content_type),
-        ("content-encoding", &h.content_encoding),
-        ("content-disposition", &h.content_disposition),
-        ("cache-control", &h.cache_control),
-        ("content-language", &h.content_language),
+        (header::CONTENT_TYPE, &h.content_type),
+        (header::CONTENT_ENCODING, &h.content_encoding),
+        (header::CONTENT_DISPOSITION, &h.content_disposition),
+        (header::CACHE_CONTROL, &h.cache_control),
+        (header::CONTENT_LANGUAGE, &h.content_language),
     ];
     for (name, value) in system {
         if let Some(v) = value {
-            out.push((name.into(), v.as_str().into()));
+            out.push((name, v.as_str().into()));
         }
     }
     if opts.if_none_match {
-        out.push(("if-none-match".into(), "*".into()));
+        out.push((header::IF_NONE_MATCH, "*".into()));
     }
     if let Some(etag) = &opts.if_match {
-        out.push(("if-match".into(), etag.as_str().into()));
+        out.push((header::IF_MATCH, etag.as_str().into()));
     }
     for (name, value) in &h.metadata {
         let name = format!("x-amz-meta-{}", name.to_ascii_lowercase());
-        if !http::HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| n.as_str() == name) {
+        let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        if parsed.as_str() != name {
             return None;
         }
-        out.push((name.into(), value.as_str().into()));
+        out.push((parsed, value.as_str().into()));
     }
     out.iter().all(|(_, v)| sendable(v)).then_some(out)
 }
