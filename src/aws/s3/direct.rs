@@ -1,4 +1,4 @@
-//! PutObject of a body held in memory, signed here with `aws-sigv4` and
+//! PutObject of a body held in memory, signed here ([`super::sigv4`]) and
 //! sent through the SDK's own HTTP connector, without the SDK's operation
 //! orchestration (its interceptors, layered configuration and serialisers
 //! cost several times the HTTP exchange itself for a small object).
