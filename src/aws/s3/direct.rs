@@ -573,7 +573,13 @@ fn request_headers(len: u64, crc: u32, opts: &PutOptions) -> Option<Vec<Header<'
         out.push((header::IF_MATCH, etag.as_str().into()));
     }
     for (name, value) in &h.metadata {
-        let name = format!("x-amz-meta-{}", name.to_ascii_lowercase());
+        // Names arrive lower-case; one that is not could repeat another
+        // once lowered, which SigV4 would sign as one header: the SDK then
+        // writes it as it always did.
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let name = format!("x-amz-meta-{name}");
         let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
         if parsed.as_str() != name {
             return None;
@@ -661,4 +667,33 @@ fn element<'a>(xml: &'a str, name: &str) -> &'a str {
         .map(|i| &xml[i + open.len()..])
         .and_then(|rest| rest.find(&close).map(|j| &rest[..j]))
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_metadata(pairs: &[(&str, &str)]) -> PutOptions {
+        let mut opts = PutOptions::default();
+        for (k, v) in pairs {
+            opts.headers.metadata.insert((*k).into(), (*v).into());
+        }
+        opts
+    }
+
+    #[test]
+    fn headers_signing_would_change_are_left_to_the_sdk() {
+        let sent = |opts: &PutOptions| request_headers(3, 0, opts).is_some();
+        assert!(sent(&with_metadata(&[("team", "data eng")])));
+        // Two names that lower to one; values SigV4 would trim or fold.
+        assert!(!sent(&with_metadata(&[("Team", "a"), ("team", "b")])));
+        assert!(!sent(&with_metadata(&[("team", " a")])));
+        assert!(!sent(&with_metadata(&[("team", "a  b")])));
+        assert!(!sent(&with_metadata(&[("team", "caf\u{e9}")])));
+        assert!(!sent(&with_metadata(&[("team", "a\tb")])));
+        assert!(!sent(&with_metadata(&[("bad name", "a")])));
+        let mut etag = PutOptions::default();
+        etag.if_match = Some("\"e\"\r\nx-evil: 1".into());
+        assert!(!sent(&etag));
+    }
 }

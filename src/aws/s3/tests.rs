@@ -528,7 +528,7 @@ async fn direct_writes_carry_headers_conditions_and_odd_keys() {
     let key = "dir/a b+c%d/\u{e9}~(1)&=?#.txt";
     let k = st.key(key).unwrap();
     let mut metadata = HashMap::new();
-    metadata.insert("Team".to_owned(), "data eng".to_owned());
+    metadata.insert("team".to_owned(), "data eng".to_owned());
     metadata.insert("goog-generation".to_owned(), "17".to_owned());
     let opts = PutOptions {
         headers: ObjectHeaders {
