@@ -692,8 +692,10 @@ mod tests {
         assert!(!sent(&with_metadata(&[("team", "caf\u{e9}")])));
         assert!(!sent(&with_metadata(&[("team", "a\tb")])));
         assert!(!sent(&with_metadata(&[("bad name", "a")])));
-        let mut etag = PutOptions::default();
-        etag.if_match = Some("\"e\"\r\nx-evil: 1".into());
+        let etag = PutOptions {
+            if_match: Some("\"e\"\r\nx-evil: 1".into()),
+            ..PutOptions::default()
+        };
         assert!(!sent(&etag));
     }
 }
