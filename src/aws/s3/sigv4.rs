@@ -10,7 +10,7 @@
 //! signs it as sent); the query is empty.
 
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use sha2::{Digest, Sha256};
@@ -207,19 +207,17 @@ pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ` of `time` (UTC); times before 1970 sign as 1970.
+/// `YYYYMMDDTHHMMSSZ` of `time` (UTC).
 fn amz_date(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let t = time::OffsetDateTime::from(time);
     let mut out = String::with_capacity(16);
-    push_digits(&mut out, y as u64, 4);
-    push_digits(&mut out, u64::from(m), 2);
-    push_digits(&mut out, u64::from(d), 2);
+    push_digits(&mut out, u64::try_from(t.year()).unwrap_or(0), 4);
+    push_digits(&mut out, u64::from(u8::from(t.month())), 2);
+    push_digits(&mut out, u64::from(t.day()), 2);
     out.push('T');
-    push_digits(&mut out, rem / 3600, 2);
-    push_digits(&mut out, rem % 3600 / 60, 2);
-    push_digits(&mut out, rem % 60, 2);
+    push_digits(&mut out, u64::from(t.hour()), 2);
+    push_digits(&mut out, u64::from(t.minute()), 2);
+    push_digits(&mut out, u64::from(t.second()), 2);
     out.push('Z');
     out
 }
@@ -235,21 +233,6 @@ fn push_digits(out: &mut String, mut v: u64, width: usize) {
     }
 }
 
-/// Year, month and day of the `days`th day since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +241,7 @@ mod tests {
         SigningSettings, UriPathNormalizationMode,
     };
     use std::time::Duration;
+    use std::time::UNIX_EPOCH;
 
     /// The `authorization` and `x-amz-date` `aws-sigv4` gives the same
     /// request, signed as the SDK signs S3 requests.

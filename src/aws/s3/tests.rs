@@ -583,6 +583,16 @@ async fn direct_writes_carry_headers_conditions_and_odd_keys() {
     );
 }
 
+/// Writes `x` as the key `k`.
+async fn put_x(st: &Storage) -> Result<PutResult, StorageError> {
+    st.put_bytes(
+        &st.key("k").unwrap(),
+        Bytes::from_static(b"x"),
+        PutOptions::default(),
+    )
+    .await
+}
+
 /// The standard retry mode's three attempts, with millisecond backoffs.
 fn quick_retries() -> RetryConfig {
     RetryConfig::standard()
@@ -639,14 +649,7 @@ async fn direct_write_errors_hold_no_secret() {
     let fake = S3Fake::start().await;
     let st = storage_at(&fake);
     fake.fail_next(400, "InvalidArgument");
-    let e = st
-        .put_bytes(
-            &st.key("k").unwrap(),
-            Bytes::from_static(b"x"),
-            PutOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let e = put_x(&st).await.unwrap_err();
     let shown = format!("{e:?} {e} {st:?}");
     assert!(shown.contains("DirectPut"), "the direct path was taken");
     assert!(!shown.contains("fake-secret"), "{shown}");
@@ -799,14 +802,7 @@ async fn credential_failures_are_classified_and_not_retried_as_by_the_sdk() {
             };
             let provider = SharedCredentialsProvider::new(failing.clone());
             let st = storage_with(&fake, retry.clone(), provider, direct);
-            let e = st
-                .put_bytes(
-                    &st.key("k").unwrap(),
-                    Bytes::from_static(b"x"),
-                    PutOptions::default(),
-                )
-                .await
-                .unwrap_err();
+            let e = put_x(&st).await.unwrap_err();
             let case = format!("sts {sts}, direct {direct}: {e:?}");
             if sts {
                 assert!(
