@@ -14,7 +14,8 @@
 # annotated profiles stay in $RIG_DIR/profile/ (callgrind_annotate FILE).
 #
 # Knobs: SERVICE_BIN (target/release/gcp-aws-bridge), N (2000 under
-# callgrind), NATIVE_N (20000), CONC (16), SECS (10, the wrk runs), RIG_DIR
+# callgrind), NATIVE_N (20000), ROUNDS (1: native runs of service and
+# forwarder in turns, with the median ratio), CONC (16), SECS (10, the wrk runs), RIG_DIR
 # (.run/profile). Needs moto (scripts/rig-up.sh moto) for STS, valgrind, hey
 # and wrk.
 set -euo pipefail
@@ -25,6 +26,7 @@ export RIG_DIR="${RIG_DIR:-$ROOT/.run/profile}"
 MODE="${MODE:-all}"
 N="${N:-2000}"
 NATIVE_N="${NATIVE_N:-20000}"
+ROUNDS="${ROUNDS:-1}"
 CONC="${CONC:-16}"
 SECS="${SECS:-10}"
 BIN="${SERVICE_BIN:-$ROOT/target/release/gcp-aws-bridge}"
@@ -165,13 +167,22 @@ if [ "$MODE" = all ] || [ "$MODE" = native ]; then
     FWD="http://$(wait_ready "$OUT/forwarder.out")"
     hey_n 2000 "$URL/v1/objects/bench"
     hey_n 2000 "$FWD$SINK_PATH"
-    t0="$(cpu_ticks "$svc")"
-    hey_n "$NATIVE_N" "$URL/v1/objects/bench"
-    svc_us=$((($(cpu_ticks "$svc") - t0) * 1000000 / CLK_TCK / NATIVE_N))
-    t0="$(cpu_ticks "$fwd")"
-    hey_n "$NATIVE_N" "$FWD$SINK_PATH"
-    fwd_us=$((($(cpu_ticks "$fwd") - t0) * 1000000 / CLK_TCK / NATIVE_N))
-    echo "CPU µs per PUT: service $svc_us, forwarder $fwd_us (NATIVE_N=$NATIVE_N, user + system from /proc/PID/stat)"
+    # Service and forwarder in turns, ROUNDS times: each round's ratio is
+    # taken under the same machine state; the median of the rounds is the
+    # figure.
+    ratios=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        t0="$(cpu_ticks "$svc")"
+        hey_n "$NATIVE_N" "$URL/v1/objects/bench"
+        svc_us=$((($(cpu_ticks "$svc") - t0) * 1000000 / CLK_TCK / NATIVE_N))
+        t0="$(cpu_ticks "$fwd")"
+        hey_n "$NATIVE_N" "$FWD$SINK_PATH"
+        fwd_us=$((($(cpu_ticks "$fwd") - t0) * 1000000 / CLK_TCK / NATIVE_N))
+        ratio="$(python3 -c "print(f'{$svc_us / $fwd_us:.2f}')")"
+        ratios+=("$ratio")
+        echo "CPU µs per PUT: service $svc_us, forwarder $fwd_us, ratio $ratio (round $round of $ROUNDS, NATIVE_N=$NATIVE_N, user + system from /proc/PID/stat)"
+    done
+    echo "median ratio of $ROUNDS rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys, statistics; print(f"{statistics.median(float(l) for l in sys.stdin):.2f}")')"
     wrk -t1 -c"$CONC" -d"${SECS}s" -s bench/put.lua "$URL/v1/objects/bench" | sed -n 's/^RESULT /service: /p'
     wrk -t1 -c"$CONC" -d"${SECS}s" -s bench/put.lua "$FWD$SINK_PATH" | sed -n 's/^RESULT /forwarder: /p'
     stop "$svc"

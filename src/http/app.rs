@@ -71,9 +71,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     let trace =
         crate::telemetry::parse_trace_context(get("traceparent"), get("x-cloud-trace-context"));
-    let method = req.method().to_string();
-    let url = req.uri().path().to_owned();
-    let user_agent = get("user-agent").unwrap_or("").to_owned();
+    // Kept as they are (shared, not copied) for the log line, which the
+    // log level may filter out.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let user_agent = h.get(header::USER_AGENT).cloned();
     // The trace may be replaced by a delivered task's (see
     // `telemetry::continue_trace`) and the operation named by the work.
     let empty = tracing::field::Empty;
@@ -98,13 +100,16 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let mut req = req;
     req.extensions_mut().insert(route.clone());
     let timeout = state.config.server.request_timeout;
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
+    // One timer for the whole request: it bounds the handler, then the body.
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
     let mut cancel = state.cancel.subscribe();
-    let resp = async move {
+    let resp = async {
         tokio::select! {
-            r = tokio::time::timeout(timeout, next.run(req)) => match r {
-                Ok(r) => r,
-                Err(_) => AppError::from(Interrupted::Deadline(timeout)).into_response(),
-            },
+            // An answer ready at the deadline is the answer.
+            biased;
+            r = next.run(req) => r,
+            () = timer.as_mut() => AppError::from(Interrupted::Deadline(timeout)).into_response(),
             _ = async {
                 if cancel.wait_for(|stop| *stop).await.is_err() {
                     std::future::pending::<()>().await;
@@ -117,12 +122,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     // The deadline bounds the body too: a streamed answer (an object read
     // from S3) ends with an error, which aborts it, when the deadline passes.
     // An answer made at the deadline (the timeout's own 503) is sent whole.
-    let deadline = tokio::time::Instant::from_std(started) + timeout;
     let resp = if tokio::time::Instant::now() < deadline {
         resp.map(|body| {
             axum::body::Body::new(Deadline {
                 body,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                deadline: timer,
                 timeout,
                 passed: false,
             })
@@ -137,17 +141,21 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         crate::metrics::request(matched.map_or("unmatched", |m| m.as_str()), status);
     }
     span.in_scope(|| {
+        let agent = user_agent
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let size = resp
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if status >= 500 && status != 503 {
-            tracing::error!(http.method = %method, http.url = %url, http.status = status, http.latency_ms = latency_ms, http.user_agent = %user_agent, http.response_size = size, "request served");
+            tracing::error!(http.method = %method, http.url = %uri.path(), http.status = status, http.latency_ms = latency_ms, http.user_agent = %agent, http.response_size = size, "request served");
         } else if status == 503 || status == 429 {
-            tracing::warn!(http.method = %method, http.url = %url, http.status = status, http.latency_ms = latency_ms, http.user_agent = %user_agent, http.response_size = size, "request served");
+            tracing::warn!(http.method = %method, http.url = %uri.path(), http.status = status, http.latency_ms = latency_ms, http.user_agent = %agent, http.response_size = size, "request served");
         } else {
-            tracing::info!(http.method = %method, http.url = %url, http.status = status, http.latency_ms = latency_ms, http.user_agent = %user_agent, http.response_size = size, "request served");
+            tracing::info!(http.method = %method, http.url = %uri.path(), http.status = status, http.latency_ms = latency_ms, http.user_agent = %agent, http.response_size = size, "request served");
         }
     });
     resp

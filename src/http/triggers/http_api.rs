@@ -88,9 +88,12 @@ fn object_headers(info: &ObjectInfo, out: &mut HeaderMap) {
 pub(crate) async fn put_object(
     State(state): State<AppState>,
     Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    req: axum::extract::Request,
 ) -> Result<Response, AppError> {
+    // The request's own headers, not a copy (the `HeaderMap` extractor
+    // clones them).
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     state.doors.allow(Op::Put)?;
     let key = state.storage.key(&key)?;
     // Refused before a byte of the body is read.
