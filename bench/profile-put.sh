@@ -68,6 +68,8 @@ wait_http() { # url
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Context switches of all of a process's threads.
+ctx_switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 CLK_TCK="$(getconf CLK_TCK)"
 
 "$TK/metadata-emulator" >"$OUT/metadata.out" 2>/dev/null &
@@ -173,14 +175,18 @@ if [ "$MODE" = all ] || [ "$MODE" = native ]; then
     ratios=()
     for ((round = 1; round <= ROUNDS; round++)); do
         t0="$(cpu_ticks "$svc")"
+        c0="$(ctx_switches "$svc")"
         hey_n "$NATIVE_N" "$URL/v1/objects/bench"
         svc_us=$((($(cpu_ticks "$svc") - t0) * 1000000 / CLK_TCK / NATIVE_N))
+        svc_cs="$(python3 -c "print(f'{($(ctx_switches "$svc") - $c0) / $NATIVE_N:.2f}')")"
         t0="$(cpu_ticks "$fwd")"
+        c0="$(ctx_switches "$fwd")"
         hey_n "$NATIVE_N" "$FWD$SINK_PATH"
         fwd_us=$((($(cpu_ticks "$fwd") - t0) * 1000000 / CLK_TCK / NATIVE_N))
+        fwd_cs="$(python3 -c "print(f'{($(ctx_switches "$fwd") - $c0) / $NATIVE_N:.2f}')")"
         ratio="$(python3 -c "print(f'{$svc_us / $fwd_us:.2f}')")"
         ratios+=("$ratio")
-        echo "CPU µs per PUT: service $svc_us, forwarder $fwd_us, ratio $ratio (round $round of $ROUNDS, NATIVE_N=$NATIVE_N, user + system from /proc/PID/stat)"
+        echo "CPU µs per PUT: service $svc_us, forwarder $fwd_us, ratio $ratio; context switches per PUT: service $svc_cs, forwarder $fwd_cs (round $round of $ROUNDS, NATIVE_N=$NATIVE_N, user + system from /proc/PID/stat)"
     done
     echo "median ratio of $ROUNDS rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys, statistics; print(f"{statistics.median(float(l) for l in sys.stdin):.2f}")')"
     wrk -t1 -c"$CONC" -d"${SECS}s" -s bench/put.lua "$URL/v1/objects/bench" | sed -n 's/^RESULT /service: /p'

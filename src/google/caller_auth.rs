@@ -361,6 +361,12 @@ impl CallerAuth {
         }
     }
 
+    /// Whether [`CallerAuth::check`] refuses anybody (`AUTH_MODE` is not
+    /// `none`).
+    pub(crate) fn checks_callers(&self) -> bool {
+        self.mode != AuthMode::None
+    }
+
     fn allowed(&self, claims: &Claims) -> Result<Caller, CallerError> {
         let email = claims
             .email

@@ -49,7 +49,7 @@ async fn authenticate_tasks(State(state): State<AppState>, req: Request, next: N
 
 async fn admit(
     auth: &crate::google::caller_auth::CallerAuth,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     match auth.check(req.headers()).await {
@@ -57,7 +57,6 @@ async fn admit(
             if let Some(email) = &caller.email {
                 tracing::Span::current().record("caller", email.as_str());
             }
-            req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => AppError::from(e).into_response(),
@@ -96,9 +95,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         }
         span.record("trace_sampled", *sampled);
     }
-    let route = RouteSlot::default();
+    // The route template, for the request count (see `remember_route`).
+    let route = crate::metrics::enabled().then(RouteSlot::default);
     let mut req = req;
-    req.extensions_mut().insert(route.clone());
+    if let Some(route) = &route {
+        req.extensions_mut().insert(route.clone());
+    }
     let timeout = state.config.server.request_timeout;
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     // One timer for the whole request: it bounds the handler, then the body.
@@ -136,7 +138,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     };
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if crate::metrics::enabled() {
+    if let Some(route) = route {
         let matched = route.0.get();
         crate::metrics::request(matched.map_or("unmatched", |m| m.as_str()), status);
     }
@@ -231,9 +233,11 @@ async fn method_not_allowed() -> AppError {
     RouteError::MethodNotAllowed.into()
 }
 
-/// The service's routes.
+/// The service's routes. A door whose callers are not checked
+/// (`AUTH_MODE=none`) has no check in its way, and route templates are
+/// remembered only while metrics are exported (`metrics::init` runs first).
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/pubsub", post(pubsub::handle))
         .route("/events", post(cloudevents::handle))
         .route(
@@ -249,20 +253,27 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/presign", post(http_api::presign))
         .route("/v1/sync", post(crate::http::triggers::sync_http::sync))
         .route("/v1/buckets", get(http_api::buckets))
-        .route("/v1/whoami", get(http_api::whoami))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let inside = Router::new()
-        .route("/tasks", post(pubsub::handle_task))
-        .route_layer(middleware::from_fn_with_state(
+        .route("/v1/whoami", get(http_api::whoami));
+    if state.caller_auth.checks_callers() {
+        protected =
+            protected.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    }
+    let mut inside = Router::new().route("/tasks", post(pubsub::handle_task));
+    if state.tasks_auth.checks_callers() {
+        inside = inside.route_layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_tasks,
         ));
-    Router::new()
+    }
+    let mut routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .merge(inside)
-        .route_layer(middleware::from_fn(remember_route))
+        .merge(inside);
+    if crate::metrics::enabled() {
+        routes = routes.route_layer(middleware::from_fn(remember_route));
+    }
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits; PUT /v1/objects streams.

@@ -9,6 +9,9 @@
 //! timer is set and [`HEADER_READ_TIMEOUT`] applies to every request head on a
 //! connection, including the wait for the next request on a kept-alive one.
 //!
+//! While it serves, a timer fires every second ([`Tick`]), so that the
+//! timers of each request do not wake the thread waiting on I/O.
+//!
 //! HTTP/2 has no such timeout: a peer that keeps a connection open and
 //! sends no request (or not even the HTTP/2 preface) would hold it for
 //! ever, and one that vanished without a FIN would never be noticed. So
@@ -183,6 +186,7 @@ pub async fn serve(
         .keep_alive_timeout(opts.keep_alive_timeout);
     // Every connection holds a receiver: `closed` resolves once all ended.
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let _tick = Tick::start();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -289,11 +293,73 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(300)
 }
 
+/// A timer that fires every [`TICK`] for as long as the server runs.
+///
+/// tokio's timer driver, when it waits on I/O with no timer pending, waits
+/// without a deadline; a timer set then wakes that thread (an `eventfd`
+/// write, a context switch) so that it waits again with one. The server
+/// sets several timers per request (the header read, the request deadline,
+/// the S3 read timeout), each of which would do so whenever it is the only
+/// one. With this one always pending and due first, they do not.
+struct Tick(tokio::task::JoinHandle<()>);
+
+/// See [`Tick`].
+const TICK: Duration = Duration::from_secs(1);
+
+impl Tick {
+    fn start() -> Tick {
+        Tick(tokio::spawn(async {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+            }
+        }))
+    }
+}
+
+impl Drop for Tick {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
+
+    /// The server's tick runs while it serves and stops with it.
+    #[tokio::test]
+    async fn the_tick_lives_as_long_as_the_server() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(
+            listener,
+            Router::new(),
+            ServeOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::task::yield_now().await;
+        assert_eq!(tasks(), 2, "the server and its tick");
+        stop.send(()).unwrap();
+        served.await.unwrap();
+        for _ in 0..100 {
+            if tasks() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(tasks(), 0, "the tick stopped with the server");
+    }
 
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];

@@ -25,6 +25,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -125,6 +126,9 @@ pub(crate) struct DirectPut {
     /// How far S3's clock is ahead of this one, in milliseconds, as the
     /// `Date` of its last answer said: added to the signing time.
     skew_ms: AtomicI64,
+    /// The `Date` of the last answer and the time it says: S3's `Date`
+    /// changes once a second, so most answers repeat it.
+    last_date: Mutex<Option<(String, SystemTime)>>,
 }
 
 impl fmt::Debug for DirectPut {
@@ -267,6 +271,7 @@ impl DirectPut {
             resolver,
             components,
             skew_ms: AtomicI64::new(0),
+            last_date: Mutex::new(None),
         })
     }
 
@@ -299,8 +304,7 @@ impl DirectPut {
         if resp.headers().get("age").is_some() {
             return None;
         }
-        let date = DateTime::from_str(resp.headers().get("date")?, Format::HttpDate).ok()?;
-        let server = SystemTime::try_from(date).ok()?;
+        let server = self.server_time(resp.headers().get("date")?)?;
         let elapsed = received.duration_since(sent).unwrap_or_default();
         if elapsed > MAX_TRUSTED_REQUEST_DURATION {
             return None;
@@ -312,6 +316,22 @@ impl DirectPut {
         };
         self.skew_ms.store(skew, Ordering::Relaxed);
         Some(skew)
+    }
+
+    /// The time an answer's `Date` says, `None` when it is not an HTTP date.
+    fn server_time(&self, date: &str) -> Option<SystemTime> {
+        let mut last = self
+            .last_date
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, at)) = &*last {
+            if seen == date {
+                return Some(*at);
+            }
+        }
+        let at = SystemTime::try_from(DateTime::from_str(date, Format::HttpDate).ok()?).ok()?;
+        *last = Some((date.to_owned(), at));
+        Some(at)
     }
 
     /// The time to sign at: this clock moved by the skew last seen.
@@ -340,8 +360,11 @@ impl DirectPut {
     /// The path of `key` (its full key, prefix included), as sent and
     /// signed.
     fn path(&self, key: &ObjectKey) -> String {
-        let encoded = utf8_percent_encode(key.full(), KEY_ENCODE);
-        format!("{}/{encoded}", self.base_path)
+        let mut path = String::with_capacity(self.base_path.len() + 1 + key.full().len() * 3);
+        path.push_str(&self.base_path);
+        path.push('/');
+        path.extend(utf8_percent_encode(key.full(), KEY_ENCODE));
+        path
     }
 
     /// Writes `blocks` (in order, `len` bytes in all) as `key`, with their
@@ -357,7 +380,7 @@ impl DirectPut {
     ) -> Option<Result<PutResult, StorageError>> {
         let headers = request_headers(len, crc, opts)?;
         let path = self.path(key);
-        let url = format!("{}{}", self.base, &path[self.base_path.len()..]);
+        let url = [self.base.as_str(), &path[self.base_path.len()..]].concat();
         let payload_hash = if self.unsigned_payload {
             None
         } else {
@@ -454,6 +477,8 @@ impl DirectPut {
             .parse()
             .map_err(|e: http::uri::InvalidUri| internal(e.to_string()))?;
         *req.headers_mut() = map;
+        // (An `http` request converted, rather than the connector's own type
+        // built: its header insertion checks each value twice.)
         let mut req: aws_smithy_runtime_api::http::Request =
             req.try_into()
                 .map_err(|e: aws_smithy_runtime_api::http::HttpError| {

@@ -64,7 +64,7 @@ impl ObjectKey {
         check(prefix, relative)?;
         Ok(ObjectKey {
             relative: relative.to_owned(),
-            full: format!("{prefix}{relative}"),
+            full: [prefix, relative].concat(),
         })
     }
 
