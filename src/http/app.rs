@@ -95,12 +95,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         }
         span.record("trace_sampled", *sampled);
     }
-    // The route template, for the request count (see `remember_route`).
-    let route = crate::metrics::enabled().then(RouteSlot::default);
-    let mut req = req;
-    if let Some(route) = &route {
-        req.extensions_mut().insert(route.clone());
-    }
+    // The route template, for the request count: this middleware wraps
+    // each route (`Router::layer`), so routing has already named it; the
+    // fallback has none.
+    let route = if crate::metrics::enabled() {
+        req.extensions().get::<MatchedPath>().cloned()
+    } else {
+        None
+    };
     let timeout = state.config.server.request_timeout;
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     // One timer for the whole request: it bounds the handler, then the body.
@@ -138,9 +140,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     };
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Some(route) = route {
-        let matched = route.0.get();
-        crate::metrics::request(matched.map_or("unmatched", |m| m.as_str()), status);
+    if crate::metrics::enabled() {
+        crate::metrics::request(route.as_ref().map_or("unmatched", |m| m.as_str()), status);
     }
     span.in_scope(|| {
         let agent = user_agent
@@ -161,18 +162,6 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         }
     });
     resp
-}
-
-/// The route template a request matched, filled in by [`remember_route`]
-/// (the request middleware runs before routing, so it cannot see it).
-#[derive(Clone, Default)]
-struct RouteSlot(std::sync::Arc<std::sync::OnceLock<MatchedPath>>);
-
-async fn remember_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    if let (Some(m), Some(slot)) = (matched, req.extensions().get::<RouteSlot>()) {
-        let _ = slot.0.set(m);
-    }
-    next.run(req).await
 }
 
 /// A response body cut at the request's deadline: past it, the body ends
@@ -234,8 +223,7 @@ async fn method_not_allowed() -> AppError {
 }
 
 /// The service's routes. A door whose callers are not checked
-/// (`AUTH_MODE=none`) has no check in its way, and route templates are
-/// remembered only while metrics are exported (`metrics::init` runs first).
+/// (`AUTH_MODE=none`) has no check in its way.
 pub fn router(state: AppState) -> Router {
     let mut protected = Router::new()
         .route("/pubsub", post(pubsub::handle))
@@ -265,15 +253,11 @@ pub fn router(state: AppState) -> Router {
             authenticate_tasks,
         ));
     }
-    let mut routes = Router::new()
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .merge(inside);
-    if crate::metrics::enabled() {
-        routes = routes.route_layer(middleware::from_fn(remember_route));
-    }
-    routes
+        .merge(inside)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits; PUT /v1/objects streams.

@@ -301,6 +301,11 @@ fn default_request_timeout() -> Duration {
 /// sets several timers per request (the header read, the request deadline,
 /// the S3 read timeout), each of which would do so whenever it is the only
 /// one. With this one always pending and due first, they do not.
+///
+/// Under tokio's paused clock (`start_paused`), an idle runtime moves the
+/// clock to the next timer, so a server waiting for its first connection
+/// would race the clock ahead a second at a time: `serve` runs in real
+/// time (tests that pause time call the router directly).
 struct Tick(tokio::task::JoinHandle<()>);
 
 /// See [`Tick`].

@@ -523,3 +523,45 @@ async fn edge_refusals_answer_their_status_code_and_message() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The request middleware (`observe`) wraps each route (`Router::layer`)
+/// and takes the request metric's route template from the request: a
+/// layer in its place on this router sees the template routing matched,
+/// and none on the fallback.
+#[tokio::test]
+async fn a_layer_around_the_routes_reads_the_route_template() {
+    async fn look(
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("unmatched".to_owned(), |m| m.as_str().to_owned());
+        let mut resp = next.run(req).await;
+        resp.headers_mut()
+            .insert("x-route", route.parse().expect("a header value"));
+        resp
+    }
+    let app = app("").layer(axum::middleware::from_fn(look));
+    for (method, path, route) in [
+        (Method::GET, "/healthz", "/healthz"),
+        (Method::PATCH, "/v1/objects/a/b", "/v1/objects/{*key}"),
+        (Method::GET, "/v1/objects/", "/v1/objects/"),
+        (Method::POST, "/tasks", "/tasks"),
+        (Method::GET, "/no/such/route", "unmatched"),
+    ] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.headers().get("x-route").and_then(|v| v.to_str().ok()),
+            Some(route),
+            "{method} {path} ({})",
+            resp.status()
+        );
+    }
+}
