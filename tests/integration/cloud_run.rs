@@ -272,11 +272,11 @@ async fn request_timeout_and_scale_down() {
     let mut w = World::new("crTimeout").await;
     deployed_env(&mut w);
     let mut cfg = front_end_config(&w);
-    cfg.request_timeout = Duration::from_secs(2);
+    cfg.request_timeout = Duration::from_secs(3);
     let front = start_front_end(cfg, &w.env, 1).await;
     // S3 answers after the front end's deadline: 504 from the front end.
     w.proxy
-        .push_fault("PutObject", ProxyFault::Delay(Duration::from_secs(4)));
+        .push_fault("PutObject", ProxyFault::Delay(Duration::from_secs(6)));
     let t = Instant::now();
     let r = client()
         .put(format!("{}/v1/objects/slow.txt", front.url()))
@@ -286,12 +286,13 @@ async fn request_timeout_and_scale_down() {
         .await
         .unwrap();
     assert_eq!(r.status(), 504);
-    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
 
     // Scale-down with a request in flight: SIGTERM, the request finishes,
-    // the instance exits 0 within the grace period.
+    // the instance exits 0 within the grace period. The delay leaves the
+    // request 2 s of its 3 s deadline for the rest of its way.
     w.proxy
-        .push_fault("PutObject", ProxyFault::Delay(Duration::from_millis(1500)));
+        .push_fault("PutObject", ProxyFault::Delay(Duration::from_secs(1)));
     let url = format!("{}/v1/objects/inflight.txt", front.url());
     let tok = w.caller_token();
     let inflight = tokio::spawn(async move {
