@@ -51,13 +51,12 @@ fn protected_routes(base: &str) -> Vec<(&'static str, reqwest::RequestBuilder)> 
         ("POST /pubsub", c.post(format!("{base}/pubsub")).json(&push)),
         (
             "POST /events",
-            c.post(format!("{base}/events"))
-                .header("ce-specversion", "1.0")
-                .header("ce-id", "1")
-                .header("ce-type", "google.cloud.storage.object.v1.finalized")
-                .header("ce-source", "//storage.googleapis.com/projects/_/buckets/b")
-                .header("ce-subject", "objects/o")
-                .json(&json!({"bucket": "b", "name": "o", "generation": "1"})),
+            storage_event(
+                c.post(format!("{base}/events")),
+                "1",
+                "finalized",
+                &json!({"bucket": "b", "name": "o", "generation": "1"}),
+            ),
         ),
         (
             "PUT /v1/objects/k",

@@ -164,32 +164,20 @@ async fn put_into_the_terraform_applied_bucket() {
 
 /// A Cloud Storage CloudEvent (binary mode) for `obj`, to a service with
 /// `AUTH_MODE=none`; the answer's status and JSON body.
-async fn storage_event(
+async fn event_to(
     server: &Server,
     kind: &str,
     obj: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/events", server.url))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", format!("{kind}-{}", obj["generation"]))
-        .header("ce-type", format!("google.cloud.storage.object.v1.{kind}"))
-        .header(
-            "ce-source",
-            format!(
-                "//storage.googleapis.com/projects/_/buckets/{}",
-                obj["bucket"].as_str().unwrap()
-            ),
-        )
-        .header(
-            "ce-subject",
-            format!("objects/{}", obj["name"].as_str().unwrap()),
-        )
-        .header("content-type", "application/json")
-        .body(obj.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = storage_event(
+        reqwest::Client::new().post(format!("{}/events", server.url)),
+        &format!("{kind}-{}", obj["generation"]),
+        kind,
+        obj,
+    )
+    .send()
+    .await
+    .unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (
@@ -234,12 +222,12 @@ async fn replica_deletes_on_the_versioned_terraform_bucket_remove_what_they_chec
     let one = gcs
         .upload(&bucket, name, b"one", serde_json::json!({}))
         .await;
-    let (s, b) = storage_event(&server, "finalized", &one).await;
+    let (s, b) = event_to(&server, "finalized", &one).await;
     assert_eq!(s, 200, "{b}\n{}", server.stdout.text());
     let two = gcs
         .upload(&bucket, name, b"two", serde_json::json!({}))
         .await;
-    let (s, b) = storage_event(&server, "finalized", &two).await;
+    let (s, b) = event_to(&server, "finalized", &two).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "replicated", "{b}");
     assert_eq!(
@@ -257,12 +245,12 @@ async fn replica_deletes_on_the_versioned_terraform_bucket_remove_what_they_chec
     let server = std::sync::Arc::new(server);
     let slow = {
         let (server, two) = (server.clone(), two.clone());
-        tokio::spawn(async move { storage_event(&server, "deleted", &two).await })
+        tokio::spawn(async move { event_to(&server, "deleted", &two).await })
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), hold.arrived())
         .await
         .expect("the delete reached S3");
-    let (s, b) = storage_event(&server, "finalized", &three).await;
+    let (s, b) = event_to(&server, "finalized", &three).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "replicated", "{b}");
     hold.release();
@@ -280,7 +268,7 @@ async fn replica_deletes_on_the_versioned_terraform_bucket_remove_what_they_chec
     // Three's delete removes three and the older replica that would have
     // become current: nothing reappears.
     gcs.delete(&bucket, name).await;
-    let (s, b) = storage_event(&server, "deleted", &three).await;
+    let (s, b) = event_to(&server, "deleted", &three).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "replica_deleted", "{b}");
     assert_eq!(admin_get(&d.bucket, &w.full(name)).await, None);

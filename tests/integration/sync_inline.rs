@@ -204,25 +204,17 @@ async fn a_sync_of_300_new_small_objects_reads_and_writes_each_once() {
 
 /// A Cloud Storage CloudEvent through the front end.
 async fn finalized(d: &Deployment, obj: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/events", d.front.url()))
-        .bearer_auth(d.w.caller_token())
-        .header("ce-specversion", "1.0")
-        .header("ce-id", format!("{}-finalized", generation_of(obj)))
-        .header("ce-type", "google.cloud.storage.object.v1.finalized")
-        .header(
-            "ce-source",
-            format!("//storage.googleapis.com/projects/_/buckets/{}", d.bucket),
-        )
-        .header(
-            "ce-subject",
-            format!("objects/{}", obj["name"].as_str().unwrap()),
-        )
-        .header("content-type", "application/json")
-        .body(obj.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = storage_event(
+        reqwest::Client::new()
+            .post(format!("{}/events", d.front.url()))
+            .bearer_auth(d.w.caller_token()),
+        &format!("{}-finalized", generation_of(obj)),
+        "finalized",
+        obj,
+    )
+    .send()
+    .await
+    .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }

@@ -363,21 +363,15 @@ async fn the_terraform_environment_behind_the_front_end() {
     })
     .await;
     let r = if events_path == "/events" {
-        reqwest::Client::new()
-            .post(format!("{}/events", events.url()))
-            .header("ce-specversion", "1.0")
-            .header("ce-id", "tfenv-1")
-            .header("ce-type", "google.cloud.storage.object.v1.finalized")
-            .header(
-                "ce-source",
-                format!("//storage.googleapis.com/projects/_/buckets/{source_bucket}"),
-            )
-            .header("ce-subject", "objects/from-gcs.txt")
-            .header("content-type", "application/json")
-            .body(obj.to_string())
-            .send()
-            .await
-            .unwrap()
+        storage_event(
+            reqwest::Client::new().post(format!("{}/events", events.url())),
+            "tfenv-1",
+            "finalized",
+            &obj,
+        )
+        .send()
+        .await
+        .unwrap()
     } else {
         let generation = match &obj["generation"] {
             Value::String(g) => g.clone(),
