@@ -17,21 +17,14 @@
 #   BENCH_RELEASE=1 bench/verify.sh             with a release build
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+BENCH_NAME=verify
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export RIG_DIR="${RIG_DIR:-$ROOT/.run/bench-verify}"
 RESULTS="${RESULTS:-$ROOT/bench/VERIFY_RESULTS.md}"
 export BENCH_OBJECTS="${BENCH_OBJECTS:-10000}"
 export BENCH_OBJECT_BYTES="${BENCH_OBJECT_BYTES:-1024}"
-say() { echo "bench/verify: $*" >&2; }
 
-if ! command -v rclone >/dev/null 2>&1; then
-    say "installing rclone (Debian package)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rclone >/dev/null
-fi
+bench_need_rclone
 
 BUILD=debug
 if [ -n "${BENCH_BRIDGE_BIN:-}" ]; then
@@ -43,27 +36,10 @@ elif [ "${BENCH_RELEASE:-0}" = 1 ]; then
     BUILD=release
 fi
 
-mkdir -p "$RIG_DIR"
-trap '"$ROOT/scripts/rig-down.sh" >/dev/null 2>&1 || true' EXIT
-"$ROOT/scripts/rig-up.sh" >"$RIG_DIR/rig-up.log" 2>&1
-
+bench_rig_up
 LOG="$RIG_DIR/bench-verify.log"
-say "running (log in $LOG)"
-cargo test --test integration verify_bench:: -- --ignored --nocapture --test-threads 1 2>&1 | tee "$LOG" | grep -o 'BENCH .*' || true
-grep -q '^test result: ok' "$LOG" || { say "the benchmark failed; see $LOG"; exit 1; }
-
-# The sections after the table (## ...) are kept across runs.
-KEEP="$(sed -n '/^## /,$p' "$RESULTS" 2>/dev/null || true)"
-{
-    echo "# verify benchmark"
-    echo
-    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg)),"
-    echo "gcp-aws-bridge $BUILD build, rclone $(rclone version 2>/dev/null | head -n1 | awk '{print $2}');"
-    echo "$BENCH_OBJECTS objects of $BENCH_OBJECT_BYTES bytes, fake-gcs-server and moto of the rig."
-    echo
-    echo "| figure | value | unit |"
-    echo "|---|---:|---|"
-    grep -o 'BENCH .*' "$LOG" | awk '{printf "| %s | %s | %s |\n", $2, $3, $4}'
-    [ -z "$KEEP" ] || printf '\n%s\n' "$KEEP"
-} >"$RESULTS"
-say "wrote $RESULTS"
+bench_run verify_bench:: "$LOG"
+bench_write "$RESULTS" "$LOG" "verify benchmark" \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg))," \
+    "gcp-aws-bridge $BUILD build, rclone $(rclone_version);" \
+    "$BENCH_OBJECTS objects of $BENCH_OBJECT_BYTES bytes, fake-gcs-server and moto of the rig."
