@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(c.caller_auth.mode, AuthMode::Verify);
         assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(c.identity.metadata_host, "metadata.google.internal");
-        assert_eq!(c.aws.role_session_name, "bridge-00001-abc");
+        assert_eq!(c.aws.role_session_name, "bridge-bridge-00001-abc");
         assert_eq!(
             c.caller_auth.allowed_emails,
             vec!["push@p.iam.gserviceaccount.com"]
@@ -174,6 +174,30 @@ mod tests {
         assert_eq!(c.limits.max_object_bytes, 5 * 1024 * 1024 * 1024 * 1024);
         assert!(c.limits.buffer_budget_bytes > 0);
         assert_eq!(c.limits.buffer_wait, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn session_name_is_service_and_revision_else_the_host_name() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut v: Vec<(String, String)> = minimal()
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("K_"))
+                .collect();
+            v.extend(pairs.iter().map(|(k, x)| (k.to_string(), x.to_string())));
+            Config::from_iter(v).unwrap().aws.role_session_name
+        };
+        assert_eq!(
+            with(&[("K_SERVICE", "svc"), ("K_REVISION", "rev-1")]),
+            "svc-rev-1"
+        );
+        assert_eq!(
+            with(&[("K_SERVICE", "svc"), ("HOSTNAME", "host-1")]),
+            "host-1"
+        );
+        assert_eq!(
+            with(&[("K_REVISION", "rev-1"), ("HOSTNAME", "host-1")]),
+            "host-1"
+        );
     }
 
     #[test]

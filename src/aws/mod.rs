@@ -270,20 +270,14 @@ impl AwsSettings {
         self.role_session_name = sanitize_session_name(&self.session_name());
     }
 
-    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION` (the revision
-    /// alone when it starts with the service), else the host name.
+    /// `AWS_ROLE_SESSION_NAME`, else `K_SERVICE-K_REVISION` (both set, as
+    /// Cloud Run and Cloud Functions set them), else the host name.
     fn session_name(&self) -> String {
         let (service, revision) = (&self.k_service, &self.k_revision);
         if !self.role_session_name.is_empty() {
             self.role_session_name.clone()
         } else if !service.is_empty() && !revision.is_empty() {
-            if revision.starts_with(service.as_str()) {
-                revision.clone()
-            } else {
-                format!("{service}-{revision}")
-            }
-        } else if !service.is_empty() {
-            service.clone()
+            format!("{service}-{revision}")
         } else if !self.hostname.is_empty() {
             self.hostname.clone()
         } else {
