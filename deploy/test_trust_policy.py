@@ -82,8 +82,10 @@ def main():
     check("aud is the numeric unique id, not an email", unique_id.isdigit() and "@" not in str(eq), eq)
 
     check(
-        "MaxSessionDuration equals AWS_ROLE_DURATION_SECONDS",
-        role["MaxSessionDuration"] == outputs["role_duration_seconds"] == outputs["role_max_session_duration"],
+        "MaxSessionDuration is AWS_ROLE_DURATION_SECONDS, at least IAM's 3600",
+        role["MaxSessionDuration"]
+        == max(3600, outputs["role_duration_seconds"])
+        == outputs["role_max_session_duration"],
         (role["MaxSessionDuration"], outputs["role_duration_seconds"]),
     )
 

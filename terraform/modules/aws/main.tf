@@ -60,7 +60,7 @@ resource "aws_iam_role" "bridge" {
   path                 = var.role_path
   description          = "Assumed by the gcp-aws-bridge Cloud Run service with its Google ID token."
   assume_role_policy   = data.aws_iam_policy_document.trust.json
-  max_session_duration = var.role_duration_seconds
+  max_session_duration = max(3600, var.role_duration_seconds) # IAM allows 1 h at least; STS asks for the duration
   permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }

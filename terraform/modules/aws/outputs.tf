@@ -9,7 +9,7 @@ output "role_name" {
 }
 
 output "role_max_session_duration" {
-  description = "Maximum session duration of the role in seconds; equal to the service's AWS_ROLE_DURATION_SECONDS."
+  description = "Maximum session duration of the role in seconds: the service's AWS_ROLE_DURATION_SECONDS, at least IAM's 3600."
   value       = aws_iam_role.bridge.max_session_duration
 }
 
