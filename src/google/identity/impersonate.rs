@@ -25,12 +25,19 @@ struct GenerateIdTokenResponse {
     token: String,
 }
 
+/// What a path segment encodes of a service account's email: all but the
+/// unreserved characters and `@`, so `sa@p.iam.gserviceaccount.com` goes
+/// out as written, as Google's libraries send it.
+const SA_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@');
+
 impl ImpersonateSource {
     pub(super) fn new(client: reqwest::Client, endpoint: &str, service_account: String) -> Self {
-        let sa = percent_encoding::utf8_percent_encode(
-            &service_account,
-            percent_encoding::NON_ALPHANUMERIC,
-        );
+        let sa = percent_encoding::utf8_percent_encode(&service_account, SA_SEGMENT);
         ImpersonateSource {
             client,
             url: format!(
@@ -76,5 +83,28 @@ impl ImpersonateSource {
             IdentityError::permanent(NAME, "generateIdToken answered without a token")
         })?;
         Ok(SecretToken::new(parsed.token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_account_goes_into_the_path_as_written() {
+        let s = ImpersonateSource::new(
+            reqwest::Client::new(),
+            "https://iamcredentials.googleapis.com/",
+            "bridge-sa_1@my-proj.iam.gserviceaccount.com".into(),
+        );
+        assert_eq!(
+            s.url,
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/bridge-sa_1@my-proj.iam.gserviceaccount.com:generateIdToken"
+        );
+        let odd = ImpersonateSource::new(reqwest::Client::new(), "http://h", "a/b c?".into());
+        assert_eq!(
+            odd.url,
+            "http://h/v1/projects/-/serviceAccounts/a%2Fb%20c%3F:generateIdToken"
+        );
     }
 }

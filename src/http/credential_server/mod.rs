@@ -87,10 +87,18 @@ impl Default for CredentialServerSettings {
     }
 }
 
-/// `CREDENTIALS_ADDR`: IP:PORT on a loopback address.
+/// `CREDENTIALS_ADDR`: IP:PORT on a loopback address, or `localhost:PORT`
+/// (127.0.0.1).
 fn loopback_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let v = String::deserialize(d)?;
-    match v.parse::<SocketAddr>() {
+    let parsed = match v.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| ()),
+        None => v.parse::<SocketAddr>().map_err(|_| ()),
+    };
+    match parsed {
         Ok(a) if a.ip().is_loopback() => Ok(a),
         Ok(_) => Err(serde::de::Error::custom(format!(
             "{v:?} is not a loopback address (127.0.0.1:PORT or [::1]:PORT): credentials never leave the host"
@@ -372,11 +380,18 @@ mod tests {
             ]))
             .unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
+        let c = ServerConfig::from_iter(env(&[
+            ("CREDENTIALS_ADDR", "localhost:9913"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "t"),
+        ]))
+        .unwrap();
+        assert_eq!(c.addr, "127.0.0.1:9913".parse().unwrap());
         for bad in [
             "0.0.0.0:9911",
             "10.0.0.1:9911",
             "[::]:9911",
             "localhost",
+            "localhost:x",
             "9911",
         ] {
             let e = ServerConfig::from_iter(env(&[
