@@ -119,12 +119,19 @@ pub(crate) enum ApiRequestError {
     /// `POST /v1/presign` with a method other than GET or PUT.
     #[error("method {0:?} is not GET or PUT")]
     PresignMethod(String),
-    /// `POST /v1/presign` with `expires_in` out of range.
-    #[error("expires_in must be from 1 to 604800 seconds")]
+    /// `POST /v1/presign` with `expires_in` below one second (a longer one
+    /// is capped, not refused).
+    #[error("expires_in must be at least 1 second")]
     ExpiresInOutOfRange,
     /// `POST /v1/sync` without `bucket`.
     #[error(r#"missing field `bucket`; expected {{"bucket","prefix"?,"delete"?}}"#)]
     SyncWithoutBucket,
+    /// A key in the path whose percent-decoding is not UTF-8.
+    #[error("the key in the path is not UTF-8 once percent-decoded")]
+    KeyNotUtf8,
+    /// A query string the route cannot read (a field twice, bad encoding).
+    #[error("query string: {0}")]
+    BadQuery(String),
 }
 
 /// A request that reached no handler (the service's router and the

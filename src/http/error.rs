@@ -800,11 +800,11 @@ impl From<ApiRequestError> for AppError {
             ApiRequestError::MetadataNotAscii => {
                 AppError::bad_request(Code::InvalidMetadata, message)
             }
+            ApiRequestError::KeyNotUtf8 => AppError::bad_request(Code::InvalidKey, message),
             ApiRequestError::InvalidLimit
             | ApiRequestError::PresignMethod(_)
-            | ApiRequestError::ExpiresInOutOfRange => {
-                AppError::bad_request(Code::InvalidArgument, message)
-            }
+            | ApiRequestError::ExpiresInOutOfRange
+            | ApiRequestError::BadQuery(_) => AppError::bad_request(Code::InvalidArgument, message),
             ApiRequestError::SyncWithoutBucket => AppError::bad_request(Code::InvalidJson, message),
         }
     }
@@ -1004,13 +1004,25 @@ mod tests {
                 ApiRequestError::ExpiresInOutOfRange.into(),
                 400,
                 "invalid_argument",
-                "expires_in must be from 1 to 604800 seconds",
+                "expires_in must be at least 1 second",
             ),
             (
                 ApiRequestError::SyncWithoutBucket.into(),
                 400,
                 "invalid_json",
                 r#"missing field `bucket`; expected {"bucket","prefix"?,"delete"?}"#,
+            ),
+            (
+                ApiRequestError::KeyNotUtf8.into(),
+                400,
+                "invalid_key",
+                "the key in the path is not UTF-8 once percent-decoded",
+            ),
+            (
+                ApiRequestError::BadQuery("duplicate field `prefix`".into()).into(),
+                400,
+                "invalid_argument",
+                "query string: duplicate field `prefix`",
             ),
             (
                 RouteError::NoSuchRoute.into(),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -84,10 +84,29 @@ fn object_headers(info: &ObjectInfo, out: &mut HeaderMap) {
     }
 }
 
+/// The `{key}` of `/v1/objects/{key}`, percent-decoded; a key that is not
+/// UTF-8 once decoded is refused as a bad key (400 `invalid_key`), in the
+/// service's error body rather than axum's plain text.
+pub(crate) struct KeyPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(key)) => Ok(KeyPath(key)),
+            Err(_) => Err(ApiRequestError::KeyNotUtf8.into()),
+        }
+    }
+}
+
 /// `PUT /v1/objects/{key}`: the body streams to S3 (multipart past 64 MiB).
 pub(crate) async fn put_object(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
     req: axum::extract::Request,
 ) -> Result<Response, AppError> {
     // The request's own headers, not a copy (the `HeaderMap` extractor
@@ -152,7 +171,7 @@ pub(crate) async fn put_object(
 /// `GET /v1/objects/{key}`: streamed, `Range` honoured (206).
 pub(crate) async fn get_object(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let key = state.storage.key(&key)?;
@@ -182,7 +201,7 @@ pub(crate) async fn get_object(
 /// `HEAD /v1/objects/{key}`.
 pub(crate) async fn head_object(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
 ) -> Result<Response, AppError> {
     let key = state.storage.key(&key)?;
     let info = state.storage.head(&key).await?;
@@ -196,7 +215,7 @@ pub(crate) async fn head_object(
 /// `DELETE /v1/objects/{key}`: 204, also for a missing key.
 pub(crate) async fn delete_object(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
 ) -> Result<StatusCode, AppError> {
     state.doors.allow(Op::Delete)?;
     let key = state.storage.key(&key)?;
@@ -215,8 +234,9 @@ pub(crate) struct ListQuery {
 /// `GET /v1/objects?prefix=&limit=&cursor=`.
 pub(crate) async fn list_objects(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
+    let Query(q) = q.map_err(|e| ApiRequestError::BadQuery(e.body_text()))?;
     let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
         None => None,
         Some(l) => Some(
@@ -292,7 +312,8 @@ pub(crate) async fn presign(
     }
     let expires_in = match req.expires_in {
         None => 3600,
-        Some(s) if (1..=604_800).contains(&s) => s as u64,
+        // S3's week and the credentials' remaining life cap it (Storage::presign).
+        Some(s) if s >= 1 => s as u64,
         Some(_) => return Err(ApiRequestError::ExpiresInOutOfRange.into()),
     };
     let key = state.storage.key(&req.key)?;

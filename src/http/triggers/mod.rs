@@ -12,9 +12,10 @@ pub(crate) mod http_api;
 pub mod pubsub;
 pub(crate) mod sync_http;
 
-/// Body limit of `POST /v1/copy` and `POST /v1/presign`: a few keys.
+/// Body limit of `POST /v1/copy`, `POST /v1/presign` and `POST /v1/sync`
+/// (below `MAX_BODY_BYTES` when that is smaller): a few keys.
 pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
-/// What a `/v1/copy` or `/v1/presign` request costs, in bodies: the body
+/// What a `/v1/copy`, `/v1/presign` or `/v1/sync` request costs, in bodies: the body
 /// and its contiguous copy while it is read (the keys parsed from it are
 /// smaller than it).
 pub(crate) const SMALL_BODY_COST: u64 = 2;

@@ -17,7 +17,7 @@ use crate::http::error::AppError;
 use crate::http::state::AppState;
 use crate::wire::{Delivery, Op, SyncCommand, WireError};
 
-use super::{json_body, read_body};
+use super::{json_body, read_body_within, SMALL_BODY_COST, SMALL_BODY_LIMIT};
 
 /// The body of `POST /v1/sync`.
 #[derive(Deserialize)]
@@ -35,16 +35,16 @@ struct SyncBody {
     page_token: Option<IgnoredAny>,
 }
 
-/// The largest sync request body.
-const SYNC_BODY_LIMIT: usize = 64 * 1024;
-
 /// `POST /v1/sync`.
 pub(crate) async fn sync(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let bytes = read_body(&headers, body, SYNC_BODY_LIMIT).await?;
+    state.doors.allow(Op::Sync)?;
+    let limit = SMALL_BODY_LIMIT.min(state.config.limits.max_body_bytes);
+    let (bytes, _held) =
+        read_body_within(&headers, body, limit, SMALL_BODY_COST, &state.budget).await?;
     // The body is the command without its op, read straight into its
     // fields; an `op` in it is ignored, a `page_token` refused as at every
     // outside door.
@@ -62,7 +62,6 @@ pub(crate) async fn sync(
         delete: b.delete,
         ..SyncCommand::default()
     };
-    state.doors.allow(Op::Sync)?;
     state.doors.allow_sync_delete(cmd.delete)?;
     let out =
         crate::replication::sync::start(&state.replicator, &cmd, &Delivery::default()).await?;

@@ -17,6 +17,11 @@ use crate::http::state::AppState;
 /// The router of a service with no caller check, `MAX_OBJECT_BYTES=100`,
 /// the doors open to `ops`, and AWS at a closed port.
 fn app(ops: &str) -> axum::Router {
+    app_with(ops, &[])
+}
+
+/// [`app`] with more settings.
+fn app_with(ops: &str, extra: &[(&str, &str)]) -> axum::Router {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
@@ -34,6 +39,8 @@ fn app(ops: &str) -> axum::Router {
         ("MAX_OBJECT_BYTES", "100"),
         ("COMMAND_OPS", ops),
     ]
+    .into_iter()
+    .chain(extra.iter().copied())
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let config = Config::from_iter(env).expect("test configuration");
     router(AppState::new(config, AwsOptions::default()).expect("the state"))
@@ -192,7 +199,7 @@ async fn copy_and_presign_bodies_are_checked() {
         ),
         (
             "/v1/presign",
-            r#"{"key":"a","expires_in":604801}"#,
+            r#"{"key":"a","expires_in":-5}"#,
             "invalid_argument",
         ),
         ("/v1/presign", r#"{"key":"a/./b"}"#, "invalid_key"),
@@ -221,12 +228,37 @@ async fn ops_the_doors_do_not_allow_are_forbidden() {
             &json,
             r#"{"key":"a","method":"PUT"}"#,
         ),
+        // Refused as an op before its body is read: a bad body too.
+        request(Method::POST, "/v1/sync", &json, r#"{"bucket":"b"}"#),
+        request(Method::POST, "/v1/sync", &json, "not json"),
     ] {
         let what = format!("{} {}", req.method(), req.uri());
         assert_eq!(
             code_of(&app, req).await,
             (StatusCode::FORBIDDEN, "op_not_allowed".into()),
             "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn small_bodies_are_held_to_max_body_bytes_when_it_is_smaller() {
+    let app = app_with(
+        "put,copy,delete,replicate,sync",
+        &[("MAX_BODY_BYTES", "1024")],
+    );
+    let big = format!(r#"{{"bucket":"b","prefix":"{}"}}"#, "p".repeat(2000));
+    for path in ["/v1/sync", "/v1/copy", "/v1/presign"] {
+        let req = request(
+            Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            &big,
+        );
+        assert_eq!(
+            code_of(&app, req).await,
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into()),
+            "{path}"
         );
     }
 }
@@ -329,6 +361,24 @@ async fn edge_refusals_answer_their_status_code_and_message() {
             "limit must be a number from 1 to 1000".into(),
         ),
         (
+            request(Method::GET, "/v1/objects?prefix=a&prefix=b", &[], ""),
+            400,
+            "invalid_argument",
+            "query string: Failed to deserialize query string: duplicate field `prefix`".into(),
+        ),
+        (
+            request(Method::GET, "/v1/objects/a%FFb", &[], ""),
+            400,
+            "invalid_key",
+            "the key in the path is not UTF-8 once percent-decoded".into(),
+        ),
+        (
+            request(Method::PUT, "/v1/objects/%C3", &[], "x"),
+            400,
+            "invalid_key",
+            "the key in the path is not UTF-8 once percent-decoded".into(),
+        ),
+        (
             request(
                 Method::POST,
                 "/v1/presign",
@@ -348,7 +398,7 @@ async fn edge_refusals_answer_their_status_code_and_message() {
             ),
             400,
             "invalid_argument",
-            "expires_in must be from 1 to 604800 seconds".into(),
+            "expires_in must be at least 1 second".into(),
         ),
         (
             request(Method::POST, "/v1/copy", &json, "not json"),
