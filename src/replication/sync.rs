@@ -511,7 +511,11 @@ pub(crate) async fn plan_page(
         .collect();
     let by_name: HashMap<&str, &ListedReplica> =
         replicas.iter().map(|(n, r)| (n.as_str(), r)).collect();
-    let inline_bytes = r.fanout().inline_bytes;
+    // An object over MAX_OBJECT_BYTES goes to a task, which refuses it.
+    let inline_bytes = r
+        .fanout()
+        .inline_bytes
+        .min(r.storage().max_object_bytes().saturating_add(1));
     let mut plan = PagePlan {
         page: pos.page,
         ..PagePlan::default()

@@ -188,9 +188,9 @@ pub enum ReplicateError {
     /// generation (its part tasks are not all published yet).
     #[error("{0}")]
     UploadStarting(String),
-    /// An object that part tasks cannot replicate (over `MAX_OBJECT_BYTES`,
-    /// a part larger than the buffer budget, too many restarts): refused
-    /// before anything starts, so it goes to the dead-letter topic.
+    /// An object that cannot be replicated (over `MAX_OBJECT_BYTES`, parts
+    /// larger than the buffer budget, too many restarts): refused before
+    /// anything starts, so it goes to the dead-letter topic.
     #[error("{message}")]
     PartsRefused {
         /// Why.
@@ -378,6 +378,7 @@ impl Replicator {
         restarts: u32,
     ) -> Result<ReplicaOutcome, ReplicateError> {
         parts::check_restarts(obj, restarts)?;
+        self.check_size(obj)?;
         if let Some(outcome) = self.replicate_small(obj).await? {
             return Ok(outcome);
         }
@@ -385,6 +386,7 @@ impl Replicator {
             Decision::Done(outcome) => return Ok(outcome),
             Decision::Copy(plan) => plan,
         };
+        self.check_size(&plan.live)?;
         if let Some(part_plan) = parts::PartPlan::for_object(self, &plan.live)? {
             let headers = replica_headers(&plan.live, plan.metadata);
             let condition = Replica::condition(plan.seen.as_ref());
@@ -402,6 +404,22 @@ impl Replicator {
             .await;
         }
         self.copy(obj, *plan).await
+    }
+
+    /// Refuses an object over `MAX_OBJECT_BYTES` (400, to the dead-letter
+    /// topic: it can never be written), whichever way it would be copied.
+    fn check_size(&self, obj: &GcsObject) -> Result<(), ReplicateError> {
+        let max = self.storage.max_object_bytes();
+        match obj.size {
+            Some(size) if size > max => Err(ReplicateError::PartsRefused {
+                refusal: PartsRefusal::ObjectTooLarge,
+                message: format!(
+                    "gs://{}/{}: {size} bytes, over MAX_OBJECT_BYTES ({max})",
+                    obj.bucket, obj.name
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The checks before a copy: the request, the bucket, the replica (when

@@ -452,3 +452,40 @@ async fn a_metadata_update_without_a_replica_replicates() {
     );
     assert_eq!(w.stored("a.txt").unwrap().body, b"hello");
 }
+
+#[tokio::test]
+async fn an_object_over_max_object_bytes_is_refused_before_it_is_read() {
+    let s3 = S3Fake::start().await;
+    let gcs = Gcs::start().await;
+    let budget = crate::budget::BufferBudget::new(1 << 20, std::time::Duration::from_secs(1));
+    let replicator = Replicator::new(
+        storage_at(&s3).with_limits(budget, 4),
+        GcsClient::new(Some(&gcs.host)),
+    )
+    .with_source_buckets(SourceBuckets::parse(Some(SOURCE)).unwrap());
+    gcs.put("big.txt", 7, 1, "five!");
+    // A command naming the object (its size read from Cloud Storage), and
+    // an event carrying the whole resource (no read at all).
+    let named = event("big.txt", None);
+    let mut resource = event("big.txt", Some(7));
+    resource.size = Some(5);
+    resource.metageneration = Some(1);
+    resource.crc32c = Some(crc32c_base64(crc32c::crc32c(b"five!")));
+    resource.updated = Some("2026-01-01T00:00:00Z".into());
+    for obj in [named, resource] {
+        let e = replicator.replicate(&obj, 0).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReplicateError::PartsRefused {
+                    refusal: PartsRefusal::ObjectTooLarge,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("over MAX_OBJECT_BYTES (4)"), "{e}");
+    }
+    assert!(s3.keys(BUCKET).is_empty());
+    assert_eq!(gcs.requests(), 1, "one metadata read, for the named object");
+}
