@@ -408,10 +408,14 @@ impl Storage {
             .get_object()
             .bucket(&self.bucket)
             .key(key.full())
-            .set_range(range.map(|r| r.to_string()))
-            .send()
-            .await
-            .map_err(|e| error::classify("GetObject", key.relative(), e))?;
+            .set_range(range.map(|r| r.to_string()));
+        let out = match out.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = error::classify("GetObject", key.relative(), e);
+                return Err(self.missing_or_denied(key, e).await);
+            }
+        };
         let total = out
             .content_range
             .as_deref()
@@ -441,9 +445,13 @@ impl Storage {
         })
     }
 
-    /// Describes an object.
+    /// Describes an object (a 403 for a missing key resolved as in
+    /// [`Storage::head_opt`]).
     pub(crate) async fn head(&self, key: &ObjectKey) -> Result<ObjectInfo, StorageError> {
-        self.head_version(key, None).await
+        match self.head_version(key, None).await {
+            Err(e) => Err(self.missing_or_denied(key, e).await),
+            ok => ok,
+        }
     }
 
     /// Describes an object, or one version of it (`versionId`).
@@ -495,14 +503,22 @@ impl Storage {
         match self.head(key).await {
             Ok(i) => Ok(Some(i)),
             Err(StorageError::NotFound(_)) => Ok(None),
-            Err(StorageError::AccessDenied(denied)) => match self.is_listed(key).await {
-                Ok(false) => Ok(None),
-                Ok(true) | Err(StorageError::AccessDenied(_)) => {
-                    Err(StorageError::AccessDenied(denied))
-                }
-                Err(e) => Err(e),
-            },
             Err(e) => Err(e),
+        }
+    }
+
+    /// What a failed read of `key` means: a 403 that a listing of exactly
+    /// that key shows to be a missing key is `NotFound`; a 403 for a listed
+    /// key, or whose listing is refused too, stands (see
+    /// [`Storage::head_opt`]).
+    async fn missing_or_denied(&self, key: &ObjectKey, e: StorageError) -> StorageError {
+        let StorageError::AccessDenied(denied) = e else {
+            return e;
+        };
+        match self.is_listed(key).await {
+            Ok(false) => StorageError::NotFound(format!("no such object: {}", key.relative())),
+            Ok(true) | Err(StorageError::AccessDenied(_)) => StorageError::AccessDenied(denied),
+            Err(other) => other,
         }
     }
 

@@ -215,6 +215,34 @@ async fn a_head_refused_with_403_is_settled_by_a_listing() {
 }
 
 #[tokio::test]
+async fn a_get_head_or_copy_refused_with_403_is_settled_by_a_listing() {
+    let (st, fake) = storage().await;
+    let missing = st.key("missing").unwrap();
+    let dest = st.key("dest").unwrap();
+    // Not listed: missing, as a 404 would say (GET, HEAD, a copy's source).
+    fake.fail_next(403, "AccessDenied");
+    let e = st.get(&missing, None).await.err().unwrap();
+    assert!(matches!(e, StorageError::NotFound(_)), "{e:?}");
+    fake.fail_next(403, "AccessDenied");
+    let e = st.head(&missing).await.unwrap_err();
+    assert!(matches!(e, StorageError::NotFound(_)), "{e:?}");
+    fake.fail_next(403, "AccessDenied");
+    let e = st.copy(&missing, &dest).await.unwrap_err();
+    assert!(matches!(e, StorageError::NotFound(_)), "{e:?}");
+    assert!(e.to_string().contains("source"), "{e}");
+    // Listed: the refusal stands.
+    put(&st, "there", "x").await;
+    let there = st.key("there").unwrap();
+    fake.fail_next(403, "AccessDenied");
+    let e = st.get(&there, None).await.err().unwrap();
+    assert!(matches!(e, StorageError::AccessDenied(_)), "{e:?}");
+    fake.fail_next(403, "AccessDenied");
+    let e = st.head(&there).await.unwrap_err();
+    assert!(matches!(e, StorageError::AccessDenied(_)), "{e:?}");
+    assert!(fake.object(BUCKET, "p/dest").is_none());
+}
+
+#[tokio::test]
 async fn s3_errors_are_classified() {
     let fake = S3Fake::start().await;
     for st in [storage_at(&fake), sdk_storage_at(&fake)] {
