@@ -68,8 +68,6 @@ pub enum Code {
     CredentialsUnavailable,
     /// `forbidden`
     Forbidden,
-    /// `gcs_not_yet_visible`
-    GcsNotYetVisible,
     /// `gcs_request_refused`
     GcsRequestRefused,
     /// `gcs_unavailable`
@@ -181,7 +179,6 @@ impl Code {
             Code::Conflict => "conflict",
             Code::CredentialsUnavailable => "credentials_unavailable",
             Code::Forbidden => "forbidden",
-            Code::GcsNotYetVisible => "gcs_not_yet_visible",
             Code::GcsRequestRefused => "gcs_request_refused",
             Code::GcsUnavailable => "gcs_unavailable",
             Code::IdentityUnavailable => "identity_unavailable",
@@ -582,11 +579,6 @@ impl From<ReplicateError> for AppError {
                 Code::GcsUnavailable,
                 "Cloud Storage answered without a generation",
                 source,
-            ),
-            ReplicateError::NotYetVisible(m) => AppError::unavailable(
-                Code::GcsNotYetVisible,
-                "the object generation is not visible in Cloud Storage yet",
-                m,
             ),
             ReplicateError::UnreadableCrc(m) => AppError::unavailable(
                 Code::IntegrityMismatch,

@@ -209,7 +209,7 @@ impl Replicator {
         let metadata = replica_metadata(obj, obj, generation)?;
         let fetched = match self.fetch_whole(obj, generation, size).await {
             Ok(Fetch::Got(f)) => f,
-            Ok(Fetch::Gone(status)) => return self.gone_or_not_yet(obj, status).await.map(Some),
+            Ok(Fetch::Gone(status)) => return self.gone_or_live(obj, status).await.map(Some),
             Err(ReplicateError::Budget(BudgetError::OverBudget { .. })) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -255,9 +255,10 @@ impl Replicator {
     }
 
     /// A pinned read of an event's generation was refused: gone when Cloud
-    /// Storage holds a newer generation or none; not yet visible (503)
-    /// when it holds an older one. One metadata read, on this path only.
-    pub(crate) async fn gone_or_not_yet(
+    /// Storage holds another generation or none; a failure to be retried
+    /// when it still shows that generation live. One metadata read, on
+    /// this path only.
+    pub(crate) async fn gone_or_live(
         &self,
         obj: &GcsObject,
         status: u16,

@@ -156,10 +156,6 @@ pub enum ReplicateError {
     /// Cloud Storage answered with an object resource without a generation.
     #[error("{0}: Cloud Storage answered without a generation")]
     NoGeneration(String),
-    /// The event names a generation newer than the live one: Cloud Storage
-    /// does not show it yet.
-    #[error("{0}")]
-    NotYetVisible(String),
     /// A CRC32C value of the object cannot be decoded.
     #[error("{0}")]
     UnreadableCrc(String),
@@ -506,7 +502,7 @@ impl Replicator {
         } = plan;
         let resp = match self.gcs.download(&obj.bucket, &obj.name, generation).await {
             Err(GcsError::Gone(status)) if direct::is_resource(obj) => {
-                return self.gone_or_not_yet(obj, status).await
+                return self.gone_or_live(obj, status).await
             }
             Err(GcsError::Gone(status)) => return Ok(gone(obj, status)),
             other => other?,
@@ -813,8 +809,9 @@ impl Replicator {
 }
 
 /// The generation to copy: the event's, else the live one. `None` when the
-/// live generation is newer (the event's is gone); an error when it is
-/// older (the event's is not visible yet).
+/// live generation is another (the event's is gone: Cloud Storage reads
+/// are strongly consistent, so a generation it does not show, newer or
+/// older, is none it will show).
 fn live_generation(obj: &GcsObject, live: &GcsObject) -> Result<Option<i64>, ReplicateError> {
     let Some(live_generation) = live.generation else {
         return Err(ReplicateError::NoGeneration(format!(
@@ -823,16 +820,7 @@ fn live_generation(obj: &GcsObject, live: &GcsObject) -> Result<Option<i64>, Rep
         )));
     };
     let generation = obj.generation.unwrap_or(live_generation);
-    if live_generation > generation {
-        return Ok(None);
-    }
-    if live_generation < generation {
-        return Err(ReplicateError::NotYetVisible(format!(
-            "gs://{}/{} live {live_generation} < event {generation}",
-            obj.bucket, obj.name
-        )));
-    }
-    Ok(Some(generation))
+    Ok((live_generation == generation).then_some(generation))
 }
 
 /// The CRC32C the written bytes must have: the download's `x-goog-hash`,

@@ -262,13 +262,20 @@ async fn the_live_generation_decides_what_is_copied() {
         "{out:?}"
     );
     assert!(w.stored("a.txt").is_none());
-    // Not visible yet: an error, so that the event comes again.
-    let e = w
-        .replicator
-        .replicate(&event("a.txt", Some(8)), 0)
-        .await
-        .unwrap_err();
-    assert!(matches!(e, ReplicateError::NotYetVisible(_)), "{e:?}");
+    // A generation newer than the live one is none Cloud Storage will
+    // show (its reads are strongly consistent): gone as well.
+    let out = w.replicate("a.txt", Some(8)).await;
+    assert!(
+        matches!(
+            out,
+            ReplicaOutcome::SourceGone {
+                generation: Some(8),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(w.stored("a.txt").is_none());
     // No generation named: the live one.
     let out = w.replicate("a.txt", None).await;
     assert!(
