@@ -59,11 +59,11 @@ output "s3_prefix" {
 }
 
 output "alert_policies" {
-  description = "Alert policies by key (dead_letter_backlog, oldest_unacked, replication_lag_p99); empty without metrics."
+  description = "Alert policies by key (dead_letter_backlog, oldest_unacked, replication_lag_p99)."
   value       = module.gcp.alert_policies
 }
 
 output "dashboard_id" {
-  description = "Id of the Cloud Monitoring dashboard; null without metrics."
+  description = "Id of the Cloud Monitoring dashboard."
   value       = module.gcp.dashboard_id
 }

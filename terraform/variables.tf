@@ -166,7 +166,7 @@ variable "use_http2" {
 }
 
 variable "metrics" {
-  description = "Run the Google-Built OpenTelemetry Collector as a sidecar exporting the service's metrics to Managed Service for Prometheus, and create the alert policies and the Cloud Monitoring dashboard (modules/gcp, README \"Monitoring\")."
+  description = "Run the Google-Built OpenTelemetry Collector as a sidecar exporting the service's metrics to Managed Service for Prometheus (modules/gcp, README \"Monitoring\"). The alert policies and the Cloud Monitoring dashboard are created either way; the lag alert and the service's charts have data only with metrics."
   type        = bool
   default     = false
 }
@@ -178,7 +178,7 @@ variable "metric_export_interval_ms" {
 }
 
 variable "replication_lag_p99_seconds" {
-  description = "With metrics: alert when the p99 replication lag stays above this many seconds for 5 minutes."
+  description = "Alert when the p99 replication lag (exported with metrics) stays above this many seconds for 5 minutes."
   type        = number
   default     = 900
 }

@@ -173,7 +173,7 @@ fn strings_under(v: &Value, key: &str, out: &mut Vec<String>) {
 }
 
 #[test]
-fn terraform_without_metrics_has_no_collector_alerts_or_dashboard() {
+fn terraform_without_metrics_has_no_collector_but_alerts_and_a_dashboard() {
     let out = monitoring(false, &[]);
     assert_eq!(out["enabled"], false);
     for k in [
@@ -182,13 +182,25 @@ fn terraform_without_metrics_has_no_collector_alerts_or_dashboard() {
         "collector_config_yaml",
         "main_container_name",
         "main_depends_on",
-        "dashboard_json",
     ] {
         assert!(out[k].is_null(), "{k} without metrics: {}", out[k]);
     }
     assert_eq!(out["runtime_roles"], serde_json::json!([]));
-    assert_eq!(out["apis"], serde_json::json!([]));
-    assert_eq!(out["alert_policies"], serde_json::json!({}));
+    assert_eq!(out["apis"], serde_json::json!(["monitoring.googleapis.com"]));
+    // The alert policies and the dashboard are the same with or without
+    // the collector: the Pub/Sub ones watch Pub/Sub's own metrics.
+    let with = monitoring(true, &[]);
+    assert_eq!(out["alert_policies"], with["alert_policies"]);
+    assert_eq!(
+        out["alert_policies"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["dead_letter_backlog", "oldest_unacked", "replication_lag_p99"]
+    );
+    assert_eq!(out["dashboard_json"], with["dashboard_json"]);
+    assert!(out["dashboard_json"].is_string(), "{}", out["dashboard_json"]);
     assert_eq!(out["cpu_idle"], true, "CPU only during requests, as before");
 
     let env = service_env(&[]);

@@ -1,11 +1,10 @@
-# With metrics = true: the Google-Built OpenTelemetry Collector as a sidecar
-# of the service (its container and volume are in the service, main.tf), its
-# configuration in Secret Manager, the runtime account's right to write
-# metrics, the alert policies and the dashboard. What they are is computed in
-# ../monitoring, a module without any provider that
+# The alert policies and the dashboard, always; with metrics = true also the
+# Google-Built OpenTelemetry Collector as a sidecar of the service (its
+# container and volume are in the service, main.tf), its configuration in
+# Secret Manager and the runtime account's right to write metrics. What they
+# are is computed in ../monitoring, a module without any provider that
 # tests/integration/terraform_monitoring.rs renders offline; this file only
-# turns its outputs into resources. Without metrics every output is empty or
-# null and nothing here is created.
+# turns its outputs into resources.
 
 locals {
   # The subscriptions of main.tf, by id.
@@ -125,8 +124,6 @@ resource "google_monitoring_alert_policy" "this" {
 }
 
 resource "google_monitoring_dashboard" "this" {
-  count = module.monitoring.enabled ? 1 : 0
-
   project        = var.project_id
   dashboard_json = module.monitoring.dashboard_json
 

@@ -104,11 +104,11 @@ output "auth_allowed_emails" {
 }
 
 output "alert_policies" {
-  description = "Names (projects/PROJECT/alertPolicies/ID) of the alert policies by key (dead_letter_backlog, oldest_unacked, replication_lag_p99); empty without metrics."
+  description = "Names (projects/PROJECT/alertPolicies/ID) of the alert policies by key (dead_letter_backlog, oldest_unacked, replication_lag_p99)."
   value       = { for k, p in google_monitoring_alert_policy.this : k => p.name }
 }
 
 output "dashboard_id" {
-  description = "Id of the Cloud Monitoring dashboard; null without metrics."
-  value       = one(google_monitoring_dashboard.this[*].id)
+  description = "Id of the Cloud Monitoring dashboard."
+  value       = google_monitoring_dashboard.this.id
 }

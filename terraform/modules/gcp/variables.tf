@@ -420,7 +420,7 @@ variable "use_http2" {
 }
 
 variable "metrics" {
-  description = "Run the Google-Built OpenTelemetry Collector as a sidecar that exports the service's metrics to Managed Service for Prometheus (the service gets OTEL_EXPORTER_OTLP_ENDPOINT, the runtime account roles/monitoring.metricWriter, CPU stays allocated between requests), and create the alert policies and the dashboard. false: none of it."
+  description = "Run the Google-Built OpenTelemetry Collector as a sidecar that exports the service's metrics to Managed Service for Prometheus (the service gets OTEL_EXPORTER_OTLP_ENDPOINT, the runtime account roles/monitoring.metricWriter, CPU stays allocated between requests). The alert policies and the dashboard are created either way; the replication lag alert and the service's charts have data only with metrics."
   type        = bool
   default     = false
 }
@@ -448,7 +448,7 @@ variable "collector_image" {
 }
 
 variable "replication_lag_p99_seconds" {
-  description = "With metrics: alert when the p99 replication lag (bridge.replication.lag over 5 minutes) stays above this many seconds for 5 minutes."
+  description = "Alert when the p99 replication lag (bridge.replication.lag over 5 minutes, exported with metrics) stays above this many seconds for 5 minutes."
   type        = number
   default     = 900
 

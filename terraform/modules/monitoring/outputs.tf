@@ -1,5 +1,5 @@
 output "enabled" {
-  description = "Whether the collector sidecar, its roles, the alert policies and the dashboard are created (metrics)."
+  description = "Whether the collector sidecar, its configuration and its role are created (metrics). The alert policies and the dashboard are created either way."
   value       = var.metrics
 }
 
@@ -44,13 +44,13 @@ output "runtime_roles" {
 }
 
 output "apis" {
-  description = "Google APIs the monitoring needs: Cloud Monitoring and Secret Manager (the collector's configuration) with metrics, none without."
-  value       = var.metrics ? ["monitoring.googleapis.com", "secretmanager.googleapis.com"] : []
+  description = "Google APIs the monitoring needs: Cloud Monitoring (the alert policies and the dashboard), and Secret Manager (the collector's configuration) with metrics."
+  value       = var.metrics ? ["monitoring.googleapis.com", "secretmanager.googleapis.com"] : ["monitoring.googleapis.com"]
 }
 
 output "alert_policies" {
-  description = "Alert policies by key: display_name, severity, documentation and either a threshold condition (filter, comparison, threshold_value, duration, aligner, period) or a PromQL condition (query, duration, evaluation_interval). Empty without metrics."
-  value       = { for k, v in local.alert_policies : k => v if var.metrics }
+  description = "Alert policies by key: display_name, severity, documentation and either a threshold condition (filter, comparison, threshold_value, duration, aligner, period) or a PromQL condition (query, duration, evaluation_interval). The Pub/Sub ones watch Pub/Sub's own metrics; the lag one reads the service's, which only the collector (metrics) exports."
+  value       = local.alert_policies
 }
 
 output "notification_channels" {
@@ -59,6 +59,6 @@ output "notification_channels" {
 }
 
 output "dashboard_json" {
-  description = "The Cloud Monitoring dashboard (dashboard_json of google_monitoring_dashboard). null without metrics."
-  value       = var.metrics ? local.dashboard_json : null
+  description = "The Cloud Monitoring dashboard (dashboard_json of google_monitoring_dashboard): the service's metrics (exported with metrics) and its subscriptions' backlog."
+  value       = local.dashboard_json
 }
