@@ -326,7 +326,7 @@ mod tests {
         let mut v = minimal();
         v.push(("TASKS_TOPIC".into(), "tasks".into()));
         v.push(("PUBSUB_TOPIC".into(), "cmds".into()));
-        v.push(("PART_TASK_BYTES".into(), "1000".into()));
+        v.push(("PART_TASK_BYTES".into(), "0".into()));
         let text = Config::from_iter(v).unwrap_err().to_string();
         for name in ["TASKS_TOPIC:", "PUBSUB_TOPIC:", "PART_TASK_BYTES:"] {
             assert!(text.lines().any(|l| l.starts_with(name)), "{text}");
@@ -482,7 +482,7 @@ mod tests {
         ("BUFFER_BUDGET_BYTES", "lots"),
         ("GCS_SOURCE_BUCKETS", "Not A Bucket"),
         ("PUBSUB_TOPIC", "cmds"),
-        ("PART_TASK_BYTES", "1000"),
+        ("PART_TASK_BYTES", "0"),
     ];
 
     fn with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -694,7 +694,7 @@ mod tests {
             ("REQUEST_TIMEOUT_SECONDS", "1", "3601"),
             ("MAX_OBJECT_BYTES", "5497558138880", "5497558138881"),
             ("TEST_COPY_MULTIPART_THRESHOLD_BYTES", "5242880", "5242879"),
-            ("PART_TASK_BYTES", "5242880", "5242879"),
+            ("PART_TASK_BYTES", "1", "0"),
             ("BUFFER_BUDGET_BYTES", "1", "0"),
             ("SYNC_INLINE_BYTES", "67108864", "67108865"),
             ("SYNC_INLINE_BYTES", "0", "-1"),

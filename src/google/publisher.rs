@@ -394,10 +394,11 @@ pub struct PublisherSettings {
     #[serde(rename = "pubsub_emulator_host")]
     pub(crate) emulator_host: Option<String>,
     /// `PART_TASK_BYTES`: objects of at least this size are replicated in
-    /// parts, one task per part (default 1 GiB, at least 5 MiB).
+    /// parts, one task per part (default 1 GiB, at least 1 byte; the parts
+    /// themselves are never smaller than S3 allows, see `PartPlan`).
     #[serde(
         default = "default_part_task_bytes",
-        deserialize_with = "number::<_, _, MIN_PART_TASK_BYTES, { u64::MAX }>"
+        deserialize_with = "number::<_, _, 1, { u64::MAX }>"
     )]
     pub(crate) part_task_bytes: u64,
     /// `TEST_SYNC_PAGE_SIZE` (tests only): objects per sync page (default and
@@ -427,9 +428,6 @@ pub(crate) const DEFAULT_PART_TASK_BYTES: u64 = 1024 * 1024 * 1024;
 pub(crate) const DEFAULT_SYNC_INLINE_BYTES: u64 = 8 * 1024 * 1024;
 /// The largest `SYNC_INLINE_BYTES`: one PutObject of bytes held whole.
 pub(crate) const MAX_SYNC_INLINE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// S3's smallest part but the last: the smallest `PART_TASK_BYTES`.
-pub(crate) const MIN_PART_TASK_BYTES: u64 = crate::s3_limits::MIN_PART;
 
 fn default_sync_page_size() -> usize {
     1000

@@ -364,6 +364,37 @@ async fn a_large_object_delivered_twice_starts_one_upload_and_its_parts_finish_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_task_threshold_below_s3s_smallest_part_replicates_in_one_part() {
+    require_rig!();
+    let (w, gcs, bucket, sub) = world("onepart", &[("PART_TASK_BYTES", "1048576")]).await;
+    let data = bytes(2 * MIB, 5);
+    let resource = gcs
+        .upload(
+            &bucket,
+            "two.bin",
+            &data,
+            json!({"contentType": "application/octet-stream"}),
+        )
+        .await;
+    let server = Server::start(&w.env).await;
+    let cmd = json!({"op": "replicate", "bucket": bucket, "name": "two.bin",
+                     "generation": resource["generation"]});
+    let (s, a) = command(&w, &server, &cmd, "one-1").await;
+    assert_eq!(
+        (s, a["status"].as_str()),
+        (200, Some("parts_published")),
+        "{a}"
+    );
+    assert_eq!(a["parts"], 1, "{a}");
+    let parts = pull_all(&w, &sub).await;
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let (s, v) = task(&w, &server, &parts[0], "one-part").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("replicated")), "{v}");
+    assert_eq!(w.stored("two.bin").await.as_deref(), Some(&data[..]));
+    w.assert_no_upload_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_tasks_that_cannot_finish_are_refused_before_anything_starts() {
     require_rig!();
     for (env, code) in [

@@ -186,7 +186,10 @@ fn terraform_without_metrics_has_no_collector_but_alerts_and_a_dashboard() {
         assert!(out[k].is_null(), "{k} without metrics: {}", out[k]);
     }
     assert_eq!(out["runtime_roles"], serde_json::json!([]));
-    assert_eq!(out["apis"], serde_json::json!(["monitoring.googleapis.com"]));
+    assert_eq!(
+        out["apis"],
+        serde_json::json!(["monitoring.googleapis.com"])
+    );
     // The alert policies and the dashboard are the same with or without
     // the collector: the Pub/Sub ones watch Pub/Sub's own metrics.
     let with = monitoring(true, &[]);
@@ -197,10 +200,18 @@ fn terraform_without_metrics_has_no_collector_but_alerts_and_a_dashboard() {
             .unwrap()
             .keys()
             .collect::<Vec<_>>(),
-        ["dead_letter_backlog", "oldest_unacked", "replication_lag_p99"]
+        [
+            "dead_letter_backlog",
+            "oldest_unacked",
+            "replication_lag_p99"
+        ]
     );
     assert_eq!(out["dashboard_json"], with["dashboard_json"]);
-    assert!(out["dashboard_json"].is_string(), "{}", out["dashboard_json"]);
+    assert!(
+        out["dashboard_json"].is_string(),
+        "{}",
+        out["dashboard_json"]
+    );
     assert_eq!(out["cpu_idle"], true, "CPU only during requests, as before");
 
     let env = service_env(&[]);

@@ -781,6 +781,12 @@ mod tests {
         // A small threshold gives parts of that size (at least 8 MiB).
         let p = PartPlan::new(20 * MIB, 5 * MIB, all).unwrap();
         assert_eq!((p.part_size, p.parts), (8 * MIB, 3));
+        // A threshold below S3's smallest part: an object under a part is
+        // one part, the last, which may be smaller.
+        let p = PartPlan::new(2 * MIB, 1, all).unwrap();
+        assert_eq!((p.part_size, p.parts), (8 * MIB, 1));
+        assert_eq!(p.range(1), (0, 2 * MIB - 1));
+        assert_eq!(PartPlan::new(0, 1, all), None);
         // 5 TiB stays within 10,000 parts.
         let p = PartPlan::new(5 * 1024 * 1024 * MIB, 1024 * MIB, all).unwrap();
         assert!(p.parts <= 10_000);
