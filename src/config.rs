@@ -198,6 +198,12 @@ mod tests {
             with(&[("K_REVISION", "rev-1"), ("HOSTNAME", "host-1")]),
             "host-1"
         );
+        // Over STS's 64 characters: the service is cut, the revision kept.
+        let service = "gcp-aws-bridge-replicator-production";
+        let revision = format!("{service}-00042-xk7");
+        let name = with(&[("K_SERVICE", service), ("K_REVISION", &revision)]);
+        assert_eq!(name.len(), 64, "{name}");
+        assert!(name.ends_with(&format!("-{revision}")), "{name}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ variable "target_audience" {
 }
 
 variable "role_duration_seconds" {
-  description = "STS session length: the service's AWS_ROLE_DURATION_SECONDS and the role's maximum session duration."
+  description = "STS session length: the service's AWS_ROLE_DURATION_SECONDS and the role's maximum session duration (at least IAM's 3600)."
   type        = number
   default     = 3600
 

@@ -277,7 +277,11 @@ impl AwsSettings {
         if !self.role_session_name.is_empty() {
             self.role_session_name.clone()
         } else if !service.is_empty() && !revision.is_empty() {
-            format!("{service}-{revision}")
+            // STS takes 64 characters: the service is cut first, so that
+            // the revision (which repeats it on Cloud Run) stays whole.
+            let name = format!("{service}-{revision}");
+            let n = name.chars().count();
+            name.chars().skip(n.saturating_sub(64)).collect()
         } else if !self.hostname.is_empty() {
             self.hostname.clone()
         } else {

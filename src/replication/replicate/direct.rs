@@ -201,7 +201,14 @@ impl Replicator {
         let (Some(generation), Some(size)) = (obj.generation, obj.size) else {
             return Ok(None);
         };
-        if !is_resource(obj) || size >= limit || obj.bucket.is_empty() || obj.name.is_empty() {
+        // An object over MAX_OBJECT_BYTES takes the checked path, which
+        // refuses it after the bucket and replica checks.
+        if !is_resource(obj)
+            || size >= limit
+            || size > self.storage.max_object_bytes()
+            || obj.bucket.is_empty()
+            || obj.name.is_empty()
+        {
             return Ok(None);
         }
         self.sources.check(&obj.bucket)?;

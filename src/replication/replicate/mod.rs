@@ -374,7 +374,6 @@ impl Replicator {
         restarts: u32,
     ) -> Result<ReplicaOutcome, ReplicateError> {
         parts::check_restarts(obj, restarts)?;
-        self.check_size(obj)?;
         if let Some(outcome) = self.replicate_small(obj).await? {
             return Ok(outcome);
         }
@@ -403,7 +402,9 @@ impl Replicator {
     }
 
     /// Refuses an object over `MAX_OBJECT_BYTES` (400, to the dead-letter
-    /// topic: it can never be written), whichever way it would be copied.
+    /// topic: it can never be written), whichever way it would be copied;
+    /// after the bucket and replica checks, so that a bucket not allowed
+    /// and a replica already written answer as such.
     fn check_size(&self, obj: &GcsObject) -> Result<(), ReplicateError> {
         let max = self.storage.max_object_bytes();
         match obj.size {

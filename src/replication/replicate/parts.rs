@@ -149,7 +149,9 @@ impl PartPlan {
             );
         }
         let budget = st.budget().total();
-        if self.part_size > budget {
+        // A part task reserves the range it reads: at most a part, and no
+        // more than the object.
+        if self.part_size.min(self.size) > budget {
             return refuse(
                 PartsRefusal::PartTooLarge,
                 format!(

@@ -496,3 +496,110 @@ async fn an_object_over_max_object_bytes_is_refused_before_it_is_read() {
     assert!(s3.keys(BUCKET).is_empty());
     assert_eq!(gcs.requests(), 1, "one metadata read, for the named object");
 }
+
+/// A replicator over `w`'s stand-ins with `MAX_OBJECT_BYTES`, the buffer
+/// budget and `PART_TASK_BYTES` given.
+fn limited(w: &World, max_object: u64, budget: u64, part_task_bytes: u64) -> Replicator {
+    let budget = crate::budget::BufferBudget::new(budget, std::time::Duration::from_secs(1));
+    Replicator::new(
+        storage_at(&w.s3).with_limits(budget, max_object),
+        GcsClient::new(Some(&w.gcs.host)),
+    )
+    .with_source_buckets(SourceBuckets::parse(Some(SOURCE)).unwrap())
+    .with_fanout(crate::google::publisher::Fanout {
+        part_task_bytes,
+        ..Default::default()
+    })
+}
+
+/// The whole resource of generation 7 of `name` holding `body`, as an
+/// event carries it.
+fn resource(name: &str, body: &[u8]) -> GcsObject {
+    GcsObject {
+        size: Some(body.len() as u64),
+        metageneration: Some(1),
+        crc32c: Some(crc32c_base64(crc32c::crc32c(body))),
+        updated: Some("2026-01-01T00:00:00Z".into()),
+        ..event(name, Some(7))
+    }
+}
+
+#[tokio::test]
+async fn the_size_check_comes_after_the_bucket_and_replica_checks() {
+    let w = world().await;
+    let r = limited(&w, 4, 1 << 20, 1 << 30);
+    // A bucket not allowed answers as such, whatever the size.
+    let mut other = resource("big.txt", b"five!");
+    other.bucket = "not-allowed".into();
+    let e = r.replicate(&other, 0).await.unwrap_err();
+    assert!(matches!(e, ReplicateError::SourceBucket(_)), "{e:?}");
+    // A replica already written answers up to date, whatever the size.
+    w.replica("big.txt", SOURCE, Some(7), "five!");
+    let out = r
+        .replicate(&resource("big.txt", b"five!"), 0)
+        .await
+        .unwrap();
+    assert!(matches!(out, ReplicaOutcome::UpToDate { .. }), "{out:?}");
+    assert_eq!(w.gcs.requests(), 0);
+}
+
+#[tokio::test]
+async fn an_object_smaller_than_a_part_fits_a_budget_smaller_than_a_part() {
+    let w = world().await;
+    // Parts are at least 8 MiB; the object, and so its one part, is 5 bytes.
+    let r = limited(&w, 1 << 40, 4 << 20, 1);
+    w.gcs.put("tiny.txt", 7, 1, "five!");
+    let e = r.replicate(&event("tiny.txt", None), 0).await.unwrap_err();
+    // Not refused as too large a part: it goes on to publish its part
+    // task, and this replicator has no tasks topic.
+    assert!(
+        !matches!(e, ReplicateError::PartsRefused { .. }),
+        "{e:?}: {e}"
+    );
+    assert!(e.to_string().contains("TASKS_TOPIC"), "{e}");
+}
+
+#[tokio::test]
+async fn an_event_of_a_generation_that_is_not_live_is_gone() {
+    let w = world().await;
+    w.gcs.put("a.txt", 7, 1, "hello");
+    // The pinned read of generation 8 is refused; 7 is live: gone.
+    let out = w
+        .replicator
+        .replicate(
+            &GcsObject {
+                generation: Some(8),
+                ..resource("a.txt", b"hello8")
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            ReplicaOutcome::SourceGone {
+                generation: Some(8),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    // A metadata update of generation 6 while 7 is live: gone too.
+    let update = GcsObject {
+        metageneration: None,
+        ..event("a.txt", Some(6))
+    };
+    let out = w.replicator.update_metadata(&update).await.unwrap();
+    assert!(matches!(out, ReplicaOutcome::SourceGone { .. }), "{out:?}");
+    assert!(w.stored("a.txt").is_none());
+}
+
+#[tokio::test]
+async fn a_sync_page_copies_inline_nothing_over_max_object_bytes() {
+    let w = world().await;
+    let inline = crate::google::publisher::Fanout::default().inline_bytes;
+    let limit = |max| crate::replication::sync::inline_limit(&limited(&w, max, 1 << 20, 1 << 30));
+    assert_eq!(limit(4), 5, "a 5-byte object goes to a task");
+    assert_eq!(limit(1 << 40), inline);
+}

@@ -68,7 +68,7 @@ variable "role_path" {
 }
 
 variable "role_duration_seconds" {
-  description = "Session length the service asks STS for (AWS_ROLE_DURATION_SECONDS); also the role's maximum session duration, so the two can never disagree."
+  description = "Session length the service asks STS for (AWS_ROLE_DURATION_SECONDS); also the role's maximum session duration (at least IAM's 3600), so the service never asks for more than the role allows."
   type        = number
   default     = 3600
 
