@@ -214,14 +214,6 @@ pub(crate) enum Action {
     Task,
 }
 
-/// The size under which a page copies an object itself: `SYNC_INLINE_BYTES`,
-/// and never an object over `MAX_OBJECT_BYTES` (a task refuses it).
-pub(crate) fn inline_limit(r: &Replicator) -> u64 {
-    r.fanout()
-        .inline_bytes
-        .min(r.storage().max_object_bytes().saturating_add(1))
-}
-
 /// What to do with listed object `o` whose key holds `replica`: nothing
 /// when the replica has its size and is not older than its `updated` time
 /// (whole seconds: S3 listings have no finer precision); else an inline
@@ -519,7 +511,7 @@ pub(crate) async fn plan_page(
         .collect();
     let by_name: HashMap<&str, &ListedReplica> =
         replicas.iter().map(|(n, r)| (n.as_str(), r)).collect();
-    let inline_bytes = inline_limit(r);
+    let inline_bytes = r.inline_limit();
     let mut plan = PagePlan {
         page: pos.page,
         ..PagePlan::default()

@@ -403,13 +403,15 @@ impl Storage {
             .map(ByteRange::parse)
             .transpose()
             .map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
-        let out = self
+        let sent = self
             .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key.full())
-            .set_range(range.map(|r| r.to_string()));
-        let out = match out.send().await {
+            .set_range(range.map(|r| r.to_string()))
+            .send()
+            .await;
+        let out = match sent {
             Ok(out) => out,
             Err(e) => {
                 let e = error::classify("GetObject", key.relative(), e);

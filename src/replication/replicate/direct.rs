@@ -197,18 +197,11 @@ impl Replicator {
         &self,
         obj: &GcsObject,
     ) -> Result<Option<ReplicaOutcome>, ReplicateError> {
-        let limit = self.fanout.inline_bytes.min(self.fanout.part_task_bytes);
+        let limit = self.inline_limit().min(self.fanout.part_task_bytes);
         let (Some(generation), Some(size)) = (obj.generation, obj.size) else {
             return Ok(None);
         };
-        // An object over MAX_OBJECT_BYTES takes the checked path, which
-        // refuses it after the bucket and replica checks.
-        if !is_resource(obj)
-            || size >= limit
-            || size > self.storage.max_object_bytes()
-            || obj.bucket.is_empty()
-            || obj.name.is_empty()
-        {
+        if !is_resource(obj) || size >= limit || obj.bucket.is_empty() || obj.name.is_empty() {
             return Ok(None);
         }
         self.sources.check(&obj.bucket)?;

@@ -333,6 +333,17 @@ impl Replicator {
         &self.fanout
     }
 
+    /// The size under which an object is copied whole from what is already
+    /// known of it (a sync page's inline copies, an event's write without a
+    /// check first): `SYNC_INLINE_BYTES`, and never an object over
+    /// `MAX_OBJECT_BYTES`, which the checked path refuses after the bucket
+    /// and replica checks.
+    pub(crate) fn inline_limit(&self) -> u64 {
+        self.fanout
+            .inline_bytes
+            .min(self.storage.max_object_bytes().saturating_add(1))
+    }
+
     /// The buckets replication may read.
     pub(crate) fn sources(&self) -> &SourceBuckets {
         &self.sources

@@ -444,24 +444,12 @@ async fn a_metadata_update_without_a_replica_replicates() {
 
 #[tokio::test]
 async fn an_object_over_max_object_bytes_is_refused_before_it_is_read() {
-    let s3 = S3Fake::start().await;
-    let gcs = Gcs::start().await;
-    let budget = crate::budget::BufferBudget::new(1 << 20, std::time::Duration::from_secs(1));
-    let replicator = Replicator::new(
-        storage_at(&s3).with_limits(budget, 4),
-        GcsClient::new(Some(&gcs.host)),
-    )
-    .with_source_buckets(SourceBuckets::parse(Some(SOURCE)).unwrap());
-    gcs.put("big.txt", 7, 1, "five!");
+    let w = world().await;
+    let replicator = limited(&w, 4, 1 << 20, 1 << 30);
+    w.gcs.put("big.txt", 7, 1, "five!");
     // A command naming the object (its size read from Cloud Storage), and
     // an event carrying the whole resource (no read at all).
-    let named = event("big.txt", None);
-    let mut resource = event("big.txt", Some(7));
-    resource.size = Some(5);
-    resource.metageneration = Some(1);
-    resource.crc32c = Some(crc32c_base64(crc32c::crc32c(b"five!")));
-    resource.updated = Some("2026-01-01T00:00:00Z".into());
-    for obj in [named, resource] {
+    for obj in [event("big.txt", None), resource("big.txt", b"five!")] {
         let e = replicator.replicate(&obj, 0).await.unwrap_err();
         assert!(
             matches!(
@@ -475,8 +463,12 @@ async fn an_object_over_max_object_bytes_is_refused_before_it_is_read() {
         );
         assert!(e.to_string().contains("over MAX_OBJECT_BYTES (4)"), "{e}");
     }
-    assert!(s3.keys(BUCKET).is_empty());
-    assert_eq!(gcs.requests(), 1, "one metadata read, for the named object");
+    assert!(w.s3.keys(BUCKET).is_empty());
+    assert_eq!(
+        w.gcs.requests(),
+        1,
+        "one metadata read, for the named object"
+    );
 }
 
 /// A replicator over `w`'s stand-ins with `MAX_OBJECT_BYTES`, the buffer
@@ -564,7 +556,7 @@ async fn an_event_of_a_generation_that_is_not_live_is_gone() {
         ..event("a.txt", Some(6))
     };
     let out = w.replicator.update_metadata(&update).await.unwrap();
-    assert!(matches!(out, ReplicaOutcome::SourceGone { .. }), "{out:?}");
+    assert_gone(&out, 6);
     assert!(w.stored("a.txt").is_none());
 }
 
@@ -572,7 +564,7 @@ async fn an_event_of_a_generation_that_is_not_live_is_gone() {
 async fn a_sync_page_copies_inline_nothing_over_max_object_bytes() {
     let w = world().await;
     let inline = crate::google::publisher::Fanout::default().inline_bytes;
-    let limit = |max| crate::replication::sync::inline_limit(&limited(&w, max, 1 << 20, 1 << 30));
+    let limit = |max| limited(&w, max, 1 << 20, 1 << 30).inline_limit();
     assert_eq!(limit(4), 5, "a 5-byte object goes to a task");
     assert_eq!(limit(1 << 40), inline);
 }
