@@ -439,8 +439,22 @@ async fn the_terraform_environment_behind_the_front_end() {
     .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
-    // 4. Not an invoker: Cloud Run refuses, the service never sees it.
+    // 4. Not an invoker: Cloud Run refuses, the service never sees it. The
+    // emulator's push (step 1) arrives when it will: wait for its answer so
+    // that it is not counted as the stranger's request.
+    eventually(
+        Duration::from_secs(60),
+        || format!("no push answered: {:?}", push.statuses()),
+        || async {
+            push.statuses()
+                .iter()
+                .any(|s| (200..300).contains(s))
+                .then_some(())
+        },
+    )
+    .await;
     let served = front.requests_per_instance()[0];
+    let refused = front.refused();
     let r = put(
         caller("stranger@bridge-test.iam.gserviceaccount.com", &service_url),
         "no.txt",
@@ -449,6 +463,7 @@ async fn the_terraform_environment_behind_the_front_end() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403);
+    assert_eq!(front.refused(), refused + 1, "the front end answered");
     assert_eq!(front.requests_per_instance()[0], served);
 
     // 5. An invoker (through the group) the service does not allow.
