@@ -417,16 +417,13 @@ impl Replicator {
     /// after the bucket and replica checks, so that a bucket not allowed
     /// and a replica already written answer as such.
     fn check_size(&self, obj: &GcsObject) -> Result<(), ReplicateError> {
-        let max = self.storage.max_object_bytes();
         match obj.size {
-            Some(size) if size > max => Err(ReplicateError::PartsRefused {
-                refusal: PartsRefusal::ObjectTooLarge,
-                message: format!(
-                    "gs://{}/{}: {size} bytes, over MAX_OBJECT_BYTES ({max})",
-                    obj.bucket, obj.name
-                ),
-            }),
-            _ => Ok(()),
+            Some(size) => within_max_object(
+                &self.storage,
+                format_args!("gs://{}/{}", obj.bucket, obj.name),
+                size,
+            ),
+            None => Ok(()),
         }
     }
 
@@ -818,6 +815,24 @@ impl Replicator {
             metageneration,
         })
     }
+}
+
+/// Refuses `source`, of `size` bytes, when it is over `MAX_OBJECT_BYTES`
+/// (`PartsRefused`: 400, to the dead-letter topic, as it can never be
+/// written): the one size rule of whole copies, parts and part tasks.
+fn within_max_object(
+    st: &Storage,
+    source: impl std::fmt::Display,
+    size: u64,
+) -> Result<(), ReplicateError> {
+    let max = st.max_object_bytes();
+    if size <= max {
+        return Ok(());
+    }
+    Err(ReplicateError::PartsRefused {
+        refusal: PartsRefusal::ObjectTooLarge,
+        message: format!("{source}: {size} bytes, over MAX_OBJECT_BYTES ({max})"),
+    })
 }
 
 /// The generation to copy: the event's, else the live one. `None` when the

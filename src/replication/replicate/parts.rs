@@ -51,7 +51,8 @@ use crate::aws::s3::{
 };
 use crate::google::gcs::{decode_crc, GcsError, GcsObject};
 use crate::replication::replicate::{
-    changed_since_check, gone, up_to_date, PartsRefusal, ReplicaOutcome, ReplicateError, Replicator,
+    changed_since_check, gone, up_to_date, within_max_object, PartsRefusal, ReplicaOutcome,
+    ReplicateError, Replicator,
 };
 use crate::util::now_secs;
 use crate::wire::{OpTag, PartTask, Task};
@@ -137,28 +138,18 @@ impl PartPlan {
 
     /// Refuses a plan that cannot finish here.
     fn check(&self, st: &Storage, source: &str) -> Result<(), ReplicateError> {
-        let refuse = |refusal, message| Err(ReplicateError::PartsRefused { refusal, message });
-        if self.size > st.max_object_bytes() {
-            return refuse(
-                PartsRefusal::ObjectTooLarge,
-                format!(
-                    "{source}: {} bytes, over MAX_OBJECT_BYTES ({})",
-                    self.size,
-                    st.max_object_bytes()
-                ),
-            );
-        }
+        within_max_object(st, source, self.size)?;
         let budget = st.budget().total();
         // A part task reserves the range it reads: at most a part, and no
         // more than the object.
         if self.part_size.min(self.size) > budget {
-            return refuse(
-                PartsRefusal::PartTooLarge,
-                format!(
+            return Err(ReplicateError::PartsRefused {
+                refusal: PartsRefusal::PartTooLarge,
+                message: format!(
                     "{source}: its parts of {} bytes (at most 10,000 parts) cannot fit the buffer budget of {budget} bytes (BUFFER_BUDGET_BYTES)",
                     self.part_size
                 ),
-            );
+            });
         }
         Ok(())
     }
